@@ -1,0 +1,698 @@
+//! The control API (`/_sandbox/…`, JSON): test switches and buyer actions, kept apart from
+//! Stripe's paths. Every route but the 3-D Secure buyer page (which a browser reaches from
+//! `next_action.redirect_to_url.url`) answers only loopback peers or the operator key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Result, StripeError};
+use crate::http::{error_response, is_loopback};
+use crate::resources::{charges, format_amount, payment_intents, refunds};
+use crate::state::{Access, RestrictedKey, random_string};
+use crate::{ChaosConfig, FaultConfig, Inner, lock};
+
+/// Restricted-key permission names (docs/sandbox.md), as the routing table uses them.
+const PERMISSIONS: &[&str] = &[
+    "customers",
+    "products",
+    "prices",
+    "payment_intents",
+    "payment_methods",
+    "charges",
+    "disputes",
+    "events",
+    "webhook_endpoints",
+    "accounts",
+    "checkout_sessions",
+    "subscriptions",
+    "invoices",
+    "credit_notes",
+];
+const FAULT_KINDS: &[&str] = &["500", "500-retry", "429", "drop", "latency"];
+/// Upper bound for chaos/fault durations (keeps timer arithmetic far from overflow).
+const MAX_MS: u64 = 3_600_000;
+/// Query-value escaping for the return URL: everything but RFC 3986 unreserved characters.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+pub fn router() -> Router<Arc<Inner>> {
+    Router::new()
+        .route("/reset", post(reset))
+        .route("/state", get(state_counts))
+        .route("/restricted_keys", post(restricted_keys))
+        .route("/faults", post(faults))
+        .route("/chaos", post(chaos))
+        .route("/webhook_deliveries", get(webhook_deliveries))
+        .route("/payment_intents/{id}/authenticate", post(pi_authenticate))
+        .route("/refunds/{id}/settle", post(refund_settle))
+        .route("/charges/{id}/expire", post(charge_expire))
+        // The buyer's page: no operator check (the client secret is the credential).
+        .route("/authenticate/{id}", get(buyer_page).post(buyer_submit))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Access
+
+/// Proof that the caller may use the control API: a loopback peer or the operator key.
+struct Operator;
+
+impl FromRequestParts<Arc<Inner>> for Operator {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        inner: &Arc<Inner>,
+    ) -> std::result::Result<Self, Response> {
+        if is_loopback(&parts.extensions) {
+            return Ok(Operator);
+        }
+        let given = parts
+            .headers
+            .get("x-sandbox-control-key")
+            .map(HeaderValue::as_bytes);
+        match (inner.config.control_key.as_deref(), given) {
+            (Some(key), Some(given)) if !key.is_empty() && ct_eq(key.as_bytes(), given) => {
+                Ok(Operator)
+            }
+            _ => Err(fail(StripeError::new(
+                StatusCode::FORBIDDEN,
+                "invalid_request_error",
+                "The sandbox control API answers only loopback peers or requests carrying a valid X-Sandbox-Control-Key header.",
+            ))),
+        }
+    }
+}
+
+/// Constant-time equality: both sides are hashed first, so neither length nor the position of
+/// the first difference shows in the timing.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    let (ha, hb) = (Sha256::digest(a), Sha256::digest(b));
+    let diff = ha
+        .iter()
+        .zip(hb.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses and bodies
+
+fn ok(v: Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+fn fail(e: StripeError) -> Response {
+    error_response(&e, "req_control")
+}
+
+fn respond(out: Result<Value>) -> Response {
+    match out {
+        Ok(v) => ok(v),
+        Err(e) => fail(e),
+    }
+}
+
+fn bad(message: impl Into<String>) -> Response {
+    fail(StripeError::invalid(message))
+}
+
+/// The JSON object body (an empty body is `{}`), with only the `allowed` members.
+fn body_json(bytes: &[u8], allowed: &[&str]) -> std::result::Result<Map<String, Value>, Response> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(bytes) else {
+        return Err(bad("The request body must be a JSON object."));
+    };
+    if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(fail(
+            StripeError::invalid(format!(
+                "Unknown field `{k}`; allowed: {}.",
+                allowed.join(", ")
+            ))
+            .param(k),
+        ));
+    }
+    Ok(map)
+}
+
+/// A required string member that must be one of `allowed`.
+fn outcome(body: &Map<String, Value>, allowed: &[&str]) -> std::result::Result<String, Response> {
+    match body.get("outcome").and_then(Value::as_str) {
+        Some(o) if allowed.contains(&o) => Ok(o.to_string()),
+        _ => Err(fail(
+            StripeError::invalid(format!("`outcome` must be one of: {}.", allowed.join(", ")))
+                .param("outcome"),
+        )),
+    }
+}
+
+/// A number in milliseconds (absent = 0).
+fn millis(body: &Map<String, Value>, key: &str) -> std::result::Result<u64, Response> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => match v.as_u64() {
+            Some(ms) if ms <= MAX_MS => Ok(ms),
+            _ => Err(fail(
+                StripeError::invalid(format!(
+                    "`{key}` must be an integer number of milliseconds between 0 and {MAX_MS}."
+                ))
+                .param(key),
+            )),
+        },
+    }
+}
+
+/// A probability (absent = `default`).
+fn probability(
+    body: &Map<String, Value>,
+    key: &str,
+    default: Option<f64>,
+) -> std::result::Result<f64, Response> {
+    let err = || {
+        fail(
+            StripeError::invalid(format!("`{key}` must be a number between 0.0 and 1.0."))
+                .param(key),
+        )
+    };
+    match body.get(key) {
+        None | Some(Value::Null) => default.ok_or_else(err),
+        Some(v) => match v.as_f64() {
+            Some(p) if (0.0..=1.0).contains(&p) => Ok(p),
+            _ => Err(err()),
+        },
+    }
+}
+
+/// The account that holds the object `id` of `kind` (any account, platform or connected).
+fn owner(inner: &Inner, kind: &str, id: &str) -> Option<String> {
+    let st = lock(&inner.state);
+    st.accounts
+        .iter()
+        .find(|(_, acct)| acct.get(kind, id).is_some())
+        .map(|(acct_id, _)| acct_id.clone())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operator routes
+
+/// `POST /reset`: every object, event and endpoint forgotten (keys kept), delivery log cleared.
+async fn reset(_: Operator, State(inner): State<Arc<Inner>>) -> Response {
+    lock(&inner.state).reset();
+    lock(&inner.delivery_log).clear();
+    inner.dirty.store(true, Ordering::Release);
+    ok(json!({"reset": true}))
+}
+
+/// `GET /state`: live objects per account and type.
+async fn state_counts(_: Operator, State(inner): State<Arc<Inner>>) -> Response {
+    let deliveries = lock(&inner.delivery_log).len();
+    let st = lock(&inner.state);
+    let mut accounts = Map::new();
+    for (id, acct) in &st.accounts {
+        let counts: Map<String, Value> = acct
+            .collections
+            .iter()
+            // `_…` collections are the sandbox's private bookkeeping, not Stripe objects.
+            .filter(|(kind, _)| !kind.starts_with('_'))
+            .map(|(kind, c)| {
+                let live = c
+                    .objects
+                    .values()
+                    .filter(|v| v["deleted"] != Value::Bool(true))
+                    .count();
+                (kind.clone(), json!(live))
+            })
+            .collect();
+        accounts.insert(id.clone(), Value::Object(counts));
+    }
+    ok(json!({
+        "platform_account": st.platform_account,
+        "accounts": accounts,
+        "restricted_keys": st.restricted_keys.len(),
+        "idempotency_keys": st.idempotency.len(),
+        "webhook_delivery_attempts": deliveries,
+    }))
+}
+
+/// `POST /restricted_keys`: `{"account"?, "permissions": {name: "read"|"write"|"none"}}`.
+async fn restricted_keys(_: Operator, State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    let body = match body_json(&body, &["account", "permissions"]) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(given) = body.get("permissions").and_then(Value::as_object) else {
+        return fail(
+            StripeError::invalid(
+                "`permissions` is required: an object of permission name to \"read\", \"write\" or \"none\".",
+            )
+            .param("permissions"),
+        );
+    };
+    let mut permissions = HashMap::new();
+    for (name, level) in given {
+        if !PERMISSIONS.contains(&name.as_str()) {
+            return fail(
+                StripeError::invalid(format!(
+                    "Unknown permission `{name}`. Allowed: {}.",
+                    PERMISSIONS.join(", ")
+                ))
+                .param(&format!("permissions[{name}]")),
+            );
+        }
+        let access = match level.as_str() {
+            Some("read") => Access::Read,
+            Some("write") => Access::Write,
+            Some("none") => Access::None,
+            _ => {
+                return fail(
+                    StripeError::invalid(format!(
+                        "Permission `{name}` must be \"read\", \"write\" or \"none\"."
+                    ))
+                    .param(&format!("permissions[{name}]")),
+                );
+            }
+        };
+        permissions.insert(name.clone(), access);
+    }
+    let mut st = lock(&inner.state);
+    let account = match body.get("account") {
+        None | Some(Value::Null) => st.platform_account.clone(),
+        Some(Value::String(a)) => {
+            let known = st.accounts.contains_key(a)
+                || st
+                    .accounts
+                    .get(&st.platform_account)
+                    .is_some_and(|p| p.get("account", a).is_some());
+            if !known {
+                return fail(StripeError::missing("account", a, "account"));
+            }
+            a.clone()
+        }
+        Some(_) => return bad("`account` must be an account id string."),
+    };
+    let key = format!("rk_test_{}", random_string(99));
+    st.restricted_keys.insert(
+        key.clone(),
+        RestrictedKey {
+            account: account.clone(),
+            permissions,
+        },
+    );
+    drop(st);
+    inner.dirty.store(true, Ordering::Release);
+    ok(json!({"key": key, "account": account}))
+}
+
+/// `POST /faults`: `{"kind", "rate", "latency_ms"?}`; `{"rate": 0}` turns injection off.
+async fn faults(_: Operator, State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    let body = match body_json(&body, &["kind", "rate", "latency_ms"]) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let rate = match probability(&body, "rate", None) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let latency_ms = match millis(&body, "latency_ms") {
+        Ok(ms) => ms,
+        Err(r) => return r,
+    };
+    let kind = match body.get("kind") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(k)) if FAULT_KINDS.contains(&k.as_str()) => Some(k.clone()),
+        Some(_) => {
+            return fail(
+                StripeError::invalid(format!("`kind` must be one of: {}.", FAULT_KINDS.join(", ")))
+                    .param("kind"),
+            );
+        }
+    };
+    if rate > 0.0 && kind.is_none() {
+        return fail(StripeError::invalid("`kind` is required when `rate` > 0.").param("kind"));
+    }
+    let config = FaultConfig {
+        kind: if rate > 0.0 { kind } else { None },
+        rate,
+        latency_ms,
+    };
+    let out = json!({"kind": config.kind, "rate": config.rate, "latency_ms": config.latency_ms});
+    *lock(&inner.faults) = config;
+    ok(out)
+}
+
+/// `POST /chaos`: `{"duplicate", "reorder_window_ms", "delay_ms"}`; absent members are 0.
+async fn chaos(_: Operator, State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    let body = match body_json(&body, &["duplicate", "reorder_window_ms", "delay_ms"]) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let config = match (
+        probability(&body, "duplicate", Some(0.0)),
+        millis(&body, "reorder_window_ms"),
+        millis(&body, "delay_ms"),
+    ) {
+        (Ok(duplicate), Ok(reorder_window_ms), Ok(delay_ms)) => ChaosConfig {
+            duplicate,
+            reorder_window_ms,
+            delay_ms,
+        },
+        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+    };
+    let out = json!({
+        "duplicate": config.duplicate,
+        "reorder_window_ms": config.reorder_window_ms,
+        "delay_ms": config.delay_ms,
+    });
+    *lock(&inner.chaos) = config;
+    ok(out)
+}
+
+/// `GET /webhook_deliveries`: every attempt, oldest first.
+async fn webhook_deliveries(_: Operator, State(inner): State<Arc<Inner>>) -> Response {
+    let log = lock(&inner.delivery_log).clone();
+    ok(Value::Array(log))
+}
+
+/// `POST /payment_intents/{id}/authenticate`: `{"outcome": "approve"|"fail"}`.
+async fn pi_authenticate(
+    _: Operator,
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let approve = match body_json(&body, &["outcome"]).and_then(|b| outcome(&b, &["approve", "fail"])) {
+        Ok(o) => o == "approve",
+        Err(r) => return r,
+    };
+    let Some(account) = owner(&inner, "payment_intent", &id) else {
+        return fail(StripeError::missing("payment_intent", &id, "intent"));
+    };
+    respond(inner.run_as(&account, |ctx| payment_intents::authenticate(ctx, &id, approve)))
+}
+
+/// `POST /refunds/{id}/settle`: `{"outcome": "succeeded"|"failed"}`.
+async fn refund_settle(
+    _: Operator,
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let succeeded = match body_json(&body, &["outcome"]).and_then(|b| outcome(&b, &["succeeded", "failed"])) {
+        Ok(o) => o == "succeeded",
+        Err(r) => return r,
+    };
+    let Some(account) = owner(&inner, "refund", &id) else {
+        return fail(StripeError::missing("refund", &id, "refund"));
+    };
+    respond(inner.run_as(&account, |ctx| refunds::settle(ctx, &id, succeeded)))
+}
+
+/// `POST /charges/{id}/expire`: an uncaptured charge's authorization lapses now.
+async fn charge_expire(
+    _: Operator,
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = body_json(&body, &[]) {
+        return r;
+    }
+    let Some(account) = owner(&inner, "charge", &id) else {
+        return fail(StripeError::missing("charge", &id, "charge"));
+    };
+    respond(inner.run_as(&account, |ctx| charges::expire(ctx, &id)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The buyer's 3-D Secure page
+
+/// The intent's account and object, when `client_secret` is its secret (else `None`, so a wrong
+/// secret and a missing intent look the same).
+fn intent_for_buyer(inner: &Inner, id: &str, client_secret: Option<&str>) -> Option<(String, Value)> {
+    let given = client_secret?;
+    let st = lock(&inner.state);
+    let (account, pi) = st
+        .accounts
+        .iter()
+        .find_map(|(acct_id, acct)| acct.get("payment_intent", id).map(|pi| (acct_id, pi)))?;
+    let actual = pi["client_secret"].as_str()?;
+    ct_eq(actual.as_bytes(), given.as_bytes()).then(|| (account.clone(), pi.clone()))
+}
+
+/// `GET /authenticate/{id}?client_secret=…`.
+async fn buyer_page(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let secret = q.get("client_secret").map(String::as_str);
+    let Some((_, pi)) = intent_for_buyer(&inner, &id, secret) else {
+        return not_found_page();
+    };
+    let currency = pi["currency"].as_str().unwrap_or("usd");
+    let amount = format!(
+        "{} ({})",
+        format_amount(pi["amount"].as_i64().unwrap_or(0), currency),
+        currency.to_ascii_uppercase()
+    );
+    let status = pi["status"].as_str().unwrap_or_default();
+    let body = if status == "requires_action" {
+        format!(
+            r#"<p>Complete or fail the authentication of this test payment.</p>
+<dl><dt>Amount</dt><dd>{amount}</dd><dt>Payment</dt><dd><code>{id}</code></dd></dl>
+<form method="post" action="./{action}">
+<input type="hidden" name="client_secret" value="{secret}">
+<div class="buttons">
+<button type="submit" name="outcome" value="approve" class="complete">Complete</button>
+<button type="submit" name="outcome" value="fail" class="fail">Fail</button>
+</div>
+</form>"#,
+            amount = esc(&amount),
+            id = esc(&id),
+            action = esc(&utf8_percent_encode(&id, QUERY_VALUE).to_string()),
+            secret = esc(secret.unwrap_or_default()),
+        )
+    } else {
+        format!(
+            "<p role=\"status\">This payment ({}) is not awaiting authentication: its status is <code>{}</code>.</p>",
+            esc(&amount),
+            esc(status)
+        )
+    };
+    page(StatusCode::OK, "3D Secure 2 Test Page", &body)
+}
+
+/// `POST /authenticate/{id}` (form: `outcome`, `client_secret`): answers the challenge, then
+/// sends the buyer back to the intent's `return_url` like Stripe does.
+async fn buyer_submit(State(inner): State<Arc<Inner>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let form = tollgate_stripe::form::parse(&body).unwrap_or_default();
+    let field = |k: &str| form.get(k).and_then(Value::as_str).map(str::to_string);
+    let secret = field("client_secret");
+    let Some((account, _)) = intent_for_buyer(&inner, &id, secret.as_deref()) else {
+        return not_found_page();
+    };
+    let approve = match field("outcome").as_deref() {
+        Some("approve") => true,
+        Some("fail") => false,
+        _ => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Invalid answer",
+                "<p>Choose <strong>Complete</strong> or <strong>Fail</strong>.</p>",
+            );
+        }
+    };
+    let (result, status, return_url) = inner.run_as(&account, |ctx| {
+        let result = payment_intents::authenticate(ctx, &id, approve);
+        let status = ctx
+            .get("payment_intent", &id)
+            .and_then(|pi| pi["status"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        (result, status, payment_intents::return_url(ctx, &id))
+    });
+    // The buyer always goes back to the merchant; the status the intent ended in decides what
+    // `redirect_status` says (an approved challenge whose charge is then declined is "failed").
+    let redirect_status = match status.as_str() {
+        "succeeded" | "requires_capture" | "processing" => "succeeded",
+        _ => "failed",
+    };
+    if let Some(url) = return_url {
+        let target = append_query(
+            &url,
+            &[
+                ("payment_intent", id.as_str()),
+                ("payment_intent_client_secret", secret.as_deref().unwrap_or_default()),
+                ("redirect_status", redirect_status),
+            ],
+        );
+        if let Ok(location) = HeaderValue::from_str(&target) {
+            let mut r = StatusCode::SEE_OTHER.into_response();
+            r.headers_mut().insert(header::LOCATION, location);
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return r;
+        }
+    }
+    match result {
+        Ok(_) => page(
+            StatusCode::OK,
+            "Authentication complete",
+            &format!(
+                "<p role=\"status\">Authentication complete ({}). You can close this page.</p>",
+                esc(redirect_status)
+            ),
+        ),
+        Err(e) => page(
+            e.status,
+            "Authentication failed",
+            &format!("<p role=\"alert\">{}</p>", esc(&e.message)),
+        ),
+    }
+}
+
+/// `url` with `pairs` added to its query (before any `#fragment`).
+fn append_query(url: &str, pairs: &[(&str, &str)]) -> String {
+    let (base, fragment) = match url.split_once('#') {
+        Some((b, f)) => (b, Some(f)),
+        None => (url, None),
+    };
+    let mut out = base.to_string();
+    for (k, v) in pairs {
+        let sep = match out.find('?') {
+            None => "?",
+            Some(_) if out.ends_with('?') || out.ends_with('&') => "",
+            Some(_) => "&",
+        };
+        out.push_str(sep);
+        out.push_str(k);
+        out.push('=');
+        out.push_str(&utf8_percent_encode(v, QUERY_VALUE).to_string());
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    out
+}
+
+fn not_found_page() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "<p>This authentication page does not exist or its link is incomplete.</p>",
+    )
+}
+
+/// A self-contained page (no external assets). The URL carries the client secret, so no
+/// referrer leaves it and nothing caches it.
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 0; background: #f6f8fa; color: #1a1f36; }}
+main {{ max-width: 28rem; margin: 2rem auto; padding: 1.5rem; background: #fff; border-radius: 8px; box-shadow: 0 1px 3px rgba(0,0,0,.15); }}
+h1 {{ font-size: 1.25rem; margin-top: 0; }}
+.badge {{ display: inline-block; font-size: .75rem; padding: .1rem .4rem; border-radius: 4px; background: #ffe08a; }}
+dl {{ display: grid; grid-template-columns: auto 1fr; gap: .25rem 1rem; }}
+dt {{ font-weight: 600; }} dd {{ margin: 0; overflow-wrap: anywhere; }}
+.buttons {{ display: flex; gap: .75rem; margin-top: 1.25rem; }}
+button {{ flex: 1; font-size: 1rem; padding: .75rem; border-radius: 6px; border: 2px solid transparent; cursor: pointer; }}
+button:focus-visible {{ outline: 3px solid #1a1f36; outline-offset: 2px; }}
+.complete {{ background: #0a7b3e; color: #fff; }}
+.fail {{ background: #fff; color: #a4161a; border-color: #a4161a; }}
+</style>
+</head>
+<body>
+<main>
+<p class="badge">Stripe sandbox (test mode)</p>
+<h1>{title}</h1>
+{body}
+</main>
+</body>
+</html>
+"#,
+        title = esc(title),
+    );
+    let mut r = (status, Html(html)).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    r
+}
+
+/// HTML escaping for text and attribute values.
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_url_query() {
+        let p = [("payment_intent", "pi_1"), ("redirect_status", "succeeded")];
+        assert_eq!(
+            append_query("https://shop.test/done", &p),
+            "https://shop.test/done?payment_intent=pi_1&redirect_status=succeeded"
+        );
+        assert_eq!(
+            append_query("https://shop.test/done?o=1#top", &p),
+            "https://shop.test/done?o=1&payment_intent=pi_1&redirect_status=succeeded#top"
+        );
+        assert_eq!(
+            append_query("https://x.test/?", &[("s", "a b&c")]),
+            "https://x.test/?s=a%20b%26c"
+        );
+    }
+
+    #[test]
+    fn constant_time_eq() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(esc(r#"<a href="x">'&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+    }
+}

@@ -1,0 +1,330 @@
+#![recursion_limit = "256"]
+//! An offline Stripe: an axum router that speaks Stripe's wire protocol over its own in-memory
+//! state (optionally persisted to a file), emits Stripe's events and delivers them signed to
+//! webhook endpoints. It knows nothing of Tollgate.
+//!
+//! Shape: one [`Sandbox`] (cheap to clone) owns the state behind a mutex. Every API request runs
+//! its resource handler synchronously under that lock with a [`Ctx`]; what must happen after
+//! (webhook deliveries, delayed transitions such as a dispute closing) is collected in
+//! [`Effects`] and started once the lock is released.
+
+mod cards;
+mod control;
+mod error;
+mod http;
+mod params;
+mod resources;
+mod state;
+mod webhooks;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use serde_json::{Map, Value, json};
+
+pub use error::StripeError;
+pub use state::State;
+
+/// The API version the sandbox renders objects in (that of the pinned official libraries).
+pub const CURRENT_API_VERSION: &str = "2026-10-28.endive";
+
+#[derive(Clone, Debug)]
+pub struct SandboxConfig {
+    /// Refuse `sk_test_` keys other than the printed one.
+    pub strict_keys: bool,
+    /// Where state is saved (atomically, at most every 100 ms while it changes) and loaded from.
+    pub state_file: Option<PathBuf>,
+    /// The URL under which this router is reachable by a browser (for 3-D Secure pages).
+    pub public_url: String,
+    /// When set, control requests from non-loopback peers must carry this in `X-Sandbox-Control-Key`.
+    pub control_key: Option<String>,
+    /// Delay before the first webhook retry (doubles per attempt).
+    pub webhook_retry_base: Duration,
+    /// Attempts per delivery before giving up.
+    pub webhook_max_attempts: u32,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            strict_keys: false,
+            state_file: None,
+            public_url: "http://127.0.0.1:12111".into(),
+            control_key: None,
+            webhook_retry_base: Duration::from_secs(1),
+            webhook_max_attempts: 8,
+        }
+    }
+}
+
+/// Fault injection by rate (per-request faults use the `Sandbox-Fault` header).
+#[derive(Clone, Debug, Default)]
+pub struct FaultConfig {
+    pub kind: Option<String>,
+    pub rate: f64,
+    pub latency_ms: u64,
+}
+
+/// Webhook delivery chaos.
+#[derive(Clone, Debug, Default)]
+pub struct ChaosConfig {
+    pub duplicate: f64,
+    pub reorder_window_ms: u64,
+    pub delay_ms: u64,
+}
+
+/// Work to start once the state lock is released.
+#[derive(Default)]
+pub struct Effects {
+    pub deliveries: Vec<webhooks::Delivery>,
+    pub later: Vec<(Duration, Task)>,
+}
+
+pub type Task = Box<dyn FnOnce(&mut Ctx) + Send + 'static>;
+
+/// What a resource handler sees: the state, the account it acts for, and where to put effects.
+pub struct Ctx<'a> {
+    pub state: &'a mut State,
+    pub account: String,
+    pub now: i64,
+    pub request_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub public_url: &'a str,
+    pub effects: &'a mut Effects,
+}
+
+impl Ctx<'_> {
+    pub fn acct(&mut self) -> &mut state::Account {
+        let id = self.account.clone();
+        self.state
+            .accounts
+            .entry(id.clone())
+            .or_insert_with(|| state::Account::new(id))
+    }
+
+    pub fn get(&mut self, kind: &str, id: &str) -> Option<Value> {
+        self.acct().get(kind, id).cloned()
+    }
+
+    pub fn put(&mut self, kind: &str, obj: Value) {
+        self.acct().insert(kind, obj);
+    }
+
+    /// Schedules `task` to run under the lock after `delay`, as a request of this account.
+    pub fn later(&mut self, delay: Duration, task: impl FnOnce(&mut Ctx) + Send + 'static) {
+        let account = self.account.clone();
+        self.effects.later.push((
+            delay,
+            Box::new(move |ctx: &mut Ctx| {
+                ctx.account = account;
+                task(ctx)
+            }),
+        ));
+    }
+
+    /// Records an event of `kind` about `object` and queues its webhook deliveries.
+    pub fn emit(&mut self, kind: &str, object: &Value, previous: Option<Value>) -> Value {
+        webhooks::emit(self, kind, object, previous)
+    }
+}
+
+pub(crate) struct Inner {
+    pub state: Mutex<State>,
+    pub config: SandboxConfig,
+    pub faults: Mutex<FaultConfig>,
+    pub chaos: Mutex<ChaosConfig>,
+    pub in_flight: Mutex<HashSet<String>>,
+    pub deliveries: tokio::sync::mpsc::UnboundedSender<webhooks::Delivery>,
+    pub delivery_log: Mutex<Vec<Value>>,
+    pub dirty: AtomicBool,
+    pub http: reqwest::Client,
+}
+
+/// A running sandbox. Clone freely; all clones share one state.
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave Stripe objects half-written in a way later
+    // requests could not read (every handler builds new values before storing them), so a
+    // poisoned lock is taken over rather than failing every later request.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Sandbox {
+    /// Starts a sandbox (loading the state file if there is one) and its background tasks.
+    /// Must be called inside a Tokio runtime.
+    pub fn start(config: SandboxConfig) -> anyhow_like::Result<Self> {
+        tollgate_stripe::install_crypto_provider();
+        let state = match &config.state_file {
+            Some(path) if path.exists() => {
+                let bytes = std::fs::read(path)
+                    .map_err(|e| anyhow_like::Error(format!("reading {}: {e}", path.display())))?;
+                serde_json::from_slice(&bytes).map_err(|e| {
+                    anyhow_like::Error(format!("state file {} is not valid: {e}", path.display()))
+                })?
+            }
+            _ => State::fresh(),
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent("Stripe/1.0 (+https://stripe.com/docs/webhooks)")
+            .build()
+            .map_err(|e| anyhow_like::Error(format!("http client: {e}")))?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            state: Mutex::new(state),
+            config,
+            faults: Mutex::new(FaultConfig::default()),
+            chaos: Mutex::new(ChaosConfig::default()),
+            in_flight: Mutex::new(HashSet::new()),
+            deliveries: tx,
+            delivery_log: Mutex::new(Vec::new()),
+            dirty: AtomicBool::new(true),
+            http,
+        });
+        tokio::spawn(webhooks::run(inner.clone(), rx));
+        if inner.config.state_file.is_some() {
+            tokio::spawn(persist_loop(inner.clone()));
+        }
+        Ok(Self { inner })
+    }
+
+    /// The router: Stripe's `/v1/…`, the control API `/_sandbox/…` and buyer pages.
+    pub fn router(&self) -> Router {
+        http::router(self.inner.clone())
+    }
+
+    pub fn secret_key(&self) -> String {
+        lock(&self.inner.state).secret_key.clone()
+    }
+
+    pub fn publishable_key(&self) -> String {
+        lock(&self.inner.state).publishable_key.clone()
+    }
+
+    pub fn account_id(&self) -> String {
+        lock(&self.inner.state).platform_account.clone()
+    }
+
+    /// Writes the state file now (if configured). Call at shutdown.
+    pub fn flush(&self) -> anyhow_like::Result<()> {
+        save(&self.inner)
+    }
+
+    /// Creates (or replaces) a webhook endpoint on the platform account without going through
+    /// HTTP, for embedders that register their own receiver at start. Returns (id, secret).
+    pub fn ensure_webhook_endpoint(&self, url: &str, api_version: Option<&str>) -> (String, String) {
+        let mut effects = Effects::default();
+        let out = {
+            let mut st = lock(&self.inner.state);
+            let account = st.platform_account.clone();
+            let public_url = self.inner.config.public_url.clone();
+            let mut ctx = Ctx {
+                state: &mut st,
+                account,
+                now: state::now(),
+                request_id: None,
+                idempotency_key: None,
+                public_url: &public_url,
+                effects: &mut effects,
+            };
+            resources::events::upsert_endpoint(&mut ctx, url, api_version)
+        };
+        self.inner.after(effects);
+        out
+    }
+}
+
+impl Inner {
+    /// Runs `f` as a request of `account` outside HTTP (scheduled tasks, control actions).
+    pub fn run_as<R>(self: &Arc<Self>, account: &str, f: impl FnOnce(&mut Ctx) -> R) -> R {
+        let mut effects = Effects::default();
+        let out = {
+            let mut st = lock(&self.state);
+            let mut ctx = Ctx {
+                state: &mut st,
+                account: account.to_string(),
+                now: state::now(),
+                request_id: None,
+                idempotency_key: None,
+                public_url: &self.config.public_url,
+                effects: &mut effects,
+            };
+            f(&mut ctx)
+        };
+        self.after(effects);
+        out
+    }
+
+    /// Starts the effects of a finished handler.
+    pub fn after(self: &Arc<Self>, effects: Effects) {
+        self.dirty.store(true, Ordering::Release);
+        for d in effects.deliveries {
+            let _ = self.deliveries.send(d);
+        }
+        for (delay, task) in effects.later {
+            let inner = self.clone();
+            // `Ctx::later` wraps every task so that it switches to its own account first.
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let account = lock(&inner.state).platform_account.clone();
+                inner.run_as(&account, task);
+            });
+        }
+    }
+}
+
+async fn persist_loop(inner: Arc<Inner>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if inner.dirty.swap(false, Ordering::AcqRel)
+            && let Err(e) = save(&inner)
+        {
+            tracing::error!(error = %e.0, "sandbox: saving the state file failed");
+        }
+    }
+}
+
+fn save(inner: &Inner) -> anyhow_like::Result<()> {
+    let Some(path) = &inner.config.state_file else {
+        return Ok(());
+    };
+    let bytes = {
+        let st = lock(&inner.state);
+        serde_json::to_vec(&*st).map_err(|e| anyhow_like::Error(e.to_string()))?
+    };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| anyhow_like::Error(format!("writing {}: {e}", path.display())))
+}
+
+/// The sandbox's own error type for start-up problems (kept std-only: no anyhow in a library).
+pub mod anyhow_like {
+    #[derive(Debug)]
+    pub struct Error(pub String);
+    impl std::fmt::Display for Error {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+    impl std::error::Error for Error {}
+    pub type Result<T> = std::result::Result<T, Error>;
+}
+
+/// Builds Stripe's list object.
+pub(crate) fn list_object(url: &str, data: Vec<Value>, has_more: bool) -> Value {
+    json!({"object": "list", "data": data, "has_more": has_more, "url": url})
+}
+
+pub(crate) fn empty_map() -> Value {
+    Value::Object(Map::new())
+}

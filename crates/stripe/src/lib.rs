@@ -1,0 +1,16 @@
+//! Stripe as seen from outside: the pieces of Stripe's wire protocol that both the Tollgate
+//! client and the sandbox need (webhook signatures, form encoding, TLS setup).
+//!
+//! It knows nothing of Tollgate's domain.
+
+pub mod form;
+pub mod signature;
+
+/// Installs rustls' ring provider as the process default (once).
+///
+/// reqwest is built with `rustls-no-provider` so that only ring is compiled (no aws-lc); a
+/// client built before a provider is installed panics, so every crate that builds a client calls
+/// this first. Calling it again is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

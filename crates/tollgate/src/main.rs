@@ -1,0 +1,119 @@
+//! The `tollgate` binary: clap commands wiring the crates together.
+
+mod bench;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tollgate_sandbox::{Sandbox, SandboxConfig};
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "Self-hosted payments and entitlements server over Stripe")]
+struct Cli {
+    /// Log format: `text` or `json`.
+    #[arg(long, global = true, env = "TOLLGATE_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Stripe sandbox alone (an offline Stripe emulator).
+    Sandbox(SandboxArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(clap::Args)]
+struct SandboxArgs {
+    /// Address to listen on (port 0 picks a free one; the real address is printed).
+    #[arg(long, env = "TOLLGATE_SANDBOX_LISTEN", default_value = "127.0.0.1:12111")]
+    listen: SocketAddr,
+    /// Keep state in this file across restarts.
+    #[arg(long, env = "TOLLGATE_SANDBOX_STATE_FILE")]
+    state_file: Option<PathBuf>,
+    /// Accept only the printed keys (not any well-formed `sk_test_…`).
+    #[arg(long)]
+    strict_keys: bool,
+    /// URL browsers reach the sandbox at (default: http://{listen}).
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Let non-loopback clients use the control API with this key (header X-Sandbox-Control-Key).
+    /// Read from the environment only, so it never appears in a process list.
+    #[arg(skip)]
+    control_key: Option<String>,
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    tollgate_stripe::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Sandbox(mut args) => {
+                args.control_key = std::env::var("TOLLGATE_SANDBOX_CONTROL_KEY").ok();
+                run_sandbox(args).await
+            }
+            Command::Bench(cmd) => bench::run(cmd).await,
+        }
+    })
+}
+
+async fn run_sandbox(args: SandboxArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let config = SandboxConfig {
+        strict_keys: args.strict_keys,
+        state_file: args.state_file,
+        public_url: args.public_url.unwrap_or_else(|| format!("http://{addr}")),
+        control_key: args.control_key,
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::start(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Printed (not logged) so scripts can read them; the format is documented in docs/sandbox.md.
+    println!("sandbox listening on http://{addr}");
+    println!("secret key: {}", sandbox.secret_key());
+    println!("publishable key: {}", sandbox.publishable_key());
+    println!("account: {}", sandbox.account_id());
+    let app = sandbox
+        .router()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let shutdown = async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler");
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving")?;
+    sandbox.flush().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
