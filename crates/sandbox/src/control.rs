@@ -2,6 +2,10 @@
 //! Stripe's paths. Every route but the 3-D Secure buyer page (which a browser reaches from
 //! `next_action.redirect_to_url.url`) answers only loopback peers or the operator key.
 
+// Helpers here return `Result<_, Response>` whose error is the finished answer, handed straight
+// back to axum; boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -343,8 +347,11 @@ async fn faults(_: Operator, State(inner): State<Arc<Inner>>, body: Bytes) -> Re
         Some(Value::String(k)) if FAULT_KINDS.contains(&k.as_str()) => Some(k.clone()),
         Some(_) => {
             return fail(
-                StripeError::invalid(format!("`kind` must be one of: {}.", FAULT_KINDS.join(", ")))
-                    .param("kind"),
+                StripeError::invalid(format!(
+                    "`kind` must be one of: {}.",
+                    FAULT_KINDS.join(", ")
+                ))
+                .param("kind"),
             );
         }
     };
@@ -401,14 +408,17 @@ async fn pi_authenticate(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let approve = match body_json(&body, &["outcome"]).and_then(|b| outcome(&b, &["approve", "fail"])) {
-        Ok(o) => o == "approve",
-        Err(r) => return r,
-    };
+    let approve =
+        match body_json(&body, &["outcome"]).and_then(|b| outcome(&b, &["approve", "fail"])) {
+            Ok(o) => o == "approve",
+            Err(r) => return r,
+        };
     let Some(account) = owner(&inner, "payment_intent", &id) else {
         return fail(StripeError::missing("payment_intent", &id, "intent"));
     };
-    respond(inner.run_as(&account, |ctx| payment_intents::authenticate(ctx, &id, approve)))
+    respond(inner.run_as(&account, |ctx| {
+        payment_intents::authenticate(ctx, &id, approve)
+    }))
 }
 
 /// `POST /refunds/{id}/settle`: `{"outcome": "succeeded"|"failed"}`.
@@ -418,10 +428,11 @@ async fn refund_settle(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let succeeded = match body_json(&body, &["outcome"]).and_then(|b| outcome(&b, &["succeeded", "failed"])) {
-        Ok(o) => o == "succeeded",
-        Err(r) => return r,
-    };
+    let succeeded =
+        match body_json(&body, &["outcome"]).and_then(|b| outcome(&b, &["succeeded", "failed"])) {
+            Ok(o) => o == "succeeded",
+            Err(r) => return r,
+        };
     let Some(account) = owner(&inner, "refund", &id) else {
         return fail(StripeError::missing("refund", &id, "refund"));
     };
@@ -449,7 +460,11 @@ async fn charge_expire(
 
 /// The intent's account and object, when `client_secret` is its secret (else `None`, so a wrong
 /// secret and a missing intent look the same).
-fn intent_for_buyer(inner: &Inner, id: &str, client_secret: Option<&str>) -> Option<(String, Value)> {
+fn intent_for_buyer(
+    inner: &Inner,
+    id: &str,
+    client_secret: Option<&str>,
+) -> Option<(String, Value)> {
     let given = client_secret?;
     let st = lock(&inner.state);
     let (account, pi) = st
@@ -505,7 +520,11 @@ async fn buyer_page(
 
 /// `POST /authenticate/{id}` (form: `outcome`, `client_secret`): answers the challenge, then
 /// sends the buyer back to the intent's `return_url` like Stripe does.
-async fn buyer_submit(State(inner): State<Arc<Inner>>, Path(id): Path<String>, body: Bytes) -> Response {
+async fn buyer_submit(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     let form = tollgate_stripe::form::parse(&body).unwrap_or_default();
     let field = |k: &str| form.get(k).and_then(Value::as_str).map(str::to_string);
     let secret = field("client_secret");
@@ -542,7 +561,10 @@ async fn buyer_submit(State(inner): State<Arc<Inner>>, Path(id): Path<String>, b
             &url,
             &[
                 ("payment_intent", id.as_str()),
-                ("payment_intent_client_secret", secret.as_deref().unwrap_or_default()),
+                (
+                    "payment_intent_client_secret",
+                    secret.as_deref().unwrap_or_default(),
+                ),
                 ("redirect_status", redirect_status),
             ],
         );
@@ -643,7 +665,10 @@ button:focus-visible {{ outline: 3px solid #1a1f36; outline-offset: 2px; }}
     let mut r = (status, Html(html)).into_response();
     let h = r.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     r
 }
 
@@ -693,6 +718,9 @@ mod tests {
 
     #[test]
     fn escaping() {
-        assert_eq!(esc(r#"<a href="x">'&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            esc(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 }

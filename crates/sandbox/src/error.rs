@@ -74,7 +74,9 @@ impl StripeError {
     }
 
     pub fn invalid_value(param: &str, message: impl Into<String>) -> Self {
-        Self::invalid(message).code("parameter_invalid_string").param(param)
+        Self::invalid(message)
+            .code("parameter_invalid_string")
+            .param(param)
     }
 
     /// 404 `resource_missing`: `No such customer: 'cus_123'`.
@@ -121,7 +123,10 @@ impl StripeError {
             err.insert("code".into(), json!(c));
             err.insert(
                 "doc_url".into(),
-                json!(format!("https://stripe.com/docs/error-codes/{}", c.replace('_', "-"))),
+                json!(format!(
+                    "https://stripe.com/docs/error-codes/{}",
+                    c.replace('_', "-")
+                )),
             );
         }
         if let Some(d) = &self.decline_code {
@@ -136,7 +141,9 @@ impl StripeError {
         }
         err.insert(
             "request_log_url".into(),
-            json!(format!("https://dashboard.stripe.com/test/logs/{request_id}")),
+            json!(format!(
+                "https://dashboard.stripe.com/test/logs/{request_id}"
+            )),
         );
         err.insert("type".into(), json!(self.kind));
         json!({ "error": err })

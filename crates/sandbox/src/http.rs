@@ -41,8 +41,9 @@ pub(crate) fn is_loopback(req_ext: &axum::http::Extensions) -> bool {
     req_ext
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ci| ci.0.ip().is_loopback())
-        // Without connection info (in-process `oneshot` calls) there is no remote peer.
-        .unwrap_or(true)
+        // Without connection info the peer is unknown: refuse (an embedder must serve the
+        // router with `into_make_service_with_connect_info`).
+        .unwrap_or(false)
 }
 
 async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
@@ -54,7 +55,17 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let mut resp = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(bytes) => api(&inner, &parts.method, &parts.uri, &parts.headers, bytes, &request_id).await,
+        Ok(bytes) => {
+            api(
+                &inner,
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                bytes,
+                &request_id,
+            )
+            .await
+        }
         Err(_) => error_response(
             &StripeError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -73,7 +84,10 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         h.insert("stripe-version", v);
     }
     h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
-    h.insert("cache-control", HeaderValue::from_static("no-cache, no-store"));
+    h.insert(
+        "cache-control",
+        HeaderValue::from_static("no-cache, no-store"),
+    );
     resp
 }
 
@@ -159,21 +173,41 @@ fn pick_fault(inner: &Inner, headers: &HeaderMap) -> Result<Option<Fault>> {
 }
 
 fn mask_key(key: &str) -> String {
-    let (prefix, rest) = match key.find('_').and_then(|i| key[i + 1..].find('_').map(|j| i + j + 2)) {
+    let (prefix, rest) = match key
+        .find('_')
+        .and_then(|i| key[i + 1..].find('_').map(|j| i + j + 2))
+    {
         Some(i) if i <= key.len() => (&key[..i], &key[i..]),
         _ => ("", key),
     };
-    let tail: String = rest.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
-    format!("{prefix}{}{tail}", "*".repeat(rest.chars().count().saturating_sub(4)))
+    let tail: String = rest
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!(
+        "{prefix}{}{tail}",
+        "*".repeat(rest.chars().count().saturating_sub(4))
+    )
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    if let Some(k) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
+    if let Some(k) = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+    {
         return Some(k.trim().to_string());
     }
-    let b = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(b.trim()).ok()?;
+    let b = v
+        .strip_prefix("Basic ")
+        .or_else(|| v.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(b.trim())
+        .ok()?;
     let s = String::from_utf8(decoded).ok()?;
     Some(s.split(':').next().unwrap_or_default().to_string())
 }
@@ -200,19 +234,21 @@ fn authenticate(inner: &Inner, headers: &HeaderMap) -> Result<(Caller, String)> 
         )
     };
     let st = lock(&inner.state);
-    let (caller, key_account) = if key == st.secret_key
-        || (!inner.config.strict_keys && well_formed(&key, "sk_test_"))
-    {
-        (Caller::Secret, st.platform_account.clone())
-    } else if key == st.publishable_key
-        || (!inner.config.strict_keys && well_formed(&key, "pk_test_"))
-    {
-        (Caller::Publishable, st.platform_account.clone())
-    } else if let Some(rk) = st.restricted_keys.get(&key) {
-        (Caller::Restricted(rk.permissions.clone()), rk.account.clone())
-    } else {
-        return Err(invalid());
-    };
+    let (caller, key_account) =
+        if key == st.secret_key || (!inner.config.strict_keys && well_formed(&key, "sk_test_")) {
+            (Caller::Secret, st.platform_account.clone())
+        } else if key == st.publishable_key
+            || (!inner.config.strict_keys && well_formed(&key, "pk_test_"))
+        {
+            (Caller::Publishable, st.platform_account.clone())
+        } else if let Some(rk) = st.restricted_keys.get(&key) {
+            (
+                Caller::Restricted(rk.permissions.clone()),
+                rk.account.clone(),
+            )
+        } else {
+            return Err(invalid());
+        };
     let account = match headers.get("stripe-account").and_then(|v| v.to_str().ok()) {
         None => key_account,
         Some(a) if a == key_account => key_account,
@@ -294,15 +330,13 @@ async fn api(
     let path = uri.path();
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let Some(route) = resources::route(method, &segs) else {
-        return fail(
-            StripeError::new(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                format!(
-                    "Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs or we can help at https://support.stripe.com/."
-                ),
+        return fail(StripeError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!(
+                "Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs or we can help at https://support.stripe.com/."
             ),
-        );
+        ));
     };
     if let Err(e) = authorize(&caller, &route, &account) {
         return fail(e);
@@ -397,9 +431,25 @@ async fn api(
         Some(Fault::Error(e)) => Err(e),
         Some(Fault::Latency(ms)) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            execute(inner, &route, map, &account, request_id, idem_key.as_deref(), &expand)
+            execute(
+                inner,
+                &route,
+                map,
+                &account,
+                request_id,
+                idem_key.as_deref(),
+                &expand,
+            )
         }
-        _ => execute(inner, &route, map, &account, request_id, idem_key.as_deref(), &expand),
+        _ => execute(
+            inner,
+            &route,
+            map,
+            &account,
+            request_id,
+            idem_key.as_deref(),
+            &expand,
+        ),
     };
 
     let (status, body, err) = match &outcome {
@@ -413,7 +463,8 @@ async fn api(
             None => true,
             Some(e) => {
                 e.status == StatusCode::PAYMENT_REQUIRED
-                    || (e.status == StatusCode::INTERNAL_SERVER_ERROR && e.should_retry != Some(true))
+                    || (e.status == StatusCode::INTERNAL_SERVER_ERROR
+                        && e.should_retry != Some(true))
             }
         };
         let mut st = lock(&inner.state);
@@ -467,15 +518,20 @@ fn execute(
             effects: &mut effects,
         };
         let handler: Handler = route.handler;
-        handler(&mut ctx, Params::new(map), &route.ids).and_then(|mut v| {
+        let out = handler(&mut ctx, Params::new(map), &route.ids).and_then(|mut v| {
             resources::expand(&mut ctx, &mut v, expand)?;
             Ok(v)
-        })
+        });
+        // A refused request changes nothing; a decline (402) is an outcome Stripe records
+        // (the failed charge, the intent's last_payment_error, the events).
+        if let Err(e) = &out
+            && e.status != axum::http::StatusCode::PAYMENT_REQUIRED
+        {
+            effects.roll_back(&mut st);
+        }
+        out
     };
-    match &out {
-        // A failed request may still have changed state (a decline records the failed charge).
-        Ok(_) | Err(_) => inner.after(effects),
-    }
+    inner.after(effects);
     out
 }
 

@@ -1,4 +1,7 @@
 #![recursion_limit = "256"]
+// Handlers return `Result<Value, StripeError>`; the error carries Stripe's whole error object and
+// is the rare path, so its size (~200 bytes) is not worth boxing every field.
+#![allow(clippy::result_large_err)]
 //! An offline Stripe: an axum router that speaks Stripe's wire protocol over its own in-memory
 //! state (optionally persisted to a file), emits Stripe's events and delivers them signed to
 //! webhook endpoints. It knows nothing of Tollgate.
@@ -77,11 +80,31 @@ pub struct ChaosConfig {
     pub delay_ms: u64,
 }
 
-/// Work to start once the state lock is released.
+/// Work to start once the state lock is released, and how to take the request back.
 #[derive(Default)]
 pub struct Effects {
     pub deliveries: Vec<webhooks::Delivery>,
     pub later: Vec<(Duration, Task)>,
+    /// Every `Ctx::put` of the request: (account, kind, id, previous value).
+    pub journal: Vec<(String, String, String, Option<Value>)>,
+}
+
+impl Effects {
+    /// Undoes every write of a request that failed, so that a refused request changes nothing
+    /// (as on Stripe), and drops the deliveries and tasks it queued.
+    pub fn roll_back(&mut self, state: &mut State) {
+        while let Some((account, kind, id, old)) = self.journal.pop() {
+            if let Some(coll) = state
+                .accounts
+                .get_mut(&account)
+                .and_then(|a| a.collections.get_mut(&kind))
+            {
+                coll.restore(&id, old);
+            }
+        }
+        self.deliveries.clear();
+        self.later.clear();
+    }
 }
 
 pub type Task = Box<dyn FnOnce(&mut Ctx) + Send + 'static>;
@@ -111,7 +134,12 @@ impl Ctx<'_> {
     }
 
     pub fn put(&mut self, kind: &str, obj: Value) {
-        self.acct().insert(kind, obj);
+        let id = obj["id"].as_str().unwrap_or_default().to_string();
+        let old = self.acct().insert(kind, obj);
+        let account = self.account.clone();
+        self.effects
+            .journal
+            .push((account, kind.to_string(), id, old));
     }
 
     /// Schedules `task` to run under the lock after `delay`, as a request of this account.
@@ -221,7 +249,11 @@ impl Sandbox {
 
     /// Creates (or replaces) a webhook endpoint on the platform account without going through
     /// HTTP, for embedders that register their own receiver at start. Returns (id, secret).
-    pub fn ensure_webhook_endpoint(&self, url: &str, api_version: Option<&str>) -> (String, String) {
+    pub fn ensure_webhook_endpoint(
+        &self,
+        url: &str,
+        api_version: Option<&str>,
+    ) -> (String, String) {
         let mut effects = Effects::default();
         let out = {
             let mut st = lock(&self.inner.state);

@@ -30,6 +30,11 @@ impl Params {
         self.map.contains_key(key)
     }
 
+    /// Whether `key` was given as a hash (`key[a]=…`) rather than a plain value.
+    pub fn is_hash(&self, key: &str) -> bool {
+        self.map.get(key).is_some_and(Value::is_object)
+    }
+
     /// Takes a raw value out (for handlers that keep whole sub-trees, e.g. `evidence`).
     pub fn take(&mut self, key: &str) -> Option<Value> {
         self.map.remove(key)
@@ -83,11 +88,9 @@ impl Params {
             None | Some("") => Ok(None),
             Some("true") => Ok(Some(true)),
             Some("false") => Ok(Some(false)),
-            Some(other) => Err(StripeError::invalid(format!(
-                "Invalid boolean: {other}"
-            ))
-            .code("parameter_invalid_boolean")
-            .param(&self.name(key))),
+            Some(other) => Err(StripeError::invalid(format!("Invalid boolean: {other}"))
+                .code("parameter_invalid_boolean")
+                .param(&self.name(key))),
         }
     }
 
@@ -96,14 +99,13 @@ impl Params {
         match self.opt_str(key)? {
             None => Ok(None),
             Some(v) if allowed.contains(&v.as_str()) => Ok(Some(v)),
-            Some(v) => Err(StripeError::invalid(format!(
+            Some(_) => Err(StripeError::invalid(format!(
                 "Invalid {}: must be one of {}",
                 self.name(key),
                 allowed.join(", ")
             ))
             .code("parameter_invalid_string")
-            .param(&self.name(key))
-            .with("value", Value::String(v))),
+            .param(&self.name(key))),
         }
     }
 
@@ -137,23 +139,29 @@ impl Params {
                             .param(&format!("{name}[{k}]")));
                         }
                         _ => {
-                            return Err(StripeError::invalid(format!(
-                                "Invalid value type: {{...}} must be a string"
-                            ))
+                            return Err(StripeError::invalid(
+                                "Invalid value type: {...} must be a string",
+                            )
                             .param(&format!("{name}[{k}]")));
                         }
                     }
                 }
                 Ok(Some((m, false)))
             }
-            Some(_) => Err(StripeError::invalid("Invalid hash").code("parameter_invalid_hash").param(&name)),
+            Some(_) => Err(StripeError::invalid("Invalid hash")
+                .code("parameter_invalid_hash")
+                .param(&name)),
         }
     }
 
     /// A list of strings: `a[]=x&a[]=y` or `a[0]=x&a[1]=y`.
     pub fn str_list(&mut self, key: &str) -> Result<Option<Vec<String>>> {
         let name = self.name(key);
-        let bad = || StripeError::invalid(format!("Invalid array")).code("parameter_invalid_array").param(&name);
+        let bad = || {
+            StripeError::invalid("Invalid array")
+                .code("parameter_invalid_array")
+                .param(&name)
+        };
         match self.map.remove(key) {
             None => Ok(None),
             Some(Value::String(s)) if s.is_empty() => Ok(Some(Vec::new())),
@@ -185,16 +193,21 @@ impl Params {
             None => Ok(None),
             Some(Value::Object(map)) => Ok(Some(Params { prefix: name, map })),
             Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(_) => Err(StripeError::invalid(format!("Invalid hash"))
+            Some(_) => Err(StripeError::invalid("Invalid hash")
                 .code("parameter_invalid_hash")
                 .param(&name)),
         }
     }
 
     /// A list of nested hashes (`items[0][price]=…`).
+    #[allow(dead_code)] // for billing line items (checkout sessions, subscriptions)
     pub fn sub_list(&mut self, key: &str) -> Result<Option<Vec<Params>>> {
         let name = self.name(key);
-        let bad = || StripeError::invalid("Invalid array").code("parameter_invalid_array").param(&name);
+        let bad = || {
+            StripeError::invalid("Invalid array")
+                .code("parameter_invalid_array")
+                .param(&name)
+        };
         let items = match self.map.remove(key) {
             None => return Ok(None),
             Some(Value::Object(m)) => indexed(m).ok_or_else(bad)?,

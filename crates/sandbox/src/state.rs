@@ -44,12 +44,28 @@ pub struct Collection {
 }
 
 impl Collection {
-    pub fn insert(&mut self, obj: Value) {
+    /// Stores `obj` under its id; returns what was there before.
+    pub fn insert(&mut self, obj: Value) -> Option<Value> {
         let id = obj["id"].as_str().unwrap_or_default().to_string();
         if !self.objects.contains_key(&id) {
             self.ids.push(id.clone());
         }
-        self.objects.insert(id, obj);
+        self.objects.insert(id, obj)
+    }
+
+    /// Puts back what [`Collection::insert`] replaced (`None`: the object was new).
+    pub fn restore(&mut self, id: &str, old: Option<Value>) {
+        match old {
+            Some(v) => {
+                self.objects.insert(id.to_string(), v);
+            }
+            None => {
+                self.objects.remove(id);
+                if let Some(pos) = self.ids.iter().rposition(|x| x == id) {
+                    self.ids.remove(pos);
+                }
+            }
+        }
     }
 }
 
@@ -76,8 +92,11 @@ impl Account {
         self.collections.get_mut(kind)?.objects.get_mut(id)
     }
 
-    pub fn insert(&mut self, kind: &str, obj: Value) {
-        self.collections.entry(kind.to_string()).or_default().insert(obj);
+    pub fn insert(&mut self, kind: &str, obj: Value) -> Option<Value> {
+        self.collections
+            .entry(kind.to_string())
+            .or_default()
+            .insert(obj)
     }
 
     pub fn collection(&self, kind: &str) -> Option<&Collection> {

@@ -214,12 +214,19 @@ fn endpoint(inner: &Inner, d: &Delivery) -> Option<(String, String)> {
         return None;
     }
     let url = ep["url"].as_str()?.to_string();
-    let secret = acct.get(PRIVATE, &d.endpoint_id)?["secret"].as_str()?.to_string();
+    let secret = acct.get(PRIVATE, &d.endpoint_id)?["secret"]
+        .as_str()?
+        .to_string();
     Some((url, secret))
 }
 
 /// One signed POST. → (HTTP status, transport error).
-async fn send(inner: &Inner, url: &str, secret: &str, payload: &str) -> (Option<u16>, Option<String>) {
+async fn send(
+    inner: &Inner,
+    url: &str,
+    secret: &str,
+    payload: &str,
+) -> (Option<u16>, Option<String>) {
     let signature = tollgate_stripe::signature::header(&[secret], state::now(), payload.as_bytes());
     let res = inner
         .http
@@ -316,7 +323,10 @@ mod tests {
         for attempt in 1..=5u32 {
             let d = backoff(base, attempt).as_secs_f64();
             let plain = f64::from(1u32 << (attempt - 1));
-            assert!(d >= plain * 0.8 - 1e-9 && d <= plain * 1.2 + 1e-9, "{attempt}: {d}");
+            assert!(
+                d >= plain * 0.8 - 1e-9 && d <= plain * 1.2 + 1e-9,
+                "{attempt}: {d}"
+            );
         }
         assert!(backoff(Duration::MAX, u32::MAX) <= MAX_BACKOFF.mul_f64(1.2));
         assert_eq!(backoff(Duration::ZERO, 3), Duration::ZERO);

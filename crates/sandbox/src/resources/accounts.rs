@@ -21,7 +21,12 @@ pub fn create(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> {
     let country = p.opt_str("country")?.unwrap_or_else(|| "US".into());
     let mut metadata = empty_map();
     merge_metadata(&mut metadata, p.metadata("metadata")?);
-    p.ignore(&["business_type", "capabilities", "business_profile", "controller"]);
+    p.ignore(&[
+        "business_type",
+        "capabilities",
+        "business_profile",
+        "controller",
+    ]);
     p.finish()?;
     let id = format!("acct_{}", crate::state::random_string(16));
     let obj = json!({
@@ -63,4 +68,3 @@ pub fn retrieve_self(ctx: &mut Ctx, p: Params, _: &[String]) -> Result<Value> {
         "details_submitted": true, "payouts_enabled": true, "type": "standard", "metadata": {},
     }))
 }
-

@@ -10,7 +10,13 @@ use crate::state::{merge_metadata, new_id};
 use crate::{Ctx, empty_map};
 
 fn product_fields(obj: &mut Value, p: &mut Params) -> Result<()> {
-    for k in ["description", "statement_descriptor", "unit_label", "url", "tax_code"] {
+    for k in [
+        "description",
+        "statement_descriptor",
+        "unit_label",
+        "url",
+        "tax_code",
+    ] {
         if let Some(v) = p.str(k)? {
             obj[k] = if v.is_empty() { Value::Null } else { json!(v) };
         }
@@ -34,7 +40,7 @@ pub fn create_product(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Valu
     let id = match p.opt_str("id")? {
         Some(id) => {
             if ctx.get("product", &id).is_some() {
-                return Err(StripeError::invalid(format!("Product already exists."))
+                return Err(StripeError::invalid("Product already exists.")
                     .code("resource_already_exists")
                     .param("id"));
             }
@@ -42,7 +48,9 @@ pub fn create_product(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Valu
         }
         None => new_id("prod").chars().take(19).collect(),
     };
-    let kind = p.enum_str("type", &["good", "service"])?.unwrap_or_else(|| "service".into());
+    let kind = p
+        .enum_str("type", &["good", "service"])?
+        .unwrap_or_else(|| "service".into());
     let mut obj = json!({
         "id": id, "object": "product", "active": true, "created": ctx.now, "default_price": null,
         "description": null, "images": [], "livemode": false, "marketing_features": [],
@@ -87,7 +95,10 @@ pub fn update_product(ctx: &mut Ctx, mut p: Params, ids: &[String]) -> Result<Va
     if let Some(dp) = p.opt_str("default_price")? {
         let price = fetch(ctx, "price", &dp, "default_price")?;
         if price["product"] != obj["id"] {
-            return Err(StripeError::invalid("The default price must belong to this product.").param("default_price"));
+            return Err(
+                StripeError::invalid("The default price must belong to this product.")
+                    .param("default_price"),
+            );
         }
         obj["default_price"] = json!(dp);
     }
@@ -102,10 +113,11 @@ pub fn update_product(ctx: &mut Ctx, mut p: Params, ids: &[String]) -> Result<Va
 pub fn delete_product(ctx: &mut Ctx, p: Params, ids: &[String]) -> Result<Value> {
     no_params(p)?;
     let before = fetch(ctx, "product", &ids[0], "id")?;
-    let has_prices = ctx
-        .acct()
-        .collection("price")
-        .is_some_and(|c| c.objects.values().any(|pr| pr["product"] == ids[0].as_str()));
+    let has_prices = ctx.acct().collection("price").is_some_and(|c| {
+        c.objects
+            .values()
+            .any(|pr| pr["product"] == ids[0].as_str())
+    });
     if has_prices {
         return Err(StripeError::invalid(
             "This product cannot be deleted because it has one or more user-created prices.",
@@ -122,7 +134,9 @@ pub fn list_products(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value
     let ids = p.str_list("ids")?;
     super::list(ctx, p, "product", "/v1/products", |o| {
         active.is_none_or(|a| o["active"] == a)
-            && ids.as_ref().is_none_or(|ids| ids.iter().any(|i| o["id"] == i.as_str()))
+            && ids
+                .as_ref()
+                .is_none_or(|ids| ids.iter().any(|i| o["id"] == i.as_str()))
     })
 }
 
@@ -141,17 +155,21 @@ fn recurring(p: &mut Params) -> Result<Option<Value>> {
         _ => 3,
     };
     if !(1..=max).contains(&count) {
-        return Err(StripeError::invalid(format!(
-            "Invalid recurring[interval_count]: the maximum billing interval is three years."
-        ))
+        return Err(StripeError::invalid(
+            "Invalid recurring[interval_count]: the maximum billing interval is three years.",
+        )
         .param("recurring[interval_count]"));
     }
-    let usage = r.enum_str("usage_type", &["licensed", "metered"])?.unwrap_or_else(|| "licensed".into());
+    let usage = r
+        .enum_str("usage_type", &["licensed", "metered"])?
+        .unwrap_or_else(|| "licensed".into());
     let trial = r.int("trial_period_days")?;
     r.ignore(&["meter", "aggregate_usage"]);
     r.finish()?;
-    Ok(Some(json!({"interval": interval, "interval_count": count, "meter": null,
-                   "trial_period_days": trial, "usage_type": usage})))
+    Ok(Some(
+        json!({"interval": interval, "interval_count": count, "meter": null,
+                   "trial_period_days": trial, "usage_type": usage}),
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -165,7 +183,11 @@ fn new_price(
     lookup_key: Option<String>,
     metadata: Value,
 ) -> Value {
-    let kind = if recurring.is_some() { "recurring" } else { "one_time" };
+    let kind = if recurring.is_some() {
+        "recurring"
+    } else {
+        "one_time"
+    };
     json!({
         "id": new_id("price"), "object": "price", "active": true, "billing_scheme": "per_unit",
         "created": ctx.now, "currency": currency, "custom_unit_amount": null, "livemode": false,
@@ -197,7 +219,13 @@ pub fn create_price(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value>
             let name = pd.req_str("name")?;
             let mut md = empty_map();
             merge_metadata(&mut md, pd.metadata("metadata")?);
-            pd.ignore(&["active", "statement_descriptor", "tax_code", "unit_label", "id"]);
+            pd.ignore(&[
+                "active",
+                "statement_descriptor",
+                "tax_code",
+                "unit_label",
+                "id",
+            ]);
             pd.finish()?;
             let prod = json!({
                 "id": new_id("prod").chars().take(19).collect::<String>(), "object": "product",
@@ -224,19 +252,34 @@ pub fn create_price(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value>
     if let Some(u) = unit
         && u < 0
     {
-        return Err(StripeError::invalid("Invalid integer: unit_amount must be non-negative").param("unit_amount"));
+        return Err(
+            StripeError::invalid("Invalid integer: unit_amount must be non-negative")
+                .param("unit_amount"),
+        );
     }
     let recurring = recurring(&mut p)?;
     let nickname = p.opt_str("nickname")?;
     let lookup_key = p.opt_str("lookup_key")?;
     let mut md = empty_map();
     merge_metadata(&mut md, p.metadata("metadata")?);
-    p.ignore(&["tax_behavior", "billing_scheme", "active", "currency_options", "tiers", "tiers_mode", "transfer_lookup_key", "transform_quantity", "custom_unit_amount"]);
+    p.ignore(&[
+        "tax_behavior",
+        "billing_scheme",
+        "active",
+        "currency_options",
+        "tiers",
+        "tiers_mode",
+        "transfer_lookup_key",
+        "transform_quantity",
+        "custom_unit_amount",
+    ]);
     p.finish()?;
     if unit.is_none() {
         return Err(StripeError::missing_param("unit_amount"));
     }
-    let price = new_price(ctx, &product, &cur, unit, recurring, nickname, lookup_key, md);
+    let price = new_price(
+        ctx, &product, &cur, unit, recurring, nickname, lookup_key, md,
+    );
     ctx.put("price", price.clone());
     ctx.emit("price.created", &price, None);
     Ok(price)
@@ -277,6 +320,8 @@ pub fn list_prices(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> 
             && product.as_deref().is_none_or(|pr| o["product"] == pr)
             && kind.as_deref().is_none_or(|k| o["type"] == k)
             && cur.as_deref().is_none_or(|c| o["currency"] == c)
-            && lookup.as_ref().is_none_or(|l| l.iter().any(|k| o["lookup_key"] == k.as_str()))
+            && lookup
+                .as_ref()
+                .is_none_or(|l| l.iter().any(|k| o["lookup_key"] == k.as_str()))
     })
 }

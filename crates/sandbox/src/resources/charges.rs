@@ -4,10 +4,10 @@ use serde_json::{Value, json};
 
 use super::customers::previous;
 use super::{fetch, no_params};
+use crate::Ctx;
 use crate::error::{Result, StripeError};
 use crate::params::Params;
 use crate::state::{merge_metadata, new_id, random_string};
-use crate::Ctx;
 
 /// How a charge attempt ended.
 pub enum Outcome<'a> {
@@ -21,12 +21,19 @@ fn fee(amount: i64) -> i64 {
     amount * 29 / 1000 + 30
 }
 
-pub fn balance_transaction(ctx: &mut Ctx, source: &str, amount: i64, currency: &str, kind: &str) -> String {
+pub fn balance_transaction(
+    ctx: &mut Ctx,
+    source: &str,
+    amount: i64,
+    currency: &str,
+    kind: &str,
+) -> String {
     let fee = if kind == "charge" { fee(amount) } else { 0 };
     let id = new_id("txn");
     let txn = json!({
         "id": id, "object": "balance_transaction", "amount": amount,
-        "available_on": ctx.now + 2 * 86_400, "created": ctx.now, "currency": currency,
+        "available_on": ctx.now + 2 * 86_400, "balance_type": "payments", "created": ctx.now,
+        "currency": currency,
         "description": null, "exchange_rate": null, "fee": fee,
         "fee_details": if fee > 0 { json!([{"amount": fee, "application": null, "currency": currency,
                                      "description": "Stripe processing fees", "type": "stripe_fee"}]) } else { json!([]) },
@@ -38,7 +45,13 @@ pub fn balance_transaction(ctx: &mut Ctx, source: &str, amount: i64, currency: &
 }
 
 /// Builds (and stores) the charge of an attempt of `pi` with payment method `pm`.
-pub fn attempt(ctx: &mut Ctx, pi: &Value, pm: &Value, outcome: &Outcome, three_d_secure: bool) -> Value {
+pub fn attempt(
+    ctx: &mut Ctx,
+    pi: &Value,
+    pm: &Value,
+    outcome: &Outcome,
+    three_d_secure: bool,
+) -> Value {
     let id = new_id("ch");
     let amount = pi["amount"].as_i64().unwrap_or(0);
     let currency = pi["currency"].as_str().unwrap_or("usd").to_string();
@@ -66,7 +79,7 @@ pub fn attempt(ctx: &mut Ctx, pi: &Value, pm: &Value, outcome: &Outcome, three_d
                        "exemption_indicator": null, "result": "authenticated", "result_reason": null,
                        "transaction_id": random_string(36), "version": "2.2.0"})
             } else { Value::Null },
-            "wallet": null,
+            "transaction_link_id": null, "wallet": null,
         });
         if manual && succeeded {
             details["card"]["capture_before"] = json!(ctx.now + 7 * 86_400);
@@ -137,7 +150,9 @@ pub fn capture(ctx: &mut Ctx, charge_id: &str, amount: i64) -> Result<Value> {
     let currency = ch["currency"].as_str().unwrap_or("usd").to_string();
     ch["captured"] = json!(true);
     ch["amount_captured"] = json!(amount);
-    ch["balance_transaction"] = json!(balance_transaction(ctx, charge_id, amount, &currency, "charge"));
+    ch["balance_transaction"] = json!(balance_transaction(
+        ctx, charge_id, amount, &currency, "charge"
+    ));
     if amount < total {
         let refund = super::refunds::new_refund(ctx, &ch, total - amount, None, "succeeded");
         ctx.put("refund", refund);
@@ -164,7 +179,7 @@ pub fn expire(ctx: &mut Ctx, id: &str) -> Result<Value> {
     ctx.put("charge", ch.clone());
     ctx.emit("charge.expired", &ch, Some(previous(&before, &ch)));
     if let Some(pi_id) = ch["payment_intent"].as_str() {
-        super::payment_intents::cancel_for(ctx, pi_id, "automatic", false)?;
+        super::payment_intents::cancel_for(ctx, pi_id, Some("automatic"), false)?;
     }
     Ok(ch)
 }

@@ -36,7 +36,12 @@ fn apply(ctx: &mut Ctx, obj: &mut Value, mut p: Params) -> Result<()> {
     if let Some(mut inv) = p.sub("invoice_settings")? {
         if let Some(pm) = inv.str("default_payment_method")? {
             if !pm.is_empty() {
-                fetch(ctx, "payment_method", &pm, "invoice_settings[default_payment_method]")?;
+                fetch(
+                    ctx,
+                    "payment_method",
+                    &pm,
+                    "invoice_settings[default_payment_method]",
+                )?;
                 obj["invoice_settings"]["default_payment_method"] = json!(pm);
             } else {
                 obj["invoice_settings"]["default_payment_method"] = Value::Null;
@@ -49,7 +54,19 @@ fn apply(ctx: &mut Ctx, obj: &mut Value, mut p: Params) -> Result<()> {
         obj["preferred_locales"] = json!(locales);
     }
     let pm = p.opt_str("payment_method")?;
-    p.ignore(&["shipping", "tax_exempt", "tax", "tax_id_data", "source", "coupon", "promotion_code", "invoice_prefix", "next_invoice_sequence", "balance", "cash_balance"]);
+    p.ignore(&[
+        "shipping",
+        "tax_exempt",
+        "tax",
+        "tax_id_data",
+        "source",
+        "coupon",
+        "promotion_code",
+        "invoice_prefix",
+        "next_invoice_sequence",
+        "balance",
+        "cash_balance",
+    ]);
     p.finish()?;
     // Last, so that nothing is attached when another parameter is wrong.
     if let Some(pm) = pm {

@@ -13,13 +13,33 @@ use crate::state::merge_metadata;
 use crate::{Ctx, empty_map};
 
 const EVIDENCE: &[&str] = &[
-    "access_activity_log", "billing_address", "cancellation_policy", "cancellation_policy_disclosure",
-    "cancellation_rebuttal", "customer_communication", "customer_email_address", "customer_name",
-    "customer_purchase_ip", "customer_signature", "duplicate_charge_documentation",
-    "duplicate_charge_explanation", "duplicate_charge_id", "product_description", "receipt",
-    "refund_policy", "refund_policy_disclosure", "refund_refusal_explanation", "service_date",
-    "service_documentation", "shipping_address", "shipping_carrier", "shipping_date",
-    "shipping_documentation", "shipping_tracking_number", "uncategorized_file", "uncategorized_text",
+    "access_activity_log",
+    "billing_address",
+    "cancellation_policy",
+    "cancellation_policy_disclosure",
+    "cancellation_rebuttal",
+    "customer_communication",
+    "customer_email_address",
+    "customer_name",
+    "customer_purchase_ip",
+    "customer_signature",
+    "duplicate_charge_documentation",
+    "duplicate_charge_explanation",
+    "duplicate_charge_id",
+    "product_description",
+    "receipt",
+    "refund_policy",
+    "refund_policy_disclosure",
+    "refund_refusal_explanation",
+    "service_date",
+    "service_documentation",
+    "shipping_address",
+    "shipping_carrier",
+    "shipping_date",
+    "shipping_documentation",
+    "shipping_tracking_number",
+    "uncategorized_file",
+    "uncategorized_text",
 ];
 
 const DECIDE_AFTER: Duration = Duration::from_millis(500);
@@ -67,6 +87,18 @@ fn close_with(ctx: &mut Ctx, id: &str, status: &str) -> Result<Value> {
     let before = fetch(ctx, "dispute", id, "dispute")?;
     let mut d = before.clone();
     d["status"] = json!(status);
+    if status == "won" {
+        // The withdrawn amount comes back as a second balance transaction.
+        let amount = d["amount"].as_i64().unwrap_or(0);
+        let currency = d["currency"].as_str().unwrap_or("usd").to_string();
+        let txn = super::charges::balance_transaction(ctx, id, amount, &currency, "adjustment");
+        if let (Some(list), Some(t)) = (
+            d["balance_transactions"].as_array_mut(),
+            ctx.get("balance_transaction", &txn),
+        ) {
+            list.push(t);
+        }
+    }
     ctx.put("dispute", d.clone());
     let prev = previous(&before, &d);
     if status == "won" {
@@ -96,13 +128,20 @@ pub fn update(ctx: &mut Ctx, mut p: Params, ids: &[String]) -> Result<Value> {
     merge_metadata(&mut d["metadata"], p.metadata("metadata")?);
     let submit = p.bool("submit")?.unwrap_or(true);
     p.finish()?;
-    let has_evidence = d["evidence"].as_object().is_some_and(|e| e.values().any(|v| !v.is_null()));
+    let has_evidence = d["evidence"]
+        .as_object()
+        .is_some_and(|e| e.values().any(|v| !v.is_null()));
     d["evidence_details"]["has_evidence"] = json!(has_evidence);
     if submit && open_statuses(&status) {
         d["status"] = json!("under_review");
-        let n = d["evidence_details"]["submission_count"].as_i64().unwrap_or(0);
+        let n = d["evidence_details"]["submission_count"]
+            .as_i64()
+            .unwrap_or(0);
         d["evidence_details"]["submission_count"] = json!(n + 1);
-        let text = d["evidence"]["uncategorized_text"].as_str().unwrap_or_default().to_string();
+        let text = d["evidence"]["uncategorized_text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let outcome = if text.contains("winning_evidence") {
             Some("won")
         } else if text.contains("losing_evidence") {
@@ -127,7 +166,9 @@ pub fn close(ctx: &mut Ctx, p: Params, ids: &[String]) -> Result<Value> {
     let d = fetch(ctx, "dispute", &ids[0], "dispute")?;
     let status = d["status"].as_str().unwrap_or_default();
     if !open_statuses(status) && status != "under_review" {
-        return Err(StripeError::invalid(format!("This dispute is already closed (status {status}).")));
+        return Err(StripeError::invalid(format!(
+            "This dispute is already closed (status {status})."
+        )));
     }
     close_with(ctx, &ids[0], "lost")
 }

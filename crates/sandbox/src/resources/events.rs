@@ -33,11 +33,11 @@ pub fn list(ctx: &mut Ctx, mut p: Params, _ids: &[String]) -> Result<Value> {
     if let Some(t) = &many
         && t.len() > 20
     {
-        return Err(StripeError::invalid(
-            "Invalid types: must contain at most 20 event types",
-        )
-        .code("parameter_invalid_array")
-        .param("types"));
+        return Err(
+            StripeError::invalid("Invalid types: must contain at most 20 event types")
+                .code("parameter_invalid_array")
+                .param("types"),
+        );
     }
     let patterns: Vec<String> = match (single, many) {
         (Some(t), _) => vec![t],
@@ -146,7 +146,9 @@ fn valid_api_version(v: &str) -> bool {
         && (1..=12).contains(&date[5..7].parse::<u32>().unwrap_or(0))
         && (1..=31).contains(&date[8..10].parse::<u32>().unwrap_or(0));
     let name_ok = name.is_none_or(|n| {
-        !n.is_empty() && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     });
     date_ok && name_ok
 }
@@ -172,8 +174,7 @@ fn enabled_events(p: &mut Params, required: bool) -> Result<Option<Vec<String>>>
                 EVENT_TYPES.join(", ")
             ))
             .code("parameter_invalid_string")
-            .param(&param)
-            .with("value", Value::String(ev)));
+            .param(&param));
         }
         if !out.contains(&ev) {
             out.push(ev);
@@ -209,7 +210,10 @@ fn endpoint_object(
 fn store_endpoint(ctx: &mut Ctx, endpoint: Value, secret: &str, connect: bool) {
     let id = endpoint["id"].as_str().unwrap_or_default().to_string();
     ctx.put("webhook_endpoint", endpoint);
-    ctx.put(PRIVATE, json!({"id": id, "secret": secret, "connect": connect}));
+    ctx.put(
+        PRIVATE,
+        json!({"id": id, "secret": secret, "connect": connect}),
+    );
 }
 
 /// `POST /v1/webhook_endpoints`. The only response that shows `secret`.
@@ -255,7 +259,9 @@ fn with_secret(endpoint: Value, secret: &str) -> Value {
 
 /// `GET /v1/webhook_endpoints`.
 pub fn list_endpoints(ctx: &mut Ctx, p: Params, _ids: &[String]) -> Result<Value> {
-    super::list(ctx, p, "webhook_endpoint", "/v1/webhook_endpoints", |_| true)
+    super::list(ctx, p, "webhook_endpoint", "/v1/webhook_endpoints", |_| {
+        true
+    })
 }
 
 /// `GET /v1/webhook_endpoints/{id}`.
@@ -350,48 +356,6 @@ pub fn upsert_endpoint(ctx: &mut Ctx, url: &str, api_version: Option<&str>) -> (
             store_endpoint(ctx, endpoint, &secret, false);
             (id, secret)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn globs() {
-        assert!(glob("charge.*", "charge.succeeded"));
-        assert!(glob("charge.*", "charge.dispute.created"));
-        assert!(!glob("charge.*", "payment_intent.succeeded"));
-        assert!(glob("*", "anything"));
-        assert!(glob("*.succeeded", "charge.succeeded"));
-        assert!(glob("charge.succeeded", "charge.succeeded"));
-        assert!(!glob("charge.*.created", "charge.created"));
-        assert!(glob("charge.*.created", "charge.dispute.created"));
-    }
-
-    #[test]
-    fn api_versions() {
-        assert!(valid_api_version("2026-10-28.endive"));
-        assert!(valid_api_version("2023-08-16"));
-        assert!(!valid_api_version("2023-13-16"));
-        assert!(!valid_api_version("2023-08-16."));
-        assert!(!valid_api_version("yesterday"));
-        assert!(!valid_api_version("2023-08-1é"));
-    }
-
-    #[test]
-    fn urls() {
-        assert!(check_url("https://example.com/hook").is_ok());
-        assert!(check_url("http://127.0.0.1:8080/x?y=1").is_ok());
-        assert!(check_url("ftp://example.com").is_err());
-        assert!(check_url("https://").is_err());
-        assert!(check_url("https:// x").is_err());
-    }
-
-    #[test]
-    fn event_types_sorted() {
-        assert!(EVENT_TYPES.windows(2).all(|w| w[0] < w[1]));
-        assert!(EVENT_TYPES.binary_search(&"charge.succeeded").is_ok());
     }
 }
 
@@ -674,3 +638,45 @@ pub const EVENT_TYPES: &[&str] = &[
     "treasury.received_credit.succeeded",
     "treasury.received_debit.created",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("charge.*", "charge.succeeded"));
+        assert!(glob("charge.*", "charge.dispute.created"));
+        assert!(!glob("charge.*", "payment_intent.succeeded"));
+        assert!(glob("*", "anything"));
+        assert!(glob("*.succeeded", "charge.succeeded"));
+        assert!(glob("charge.succeeded", "charge.succeeded"));
+        assert!(!glob("charge.*.created", "charge.created"));
+        assert!(glob("charge.*.created", "charge.dispute.created"));
+    }
+
+    #[test]
+    fn api_versions() {
+        assert!(valid_api_version("2026-10-28.endive"));
+        assert!(valid_api_version("2023-08-16"));
+        assert!(!valid_api_version("2023-13-16"));
+        assert!(!valid_api_version("2023-08-16."));
+        assert!(!valid_api_version("yesterday"));
+        assert!(!valid_api_version("2023-08-1é"));
+    }
+
+    #[test]
+    fn urls() {
+        assert!(check_url("https://example.com/hook").is_ok());
+        assert!(check_url("http://127.0.0.1:8080/x?y=1").is_ok());
+        assert!(check_url("ftp://example.com").is_err());
+        assert!(check_url("https://").is_err());
+        assert!(check_url("https:// x").is_err());
+    }
+
+    #[test]
+    fn event_types_sorted() {
+        assert!(EVENT_TYPES.windows(2).all(|w| w[0] < w[1]));
+        assert!(EVENT_TYPES.binary_search(&"charge.succeeded").is_ok());
+    }
+}

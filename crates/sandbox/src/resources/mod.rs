@@ -67,9 +67,12 @@ pub fn route(method: &Method, segs: &[&str]) -> Option<Route> {
         ("GET", ["v1", "customers", id]) => r("customers", R, customers::retrieve, &[id]),
         ("POST", ["v1", "customers", id]) => r("customers", W, customers::update, &[id]),
         ("DELETE", ["v1", "customers", id]) => r("customers", W, customers::delete, &[id]),
-        ("GET", ["v1", "customers", id, "payment_methods"]) => {
-            r("payment_methods", R, payment_methods::list_for_customer, &[id])
-        }
+        ("GET", ["v1", "customers", id, "payment_methods"]) => r(
+            "payment_methods",
+            R,
+            payment_methods::list_for_customer,
+            &[id],
+        ),
         ("POST", ["v1", "test_helpers", "customers", id, "fund_cash_balance"]) => {
             r("customers", W, pi::fund_cash_balance, &[id])
         }
@@ -84,25 +87,45 @@ pub fn route(method: &Method, segs: &[&str]) -> Option<Route> {
         ("GET", ["v1", "prices", id]) => r("prices", R, catalog::retrieve_price, &[id]),
         ("POST", ["v1", "prices", id]) => r("prices", W, catalog::update_price, &[id]),
 
-        ("POST", ["v1", "payment_methods"]) => public(r("payment_methods", W, payment_methods::create, &[])),
+        ("POST", ["v1", "payment_methods"]) => {
+            public(r("payment_methods", W, payment_methods::create, &[]))
+        }
         ("GET", ["v1", "payment_methods"]) => r("payment_methods", R, payment_methods::list, &[]),
-        ("GET", ["v1", "payment_methods", id]) => r("payment_methods", R, payment_methods::retrieve, &[id]),
-        ("POST", ["v1", "payment_methods", id, "attach"]) => r("payment_methods", W, payment_methods::attach, &[id]),
-        ("POST", ["v1", "payment_methods", id, "detach"]) => r("payment_methods", W, payment_methods::detach, &[id]),
+        ("GET", ["v1", "payment_methods", id]) => {
+            r("payment_methods", R, payment_methods::retrieve, &[id])
+        }
+        ("POST", ["v1", "payment_methods", id, "attach"]) => {
+            r("payment_methods", W, payment_methods::attach, &[id])
+        }
+        ("POST", ["v1", "payment_methods", id, "detach"]) => {
+            r("payment_methods", W, payment_methods::detach, &[id])
+        }
 
         ("POST", ["v1", "payment_intents"]) => r("payment_intents", W, pi::create, &[]),
         ("GET", ["v1", "payment_intents"]) => r("payment_intents", R, pi::list, &[]),
-        ("GET", ["v1", "payment_intents", id]) => public(r("payment_intents", R, pi::retrieve, &[id])),
+        ("GET", ["v1", "payment_intents", id]) => {
+            public(r("payment_intents", R, pi::retrieve, &[id]))
+        }
         ("POST", ["v1", "payment_intents", id]) => r("payment_intents", W, pi::update, &[id]),
-        ("POST", ["v1", "payment_intents", id, "confirm"]) => public(r("payment_intents", W, pi::confirm, &[id])),
-        ("POST", ["v1", "payment_intents", id, "capture"]) => r("payment_intents", W, pi::capture, &[id]),
-        ("POST", ["v1", "payment_intents", id, "cancel"]) => r("payment_intents", W, pi::cancel, &[id]),
+        ("POST", ["v1", "payment_intents", id, "confirm"]) => {
+            public(r("payment_intents", W, pi::confirm, &[id]))
+        }
+        ("POST", ["v1", "payment_intents", id, "capture"]) => {
+            r("payment_intents", W, pi::capture, &[id])
+        }
+        ("POST", ["v1", "payment_intents", id, "cancel"]) => {
+            r("payment_intents", W, pi::cancel, &[id])
+        }
 
         ("GET", ["v1", "charges"]) => r("charges", R, charges::list, &[]),
         ("GET", ["v1", "charges", id]) => r("charges", R, charges::retrieve, &[id]),
         ("POST", ["v1", "charges", id]) => r("charges", W, charges::update, &[id]),
-        ("GET", ["v1", "charges", id, "refunds"]) => r("charges", R, refunds::list_for_charge, &[id]),
-        ("GET", ["v1", "charges", id, "refunds", rid]) => r("charges", R, refunds::retrieve_for_charge, &[id, rid]),
+        ("GET", ["v1", "charges", id, "refunds"]) => {
+            r("charges", R, refunds::list_for_charge, &[id])
+        }
+        ("GET", ["v1", "charges", id, "refunds", rid]) => {
+            r("charges", R, refunds::retrieve_for_charge, &[id, rid])
+        }
 
         ("POST", ["v1", "refunds"]) => r("charges", W, refunds::create, &[]),
         ("GET", ["v1", "refunds"]) => r("charges", R, refunds::list, &[]),
@@ -117,11 +140,21 @@ pub fn route(method: &Method, segs: &[&str]) -> Option<Route> {
 
         ("GET", ["v1", "events"]) => r("events", R, events::list, &[]),
         ("GET", ["v1", "events", id]) => r("events", R, events::retrieve, &[id]),
-        ("POST", ["v1", "webhook_endpoints"]) => r("webhook_endpoints", W, events::create_endpoint, &[]),
-        ("GET", ["v1", "webhook_endpoints"]) => r("webhook_endpoints", R, events::list_endpoints, &[]),
-        ("GET", ["v1", "webhook_endpoints", id]) => r("webhook_endpoints", R, events::retrieve_endpoint, &[id]),
-        ("POST", ["v1", "webhook_endpoints", id]) => r("webhook_endpoints", W, events::update_endpoint, &[id]),
-        ("DELETE", ["v1", "webhook_endpoints", id]) => r("webhook_endpoints", W, events::delete_endpoint, &[id]),
+        ("POST", ["v1", "webhook_endpoints"]) => {
+            r("webhook_endpoints", W, events::create_endpoint, &[])
+        }
+        ("GET", ["v1", "webhook_endpoints"]) => {
+            r("webhook_endpoints", R, events::list_endpoints, &[])
+        }
+        ("GET", ["v1", "webhook_endpoints", id]) => {
+            r("webhook_endpoints", R, events::retrieve_endpoint, &[id])
+        }
+        ("POST", ["v1", "webhook_endpoints", id]) => {
+            r("webhook_endpoints", W, events::update_endpoint, &[id])
+        }
+        ("DELETE", ["v1", "webhook_endpoints", id]) => {
+            r("webhook_endpoints", W, events::delete_endpoint, &[id])
+        }
         _ => None,
     }
 }
@@ -252,11 +285,11 @@ pub fn list(
 ) -> Result<Value> {
     let limit = p.int("limit")?.unwrap_or(10);
     if !(1..=100).contains(&limit) {
-        return Err(StripeError::invalid(
-            "Invalid limit: must be between 1 and 100",
-        )
-        .code("parameter_invalid_integer")
-        .param("limit"));
+        return Err(
+            StripeError::invalid("Invalid limit: must be between 1 and 100")
+                .code("parameter_invalid_integer")
+                .param("limit"),
+        );
     }
     let starting_after = p.opt_str("starting_after")?;
     let ending_before = p.opt_str("ending_before")?;
@@ -323,7 +356,9 @@ impl Range {
 }
 
 pub fn range(p: &mut Params, key: &str) -> Result<Range> {
-    if let Some(mut sub) = p.sub(key)? {
+    if p.is_hash(key)
+        && let Some(mut sub) = p.sub(key)?
+    {
         let r = Range {
             gt: sub.int("gt")?,
             gte: sub.int("gte")?,

@@ -15,7 +15,11 @@ use crate::params::Params;
 use crate::state::{merge_metadata, new_id, random_string};
 use crate::{Ctx, empty_map};
 
-const CONFIRMABLE: &[&str] = &["requires_payment_method", "requires_confirmation", "requires_action"];
+const CONFIRMABLE: &[&str] = &[
+    "requires_payment_method",
+    "requires_confirmation",
+    "requires_action",
+];
 
 fn hidden(ctx: &mut Ctx, id: &str) -> Value {
     ctx.get("_pi", id).unwrap_or_else(|| json!({"id": id}))
@@ -38,16 +42,29 @@ fn get(ctx: &mut Ctx, id: &str) -> Result<Value> {
 
 /// Parameters create, update and confirm share.
 fn common(ctx: &mut Ctx, pi: &mut Value, p: &mut Params) -> Result<()> {
-    for k in ["description", "receipt_email", "statement_descriptor", "statement_descriptor_suffix", "transfer_group"] {
+    for k in [
+        "description",
+        "receipt_email",
+        "statement_descriptor",
+        "statement_descriptor_suffix",
+        "transfer_group",
+    ] {
         if let Some(v) = p.str(k)? {
             pi[k] = if v.is_empty() { Value::Null } else { json!(v) };
         }
     }
     if let Some(sfu) = p.str("setup_future_usage")? {
         if !["", "on_session", "off_session"].contains(&sfu.as_str()) {
-            return Err(StripeError::invalid_value("setup_future_usage", "Invalid setup_future_usage: must be one of on_session, off_session"));
+            return Err(StripeError::invalid_value(
+                "setup_future_usage",
+                "Invalid setup_future_usage: must be one of on_session, off_session",
+            ));
         }
-        pi["setup_future_usage"] = if sfu.is_empty() { Value::Null } else { json!(sfu) };
+        pi["setup_future_usage"] = if sfu.is_empty() {
+            Value::Null
+        } else {
+            json!(sfu)
+        };
     }
     if let Some(c) = p.str("customer")? {
         if c.is_empty() {
@@ -76,7 +93,13 @@ fn common(ctx: &mut Ctx, pi: &mut Value, p: &mut Params) -> Result<()> {
         pi["shipping"] = json!({"address": addr, "carrier": null, "name": name, "phone": phone, "tracking_number": null});
     }
     merge_metadata(&mut pi["metadata"], p.metadata("metadata")?);
-    p.ignore(&["mandate_data", "radar_options", "use_stripe_sdk", "payment_details", "hooks"]);
+    p.ignore(&[
+        "mandate_data",
+        "radar_options",
+        "use_stripe_sdk",
+        "payment_details",
+        "hooks",
+    ]);
     Ok(())
 }
 
@@ -98,7 +121,10 @@ pub fn create(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> {
     let cur = currency(&mut p, "currency")?;
     charge_amount(amount, &cur, "amount")?;
     let capture_method = p
-        .enum_str("capture_method", &["automatic", "automatic_async", "manual"])?
+        .enum_str(
+            "capture_method",
+            &["automatic", "automatic_async", "manual"],
+        )?
         .unwrap_or_else(|| "automatic_async".into());
     let confirmation_method = p
         .enum_str("confirmation_method", &["automatic", "manual"])?
@@ -107,8 +133,16 @@ pub fn create(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> {
     let return_url = p.opt_str("return_url")?;
     let off_session = p.str("off_session")?;
     let error_on_requires_action = p.bool("error_on_requires_action")?;
-    if !confirm && (return_url.is_some() || off_session.is_some() || error_on_requires_action.is_some()) {
-        let which = if return_url.is_some() { "return_url" } else if off_session.is_some() { "off_session" } else { "error_on_requires_action" };
+    if !confirm
+        && (return_url.is_some() || off_session.is_some() || error_on_requires_action.is_some())
+    {
+        let which = if return_url.is_some() {
+            "return_url"
+        } else if off_session.is_some() {
+            "off_session"
+        } else {
+            "error_on_requires_action"
+        };
         return Err(StripeError::invalid(format!(
             "You can only pass `{which}` when you also pass `confirm=true`."
         ))
@@ -116,10 +150,16 @@ pub fn create(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> {
     }
     let apm = match p.sub("automatic_payment_methods")? {
         Some(mut a) => {
-            let enabled = a.bool("enabled")?.ok_or_else(|| StripeError::missing_param("automatic_payment_methods[enabled]"))?;
+            let enabled = a
+                .bool("enabled")?
+                .ok_or_else(|| StripeError::missing_param("automatic_payment_methods[enabled]"))?;
             let redirects = a.enum_str("allow_redirects", &["always", "never"])?;
             a.finish()?;
-            Some(json!({"allow_redirects": redirects, "enabled": enabled}))
+            let mut apm = json!({"enabled": enabled});
+            if let Some(r) = redirects {
+                apm["allow_redirects"] = json!(r);
+            }
+            Some(apm)
         }
         None => None,
     };
@@ -127,7 +167,7 @@ pub fn create(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> {
     let mut pi = json!({
         "id": id, "object": "payment_intent", "amount": amount, "amount_capturable": 0,
         "amount_details": {"tip": {}}, "amount_received": 0, "application": null,
-        "application_fee_amount": null, "automatic_payment_methods": {"allow_redirects": null, "enabled": true},
+        "application_fee_amount": null, "automatic_payment_methods": {"enabled": true},
         "canceled_at": null, "cancellation_reason": null, "capture_method": capture_method,
         "client_secret": format!("{id}_secret_{}", random_string(25)),
         "confirmation_method": confirmation_method, "created": ctx.now, "currency": cur,
@@ -148,9 +188,17 @@ pub fn create(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> {
     }
     common(ctx, &mut pi, &mut p)?;
     let pm = payment_method_param(ctx, &mut p)?;
-    p.ignore(&["application_fee_amount", "on_behalf_of", "transfer_data", "payment_method_configuration", "excluded_payment_method_types"]);
+    p.ignore(&[
+        "application_fee_amount",
+        "on_behalf_of",
+        "transfer_data",
+        "payment_method_configuration",
+        "excluded_payment_method_types",
+    ]);
     p.finish()?;
-    if pi["payment_method_types"].as_array().is_some_and(|t| t.iter().any(|x| x == "customer_balance"))
+    if pi["payment_method_types"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|x| x == "customer_balance"))
         && pi["customer"].is_null()
     {
         return Err(StripeError::invalid(
@@ -168,7 +216,10 @@ pub fn create(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> {
         if let Some(url) = return_url {
             set_hidden(ctx, &id, "return_url", json!(url));
         }
-        let off = matches!(off_session.as_deref(), Some("true" | "one_off" | "recurring"));
+        let off = matches!(
+            off_session.as_deref(),
+            Some("true" | "one_off" | "recurring")
+        );
         return run_confirm(ctx, pi, pm, off);
     }
     Ok(pi)
@@ -185,12 +236,6 @@ pub fn update(ctx: &mut Ctx, mut p: Params, ids: &[String]) -> Result<Value> {
     let mut pi = before.clone();
     let status = pi["status"].as_str().unwrap_or_default().to_string();
     let editable = CONFIRMABLE.contains(&status.as_str());
-    let only_metadata = p.has("metadata") && !p.has("amount") && !p.has("currency") && !p.has("payment_method");
-    if !editable && !only_metadata && !(p.has("description") || p.has("metadata")) {
-        return Err(StripeError::unexpected_state(format!(
-            "This PaymentIntent's amount could not be updated because it has a status of {status}. You may only update the amount of a PaymentIntent with one of the following statuses: requires_payment_method, requires_confirmation, requires_action."
-        )));
-    }
     if let Some(a) = p.int("amount")? {
         if !editable {
             return Err(StripeError::unexpected_state(format!("This PaymentIntent's amount could not be updated because it has a status of {status}.")).param("amount"));
@@ -200,17 +245,31 @@ pub fn update(ctx: &mut Ctx, mut p: Params, ids: &[String]) -> Result<Value> {
     if p.has("currency") {
         pi["currency"] = json!(currency(&mut p, "currency")?);
     }
-    charge_amount(pi["amount"].as_i64().unwrap_or(0), pi["currency"].as_str().unwrap_or("usd"), "amount")?;
-    if let Some(cm) = p.enum_str("capture_method", &["automatic", "automatic_async", "manual"])? {
+    charge_amount(
+        pi["amount"].as_i64().unwrap_or(0),
+        pi["currency"].as_str().unwrap_or("usd"),
+        "amount",
+    )?;
+    if let Some(cm) = p.enum_str(
+        "capture_method",
+        &["automatic", "automatic_async", "manual"],
+    )? {
         pi["capture_method"] = json!(cm);
     }
     common(ctx, &mut pi, &mut p)?;
     let pm = payment_method_param(ctx, &mut p)?;
-    p.ignore(&["application_fee_amount", "transfer_data", "payment_method_configuration", "excluded_payment_method_types"]);
+    p.ignore(&[
+        "application_fee_amount",
+        "transfer_data",
+        "payment_method_configuration",
+        "excluded_payment_method_types",
+    ]);
     p.finish()?;
     if let Some(pm) = pm {
         if !editable {
-            return Err(StripeError::unexpected_state(format!("This PaymentIntent's payment_method could not be updated because it has a status of {status}.")));
+            return Err(StripeError::unexpected_state(format!(
+                "This PaymentIntent's payment_method could not be updated because it has a status of {status}."
+            )));
         }
         pi["payment_method"] = pm["id"].clone();
         pi["status"] = json!("requires_confirmation");
@@ -239,7 +298,10 @@ pub fn confirm(ctx: &mut Ctx, mut p: Params, ids: &[String]) -> Result<Value> {
     let return_url = p.opt_str("return_url")?;
     let off_session = p.str("off_session")?;
     p.ignore(&["error_on_requires_action", "payment_method_options"]);
-    if let Some(cm) = p.enum_str("capture_method", &["automatic", "automatic_async", "manual"])? {
+    if let Some(cm) = p.enum_str(
+        "capture_method",
+        &["automatic", "automatic_async", "manual"],
+    )? {
         pi["capture_method"] = json!(cm);
     }
     common(ctx, &mut pi, &mut p)?;
@@ -248,12 +310,20 @@ pub fn confirm(ctx: &mut Ctx, mut p: Params, ids: &[String]) -> Result<Value> {
     if let Some(url) = return_url {
         set_hidden(ctx, &ids[0], "return_url", json!(url));
     }
-    let off = matches!(off_session.as_deref(), Some("true" | "one_off" | "recurring"));
+    let off = matches!(
+        off_session.as_deref(),
+        Some("true" | "one_off" | "recurring")
+    );
     run_confirm(ctx, pi, pm, off)
 }
 
 /// Confirms `pi` with `pm` (or the payment method it already has).
-fn run_confirm(ctx: &mut Ctx, mut pi: Value, pm: Option<Value>, off_session: bool) -> Result<Value> {
+fn run_confirm(
+    ctx: &mut Ctx,
+    mut pi: Value,
+    pm: Option<Value>,
+    off_session: bool,
+) -> Result<Value> {
     let id = pi["id"].as_str().unwrap_or_default().to_string();
     let pm = match pm {
         Some(pm) => pm,
@@ -268,7 +338,10 @@ fn run_confirm(ctx: &mut Ctx, mut pi: Value, pm: Option<Value>, off_session: boo
         },
     };
     let pm_type = pm["type"].as_str().unwrap_or("card").to_string();
-    if !pi["payment_method_types"].as_array().is_some_and(|t| t.iter().any(|x| x == pm_type.as_str())) {
+    if !pi["payment_method_types"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|x| x == pm_type.as_str()))
+    {
         return Err(StripeError::invalid(format!(
             "The PaymentMethod provided ({pm_type}) is not allowed for this PaymentIntent. Please attach a PaymentMethod of one of the following types: {}. Alternatively update the allowed payment_method_types for this PaymentIntent to include \"{pm_type}\".",
             pi["payment_method_types"].as_array().map(|t| t.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()
@@ -293,10 +366,23 @@ fn run_confirm(ctx: &mut Ctx, mut pi: Value, pm: Option<Value>, off_session: boo
     let behaviour = payment_methods::behaviour(ctx, pm["id"].as_str().unwrap_or_default())
         .unwrap_or(Behaviour::Succeeds);
     let authenticated = hidden(ctx, &id)["authenticated_pm"] == pm["id"];
-    if matches!(behaviour, Behaviour::Requires3ds | Behaviour::Requires3dsThenDecline) && !authenticated {
+    if matches!(
+        behaviour,
+        Behaviour::Requires3ds | Behaviour::Requires3dsThenDecline
+    ) && !authenticated
+    {
         if off_session {
-            return decline(ctx, pi, &pm, ("authentication_required", "authentication_required",
-                "Your card was declined. This transaction requires authentication."), None);
+            return decline(
+                ctx,
+                pi,
+                &pm,
+                (
+                    "authentication_required",
+                    "authentication_required",
+                    "Your card was declined. This transaction requires authentication.",
+                ),
+                None,
+            );
         }
         let secret = pi["client_secret"].as_str().unwrap_or_default().to_string();
         let ret = return_url(ctx, &id);
@@ -316,14 +402,43 @@ fn run_confirm(ctx: &mut Ctx, mut pi: Value, pm: Option<Value>, off_session: boo
 }
 
 /// A card charge attempt with a known behaviour.
-fn charge(ctx: &mut Ctx, mut pi: Value, pm: &Value, behaviour: Behaviour, three_ds: bool) -> Result<Value> {
+fn charge(
+    ctx: &mut Ctx,
+    mut pi: Value,
+    pm: &Value,
+    behaviour: Behaviour,
+    three_ds: bool,
+) -> Result<Value> {
     match behaviour {
         Behaviour::Declines(code, decline_code, message, param) => {
             decline(ctx, pi, pm, (code, decline_code, message), param)
         }
-        Behaviour::AttachThenDecline => decline(ctx, pi, pm, ("card_declined", "generic_decline", "Your card was declined."), None),
-        Behaviour::Requires3dsThenDecline => decline(ctx, pi, pm, ("card_declined", "insufficient_funds", "Your card has insufficient funds."), None),
-        Behaviour::Succeeds | Behaviour::Requires3ds | Behaviour::Disputed(_) | Behaviour::RefundFails => {
+        Behaviour::AttachThenDecline => decline(
+            ctx,
+            pi,
+            pm,
+            (
+                "card_declined",
+                "generic_decline",
+                "Your card was declined.",
+            ),
+            None,
+        ),
+        Behaviour::Requires3dsThenDecline => decline(
+            ctx,
+            pi,
+            pm,
+            (
+                "card_declined",
+                "insufficient_funds",
+                "Your card has insufficient funds.",
+            ),
+            None,
+        ),
+        Behaviour::Succeeds
+        | Behaviour::Requires3ds
+        | Behaviour::Disputed(_)
+        | Behaviour::RefundFails => {
             let ch = charges::attempt(ctx, &pi, pm, &charges::Outcome::Authorized, three_ds);
             let amount = pi["amount"].clone();
             pi["latest_charge"] = ch["id"].clone();
@@ -332,7 +447,11 @@ fn charge(ctx: &mut Ctx, mut pi: Value, pm: &Value, behaviour: Behaviour, three_
                 pi["amount_capturable"] = amount;
                 ctx.put("payment_intent", pi.clone());
                 ctx.emit("charge.succeeded", &ch, None);
-                ctx.emit("payment_intent.amount_capturable_updated", &pi, Some(json!({"amount_capturable": 0})));
+                ctx.emit(
+                    "payment_intent.amount_capturable_updated",
+                    &pi,
+                    Some(json!({"amount_capturable": 0})),
+                );
             } else {
                 pi["status"] = json!("succeeded");
                 pi["amount_received"] = amount;
@@ -349,8 +468,20 @@ fn charge(ctx: &mut Ctx, mut pi: Value, pm: &Value, behaviour: Behaviour, three_
 }
 
 /// Records a declined attempt and answers Stripe's 402 card error.
-fn decline(ctx: &mut Ctx, mut pi: Value, pm: &Value, (code, decline_code, message): (&str, &str, &str), param: Option<&str>) -> Result<Value> {
-    let ch = charges::attempt(ctx, &pi, pm, &charges::Outcome::Declined(code, decline_code, message), false);
+fn decline(
+    ctx: &mut Ctx,
+    mut pi: Value,
+    pm: &Value,
+    (code, decline_code, message): (&str, &str, &str),
+    param: Option<&str>,
+) -> Result<Value> {
+    let ch = charges::attempt(
+        ctx,
+        &pi,
+        pm,
+        &charges::Outcome::Declined(code, decline_code, message),
+        false,
+    );
     let mut last = json!({
         "charge": ch["id"], "code": code, "decline_code": decline_code,
         "doc_url": format!("https://stripe.com/docs/error-codes/{}", code.replace('_', "-")),
@@ -390,7 +521,10 @@ pub fn authenticate(ctx: &mut Ctx, id: &str, approve: bool) -> Result<Value> {
             pi["status"].as_str().unwrap_or_default()
         )));
     }
-    let pm_id = pi["payment_method"].as_str().unwrap_or_default().to_string();
+    let pm_id = pi["payment_method"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let pm = payment_methods::resolve(ctx, &pm_id, "payment_method")?;
     if approve {
         set_hidden(ctx, id, "authenticated_pm", json!(pm_id));
@@ -447,7 +581,11 @@ pub fn capture(ctx: &mut Ctx, mut p: Params, ids: &[String]) -> Result<Value> {
         .param("amount_to_capture"));
     }
     if amount <= 0 {
-        return Err(StripeError::invalid("Amount to capture must be greater than zero.").code("amount_too_small").param("amount_to_capture"));
+        return Err(
+            StripeError::invalid("Amount to capture must be greater than zero.")
+                .code("amount_too_small")
+                .param("amount_to_capture"),
+        );
     }
     let charge_id = pi["latest_charge"].as_str().unwrap_or_default().to_string();
     charges::capture(ctx, &charge_id, amount)?;
@@ -455,15 +593,25 @@ pub fn capture(ctx: &mut Ctx, mut p: Params, ids: &[String]) -> Result<Value> {
     pi["amount_capturable"] = json!(0);
     pi["amount_received"] = json!(amount);
     ctx.put("payment_intent", pi.clone());
-    ctx.emit("payment_intent.succeeded", &pi, Some(previous(&before, &pi)));
+    ctx.emit(
+        "payment_intent.succeeded",
+        &pi,
+        Some(previous(&before, &pi)),
+    );
     Ok(pi)
 }
 
 /// Cancels an intent (also used by expiry); an authorized charge is released (refunded).
-pub fn cancel_for(ctx: &mut Ctx, id: &str, reason: &str, check: bool) -> Result<Value> {
+pub fn cancel_for(ctx: &mut Ctx, id: &str, reason: Option<&str>, check: bool) -> Result<Value> {
     let before = get(ctx, id)?;
     let status = before["status"].as_str().unwrap_or_default().to_string();
-    const CANCELABLE: &[&str] = &["requires_payment_method", "requires_capture", "requires_confirmation", "requires_action", "processing"];
+    const CANCELABLE: &[&str] = &[
+        "requires_payment_method",
+        "requires_capture",
+        "requires_confirmation",
+        "requires_action",
+        "processing",
+    ];
     if !CANCELABLE.contains(&status.as_str()) {
         if !check && status == "canceled" {
             return Ok(before);
@@ -482,7 +630,13 @@ pub fn cancel_for(ctx: &mut Ctx, id: &str, reason: &str, check: bool) -> Result<
         let mut ch2 = ch.clone();
         ch2["refunded"] = json!(true);
         ch2["amount_refunded"] = ch["amount"].clone();
-        let refund = super::refunds::new_refund(ctx, &ch2, ch["amount"].as_i64().unwrap_or(0), None, "succeeded");
+        let refund = super::refunds::new_refund(
+            ctx,
+            &ch2,
+            ch["amount"].as_i64().unwrap_or(0),
+            None,
+            "succeeded",
+        );
         ctx.put("refund", refund);
         ctx.put("charge", ch2.clone());
         ctx.emit("charge.refunded", &ch2, Some(previous(&ch, &ch2)));
@@ -490,6 +644,7 @@ pub fn cancel_for(ctx: &mut Ctx, id: &str, reason: &str, check: bool) -> Result<
     pi["status"] = json!("canceled");
     pi["canceled_at"] = json!(ctx.now);
     pi["cancellation_reason"] = json!(reason);
+
     pi["amount_capturable"] = json!(0);
     pi["next_action"] = Value::Null;
     ctx.put("payment_intent", pi.clone());
@@ -498,17 +653,17 @@ pub fn cancel_for(ctx: &mut Ctx, id: &str, reason: &str, check: bool) -> Result<
 }
 
 pub fn cancel(ctx: &mut Ctx, mut p: Params, ids: &[String]) -> Result<Value> {
-    let reason = p
-        .enum_str("cancellation_reason", &["duplicate", "fraudulent", "requested_by_customer", "abandoned"])?;
+    let reason = p.enum_str(
+        "cancellation_reason",
+        &[
+            "duplicate",
+            "fraudulent",
+            "requested_by_customer",
+            "abandoned",
+        ],
+    )?;
     p.finish()?;
-    let pi = cancel_for(ctx, &ids[0], reason.as_deref().unwrap_or(""), true)?;
-    if reason.is_none() {
-        let mut pi = pi;
-        pi["cancellation_reason"] = Value::Null;
-        ctx.put("payment_intent", pi.clone());
-        return Ok(pi);
-    }
-    Ok(pi)
+    cancel_for(ctx, &ids[0], reason.as_deref(), true)
 }
 
 pub fn list(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> {
@@ -527,7 +682,9 @@ fn cash_balance(ctx: &mut Ctx, customer: &str, cur: &str) -> i64 {
 }
 
 fn set_cash_balance(ctx: &mut Ctx, customer: &str, cur: &str, amount: i64) {
-    let mut c = ctx.get("_cash", customer).unwrap_or_else(|| json!({"id": customer}));
+    let mut c = ctx
+        .get("_cash", customer)
+        .unwrap_or_else(|| json!({"id": customer}));
     c[cur] = json!(amount);
     ctx.put("_cash", c);
 }
@@ -580,15 +737,21 @@ fn apply_cash(ctx: &mut Ctx, customer: &str, cur: &str) {
         if balance <= 0 {
             return;
         }
-        let remaining = before["next_action"]["display_bank_transfer_instructions"]["amount_remaining"]
-            .as_i64()
-            .unwrap_or(0);
+        let remaining =
+            before["next_action"]["display_bank_transfer_instructions"]["amount_remaining"]
+                .as_i64()
+                .unwrap_or(0);
         let applied = balance.min(remaining);
         set_cash_balance(ctx, customer, cur, balance - applied);
         let mut pi = before.clone();
         if applied == remaining {
-            let pm_id = pi["payment_method"].as_str().unwrap_or_default().to_string();
-            let pm = ctx.get("payment_method", &pm_id).unwrap_or_else(|| json!({"id": pm_id, "type": "customer_balance", "billing_details": null}));
+            let pm_id = pi["payment_method"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let pm = ctx.get("payment_method", &pm_id).unwrap_or_else(
+                || json!({"id": pm_id, "type": "customer_balance", "billing_details": null}),
+            );
             let ch = charges::attempt(ctx, &pi, &pm, &charges::Outcome::Authorized, false);
             pi["status"] = json!("succeeded");
             pi["amount_received"] = pi["amount"].clone();
@@ -596,11 +759,20 @@ fn apply_cash(ctx: &mut Ctx, customer: &str, cur: &str) {
             pi["latest_charge"] = ch["id"].clone();
             ctx.put("payment_intent", pi.clone());
             ctx.emit("charge.succeeded", &ch, None);
-            ctx.emit("payment_intent.succeeded", &pi, Some(previous(&before, &pi)));
+            ctx.emit(
+                "payment_intent.succeeded",
+                &pi,
+                Some(previous(&before, &pi)),
+            );
         } else {
-            pi["next_action"]["display_bank_transfer_instructions"]["amount_remaining"] = json!(remaining - applied);
+            pi["next_action"]["display_bank_transfer_instructions"]["amount_remaining"] =
+                json!(remaining - applied);
             ctx.put("payment_intent", pi.clone());
-            ctx.emit("payment_intent.partially_funded", &pi, Some(previous(&before, &pi)));
+            ctx.emit(
+                "payment_intent.partially_funded",
+                &pi,
+                Some(previous(&before, &pi)),
+            );
         }
     }
 }
@@ -621,8 +793,7 @@ pub fn fund_cash_balance(ctx: &mut Ctx, mut p: Params, ids: &[String]) -> Result
     let txn = json!({
         "id": new_id("ccsbtxn"), "object": "customer_cash_balance_transaction", "created": ctx.now,
         "currency": cur, "customer": customer, "ending_balance": balance,
-        "funded": {"bank_transfer": {"eu_bank_transfer": null, "gb_bank_transfer": null,
-                   "jp_bank_transfer": null, "reference": reference, "type": "us_bank_transfer",
+        "funded": {"bank_transfer": {"reference": reference, "type": "us_bank_transfer",
                    "us_bank_transfer": {"network": "ach", "sender_name": "Sandbox Sender"}}},
         "livemode": false, "net_amount": amount, "type": "funded",
     });

@@ -34,7 +34,14 @@ fn billing_details(p: &mut Params) -> Result<Value> {
 }
 
 fn card_object(card: &TestCard, number: &str, exp_month: i64, exp_year: i64) -> Value {
-    let last4: String = number.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+    let last4: String = number
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     let fingerprint: String = hex::encode(Sha256::digest(number.as_bytes()))
         .chars()
         .take(16)
@@ -66,8 +73,21 @@ fn store_card(ctx: &mut Ctx, pm: &Value, number: &str) {
 }
 
 /// Creates a card payment method for a test card.
-fn card_pm(ctx: &mut Ctx, card: TestCard, number: &str, exp: (i64, i64), billing: Value, md: Value) -> Value {
-    let pm = new_pm(ctx, "card", card_object(&card, number, exp.0, exp.1), billing, md);
+fn card_pm(
+    ctx: &mut Ctx,
+    card: TestCard,
+    number: &str,
+    exp: (i64, i64),
+    billing: Value,
+    md: Value,
+) -> Value {
+    let pm = new_pm(
+        ctx,
+        "card",
+        card_object(&card, number, exp.0, exp.1),
+        billing,
+        md,
+    );
     store_card(ctx, &pm, number);
     ctx.put("payment_method", pm.clone());
     pm
@@ -80,8 +100,9 @@ fn card_params(p: &mut Params, prefix: &str) -> Result<(TestCard, String, (i64, 
     };
     if let Some(token) = c.opt_str("token")? {
         c.finish()?;
-        let card = cards::by_shortcut(&token)
-            .ok_or_else(|| StripeError::missing("token", &token, &format!("{prefix}card[token]")))?;
+        let card = cards::by_shortcut(&token).ok_or_else(|| {
+            StripeError::missing("token", &token, &format!("{prefix}card[token]"))
+        })?;
         return Ok((card, card.number.to_string(), (12, 2034)));
     }
     let number = c.req_str("number")?;
@@ -108,8 +129,12 @@ fn card_params(p: &mut Params, prefix: &str) -> Result<(TestCard, String, (i64, 
         .code("invalid_expiry_month")
         .param(&format!("{prefix}card[exp_month]")));
     }
-    let year = if exp_year < 100 { 2000 + exp_year } else { exp_year };
-    if year < 2000 || year > 2100 {
+    let year = if exp_year < 100 {
+        2000 + exp_year
+    } else {
+        exp_year
+    };
+    if !(2000..=2100).contains(&year) {
         return Err(StripeError::new(
             axum::http::StatusCode::PAYMENT_REQUIRED,
             "card_error",
@@ -124,7 +149,10 @@ fn card_params(p: &mut Params, prefix: &str) -> Result<(TestCard, String, (i64, 
 /// `payment_method_data[…]` on an intent, or the body of `POST /v1/payment_methods`.
 pub fn from_params(ctx: &mut Ctx, p: &mut Params, prefix: &str) -> Result<Value> {
     let kind = p
-        .enum_str("type", &["card", "customer_balance", "us_bank_account", "sepa_debit"])?
+        .enum_str(
+            "type",
+            &["card", "customer_balance", "us_bank_account", "sepa_debit"],
+        )?
         .ok_or_else(|| StripeError::missing_param(&format!("{prefix}type")))?;
     let billing = billing_details(p)?;
     let mut md = empty_map();
@@ -153,7 +181,14 @@ pub fn resolve(ctx: &mut Ctx, id: &str, param: &str) -> Result<Value> {
         let billing = json!({"address": {"city": null, "country": null, "line1": null, "line2": null,
                              "postal_code": null, "state": null},
                              "email": null, "name": null, "phone": null, "tax_id": null});
-        return Ok(card_pm(ctx, card, card.number, (12, 2034), billing, empty_map()));
+        return Ok(card_pm(
+            ctx,
+            card,
+            card.number,
+            (12, 2034),
+            billing,
+            empty_map(),
+        ));
     }
     ctx.get("payment_method", id)
         .ok_or_else(|| StripeError::missing("payment_method", id, param))
@@ -195,7 +230,11 @@ pub fn attach_to(ctx: &mut Ctx, pm: &str, customer: &str) -> Result<Value> {
     obj["customer"] = json!(customer);
     ctx.put("payment_method", obj.clone());
     if before["customer"].is_null() {
-        ctx.emit("payment_method.attached", &obj, Some(previous(&before, &obj)));
+        ctx.emit(
+            "payment_method.attached",
+            &obj,
+            Some(previous(&before, &obj)),
+        );
     }
     Ok(obj)
 }
@@ -222,7 +261,11 @@ pub fn detach(ctx: &mut Ctx, p: Params, ids: &[String]) -> Result<Value> {
     let mut obj = before.clone();
     obj["customer"] = Value::Null;
     ctx.put("payment_method", obj.clone());
-    ctx.emit("payment_method.detached", &obj, Some(previous(&before, &obj)));
+    ctx.emit(
+        "payment_method.detached",
+        &obj,
+        Some(previous(&before, &obj)),
+    );
     Ok(obj)
 }
 

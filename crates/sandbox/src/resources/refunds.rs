@@ -16,7 +16,13 @@ use crate::{Ctx, empty_map, list_object};
 /// How long a pending refund takes to settle, or a failing one to fail.
 const SETTLE_AFTER: Duration = Duration::from_millis(1500);
 
-pub fn new_refund(ctx: &mut Ctx, charge: &Value, amount: i64, reason: Option<String>, status: &str) -> Value {
+pub fn new_refund(
+    ctx: &mut Ctx,
+    charge: &Value,
+    amount: i64,
+    reason: Option<String>,
+    status: &str,
+) -> Value {
     let id = new_id("re");
     let currency = charge["currency"].as_str().unwrap_or("usd").to_string();
     let txn = super::charges::balance_transaction(ctx, &id, -amount, &currency, "refund");
@@ -56,17 +62,34 @@ pub fn create(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> {
     let charge_id = p.opt_str("charge")?;
     let pi_id = p.opt_str("payment_intent")?;
     let amount = p.int("amount")?;
-    let reason = p.enum_str("reason", &["duplicate", "fraudulent", "requested_by_customer"])?;
+    let reason = p.enum_str(
+        "reason",
+        &["duplicate", "fraudulent", "requested_by_customer"],
+    )?;
     let mut md = empty_map();
     merge_metadata(&mut md, p.metadata("metadata")?);
-    p.ignore(&["instructions_email", "refund_application_fee", "reverse_transfer", "origin", "currency", "customer"]);
+    p.ignore(&[
+        "instructions_email",
+        "refund_application_fee",
+        "reverse_transfer",
+        "origin",
+        "currency",
+        "customer",
+    ]);
     p.finish()?;
     let charge_id = match (charge_id, pi_id) {
         (Some(c), _) => c,
         (None, Some(pi)) => {
             let intent = fetch(ctx, "payment_intent", &pi, "payment_intent")?;
             match intent["latest_charge"].as_str() {
-                Some(c) if matches!(intent["status"].as_str(), Some("succeeded" | "requires_capture")) => c.to_string(),
+                Some(c)
+                    if matches!(
+                        intent["status"].as_str(),
+                        Some("succeeded" | "requires_capture")
+                    ) =>
+                {
+                    c.to_string()
+                }
                 _ => {
                     return Err(StripeError::invalid(format!(
                         "This PaymentIntent ({pi}) does not have a successful charge to refund."
@@ -88,26 +111,39 @@ pub fn create(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> {
     let refunded = ch["amount_refunded"].as_i64().unwrap_or(0);
     let currency = ch["currency"].as_str().unwrap_or("usd").to_string();
     if ch["status"] != "succeeded" {
-        return Err(StripeError::invalid(format!("Charge {charge_id} has not succeeded, so it cannot be refunded.")).code("charge_not_refundable"));
+        return Err(StripeError::invalid(format!(
+            "Charge {charge_id} has not succeeded, so it cannot be refunded."
+        ))
+        .code("charge_not_refundable"));
     }
     if ch["refunded"] == true || refunded >= total {
-        return Err(StripeError::invalid(format!("Charge {charge_id} has already been refunded."))
-            .code("charge_already_refunded"));
+        return Err(
+            StripeError::invalid(format!("Charge {charge_id} has already been refunded."))
+                .code("charge_already_refunded"),
+        );
     }
     if ch["disputed"] == true {
         let lost_or_open = ctx
             .acct()
             .collection("dispute")
-            .map(|c| c.objects.values().any(|d| d["charge"] == charge_id.as_str() && d["status"] != "won"))
+            .map(|c| {
+                c.objects
+                    .values()
+                    .any(|d| d["charge"] == charge_id.as_str() && d["status"] != "won")
+            })
             .unwrap_or(false);
         if lost_or_open {
-            return Err(StripeError::invalid(format!("Charge {charge_id} has been charged back; cannot issue a refund."))
-                .code("charge_disputed"));
+            return Err(StripeError::invalid(format!(
+                "Charge {charge_id} has been charged back; cannot issue a refund."
+            ))
+            .code("charge_disputed"));
         }
     }
     let amount = amount.unwrap_or(total - refunded);
     if amount <= 0 {
-        return Err(StripeError::invalid("Refund amount must be positive.").code("amount_too_small").param("amount"));
+        return Err(StripeError::invalid("Refund amount must be positive.")
+            .code("amount_too_small")
+            .param("amount"));
     }
     if amount > total - refunded {
         return Err(StripeError::invalid(format!(
@@ -127,12 +163,18 @@ pub fn create(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> {
             .code("charge_not_refundable")
             .param("amount"));
         }
-        let pi = ch["payment_intent"].as_str().unwrap_or_default().to_string();
-        super::payment_intents::cancel_for(ctx, &pi, "requested_by_customer", true)?;
+        let pi = ch["payment_intent"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        super::payment_intents::cancel_for(ctx, &pi, Some("requested_by_customer"), true)?;
         let latest = list_value(ctx, Some(&charge_id), None, 1);
         return Ok(latest["data"][0].clone());
     }
-    let pm_id = ch["payment_method"].as_str().unwrap_or_default().to_string();
+    let pm_id = ch["payment_method"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let behaviour = payment_methods::behaviour(ctx, &pm_id);
     let bank = ch["payment_method_details"]["type"] == "customer_balance";
     let status = if bank { "pending" } else { "succeeded" };
@@ -158,9 +200,12 @@ pub fn create(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> {
 pub fn settle(ctx: &mut Ctx, id: &str, succeeded: bool) -> Result<Value> {
     let before = fetch(ctx, "refund", id, "refund")?;
     let status = before["status"].as_str().unwrap_or_default().to_string();
-    let can_fail = status == "pending" || status == "requires_action" || (status == "succeeded" && !succeeded);
+    let can_fail =
+        status == "pending" || status == "requires_action" || (status == "succeeded" && !succeeded);
     if !(can_fail || (status == "pending" && succeeded)) || (status == "succeeded" && succeeded) {
-        return Err(StripeError::invalid(format!("Refund {id} has status {status} and cannot be settled.")));
+        return Err(StripeError::invalid(format!(
+            "Refund {id} has status {status} and cannot be settled."
+        )));
     }
     let mut refund = before.clone();
     if succeeded {
@@ -170,7 +215,13 @@ pub fn settle(ctx: &mut Ctx, id: &str, succeeded: bool) -> Result<Value> {
         refund["failure_reason"] = json!("expired_or_canceled_card");
         let currency = refund["currency"].as_str().unwrap_or("usd").to_string();
         let amount = refund["amount"].as_i64().unwrap_or(0);
-        refund["failure_balance_transaction"] = json!(super::charges::balance_transaction(ctx, id, amount, &currency, "refund_failure"));
+        refund["failure_balance_transaction"] = json!(super::charges::balance_transaction(
+            ctx,
+            id,
+            amount,
+            &currency,
+            "refund_failure"
+        ));
         let charge = refund["charge"].as_str().unwrap_or_default().to_string();
         adjust_charge(ctx, &charge, -amount, false);
     }
@@ -256,7 +307,10 @@ pub fn list_value(ctx: &mut Ctx, charge: Option<&str>, pi: Option<&str>, limit: 
                 .iter()
                 .rev()
                 .filter_map(|id| c.objects.get(id))
-                .filter(|r| charge.is_none_or(|x| r["charge"] == x) && pi.is_none_or(|x| r["payment_intent"] == x))
+                .filter(|r| {
+                    charge.is_none_or(|x| r["charge"] == x)
+                        && pi.is_none_or(|x| r["payment_intent"] == x)
+                })
                 .cloned()
                 .collect()
         })
