@@ -430,18 +430,36 @@ async fn api(
     let outcome: Result<Value> = match fault {
         Some(Fault::Error(e)) => Err(e),
         Some(Fault::Latency(ms)) => {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            execute(
-                inner,
-                &route,
-                map,
-                &account,
-                request_id,
-                idem_key.as_deref(),
-                &expand,
-            )
+            // Stripe finishes a request whose client went away and keeps its result under the
+            // idempotency key; a spawned task does the same here even if this handler is dropped.
+            let inner2 = inner.clone();
+            let (route, account, request_id2, idem2) = (
+                route.clone(),
+                account.clone(),
+                request_id.to_string(),
+                idem_key.clone(),
+            );
+            let slot2 = slot.take();
+            let task = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                let out = execute(
+                    &inner2,
+                    &route,
+                    map,
+                    &account,
+                    &request_id2,
+                    idem2.as_deref(),
+                    &expand,
+                );
+                record(&inner2, slot2, &out, &request_id2);
+                out
+            });
+            match task.await {
+                Ok(out) => out,
+                Err(_) => Err(StripeError::api_error(true)),
+            }
         }
-        _ => execute(
+        None | Some(Fault::Drop) => execute(
             inner,
             &route,
             map,
@@ -451,41 +469,11 @@ async fn api(
             &expand,
         ),
     };
-
-    let (status, body, err) = match &outcome {
-        Ok(v) => (StatusCode::OK, v.to_string(), None),
-        Err(e) => (e.status, e.body(request_id).to_string(), Some(e)),
-    };
-    if let Some((slot_key, fingerprint)) = slot {
-        // Stripe saves a result once the endpoint started executing: successes, declines and
-        // 500s (unless it said the request may be retried). Validation errors are not saved.
-        let save = match err {
-            None => true,
-            Some(e) => {
-                e.status == StatusCode::PAYMENT_REQUIRED
-                    || (e.status == StatusCode::INTERNAL_SERVER_ERROR
-                        && e.should_retry != Some(true))
-            }
-        };
-        let mut st = lock(&inner.state);
-        if save {
-            st.idempotency.insert(
-                slot_key.clone(),
-                IdempotencyRecord {
-                    fingerprint,
-                    status: status.as_u16(),
-                    body: body.clone(),
-                    created: state::now(),
-                },
-            );
-        }
-        drop(st);
-        lock(&inner.in_flight).remove(&slot_key);
-    }
-    match err {
-        Some(e) => error_response(e, request_id),
-        None => {
-            let mut r = json_response(status, &body);
+    record(inner, slot, &outcome, request_id);
+    match outcome {
+        Err(e) => error_response(&e, request_id),
+        Ok(v) => {
+            let mut r = json_response(StatusCode::OK, &v.to_string());
             if let Some(k) = &idem_key
                 && let Ok(v) = HeaderValue::from_str(k)
             {
@@ -494,6 +482,43 @@ async fn api(
             r
         }
     }
+}
+
+/// Saves a finished request's answer under its idempotency key (when Stripe would) and frees
+/// the key. Stripe saves a result once the endpoint started executing: successes, declines and
+/// 500s (unless it said the request may be retried). Validation errors are not saved.
+fn record(
+    inner: &Inner,
+    slot: Option<(String, String)>,
+    outcome: &Result<Value>,
+    request_id: &str,
+) {
+    let Some((slot_key, fingerprint)) = slot else {
+        return;
+    };
+    let saved = match outcome {
+        Ok(v) => Some((StatusCode::OK, v.to_string())),
+        Err(e)
+            if e.status == StatusCode::PAYMENT_REQUIRED
+                || (e.status == StatusCode::INTERNAL_SERVER_ERROR
+                    && e.should_retry != Some(true)) =>
+        {
+            Some((e.status, e.body(request_id).to_string()))
+        }
+        Err(_) => None,
+    };
+    if let Some((status, body)) = saved {
+        lock(&inner.state).idempotency.insert(
+            slot_key.clone(),
+            IdempotencyRecord {
+                fingerprint,
+                status: status.as_u16(),
+                body,
+                created: state::now(),
+            },
+        );
+    }
+    lock(&inner.in_flight).remove(&slot_key);
 }
 
 fn execute(

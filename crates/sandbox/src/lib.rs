@@ -155,7 +155,7 @@ impl Ctx<'_> {
     }
 
     /// Records an event of `kind` about `object` and queues its webhook deliveries.
-    pub fn emit(&mut self, kind: &str, object: &Value, previous: Option<Value>) -> Value {
+    pub fn emit(&mut self, kind: &str, object: &Value, previous: Option<Value>) {
         webhooks::emit(self, kind, object, previous)
     }
 }

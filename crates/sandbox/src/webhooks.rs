@@ -47,7 +47,7 @@ pub struct Delivery {
 }
 
 /// Records an event of `kind` about `object` in the current account and queues its deliveries.
-pub fn emit(ctx: &mut Ctx, kind: &str, object: &Value, previous: Option<Value>) -> Value {
+pub fn emit(ctx: &mut Ctx, kind: &str, object: &Value, previous: Option<Value>) {
     let platform = ctx.state.platform_account.clone();
     let connected = ctx.account != platform;
 
@@ -86,7 +86,11 @@ pub fn emit(ctx: &mut Ctx, kind: &str, object: &Value, previous: Option<Value>) 
     );
     ev.insert("type".into(), json!(kind));
     let ev = Value::Object(ev);
-    ctx.put("event", ev.clone());
+    if targets.is_empty() {
+        // The common case under load: nobody listens, so nothing is rendered for delivery.
+        ctx.put("event", ev);
+        return;
+    }
 
     let event_id = ev["id"].as_str().unwrap_or_default().to_string();
     // Stripe sends pretty-printed JSON; the signature covers these exact bytes.
@@ -111,7 +115,7 @@ pub fn emit(ctx: &mut Ctx, kind: &str, object: &Value, previous: Option<Value>) 
             duplicate: false,
         });
     }
-    ev
+    ctx.put("event", ev);
 }
 
 /// Adds the enabled endpoints of `acct` (Connect ones when `connect`) that listen to `kind`.

@@ -1,8 +1,10 @@
 //! Stripe as seen from outside: the pieces of Stripe's wire protocol that both the Tollgate
-//! client and the sandbox need (webhook signatures, form encoding, TLS setup).
+//! client and the sandbox need (webhook signatures, form encoding, TLS setup), and the HTTP
+//! client Tollgate calls Stripe with ([`client::StripeClient`]).
 //!
 //! It knows nothing of Tollgate's domain.
 
+pub mod client;
 pub mod form;
 pub mod signature;
 

@@ -104,10 +104,22 @@ mod tests {
     fn round_trip_and_rotation() {
         let h = header(&["whsec_a", "whsec_b"], 1000, b"{}");
         assert_eq!(verify(&["whsec_b"], &h, b"{}", 1000, 300), Ok(1000));
-        assert_eq!(verify(&["whsec_c"], &h, b"{}", 1000, 300), Err(VerifyError::NoMatch));
-        assert_eq!(verify(&["whsec_a"], &h, b"{} ", 1000, 300), Err(VerifyError::NoMatch));
-        assert_eq!(verify(&["whsec_a"], &h, b"{}", 1301, 300), Err(VerifyError::Timestamp));
-        assert_eq!(verify(&["whsec_a"], &h, b"{}", 699, 300), Err(VerifyError::Timestamp));
+        assert_eq!(
+            verify(&["whsec_c"], &h, b"{}", 1000, 300),
+            Err(VerifyError::NoMatch)
+        );
+        assert_eq!(
+            verify(&["whsec_a"], &h, b"{} ", 1000, 300),
+            Err(VerifyError::NoMatch)
+        );
+        assert_eq!(
+            verify(&["whsec_a"], &h, b"{}", 1301, 300),
+            Err(VerifyError::Timestamp)
+        );
+        assert_eq!(
+            verify(&["whsec_a"], &h, b"{}", 699, 300),
+            Err(VerifyError::Timestamp)
+        );
     }
 
     #[test]

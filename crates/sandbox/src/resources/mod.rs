@@ -22,6 +22,7 @@ use crate::{Ctx, Inner, list_object, lock};
 
 pub type Handler = fn(&mut Ctx, Params, &[String]) -> Result<Value>;
 
+#[derive(Clone)]
 pub struct Route {
     /// Restricted-key permission name (see docs/sandbox.md).
     pub perm: &'static str,
