@@ -71,12 +71,16 @@ pub fn emit(ctx: &mut Ctx, kind: &str, object: &Value, previous: Option<Value>) 
     // in the account's default version; each endpoint's copy only carries its own version.
     ev.insert("api_version".into(), json!(crate::CURRENT_API_VERSION));
     ev.insert("created".into(), json!(ctx.now));
-    let mut data = Map::new();
-    data.insert("object".into(), object.clone());
-    if let Some(prev) = previous {
-        data.insert("previous_attributes".into(), prev);
-    }
-    ev.insert("data".into(), Value::Object(data));
+    // `data` is stored as its JSON text: events are the bulk of the state (four or more per
+    // payment) and are written once, read rarely; see [`inflate`].
+    let data = EventData {
+        object,
+        previous_attributes: previous.as_ref(),
+    };
+    ev.insert(
+        "data".into(),
+        Value::String(serde_json::to_string(&data).unwrap_or_default()),
+    );
     ev.insert("livemode".into(), json!(false));
     ev.insert("pending_webhooks".into(), json!(targets.len()));
     // Automatic events (no API request behind them) have `{id: null, idempotency_key: null}`.
@@ -93,12 +97,14 @@ pub fn emit(ctx: &mut Ctx, kind: &str, object: &Value, previous: Option<Value>) 
     }
 
     let event_id = ev["id"].as_str().unwrap_or_default().to_string();
+    let mut full = ev.clone();
+    inflate(&mut full);
     // Stripe sends pretty-printed JSON; the signature covers these exact bytes.
-    let default_payload = serde_json::to_string_pretty(&ev).unwrap_or_default();
+    let default_payload = serde_json::to_string_pretty(&full).unwrap_or_default();
     for (account, endpoint_id, version) in targets {
         let payload = match version {
             Some(v) if v != crate::CURRENT_API_VERSION => {
-                let mut copy = ev.clone();
+                let mut copy = full.clone();
                 copy["api_version"] = json!(v);
                 serde_json::to_string_pretty(&copy).unwrap_or_default()
             }
@@ -116,6 +122,22 @@ pub fn emit(ctx: &mut Ctx, kind: &str, object: &Value, previous: Option<Value>) 
         });
     }
     ctx.put("event", ev);
+}
+
+#[derive(serde::Serialize)]
+struct EventData<'a> {
+    object: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_attributes: Option<&'a Value>,
+}
+
+/// Turns a stored event (its `data` kept as JSON text) back into Stripe's event object.
+pub fn inflate(ev: &mut Value) {
+    if let Some(text) = ev.get("data").and_then(Value::as_str)
+        && let Ok(data) = serde_json::from_str::<Value>(text)
+    {
+        ev["data"] = data;
+    }
 }
 
 /// Adds the enabled endpoints of `acct` (Connect ones when `connect`) that listen to `kind`.

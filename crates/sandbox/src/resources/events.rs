@@ -46,7 +46,7 @@ pub fn list(ctx: &mut Ctx, mut p: Params, _ids: &[String]) -> Result<Value> {
     };
     let delivery_success = p.bool("delivery_success")?;
     let oldest = ctx.now - EVENT_RETENTION_SECS;
-    super::list(ctx, p, "event", "/v1/events", move |ev| {
+    let mut page = super::list(ctx, p, "event", "/v1/events", move |ev| {
         let kind = ev["type"].as_str().unwrap_or_default();
         let pending = ev["pending_webhooks"].as_i64().unwrap_or(0);
         ev["created"].as_i64().unwrap_or(0) >= oldest
@@ -57,14 +57,19 @@ pub fn list(ctx: &mut Ctx, mut p: Params, _ids: &[String]) -> Result<Value> {
                 Some(true) => pending == 0,
                 Some(false) => pending > 0,
             }
-    })
+    })?;
+    if let Some(items) = page["data"].as_array_mut() {
+        items.iter_mut().for_each(crate::webhooks::inflate);
+    }
+    Ok(page)
 }
 
 /// `GET /v1/events/{id}`.
 pub fn retrieve(ctx: &mut Ctx, p: Params, ids: &[String]) -> Result<Value> {
     super::no_params(p)?;
     let id = first(ids);
-    let ev = super::fetch(ctx, "event", id, "id")?;
+    let mut ev = super::fetch(ctx, "event", id, "id")?;
+    crate::webhooks::inflate(&mut ev);
     // Past the retention window an event is gone, as on Stripe.
     if ev["created"].as_i64().unwrap_or(0) < ctx.now - EVENT_RETENTION_SECS {
         return Err(StripeError::missing("event", id, "id"));
