@@ -1,0 +1,132 @@
+//! Idempotency records of the API (SPEC §8): scoped to (merchant account, key id, method,
+//! path, key), with a hash of the body; a row without a status is a request still running.
+
+use sqlx::{Any, Executor};
+
+use crate::Result;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub merchant_account_id: String,
+    pub key_id: String,
+    pub method: String,
+    pub path: String,
+    pub idem_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// No record existed: this request runs and must [`finish`] or [`release`] it.
+    Started,
+    /// Same key, same body, finished: replay this answer.
+    Replay { status: u16, body: String },
+    /// Same key, same body, still running.
+    InProgress,
+    /// Same key, another body.
+    Mismatch,
+}
+
+/// Claims `scope` for a request with `body_hash`. Expired records are replaced.
+pub async fn claim<'c, E: Executor<'c, Database = Any> + Copy>(
+    db: E,
+    scope: &Scope,
+    body_hash: &str,
+    now: i64,
+    ttl_ms: i64,
+) -> Result<Claim> {
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE merchant_account_id = $1 AND key_id = $2 AND method = $3
+            AND path = $4 AND idem_key = $5 AND expires_at <= $6",
+    )
+    .bind(&scope.merchant_account_id)
+    .bind(&scope.key_id)
+    .bind(&scope.method)
+    .bind(&scope.path)
+    .bind(&scope.idem_key)
+    .bind(now)
+    .execute(db)
+    .await?;
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (merchant_account_id, key_id, method, path, idem_key, body_hash,
+            status_code, response, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8)
+         ON CONFLICT (merchant_account_id, key_id, method, path, idem_key) DO NOTHING",
+    )
+    .bind(&scope.merchant_account_id)
+    .bind(&scope.key_id)
+    .bind(&scope.method)
+    .bind(&scope.path)
+    .bind(&scope.idem_key)
+    .bind(body_hash)
+    .bind(now)
+    .bind(now + ttl_ms)
+    .execute(db)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        return Ok(Claim::Started);
+    }
+    let row: Option<(String, Option<i64>, Option<String>)> = sqlx::query_as(
+        "SELECT body_hash, status_code, response FROM idempotency_keys WHERE merchant_account_id = $1
+            AND key_id = $2 AND method = $3 AND path = $4 AND idem_key = $5",
+    )
+    .bind(&scope.merchant_account_id)
+    .bind(&scope.key_id)
+    .bind(&scope.method)
+    .bind(&scope.path)
+    .bind(&scope.idem_key)
+    .fetch_optional(db)
+    .await?;
+    Ok(match row {
+        // Deleted between our insert and read (expired and pruned): treat as running.
+        None => Claim::InProgress,
+        Some((hash, _, _)) if hash != body_hash => Claim::Mismatch,
+        Some((_, Some(status), Some(body))) => Claim::Replay {
+            status: status as u16,
+            body,
+        },
+        Some(_) => Claim::InProgress,
+    })
+}
+
+/// Stores the answer of a finished request under its key.
+pub async fn finish<'c, E: Executor<'c, Database = Any>>(db: E, scope: &Scope, status: u16, body: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET status_code = $6, response = $7 WHERE merchant_account_id = $1
+            AND key_id = $2 AND method = $3 AND path = $4 AND idem_key = $5",
+    )
+    .bind(&scope.merchant_account_id)
+    .bind(&scope.key_id)
+    .bind(&scope.method)
+    .bind(&scope.path)
+    .bind(&scope.idem_key)
+    .bind(status as i64)
+    .bind(body)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Forgets a claim (5xx answers are not stored, so a retry resumes the work).
+pub async fn release<'c, E: Executor<'c, Database = Any>>(db: E, scope: &Scope) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE merchant_account_id = $1 AND key_id = $2 AND method = $3
+            AND path = $4 AND idem_key = $5",
+    )
+    .bind(&scope.merchant_account_id)
+    .bind(&scope.key_id)
+    .bind(&scope.method)
+    .bind(&scope.path)
+    .bind(&scope.idem_key)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Deletes expired records.
+pub async fn prune<'c, E: Executor<'c, Database = Any>>(db: E, now: i64) -> Result<u64> {
+    let done = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1 AND status_code IS NOT NULL")
+        .bind(now)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected())
+}

@@ -1,0 +1,195 @@
+//! Tollgate's storage: one schema on SQLite (the embedded default) and PostgreSQL, through
+//! sqlx's `Any` driver so that every query is written once.
+//!
+//! Why `Any`: the schema sticks to TEXT, 64-bit integers and bytes (times are unix
+//! milliseconds, booleans 0/1, JSON as text), which `Any` carries faithfully on both databases,
+//! and `$N` placeholders work on both. The per-database differences left are few and explicit:
+//! migrations (one folder each), `BEGIN IMMEDIATE` on SQLite (one writer; see [`Store::begin`])
+//! and `FOR UPDATE` / `SKIP LOCKED` on PostgreSQL ([`Store::for_update`]).
+
+pub mod accounts;
+pub mod connections;
+pub mod idempotency;
+pub mod rows;
+pub mod transactions;
+
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{Any, AnyPool, Executor};
+
+pub use rows::*;
+
+pub type Tx = sqlx::Transaction<'static, Any>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A row changed under us (optimistic concurrency) or a unique key is taken.
+    #[error("conflict")]
+    Conflict,
+    #[error("stored data is not readable: {0}")]
+    Corrupt(String),
+    #[error("unsupported database URL (use sqlite:… or postgres:…)")]
+    UnsupportedUrl,
+}
+
+impl StoreError {
+    /// A unique-constraint violation (duplicate key).
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::Database(e)) => e.is_unique_violation(),
+            StoreError::Conflict => true,
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The database: a read pool and a write pool (the same pool on PostgreSQL).
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+    read: AnyPool,
+    write: AnyPool,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Store {
+    /// Connects to `url` (`sqlite://path?mode=rwc` or `postgres://…`).
+    pub async fn connect(url: &str) -> Result<Store> {
+        install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        match backend {
+            Backend::Sqlite => {
+                // SQLite has one writer at a time. A single-connection write pool makes writers
+                // queue in the pool instead of failing with SQLITE_BUSY when a deferred
+                // transaction upgrades; readers use WAL snapshots and never wait for it.
+                let write = sqlite_pool(url, 1).await?;
+                let read = sqlite_pool(url, 4).await?;
+                Ok(Store {
+                    backend,
+                    read,
+                    write,
+                })
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // Durability as SPEC §4 defines it.
+                            conn.execute("SET synchronous_commit = on").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(url)
+                    .await?;
+                Ok(Store {
+                    backend,
+                    read: pool.clone(),
+                    write: pool,
+                })
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies the migrations of this database.
+    pub async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.write).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.write).await?,
+        }
+        Ok(())
+    }
+
+    /// The database answers and every migration this build knows is applied.
+    pub async fn ready(&self) -> bool {
+        let expected = match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.iter().count(),
+            Backend::Postgres => POSTGRES_MIGRATIONS.iter().count(),
+        } as i64;
+        let applied: std::result::Result<i64, _> =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_one(&self.read)
+                .await;
+        matches!(applied, Ok(n) if n >= expected)
+    }
+
+    /// Starts a write transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so a transaction that reads then writes cannot deadlock.
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.write.begin().await?,
+        })
+    }
+
+    /// The pool for reads outside a transaction.
+    pub fn reader(&self) -> &AnyPool {
+        &self.read
+    }
+
+    /// ` FOR UPDATE` on PostgreSQL (row lock inside a transaction); nothing on SQLite, where
+    /// `BEGIN IMMEDIATE` already serialises writers.
+    pub fn for_update(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+async fn sqlite_pool(url: &str, max: u32) -> Result<AnyPool> {
+    Ok(AnyPoolOptions::new()
+        .max_connections(max)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                // WAL for concurrent readers; FULL so that a commit is on disk before we
+                // answer (SPEC §4's definition of durable); a busy timeout for the moments
+                // two pools touch the file at once.
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA synchronous = FULL").await?;
+                conn.execute("PRAGMA busy_timeout = 10000").await?;
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?)
+}
+
+/// A new time-ordered id (UUID v7).
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

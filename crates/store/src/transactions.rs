@@ -1,0 +1,426 @@
+//! Transactions, their refunds and their events (the audit trail).
+//!
+//! A transaction row changes only through [`update`] with a [`TransactionUpdate`]: the typed
+//! list of what may change, each guarded by the row's `version` (optimistic concurrency).
+
+use sqlx::any::AnyArguments;
+use sqlx::{Any, Arguments, Executor};
+
+use crate::rows::{EventRow, RefundRow, TransactionRow};
+use crate::{Result, StoreError};
+
+pub async fn insert<'c, E: Executor<'c, Database = Any>>(db: E, t: &TransactionRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO transactions (id, merchant_account_id, connection_id, status, intent, amount,
+            currency, country, authorized_amount, captured_amount, refunded_amount,
+            external_identifier, metadata, customid, method, redirect_url, integration_client,
+            payment_intent_id, client_secret, error_code, raw_response_code,
+            raw_response_description, approval_token_hash, approval_expires_at,
+            session_token_hash, session_expires_at, disputed, state, created_at, updated_at,
+            authorized_at, captured_at, voided_at, version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+            $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34)",
+    )
+    .bind(&t.id)
+    .bind(&t.merchant_account_id)
+    .bind(&t.connection_id)
+    .bind(&t.status)
+    .bind(&t.intent)
+    .bind(t.amount)
+    .bind(&t.currency)
+    .bind(&t.country)
+    .bind(t.authorized_amount)
+    .bind(t.captured_amount)
+    .bind(t.refunded_amount)
+    .bind(&t.external_identifier)
+    .bind(&t.metadata)
+    .bind(&t.customid)
+    .bind(&t.method)
+    .bind(&t.redirect_url)
+    .bind(&t.integration_client)
+    .bind(&t.payment_intent_id)
+    .bind(&t.client_secret)
+    .bind(&t.error_code)
+    .bind(&t.raw_response_code)
+    .bind(&t.raw_response_description)
+    .bind(&t.approval_token_hash)
+    .bind(t.approval_expires_at)
+    .bind(&t.session_token_hash)
+    .bind(t.session_expires_at)
+    .bind(t.disputed as i64)
+    .bind(&t.state)
+    .bind(t.created_at)
+    .bind(t.updated_at)
+    .bind(t.authorized_at)
+    .bind(t.captured_at)
+    .bind(t.voided_at)
+    .bind(t.version)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// One transaction of a merchant account. `lock` adds `FOR UPDATE` (pass
+/// `store.for_update()`), for reads inside a write transaction.
+pub async fn get<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    id: &str,
+    lock: &str,
+) -> Result<Option<TransactionRow>> {
+    let sql = format!("SELECT * FROM transactions WHERE merchant_account_id = $1 AND id = $2{lock}");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(merchant_account_id)
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(TransactionRow::from_row).transpose()
+}
+
+/// A transaction by id alone (token-authorised pages and jobs, which know no merchant account).
+pub async fn get_any<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    id: &str,
+    lock: &str,
+) -> Result<Option<TransactionRow>> {
+    let sql = format!("SELECT * FROM transactions WHERE id = $1{lock}");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(TransactionRow::from_row).transpose()
+}
+
+/// The only ways a transaction row changes.
+#[derive(Debug, Clone)]
+pub enum TransactionUpdate {
+    /// The PaymentIntent exists at Stripe; the buyer may now approve.
+    PaymentIntentCreated {
+        payment_intent_id: String,
+        client_secret: String,
+        status: String,
+        state: String,
+    },
+    /// What Stripe said (a sync, an action's answer, a webhook) was applied by the domain.
+    StateApplied {
+        status: String,
+        authorized_amount: i64,
+        captured_amount: i64,
+        refunded_amount: i64,
+        disputed: bool,
+        error_code: Option<String>,
+        raw_response_code: Option<String>,
+        raw_response_description: Option<String>,
+        state: String,
+        authorized_at: Option<i64>,
+        captured_at: Option<i64>,
+        voided_at: Option<i64>,
+    },
+    /// The approval and session tokens can no longer be used (the payment completed or ended).
+    TokensSpent,
+}
+
+/// Applies `change` to the row at `version`; [`StoreError::Conflict`] if it moved meanwhile.
+pub async fn update<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    id: &str,
+    version: i64,
+    now: i64,
+    change: &TransactionUpdate,
+) -> Result<()> {
+    let done = match change {
+        TransactionUpdate::PaymentIntentCreated {
+            payment_intent_id,
+            client_secret,
+            status,
+            state,
+        } => {
+            sqlx::query(
+                "UPDATE transactions SET payment_intent_id = $3, client_secret = $4, status = $5,
+                    state = $6, updated_at = $7, version = version + 1
+                 WHERE id = $1 AND version = $2",
+            )
+            .bind(id)
+            .bind(version)
+            .bind(payment_intent_id)
+            .bind(client_secret)
+            .bind(status)
+            .bind(state)
+            .bind(now)
+            .execute(db)
+            .await?
+        }
+        TransactionUpdate::StateApplied {
+            status,
+            authorized_amount,
+            captured_amount,
+            refunded_amount,
+            disputed,
+            error_code,
+            raw_response_code,
+            raw_response_description,
+            state,
+            authorized_at,
+            captured_at,
+            voided_at,
+        } => {
+            sqlx::query(
+                "UPDATE transactions SET status = $3, authorized_amount = $4, captured_amount = $5,
+                    refunded_amount = $6, disputed = $7, error_code = $8, raw_response_code = $9,
+                    raw_response_description = $10, state = $11, authorized_at = $12,
+                    captured_at = $13, voided_at = $14, updated_at = $15, version = version + 1
+                 WHERE id = $1 AND version = $2",
+            )
+            .bind(id)
+            .bind(version)
+            .bind(status)
+            .bind(authorized_amount)
+            .bind(captured_amount)
+            .bind(refunded_amount)
+            .bind(*disputed as i64)
+            .bind(error_code)
+            .bind(raw_response_code)
+            .bind(raw_response_description)
+            .bind(state)
+            .bind(authorized_at)
+            .bind(captured_at)
+            .bind(voided_at)
+            .bind(now)
+            .execute(db)
+            .await?
+        }
+        TransactionUpdate::TokensSpent => {
+            sqlx::query(
+                "UPDATE transactions SET approval_token_hash = NULL, session_token_hash = NULL,
+                    updated_at = $3, version = version + 1
+                 WHERE id = $1 AND version = $2",
+            )
+            .bind(id)
+            .bind(version)
+            .bind(now)
+            .execute(db)
+            .await?
+        }
+    };
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict)
+    }
+}
+
+/// Filters of `GET /transactions`.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub merchant_account_id: String,
+    pub statuses: Vec<String>,
+    pub created_gte: Option<i64>,
+    pub created_lte: Option<i64>,
+    pub updated_gte: Option<i64>,
+    pub updated_lte: Option<i64>,
+    pub external_identifier: Option<String>,
+    pub customid: Option<String>,
+    /// Matches the PaymentIntent id or its client secret.
+    pub payment_service_transaction_id: Option<String>,
+    pub amount_gte: Option<i64>,
+    pub amount_lte: Option<i64>,
+    pub currencies: Vec<String>,
+    /// Keyset position: rows strictly after (`after`) or before (`!after`) `(created_at, id)`
+    /// in the newest-first order.
+    pub cursor: Option<(i64, String, bool)>,
+    pub limit: i64,
+}
+
+/// A page of transactions, newest first. Returns `limit + 1` rows at most, so the caller can
+/// tell whether another page exists.
+pub async fn list<'c, E: Executor<'c, Database = Any>>(db: E, f: &ListFilter) -> Result<Vec<TransactionRow>> {
+    let mut sql = String::from("SELECT * FROM transactions WHERE merchant_account_id = $1");
+    let mut args = AnyArguments::default();
+    let mut n = 1;
+    let mut bind_str = |sql: &mut String, args: &mut AnyArguments, clause: &str, v: &str| {
+        n += 1;
+        sql.push_str(&clause.replace('?', &format!("${n}")));
+        let _ = args.add(v.to_string());
+    };
+    let _ = args.add(f.merchant_account_id.clone());
+    if !f.statuses.is_empty() {
+        sql.push_str(" AND status IN (");
+        for (i, s) in f.statuses.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            bind_str(&mut sql, &mut args, "?", s);
+        }
+        sql.push(')');
+    }
+    if !f.currencies.is_empty() {
+        sql.push_str(" AND currency IN (");
+        for (i, c) in f.currencies.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            bind_str(&mut sql, &mut args, "?", c);
+        }
+        sql.push(')');
+    }
+    if let Some(v) = &f.external_identifier {
+        bind_str(&mut sql, &mut args, " AND external_identifier = ?", v);
+    }
+    if let Some(v) = &f.customid {
+        bind_str(&mut sql, &mut args, " AND customid = ?", v);
+    }
+    if let Some(v) = &f.payment_service_transaction_id {
+        bind_str(&mut sql, &mut args, " AND (payment_intent_id = ?", v);
+        bind_str(&mut sql, &mut args, " OR client_secret = ?)", v);
+    }
+    let mut bind_int = |sql: &mut String, args: &mut AnyArguments, clause: &str, v: i64| {
+        n += 1;
+        sql.push_str(&clause.replace('?', &format!("${n}")));
+        let _ = args.add(v);
+    };
+    for (clause, v) in [
+        (" AND created_at >= ?", f.created_gte),
+        (" AND created_at <= ?", f.created_lte),
+        (" AND updated_at >= ?", f.updated_gte),
+        (" AND updated_at <= ?", f.updated_lte),
+        (" AND amount >= ?", f.amount_gte),
+        (" AND amount <= ?", f.amount_lte),
+    ] {
+        if let Some(v) = v {
+            bind_int(&mut sql, &mut args, clause, v);
+        }
+    }
+    let ascending = match &f.cursor {
+        Some((created, id, after)) => {
+            let op = if *after { "<" } else { ">" };
+            bind_int(&mut sql, &mut args, &format!(" AND (created_at {op} ?"), *created);
+            bind_int(&mut sql, &mut args, " OR (created_at = ?", *created);
+            n += 1;
+            sql.push_str(&format!(" AND id {op} ${n}))"));
+            let _ = args.add(id.clone());
+            !*after
+        }
+        None => false,
+    };
+    let dir = if ascending { "ASC" } else { "DESC" };
+    sql.push_str(&format!(" ORDER BY created_at {dir}, id {dir} LIMIT {}", f.limit + 1));
+    let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).fetch_all(db).await?;
+    let mut out = rows.iter().map(TransactionRow::from_row).collect::<Result<Vec<_>>>()?;
+    if ascending {
+        // A "previous page" is read oldest-first from the cursor; present it newest first.
+        out.truncate(f.limit as usize + 1);
+        out.reverse();
+    }
+    Ok(out)
+}
+
+/// Transactions whose approval window ended while a buyer was still approving.
+pub async fn expired_approvals<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<TransactionRow>> {
+    let rows = sqlx::query(
+        "SELECT * FROM transactions WHERE status IN ('buyer_approval_pending', 'processing')
+            AND approval_expires_at IS NOT NULL AND approval_expires_at <= $1
+         ORDER BY approval_expires_at LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(TransactionRow::from_row).collect()
+}
+
+// ---- refunds ----------------------------------------------------------------------------
+
+pub async fn insert_refund<'c, E: Executor<'c, Database = Any>>(db: E, r: &RefundRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO refunds (id, transaction_id, merchant_account_id, stripe_refund_id, amount,
+            currency, status, reason, error_code, raw_response_code, raw_response_description,
+            created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(&r.id)
+    .bind(&r.transaction_id)
+    .bind(&r.merchant_account_id)
+    .bind(&r.stripe_refund_id)
+    .bind(r.amount)
+    .bind(&r.currency)
+    .bind(&r.status)
+    .bind(&r.reason)
+    .bind(&r.error_code)
+    .bind(&r.raw_response_code)
+    .bind(&r.raw_response_description)
+    .bind(r.created_at)
+    .bind(r.updated_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Records what Stripe said about a refund.
+pub async fn update_refund<'c, E: Executor<'c, Database = Any>>(db: E, r: &RefundRow) -> Result<()> {
+    sqlx::query(
+        "UPDATE refunds SET stripe_refund_id = $2, status = $3, error_code = $4,
+            raw_response_code = $5, raw_response_description = $6, updated_at = $7
+         WHERE id = $1",
+    )
+    .bind(&r.id)
+    .bind(&r.stripe_refund_id)
+    .bind(&r.status)
+    .bind(&r.error_code)
+    .bind(&r.raw_response_code)
+    .bind(&r.raw_response_description)
+    .bind(r.updated_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn refunds_of<'c, E: Executor<'c, Database = Any>>(db: E, transaction_id: &str) -> Result<Vec<RefundRow>> {
+    let rows = sqlx::query("SELECT * FROM refunds WHERE transaction_id = $1 ORDER BY created_at DESC, id DESC")
+        .bind(transaction_id)
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(RefundRow::from_row).collect()
+}
+
+pub async fn get_refund<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    id: &str,
+) -> Result<Option<RefundRow>> {
+    let row = sqlx::query("SELECT * FROM refunds WHERE merchant_account_id = $1 AND id = $2")
+        .bind(merchant_account_id)
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(RefundRow::from_row).transpose()
+}
+
+// ---- events -----------------------------------------------------------------------------
+
+pub async fn insert_event<'c, E: Executor<'c, Database = Any>>(db: E, e: &EventRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO transaction_events (id, transaction_id, merchant_account_id, name, data, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&e.id)
+    .bind(&e.transaction_id)
+    .bind(&e.merchant_account_id)
+    .bind(&e.name)
+    .bind(&e.data)
+    .bind(e.created_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn events_of<'c, E: Executor<'c, Database = Any>>(db: E, transaction_id: &str) -> Result<Vec<EventRow>> {
+    let rows = sqlx::query("SELECT * FROM transaction_events WHERE transaction_id = $1 ORDER BY id")
+        .bind(transaction_id)
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(EventRow::from_row).collect()
+}
