@@ -95,7 +95,7 @@ pub async fn default_for<'c, E: Executor<'c, Database = Any>>(
 }
 
 /// Makes `id` the only default connection of its merchant account.
-pub async fn set_default<'c, E: Executor<'c, Database = Any> + Copy>(
+pub async fn set_default<'c, E: Executor<'c, Database = Any>>(
     db: E,
     merchant_account_id: &str,
     id: &str,

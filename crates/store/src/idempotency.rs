@@ -80,6 +80,27 @@ pub async fn claim<'c, E: Executor<'c, Database = Any> + Copy>(
         // Deleted between our insert and read (expired and pruned): treat as running.
         None => Claim::InProgress,
         Some((hash, _, _)) if hash != body_hash => Claim::Mismatch,
+        // A 5xx left the work unfinished: the same request resumes it, exactly one retry at a
+        // time (the UPDATE is the lock).
+        Some((_, Some(RESUMABLE), _)) => {
+            let taken = sqlx::query(
+                "UPDATE idempotency_keys SET status_code = NULL WHERE merchant_account_id = $1
+                    AND key_id = $2 AND method = $3 AND path = $4 AND idem_key = $5 AND status_code = $6",
+            )
+            .bind(&scope.merchant_account_id)
+            .bind(&scope.key_id)
+            .bind(&scope.method)
+            .bind(&scope.path)
+            .bind(&scope.idem_key)
+            .bind(RESUMABLE)
+            .execute(db)
+            .await?;
+            if taken.rows_affected() == 1 {
+                Claim::Started
+            } else {
+                Claim::InProgress
+            }
+        }
         Some((_, Some(status), Some(body))) => Claim::Replay {
             status: status as u16,
             body,
@@ -106,17 +127,22 @@ pub async fn finish<'c, E: Executor<'c, Database = Any>>(db: E, scope: &Scope, s
     Ok(())
 }
 
-/// Forgets a claim (5xx answers are not stored, so a retry resumes the work).
+/// Status stored for a request that ended in a 5xx: its answer is not kept, and the same
+/// request (same body) may run again to resume the work; another body is still a mismatch.
+const RESUMABLE: i64 = 0;
+
+/// Marks a claim resumable (5xx answers are not stored, so a retry resumes the work).
 pub async fn release<'c, E: Executor<'c, Database = Any>>(db: E, scope: &Scope) -> Result<()> {
     sqlx::query(
-        "DELETE FROM idempotency_keys WHERE merchant_account_id = $1 AND key_id = $2 AND method = $3
-            AND path = $4 AND idem_key = $5",
+        "UPDATE idempotency_keys SET status_code = $6, response = NULL WHERE merchant_account_id = $1
+            AND key_id = $2 AND method = $3 AND path = $4 AND idem_key = $5",
     )
     .bind(&scope.merchant_account_id)
     .bind(&scope.key_id)
     .bind(&scope.method)
     .bind(&scope.path)
     .bind(&scope.idem_key)
+    .bind(RESUMABLE)
     .execute(db)
     .await?;
     Ok(())

@@ -148,6 +148,11 @@ impl Store {
         })
     }
 
+    /// The pool for single-statement writes outside a transaction (one connection on SQLite).
+    pub fn writer(&self) -> &AnyPool {
+        &self.write
+    }
+
     /// The pool for reads outside a transaction.
     pub fn reader(&self) -> &AnyPool {
         &self.read

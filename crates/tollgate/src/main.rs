@@ -1,6 +1,7 @@
 //! The `tollgate` binary: clap commands wiring the crates together.
 
 mod bench;
+mod cli;
 
 // glibc's allocator spent a third of the sandbox benchmark's CPU in malloc/free bookkeeping
 // (many small JSON values); mimalloc removes most of it.
@@ -15,19 +16,10 @@ use clap::{Parser, Subcommand};
 use tollgate_sandbox::{Sandbox, SandboxConfig};
 
 #[derive(Parser)]
-#[command(
-    name = "tollgate",
-    version,
-    about = "Self-hosted payments and entitlements server over Stripe"
-)]
+#[command(name = "tollgate", version, about = "Self-hosted payments and entitlements server over Stripe")]
 struct Cli {
     /// Log format: `text` or `json`.
-    #[arg(
-        long,
-        global = true,
-        env = "TOLLGATE_LOG_FORMAT",
-        default_value = "text"
-    )]
+    #[arg(long, global = true, env = "TOLLGATE_LOG_FORMAT", default_value = "text")]
     log_format: String,
     #[command(subcommand)]
     command: Command,
@@ -35,6 +27,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the server: API, hosted pages, workers (and the sandbox when no live keys exist).
+    Serve(cli::ServerArgs),
+    /// Apply database migrations and exit.
+    Migrate(cli::ServerArgs),
+    /// API keys.
+    #[command(subcommand)]
+    Keys(cli::KeysCommand),
+    /// Merchant accounts (tenants).
+    #[command(subcommand, name = "merchant-accounts")]
+    MerchantAccounts(cli::MerchantCommand),
+    /// Stripe connections.
+    #[command(subcommand)]
+    Connections(cli::ConnectionsCommand),
     /// Run the Stripe sandbox alone (an offline Stripe emulator).
     Sandbox(SandboxArgs),
     /// Benchmarks.
@@ -45,11 +50,7 @@ enum Command {
 #[derive(clap::Args)]
 struct SandboxArgs {
     /// Address to listen on (port 0 picks a free one; the real address is printed).
-    #[arg(
-        long,
-        env = "TOLLGATE_SANDBOX_LISTEN",
-        default_value = "127.0.0.1:12111"
-    )]
+    #[arg(long, env = "TOLLGATE_SANDBOX_LISTEN", default_value = "127.0.0.1:12111")]
     listen: SocketAddr,
     /// Keep state in this file across restarts.
     #[arg(long, env = "TOLLGATE_SANDBOX_STATE_FILE")]
@@ -60,15 +61,11 @@ struct SandboxArgs {
     /// URL browsers reach the sandbox at (default: http://{listen}).
     #[arg(long)]
     public_url: Option<String>,
-    /// Let non-loopback clients use the control API with this key (header X-Sandbox-Control-Key).
-    /// Read from the environment only, so it never appears in a process list.
-    #[arg(skip)]
-    control_key: Option<String>,
 }
 
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -89,13 +86,33 @@ fn main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     rt.block_on(async move {
         match cli.command {
-            Command::Sandbox(mut args) => {
-                args.control_key = std::env::var("TOLLGATE_SANDBOX_CONTROL_KEY").ok();
-                run_sandbox(args).await
-            }
+            Command::Serve(args) => cli::serve(args).await,
+            Command::Migrate(args) => cli::migrate(args).await,
+            Command::Keys(cmd) => cli::keys(cmd).await,
+            Command::MerchantAccounts(cmd) => cli::merchant_accounts(cmd).await,
+            Command::Connections(cmd) => cli::connections(cmd).await,
+            Command::Sandbox(args) => run_sandbox(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
         }
     })
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }
 
 async fn run_sandbox(args: SandboxArgs) -> anyhow::Result<()> {
@@ -107,7 +124,8 @@ async fn run_sandbox(args: SandboxArgs) -> anyhow::Result<()> {
         strict_keys: args.strict_keys,
         state_file: args.state_file,
         public_url: args.public_url.unwrap_or_else(|| format!("http://{addr}")),
-        control_key: args.control_key,
+        // Read from the environment only, so it never appears in a process list.
+        control_key: std::env::var("TOLLGATE_SANDBOX_CONTROL_KEY").ok(),
         ..SandboxConfig::default()
     };
     let sandbox = Sandbox::start(config).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -119,20 +137,8 @@ async fn run_sandbox(args: SandboxArgs) -> anyhow::Result<()> {
     let app = sandbox
         .router()
         .into_make_service_with_connect_info::<SocketAddr>();
-    let shutdown = async {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("installing a SIGTERM handler");
-            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
-    };
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving")?;
     sandbox.flush().map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -1,0 +1,290 @@
+//! Stripe connections (SPEC §2): credentials encrypted at rest and never returned, the
+//! `awaiting_webhook_secret` state, the webhook URL to register, one default per merchant
+//! account, and a key-permission report.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode};
+use serde_json::{Map, Value, json};
+use tollgate_store::{ConnectionRow, connections};
+use tollgate_stripe::client::RequestOptions;
+
+use super::JsonBody;
+use crate::ApiContext;
+use crate::auth::Caller;
+use crate::clock::rfc3339;
+use crate::crypto::mask;
+use crate::error::{ApiError, ApiResult};
+
+const FIELDS: &[&str] = &[
+    "type", "display_name", "secret_key", "publishable_key", "webhook_secret", "stripe_account",
+    "api_version", "default",
+];
+
+pub fn render(ctx: &ApiContext, c: &ConnectionRow) -> Value {
+    let webhook_secret = c
+        .webhook_secret_enc
+        .as_ref()
+        .and_then(|s| ctx.keys.open(&c.id, s).ok())
+        .map(|s| mask(&s));
+    json!({
+        "type": "connection",
+        "id": c.id,
+        "merchant_account_id": c.merchant_account_id,
+        "kind": c.kind,
+        "display_name": c.display_name,
+        "status": if c.webhook_secret_enc.is_some() { "active" } else { "awaiting_webhook_secret" },
+        "secret_key": c.secret_key_hint,
+        "publishable_key": c.publishable_key,
+        "webhook_secret": webhook_secret,
+        "has_previous_webhook_secret": c.webhook_secret_old_enc.is_some(),
+        "stripe_account": c.stripe_account,
+        "api_version": c.api_version,
+        "webhook_url": format!("{}/webhooks/stripe/{}", ctx.public_url, c.id),
+        "default": c.is_default,
+        "sandbox": c.sandbox,
+        "created_at": rfc3339(c.created_at),
+        "updated_at": rfc3339(c.updated_at),
+    })
+}
+
+fn str_field<'a>(body: &'a Map<String, Value>, key: &str) -> ApiResult<Option<&'a str>> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 500 => Ok(Some(s.trim())),
+        Some(_) => Err(ApiError::field(&format!("/{key}"), "Must be a non-empty string.")),
+    }
+}
+
+fn check_prefix(key: &str, value: &str, prefixes: &[&str]) -> ApiResult<()> {
+    if prefixes.iter().any(|p| value.starts_with(p)) && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') {
+        Ok(())
+    } else {
+        Err(ApiError::field(&format!("/{key}"), format!("Must start with {}.", prefixes.join(" or "))))
+    }
+}
+
+/// Applies the settable fields of `body` to `c` (create and update share this).
+fn apply_fields(ctx: &ApiContext, c: &mut ConnectionRow, body: &Map<String, Value>) -> ApiResult<()> {
+    for k in body.keys() {
+        if !FIELDS.contains(&k.as_str()) {
+            return Err(ApiError::field(&format!("/{k}"), "Unknown field."));
+        }
+    }
+    if let Some(t) = str_field(body, "type")?
+        && t != "stripe"
+    {
+        return Err(ApiError::field("/type", "Only 'stripe' connections exist."));
+    }
+    if let Some(n) = str_field(body, "display_name")? {
+        c.display_name = n.to_string();
+    }
+    if let Some(sk) = str_field(body, "secret_key")? {
+        check_prefix("secret_key", sk, &["sk_test_", "sk_live_", "rk_test_", "rk_live_"])?;
+        c.secret_key_enc = ctx.keys.seal(&c.id, sk);
+        c.secret_key_hint = mask(sk);
+    }
+    if let Some(pk) = str_field(body, "publishable_key")? {
+        check_prefix("publishable_key", pk, &["pk_test_", "pk_live_"])?;
+        c.publishable_key = Some(pk.to_string());
+    }
+    if let Some(ws) = str_field(body, "webhook_secret")? {
+        check_prefix("webhook_secret", ws, &["whsec_"])?;
+        // Rotation: the previous secret keeps verifying until the next rotation.
+        if c.webhook_secret_enc.is_some() {
+            c.webhook_secret_old_enc = c.webhook_secret_enc.take();
+        }
+        c.webhook_secret_enc = Some(ctx.keys.seal(&c.id, ws));
+    }
+    if let Some(a) = str_field(body, "stripe_account")? {
+        check_prefix("stripe_account", a, &["acct_"])?;
+        c.stripe_account = Some(a.to_string());
+    }
+    if let Some(v) = str_field(body, "api_version")? {
+        let ok = v.len() >= 10 && v[..10].chars().enumerate().all(|(i, ch)| if i == 4 || i == 7 { ch == '-' } else { ch.is_ascii_digit() });
+        if !ok {
+            return Err(ApiError::field("/api_version", "A Stripe API version such as 2026-10-28.endive."));
+        }
+        c.api_version = Some(v.to_string());
+    }
+    match body.get("default") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(b)) => c.is_default = *b,
+        Some(_) => return Err(ApiError::field("/default", "Must be a boolean.")),
+    }
+    Ok(())
+}
+
+pub async fn create(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require_secret()?;
+    let c = create_for(&ctx, &caller.merchant_account_id, &body).await?;
+    Ok((StatusCode::CREATED, Json(render(&ctx, &c))))
+}
+
+/// Creates a connection of `merchant` from an API-shaped body (the API and the CLI).
+pub async fn create_for(ctx: &ApiContext, merchant: &str, body: &Map<String, Value>) -> ApiResult<ConnectionRow> {
+    if str_field(body, "secret_key")?.is_none() {
+        return Err(ApiError::field("/secret_key", "Required: the Stripe secret (sk_…) or restricted (rk_…) key."));
+    }
+    let now = ctx.now();
+    let mut c = ConnectionRow {
+        id: tollgate_store::new_id(),
+        merchant_account_id: merchant.to_string(),
+        kind: "stripe".into(),
+        display_name: "Stripe".into(),
+        secret_key_enc: Vec::new(),
+        secret_key_hint: String::new(),
+        publishable_key: None,
+        webhook_secret_enc: None,
+        webhook_secret_old_enc: None,
+        stripe_account: None,
+        api_version: None,
+        sandbox: false,
+        is_default: false,
+        created_at: now,
+        updated_at: now,
+    };
+    apply_fields(ctx, &mut c, body)?;
+    let mut tx = ctx.store.begin().await?;
+    let has_default = connections::default_for(&mut *tx, &c.merchant_account_id).await?.is_some();
+    if !has_default {
+        c.is_default = true;
+    }
+    connections::insert(&mut *tx, &c).await?;
+    if c.is_default {
+        connections::set_default(&mut *tx, &c.merchant_account_id, &c.id).await?;
+    }
+    tx.commit().await.map_err(tollgate_store::StoreError::from)?;
+    Ok(c)
+}
+
+async fn load(ctx: &ApiContext, caller: &Caller, id: &str) -> ApiResult<ConnectionRow> {
+    connections::get(ctx.store.reader(), id)
+        .await?
+        .filter(|c| c.merchant_account_id == caller.merchant_account_id)
+        .ok_or_else(|| ApiError::not_found("connection"))
+}
+
+pub async fn get(State(ctx): State<ApiContext>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    caller.require_secret()?;
+    Ok(Json(render(&ctx, &load(&ctx, &caller, &id).await?)))
+}
+
+pub async fn list(State(ctx): State<ApiContext>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require_secret()?;
+    let rows = connections::list(ctx.store.reader(), Some(&caller.merchant_account_id)).await?;
+    let items: Vec<Value> = rows.iter().map(|c| render(&ctx, c)).collect();
+    let n = items.len() as i64;
+    Ok(Json(super::render::page(items, n.max(1), None, None)))
+}
+
+pub async fn update(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    caller.require_secret()?;
+    let mut c = load(&ctx, &caller, &id).await?;
+    if c.sandbox && (body.contains_key("secret_key") || body.contains_key("webhook_secret")) {
+        return Err(ApiError::bad_request("The sandbox connection's keys are managed by the server."));
+    }
+    let was_default = c.is_default;
+    apply_fields(&ctx, &mut c, &body)?;
+    if was_default && !c.is_default {
+        return Err(ApiError::field("/default", "Make another connection the default instead."));
+    }
+    c.updated_at = ctx.now();
+    let mut tx = ctx.store.begin().await?;
+    connections::update(&mut *tx, &c).await?;
+    if c.is_default && !was_default {
+        connections::set_default(&mut *tx, &c.merchant_account_id, &c.id).await?;
+    }
+    tx.commit().await.map_err(tollgate_store::StoreError::from)?;
+    Ok(Json(render(&ctx, &c)))
+}
+
+pub async fn delete(State(ctx): State<ApiContext>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    caller.require_secret()?;
+    let c = load(&ctx, &caller, &id).await?;
+    match connections::delete(ctx.store.writer(), &c.id).await {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        Err(e) if matches!(&e, tollgate_store::StoreError::Db(sqlx_err) if sqlx_err.to_string().contains("FOREIGN KEY") || sqlx_err.to_string().contains("foreign key")) => {
+            Err(ApiError::DuplicateRecord("This connection has transactions and cannot be deleted.".into()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// (Stripe list path, what it enables) for the read checks of `verify`.
+const READS: &[(&str, &str, &str)] = &[
+    ("customers", "/v1/customers", "linking customers to customids"),
+    ("invoices", "/v1/invoices", "subscriptions' renewals and refunds"),
+    ("payment_intents", "/v1/payment_intents", "payments and one-time purchases"),
+    ("checkout_sessions", "/v1/checkout/sessions", "purchases made through Checkout"),
+    ("credit_notes", "/v1/credit_notes", "refunds of invoices"),
+    ("subscriptions", "/v1/subscriptions", "subscription permissions"),
+    ("events", "/v1/events", "reconcile after missed webhooks"),
+    ("charges", "/v1/charges", "refunds and disputes of payments"),
+    ("refunds", "/v1/refunds", "refund statuses"),
+    ("disputes", "/v1/disputes", "dispute revocations"),
+    ("products", "/v1/products", "mapping SKUs to products"),
+    ("prices", "/v1/prices", "mapping SKUs to prices"),
+];
+
+/// `POST /connections/{id}/verify`: which resources the key can read, and whether it can
+/// write PaymentIntents and Refunds. Writes are probed with an empty create: a permitted key
+/// gets Stripe's "missing parameter" error, a refused one 403; nothing is created.
+pub async fn verify(State(ctx): State<ApiContext>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    caller.require_secret()?;
+    let c = load(&ctx, &caller, &id).await?;
+    Ok(Json(verify_for(&ctx, &c).await?))
+}
+
+/// The permission report of one connection (the API and the CLI).
+pub async fn verify_for(ctx: &ApiContext, c: &ConnectionRow) -> ApiResult<Value> {
+    let stripe = ctx.stripe_for(c)?;
+    let mut resources = Vec::new();
+    let mut reachable = false;
+    let mut limit = Map::new();
+    limit.insert("limit".into(), json!(1));
+    for (name, path, needed_for) in READS {
+        let r = stripe.request(Method::GET, path, &limit, RequestOptions::default()).await;
+        let (readable, note) = match &r {
+            Ok(_) => (Some(true), None),
+            Err(e) if e.status() == Some(403) => (Some(false), Some(format!("missing: disables {needed_for}"))),
+            Err(e) if e.status() == Some(404) => (None, Some("this Stripe does not offer the resource".to_string())),
+            Err(e) if e.status() == Some(401) => (Some(false), Some("the key was refused".to_string())),
+            Err(e) => (None, Some(format!("could not check: {}", e.message()))),
+        };
+        reachable |= readable.is_some();
+        resources.push(json!({"resource": name, "read": readable, "needed_for": needed_for, "note": note}));
+    }
+    let mut writes = Map::new();
+    for (name, path) in [("payment_intents", "/v1/payment_intents"), ("refunds", "/v1/refunds")] {
+        let r = stripe
+            .request(Method::POST, path, &Map::new(), RequestOptions::idempotent(format!("tollgate-verify-{}", tollgate_store::new_id())))
+            .await;
+        let can = match &r {
+            Err(e) if e.status() == Some(400) => Some(true),
+            Err(e) if e.status() == Some(403) || e.status() == Some(401) => Some(false),
+            Ok(_) => Some(true),
+            Err(_) => None,
+        };
+        writes.insert(name.to_string(), json!(can));
+    }
+    let payments_ready = writes.get("payment_intents") == Some(&json!(true)) && writes.get("refunds") == Some(&json!(true));
+    Ok(json!({
+        "type": "connection-verification",
+        "connection_id": c.id,
+        "credentials_valid": reachable,
+        "read": resources,
+        "write": writes,
+        "payments_ready": payments_ready,
+        "webhook_secret_set": c.webhook_secret_enc.is_some(),
+    }))
+}

@@ -1,0 +1,113 @@
+//! The JSON API: one module per resource.
+
+pub mod bootstrap;
+pub mod connections;
+pub mod health;
+pub mod merchant_accounts;
+pub mod refunds;
+pub mod render;
+pub mod transactions;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::routing::{get, post};
+use serde_json::{Map, Value};
+
+use crate::ApiContext;
+use crate::error::ApiError;
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+pub fn router(ctx: &ApiContext) -> Router<ApiContext> {
+    use transactions as tx;
+    let api = Router::new()
+        .route(
+            "/merchant-accounts",
+            post(merchant_accounts::create).get(merchant_accounts::list),
+        )
+        .route("/connections", post(connections::create).get(connections::list))
+        .route(
+            "/connections/{id}",
+            get(connections::get)
+                .patch(connections::update)
+                .delete(connections::delete),
+        )
+        .route("/connections/{id}/verify", post(connections::verify))
+        .route("/transactions", post(tx::create).get(tx::list))
+        .route("/transactions/{id}", get(tx::get))
+        .route("/transactions/{id}/capture", post(tx::capture))
+        .route("/transactions/{id}/void", post(tx::void))
+        .route("/transactions/{id}/cancel", post(tx::cancel))
+        .route("/transactions/{id}/sync", post(tx::sync))
+        .route("/transactions/{id}/events", get(tx::events))
+        .route("/transactions/{id}/session", post(tx::session))
+        .route(
+            "/transactions/{id}/refunds",
+            post(refunds::create).get(refunds::list),
+        )
+        .route("/transactions/{id}/refunds/{refund_id}", get(refunds::get))
+        .route("/refunds/{refund_id}", get(refunds::get_by_id))
+        // Idempotency-Key handling for every POST above (SPEC §8).
+        .route_layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            crate::idempotency::middleware,
+        ));
+    api.merge(health::router())
+}
+
+/// A JSON object body, read with the API's limits and errors: an empty body is `{}` (bodiless
+/// POSTs such as void send none), anything else must be a JSON object.
+pub struct JsonBody(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|_| {
+            ApiError::bad_request(format!(
+                "The request body could not be read or is larger than {} bytes.",
+                MAX_BODY
+            ))
+        })?;
+        parse_object(&bytes).map(JsonBody)
+    }
+}
+
+pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::field("", "The request body must be a JSON object.")),
+        Err(e) => Err(ApiError::field(
+            "",
+            format!("The request body is not valid JSON (line {}, column {}).", e.line(), e.column()),
+        )),
+    }
+}
+
+/// Opaque list cursors: base64url of `created_at:id:direction`.
+pub mod cursor {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    pub fn encode(created_at: i64, id: &str, after: bool) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{created_at}:{id}:{}", if after { "n" } else { "p" }))
+    }
+
+    pub fn decode(s: &str) -> Option<(i64, String, bool)> {
+        let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
+        let mut parts = raw.splitn(3, ':');
+        let created = parts.next()?.parse().ok()?;
+        let id = parts.next()?.to_string();
+        let after = match parts.next()? {
+            "n" => true,
+            "p" => false,
+            _ => return None,
+        };
+        Some((created, id, after))
+    }
+}

@@ -1,0 +1,950 @@
+//! Transactions (SPEC §3): create (redirect and direct flows), read, list, capture, void,
+//! cancel, sync, events, and the direct flow's session.
+//!
+//! Every change of a transaction goes through [`apply_observations`]: Stripe's answer becomes
+//! domain observations, the domain decides (forward-only), and the new state commits with its
+//! events in one database transaction.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tollgate_domain::{
+    Amount, Change, Currency, ErrorCode, ErrorInfo, Intent, Money, Observation, TransactionState,
+    TransactionStatus, apply,
+};
+use tollgate_store::transactions::{self as store_tx, ListFilter, TransactionUpdate};
+use tollgate_store::{ConnectionRow, EventRow, TransactionRow, connections};
+use tollgate_stripe::client::{RequestOptions, StripeError};
+
+use super::JsonBody;
+use super::render::{self, Fresh};
+use crate::ApiContext;
+use crate::auth::Caller;
+use crate::clock::parse_rfc3339;
+use crate::error::{ApiError, ApiResult, Detail};
+use crate::stripe_map;
+
+/// Fields of the seed orchestrator's create schema that Tollgate accepts and ignores (they
+/// have no meaning over Stripe); documented in the OpenAPI description.
+const IGNORED_CREATE_FIELDS: &[&str] = &[
+    "buyer", "buyer_id", "gift_cards", "store", "three_d_secure_data", "three_d_secure",
+    "is_subsequent_payment", "merchant_initiated", "payment_source", "airline", "cart_items",
+    "statement_descriptor", "previous_scheme_transaction_id", "previous_transaction_link_id",
+    "browser_info", "shipping_details_id", "connection_options", "async_capture",
+    "anti_fraud_fingerprint", "account_funding_transaction", "allow_partial_authorization",
+    "recipient", "installment_count", "tax_amount", "merchant_tax_id", "purchase_order_number",
+    "customer_reference_number", "amount_includes_tax", "supplier_order_number", "duty_amount",
+    "shipping_amount", "is_amount_estimated",
+];
+
+const CREATE_FIELDS: &[&str] = &[
+    "amount", "currency", "country", "payment_method", "external_identifier", "intent", "metadata",
+    "customid", "buyer_external_identifier", "integration_client", "payment_service_id",
+    "approval_expires_at", "description",
+];
+
+const RAW_CARD_FIELDS: &[&str] = &["number", "security_code", "expiration_date", "card_number", "cvv", "cvc"];
+
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+pub fn token_matches(presented: &str, stored_hash: Option<&str>) -> bool {
+    match stored_hash {
+        Some(h) => hash_token(presented).as_bytes().ct_eq(h.as_bytes()).into(),
+        None => false,
+    }
+}
+
+fn new_token() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// A validated create request.
+struct CreateInput {
+    money: Money,
+    country: Option<String>,
+    intent: Intent,
+    method: String,
+    redirect_url: Option<String>,
+    integration_client: Option<String>,
+    external_identifier: Option<String>,
+    metadata: Map<String, Value>,
+    customid: Option<String>,
+    payment_service_id: Option<String>,
+    approval_expires_at: Option<i64>,
+    description: Option<String>,
+}
+
+fn direct_flow(client: Option<&str>) -> bool {
+    matches!(client, Some("web" | "ios" | "android"))
+}
+
+fn check_redirect_url(ctx: &ApiContext, url: &str) -> Result<(), String> {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("https://") && url.len() > "https://".len() {
+        return Ok(());
+    }
+    if let Some(rest) = lower.strip_prefix("http://") {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+        if host == "localhost" || host == "127.0.0.1" || host == "[::1]" || ctx.config.allow_http_redirect_urls {
+            return Ok(());
+        }
+    }
+    Err("Must be an https:// URL (http://localhost is allowed for development).".into())
+}
+
+fn string_field(body: &Map<String, Value>, key: &str, max: usize) -> ApiResult<Option<String>> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.len() <= max => Ok(Some(s.clone())),
+        Some(Value::String(_)) => Err(ApiError::field(&format!("/{key}"), format!("At most {max} characters."))),
+        Some(_) => Err(ApiError::field(&format!("/{key}"), "Must be a string.")),
+    }
+}
+
+fn parse_create(ctx: &ApiContext, body: &Map<String, Value>) -> ApiResult<CreateInput> {
+    // Raw card data is refused first, before anything else looks at (or logs) the body.
+    if let Some(pm) = body.get("payment_method").and_then(Value::as_object)
+        && let Some(k) = RAW_CARD_FIELDS.iter().find(|k| pm.contains_key(**k))
+    {
+        return Err(ApiError::field(
+            &format!("/payment_method/{k}"),
+            "Raw card data is not accepted: card details go from the buyer to Stripe (hosted page or Stripe.js), never through Tollgate.",
+        ));
+    }
+    let mut details = Vec::new();
+    for k in body.keys() {
+        if !CREATE_FIELDS.contains(&k.as_str()) && !IGNORED_CREATE_FIELDS.contains(&k.as_str()) {
+            details.push(Detail::body(&format!("/{k}"), "Unknown field."));
+        }
+    }
+    if !details.is_empty() {
+        return Err(ApiError::BadRequest {
+            message: "Request failed validation: unknown fields.".into(),
+            details,
+        });
+    }
+    let amount = match body.get("amount") {
+        Some(Value::Number(n)) if n.is_i64() => n.as_i64().unwrap_or(0),
+        Some(_) => return Err(ApiError::field("/amount", "Must be an integer number of minor units.")),
+        None => return Err(ApiError::field("/amount", "Required.")),
+    };
+    let amount = Amount::new(amount).map_err(|_| ApiError::field("/amount", "Must be greater than zero."))?;
+    if amount.get() > 99_999_999 {
+        return Err(ApiError::field("/amount", "Must be at most 99999999."));
+    }
+    let currency = match body.get("currency") {
+        Some(Value::String(c)) => Currency::parse(c)
+            .map_err(|_| ApiError::field("/currency", format!("'{c}' is not an ISO-4217 currency code.")))?,
+        Some(_) => return Err(ApiError::field("/currency", "Must be a string.")),
+        None => return Err(ApiError::field("/currency", "Required.")),
+    };
+    let country = string_field(body, "country", 2)?;
+    if let Some(c) = &country
+        && (c.len() != 2 || !c.chars().all(|x| x.is_ascii_uppercase()))
+    {
+        return Err(ApiError::field("/country", "Must be an ISO-3166 alpha-2 code (e.g. US)."));
+    }
+    let intent = match body.get("intent").and_then(Value::as_str) {
+        None => Intent::Authorize,
+        Some("authorize") => Intent::Authorize,
+        Some("capture") => Intent::Capture,
+        Some(_) => return Err(ApiError::field("/intent", "Must be 'authorize' or 'capture'.")),
+    };
+    let integration_client = string_field(body, "integration_client", 20)?;
+    if let Some(c) = &integration_client
+        && !["redirect", "web", "ios", "android"].contains(&c.as_str())
+    {
+        return Err(ApiError::field("/integration_client", "Must be one of redirect, web, ios, android."));
+    }
+    let direct = direct_flow(integration_client.as_deref());
+    let mut method = "stripe".to_string();
+    let mut redirect_url = None;
+    match body.get("payment_method") {
+        None | Some(Value::Null) if direct => {}
+        None | Some(Value::Null) => {
+            return Err(ApiError::field(
+                "/payment_method",
+                "Required for the redirect flow: {\"method\": \"stripe\", \"redirect_url\": \"https://…\"}.",
+            ));
+        }
+        Some(Value::Object(pm)) => {
+            const PM_FIELDS: &[&str] = &["method", "redirect_url", "country", "currency", "buyer_id", "buyer_external_identifier", "external_identifier"];
+            for k in pm.keys() {
+                if !PM_FIELDS.contains(&k.as_str()) {
+                    return Err(ApiError::field(&format!("/payment_method/{k}"), "Unknown or unsupported field."));
+                }
+            }
+            method = match pm.get("method") {
+                Some(Value::String(m)) if !m.is_empty() && m.len() <= 40 && m.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c == '-') => m.clone(),
+                _ => return Err(ApiError::field("/payment_method/method", "Required: 'stripe' or a payment method type (card, klarna, …).")),
+            };
+            if let Some(pc) = pm.get("currency").and_then(Value::as_str)
+                && !pc.eq_ignore_ascii_case(currency.code())
+            {
+                return Err(ApiError::field("/payment_method/currency", "Must equal the transaction's currency."));
+            }
+            if let (Some(pc), Some(c)) = (pm.get("country").and_then(Value::as_str), &country)
+                && pc != c
+            {
+                return Err(ApiError::field("/payment_method/country", "Must equal the transaction's country."));
+            }
+            match pm.get("redirect_url") {
+                Some(Value::String(u)) => {
+                    check_redirect_url(ctx, u).map_err(|m| ApiError::field("/payment_method/redirect_url", m))?;
+                    redirect_url = Some(u.clone());
+                }
+                None | Some(Value::Null) if direct => {}
+                None | Some(Value::Null) => {
+                    return Err(ApiError::field("/payment_method/redirect_url", "Required for the redirect flow."));
+                }
+                Some(_) => return Err(ApiError::field("/payment_method/redirect_url", "Must be a string.")),
+            }
+        }
+        Some(_) => return Err(ApiError::field("/payment_method", "Must be an object.")),
+    }
+    let metadata = match body.get("metadata") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => {
+            if m.len() > 20 {
+                return Err(ApiError::field("/metadata", "At most 20 keys."));
+            }
+            for (k, v) in m {
+                if k.is_empty() || k.len() > 40 || k.starts_with("tollgate_") {
+                    return Err(ApiError::field(&format!("/metadata/{k}"), "Keys are 1 to 40 characters and may not start with 'tollgate_'."));
+                }
+                match v {
+                    Value::String(s) if s.len() <= 500 => {}
+                    _ => return Err(ApiError::field(&format!("/metadata/{k}"), "Values are strings of at most 500 characters.")),
+                }
+            }
+            m.clone()
+        }
+        Some(_) => return Err(ApiError::field("/metadata", "Must be an object of strings.")),
+    };
+    let customid = match string_field(body, "customid", 200)? {
+        Some(c) => Some(c),
+        None => string_field(body, "buyer_external_identifier", 200)?,
+    };
+    let approval_expires_at = match body.get("approval_expires_at") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            let at = parse_rfc3339(s).ok_or_else(|| ApiError::field("/approval_expires_at", "Must be an RFC 3339 timestamp."))?;
+            if at <= ctx.now() {
+                return Err(ApiError::field("/approval_expires_at", "Must be in the future."));
+            }
+            Some(at)
+        }
+        Some(_) => return Err(ApiError::field("/approval_expires_at", "Must be an RFC 3339 timestamp.")),
+    };
+    Ok(CreateInput {
+        money: Money::new(amount, currency),
+        country,
+        intent,
+        method,
+        redirect_url,
+        integration_client,
+        external_identifier: string_field(body, "external_identifier", 200)?,
+        metadata,
+        customid,
+        payment_service_id: string_field(body, "payment_service_id", 100)?,
+        approval_expires_at,
+        description: string_field(body, "description", 1000)?,
+    })
+}
+
+fn intent_str(i: Intent) -> &'static str {
+    match i {
+        Intent::Authorize => "authorize",
+        Intent::Capture => "capture",
+    }
+}
+
+/// The id of a transaction created under an Idempotency-Key is derived from it, so a retry
+/// after an outage finds (and finishes) the same transaction instead of making another.
+fn transaction_id(idem: Option<&str>) -> String {
+    match idem {
+        Some(k) => {
+            let h = Sha256::digest(k.as_bytes());
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&h[..16]);
+            uuid::Builder::from_custom_bytes(b).into_uuid().to_string()
+        }
+        None => tollgate_store::new_id(),
+    }
+}
+
+pub async fn connection_for(ctx: &ApiContext, merchant: &str, id: Option<&str>) -> ApiResult<ConnectionRow> {
+    let conn = match id {
+        Some(id) => connections::get(ctx.store.reader(), id)
+            .await?
+            .filter(|c| c.merchant_account_id == merchant)
+            .ok_or_else(|| ApiError::field("/payment_service_id", "No such connection in this merchant account."))?,
+        None => connections::default_for(ctx.store.reader(), merchant)
+            .await?
+            .ok_or_else(|| ApiError::bad_request("This merchant account has no Stripe connection; add one with POST /connections."))?,
+    };
+    Ok(conn)
+}
+
+async fn insert_event(tx: &mut tollgate_store::Tx, t: &TransactionRow, name: &str, data: Value, now: i64) -> ApiResult<()> {
+    store_tx::insert_event(
+        &mut **tx,
+        &EventRow {
+            id: tollgate_store::new_id(),
+            transaction_id: t.id.clone(),
+            merchant_account_id: t.merchant_account_id.clone(),
+            name: name.to_string(),
+            data: data.to_string(),
+            created_at: now,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// A Stripe failure as our error: outages are 502/504 carrying the transaction id.
+pub fn outage(ctx: &ApiContext, e: &StripeError, transaction_id: Option<&str>) -> ApiError {
+    ctx.metrics.stripe_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tid = transaction_id.map(str::to_string);
+    if e.is_timeout() {
+        ApiError::GatewayTimeout {
+            message: "Stripe did not answer in time; the transaction is saved, call POST /transactions/{id}/sync or retry with the same Idempotency-Key.".into(),
+            transaction_id: tid,
+        }
+    } else if e.is_retryable_outage() {
+        ApiError::BadGateway {
+            message: format!("Stripe could not be reached or failed ({}); the transaction is saved, call POST /transactions/{{id}}/sync or retry with the same Idempotency-Key.", e.kind().unwrap_or("connection error")),
+            transaction_id: tid,
+        }
+    } else {
+        ApiError::BadGateway {
+            message: format!("Stripe refused the request: {}", e.message()),
+            transaction_id: tid,
+        }
+    }
+}
+
+/// Creates the PaymentIntent of a `processing` transaction (at create, or resumed by sync or a
+/// keyed retry) under a Stripe Idempotency-Key derived from the transaction id.
+async fn create_payment_intent(ctx: &ApiContext, t: &TransactionRow, conn: &ConnectionRow) -> ApiResult<TransactionRow> {
+    let stripe = ctx.stripe_for(conn)?;
+    let currency = Currency::parse(&t.currency).map_err(|_| ApiError::Internal("stored currency".into()))?;
+    let amount = Amount::new(t.amount).map_err(|_| ApiError::Internal("stored amount".into()))?;
+    let stripe_amount = Money::new(amount, currency)
+        .to_stripe_amount()
+        .map_err(|_| ApiError::field("/amount", "This amount cannot be expressed in Stripe's units for this currency."))?;
+    let mut p = Map::new();
+    p.insert("amount".into(), json!(stripe_amount));
+    p.insert("currency".into(), json!(currency.stripe_code()));
+    p.insert("capture_method".into(), json!(if t.intent == "authorize" { "manual" } else { "automatic" }));
+    if t.method == "stripe" {
+        p.insert("automatic_payment_methods".into(), json!({"enabled": true}));
+    } else {
+        p.insert("payment_method_types".into(), json!([t.method]));
+    }
+    let mut md: Map<String, Value> = serde_json::from_str(&t.metadata).unwrap_or_default();
+    md.insert("tollgate_transaction_id".into(), json!(t.id));
+    md.insert("tollgate_merchant_account_id".into(), json!(t.merchant_account_id));
+    if let Some(c) = &t.customid {
+        md.insert("customid".into(), json!(c));
+    }
+    p.insert("metadata".into(), Value::Object(md));
+    let key = format!("tollgate-{}-create", t.id);
+    let pi = stripe
+        .create_payment_intent(&p, Some(&key))
+        .await
+        .map_err(|e| {
+            if e.is_retryable_outage() {
+                outage(ctx, &e, Some(&t.id))
+            } else {
+                let param = e.api().and_then(|a| a.param.clone()).unwrap_or_default();
+                ApiError::BadRequest {
+                    message: format!("Stripe refused the payment: {}", e.message()),
+                    details: vec![Detail::body(&format!("/{param}"), e.message())],
+                }
+            }
+        })?;
+    let pi_id = pi["id"].as_str().unwrap_or_default().to_string();
+    let secret = pi["client_secret"].as_str().unwrap_or_default().to_string();
+    let now = ctx.now();
+    let mut state: TransactionState = serde_json::from_str(&t.state).map_err(|e| ApiError::Internal(format!("state: {e}")))?;
+    state.approval_issued = true;
+    state.status = TransactionStatus::BuyerApprovalPending;
+    let update = TransactionUpdate::PaymentIntentCreated {
+        payment_intent_id: pi_id.clone(),
+        client_secret: secret,
+        status: TransactionStatus::BuyerApprovalPending.as_str().to_string(),
+        state: serde_json::to_string(&state).unwrap_or_default(),
+    };
+    let mut tx = ctx.store.begin().await?;
+    let current = store_tx::get_any(&mut *tx, &t.id, ctx.store.for_update())
+        .await?
+        .ok_or_else(|| ApiError::not_found("transaction"))?;
+    if current.payment_intent_id.is_none() {
+        store_tx::update(&mut *tx, &t.id, current.version, now, &update).await?;
+        insert_event(&mut tx, &current, "transaction.payment_intent_created", json!({"payment_intent": pi_id}), now).await?;
+    }
+    let row = store_tx::get_any(&mut *tx, &t.id, "").await?.ok_or_else(|| ApiError::not_found("transaction"))?;
+    tx.commit().await.map_err(tollgate_store::StoreError::from)?;
+    // A PaymentIntent created together with a server-side confirmation could already be past
+    // approval; reading it back applies that.
+    if pi["status"] != "requires_payment_method" {
+        return apply_observations(ctx, &row, stripe_map::observations_of_intent(&pi, now)).await;
+    }
+    Ok(row)
+}
+
+/// The domain's changes as audit events.
+fn event_of(change: &Change) -> (&'static str, Value) {
+    let data = serde_json::to_value(change).unwrap_or(Value::Null);
+    let name = match change {
+        Change::StatusChanged { .. } => "transaction.status_changed",
+        Change::ErrorChanged { .. } => "transaction.error_recorded",
+        Change::AmountsChanged { .. } => "transaction.amounts_changed",
+        Change::RefundStatusChanged { .. } => "transaction.refund_status_changed",
+        Change::DisputeChanged { .. } => "transaction.dispute_changed",
+        Change::Ignored { .. } => "transaction.update_ignored",
+    };
+    (name, data)
+}
+
+/// Applies what Stripe said to a transaction, forward-only, committing the state with its
+/// events. Retries when the row moved meanwhile (another request or worker applied something).
+pub async fn apply_observations(ctx: &ApiContext, t: &TransactionRow, observations: Vec<Observation>) -> ApiResult<TransactionRow> {
+    for _attempt in 0..5 {
+        let now = ctx.now();
+        let mut tx = ctx.store.begin().await?;
+        let current = store_tx::get_any(&mut *tx, &t.id, ctx.store.for_update())
+            .await?
+            .ok_or_else(|| ApiError::not_found("transaction"))?;
+        let mut state: TransactionState = serde_json::from_str(&current.state).map_err(|e| ApiError::Internal(format!("state: {e}")))?;
+        let mut changes = Vec::new();
+        for o in &observations {
+            let out = apply(&state, o);
+            state = out.state;
+            changes.extend(out.changes);
+        }
+        if changes.is_empty() {
+            tx.rollback().await.map_err(tollgate_store::StoreError::from)?;
+            return Ok(current);
+        }
+        let status = state.status;
+        let error = state.error();
+        let became = |s: TransactionStatus| status == s && current.status != s.as_str();
+        let authorized_at = current.authorized_at.or_else(|| {
+            (became(TransactionStatus::AuthorizationSucceeded) || became(TransactionStatus::CaptureSucceeded)).then_some(now)
+        });
+        let captured_at = current.captured_at.or_else(|| became(TransactionStatus::CaptureSucceeded).then_some(now));
+        let voided_at = current.voided_at.or_else(|| became(TransactionStatus::AuthorizationVoided).then_some(now));
+        let update = TransactionUpdate::StateApplied {
+            status: status.as_str().to_string(),
+            authorized_amount: state.authorized_amount,
+            captured_amount: state.captured_amount,
+            refunded_amount: state.refunded_amount,
+            disputed: state.disputed,
+            error_code: error.as_ref().map(|e| e.error_code.as_str().to_string()),
+            raw_response_code: error.as_ref().and_then(|e| e.raw_response_code.clone()),
+            raw_response_description: error.as_ref().and_then(|e| e.raw_response_description.clone()),
+            state: serde_json::to_string(&state).unwrap_or_default(),
+            authorized_at,
+            captured_at,
+            voided_at,
+        };
+        match store_tx::update(&mut *tx, &current.id, current.version, now, &update).await {
+            Ok(()) => {}
+            Err(tollgate_store::StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        for c in &changes {
+            let (name, data) = event_of(c);
+            insert_event(&mut tx, &current, name, data, now).await?;
+        }
+        let row = store_tx::get_any(&mut *tx, &current.id, "").await?.ok_or_else(|| ApiError::not_found("transaction"))?;
+        tx.commit().await.map_err(tollgate_store::StoreError::from)?;
+        return Ok(row);
+    }
+    Err(ApiError::ConcurrentRequest)
+}
+
+/// A Tollgate-side outcome with no Stripe object to observe (a cancel before any PaymentIntent
+/// existed): moves the status if the table allows.
+async fn end_locally(ctx: &ApiContext, t: &TransactionRow, to: TransactionStatus, code: ErrorCode) -> ApiResult<TransactionRow> {
+    let now = ctx.now();
+    let mut tx = ctx.store.begin().await?;
+    let current = store_tx::get_any(&mut *tx, &t.id, ctx.store.for_update())
+        .await?
+        .ok_or_else(|| ApiError::not_found("transaction"))?;
+    let mut state: TransactionState = serde_json::from_str(&current.state).map_err(|e| ApiError::Internal(format!("state: {e}")))?;
+    if !tollgate_domain::allowed(state.status, to) {
+        tx.rollback().await.map_err(tollgate_store::StoreError::from)?;
+        return Ok(current);
+    }
+    let from = state.status;
+    state.status = to;
+    state.error_code = Some(code);
+    let update = TransactionUpdate::StateApplied {
+        status: to.as_str().to_string(),
+        authorized_amount: state.authorized_amount,
+        captured_amount: state.captured_amount,
+        refunded_amount: state.refunded_amount,
+        disputed: state.disputed,
+        error_code: Some(code.as_str().to_string()),
+        raw_response_code: None,
+        raw_response_description: None,
+        state: serde_json::to_string(&state).unwrap_or_default(),
+        authorized_at: current.authorized_at,
+        captured_at: current.captured_at,
+        voided_at: current.voided_at,
+    };
+    store_tx::update(&mut *tx, &current.id, current.version, now, &update).await?;
+    let change = Change::StatusChanged { from, to };
+    let (name, data) = event_of(&change);
+    insert_event(&mut tx, &current, name, data, now).await?;
+    let _ = ErrorInfo::code(code);
+    let row = store_tx::get_any(&mut *tx, &current.id, "").await?.ok_or_else(|| ApiError::not_found("transaction"))?;
+    tx.commit().await.map_err(tollgate_store::StoreError::from)?;
+    Ok(row)
+}
+
+async fn load(ctx: &ApiContext, caller: &Caller, id: &str) -> ApiResult<TransactionRow> {
+    store_tx::get(ctx.store.reader(), &caller.merchant_account_id, id, "")
+        .await?
+        .ok_or_else(|| ApiError::not_found("transaction"))
+}
+
+async fn connection_of(ctx: &ApiContext, t: &TransactionRow) -> ApiResult<ConnectionRow> {
+    connections::get(ctx.store.reader(), &t.connection_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal(format!("connection {} of transaction {} is gone", t.connection_id, t.id)))
+}
+
+/// Re-reads the PaymentIntent (charge expanded) and applies it; creates it first when an
+/// outage left the transaction without one.
+pub async fn sync_row(ctx: &ApiContext, t: &TransactionRow) -> ApiResult<TransactionRow> {
+    let conn = connection_of(ctx, t).await?;
+    let Some(pi_id) = t.payment_intent_id.clone() else {
+        if t.status == "processing" {
+            return create_payment_intent(ctx, t, &conn).await;
+        }
+        return Ok(t.clone());
+    };
+    let stripe = ctx.stripe_for(&conn)?;
+    let opts = RequestOptions {
+        expand: vec!["latest_charge".into()],
+        ..RequestOptions::default()
+    };
+    let pi = stripe
+        .request(axum::http::Method::GET, &format!("/v1/payment_intents/{pi_id}"), &Map::new(), opts)
+        .await
+        .map_err(|e| outage(ctx, &e, Some(&t.id)))?;
+    let row = apply_observations(ctx, t, stripe_map::observations_of_intent(&pi, ctx.now())).await?;
+    super::refunds::sync_refunds(ctx, &row, &stripe).await?;
+    load_any(ctx, &row.id).await
+}
+
+async fn load_any(ctx: &ApiContext, id: &str) -> ApiResult<TransactionRow> {
+    store_tx::get_any(ctx.store.reader(), id, "")
+        .await?
+        .ok_or_else(|| ApiError::not_found("transaction"))
+}
+
+// ---- handlers -----------------------------------------------------------------------------
+
+pub async fn create(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require_secret()?;
+    let input = parse_create(&ctx, &body)?;
+    let conn = connection_for(&ctx, &caller.merchant_account_id, input.payment_service_id.as_deref()).await?;
+    let id = transaction_id(crate::idempotency::request_key(&headers, &caller).as_deref());
+    // A keyed retry of a create that hit an outage: finish that transaction.
+    if let Some(existing) = store_tx::get(ctx.store.reader(), &caller.merchant_account_id, &id, "").await? {
+        let row = if existing.payment_intent_id.is_none() && existing.status == "processing" {
+            create_payment_intent(&ctx, &existing, &conn).await?
+        } else {
+            existing
+        };
+        return Ok((StatusCode::CREATED, Json(render::transaction(&row, &Fresh::default()))));
+    }
+    let now = ctx.now();
+    let direct = direct_flow(input.integration_client.as_deref());
+    let token = new_token();
+    let expires = input
+        .approval_expires_at
+        .unwrap_or(now + ctx.config.approval_ttl_secs as i64 * 1000);
+    let state = TransactionState::new(input.intent, input.money.amount, false);
+    let mut metadata = input.metadata.clone();
+    if let Some(d) = &input.description {
+        metadata.entry("description").or_insert(json!(d));
+    }
+    let row = TransactionRow {
+        id: id.clone(),
+        merchant_account_id: caller.merchant_account_id.clone(),
+        connection_id: conn.id.clone(),
+        status: TransactionStatus::Processing.as_str().to_string(),
+        intent: intent_str(input.intent).to_string(),
+        amount: input.money.amount.get(),
+        currency: input.money.currency.code().to_string(),
+        country: input.country.clone(),
+        authorized_amount: 0,
+        captured_amount: 0,
+        refunded_amount: 0,
+        external_identifier: input.external_identifier.clone(),
+        metadata: Value::Object(metadata).to_string(),
+        customid: input.customid.clone(),
+        method: input.method.clone(),
+        redirect_url: input.redirect_url.clone(),
+        integration_client: input.integration_client.clone(),
+        payment_intent_id: None,
+        client_secret: None,
+        error_code: None,
+        raw_response_code: None,
+        raw_response_description: None,
+        approval_token_hash: (!direct).then(|| hash_token(&token)),
+        approval_expires_at: Some(expires),
+        session_token_hash: direct.then(|| hash_token(&token)),
+        session_expires_at: direct.then_some(now + ctx.config.session_ttl_secs as i64 * 1000),
+        disputed: false,
+        state: serde_json::to_string(&state).unwrap_or_default(),
+        created_at: now,
+        updated_at: now,
+        authorized_at: None,
+        captured_at: None,
+        voided_at: None,
+        version: 0,
+    };
+    let mut tx = ctx.store.begin().await?;
+    store_tx::insert(&mut *tx, &row).await?;
+    insert_event(&mut tx, &row, "transaction.created", json!({"amount": row.amount, "currency": row.currency, "intent": row.intent, "flow": if direct { "direct" } else { "redirect" }}), now).await?;
+    tx.commit().await.map_err(tollgate_store::StoreError::from)?;
+    ctx.metrics.transactions_created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let row = create_payment_intent(&ctx, &row, &conn).await?;
+    let fresh = if direct {
+        Fresh { approval_url: None, session_token: Some(token) }
+    } else {
+        Fresh {
+            approval_url: Some(format!("{}/pay/{}?token={token}", ctx.public_url, row.id)),
+            session_token: None,
+        }
+    };
+    Ok((StatusCode::CREATED, Json(render::transaction(&row, &fresh))))
+}
+
+pub async fn get(State(ctx): State<ApiContext>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    caller.require_secret()?;
+    let t = load(&ctx, &caller, &id).await?;
+    Ok(Json(render::transaction(&t, &Fresh::default())))
+}
+
+/// Query parameters, repeated keys kept (`status=a&status=b`, `status[]=a`, `currency[]=…`).
+fn query_multi(raw: Option<&str>) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        let k = k.trim_end_matches("[]").to_string();
+        out.entry(k).or_default().push(v.into_owned());
+    }
+    out
+}
+
+pub async fn list(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    uri: axum::http::Uri,
+) -> ApiResult<Json<Value>> {
+    caller.require_secret()?;
+    const KNOWN: &[&str] = &[
+        "cursor", "limit", "status", "created_at_gte", "created_at_lte", "updated_at_gte",
+        "updated_at_lte", "external_identifier", "customid", "buyer_external_identifier",
+        "payment_service_transaction_id", "amount_gte", "amount_lte", "amount_eq", "currency",
+    ];
+    let q = query_multi(uri.query());
+    for k in q.keys() {
+        if !KNOWN.contains(&k.as_str()) {
+            return Err(ApiError::query(&format!("/{k}"), "Unknown query parameter."));
+        }
+    }
+    let one = |k: &str| q.get(k).and_then(|v| v.last()).cloned();
+    let int = |k: &str| -> ApiResult<Option<i64>> {
+        one(k).map(|v| v.parse::<i64>().map_err(|_| ApiError::query(&format!("/{k}"), "Must be an integer."))).transpose()
+    };
+    let time = |k: &str| -> ApiResult<Option<i64>> {
+        one(k).map(|v| parse_rfc3339(&v).ok_or_else(|| ApiError::query(&format!("/{k}"), "Must be an RFC 3339 timestamp."))).transpose()
+    };
+    let limit = int("limit")?.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::query("/limit", "Must be between 1 and 100."));
+    }
+    let statuses = q.get("status").cloned().unwrap_or_default();
+    for s in &statuses {
+        if s.parse::<TransactionStatus>().is_err() {
+            return Err(ApiError::query("/status", format!("'{s}' is not a transaction status.")));
+        }
+    }
+    let cursor = match one("cursor") {
+        Some(c) if !c.is_empty() => Some(super::cursor::decode(&c).ok_or_else(|| ApiError::query("/cursor", "Not a cursor this server made."))?),
+        _ => None,
+    };
+    let mut amount_gte = int("amount_gte")?;
+    let mut amount_lte = int("amount_lte")?;
+    if let Some(eq) = int("amount_eq")? {
+        amount_gte = Some(eq);
+        amount_lte = Some(eq);
+    }
+    let filter = ListFilter {
+        merchant_account_id: caller.merchant_account_id.clone(),
+        statuses,
+        created_gte: time("created_at_gte")?,
+        created_lte: time("created_at_lte")?,
+        updated_gte: time("updated_at_gte")?,
+        updated_lte: time("updated_at_lte")?,
+        external_identifier: one("external_identifier"),
+        customid: one("customid").or_else(|| one("buyer_external_identifier")),
+        payment_service_transaction_id: one("payment_service_transaction_id"),
+        amount_gte,
+        amount_lte,
+        currencies: q.get("currency").cloned().unwrap_or_default().iter().map(|c| c.to_ascii_uppercase()).collect(),
+        cursor: cursor.clone(),
+        limit,
+    };
+    let mut rows = store_tx::list(ctx.store.reader(), &filter).await?;
+    let more = rows.len() as i64 > limit;
+    let backwards = matches!(cursor, Some((_, _, false)));
+    if more {
+        if backwards {
+            rows.remove(0);
+        } else {
+            rows.truncate(limit as usize);
+        }
+    }
+    // Newest first: `next` continues after the last item; `previous` goes back before the
+    // first, and exists whenever this page did not start at the top.
+    let next = match (rows.last(), more || backwards) {
+        (Some(last), true) => Some(super::cursor::encode(last.created_at, &last.id, true)),
+        _ => None,
+    };
+    let previous = match (rows.first(), cursor.is_some() && (!backwards || more)) {
+        (Some(first), true) => Some(super::cursor::encode(first.created_at, &first.id, false)),
+        _ => None,
+    };
+    let items = rows.iter().map(|t| render::transaction(t, &Fresh::default())).collect();
+    Ok(Json(render::page(items, limit, next, previous)))
+}
+
+pub async fn capture(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    caller.require_secret()?;
+    const FIELDS: &[&str] = &["amount", "final", "reauthorize_if_authorization_expired", "airline", "cart_items", "tracking", "external_identifier"];
+    for k in body.keys() {
+        if !FIELDS.contains(&k.as_str()) {
+            return Err(ApiError::field(&format!("/{k}"), "Unknown field."));
+        }
+    }
+    let t = load(&ctx, &caller, &id).await?;
+    if t.status != "authorization_succeeded" {
+        return Err(ApiError::bad_request(format!(
+            "Only an authorized transaction can be captured; this one is {}.",
+            t.status
+        )));
+    }
+    let amount = match body.get("amount") {
+        None | Some(Value::Null) => t.authorized_amount,
+        Some(Value::Number(n)) if n.as_i64().is_some_and(|a| a > 0) => n.as_i64().unwrap_or(0),
+        Some(_) => return Err(ApiError::field("/amount", "Must be a positive integer.")),
+    };
+    if amount > t.authorized_amount {
+        return Err(ApiError::field("/amount", format!("Must not exceed the authorized amount ({}).", t.authorized_amount)));
+    }
+    let conn = connection_of(&ctx, &t).await?;
+    let stripe = ctx.stripe_for(&conn)?;
+    let pi_id = t.payment_intent_id.clone().unwrap_or_default();
+    let currency = Currency::parse(&t.currency).map_err(|_| ApiError::Internal("stored currency".into()))?;
+    let stripe_amount = Money::new(Amount::new(amount).map_err(|_| ApiError::field("/amount", "Must be positive."))?, currency)
+        .to_stripe_amount()
+        .map_err(|_| ApiError::field("/amount", "Not expressible in Stripe's units."))?;
+    let result = stripe
+        .capture_payment_intent(&pi_id, Some(stripe_amount), Some(&format!("tollgate-{}-capture", t.id)))
+        .await;
+    let pi = match result {
+        Ok(pi) => pi,
+        Err(e) if e.is_retryable_outage() => return Err(outage(&ctx, &e, Some(&t.id))),
+        Err(_) => {
+            // Stripe refused (e.g. already captured elsewhere): our view may be stale.
+            let row = sync_row(&ctx, &t).await?;
+            return Err(ApiError::bad_request(format!("Stripe refused the capture; the transaction is now {}.", row.status)));
+        }
+    };
+    let mut obs = stripe_map::observations_of_intent(&pi, ctx.now());
+    if let Some(ch_id) = pi["latest_charge"].as_str()
+        && let Ok(ch) = stripe.retrieve_charge(ch_id).await
+    {
+        obs.push(Observation::Charge(stripe_map::charge(&ch, ctx.now())));
+    }
+    let row = apply_observations(&ctx, &t, obs).await?;
+    Ok(Json(render::transaction(&row, &Fresh::default())))
+}
+
+/// Cancels the PaymentIntent with `reason` and applies the answer.
+async fn cancel_intent(ctx: &ApiContext, t: &TransactionRow, reason: &str, key: &str) -> ApiResult<TransactionRow> {
+    let conn = connection_of(ctx, t).await?;
+    let stripe = ctx.stripe_for(&conn)?;
+    let pi_id = t.payment_intent_id.clone().unwrap_or_default();
+    match stripe.cancel_payment_intent(&pi_id, Some(reason), Some(&format!("tollgate-{}-{key}", t.id))).await {
+        Ok(pi) => apply_observations(ctx, t, stripe_map::observations_of_intent(&pi, ctx.now())).await,
+        Err(e) if e.is_retryable_outage() => Err(outage(ctx, &e, Some(&t.id))),
+        // Refused (the buyer paid meanwhile, or it is already canceled): re-read and apply.
+        Err(_) => sync_row(ctx, t).await,
+    }
+}
+
+pub async fn void(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(_body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    caller.require_secret()?;
+    let t = load(&ctx, &caller, &id).await?;
+    if t.status != "authorization_succeeded" {
+        return Err(ApiError::bad_request(format!(
+            "Only an authorized, uncaptured transaction can be voided; this one is {}.",
+            t.status
+        )));
+    }
+    let row = cancel_intent(&ctx, &t, "requested_by_customer", "void").await?;
+    Ok(Json(render::transaction(&row, &Fresh::default())))
+}
+
+pub async fn cancel(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(_body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    caller.require_secret()?;
+    let t = load(&ctx, &caller, &id).await?;
+    if !matches!(t.status.as_str(), "processing" | "buyer_approval_pending") {
+        return Err(ApiError::bad_request(format!(
+            "Only a transaction not yet authorized can be canceled; this one is {} (use void or refunds).",
+            t.status
+        )));
+    }
+    let row = if t.payment_intent_id.is_some() {
+        cancel_intent(&ctx, &t, "requested_by_customer", "cancel").await?
+    } else {
+        end_locally(&ctx, &t, TransactionStatus::AuthorizationFailed, ErrorCode::Canceled).await?
+    };
+    let outcome = match row.status.as_str() {
+        "authorization_failed" | "authorization_voided" => "succeeded",
+        "processing" | "buyer_approval_pending" => "pending",
+        _ => "failed",
+    };
+    Ok(Json(json!({
+        "type": "transaction-cancel",
+        "status": outcome,
+        "code": row.error_code,
+        "raw_response_code": row.raw_response_code,
+        "raw_response_description": row.raw_response_description,
+        "transaction": render::transaction(&row, &Fresh::default()),
+    })))
+}
+
+pub async fn sync(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(_body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    caller.require_secret()?;
+    let t = load(&ctx, &caller, &id).await?;
+    let row = sync_row(&ctx, &t).await?;
+    Ok(Json(render::transaction(&row, &Fresh::default())))
+}
+
+pub async fn events(State(ctx): State<ApiContext>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    caller.require_secret()?;
+    let t = load(&ctx, &caller, &id).await?;
+    let rows = store_tx::events_of(ctx.store.reader(), &t.id).await?;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|e| {
+            json!({"type": "transaction-event", "id": e.id, "name": e.name,
+                   "transaction_id": e.transaction_id,
+                   "created_at": crate::clock::rfc3339(e.created_at),
+                   "context": serde_json::from_str::<Value>(&e.data).unwrap_or(Value::Null)})
+        })
+        .collect();
+    let n = items.len() as i64;
+    Ok(Json(render::page(items, n, None, None)))
+}
+
+#[derive(serde::Deserialize)]
+pub struct TokenQuery {
+    pub token: Option<String>,
+}
+
+/// `POST /transactions/{id}/session?token=…` (direct flow, SPEC §3.4): what Stripe.js or the
+/// mobile SDKs need. Authorised by the session token only.
+pub async fn session(
+    State(ctx): State<ApiContext>,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+) -> ApiResult<Json<Value>> {
+    let denied = || ApiError::Unauthorized("The session token is not valid for this transaction.".into());
+    let t = store_tx::get_any(ctx.store.reader(), &id, "").await?.ok_or_else(denied)?;
+    let token = q.token.ok_or_else(denied)?;
+    let live = t.session_expires_at.is_some_and(|e| e > ctx.now());
+    if !token_matches(&token, t.session_token_hash.as_deref()) || !live {
+        return Err(denied());
+    }
+    let conn = connection_of(&ctx, &t).await?;
+    let t = if t.payment_intent_id.is_none() { sync_row(&ctx, &t).await? } else { t };
+    Ok(Json(json!({
+        "session_data": {
+            "publishableKey": conn.publishable_key,
+            "clientSecret": t.client_secret,
+            "returnUrl": format!("{}/pay/{}/complete", ctx.public_url, t.id),
+        },
+        "default_completion_url": format!("{}/pay/{}/complete?token={token}", ctx.public_url, t.id),
+        "integration_client": t.integration_client,
+    })))
+}
+
+/// Marks the approval/session tokens spent (the payment reached a final state).
+pub async fn spend_tokens(ctx: &ApiContext, t: &TransactionRow) -> ApiResult<()> {
+    let mut tx = ctx.store.begin().await?;
+    let current = store_tx::get_any(&mut *tx, &t.id, ctx.store.for_update()).await?;
+    if let Some(c) = current {
+        store_tx::update(&mut *tx, &c.id, c.version, ctx.now(), &TransactionUpdate::TokensSpent).await?;
+    }
+    tx.commit().await.map_err(tollgate_store::StoreError::from)?;
+    Ok(())
+}
+
+/// Ends an approval that ran out of time (the expiry job): cancel the PaymentIntent first; if
+/// Stripe refuses (the buyer paid at the last second) the re-sync applies what happened.
+pub async fn expire_approval(ctx: &ApiContext, t: &TransactionRow) -> ApiResult<TransactionRow> {
+    if t.payment_intent_id.is_some() {
+        cancel_intent(ctx, t, "abandoned", "expire").await
+    } else {
+        end_locally(ctx, t, TransactionStatus::AuthorizationFailed, ErrorCode::IncompleteBuyerApproval).await
+    }
+}

@@ -1,0 +1,185 @@
+//! API keys (SPEC §8): `tg_sk_<id>_<secret>` (secret, server-side) and `tg_pk_<id>_<secret>`
+//! (public, permission reads only). The id is a non-secret lookup prefix; the secret is 256
+//! random bits, stored as SHA-256 and compared in constant time.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::ApiContext;
+use crate::error::ApiError;
+use tollgate_store::ApiKeyRow;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Secret,
+    Public,
+}
+
+impl KeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Secret => "secret",
+            KeyKind::Public => "public",
+        }
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            KeyKind::Secret => "tg_sk_",
+            KeyKind::Public => "tg_pk_",
+        }
+    }
+}
+
+/// A new key: (row to store, the full key to show once).
+pub fn new_key(kind: KeyKind, merchant_account_id: Option<&str>, display_name: Option<&str>, now: i64) -> (ApiKeyRow, String) {
+    let mut id_bytes = [0u8; 9];
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut id_bytes);
+    rand::rng().fill_bytes(&mut secret);
+    let id = URL_SAFE_NO_PAD.encode(id_bytes).replace(['-', '_'], "x");
+    let secret = URL_SAFE_NO_PAD.encode(secret);
+    let full = format!("{}{id}_{secret}", kind.prefix());
+    let row = ApiKeyRow {
+        id: id.clone(),
+        merchant_account_id: merchant_account_id.map(str::to_string),
+        kind: kind.as_str().to_string(),
+        secret_hash: hash(&secret),
+        display_name: display_name.map(str::to_string),
+        created_at: now,
+        revoked_at: None,
+    };
+    (row, full)
+}
+
+fn hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Splits a presented key into (kind, id, secret).
+fn split(key: &str) -> Option<(KeyKind, &str, &str)> {
+    let (kind, rest) = if let Some(r) = key.strip_prefix("tg_sk_") {
+        (KeyKind::Secret, r)
+    } else if let Some(r) = key.strip_prefix("tg_pk_") {
+        (KeyKind::Public, r)
+    } else {
+        return None;
+    };
+    let (id, secret) = rest.split_once('_')?;
+    Some((kind, id, secret))
+}
+
+/// The authenticated caller of an API request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key_id: String,
+    pub kind: KeyKind,
+    /// The merchant account this request acts for.
+    pub merchant_account_id: String,
+    /// The key may act for every merchant account.
+    pub operator: bool,
+}
+
+impl Caller {
+    /// Secret-key endpoints refuse public keys (403: the key is valid, the action is not).
+    pub fn require_secret(&self) -> Result<(), ApiError> {
+        match self.kind {
+            KeyKind::Secret => Ok(()),
+            KeyKind::Public => Err(ApiError::Forbidden(
+                "A public key can only read permissions; use a secret key.".into(),
+            )),
+        }
+    }
+
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        self.require_secret()?;
+        if self.operator {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("This action needs an operator key.".into()))
+        }
+    }
+}
+
+/// Extracts the caller from `Authorization: Bearer tg_…` and `X-Merchant-Account-Id`
+/// (alias `x-gr4vy-merchant-account-id`). Cookies are never read here.
+impl FromRequestParts<ApiContext> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &ApiContext) -> Result<Self, Self::Rejection> {
+        let unauthorized = || ApiError::Unauthorized("No valid API authentication found".into());
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(unauthorized)?;
+        let key = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or_else(unauthorized)?
+            .trim();
+        let (kind, id, secret) = split(key).ok_or_else(unauthorized)?;
+        let row = tollgate_store::accounts::get_api_key(ctx.store.reader(), id)
+            .await?
+            .ok_or_else(unauthorized)?;
+        let presented = hash(secret);
+        let matches: bool = presented.as_bytes().ct_eq(row.secret_hash.as_bytes()).into();
+        if !matches || row.revoked_at.is_some() || row.kind != kind.as_str() {
+            return Err(unauthorized());
+        }
+        let asked = parts
+            .headers
+            .get("x-merchant-account-id")
+            .or_else(|| parts.headers.get("x-gr4vy-merchant-account-id"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let operator = row.merchant_account_id.is_none();
+        let merchant_account_id = match (&row.merchant_account_id, asked) {
+            (Some(bound), None) => bound.clone(),
+            (Some(bound), Some(asked)) if *bound == asked => bound.clone(),
+            (Some(_), Some(_)) => {
+                return Err(ApiError::Forbidden(
+                    "This key is bound to another merchant account.".into(),
+                ));
+            }
+            (None, Some(asked)) => asked,
+            (None, None) => crate::DEFAULT_MERCHANT_ACCOUNT.to_string(),
+        };
+        if operator
+            && tollgate_store::accounts::get_merchant_account(ctx.store.reader(), &merchant_account_id)
+                .await?
+                .is_none()
+        {
+            return Err(ApiError::Forbidden(format!(
+                "There is no merchant account '{merchant_account_id}'."
+            )));
+        }
+        Ok(Caller {
+            key_id: row.id,
+            kind,
+            merchant_account_id,
+            operator,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_split_and_hash() {
+        let (row, full) = new_key(KeyKind::Secret, Some("default"), None, 0);
+        let (kind, id, secret) = split(&full).unwrap();
+        assert_eq!(kind, KeyKind::Secret);
+        assert_eq!(id, row.id);
+        assert_eq!(hash(secret), row.secret_hash);
+        assert!(full.len() > 50);
+        assert!(split("sk_test_123").is_none());
+    }
+}

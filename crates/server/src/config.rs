@@ -1,0 +1,67 @@
+//! Server configuration: every duration configurable (SPEC §8) so tests run in seconds.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; default: SQLite in the data directory.
+    pub database_url: Option<String>,
+    /// How buyers and Stripe reach this server; default `http://{listen}`.
+    pub public_url: Option<String>,
+    /// Mount the built-in sandbox; default: when no connection has live keys.
+    pub sandbox: Option<bool>,
+    /// Stripe's API base for real connections (a proxy may be put here); never per connection.
+    pub stripe_api_base: String,
+    pub approval_ttl_secs: u64,
+    pub session_ttl_secs: u64,
+    pub idempotency_ttl_secs: u64,
+    pub stripe_timeout_ms: u64,
+    pub stripe_max_retries: u32,
+    pub stripe_retry_base_ms: u64,
+    /// How often the approval-expiry job looks for lapsed approvals.
+    pub expiry_interval_ms: u64,
+    /// Accept `http://` redirect URLs for any host (development); `http://localhost` is always
+    /// accepted.
+    pub allow_http_redirect_urls: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./tollgate-data"),
+            database_url: None,
+            public_url: None,
+            sandbox: None,
+            stripe_api_base: "https://api.stripe.com".into(),
+            approval_ttl_secs: 3600,
+            session_ttl_secs: 3600,
+            idempotency_ttl_secs: 24 * 3600,
+            stripe_timeout_ms: 30_000,
+            stripe_max_retries: 2,
+            stripe_retry_base_ms: 500,
+            expiry_interval_ms: 5_000,
+            allow_http_redirect_urls: false,
+        }
+    }
+}
+
+impl Config {
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("tollgate.db").display()),
+        }
+    }
+
+    pub fn approval_ttl(&self) -> Duration {
+        Duration::from_secs(self.approval_ttl_secs)
+    }
+}

@@ -1,0 +1,178 @@
+//! The API's one error type and its JSON envelope (SPEC §8):
+//! `{"type": "error", "code", "status", "message", "details": [{location, pointer, message, type}]}`.
+//! No 422s (the seed SDK parses 422 as another shape); internals never reach the client.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Detail {
+    /// `body`, `query`, `path` or `header`.
+    pub location: &'static str,
+    /// JSON pointer into the location (`/amount`, `/payment_method/redirect_url`).
+    pub pointer: String,
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+impl Detail {
+    pub fn body(pointer: &str, message: impl Into<String>) -> Self {
+        Self {
+            location: "body",
+            pointer: pointer.to_string(),
+            message: message.into(),
+            kind: "value_error",
+        }
+    }
+
+    pub fn query(pointer: &str, message: impl Into<String>) -> Self {
+        Self {
+            location: "query",
+            pointer: pointer.to_string(),
+            message: message.into(),
+            kind: "value_error",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest { message: String, details: Vec<Detail> },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    DuplicateRecord(String),
+    #[error("A request with this idempotency key is still being processed.")]
+    ConcurrentRequest,
+    #[error("This idempotency key was used with a different request.")]
+    IdempotencyKeyMismatch,
+    #[error("{0}")]
+    TooManyRequests(String),
+    /// Stripe could not be reached or failed; `transaction_id` is set when a transaction was
+    /// saved before the call (SPEC §8), so the client can sync or retry.
+    #[error("{message}")]
+    BadGateway { message: String, transaction_id: Option<String> },
+    #[error("{message}")]
+    GatewayTimeout { message: String, transaction_id: Option<String> },
+    /// Something of ours failed; the cause is logged, never returned.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    /// A 400 about one field of the body.
+    pub fn field(pointer: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        ApiError::BadRequest {
+            message: format!("Request failed validation: {}", message),
+            details: vec![Detail::body(pointer, message)],
+        }
+    }
+
+    pub fn query(pointer: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        ApiError::BadRequest {
+            message: format!("Request failed validation: {}", message),
+            details: vec![Detail::query(pointer, message)],
+        }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        ApiError::NotFound(format!("The {what} could not be found"))
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::DuplicateRecord(_)
+            | ApiError::ConcurrentRequest
+            | ApiError::IdempotencyKeyMismatch => StatusCode::CONFLICT,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::GatewayTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { .. } => "bad_request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::DuplicateRecord(_) => "duplicate_record",
+            ApiError::ConcurrentRequest => "concurrent_request",
+            ApiError::IdempotencyKeyMismatch => "idempotency_key_mismatch",
+            ApiError::TooManyRequests(_) => "too_many_requests",
+            ApiError::BadGateway { .. } => "bad_gateway",
+            ApiError::GatewayTimeout { .. } => "gateway_timeout",
+            ApiError::Internal(_) => "server_error",
+        }
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        let message = match self {
+            ApiError::Internal(_) => "The request could not be processed.".to_string(),
+            other => other.to_string(),
+        };
+        let details = match self {
+            ApiError::BadRequest { details, .. } => details.clone(),
+            _ => Vec::new(),
+        };
+        let mut body = json!({
+            "type": "error",
+            "code": self.code(),
+            "status": self.status().as_u16(),
+            "message": message,
+            "details": details,
+        });
+        if let ApiError::BadGateway {
+            transaction_id: Some(id),
+            ..
+        }
+        | ApiError::GatewayTimeout {
+            transaction_id: Some(id),
+            ..
+        } = self
+        {
+            body["transaction_id"] = json!(id);
+            body["id"] = json!(id);
+        }
+        body
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(cause = %cause, "internal error");
+        }
+        (self.status(), axum::Json(self.body())).into_response()
+    }
+}
+
+impl From<tollgate_store::StoreError> for ApiError {
+    fn from(e: tollgate_store::StoreError) -> Self {
+        ApiError::Internal(format!("store: {e}"))
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

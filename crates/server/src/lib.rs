@@ -1,0 +1,288 @@
+#![recursion_limit = "256"]
+//! Tollgate's server: the API (`api/`), hosted pages (`pay`), background workers, wired around
+//! one [`ApiContext`]. The domain decides; the store remembers; the Stripe client talks.
+
+pub mod api;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod idempotency;
+pub mod metrics;
+pub mod pay;
+pub mod stripe_map;
+pub mod workers;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tollgate_store::{ConnectionRow, Store};
+use tollgate_stripe::client::{ClientConfig, StripeClient};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+pub use config::Config;
+
+use crate::clock::Clock;
+use crate::crypto::MasterKey;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// The merchant account every installation starts with.
+pub const DEFAULT_MERCHANT_ACCOUNT: &str = "default";
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiContext {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub clock: Arc<dyn Clock>,
+    pub keys: Arc<MasterKey>,
+    /// A client whose connection pool every per-connection client shares.
+    pub stripe: StripeClient,
+    pub public_url: Arc<str>,
+    /// The API base of the built-in sandbox when it is mounted (`http://127.0.0.1:PORT/sandbox/stripe`).
+    pub sandbox_base: Option<Arc<str>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl ApiContext {
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// A Stripe client for one connection (its key, account and API version).
+    pub fn stripe_for(&self, conn: &ConnectionRow) -> Result<StripeClient, ApiError> {
+        let secret = self
+            .keys
+            .open(&conn.id, &conn.secret_key_enc)
+            .map_err(|e| ApiError::Internal(format!("connection {}: {e}", conn.id)))?;
+        let base = if conn.sandbox {
+            self.sandbox_base
+                .as_deref()
+                .ok_or_else(|| ApiError::BadGateway {
+                    message: "This connection uses the built-in sandbox, which is not running (live keys are configured).".into(),
+                    transaction_id: None,
+                })?
+                .to_string()
+        } else {
+            self.config.stripe_api_base.clone()
+        };
+        let mut cfg = ClientConfig::new(secret);
+        cfg.base_url = base;
+        cfg.stripe_account = conn.stripe_account.clone();
+        cfg.api_version = conn.api_version.clone();
+        cfg.timeout = Duration::from_millis(self.config.stripe_timeout_ms);
+        cfg.max_retries = self.config.stripe_max_retries;
+        cfg.retry_base = Duration::from_millis(self.config.stripe_retry_base_ms);
+        self.stripe
+            .with_config(cfg)
+            .map_err(|e| ApiError::Internal(format!("stripe client: {e}")))
+    }
+}
+
+/// The built-in sandbox as the binary hands it over (the server does not depend on it).
+pub struct SandboxHandle {
+    pub router: Router,
+    pub secret_key: String,
+    pub publishable_key: String,
+    /// Registers (or re-registers) a webhook endpoint; returns (endpoint id, signing secret).
+    pub register_webhook: Arc<dyn Fn(&str) -> (String, String) + Send + Sync>,
+}
+
+/// The whole HTTP application.
+pub fn app(ctx: ApiContext, sandbox: Option<Router>) -> Router {
+    let mut router: Router = api::router(&ctx)
+        .merge(pay::router())
+        .with_state(ctx.clone());
+    if let Some(sb) = sandbox {
+        router = router.nest("/sandbox/stripe", sb);
+    }
+    router
+        .layer(axum::middleware::from_fn_with_state(ctx, observe))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Logs one line per request (method, path without its query string, so tokens never reach
+/// the log, status, latency, request id) and counts it.
+async fn observe(State(ctx): State<ApiContext>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    // The path only: query strings may carry approval and session tokens.
+    let span = tracing::info_span!("request", %method, %path, request_id = %request_id);
+    let mut resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    let status = resp.status().as_u16();
+    let elapsed = started.elapsed();
+    ctx.metrics.observe(status, elapsed);
+    span.in_scope(|| {
+        tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1000.0, "answered");
+    });
+    if !resp.headers().contains_key("cache-control") {
+        resp.headers_mut()
+            .insert("cache-control", HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
+/// Opens the database, applies migrations, loads the master key (SPEC §2 rules).
+pub async fn open_store(config: &Config) -> anyhow_free::Result<(Store, MasterKey)> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        anyhow_free::err(format!("creating data directory {}: {e}", config.data_dir.display()))
+    })?;
+    let url = config.database_url();
+    let store = Store::connect(&url)
+        .await
+        .map_err(|e| anyhow_free::err(format!("connecting to the database: {e}")))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| anyhow_free::err(format!("migrating the database: {e}")))?;
+    let key = master_key(config, &store).await?;
+    Ok((store, key))
+}
+
+async fn master_key(config: &Config, store: &Store) -> anyhow_free::Result<MasterKey> {
+    let key = match std::env::var("TOLLGATE_MASTER_KEY") {
+        Ok(text) => MasterKey::parse(&text).map_err(|e| anyhow_free::err(format!("TOLLGATE_MASTER_KEY: {e}")))?,
+        Err(_) if store.backend() == tollgate_store::Backend::Sqlite => {
+            let path = config.data_dir.join("master.key");
+            if !path.exists() {
+                write_private(&path, &MasterKey::generate_hex())?;
+            }
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| anyhow_free::err(format!("reading {}: {e}", path.display())))?;
+            MasterKey::parse(&text).map_err(|e| anyhow_free::err(format!("{}: {e}", path.display())))?
+        }
+        Err(_) => {
+            return Err(anyhow_free::err(
+                "TOLLGATE_MASTER_KEY must be set when the database is PostgreSQL (64 hex digits; generate one with `openssl rand -hex 32`)".into(),
+            ));
+        }
+    };
+    let stored = tollgate_store::accounts::init_setting(store.reader(), "master_key_check", key.check_value())
+        .await
+        .map_err(|e| anyhow_free::err(format!("reading settings: {e}")))?;
+    if stored != key.check_value() {
+        return Err(anyhow_free::err(
+            "the master key does not match the one this database was set up with; refusing to start".into(),
+        ));
+    }
+    Ok(key)
+}
+
+/// Writes a file readable by its owner only (mode 0600).
+pub fn write_private(path: &Path, contents: &str) -> anyhow_free::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .map_err(|e| anyhow_free::err(format!("writing {}: {e}", path.display())))?;
+    f.write_all(contents.as_bytes())
+        .map_err(|e| anyhow_free::err(format!("writing {}: {e}", path.display())))
+}
+
+/// Opens the store and builds the context (the server, and CLI commands that act like it).
+pub async fn context(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    sandbox_base: Option<String>,
+) -> anyhow_free::Result<ApiContext> {
+    let (store, keys) = open_store(&config).await?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.listen))
+        .trim_end_matches('/')
+        .to_string();
+    let stripe = StripeClient::new(ClientConfig::new(String::from("sk_unset")))
+        .map_err(|e| anyhow_free::err(format!("stripe client: {e}")))?;
+    Ok(ApiContext {
+        store,
+        config: Arc::new(config),
+        clock,
+        keys: Arc::new(keys),
+        stripe,
+        public_url: Arc::from(public_url),
+        sandbox_base: sandbox_base.map(Arc::from),
+        metrics: Arc::new(Metrics::default()),
+    })
+}
+
+/// What `serve` needs besides the configuration.
+pub struct ServeOptions {
+    pub clock: Arc<dyn Clock>,
+    pub sandbox: Option<SandboxHandle>,
+}
+
+/// Runs the server until `shutdown` resolves.
+pub async fn serve(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    opts: ServeOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow_free::Result<()> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| anyhow_free::err(e.to_string()))?;
+    let loopback = SocketAddr::from(([127, 0, 0, 1], addr.port()));
+    let sandbox_base = opts
+        .sandbox
+        .as_ref()
+        .map(|_| format!("http://{loopback}/sandbox/stripe"));
+    let mut config = config;
+    if config.public_url.is_none() {
+        config.public_url = Some(format!("http://{addr}"));
+    }
+    let ctx = context(config, opts.clock, sandbox_base).await?;
+    let sandbox_router = match &opts.sandbox {
+        Some(sb) => {
+            api::bootstrap::sandbox_connection(&ctx, sb).await?;
+            Some(sb.router.clone())
+        }
+        None => None,
+    };
+    api::bootstrap::first_key(&ctx).await?;
+    workers::spawn(ctx.clone());
+    let app = app(ctx, sandbox_router).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| anyhow_free::err(format!("serving: {e}")))
+}
+
+/// Start-up errors as plain messages (the library has no anyhow).
+pub mod anyhow_free {
+    #[derive(Debug)]
+    pub struct Error(pub String);
+    impl std::fmt::Display for Error {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+    impl std::error::Error for Error {}
+    pub type Result<T> = std::result::Result<T, Error>;
+    pub fn err(msg: String) -> Error {
+        Error(msg)
+    }
+}

@@ -1,0 +1,78 @@
+//! Pages and URLs the buyer's browser or app reaches: the completion URL of both flows.
+//! (The hosted payment page itself is built on top of this.)
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tollgate_store::transactions as store_tx;
+
+use crate::ApiContext;
+use crate::api::transactions::{spend_tokens, sync_row, token_matches};
+use crate::error::ApiError;
+
+pub fn router() -> Router<ApiContext> {
+    Router::new().route("/pay/{id}/complete", get(complete))
+}
+
+#[derive(serde::Deserialize)]
+pub struct CompleteQuery {
+    token: Option<String>,
+    /// Appended by Stripe.js / Stripe's redirect after confirmation.
+    payment_intent_client_secret: Option<String>,
+}
+
+fn no_referrer(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    r
+}
+
+/// `GET /pay/{id}/complete`: syncs the transaction from Stripe, then sends the buyer back to
+/// the merchant (redirect flow, 303) or answers the status as JSON (direct flow). Authorised by
+/// the approval or session token, or by the PaymentIntent's client secret that Stripe appends.
+/// A wrong, expired or spent token reveals nothing.
+async fn complete(State(ctx): State<ApiContext>, Path(id): Path<String>, Query(q): Query<CompleteQuery>) -> Response {
+    let denied = || no_referrer(ApiError::NotFound("This link is not valid.".into()).into_response());
+    let Ok(Some(t)) = store_tx::get_any(ctx.store.reader(), &id, "").await else {
+        return denied();
+    };
+    let by_token = q.token.as_deref().is_some_and(|tok| {
+        token_matches(tok, t.approval_token_hash.as_deref()) || token_matches(tok, t.session_token_hash.as_deref())
+    });
+    let by_secret = match (&q.payment_intent_client_secret, &t.client_secret) {
+        (Some(given), Some(stored)) => given.as_bytes().ct_eq(stored.as_bytes()).into(),
+        _ => false,
+    };
+    let tokens_live = t.approval_token_hash.is_some() || t.session_token_hash.is_some();
+    if !(by_token || by_secret) || !tokens_live {
+        return denied();
+    }
+    let t = match sync_row(&ctx, &t).await {
+        Ok(t) => t,
+        Err(e) => return no_referrer(e.into_response()),
+    };
+    let finished = !matches!(t.status.as_str(), "processing" | "buyer_approval_pending");
+    if finished && let Err(e) = spend_tokens(&ctx, &t).await {
+        return no_referrer(e.into_response());
+    }
+    let direct = matches!(t.integration_client.as_deref(), Some("web" | "ios" | "android"));
+    match (&t.redirect_url, direct) {
+        (Some(url), false) => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let target = format!(
+                "{url}{sep}transaction_id={}&transaction_status={}",
+                t.id, t.status
+            );
+            let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, target)]).into_response();
+            r.headers_mut().insert("cache-control", HeaderValue::from_static("no-store"));
+            no_referrer(r)
+        }
+        _ => no_referrer(
+            axum::Json(json!({"transaction_id": t.id, "transaction_status": t.status})).into_response(),
+        ),
+    }
+}

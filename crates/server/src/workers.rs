@@ -1,0 +1,35 @@
+//! Background jobs: approval expiry (SPEC §3.3 item 6) and pruning of idempotency records.
+//! Each pass works from the database, so several servers may run them side by side: a second
+//! server expiring the same transaction finds it already final and does nothing.
+
+use std::time::Duration;
+
+use tollgate_store::{idempotency, transactions as store_tx};
+
+use crate::ApiContext;
+use crate::api::transactions::expire_approval;
+
+pub fn spawn(ctx: ApiContext) {
+    tokio::spawn(async move {
+        let every = Duration::from_millis(ctx.config.expiry_interval_ms.max(50));
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = expire_once(&ctx).await {
+                tracing::warn!(error = %e, "approval expiry pass failed");
+            }
+            let _ = idempotency::prune(ctx.store.writer(), ctx.now()).await;
+        }
+    });
+}
+
+/// Ends every approval past its deadline; returns how many were looked at.
+pub async fn expire_once(ctx: &ApiContext) -> Result<usize, crate::error::ApiError> {
+    let due = store_tx::expired_approvals(ctx.store.reader(), ctx.now(), 100).await?;
+    for t in &due {
+        match expire_approval(ctx, t).await {
+            Ok(row) => tracing::info!(transaction = %row.id, status = %row.status, "approval expired"),
+            Err(e) => tracing::warn!(transaction = %t.id, error = %e, "expiring an approval failed; will retry"),
+        }
+    }
+    Ok(due.len())
+}
