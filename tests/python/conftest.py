@@ -333,3 +333,228 @@ def receiver():
     r = Receiver()
     yield r
     r.close()
+
+
+# ---- the Tollgate server (`tollgate serve`) ------------------------------------------------
+#
+# - `tollgate` (session, parametrised `sqlite` / `postgres`): one `tollgate serve` process with a
+#   fresh data directory, and for PostgreSQL a fresh database (created with psql, dropped at the
+#   end); the built-in sandbox is mounted at `{base}/sandbox/stripe`. Every test that uses it runs
+#   on both databases. PostgreSQL is reached at `$TOLLGATE_TEST_PG` (default
+#   `postgres://postgres@127.0.0.1:5432`); when it cannot be reached the postgres runs are
+#   skipped, unless `TOLLGATE_REQUIRE_PG=1` (then they fail).
+# - `start_tollgate(db, *extra_flags)`: start another one (restart tests, other flags).
+
+PG_ADMIN = os.environ.get("TOLLGATE_TEST_PG", "postgres://postgres@127.0.0.1:5432").rstrip("/")
+
+
+def free_port() -> int:
+    """A port free right now on 127.0.0.1 (the server does not print back port 0 yet)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _psql(sql: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["psql", f"{PG_ADMIN}/postgres", "-v", "ON_ERROR_STOP=1", "-Atqc", sql],
+                          capture_output=True, text=True, timeout=60)
+
+
+def create_pg_database() -> str:
+    """A fresh PostgreSQL database; returns its name (skips, or fails with TOLLGATE_REQUIRE_PG=1)."""
+    name = f"tollgate_test_{uuid.uuid4().hex[:12]}"
+    try:
+        r = _psql(f'CREATE DATABASE "{name}"')
+        err = r.stderr if r.returncode else ""
+    except (OSError, subprocess.TimeoutExpired) as e:
+        err = str(e)
+    if err:
+        msg = f"PostgreSQL at {PG_ADMIN} is not usable: {err.strip()[:300]}"
+        if os.environ.get("TOLLGATE_REQUIRE_PG") == "1":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    return name
+
+
+def drop_pg_database(name: str) -> None:
+    try:
+        _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+
+
+@dataclass
+class Tollgate:
+    base: str
+    api_key: str                   # the first secret key (an operator key)
+    sandbox_secret_key: str
+    publishable_key: str           # the sandbox's publishable key (what Stripe.js would use)
+    proc: subprocess.Popen
+    db: str                        # "sqlite" or "postgres"
+    data_dir: str
+    database_url: Optional[str] = None
+    pg_database: Optional[str] = None
+    lines: List[str] = field(default_factory=list)
+    stderr_path: str = ""
+    owns_data_dir: bool = False    # made by start_tollgate: removed by stop_tollgate
+
+    @property
+    def sandbox_base(self) -> str:
+        return self.base + "/sandbox/stripe"
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def http(self, method: str, path: str, *, json_body=None, key: Optional[str] = "default",
+             headers=None, **kw) -> requests.Response:
+        """A raw Tollgate API call (JSON), for what the SDK does not cover."""
+        h = {}
+        if key == "default":
+            key = self.api_key
+        if key:
+            h["Authorization"] = f"Bearer {key}"
+        h.update(headers or {})
+        return requests.request(method, self.base + path, json=json_body, headers=h, timeout=30, **kw)
+
+    def stripe(self, method: str, path: str, *, data=None, key: Optional[str] = None,
+               basic: bool = False) -> requests.Response:
+        """A Stripe API call to the mounted sandbox (form-encoded; the sandbox secret key by default)."""
+        key = key or self.sandbox_secret_key
+        kw: Dict[str, Any] = {"auth": (key, "")} if basic else {"headers": {"Authorization": f"Bearer {key}"}}
+        return requests.request(method, self.sandbox_base + path, data=data, timeout=30, **kw)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> Optional[int]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def stderr_tail(self, n: int = 4000) -> str:
+        try:
+            return pathlib.Path(self.stderr_path).read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+SERVE_PATTERNS = {
+    "sandbox_secret_key": re.compile(r"^sandbox secret key: (sk_test_\S+)\s*$"),
+    "publishable_key": re.compile(r"^sandbox publishable key: (pk_test_\S+)\s*$"),
+    "base": re.compile(r"^tollgate listening on (http://\S+?)/?(?:\s|$)"),
+    "first_key_file": re.compile(r"^first secret API key written to (\S.*?)\s*$"),
+}
+
+
+def start_tollgate(db: str = "sqlite", *extra: str, data_dir: Optional[str] = None,
+                   database_url: Optional[str] = None, env: Optional[Dict[str, str]] = None,
+                   timeout: float = 60) -> Tollgate:
+    """Starts `tollgate serve` on 127.0.0.1:<free port> with the built-in sandbox. For `postgres`
+    without `database_url`, a fresh database is created (and recorded in `pg_database`)."""
+    if not (os.path.isfile(TOLLGATE_BIN) and os.access(TOLLGATE_BIN, os.X_OK)):
+        pytest.fail(f"binary {TOLLGATE_BIN} is missing: run `cargo build -p tollgate` (or set TOLLGATE_BIN)",
+                    pytrace=False)
+    owns_data_dir = data_dir is None
+    data_dir = data_dir or tempfile.mkdtemp(prefix=f"tollgate-{db}-")
+    penv = dict(os.environ)
+    penv.pop("DATABASE_URL", None)
+    penv.setdefault("TOLLGATE_LOG_FORMAT", "text")
+    pg_database = None
+    if db == "postgres":
+        if database_url is None:
+            pg_database = create_pg_database()
+            database_url = f"{PG_ADMIN}/{pg_database}"
+        penv.setdefault("TOLLGATE_MASTER_KEY", "5a" * 32)
+    elif db != "sqlite":
+        raise ValueError(db)
+    penv.update(env or {})
+    port = free_port()
+    args = [TOLLGATE_BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir,
+            "--sandbox", "true"]
+    if database_url:
+        args += ["--database-url", database_url]
+    args += list(extra)
+    errf = tempfile.NamedTemporaryFile(prefix="tollgate-serve-", suffix=".stderr", delete=False)
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errf,
+                            text=True, bufsize=1, env=penv)
+    lines: "queue.Queue[Optional[str]]" = queue.Queue()
+    seen: List[str] = []
+
+    def pump():
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+
+    def fail(why: str):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        if pg_database:
+            drop_pg_database(pg_database)
+        pytest.fail(f"tollgate serve ({db}) {why} (stdout: {seen}, stderr: "
+                    f"{pathlib.Path(errf.name).read_text(errors='replace')[-3000:]})", pytrace=False)
+
+    got: Dict[str, str] = {}
+    key_file = pathlib.Path(data_dir) / "first-secret-key"
+    deadline = time.time() + timeout
+    # The keys and the address come first; the first-key line after the database is set up.
+    while not ({"sandbox_secret_key", "publishable_key", "base"} <= got.keys()
+               and ("first_key_file" in got or key_file.exists())):
+        try:
+            line = lines.get(timeout=max(deadline - time.time(), 0.01))
+        except queue.Empty:
+            fail(f"did not print its start-up lines within {timeout}s")
+        if line is None:
+            fail(f"exited with {proc.wait(5)} before it was ready")
+        seen.append(line)
+        for name, rx in SERVE_PATTERNS.items():
+            m = rx.match(line)
+            if m:
+                got[name] = m.group(1)
+    assert got["base"] == f"http://127.0.0.1:{port}", got["base"]
+    tg = Tollgate(base=got["base"], api_key="", sandbox_secret_key=got["sandbox_secret_key"],
+                  publishable_key=got["publishable_key"], proc=proc, db=db, data_dir=data_dir,
+                  database_url=database_url, pg_database=pg_database, lines=seen,
+                  stderr_path=errf.name, owns_data_dir=owns_data_dir)
+    while True:
+        try:
+            if requests.get(tg.base + "/healthz", timeout=2).status_code == 200 and key_file.exists():
+                tg.api_key = key_file.read_text().strip()
+                if tg.api_key:
+                    break
+        except requests.RequestException:
+            pass
+        if time.time() > deadline or proc.poll() is not None:
+            fail("never became ready (GET /healthz and {data_dir}/first-secret-key)")
+        time.sleep(0.05)
+    return tg
+
+
+def stop_tollgate(tg: Tollgate) -> None:
+    """Stops the process, drops its PostgreSQL database and removes the files it made."""
+    import shutil
+    tg.stop()
+    if tg.pg_database:
+        drop_pg_database(tg.pg_database)
+    if tg.owns_data_dir:
+        shutil.rmtree(tg.data_dir, ignore_errors=True)
+    try:
+        os.unlink(tg.stderr_path)
+    except OSError:
+        pass
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def tollgate(request) -> Tollgate:
+    tg = start_tollgate(request.param)
+    yield tg
+    stop_tollgate(tg)

@@ -25,6 +25,8 @@ const MAX_BODY: usize = 1024 * 1024;
 pub(crate) fn router(inner: Arc<Inner>) -> Router {
     Router::new()
         .nest("/_sandbox", crate::control::router())
+        .route("/js/v3/", axum::routing::get(stripe_js))
+        .route("/js/v3", axum::routing::get(stripe_js))
         .fallback(handle)
         .with_state(inner)
 }
@@ -46,7 +48,45 @@ pub(crate) fn is_loopback(req_ext: &axum::http::Extensions) -> bool {
         .unwrap_or(false)
 }
 
+/// The Stripe.js stand-in (`assets/stripe-v3.js`), for pages that load `…/js/v3/`.
+async fn stripe_js() -> Response {
+    let mut r = include_str!("../assets/stripe-v3.js").into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/javascript; charset=utf-8"),
+    );
+    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    h.insert(
+        "cache-control",
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    r
+}
+
+/// CORS preflight: Stripe's API answers browsers of any origin (Stripe.js calls it cross-site).
+fn preflight() -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+    );
+    h.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static(
+            "authorization, content-type, stripe-version, stripe-account, idempotency-key",
+        ),
+    );
+    h.insert("access-control-max-age", HeaderValue::from_static("600"));
+    r
+}
+
 async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
+    if req.method() == Method::OPTIONS {
+        return preflight();
+    }
     let request_id = format!("req_{}", random_string(14));
     let (parts, body) = req.into_parts();
     let version = parts

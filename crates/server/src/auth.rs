@@ -37,7 +37,12 @@ impl KeyKind {
 }
 
 /// A new key: (row to store, the full key to show once).
-pub fn new_key(kind: KeyKind, merchant_account_id: Option<&str>, display_name: Option<&str>, now: i64) -> (ApiKeyRow, String) {
+pub fn new_key(
+    kind: KeyKind,
+    merchant_account_id: Option<&str>,
+    display_name: Option<&str>,
+    now: i64,
+) -> (ApiKeyRow, String) {
     let mut id_bytes = [0u8; 9];
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut id_bytes);
@@ -101,7 +106,9 @@ impl Caller {
         if self.operator {
             Ok(())
         } else {
-            Err(ApiError::Forbidden("This action needs an operator key.".into()))
+            Err(ApiError::Forbidden(
+                "This action needs an operator key.".into(),
+            ))
         }
     }
 }
@@ -111,7 +118,10 @@ impl Caller {
 impl FromRequestParts<ApiContext> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, ctx: &ApiContext) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &ApiContext,
+    ) -> Result<Self, Self::Rejection> {
         let unauthorized = || ApiError::Unauthorized("No valid API authentication found".into());
         let header = parts
             .headers
@@ -128,7 +138,10 @@ impl FromRequestParts<ApiContext> for Caller {
             .await?
             .ok_or_else(unauthorized)?;
         let presented = hash(secret);
-        let matches: bool = presented.as_bytes().ct_eq(row.secret_hash.as_bytes()).into();
+        let matches: bool = presented
+            .as_bytes()
+            .ct_eq(row.secret_hash.as_bytes())
+            .into();
         if !matches || row.revoked_at.is_some() || row.kind != kind.as_str() {
             return Err(unauthorized());
         }
@@ -151,9 +164,12 @@ impl FromRequestParts<ApiContext> for Caller {
             (None, None) => crate::DEFAULT_MERCHANT_ACCOUNT.to_string(),
         };
         if operator
-            && tollgate_store::accounts::get_merchant_account(ctx.store.reader(), &merchant_account_id)
-                .await?
-                .is_none()
+            && tollgate_store::accounts::get_merchant_account(
+                ctx.store.reader(),
+                &merchant_account_id,
+            )
+            .await?
+            .is_none()
         {
             return Err(ApiError::Forbidden(format!(
                 "There is no merchant account '{merchant_account_id}'."

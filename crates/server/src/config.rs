@@ -30,6 +30,11 @@ pub struct Config {
     /// Accept `http://` redirect URLs for any host (development); `http://localhost` is always
     /// accepted.
     pub allow_http_redirect_urls: bool,
+    /// The master key (64 hex digits or base64 of 32 bytes) for embedders and tests that pass
+    /// it in code; wins over `TOLLGATE_MASTER_KEY`. Never read from a configuration file
+    /// (secrets come from the environment, stdin or a key file, SPEC §2).
+    #[serde(skip)]
+    pub master_key: Option<secrecy::SecretString>,
 }
 
 impl Default for Config {
@@ -49,6 +54,7 @@ impl Default for Config {
             stripe_retry_base_ms: 500,
             expiry_interval_ms: 5_000,
             allow_http_redirect_urls: false,
+            master_key: None,
         }
     }
 }
@@ -57,7 +63,10 @@ impl Config {
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(u) => u.clone(),
-            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("tollgate.db").display()),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("tollgate.db").display()
+            ),
         }
     }
 

@@ -41,7 +41,10 @@ impl Detail {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    BadRequest { message: String, details: Vec<Detail> },
+    BadRequest {
+        message: String,
+        details: Vec<Detail>,
+    },
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -59,9 +62,15 @@ pub enum ApiError {
     /// Stripe could not be reached or failed; `transaction_id` is set when a transaction was
     /// saved before the call (SPEC §8), so the client can sync or retry.
     #[error("{message}")]
-    BadGateway { message: String, transaction_id: Option<String> },
+    BadGateway {
+        message: String,
+        transaction_id: Option<String>,
+    },
     #[error("{message}")]
-    GatewayTimeout { message: String, transaction_id: Option<String> },
+    GatewayTimeout {
+        message: String,
+        transaction_id: Option<String>,
+    },
     /// Something of ours failed; the cause is logged, never returned.
     #[error("internal error")]
     Internal(String),

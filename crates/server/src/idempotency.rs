@@ -119,5 +119,10 @@ pub fn request_key(headers: &axum::http::HeaderMap, caller: &Caller) -> Option<S
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .filter(|k| !k.is_empty() && k.len() <= 255)
-        .map(|k| format!("{}\u{0}{}\u{0}{k}", caller.merchant_account_id, caller.key_id))
+        .map(|k| {
+            format!(
+                "{}\u{0}{}\u{0}{k}",
+                caller.merchant_account_id, caller.key_id
+            )
+        })
 }

@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod error;
 pub mod idempotency;
 pub mod metrics;
+pub mod page;
 pub mod pay;
 pub mod stripe_map;
 pub mod workers;
@@ -88,19 +89,23 @@ impl ApiContext {
     }
 }
 
+/// Registers a webhook endpoint URL at the sandbox; returns (endpoint id, signing secret).
+pub type RegisterWebhook = Arc<dyn Fn(&str) -> (String, String) + Send + Sync>;
+
 /// The built-in sandbox as the binary hands it over (the server does not depend on it).
 pub struct SandboxHandle {
     pub router: Router,
     pub secret_key: String,
     pub publishable_key: String,
     /// Registers (or re-registers) a webhook endpoint; returns (endpoint id, signing secret).
-    pub register_webhook: Arc<dyn Fn(&str) -> (String, String) + Send + Sync>,
+    pub register_webhook: RegisterWebhook,
 }
 
 /// The whole HTTP application.
 pub fn app(ctx: ApiContext, sandbox: Option<Router>) -> Router {
     let mut router: Router = api::router(&ctx)
         .merge(pay::router())
+        .merge(page::router())
         .with_state(ctx.clone());
     if let Some(sb) = sandbox {
         router = router.nest("/sandbox/stripe", sb);
@@ -130,7 +135,11 @@ async fn observe(State(ctx): State<ApiContext>, req: Request, next: Next) -> Res
     let elapsed = started.elapsed();
     ctx.metrics.observe(status, elapsed);
     span.in_scope(|| {
-        tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1000.0, "answered");
+        tracing::info!(
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "answered"
+        );
     });
     if !resp.headers().contains_key("cache-control") {
         resp.headers_mut()
@@ -142,7 +151,10 @@ async fn observe(State(ctx): State<ApiContext>, req: Request, next: Next) -> Res
 /// Opens the database, applies migrations, loads the master key (SPEC §2 rules).
 pub async fn open_store(config: &Config) -> anyhow_free::Result<(Store, MasterKey)> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        anyhow_free::err(format!("creating data directory {}: {e}", config.data_dir.display()))
+        anyhow_free::err(format!(
+            "creating data directory {}: {e}",
+            config.data_dir.display()
+        ))
     })?;
     let url = config.database_url();
     let store = Store::connect(&url)
@@ -157,8 +169,15 @@ pub async fn open_store(config: &Config) -> anyhow_free::Result<(Store, MasterKe
 }
 
 async fn master_key(config: &Config, store: &Store) -> anyhow_free::Result<MasterKey> {
-    let key = match std::env::var("TOLLGATE_MASTER_KEY") {
-        Ok(text) => MasterKey::parse(&text).map_err(|e| anyhow_free::err(format!("TOLLGATE_MASTER_KEY: {e}")))?,
+    use secrecy::ExposeSecret;
+    let given = match &config.master_key {
+        Some(k) => Ok(("master_key", k.expose_secret().to_string())),
+        None => std::env::var("TOLLGATE_MASTER_KEY").map(|k| ("TOLLGATE_MASTER_KEY", k)),
+    };
+    let key = match given {
+        Ok((source, text)) => {
+            MasterKey::parse(&text).map_err(|e| anyhow_free::err(format!("{source}: {e}")))?
+        }
         Err(_) if store.backend() == tollgate_store::Backend::Sqlite => {
             let path = config.data_dir.join("master.key");
             if !path.exists() {
@@ -166,7 +185,8 @@ async fn master_key(config: &Config, store: &Store) -> anyhow_free::Result<Maste
             }
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| anyhow_free::err(format!("reading {}: {e}", path.display())))?;
-            MasterKey::parse(&text).map_err(|e| anyhow_free::err(format!("{}: {e}", path.display())))?
+            MasterKey::parse(&text)
+                .map_err(|e| anyhow_free::err(format!("{}: {e}", path.display())))?
         }
         Err(_) => {
             return Err(anyhow_free::err(
@@ -174,9 +194,13 @@ async fn master_key(config: &Config, store: &Store) -> anyhow_free::Result<Maste
             ));
         }
     };
-    let stored = tollgate_store::accounts::init_setting(store.reader(), "master_key_check", key.check_value())
-        .await
-        .map_err(|e| anyhow_free::err(format!("reading settings: {e}")))?;
+    let stored = tollgate_store::accounts::init_setting(
+        store.reader(),
+        "master_key_check",
+        key.check_value(),
+    )
+    .await
+    .map_err(|e| anyhow_free::err(format!("reading settings: {e}")))?;
     if stored != key.check_value() {
         return Err(anyhow_free::err(
             "the master key does not match the one this database was set up with; refusing to start".into(),

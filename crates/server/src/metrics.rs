@@ -31,15 +31,21 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        out.push_str("# HELP tollgate_http_requests_total HTTP requests answered, by status class.\n");
+        out.push_str(
+            "# HELP tollgate_http_requests_total HTTP requests answered, by status class.\n",
+        );
         out.push_str("# TYPE tollgate_http_requests_total counter\n");
         let mut total = 0;
         for (i, c) in self.by_class.iter().enumerate().skip(1) {
             let n = c.load(Ordering::Relaxed);
             total += n;
-            out.push_str(&format!("tollgate_http_requests_total{{class=\"{i}xx\"}} {n}\n"));
+            out.push_str(&format!(
+                "tollgate_http_requests_total{{class=\"{i}xx\"}} {n}\n"
+            ));
         }
-        out.push_str("# HELP tollgate_http_request_duration_seconds Time to answer HTTP requests.\n");
+        out.push_str(
+            "# HELP tollgate_http_request_duration_seconds Time to answer HTTP requests.\n",
+        );
         out.push_str("# TYPE tollgate_http_request_duration_seconds histogram\n");
         for (i, b) in BUCKETS_MS.iter().enumerate() {
             out.push_str(&format!(
@@ -55,7 +61,9 @@ impl Metrics {
             "tollgate_http_request_duration_seconds_sum {}\n",
             self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
         ));
-        out.push_str(&format!("tollgate_http_request_duration_seconds_count {total}\n"));
+        out.push_str(&format!(
+            "tollgate_http_request_duration_seconds_count {total}\n"
+        ));
         out.push_str("# HELP tollgate_transactions_created_total Transactions created.\n");
         out.push_str("# TYPE tollgate_transactions_created_total counter\n");
         out.push_str(&format!(

@@ -1,5 +1,5 @@
-//! Pages and URLs the buyer's browser or app reaches: the completion URL of both flows.
-//! (The hosted payment page itself is built on top of this.)
+//! The completion URL of both flows, where the buyer's browser or app lands after paying
+//! (the hosted payment page is `page.rs`).
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -23,6 +23,8 @@ pub struct CompleteQuery {
     token: Option<String>,
     /// Appended by Stripe.js / Stripe's redirect after confirmation.
     payment_intent_client_secret: Option<String>,
+    /// `succeeded` or `failed`, appended by Stripe's redirect.
+    redirect_status: Option<String>,
 }
 
 fn no_referrer(mut r: Response) -> Response {
@@ -35,13 +37,19 @@ fn no_referrer(mut r: Response) -> Response {
 /// the merchant (redirect flow, 303) or answers the status as JSON (direct flow). Authorised by
 /// the approval or session token, or by the PaymentIntent's client secret that Stripe appends.
 /// A wrong, expired or spent token reveals nothing.
-async fn complete(State(ctx): State<ApiContext>, Path(id): Path<String>, Query(q): Query<CompleteQuery>) -> Response {
-    let denied = || no_referrer(ApiError::NotFound("This link is not valid.".into()).into_response());
+async fn complete(
+    State(ctx): State<ApiContext>,
+    Path(id): Path<String>,
+    Query(q): Query<CompleteQuery>,
+) -> Response {
+    let denied =
+        || no_referrer(ApiError::NotFound("This link is not valid.".into()).into_response());
     let Ok(Some(t)) = store_tx::get_any(ctx.store.reader(), &id, "").await else {
         return denied();
     };
     let by_token = q.token.as_deref().is_some_and(|tok| {
-        token_matches(tok, t.approval_token_hash.as_deref()) || token_matches(tok, t.session_token_hash.as_deref())
+        token_matches(tok, t.approval_token_hash.as_deref())
+            || token_matches(tok, t.session_token_hash.as_deref())
     });
     let by_secret = match (&q.payment_intent_client_secret, &t.client_secret) {
         (Some(given), Some(stored)) => given.as_bytes().ct_eq(stored.as_bytes()).into(),
@@ -59,7 +67,20 @@ async fn complete(State(ctx): State<ApiContext>, Path(id): Path<String>, Query(q
     if finished && let Err(e) = spend_tokens(&ctx, &t).await {
         return no_referrer(e.into_response());
     }
-    let direct = matches!(t.integration_client.as_deref(), Some("web" | "ios" | "android"));
+    let direct = matches!(
+        t.integration_client.as_deref(),
+        Some("web" | "ios" | "android")
+    );
+    // A failed attempt on the hosted page (3-D Secure failed): the buyer goes back to the page
+    // to try again, with Stripe's message; the merchant hears of the final outcome only.
+    if !finished
+        && !direct
+        && q.redirect_status.as_deref() == Some("failed")
+        && let Some(tok) = q.token.as_deref()
+    {
+        let target = format!("/pay/{}?token={tok}&failed=1", t.id);
+        return no_referrer((StatusCode::SEE_OTHER, [(header::LOCATION, target)]).into_response());
+    }
     match (&t.redirect_url, direct) {
         (Some(url), false) => {
             let sep = if url.contains('?') { '&' } else { '?' };
@@ -68,11 +89,13 @@ async fn complete(State(ctx): State<ApiContext>, Path(id): Path<String>, Query(q
                 t.id, t.status
             );
             let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, target)]).into_response();
-            r.headers_mut().insert("cache-control", HeaderValue::from_static("no-store"));
+            r.headers_mut()
+                .insert("cache-control", HeaderValue::from_static("no-store"));
             no_referrer(r)
         }
         _ => no_referrer(
-            axum::Json(json!({"transaction_id": t.id, "transaction_status": t.status})).into_response(),
+            axum::Json(json!({"transaction_id": t.id, "transaction_status": t.status}))
+                .into_response(),
         ),
     }
 }

@@ -52,8 +52,8 @@ pub fn payment_intent(pi: &Value, observed_at: i64) -> PaymentIntentSnapshot {
         amount: pi["amount"].as_i64().unwrap_or(0),
         amount_capturable: pi["amount_capturable"].as_i64().unwrap_or(0),
         amount_received: pi["amount_received"].as_i64().unwrap_or(0),
-        amount_remaining: pi["next_action"]["display_bank_transfer_instructions"]["amount_remaining"]
-            .as_i64(),
+        amount_remaining:
+            pi["next_action"]["display_bank_transfer_instructions"]["amount_remaining"].as_i64(),
         last_payment_error: payment_error(&pi["last_payment_error"]),
         cancellation_reason: s(&pi["cancellation_reason"]),
         latest_charge: latest_charge(pi),
@@ -63,13 +63,18 @@ pub fn payment_intent(pi: &Value, observed_at: i64) -> PaymentIntentSnapshot {
 pub fn charge(ch: &Value, observed_at: i64) -> ChargeSnapshot {
     let amount = ch["amount"].as_i64().unwrap_or(0);
     let captured = ch["captured"].as_bool().unwrap_or(false);
-    let amount_captured = ch["amount_captured"]
-        .as_i64()
-        .unwrap_or(if captured { amount } else { 0 });
+    let amount_captured =
+        ch["amount_captured"]
+            .as_i64()
+            .unwrap_or(if captured { amount } else { 0 });
     // When a capture takes less than was authorized, Stripe releases the rest and counts it
     // in `amount_refunded`; only money that was captured can be refunded, so that part is
     // left out of the transaction's refunds.
-    let released = if captured { amount - amount_captured } else { 0 };
+    let released = if captured {
+        amount - amount_captured
+    } else {
+        0
+    };
     ChargeSnapshot {
         observed_at,
         id: s(&ch["id"]).unwrap_or_default(),

@@ -27,8 +27,12 @@ pub async fn expire_once(ctx: &ApiContext) -> Result<usize, crate::error::ApiErr
     let due = store_tx::expired_approvals(ctx.store.reader(), ctx.now(), 100).await?;
     for t in &due {
         match expire_approval(ctx, t).await {
-            Ok(row) => tracing::info!(transaction = %row.id, status = %row.status, "approval expired"),
-            Err(e) => tracing::warn!(transaction = %t.id, error = %e, "expiring an approval failed; will retry"),
+            Ok(row) => {
+                tracing::info!(transaction = %row.id, status = %row.status, "approval expired")
+            }
+            Err(e) => {
+                tracing::warn!(transaction = %t.id, error = %e, "expiring an approval failed; will retry")
+            }
         }
     }
     Ok(due.len())

@@ -64,7 +64,8 @@ impl ServerArgs {
     pub fn config(&self) -> anyhow::Result<Config> {
         let mut c: Config = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
                 toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
             }
             None => Config::default(),
@@ -75,7 +76,8 @@ impl ServerArgs {
         if let Some(v) = &self.data_dir {
             c.data_dir = v.clone();
         }
-        if let Some(v) = &self.database_url {
+        // An empty DATABASE_URL means "not set" (the SQLite default).
+        if let Some(v) = self.database_url.as_ref().filter(|v| !v.is_empty()) {
             c.database_url = Some(v.clone());
         }
         if let Some(v) = &self.public_url {
@@ -123,13 +125,17 @@ pub async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         .to_string();
     // The sandbox is never mounted beside live keys (SPEC §6).
     let live = {
-        let (store, _) = tollgate_server::open_store(&config).await.map_err(|e| anyhow!("{e}"))?;
+        let (store, _) = tollgate_server::open_store(&config)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
         let live = connections::any_live(store.reader()).await?;
         store.close().await;
         live
     };
     let want_sandbox = match config.sandbox {
-        Some(true) if live => bail!("--sandbox was asked for, but live Stripe keys are configured; the sandbox never runs beside them"),
+        Some(true) if live => bail!(
+            "--sandbox was asked for, but live Stripe keys are configured; the sandbox never runs beside them"
+        ),
         Some(v) => v,
         None => !live,
     };
@@ -177,7 +183,9 @@ pub async fn serve(args: ServerArgs) -> anyhow::Result<()> {
 
 pub async fn migrate(args: ServerArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    let (store, _) = tollgate_server::open_store(&config).await.map_err(|e| anyhow!("{e}"))?;
+    let (store, _) = tollgate_server::open_store(&config)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
     store.close().await;
     println!("migrations applied");
     Ok(())
@@ -229,7 +237,13 @@ pub enum KeysCommand {
 
 pub async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
-        KeysCommand::Create { server, kind, merchant_account, all_accounts, display_name } => {
+        KeysCommand::Create {
+            server,
+            kind,
+            merchant_account,
+            all_accounts,
+            display_name,
+        } => {
             let ctx = context(&server).await?;
             let kind = match kind.as_str() {
                 "secret" => KeyKind::Secret,
@@ -239,24 +253,42 @@ pub async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
             if all_accounts && kind == KeyKind::Public {
                 bail!("public keys are always bound to one merchant account");
             }
-            if !all_accounts && accounts::get_merchant_account(ctx.store.reader(), &merchant_account).await?.is_none() {
+            if !all_accounts
+                && accounts::get_merchant_account(ctx.store.reader(), &merchant_account)
+                    .await?
+                    .is_none()
+            {
                 bail!("there is no merchant account '{merchant_account}'");
             }
             let bound = (!all_accounts).then_some(merchant_account.as_str());
             let (row, full) = new_key(kind, bound, display_name.as_deref(), ctx.now());
             accounts::insert_api_key(ctx.store.writer(), &row).await?;
-            println!("created {} key {} for {}", kind.as_str(), row.id, bound.unwrap_or("all merchant accounts"));
+            println!(
+                "created {} key {} for {}",
+                kind.as_str(),
+                row.id,
+                bound.unwrap_or("all merchant accounts")
+            );
             println!("{full}");
         }
-        KeysCommand::List { server, merchant_account } => {
+        KeysCommand::List {
+            server,
+            merchant_account,
+        } => {
             let ctx = context(&server).await?;
-            for k in accounts::list_api_keys(ctx.store.reader(), merchant_account.as_deref()).await? {
+            for k in
+                accounts::list_api_keys(ctx.store.reader(), merchant_account.as_deref()).await?
+            {
                 println!(
                     "{}\t{}\t{}\t{}",
                     k.id,
                     k.kind,
                     k.merchant_account_id.as_deref().unwrap_or("*"),
-                    if k.revoked_at.is_some() { "revoked" } else { "active" }
+                    if k.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    }
                 );
             }
         }
@@ -288,14 +320,29 @@ pub enum MerchantCommand {
 
 pub async fn merchant_accounts(cmd: MerchantCommand) -> anyhow::Result<()> {
     match cmd {
-        MerchantCommand::Create { server, id, display_name } => {
+        MerchantCommand::Create {
+            server,
+            id,
+            display_name,
+        } => {
             let ctx = context(&server).await?;
             if !tollgate_server::api::merchant_accounts::valid_id(&id) {
                 bail!("merchant account ids are 1 to 64 lower-case letters, digits, '-' or '_'");
             }
-            accounts::insert_merchant_account(ctx.store.writer(), &id, display_name.as_deref().unwrap_or(&id), ctx.now())
-                .await
-                .map_err(|e| if e.is_unique_violation() { anyhow!("merchant account '{id}' already exists") } else { e.into() })?;
+            accounts::insert_merchant_account(
+                ctx.store.writer(),
+                &id,
+                display_name.as_deref().unwrap_or(&id),
+                ctx.now(),
+            )
+            .await
+            .map_err(|e| {
+                if e.is_unique_violation() {
+                    anyhow!("merchant account '{id}' already exists")
+                } else {
+                    e.into()
+                }
+            })?;
             println!("created merchant account {id}");
         }
         MerchantCommand::List { server } => {
@@ -327,10 +374,20 @@ pub struct SecretSource {
 
 fn read_secret(file: &Option<PathBuf>, env: &Option<String>) -> anyhow::Result<Option<String>> {
     if let Some(f) = file {
-        return Ok(Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?.trim().to_string()));
+        return Ok(Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading {}", f.display()))?
+                .trim()
+                .to_string(),
+        ));
     }
     if let Some(v) = env {
-        return Ok(Some(std::env::var(v).with_context(|| format!("environment variable {v} is not set"))?.trim().to_string()));
+        return Ok(Some(
+            std::env::var(v)
+                .with_context(|| format!("environment variable {v} is not set"))?
+                .trim()
+                .to_string(),
+        ));
     }
     Ok(None)
 }
@@ -374,22 +431,39 @@ pub enum ConnectionsCommand {
 
 pub async fn connections(cmd: ConnectionsCommand) -> anyhow::Result<()> {
     match cmd {
-        ConnectionsCommand::Add { server, secrets, merchant_account, publishable_key, stripe_account, api_version, display_name, default } => {
+        ConnectionsCommand::Add {
+            server,
+            secrets,
+            merchant_account,
+            publishable_key,
+            stripe_account,
+            api_version,
+            display_name,
+            default,
+        } => {
             let ctx = context(&server).await?;
             let secret = match read_secret(&secrets.secret_key_file, &secrets.secret_key_env)? {
                 Some(s) => s,
                 None => {
                     let mut s = String::new();
-                    std::io::stdin().read_to_string(&mut s).context("reading the secret key from standard input")?;
+                    std::io::stdin()
+                        .read_to_string(&mut s)
+                        .context("reading the secret key from standard input")?;
                     s.trim().to_string()
                 }
             };
             let mut body = Map::new();
             body.insert("secret_key".into(), json!(secret));
-            if let Some(w) = read_secret(&secrets.webhook_secret_file, &secrets.webhook_secret_env)? {
+            if let Some(w) = read_secret(&secrets.webhook_secret_file, &secrets.webhook_secret_env)?
+            {
                 body.insert("webhook_secret".into(), json!(w));
             }
-            for (k, v) in [("publishable_key", publishable_key), ("stripe_account", stripe_account), ("api_version", api_version), ("display_name", display_name)] {
+            for (k, v) in [
+                ("publishable_key", publishable_key),
+                ("stripe_account", stripe_account),
+                ("api_version", api_version),
+                ("display_name", display_name),
+            ] {
                 if let Some(v) = v {
                     body.insert(k.into(), json!(v));
                 }
@@ -403,18 +477,31 @@ pub async fn connections(cmd: ConnectionsCommand) -> anyhow::Result<()> {
             let shown = tollgate_server::api::connections::render(&ctx, &c);
             println!("{}", serde_json::to_string_pretty(&shown)?);
         }
-        ConnectionsCommand::List { server, merchant_account } => {
+        ConnectionsCommand::List {
+            server,
+            merchant_account,
+        } => {
             let ctx = context(&server).await?;
             for c in connections::list(ctx.store.reader(), Some(&merchant_account)).await? {
                 let shown = tollgate_server::api::connections::render(&ctx, &c);
-                println!("{}\t{}\t{}\t{}", c.id, shown["status"].as_str().unwrap_or_default(), c.secret_key_hint, if c.is_default { "default" } else { "" });
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    c.id,
+                    shown["status"].as_str().unwrap_or_default(),
+                    c.secret_key_hint,
+                    if c.is_default { "default" } else { "" }
+                );
             }
         }
         ConnectionsCommand::Verify { server, id } => {
             let ctx = context(&server).await?;
-            let c = connections::get(ctx.store.reader(), &id).await?.ok_or_else(|| anyhow!("no connection {id}"))?;
+            let c = connections::get(ctx.store.reader(), &id)
+                .await?
+                .ok_or_else(|| anyhow!("no connection {id}"))?;
             if c.sandbox {
-                bail!("the sandbox connection is verified by the running server (POST /connections/{id}/verify)");
+                bail!(
+                    "the sandbox connection is verified by the running server (POST /connections/{id}/verify)"
+                );
             }
             let report = tollgate_server::api::connections::verify_for(&ctx, &c)
                 .await

@@ -16,10 +16,19 @@ use clap::{Parser, Subcommand};
 use tollgate_sandbox::{Sandbox, SandboxConfig};
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "Self-hosted payments and entitlements server over Stripe")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Self-hosted payments and entitlements server over Stripe"
+)]
 struct Cli {
     /// Log format: `text` or `json`.
-    #[arg(long, global = true, env = "TOLLGATE_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "TOLLGATE_LOG_FORMAT",
+        default_value = "text"
+    )]
     log_format: String,
     #[command(subcommand)]
     command: Command,
@@ -50,7 +59,11 @@ enum Command {
 #[derive(clap::Args)]
 struct SandboxArgs {
     /// Address to listen on (port 0 picks a free one; the real address is printed).
-    #[arg(long, env = "TOLLGATE_SANDBOX_LISTEN", default_value = "127.0.0.1:12111")]
+    #[arg(
+        long,
+        env = "TOLLGATE_SANDBOX_LISTEN",
+        default_value = "127.0.0.1:12111"
+    )]
     listen: SocketAddr,
     /// Keep state in this file across restarts.
     #[arg(long, env = "TOLLGATE_SANDBOX_STATE_FILE")]

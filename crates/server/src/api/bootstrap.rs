@@ -13,7 +13,14 @@ pub async fn default_merchant(ctx: &ApiContext) -> Result<()> {
         .await
         .map_err(|e| err(e.to_string()))?;
     if found.is_none() {
-        match accounts::insert_merchant_account(ctx.store.writer(), DEFAULT_MERCHANT_ACCOUNT, "Default", ctx.now()).await {
+        match accounts::insert_merchant_account(
+            ctx.store.writer(),
+            DEFAULT_MERCHANT_ACCOUNT,
+            "Default",
+            ctx.now(),
+        )
+        .await
+        {
             Ok(()) => {}
             // Another server on the same database made it first.
             Err(e) if e.is_unique_violation() => {}
@@ -71,9 +78,13 @@ pub async fn sandbox_connection(ctx: &ApiContext, sb: &SandboxHandle) -> Result<
     }
     let mut tx = ctx.store.begin().await.map_err(|e| err(e.to_string()))?;
     if fresh {
-        connections::insert(&mut *tx, &c).await.map_err(|e| err(e.to_string()))?;
+        connections::insert(&mut *tx, &c)
+            .await
+            .map_err(|e| err(e.to_string()))?;
     } else {
-        connections::update(&mut *tx, &c).await.map_err(|e| err(e.to_string()))?;
+        connections::update(&mut *tx, &c)
+            .await
+            .map_err(|e| err(e.to_string()))?;
     }
     tx.commit().await.map_err(|e| err(e.to_string()))?;
     tracing::info!(connection = %c.id, "sandbox connection ready");

@@ -17,8 +17,14 @@ use crate::crypto::mask;
 use crate::error::{ApiError, ApiResult};
 
 const FIELDS: &[&str] = &[
-    "type", "display_name", "secret_key", "publishable_key", "webhook_secret", "stripe_account",
-    "api_version", "default",
+    "type",
+    "display_name",
+    "secret_key",
+    "publishable_key",
+    "webhook_secret",
+    "stripe_account",
+    "api_version",
+    "default",
 ];
 
 pub fn render(ctx: &ApiContext, c: &ConnectionRow) -> Value {
@@ -52,20 +58,34 @@ fn str_field<'a>(body: &'a Map<String, Value>, key: &str) -> ApiResult<Option<&'
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 500 => Ok(Some(s.trim())),
-        Some(_) => Err(ApiError::field(&format!("/{key}"), "Must be a non-empty string.")),
+        Some(_) => Err(ApiError::field(
+            &format!("/{key}"),
+            "Must be a non-empty string.",
+        )),
     }
 }
 
 fn check_prefix(key: &str, value: &str, prefixes: &[&str]) -> ApiResult<()> {
-    if prefixes.iter().any(|p| value.starts_with(p)) && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') {
+    if prefixes.iter().any(|p| value.starts_with(p))
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+    {
         Ok(())
     } else {
-        Err(ApiError::field(&format!("/{key}"), format!("Must start with {}.", prefixes.join(" or "))))
+        Err(ApiError::field(
+            &format!("/{key}"),
+            format!("Must start with {}.", prefixes.join(" or ")),
+        ))
     }
 }
 
 /// Applies the settable fields of `body` to `c` (create and update share this).
-fn apply_fields(ctx: &ApiContext, c: &mut ConnectionRow, body: &Map<String, Value>) -> ApiResult<()> {
+fn apply_fields(
+    ctx: &ApiContext,
+    c: &mut ConnectionRow,
+    body: &Map<String, Value>,
+) -> ApiResult<()> {
     for k in body.keys() {
         if !FIELDS.contains(&k.as_str()) {
             return Err(ApiError::field(&format!("/{k}"), "Unknown field."));
@@ -80,7 +100,11 @@ fn apply_fields(ctx: &ApiContext, c: &mut ConnectionRow, body: &Map<String, Valu
         c.display_name = n.to_string();
     }
     if let Some(sk) = str_field(body, "secret_key")? {
-        check_prefix("secret_key", sk, &["sk_test_", "sk_live_", "rk_test_", "rk_live_"])?;
+        check_prefix(
+            "secret_key",
+            sk,
+            &["sk_test_", "sk_live_", "rk_test_", "rk_live_"],
+        )?;
         c.secret_key_enc = ctx.keys.seal(&c.id, sk);
         c.secret_key_hint = mask(sk);
     }
@@ -101,9 +125,19 @@ fn apply_fields(ctx: &ApiContext, c: &mut ConnectionRow, body: &Map<String, Valu
         c.stripe_account = Some(a.to_string());
     }
     if let Some(v) = str_field(body, "api_version")? {
-        let ok = v.len() >= 10 && v[..10].chars().enumerate().all(|(i, ch)| if i == 4 || i == 7 { ch == '-' } else { ch.is_ascii_digit() });
+        let ok = v.len() >= 10
+            && v[..10].chars().enumerate().all(|(i, ch)| {
+                if i == 4 || i == 7 {
+                    ch == '-'
+                } else {
+                    ch.is_ascii_digit()
+                }
+            });
         if !ok {
-            return Err(ApiError::field("/api_version", "A Stripe API version such as 2026-10-28.endive."));
+            return Err(ApiError::field(
+                "/api_version",
+                "A Stripe API version such as 2026-10-28.endive.",
+            ));
         }
         c.api_version = Some(v.to_string());
     }
@@ -126,9 +160,16 @@ pub async fn create(
 }
 
 /// Creates a connection of `merchant` from an API-shaped body (the API and the CLI).
-pub async fn create_for(ctx: &ApiContext, merchant: &str, body: &Map<String, Value>) -> ApiResult<ConnectionRow> {
+pub async fn create_for(
+    ctx: &ApiContext,
+    merchant: &str,
+    body: &Map<String, Value>,
+) -> ApiResult<ConnectionRow> {
     if str_field(body, "secret_key")?.is_none() {
-        return Err(ApiError::field("/secret_key", "Required: the Stripe secret (sk_…) or restricted (rk_…) key."));
+        return Err(ApiError::field(
+            "/secret_key",
+            "Required: the Stripe secret (sk_…) or restricted (rk_…) key.",
+        ));
     }
     let now = ctx.now();
     let mut c = ConnectionRow {
@@ -150,7 +191,9 @@ pub async fn create_for(ctx: &ApiContext, merchant: &str, body: &Map<String, Val
     };
     apply_fields(ctx, &mut c, body)?;
     let mut tx = ctx.store.begin().await?;
-    let has_default = connections::default_for(&mut *tx, &c.merchant_account_id).await?.is_some();
+    let has_default = connections::default_for(&mut *tx, &c.merchant_account_id)
+        .await?
+        .is_some();
     if !has_default {
         c.is_default = true;
     }
@@ -158,7 +201,9 @@ pub async fn create_for(ctx: &ApiContext, merchant: &str, body: &Map<String, Val
     if c.is_default {
         connections::set_default(&mut *tx, &c.merchant_account_id, &c.id).await?;
     }
-    tx.commit().await.map_err(tollgate_store::StoreError::from)?;
+    tx.commit()
+        .await
+        .map_err(tollgate_store::StoreError::from)?;
     Ok(c)
 }
 
@@ -169,7 +214,11 @@ async fn load(ctx: &ApiContext, caller: &Caller, id: &str) -> ApiResult<Connecti
         .ok_or_else(|| ApiError::not_found("connection"))
 }
 
-pub async fn get(State(ctx): State<ApiContext>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     caller.require_secret()?;
     Ok(Json(render(&ctx, &load(&ctx, &caller, &id).await?)))
 }
@@ -191,12 +240,17 @@ pub async fn update(
     caller.require_secret()?;
     let mut c = load(&ctx, &caller, &id).await?;
     if c.sandbox && (body.contains_key("secret_key") || body.contains_key("webhook_secret")) {
-        return Err(ApiError::bad_request("The sandbox connection's keys are managed by the server."));
+        return Err(ApiError::bad_request(
+            "The sandbox connection's keys are managed by the server.",
+        ));
     }
     let was_default = c.is_default;
     apply_fields(&ctx, &mut c, &body)?;
     if was_default && !c.is_default {
-        return Err(ApiError::field("/default", "Make another connection the default instead."));
+        return Err(ApiError::field(
+            "/default",
+            "Make another connection the default instead.",
+        ));
     }
     c.updated_at = ctx.now();
     let mut tx = ctx.store.begin().await?;
@@ -204,17 +258,25 @@ pub async fn update(
     if c.is_default && !was_default {
         connections::set_default(&mut *tx, &c.merchant_account_id, &c.id).await?;
     }
-    tx.commit().await.map_err(tollgate_store::StoreError::from)?;
+    tx.commit()
+        .await
+        .map_err(tollgate_store::StoreError::from)?;
     Ok(Json(render(&ctx, &c)))
 }
 
-pub async fn delete(State(ctx): State<ApiContext>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     caller.require_secret()?;
     let c = load(&ctx, &caller, &id).await?;
     match connections::delete(ctx.store.writer(), &c.id).await {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
         Err(e) if matches!(&e, tollgate_store::StoreError::Db(sqlx_err) if sqlx_err.to_string().contains("FOREIGN KEY") || sqlx_err.to_string().contains("foreign key")) => {
-            Err(ApiError::DuplicateRecord("This connection has transactions and cannot be deleted.".into()))
+            Err(ApiError::DuplicateRecord(
+                "This connection has transactions and cannot be deleted.".into(),
+            ))
         }
         Err(e) => Err(e.into()),
     }
@@ -222,12 +284,32 @@ pub async fn delete(State(ctx): State<ApiContext>, caller: Caller, Path(id): Pat
 
 /// (Stripe list path, what it enables) for the read checks of `verify`.
 const READS: &[(&str, &str, &str)] = &[
-    ("customers", "/v1/customers", "linking customers to customids"),
-    ("invoices", "/v1/invoices", "subscriptions' renewals and refunds"),
-    ("payment_intents", "/v1/payment_intents", "payments and one-time purchases"),
-    ("checkout_sessions", "/v1/checkout/sessions", "purchases made through Checkout"),
+    (
+        "customers",
+        "/v1/customers",
+        "linking customers to customids",
+    ),
+    (
+        "invoices",
+        "/v1/invoices",
+        "subscriptions' renewals and refunds",
+    ),
+    (
+        "payment_intents",
+        "/v1/payment_intents",
+        "payments and one-time purchases",
+    ),
+    (
+        "checkout_sessions",
+        "/v1/checkout/sessions",
+        "purchases made through Checkout",
+    ),
     ("credit_notes", "/v1/credit_notes", "refunds of invoices"),
-    ("subscriptions", "/v1/subscriptions", "subscription permissions"),
+    (
+        "subscriptions",
+        "/v1/subscriptions",
+        "subscription permissions",
+    ),
     ("events", "/v1/events", "reconcile after missed webhooks"),
     ("charges", "/v1/charges", "refunds and disputes of payments"),
     ("refunds", "/v1/refunds", "refund statuses"),
@@ -239,7 +321,11 @@ const READS: &[(&str, &str, &str)] = &[
 /// `POST /connections/{id}/verify`: which resources the key can read, and whether it can
 /// write PaymentIntents and Refunds. Writes are probed with an empty create: a permitted key
 /// gets Stripe's "missing parameter" error, a refused one 403; nothing is created.
-pub async fn verify(State(ctx): State<ApiContext>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn verify(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     caller.require_secret()?;
     let c = load(&ctx, &caller, &id).await?;
     Ok(Json(verify_for(&ctx, &c).await?))
@@ -253,21 +339,40 @@ pub async fn verify_for(ctx: &ApiContext, c: &ConnectionRow) -> ApiResult<Value>
     let mut limit = Map::new();
     limit.insert("limit".into(), json!(1));
     for (name, path, needed_for) in READS {
-        let r = stripe.request(Method::GET, path, &limit, RequestOptions::default()).await;
+        let r = stripe
+            .request(Method::GET, path, &limit, RequestOptions::default())
+            .await;
         let (readable, note) = match &r {
             Ok(_) => (Some(true), None),
-            Err(e) if e.status() == Some(403) => (Some(false), Some(format!("missing: disables {needed_for}"))),
-            Err(e) if e.status() == Some(404) => (None, Some("this Stripe does not offer the resource".to_string())),
-            Err(e) if e.status() == Some(401) => (Some(false), Some("the key was refused".to_string())),
+            Err(e) if e.status() == Some(403) => {
+                (Some(false), Some(format!("missing: disables {needed_for}")))
+            }
+            Err(e) if e.status() == Some(404) => (
+                None,
+                Some("this Stripe does not offer the resource".to_string()),
+            ),
+            Err(e) if e.status() == Some(401) => {
+                (Some(false), Some("the key was refused".to_string()))
+            }
             Err(e) => (None, Some(format!("could not check: {}", e.message()))),
         };
         reachable |= readable.is_some();
-        resources.push(json!({"resource": name, "read": readable, "needed_for": needed_for, "note": note}));
+        resources.push(
+            json!({"resource": name, "read": readable, "needed_for": needed_for, "note": note}),
+        );
     }
     let mut writes = Map::new();
-    for (name, path) in [("payment_intents", "/v1/payment_intents"), ("refunds", "/v1/refunds")] {
+    for (name, path) in [
+        ("payment_intents", "/v1/payment_intents"),
+        ("refunds", "/v1/refunds"),
+    ] {
         let r = stripe
-            .request(Method::POST, path, &Map::new(), RequestOptions::idempotent(format!("tollgate-verify-{}", tollgate_store::new_id())))
+            .request(
+                Method::POST,
+                path,
+                &Map::new(),
+                RequestOptions::idempotent(format!("tollgate-verify-{}", tollgate_store::new_id())),
+            )
             .await;
         let can = match &r {
             Err(e) if e.status() == Some(400) => Some(true),
@@ -277,7 +382,8 @@ pub async fn verify_for(ctx: &ApiContext, c: &ConnectionRow) -> ApiResult<Value>
         };
         writes.insert(name.to_string(), json!(can));
     }
-    let payments_ready = writes.get("payment_intents") == Some(&json!(true)) && writes.get("refunds") == Some(&json!(true));
+    let payments_ready = writes.get("payment_intents") == Some(&json!(true))
+        && writes.get("refunds") == Some(&json!(true));
     Ok(json!({
         "type": "connection-verification",
         "connection_id": c.id,

@@ -50,13 +50,20 @@ pub async fn create(
     let name = match body.get("display_name") {
         None => id,
         Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => s.as_str(),
-        Some(_) => return Err(ApiError::field("/display_name", "A non-empty string of at most 200 characters.")),
+        Some(_) => {
+            return Err(ApiError::field(
+                "/display_name",
+                "A non-empty string of at most 200 characters.",
+            ));
+        }
     };
     let now = ctx.now();
     match accounts::insert_merchant_account(ctx.store.writer(), id, name, now).await {
         Ok(()) => {}
         Err(e) if e.is_unique_violation() => {
-            return Err(ApiError::DuplicateRecord(format!("The merchant account '{id}' already exists.")));
+            return Err(ApiError::DuplicateRecord(format!(
+                "The merchant account '{id}' already exists."
+            )));
         }
         Err(e) => return Err(e.into()),
     }
@@ -76,5 +83,7 @@ pub async fn list(State(ctx): State<ApiContext>, caller: Caller) -> ApiResult<Js
         .filter(|m| caller.operator || m.id == caller.merchant_account_id)
         .map(render)
         .collect();
-    Ok(Json(json!({"items": items, "limit": items.len(), "next_cursor": null, "previous_cursor": null})))
+    Ok(Json(
+        json!({"items": items, "limit": items.len(), "next_cursor": null, "previous_cursor": null}),
+    ))
 }

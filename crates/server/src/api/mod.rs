@@ -27,7 +27,10 @@ pub fn router(ctx: &ApiContext) -> Router<ApiContext> {
             "/merchant-accounts",
             post(merchant_accounts::create).get(merchant_accounts::list),
         )
-        .route("/connections", post(connections::create).get(connections::list))
+        .route(
+            "/connections",
+            post(connections::create).get(connections::list),
+        )
         .route(
             "/connections/{id}",
             get(connections::get)
@@ -81,10 +84,17 @@ pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::field("", "The request body must be a JSON object.")),
+        Ok(_) => Err(ApiError::field(
+            "",
+            "The request body must be a JSON object.",
+        )),
         Err(e) => Err(ApiError::field(
             "",
-            format!("The request body is not valid JSON (line {}, column {}).", e.line(), e.column()),
+            format!(
+                "The request body is not valid JSON (line {}, column {}).",
+                e.line(),
+                e.column()
+            ),
         )),
     }
 }
@@ -95,7 +105,10 @@ pub mod cursor {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     pub fn encode(created_at: i64, id: &str, after: bool) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{created_at}:{id}:{}", if after { "n" } else { "p" }))
+        URL_SAFE_NO_PAD.encode(format!(
+            "{created_at}:{id}:{}",
+            if after { "n" } else { "p" }
+        ))
     }
 
     pub fn decode(s: &str) -> Option<(i64, String, bool)> {

@@ -27,7 +27,13 @@ async fn transaction(ctx: &ApiContext, caller: &Caller, id: &str) -> ApiResult<T
 
 /// Applies a Stripe refund object to our refund row and the charge's cumulative refunded
 /// amount to the transaction.
-async fn record(ctx: &ApiContext, stripe: &StripeClient, t: &TransactionRow, mut row: RefundRow, r: &Value) -> ApiResult<RefundRow> {
+async fn record(
+    ctx: &ApiContext,
+    stripe: &StripeClient,
+    t: &TransactionRow,
+    mut row: RefundRow,
+    r: &Value,
+) -> ApiResult<RefundRow> {
     row.stripe_refund_id = r["id"].as_str().map(str::to_string);
     let stripe_status = r["status"].as_str().unwrap_or("pending");
     row.status = stripe_map::refund_status(stripe_status).to_string();
@@ -55,7 +61,15 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require_secret()?;
     for k in body.keys() {
-        if !["amount", "reason", "target_type", "target_id", "external_identifier"].contains(&k.as_str()) {
+        if ![
+            "amount",
+            "reason",
+            "target_type",
+            "target_id",
+            "external_identifier",
+        ]
+        .contains(&k.as_str())
+        {
             return Err(ApiError::field(&format!("/{k}"), "Unknown field."));
         }
     }
@@ -87,7 +101,12 @@ pub async fn create(
     let reason = match body.get("reason") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.len() <= 200 => Some(s.clone()),
-        Some(_) => return Err(ApiError::field("/reason", "A string of at most 200 characters.")),
+        Some(_) => {
+            return Err(ApiError::field(
+                "/reason",
+                "A string of at most 200 characters.",
+            ));
+        }
     };
     let now = ctx.now();
     let row = RefundRow {
@@ -106,7 +125,9 @@ pub async fn create(
         updated_at: now,
     };
     store_tx::insert_refund(ctx.store.writer(), &row).await?;
-    let conn = super::transactions::connection_for(&ctx, &t.merchant_account_id, Some(&t.connection_id)).await?;
+    let conn =
+        super::transactions::connection_for(&ctx, &t.merchant_account_id, Some(&t.connection_id))
+            .await?;
     let stripe = ctx.stripe_for(&conn)?;
     let row = send(&ctx, &stripe, &t, row).await?;
     let t = transaction(&ctx, &caller, &id).await?;
@@ -115,11 +136,20 @@ pub async fn create(
 
 /// Creates the Stripe refund of a refund row (at create, or resumed by sync after an outage)
 /// under a Stripe Idempotency-Key derived from the refund id.
-async fn send(ctx: &ApiContext, stripe: &StripeClient, t: &TransactionRow, mut row: RefundRow) -> ApiResult<RefundRow> {
-    let currency = Currency::parse(&row.currency).map_err(|_| ApiError::Internal("stored currency".into()))?;
-    let amount = Money::new(Amount::new(row.amount).map_err(|_| ApiError::Internal("stored amount".into()))?, currency)
-        .to_stripe_amount()
-        .map_err(|_| ApiError::field("/amount", "Not expressible in Stripe's units."))?;
+async fn send(
+    ctx: &ApiContext,
+    stripe: &StripeClient,
+    t: &TransactionRow,
+    mut row: RefundRow,
+) -> ApiResult<RefundRow> {
+    let currency =
+        Currency::parse(&row.currency).map_err(|_| ApiError::Internal("stored currency".into()))?;
+    let amount = Money::new(
+        Amount::new(row.amount).map_err(|_| ApiError::Internal("stored amount".into()))?,
+        currency,
+    )
+    .to_stripe_amount()
+    .map_err(|_| ApiError::field("/amount", "Not expressible in Stripe's units."))?;
     let mut p = Map::new();
     p.insert("payment_intent".into(), json!(t.payment_intent_id));
     p.insert("amount".into(), json!(amount));
@@ -134,7 +164,10 @@ async fn send(ctx: &ApiContext, stripe: &StripeClient, t: &TransactionRow, mut r
         }
     }
     p.insert("metadata".into(), Value::Object(md));
-    match stripe.create_refund(&p, Some(&format!("tollgate-refund-{}", row.id))).await {
+    match stripe
+        .create_refund(&p, Some(&format!("tollgate-refund-{}", row.id)))
+        .await
+    {
         Ok(r) => record(ctx, stripe, t, row, &r).await,
         Err(e) if e.is_retryable_outage() => Err(outage(ctx, &e, Some(&t.id))),
         Err(e) => {
@@ -151,7 +184,11 @@ async fn send(ctx: &ApiContext, stripe: &StripeClient, t: &TransactionRow, mut r
 
 /// For `sync`: re-sends refunds an outage left without a Stripe refund, and re-reads the
 /// status of those still processing.
-pub async fn sync_refunds(ctx: &ApiContext, t: &TransactionRow, stripe: &StripeClient) -> ApiResult<()> {
+pub async fn sync_refunds(
+    ctx: &ApiContext,
+    t: &TransactionRow,
+    stripe: &StripeClient,
+) -> ApiResult<()> {
     for row in store_tx::refunds_of(ctx.store.reader(), &t.id).await? {
         if row.status != "processing" {
             continue;
@@ -161,7 +198,10 @@ pub async fn sync_refunds(ctx: &ApiContext, t: &TransactionRow, stripe: &StripeC
                 send(ctx, stripe, t, row).await?;
             }
             Some(rid) => {
-                let r = stripe.retrieve_refund(&rid).await.map_err(|e| outage(ctx, &e, Some(&t.id)))?;
+                let r = stripe
+                    .retrieve_refund(&rid)
+                    .await
+                    .map_err(|e| outage(ctx, &e, Some(&t.id)))?;
                 record(ctx, stripe, t, row, &r).await?;
             }
         }
@@ -169,7 +209,11 @@ pub async fn sync_refunds(ctx: &ApiContext, t: &TransactionRow, stripe: &StripeC
     Ok(())
 }
 
-pub async fn list(State(ctx): State<ApiContext>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     caller.require_secret()?;
     let t = transaction(&ctx, &caller, &id).await?;
     let rows = store_tx::refunds_of(ctx.store.reader(), &t.id).await?;
@@ -192,7 +236,11 @@ pub async fn get(
     Ok(Json(render::refund(&r, Some(&t))))
 }
 
-pub async fn get_by_id(State(ctx): State<ApiContext>, caller: Caller, Path(refund_id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get_by_id(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    Path(refund_id): Path<String>,
+) -> ApiResult<Json<Value>> {
     caller.require_secret()?;
     let r = store_tx::get_refund(ctx.store.reader(), &caller.merchant_account_id, &refund_id)
         .await?

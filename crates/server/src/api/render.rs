@@ -13,8 +13,11 @@ fn opt_time(ms: Option<i64>) -> Value {
 /// `pending` until the payment ends, then `succeeded` or `failed`.
 fn intent_outcome(status: &str) -> &'static str {
     match status {
-        "authorization_succeeded" | "capture_succeeded" | "capture_pending"
-        | "authorization_void_pending" | "authorization_voided" => "succeeded",
+        "authorization_succeeded"
+        | "capture_succeeded"
+        | "capture_pending"
+        | "authorization_void_pending"
+        | "authorization_voided" => "succeeded",
         "authorization_declined" | "authorization_failed" => "failed",
         _ => "pending",
     }
@@ -32,13 +35,18 @@ pub fn transaction(t: &TransactionRow, fresh: &Fresh) -> Value {
     // Before approval the PaymentIntent's client secret, then its id (SPEC §3.3).
     let approved = matches!(
         t.status.as_str(),
-        "authorization_succeeded" | "authorization_void_pending" | "authorization_voided"
-            | "capture_pending" | "capture_succeeded"
+        "authorization_succeeded"
+            | "authorization_void_pending"
+            | "authorization_voided"
+            | "capture_pending"
+            | "capture_succeeded"
     );
     let pst = if approved {
         t.payment_intent_id.clone()
     } else {
-        t.client_secret.clone().or_else(|| t.payment_intent_id.clone())
+        t.client_secret
+            .clone()
+            .or_else(|| t.payment_intent_id.clone())
     };
     let ids = match &t.payment_intent_id {
         Some(pi) => json!({"payment_id": pi}),
@@ -140,7 +148,12 @@ pub fn refund(r: &RefundRow, t: Option<&TransactionRow>) -> Value {
 }
 
 /// A list envelope.
-pub fn page(items: Vec<Value>, limit: i64, next: Option<String>, previous: Option<String>) -> Value {
+pub fn page(
+    items: Vec<Value>,
+    limit: i64,
+    next: Option<String>,
+    previous: Option<String>,
+) -> Value {
     let mut m = Map::new();
     m.insert("items".into(), Value::Array(items));
     m.insert("limit".into(), json!(limit));

@@ -32,23 +32,64 @@ use crate::stripe_map;
 /// Fields of the seed orchestrator's create schema that Tollgate accepts and ignores (they
 /// have no meaning over Stripe); documented in the OpenAPI description.
 const IGNORED_CREATE_FIELDS: &[&str] = &[
-    "buyer", "buyer_id", "gift_cards", "store", "three_d_secure_data", "three_d_secure",
-    "is_subsequent_payment", "merchant_initiated", "payment_source", "airline", "cart_items",
-    "statement_descriptor", "previous_scheme_transaction_id", "previous_transaction_link_id",
-    "browser_info", "shipping_details_id", "connection_options", "async_capture",
-    "anti_fraud_fingerprint", "account_funding_transaction", "allow_partial_authorization",
-    "recipient", "installment_count", "tax_amount", "merchant_tax_id", "purchase_order_number",
-    "customer_reference_number", "amount_includes_tax", "supplier_order_number", "duty_amount",
-    "shipping_amount", "is_amount_estimated",
+    "buyer",
+    "buyer_id",
+    "gift_cards",
+    "store",
+    "three_d_secure_data",
+    "three_d_secure",
+    "is_subsequent_payment",
+    "merchant_initiated",
+    "payment_source",
+    "airline",
+    "cart_items",
+    "statement_descriptor",
+    "previous_scheme_transaction_id",
+    "previous_transaction_link_id",
+    "browser_info",
+    "shipping_details_id",
+    "connection_options",
+    "async_capture",
+    "anti_fraud_fingerprint",
+    "account_funding_transaction",
+    "allow_partial_authorization",
+    "recipient",
+    "installment_count",
+    "tax_amount",
+    "merchant_tax_id",
+    "purchase_order_number",
+    "customer_reference_number",
+    "amount_includes_tax",
+    "supplier_order_number",
+    "duty_amount",
+    "shipping_amount",
+    "is_amount_estimated",
 ];
 
 const CREATE_FIELDS: &[&str] = &[
-    "amount", "currency", "country", "payment_method", "external_identifier", "intent", "metadata",
-    "customid", "buyer_external_identifier", "integration_client", "payment_service_id",
-    "approval_expires_at", "description",
+    "amount",
+    "currency",
+    "country",
+    "payment_method",
+    "external_identifier",
+    "intent",
+    "metadata",
+    "customid",
+    "buyer_external_identifier",
+    "integration_client",
+    "payment_service_id",
+    "approval_expires_at",
+    "description",
 ];
 
-const RAW_CARD_FIELDS: &[&str] = &["number", "security_code", "expiration_date", "card_number", "cvv", "cvc"];
+const RAW_CARD_FIELDS: &[&str] = &[
+    "number",
+    "security_code",
+    "expiration_date",
+    "card_number",
+    "cvv",
+    "cvc",
+];
 
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
@@ -97,7 +138,11 @@ fn check_redirect_url(ctx: &ApiContext, url: &str) -> Result<(), String> {
     if let Some(rest) = lower.strip_prefix("http://") {
         let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
         let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
-        if host == "localhost" || host == "127.0.0.1" || host == "[::1]" || ctx.config.allow_http_redirect_urls {
+        if host == "localhost"
+            || host == "127.0.0.1"
+            || host == "[::1]"
+            || ctx.config.allow_http_redirect_urls
+        {
             return Ok(());
         }
     }
@@ -108,7 +153,10 @@ fn string_field(body: &Map<String, Value>, key: &str, max: usize) -> ApiResult<O
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.len() <= max => Ok(Some(s.clone())),
-        Some(Value::String(_)) => Err(ApiError::field(&format!("/{key}"), format!("At most {max} characters."))),
+        Some(Value::String(_)) => Err(ApiError::field(
+            &format!("/{key}"),
+            format!("At most {max} characters."),
+        )),
         Some(_) => Err(ApiError::field(&format!("/{key}"), "Must be a string.")),
     }
 }
@@ -137,16 +185,26 @@ fn parse_create(ctx: &ApiContext, body: &Map<String, Value>) -> ApiResult<Create
     }
     let amount = match body.get("amount") {
         Some(Value::Number(n)) if n.is_i64() => n.as_i64().unwrap_or(0),
-        Some(_) => return Err(ApiError::field("/amount", "Must be an integer number of minor units.")),
+        Some(_) => {
+            return Err(ApiError::field(
+                "/amount",
+                "Must be an integer number of minor units.",
+            ));
+        }
         None => return Err(ApiError::field("/amount", "Required.")),
     };
-    let amount = Amount::new(amount).map_err(|_| ApiError::field("/amount", "Must be greater than zero."))?;
+    let amount = Amount::new(amount)
+        .map_err(|_| ApiError::field("/amount", "Must be greater than zero."))?;
     if amount.get() > 99_999_999 {
         return Err(ApiError::field("/amount", "Must be at most 99999999."));
     }
     let currency = match body.get("currency") {
-        Some(Value::String(c)) => Currency::parse(c)
-            .map_err(|_| ApiError::field("/currency", format!("'{c}' is not an ISO-4217 currency code.")))?,
+        Some(Value::String(c)) => Currency::parse(c).map_err(|_| {
+            ApiError::field(
+                "/currency",
+                format!("'{c}' is not an ISO-4217 currency code."),
+            )
+        })?,
         Some(_) => return Err(ApiError::field("/currency", "Must be a string.")),
         None => return Err(ApiError::field("/currency", "Required.")),
     };
@@ -154,19 +212,30 @@ fn parse_create(ctx: &ApiContext, body: &Map<String, Value>) -> ApiResult<Create
     if let Some(c) = &country
         && (c.len() != 2 || !c.chars().all(|x| x.is_ascii_uppercase()))
     {
-        return Err(ApiError::field("/country", "Must be an ISO-3166 alpha-2 code (e.g. US)."));
+        return Err(ApiError::field(
+            "/country",
+            "Must be an ISO-3166 alpha-2 code (e.g. US).",
+        ));
     }
     let intent = match body.get("intent").and_then(Value::as_str) {
         None => Intent::Authorize,
         Some("authorize") => Intent::Authorize,
         Some("capture") => Intent::Capture,
-        Some(_) => return Err(ApiError::field("/intent", "Must be 'authorize' or 'capture'.")),
+        Some(_) => {
+            return Err(ApiError::field(
+                "/intent",
+                "Must be 'authorize' or 'capture'.",
+            ));
+        }
     };
     let integration_client = string_field(body, "integration_client", 20)?;
     if let Some(c) = &integration_client
         && !["redirect", "web", "ios", "android"].contains(&c.as_str())
     {
-        return Err(ApiError::field("/integration_client", "Must be one of redirect, web, ios, android."));
+        return Err(ApiError::field(
+            "/integration_client",
+            "Must be one of redirect, web, ios, android.",
+        ));
     }
     let direct = direct_flow(integration_client.as_deref());
     let mut method = "stripe".to_string();
@@ -180,36 +249,74 @@ fn parse_create(ctx: &ApiContext, body: &Map<String, Value>) -> ApiResult<Create
             ));
         }
         Some(Value::Object(pm)) => {
-            const PM_FIELDS: &[&str] = &["method", "redirect_url", "country", "currency", "buyer_id", "buyer_external_identifier", "external_identifier"];
+            const PM_FIELDS: &[&str] = &[
+                "method",
+                "redirect_url",
+                "country",
+                "currency",
+                "buyer_id",
+                "buyer_external_identifier",
+                "external_identifier",
+            ];
             for k in pm.keys() {
                 if !PM_FIELDS.contains(&k.as_str()) {
-                    return Err(ApiError::field(&format!("/payment_method/{k}"), "Unknown or unsupported field."));
+                    return Err(ApiError::field(
+                        &format!("/payment_method/{k}"),
+                        "Unknown or unsupported field.",
+                    ));
                 }
             }
             method = match pm.get("method") {
-                Some(Value::String(m)) if !m.is_empty() && m.len() <= 40 && m.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c == '-') => m.clone(),
-                _ => return Err(ApiError::field("/payment_method/method", "Required: 'stripe' or a payment method type (card, klarna, …).")),
+                Some(Value::String(m))
+                    if !m.is_empty()
+                        && m.len() <= 40
+                        && m.chars()
+                            .all(|c| c.is_ascii_lowercase() || c == '_' || c == '-') =>
+                {
+                    m.clone()
+                }
+                _ => {
+                    return Err(ApiError::field(
+                        "/payment_method/method",
+                        "Required: 'stripe' or a payment method type (card, klarna, …).",
+                    ));
+                }
             };
             if let Some(pc) = pm.get("currency").and_then(Value::as_str)
                 && !pc.eq_ignore_ascii_case(currency.code())
             {
-                return Err(ApiError::field("/payment_method/currency", "Must equal the transaction's currency."));
+                return Err(ApiError::field(
+                    "/payment_method/currency",
+                    "Must equal the transaction's currency.",
+                ));
             }
             if let (Some(pc), Some(c)) = (pm.get("country").and_then(Value::as_str), &country)
                 && pc != c
             {
-                return Err(ApiError::field("/payment_method/country", "Must equal the transaction's country."));
+                return Err(ApiError::field(
+                    "/payment_method/country",
+                    "Must equal the transaction's country.",
+                ));
             }
             match pm.get("redirect_url") {
                 Some(Value::String(u)) => {
-                    check_redirect_url(ctx, u).map_err(|m| ApiError::field("/payment_method/redirect_url", m))?;
+                    check_redirect_url(ctx, u)
+                        .map_err(|m| ApiError::field("/payment_method/redirect_url", m))?;
                     redirect_url = Some(u.clone());
                 }
                 None | Some(Value::Null) if direct => {}
                 None | Some(Value::Null) => {
-                    return Err(ApiError::field("/payment_method/redirect_url", "Required for the redirect flow."));
+                    return Err(ApiError::field(
+                        "/payment_method/redirect_url",
+                        "Required for the redirect flow.",
+                    ));
                 }
-                Some(_) => return Err(ApiError::field("/payment_method/redirect_url", "Must be a string.")),
+                Some(_) => {
+                    return Err(ApiError::field(
+                        "/payment_method/redirect_url",
+                        "Must be a string.",
+                    ));
+                }
             }
         }
         Some(_) => return Err(ApiError::field("/payment_method", "Must be an object.")),
@@ -222,16 +329,29 @@ fn parse_create(ctx: &ApiContext, body: &Map<String, Value>) -> ApiResult<Create
             }
             for (k, v) in m {
                 if k.is_empty() || k.len() > 40 || k.starts_with("tollgate_") {
-                    return Err(ApiError::field(&format!("/metadata/{k}"), "Keys are 1 to 40 characters and may not start with 'tollgate_'."));
+                    return Err(ApiError::field(
+                        &format!("/metadata/{k}"),
+                        "Keys are 1 to 40 characters and may not start with 'tollgate_'.",
+                    ));
                 }
                 match v {
                     Value::String(s) if s.len() <= 500 => {}
-                    _ => return Err(ApiError::field(&format!("/metadata/{k}"), "Values are strings of at most 500 characters.")),
+                    _ => {
+                        return Err(ApiError::field(
+                            &format!("/metadata/{k}"),
+                            "Values are strings of at most 500 characters.",
+                        ));
+                    }
                 }
             }
             m.clone()
         }
-        Some(_) => return Err(ApiError::field("/metadata", "Must be an object of strings.")),
+        Some(_) => {
+            return Err(ApiError::field(
+                "/metadata",
+                "Must be an object of strings.",
+            ));
+        }
     };
     let customid = match string_field(body, "customid", 200)? {
         Some(c) => Some(c),
@@ -240,13 +360,23 @@ fn parse_create(ctx: &ApiContext, body: &Map<String, Value>) -> ApiResult<Create
     let approval_expires_at = match body.get("approval_expires_at") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => {
-            let at = parse_rfc3339(s).ok_or_else(|| ApiError::field("/approval_expires_at", "Must be an RFC 3339 timestamp."))?;
+            let at = parse_rfc3339(s).ok_or_else(|| {
+                ApiError::field("/approval_expires_at", "Must be an RFC 3339 timestamp.")
+            })?;
             if at <= ctx.now() {
-                return Err(ApiError::field("/approval_expires_at", "Must be in the future."));
+                return Err(ApiError::field(
+                    "/approval_expires_at",
+                    "Must be in the future.",
+                ));
             }
             Some(at)
         }
-        Some(_) => return Err(ApiError::field("/approval_expires_at", "Must be an RFC 3339 timestamp.")),
+        Some(_) => {
+            return Err(ApiError::field(
+                "/approval_expires_at",
+                "Must be an RFC 3339 timestamp.",
+            ));
+        }
     };
     Ok(CreateInput {
         money: Money::new(amount, currency),
@@ -285,7 +415,11 @@ fn transaction_id(idem: Option<&str>) -> String {
     }
 }
 
-pub async fn connection_for(ctx: &ApiContext, merchant: &str, id: Option<&str>) -> ApiResult<ConnectionRow> {
+pub async fn connection_for(
+    ctx: &ApiContext,
+    merchant: &str,
+    id: Option<&str>,
+) -> ApiResult<ConnectionRow> {
     let conn = match id {
         Some(id) => connections::get(ctx.store.reader(), id)
             .await?
@@ -298,7 +432,13 @@ pub async fn connection_for(ctx: &ApiContext, merchant: &str, id: Option<&str>) 
     Ok(conn)
 }
 
-async fn insert_event(tx: &mut tollgate_store::Tx, t: &TransactionRow, name: &str, data: Value, now: i64) -> ApiResult<()> {
+async fn insert_event(
+    tx: &mut tollgate_store::Tx,
+    t: &TransactionRow,
+    name: &str,
+    data: Value,
+    now: i64,
+) -> ApiResult<()> {
     store_tx::insert_event(
         &mut **tx,
         &EventRow {
@@ -316,7 +456,9 @@ async fn insert_event(tx: &mut tollgate_store::Tx, t: &TransactionRow, name: &st
 
 /// A Stripe failure as our error: outages are 502/504 carrying the transaction id.
 pub fn outage(ctx: &ApiContext, e: &StripeError, transaction_id: Option<&str>) -> ApiError {
-    ctx.metrics.stripe_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ctx.metrics
+        .stripe_errors
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tid = transaction_id.map(str::to_string);
     if e.is_timeout() {
         ApiError::GatewayTimeout {
@@ -325,7 +467,10 @@ pub fn outage(ctx: &ApiContext, e: &StripeError, transaction_id: Option<&str>) -
         }
     } else if e.is_retryable_outage() {
         ApiError::BadGateway {
-            message: format!("Stripe could not be reached or failed ({}); the transaction is saved, call POST /transactions/{{id}}/sync or retry with the same Idempotency-Key.", e.kind().unwrap_or("connection error")),
+            message: format!(
+                "Stripe could not be reached or failed ({}); the transaction is saved, call POST /transactions/{{id}}/sync or retry with the same Idempotency-Key.",
+                e.kind().unwrap_or("connection error")
+            ),
             transaction_id: tid,
         }
     } else {
@@ -338,17 +483,34 @@ pub fn outage(ctx: &ApiContext, e: &StripeError, transaction_id: Option<&str>) -
 
 /// Creates the PaymentIntent of a `processing` transaction (at create, or resumed by sync or a
 /// keyed retry) under a Stripe Idempotency-Key derived from the transaction id.
-async fn create_payment_intent(ctx: &ApiContext, t: &TransactionRow, conn: &ConnectionRow) -> ApiResult<TransactionRow> {
+async fn create_payment_intent(
+    ctx: &ApiContext,
+    t: &TransactionRow,
+    conn: &ConnectionRow,
+) -> ApiResult<TransactionRow> {
     let stripe = ctx.stripe_for(conn)?;
-    let currency = Currency::parse(&t.currency).map_err(|_| ApiError::Internal("stored currency".into()))?;
+    let currency =
+        Currency::parse(&t.currency).map_err(|_| ApiError::Internal("stored currency".into()))?;
     let amount = Amount::new(t.amount).map_err(|_| ApiError::Internal("stored amount".into()))?;
     let stripe_amount = Money::new(amount, currency)
         .to_stripe_amount()
-        .map_err(|_| ApiError::field("/amount", "This amount cannot be expressed in Stripe's units for this currency."))?;
+        .map_err(|_| {
+            ApiError::field(
+                "/amount",
+                "This amount cannot be expressed in Stripe's units for this currency.",
+            )
+        })?;
     let mut p = Map::new();
     p.insert("amount".into(), json!(stripe_amount));
     p.insert("currency".into(), json!(currency.stripe_code()));
-    p.insert("capture_method".into(), json!(if t.intent == "authorize" { "manual" } else { "automatic" }));
+    p.insert(
+        "capture_method".into(),
+        json!(if t.intent == "authorize" {
+            "manual"
+        } else {
+            "automatic"
+        }),
+    );
     if t.method == "stripe" {
         p.insert("automatic_payment_methods".into(), json!({"enabled": true}));
     } else {
@@ -356,7 +518,10 @@ async fn create_payment_intent(ctx: &ApiContext, t: &TransactionRow, conn: &Conn
     }
     let mut md: Map<String, Value> = serde_json::from_str(&t.metadata).unwrap_or_default();
     md.insert("tollgate_transaction_id".into(), json!(t.id));
-    md.insert("tollgate_merchant_account_id".into(), json!(t.merchant_account_id));
+    md.insert(
+        "tollgate_merchant_account_id".into(),
+        json!(t.merchant_account_id),
+    );
     if let Some(c) = &t.customid {
         md.insert("customid".into(), json!(c));
     }
@@ -379,7 +544,8 @@ async fn create_payment_intent(ctx: &ApiContext, t: &TransactionRow, conn: &Conn
     let pi_id = pi["id"].as_str().unwrap_or_default().to_string();
     let secret = pi["client_secret"].as_str().unwrap_or_default().to_string();
     let now = ctx.now();
-    let mut state: TransactionState = serde_json::from_str(&t.state).map_err(|e| ApiError::Internal(format!("state: {e}")))?;
+    let mut state: TransactionState =
+        serde_json::from_str(&t.state).map_err(|e| ApiError::Internal(format!("state: {e}")))?;
     state.approval_issued = true;
     state.status = TransactionStatus::BuyerApprovalPending;
     let update = TransactionUpdate::PaymentIntentCreated {
@@ -394,10 +560,21 @@ async fn create_payment_intent(ctx: &ApiContext, t: &TransactionRow, conn: &Conn
         .ok_or_else(|| ApiError::not_found("transaction"))?;
     if current.payment_intent_id.is_none() {
         store_tx::update(&mut *tx, &t.id, current.version, now, &update).await?;
-        insert_event(&mut tx, &current, "transaction.payment_intent_created", json!({"payment_intent": pi_id}), now).await?;
+        insert_event(
+            &mut tx,
+            &current,
+            "transaction.payment_intent_created",
+            json!({"payment_intent": pi_id}),
+            now,
+        )
+        .await?;
     }
-    let row = store_tx::get_any(&mut *tx, &t.id, "").await?.ok_or_else(|| ApiError::not_found("transaction"))?;
-    tx.commit().await.map_err(tollgate_store::StoreError::from)?;
+    let row = store_tx::get_any(&mut *tx, &t.id, "")
+        .await?
+        .ok_or_else(|| ApiError::not_found("transaction"))?;
+    tx.commit()
+        .await
+        .map_err(tollgate_store::StoreError::from)?;
     // A PaymentIntent created together with a server-side confirmation could already be past
     // approval; reading it back applies that.
     if pi["status"] != "requires_payment_method" {
@@ -422,14 +599,19 @@ fn event_of(change: &Change) -> (&'static str, Value) {
 
 /// Applies what Stripe said to a transaction, forward-only, committing the state with its
 /// events. Retries when the row moved meanwhile (another request or worker applied something).
-pub async fn apply_observations(ctx: &ApiContext, t: &TransactionRow, observations: Vec<Observation>) -> ApiResult<TransactionRow> {
+pub async fn apply_observations(
+    ctx: &ApiContext,
+    t: &TransactionRow,
+    observations: Vec<Observation>,
+) -> ApiResult<TransactionRow> {
     for _attempt in 0..5 {
         let now = ctx.now();
         let mut tx = ctx.store.begin().await?;
         let current = store_tx::get_any(&mut *tx, &t.id, ctx.store.for_update())
             .await?
             .ok_or_else(|| ApiError::not_found("transaction"))?;
-        let mut state: TransactionState = serde_json::from_str(&current.state).map_err(|e| ApiError::Internal(format!("state: {e}")))?;
+        let mut state: TransactionState = serde_json::from_str(&current.state)
+            .map_err(|e| ApiError::Internal(format!("state: {e}")))?;
         let mut changes = Vec::new();
         for o in &observations {
             let out = apply(&state, o);
@@ -437,17 +619,25 @@ pub async fn apply_observations(ctx: &ApiContext, t: &TransactionRow, observatio
             changes.extend(out.changes);
         }
         if changes.is_empty() {
-            tx.rollback().await.map_err(tollgate_store::StoreError::from)?;
+            tx.rollback()
+                .await
+                .map_err(tollgate_store::StoreError::from)?;
             return Ok(current);
         }
         let status = state.status;
         let error = state.error();
         let became = |s: TransactionStatus| status == s && current.status != s.as_str();
         let authorized_at = current.authorized_at.or_else(|| {
-            (became(TransactionStatus::AuthorizationSucceeded) || became(TransactionStatus::CaptureSucceeded)).then_some(now)
+            (became(TransactionStatus::AuthorizationSucceeded)
+                || became(TransactionStatus::CaptureSucceeded))
+            .then_some(now)
         });
-        let captured_at = current.captured_at.or_else(|| became(TransactionStatus::CaptureSucceeded).then_some(now));
-        let voided_at = current.voided_at.or_else(|| became(TransactionStatus::AuthorizationVoided).then_some(now));
+        let captured_at = current
+            .captured_at
+            .or_else(|| became(TransactionStatus::CaptureSucceeded).then_some(now));
+        let voided_at = current
+            .voided_at
+            .or_else(|| became(TransactionStatus::AuthorizationVoided).then_some(now));
         let update = TransactionUpdate::StateApplied {
             status: status.as_str().to_string(),
             authorized_amount: state.authorized_amount,
@@ -456,7 +646,9 @@ pub async fn apply_observations(ctx: &ApiContext, t: &TransactionRow, observatio
             disputed: state.disputed,
             error_code: error.as_ref().map(|e| e.error_code.as_str().to_string()),
             raw_response_code: error.as_ref().and_then(|e| e.raw_response_code.clone()),
-            raw_response_description: error.as_ref().and_then(|e| e.raw_response_description.clone()),
+            raw_response_description: error
+                .as_ref()
+                .and_then(|e| e.raw_response_description.clone()),
             state: serde_json::to_string(&state).unwrap_or_default(),
             authorized_at,
             captured_at,
@@ -471,8 +663,12 @@ pub async fn apply_observations(ctx: &ApiContext, t: &TransactionRow, observatio
             let (name, data) = event_of(c);
             insert_event(&mut tx, &current, name, data, now).await?;
         }
-        let row = store_tx::get_any(&mut *tx, &current.id, "").await?.ok_or_else(|| ApiError::not_found("transaction"))?;
-        tx.commit().await.map_err(tollgate_store::StoreError::from)?;
+        let row = store_tx::get_any(&mut *tx, &current.id, "")
+            .await?
+            .ok_or_else(|| ApiError::not_found("transaction"))?;
+        tx.commit()
+            .await
+            .map_err(tollgate_store::StoreError::from)?;
         return Ok(row);
     }
     Err(ApiError::ConcurrentRequest)
@@ -480,15 +676,23 @@ pub async fn apply_observations(ctx: &ApiContext, t: &TransactionRow, observatio
 
 /// A Tollgate-side outcome with no Stripe object to observe (a cancel before any PaymentIntent
 /// existed): moves the status if the table allows.
-async fn end_locally(ctx: &ApiContext, t: &TransactionRow, to: TransactionStatus, code: ErrorCode) -> ApiResult<TransactionRow> {
+async fn end_locally(
+    ctx: &ApiContext,
+    t: &TransactionRow,
+    to: TransactionStatus,
+    code: ErrorCode,
+) -> ApiResult<TransactionRow> {
     let now = ctx.now();
     let mut tx = ctx.store.begin().await?;
     let current = store_tx::get_any(&mut *tx, &t.id, ctx.store.for_update())
         .await?
         .ok_or_else(|| ApiError::not_found("transaction"))?;
-    let mut state: TransactionState = serde_json::from_str(&current.state).map_err(|e| ApiError::Internal(format!("state: {e}")))?;
+    let mut state: TransactionState = serde_json::from_str(&current.state)
+        .map_err(|e| ApiError::Internal(format!("state: {e}")))?;
     if !tollgate_domain::allowed(state.status, to) {
-        tx.rollback().await.map_err(tollgate_store::StoreError::from)?;
+        tx.rollback()
+            .await
+            .map_err(tollgate_store::StoreError::from)?;
         return Ok(current);
     }
     let from = state.status;
@@ -513,8 +717,12 @@ async fn end_locally(ctx: &ApiContext, t: &TransactionRow, to: TransactionStatus
     let (name, data) = event_of(&change);
     insert_event(&mut tx, &current, name, data, now).await?;
     let _ = ErrorInfo::code(code);
-    let row = store_tx::get_any(&mut *tx, &current.id, "").await?.ok_or_else(|| ApiError::not_found("transaction"))?;
-    tx.commit().await.map_err(tollgate_store::StoreError::from)?;
+    let row = store_tx::get_any(&mut *tx, &current.id, "")
+        .await?
+        .ok_or_else(|| ApiError::not_found("transaction"))?;
+    tx.commit()
+        .await
+        .map_err(tollgate_store::StoreError::from)?;
     Ok(row)
 }
 
@@ -527,7 +735,12 @@ async fn load(ctx: &ApiContext, caller: &Caller, id: &str) -> ApiResult<Transact
 async fn connection_of(ctx: &ApiContext, t: &TransactionRow) -> ApiResult<ConnectionRow> {
     connections::get(ctx.store.reader(), &t.connection_id)
         .await?
-        .ok_or_else(|| ApiError::Internal(format!("connection {} of transaction {} is gone", t.connection_id, t.id)))
+        .ok_or_else(|| {
+            ApiError::Internal(format!(
+                "connection {} of transaction {} is gone",
+                t.connection_id, t.id
+            ))
+        })
 }
 
 /// Re-reads the PaymentIntent (charge expanded) and applies it; creates it first when an
@@ -546,10 +759,16 @@ pub async fn sync_row(ctx: &ApiContext, t: &TransactionRow) -> ApiResult<Transac
         ..RequestOptions::default()
     };
     let pi = stripe
-        .request(axum::http::Method::GET, &format!("/v1/payment_intents/{pi_id}"), &Map::new(), opts)
+        .request(
+            axum::http::Method::GET,
+            &format!("/v1/payment_intents/{pi_id}"),
+            &Map::new(),
+            opts,
+        )
         .await
         .map_err(|e| outage(ctx, &e, Some(&t.id)))?;
-    let row = apply_observations(ctx, t, stripe_map::observations_of_intent(&pi, ctx.now())).await?;
+    let row =
+        apply_observations(ctx, t, stripe_map::observations_of_intent(&pi, ctx.now())).await?;
     super::refunds::sync_refunds(ctx, &row, &stripe).await?;
     load_any(ctx, &row.id).await
 }
@@ -570,16 +789,26 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require_secret()?;
     let input = parse_create(&ctx, &body)?;
-    let conn = connection_for(&ctx, &caller.merchant_account_id, input.payment_service_id.as_deref()).await?;
+    let conn = connection_for(
+        &ctx,
+        &caller.merchant_account_id,
+        input.payment_service_id.as_deref(),
+    )
+    .await?;
     let id = transaction_id(crate::idempotency::request_key(&headers, &caller).as_deref());
     // A keyed retry of a create that hit an outage: finish that transaction.
-    if let Some(existing) = store_tx::get(ctx.store.reader(), &caller.merchant_account_id, &id, "").await? {
+    if let Some(existing) =
+        store_tx::get(ctx.store.reader(), &caller.merchant_account_id, &id, "").await?
+    {
         let row = if existing.payment_intent_id.is_none() && existing.status == "processing" {
             create_payment_intent(&ctx, &existing, &conn).await?
         } else {
             existing
         };
-        return Ok((StatusCode::CREATED, Json(render::transaction(&row, &Fresh::default()))));
+        return Ok((
+            StatusCode::CREATED,
+            Json(render::transaction(&row, &Fresh::default())),
+        ));
     }
     let now = ctx.now();
     let direct = direct_flow(input.integration_client.as_deref());
@@ -631,11 +860,18 @@ pub async fn create(
     let mut tx = ctx.store.begin().await?;
     store_tx::insert(&mut *tx, &row).await?;
     insert_event(&mut tx, &row, "transaction.created", json!({"amount": row.amount, "currency": row.currency, "intent": row.intent, "flow": if direct { "direct" } else { "redirect" }}), now).await?;
-    tx.commit().await.map_err(tollgate_store::StoreError::from)?;
-    ctx.metrics.transactions_created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tx.commit()
+        .await
+        .map_err(tollgate_store::StoreError::from)?;
+    ctx.metrics
+        .transactions_created
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let row = create_payment_intent(&ctx, &row, &conn).await?;
     let fresh = if direct {
-        Fresh { approval_url: None, session_token: Some(token) }
+        Fresh {
+            approval_url: None,
+            session_token: Some(token),
+        }
     } else {
         Fresh {
             approval_url: Some(format!("{}/pay/{}?token={token}", ctx.public_url, row.id)),
@@ -645,7 +881,11 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(render::transaction(&row, &fresh))))
 }
 
-pub async fn get(State(ctx): State<ApiContext>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     caller.require_secret()?;
     let t = load(&ctx, &caller, &id).await?;
     Ok(Json(render::transaction(&t, &Fresh::default())))
@@ -668,22 +908,48 @@ pub async fn list(
 ) -> ApiResult<Json<Value>> {
     caller.require_secret()?;
     const KNOWN: &[&str] = &[
-        "cursor", "limit", "status", "created_at_gte", "created_at_lte", "updated_at_gte",
-        "updated_at_lte", "external_identifier", "customid", "buyer_external_identifier",
-        "payment_service_transaction_id", "amount_gte", "amount_lte", "amount_eq", "currency",
+        "cursor",
+        "limit",
+        "status",
+        "created_at_gte",
+        "created_at_lte",
+        "updated_at_gte",
+        "updated_at_lte",
+        "external_identifier",
+        "customid",
+        "buyer_external_identifier",
+        "payment_service_transaction_id",
+        "amount_gte",
+        "amount_lte",
+        "amount_eq",
+        "currency",
     ];
     let q = query_multi(uri.query());
     for k in q.keys() {
         if !KNOWN.contains(&k.as_str()) {
-            return Err(ApiError::query(&format!("/{k}"), "Unknown query parameter."));
+            return Err(ApiError::query(
+                &format!("/{k}"),
+                "Unknown query parameter.",
+            ));
         }
     }
     let one = |k: &str| q.get(k).and_then(|v| v.last()).cloned();
     let int = |k: &str| -> ApiResult<Option<i64>> {
-        one(k).map(|v| v.parse::<i64>().map_err(|_| ApiError::query(&format!("/{k}"), "Must be an integer."))).transpose()
+        one(k)
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| ApiError::query(&format!("/{k}"), "Must be an integer."))
+            })
+            .transpose()
     };
     let time = |k: &str| -> ApiResult<Option<i64>> {
-        one(k).map(|v| parse_rfc3339(&v).ok_or_else(|| ApiError::query(&format!("/{k}"), "Must be an RFC 3339 timestamp."))).transpose()
+        one(k)
+            .map(|v| {
+                parse_rfc3339(&v).ok_or_else(|| {
+                    ApiError::query(&format!("/{k}"), "Must be an RFC 3339 timestamp.")
+                })
+            })
+            .transpose()
     };
     let limit = int("limit")?.unwrap_or(20);
     if !(1..=100).contains(&limit) {
@@ -692,11 +958,17 @@ pub async fn list(
     let statuses = q.get("status").cloned().unwrap_or_default();
     for s in &statuses {
         if s.parse::<TransactionStatus>().is_err() {
-            return Err(ApiError::query("/status", format!("'{s}' is not a transaction status.")));
+            return Err(ApiError::query(
+                "/status",
+                format!("'{s}' is not a transaction status."),
+            ));
         }
     }
     let cursor = match one("cursor") {
-        Some(c) if !c.is_empty() => Some(super::cursor::decode(&c).ok_or_else(|| ApiError::query("/cursor", "Not a cursor this server made."))?),
+        Some(c) if !c.is_empty() => Some(
+            super::cursor::decode(&c)
+                .ok_or_else(|| ApiError::query("/cursor", "Not a cursor this server made."))?,
+        ),
         _ => None,
     };
     let mut amount_gte = int("amount_gte")?;
@@ -717,7 +989,13 @@ pub async fn list(
         payment_service_transaction_id: one("payment_service_transaction_id"),
         amount_gte,
         amount_lte,
-        currencies: q.get("currency").cloned().unwrap_or_default().iter().map(|c| c.to_ascii_uppercase()).collect(),
+        currencies: q
+            .get("currency")
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c.to_ascii_uppercase())
+            .collect(),
         cursor: cursor.clone(),
         limit,
     };
@@ -741,7 +1019,10 @@ pub async fn list(
         (Some(first), true) => Some(super::cursor::encode(first.created_at, &first.id, false)),
         _ => None,
     };
-    let items = rows.iter().map(|t| render::transaction(t, &Fresh::default())).collect();
+    let items = rows
+        .iter()
+        .map(|t| render::transaction(t, &Fresh::default()))
+        .collect();
     Ok(Json(render::page(items, limit, next, previous)))
 }
 
@@ -752,7 +1033,15 @@ pub async fn capture(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require_secret()?;
-    const FIELDS: &[&str] = &["amount", "final", "reauthorize_if_authorization_expired", "airline", "cart_items", "tracking", "external_identifier"];
+    const FIELDS: &[&str] = &[
+        "amount",
+        "final",
+        "reauthorize_if_authorization_expired",
+        "airline",
+        "cart_items",
+        "tracking",
+        "external_identifier",
+    ];
     for k in body.keys() {
         if !FIELDS.contains(&k.as_str()) {
             return Err(ApiError::field(&format!("/{k}"), "Unknown field."));
@@ -771,17 +1060,31 @@ pub async fn capture(
         Some(_) => return Err(ApiError::field("/amount", "Must be a positive integer.")),
     };
     if amount > t.authorized_amount {
-        return Err(ApiError::field("/amount", format!("Must not exceed the authorized amount ({}).", t.authorized_amount)));
+        return Err(ApiError::field(
+            "/amount",
+            format!(
+                "Must not exceed the authorized amount ({}).",
+                t.authorized_amount
+            ),
+        ));
     }
     let conn = connection_of(&ctx, &t).await?;
     let stripe = ctx.stripe_for(&conn)?;
     let pi_id = t.payment_intent_id.clone().unwrap_or_default();
-    let currency = Currency::parse(&t.currency).map_err(|_| ApiError::Internal("stored currency".into()))?;
-    let stripe_amount = Money::new(Amount::new(amount).map_err(|_| ApiError::field("/amount", "Must be positive."))?, currency)
-        .to_stripe_amount()
-        .map_err(|_| ApiError::field("/amount", "Not expressible in Stripe's units."))?;
+    let currency =
+        Currency::parse(&t.currency).map_err(|_| ApiError::Internal("stored currency".into()))?;
+    let stripe_amount = Money::new(
+        Amount::new(amount).map_err(|_| ApiError::field("/amount", "Must be positive."))?,
+        currency,
+    )
+    .to_stripe_amount()
+    .map_err(|_| ApiError::field("/amount", "Not expressible in Stripe's units."))?;
     let result = stripe
-        .capture_payment_intent(&pi_id, Some(stripe_amount), Some(&format!("tollgate-{}-capture", t.id)))
+        .capture_payment_intent(
+            &pi_id,
+            Some(stripe_amount),
+            Some(&format!("tollgate-{}-capture", t.id)),
+        )
         .await;
     let pi = match result {
         Ok(pi) => pi,
@@ -789,7 +1092,10 @@ pub async fn capture(
         Err(_) => {
             // Stripe refused (e.g. already captured elsewhere): our view may be stale.
             let row = sync_row(&ctx, &t).await?;
-            return Err(ApiError::bad_request(format!("Stripe refused the capture; the transaction is now {}.", row.status)));
+            return Err(ApiError::bad_request(format!(
+                "Stripe refused the capture; the transaction is now {}.",
+                row.status
+            )));
         }
     };
     let mut obs = stripe_map::observations_of_intent(&pi, ctx.now());
@@ -803,12 +1109,26 @@ pub async fn capture(
 }
 
 /// Cancels the PaymentIntent with `reason` and applies the answer.
-async fn cancel_intent(ctx: &ApiContext, t: &TransactionRow, reason: &str, key: &str) -> ApiResult<TransactionRow> {
+async fn cancel_intent(
+    ctx: &ApiContext,
+    t: &TransactionRow,
+    reason: &str,
+    key: &str,
+) -> ApiResult<TransactionRow> {
     let conn = connection_of(ctx, t).await?;
     let stripe = ctx.stripe_for(&conn)?;
     let pi_id = t.payment_intent_id.clone().unwrap_or_default();
-    match stripe.cancel_payment_intent(&pi_id, Some(reason), Some(&format!("tollgate-{}-{key}", t.id))).await {
-        Ok(pi) => apply_observations(ctx, t, stripe_map::observations_of_intent(&pi, ctx.now())).await,
+    match stripe
+        .cancel_payment_intent(
+            &pi_id,
+            Some(reason),
+            Some(&format!("tollgate-{}-{key}", t.id)),
+        )
+        .await
+    {
+        Ok(pi) => {
+            apply_observations(ctx, t, stripe_map::observations_of_intent(&pi, ctx.now())).await
+        }
         Err(e) if e.is_retryable_outage() => Err(outage(ctx, &e, Some(&t.id))),
         // Refused (the buyer paid meanwhile, or it is already canceled): re-read and apply.
         Err(_) => sync_row(ctx, t).await,
@@ -850,7 +1170,13 @@ pub async fn cancel(
     let row = if t.payment_intent_id.is_some() {
         cancel_intent(&ctx, &t, "requested_by_customer", "cancel").await?
     } else {
-        end_locally(&ctx, &t, TransactionStatus::AuthorizationFailed, ErrorCode::Canceled).await?
+        end_locally(
+            &ctx,
+            &t,
+            TransactionStatus::AuthorizationFailed,
+            ErrorCode::Canceled,
+        )
+        .await?
     };
     let outcome = match row.status.as_str() {
         "authorization_failed" | "authorization_voided" => "succeeded",
@@ -879,7 +1205,11 @@ pub async fn sync(
     Ok(Json(render::transaction(&row, &Fresh::default())))
 }
 
-pub async fn events(State(ctx): State<ApiContext>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn events(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     caller.require_secret()?;
     let t = load(&ctx, &caller, &id).await?;
     let rows = store_tx::events_of(ctx.store.reader(), &t.id).await?;
@@ -908,15 +1238,22 @@ pub async fn session(
     Path(id): Path<String>,
     Query(q): Query<TokenQuery>,
 ) -> ApiResult<Json<Value>> {
-    let denied = || ApiError::Unauthorized("The session token is not valid for this transaction.".into());
-    let t = store_tx::get_any(ctx.store.reader(), &id, "").await?.ok_or_else(denied)?;
+    let denied =
+        || ApiError::Unauthorized("The session token is not valid for this transaction.".into());
+    let t = store_tx::get_any(ctx.store.reader(), &id, "")
+        .await?
+        .ok_or_else(denied)?;
     let token = q.token.ok_or_else(denied)?;
     let live = t.session_expires_at.is_some_and(|e| e > ctx.now());
     if !token_matches(&token, t.session_token_hash.as_deref()) || !live {
         return Err(denied());
     }
     let conn = connection_of(&ctx, &t).await?;
-    let t = if t.payment_intent_id.is_none() { sync_row(&ctx, &t).await? } else { t };
+    let t = if t.payment_intent_id.is_none() {
+        sync_row(&ctx, &t).await?
+    } else {
+        t
+    };
     Ok(Json(json!({
         "session_data": {
             "publishableKey": conn.publishable_key,
@@ -933,9 +1270,18 @@ pub async fn spend_tokens(ctx: &ApiContext, t: &TransactionRow) -> ApiResult<()>
     let mut tx = ctx.store.begin().await?;
     let current = store_tx::get_any(&mut *tx, &t.id, ctx.store.for_update()).await?;
     if let Some(c) = current {
-        store_tx::update(&mut *tx, &c.id, c.version, ctx.now(), &TransactionUpdate::TokensSpent).await?;
+        store_tx::update(
+            &mut *tx,
+            &c.id,
+            c.version,
+            ctx.now(),
+            &TransactionUpdate::TokensSpent,
+        )
+        .await?;
     }
-    tx.commit().await.map_err(tollgate_store::StoreError::from)?;
+    tx.commit()
+        .await
+        .map_err(tollgate_store::StoreError::from)?;
     Ok(())
 }
 
@@ -945,6 +1291,12 @@ pub async fn expire_approval(ctx: &ApiContext, t: &TransactionRow) -> ApiResult<
     if t.payment_intent_id.is_some() {
         cancel_intent(ctx, t, "abandoned", "expire").await
     } else {
-        end_locally(ctx, t, TransactionStatus::AuthorizationFailed, ErrorCode::IncompleteBuyerApproval).await
+        end_locally(
+            ctx,
+            t,
+            TransactionStatus::AuthorizationFailed,
+            ErrorCode::IncompleteBuyerApproval,
+        )
+        .await
     }
 }

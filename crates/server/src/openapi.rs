@@ -1,0 +1,1523 @@
+//! The OpenAPI 3.1 document of the whole HTTP API (SPEC §8), written with a small typed builder,
+//! and the routes that serve it: `GET /openapi.json` and `GET /docs`, a reference page that
+//! renders the document with no external asset (one embedded HTML file, its script and style
+//! allowed by hash in a strict Content-Security-Policy).
+//!
+//! The handlers build their JSON with `serde_json::json!`, so there are no response types to
+//! derive schemas from. `tests/openapi.rs` keeps this file honest: it reads the routers' source
+//! (every route and method), the handlers' accepted-field lists and the keys the renderers emit,
+//! and compares them with [`document`].
+
+use std::sync::OnceLock;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Map, Value, json};
+
+use crate::ApiContext;
+
+/// The reference page served at `/docs`.
+pub const REFERENCE_HTML: &str = include_str!("../assets/reference.html");
+
+/// Fields of the seed orchestrator's create schema that are accepted and ignored: a copy of
+/// `IGNORED_CREATE_FIELDS` in `api/transactions.rs` (the drift test checks they are equal).
+pub const IGNORED_CREATE_FIELDS: &[&str] = &[
+    "buyer",
+    "buyer_id",
+    "gift_cards",
+    "store",
+    "three_d_secure_data",
+    "three_d_secure",
+    "is_subsequent_payment",
+    "merchant_initiated",
+    "payment_source",
+    "airline",
+    "cart_items",
+    "statement_descriptor",
+    "previous_scheme_transaction_id",
+    "previous_transaction_link_id",
+    "browser_info",
+    "shipping_details_id",
+    "connection_options",
+    "async_capture",
+    "anti_fraud_fingerprint",
+    "account_funding_transaction",
+    "allow_partial_authorization",
+    "recipient",
+    "installment_count",
+    "tax_amount",
+    "merchant_tax_id",
+    "purchase_order_number",
+    "customer_reference_number",
+    "amount_includes_tax",
+    "supplier_order_number",
+    "duty_amount",
+    "shipping_amount",
+    "is_amount_estimated",
+];
+
+/// `payment_method` keys refused as raw card data (a copy of `RAW_CARD_FIELDS`).
+pub const RAW_CARD_FIELDS: &[&str] = &[
+    "number",
+    "security_code",
+    "expiration_date",
+    "card_number",
+    "cvv",
+    "cvc",
+];
+
+const STATUSES: &[&str] = &[
+    "processing",
+    "buyer_approval_pending",
+    "authorization_succeeded",
+    "authorization_declined",
+    "authorization_failed",
+    "authorization_void_pending",
+    "authorization_voided",
+    "capture_pending",
+    "capture_succeeded",
+];
+
+const ERROR_CODES: &[&str] = &[
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "duplicate_record",
+    "concurrent_request",
+    "idempotency_key_mismatch",
+    "too_many_requests",
+    "server_error",
+    "bad_gateway",
+    "gateway_timeout",
+];
+
+/// The resources `POST /connections/{id}/verify` reports on.
+const VERIFIED_RESOURCES: &[&str] = &[
+    "customers",
+    "invoices",
+    "payment_intents",
+    "checkout_sessions",
+    "credit_notes",
+    "subscriptions",
+    "events",
+    "charges",
+    "refunds",
+    "disputes",
+    "products",
+    "prices",
+];
+
+pub fn router() -> Router<ApiContext> {
+    Router::new()
+        .route("/openapi.json", get(openapi_json))
+        .route("/docs", get(docs))
+}
+
+async fn openapi_json(State(ctx): State<ApiContext>) -> Response {
+    let mut r = axum::Json(document(&ctx.public_url)).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // The document is public; let other origins' viewers read it.
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    r
+}
+
+async fn docs() -> Response {
+    let mut r = (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        REFERENCE_HTML,
+    )
+        .into_response();
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(reference_csp()) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// The Content-Security-Policy of `/docs`: nothing but the page's own inline script and style
+/// (by SHA-256) and fetches to this origin.
+pub fn reference_csp() -> &'static str {
+    static CSP: OnceLock<String> = OnceLock::new();
+    CSP.get_or_init(|| {
+        let hash = |tag: &str| {
+            use base64::Engine;
+            use sha2::Digest;
+            let text = inline_element(REFERENCE_HTML, tag).unwrap_or_default();
+            let digest = sha2::Sha256::digest(text.as_bytes());
+            format!(
+                "'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            )
+        };
+        format!(
+            "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self' data:; \
+             base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            hash("script"),
+            hash("style")
+        )
+    })
+}
+
+/// The text of the first `<tag>…</tag>` of `html` (the page has one script and one style).
+pub fn inline_element<'a>(html: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let start = html.find(&open)? + open.len();
+    let end = start + html[start..].find(&close)?;
+    Some(&html[start..end])
+}
+
+// ---- schema builder ---------------------------------------------------------------------------
+
+/// One JSON Schema (2020-12, as OpenAPI 3.1 uses it).
+#[derive(Clone)]
+struct S(Value);
+
+impl S {
+    fn ty(t: &str) -> S {
+        S(json!({ "type": t }))
+    }
+    fn string() -> S {
+        S::ty("string")
+    }
+    fn integer() -> S {
+        S(json!({"type": "integer", "format": "int64"}))
+    }
+    fn boolean() -> S {
+        S::ty("boolean")
+    }
+    /// Any JSON value.
+    fn any() -> S {
+        S(json!({}))
+    }
+    fn datetime() -> S {
+        S(json!({"type": "string", "format": "date-time"}))
+    }
+    fn uri() -> S {
+        S(json!({"type": "string", "format": "uri"}))
+    }
+    fn uuid() -> S {
+        S(json!({"type": "string", "format": "uuid"}))
+    }
+    fn reference(name: &str) -> S {
+        S(json!({ "$ref": format!("#/components/schemas/{name}") }))
+    }
+    fn array(items: S) -> S {
+        S(json!({"type": "array", "items": items.0}))
+    }
+    fn constant(v: Value) -> S {
+        let t = match &v {
+            Value::Bool(_) => "boolean",
+            Value::Number(_) => "integer",
+            _ => "string",
+        };
+        S(json!({"type": t, "const": v}))
+    }
+    fn one_of(values: &[&str]) -> S {
+        S(json!({"type": "string", "enum": values}))
+    }
+    /// A string→string map.
+    fn string_map() -> S {
+        S(json!({"type": "object", "additionalProperties": {"type": "string"}}))
+    }
+    fn with(mut self, key: &str, v: impl Into<Value>) -> S {
+        if let Value::Object(m) = &mut self.0 {
+            m.insert(key.to_string(), v.into());
+        }
+        self
+    }
+    fn desc(self, d: &str) -> S {
+        self.with("description", d)
+    }
+    /// Also `null`: `type` gains "null" (and `enum`/`const` the null value); a `$ref` becomes
+    /// `anyOf: [ref, null]`.
+    fn nullable(self) -> S {
+        let Value::Object(mut m) = self.0 else {
+            return self;
+        };
+        if m.contains_key("$ref") {
+            let desc = m.remove("description");
+            let mut out = Map::new();
+            out.insert("anyOf".into(), json!([Value::Object(m), {"type": "null"}]));
+            if let Some(d) = desc {
+                out.insert("description".into(), d);
+            }
+            return S(Value::Object(out));
+        }
+        if let Some(Value::String(t)) = m.get("type").cloned() {
+            m.insert("type".into(), json!([t, "null"]));
+        }
+        if let Some(c) = m.remove("const") {
+            m.insert("enum".into(), json!([c, null]));
+        }
+        if let Some(Value::Array(e)) = m.get_mut("enum")
+            && !e.contains(&Value::Null)
+        {
+            e.push(Value::Null);
+        }
+        S(Value::Object(m))
+    }
+}
+
+/// An object schema, property by property.
+struct Obj {
+    props: Map<String, Value>,
+    required: Vec<String>,
+    closed: bool,
+    description: Option<String>,
+}
+
+impl Obj {
+    fn new() -> Obj {
+        Obj {
+            props: Map::new(),
+            required: Vec::new(),
+            closed: false,
+            description: None,
+        }
+    }
+    /// A property always present in the JSON (possibly `null` if its schema allows it).
+    fn req(mut self, name: &str, s: S) -> Obj {
+        self.props.insert(name.to_string(), s.0);
+        self.required.push(name.to_string());
+        self
+    }
+    fn opt(mut self, name: &str, s: S) -> Obj {
+        self.props.insert(name.to_string(), s.0);
+        self
+    }
+    /// Unknown properties are refused (`additionalProperties: false`).
+    fn closed(mut self) -> Obj {
+        self.closed = true;
+        self
+    }
+    fn desc(mut self, d: &str) -> Obj {
+        self.description = Some(d.to_string());
+        self
+    }
+    fn build(self) -> S {
+        let mut m = Map::new();
+        m.insert("type".into(), json!("object"));
+        if let Some(d) = self.description {
+            m.insert("description".into(), json!(d));
+        }
+        if !self.required.is_empty() {
+            m.insert("required".into(), json!(self.required));
+        }
+        m.insert("properties".into(), Value::Object(self.props));
+        if self.closed {
+            m.insert("additionalProperties".into(), json!(false));
+        }
+        S(Value::Object(m))
+    }
+}
+
+/// A list envelope (SPEC §3.2) of `item`.
+fn list_of(item: &str, desc: &str) -> S {
+    Obj::new()
+        .desc(desc)
+        .req("items", S::array(S::reference(item)))
+        .req(
+            "limit",
+            S::integer().with("minimum", 0).desc(
+                "The page size asked for (or the number of items when the list is not paged).",
+            ),
+        )
+        .req(
+            "next_cursor",
+            S::string()
+                .nullable()
+                .desc("Pass as `cursor` for the next (older) page; `null` on the last page."),
+        )
+        .req(
+            "previous_cursor",
+            S::string()
+                .nullable()
+                .desc("Pass as `cursor` for the previous (newer) page; `null` on the first page."),
+        )
+        .build()
+}
+
+// ---- operation builder ------------------------------------------------------------------------
+
+/// Who may call an operation.
+#[derive(Clone, Copy, PartialEq)]
+enum Auth {
+    /// A secret key (`tg_sk_…`) with the merchant account headers.
+    Secret,
+    /// A secret operator key (one created with `--all-accounts`).
+    Operator,
+    /// No API key (health, buyer-facing URLs, this document).
+    Public,
+}
+
+struct Op {
+    method: &'static str,
+    path: &'static str,
+    v: Map<String, Value>,
+    params: Vec<Value>,
+    responses: Map<String, Value>,
+}
+
+fn op(method: &'static str, path: &'static str, id: &str, tag: &str, summary: &str) -> Op {
+    let mut v = Map::new();
+    v.insert("operationId".into(), json!(id));
+    v.insert("tags".into(), json!([tag]));
+    v.insert("summary".into(), json!(summary));
+    Op {
+        method,
+        path,
+        v,
+        params: Vec::new(),
+        responses: Map::new(),
+    }
+}
+
+fn param_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/parameters/{name}") })
+}
+
+fn response_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/responses/{name}") })
+}
+
+impl Op {
+    fn desc(mut self, d: &str) -> Op {
+        self.v.insert("description".into(), json!(d));
+        self
+    }
+
+    fn auth(mut self, auth: Auth) -> Op {
+        match auth {
+            Auth::Public => {
+                self.v.insert("security".into(), json!([]));
+            }
+            Auth::Secret | Auth::Operator => {
+                self.v
+                    .insert("security".into(), json!([{ "bearerAuth": [] }]));
+                self.params.push(param_ref("MerchantAccountId"));
+                self.params.push(param_ref("Gr4vyMerchantAccountId"));
+                self = self
+                    .err("401", "Unauthorized")
+                    .err("403", "Forbidden")
+                    .err("500", "ServerError");
+            }
+        }
+        self
+    }
+
+    /// POSTs under the idempotency middleware (SPEC §8).
+    fn idempotent(mut self) -> Op {
+        self.params.push(param_ref("IdempotencyKey"));
+        self.err("409", "Conflict")
+    }
+
+    fn param(mut self, name: &str) -> Op {
+        self.params.push(param_ref(name));
+        self
+    }
+
+    fn query(mut self, name: &str, schema: S, required: bool, desc: &str) -> Op {
+        let mut p = json!({"name": name, "in": "query", "required": required,
+                           "description": desc, "schema": schema.0});
+        if schema_is_array(&p["schema"]) {
+            p["style"] = json!("form");
+            p["explode"] = json!(true);
+        }
+        self.params.push(p);
+        self
+    }
+
+    fn body(mut self, schema: S, required: bool, example: Option<Value>) -> Op {
+        let mut media = json!({ "schema": schema.0 });
+        if let Some(e) = example {
+            media["example"] = e;
+        }
+        self.v.insert(
+            "requestBody".into(),
+            json!({"required": required, "content": {"application/json": media}}),
+        );
+        self
+    }
+
+    /// A bodiless POST: the body may be absent, empty or any JSON object (it is not read).
+    fn no_body(self) -> Op {
+        self.body(
+            S(json!({"type": "object"})).desc(
+                "No body is needed; an empty body or any JSON object is accepted and ignored.",
+            ),
+            false,
+            None,
+        )
+    }
+
+    fn ok(mut self, status: &str, desc: &str, schema: S) -> Op {
+        self.responses.insert(
+            status.into(),
+            json!({"description": desc, "content": {"application/json": {"schema": schema.0}}}),
+        );
+        self
+    }
+
+    fn raw(mut self, status: &str, response: Value) -> Op {
+        self.responses.insert(status.into(), response);
+        self
+    }
+
+    fn err(mut self, status: &str, component: &str) -> Op {
+        self.responses
+            .insert(status.into(), response_ref(component));
+        self
+    }
+
+    /// Errors of operations that call Stripe (SPEC §8 outages).
+    fn stripe(self) -> Op {
+        self.err("502", "BadGateway").err("504", "GatewayTimeout")
+    }
+
+    fn finish(mut self) -> (&'static str, &'static str, Value) {
+        if !self.params.is_empty() {
+            self.v
+                .insert("parameters".into(), Value::Array(self.params));
+        }
+        // Responses in status order.
+        let mut codes: Vec<(String, Value)> = self.responses.into_iter().collect();
+        codes.sort_by(|a, b| a.0.cmp(&b.0));
+        self.v.insert(
+            "responses".into(),
+            Value::Object(codes.into_iter().collect()),
+        );
+        (self.method, self.path, Value::Object(self.v))
+    }
+}
+
+fn schema_is_array(s: &Value) -> bool {
+    s["type"] == "array"
+}
+
+// ---- the document -----------------------------------------------------------------------------
+
+/// The whole API's OpenAPI 3.1 document, with `public_url` as its server.
+pub fn document(public_url: &str) -> Value {
+    let mut paths = Map::new();
+    for o in operations() {
+        let (method, path, v) = o.finish();
+        let entry = paths
+            .entry(path.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(m) = entry {
+            m.insert(method.to_string(), v);
+        }
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tollgate API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "summary": "Self-hosted payments and entitlements over Stripe.",
+            "description": INFO_DESCRIPTION,
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "servers": [{"url": public_url.trim_end_matches('/'), "description": "This Tollgate server"}],
+        "security": [{"bearerAuth": []}],
+        "tags": [
+            {"name": "transactions", "description": "Payments: create, approve, capture, void, cancel, sync (SPEC §3)."},
+            {"name": "refunds", "description": "Money returned on a captured transaction; many per transaction, partial or full."},
+            {"name": "connections", "description": "Stripe accounts and their credentials (SPEC §2)."},
+            {"name": "merchant-accounts", "description": "Tenants (SPEC §1)."},
+            {"name": "buyer", "description": "URLs the buyer's browser or app reaches, authorised by a token instead of an API key."},
+            {"name": "operations", "description": "Health, readiness and metrics."},
+            {"name": "reference", "description": "This document and its reference page."},
+        ],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "tg_sk_… | tg_pk_…",
+                    "description": "`Authorization: Bearer tg_sk_…` (secret key, server-side, bound to one merchant account, or an operator key made with `--all-accounts`) or `tg_pk_…` (public key: permission reads only; every endpoint here answers it 403). Keys are made with `tollgate keys create` and shown once. The dashboard's cookie is never accepted.",
+                }
+            },
+            "parameters": parameters(),
+            "responses": error_responses(),
+            "schemas": schemas(),
+        },
+    })
+}
+
+const INFO_DESCRIPTION: &str = "Tollgate's transactions API over Stripe. Money is an integer in minor units with an ISO-4217 currency; timestamps are RFC 3339 UTC.\n\n\
+The seed orchestrator's SDKs work unmodified against it: its paths, objects and error envelope are kept, and its header `x-gr4vy-merchant-account-id` is an alias of `X-Merchant-Account-Id`.\n\n\
+Every error is the envelope `{type: \"error\", code, status, message, details[]}`; there are no 422s. POSTs honour an optional `Idempotency-Key`: a replay returns the first answer, the same key while the first request runs is 409 `concurrent_request`, with another body 409 `idempotency_key_mismatch`; 5xx answers are not kept, so a retry resumes the work.";
+
+fn parameters() -> Value {
+    json!({
+        "MerchantAccountId": {
+            "name": "X-Merchant-Account-Id",
+            "in": "header",
+            "required": false,
+            "description": "The merchant account to act for. A key bound to an account acts for it: naming another answers 403. An operator key may name any existing account (default `default`). Alias: `x-gr4vy-merchant-account-id`.",
+            "schema": {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"},
+        },
+        "Gr4vyMerchantAccountId": {
+            "name": "x-gr4vy-merchant-account-id",
+            "in": "header",
+            "required": false,
+            "description": "Alias of `X-Merchant-Account-Id` (sent by the seed orchestrator's SDKs); `X-Merchant-Account-Id` wins when both are present.",
+            "schema": {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"},
+        },
+        "IdempotencyKey": {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": false,
+            "description": "Optional, 1 to 255 characters. Scoped to (merchant account, API key, method, path, key) with a hash of the body and kept 24 h (configurable). A replay returns the first response; while the first request runs: 409 `concurrent_request`; with another body: 409 `idempotency_key_mismatch`. 5xx answers are not kept.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        },
+        "TransactionId": {
+            "name": "id",
+            "in": "path",
+            "required": true,
+            "description": "The transaction's id. Another merchant account's transaction is 404.",
+            "schema": {"type": "string", "format": "uuid"},
+        },
+        "RefundId": {
+            "name": "refund_id",
+            "in": "path",
+            "required": true,
+            "description": "The refund's id.",
+            "schema": {"type": "string", "format": "uuid"},
+        },
+        "ConnectionId": {
+            "name": "id",
+            "in": "path",
+            "required": true,
+            "description": "The connection's id.",
+            "schema": {"type": "string"},
+        },
+    })
+}
+
+fn error_responses() -> Value {
+    let r = |desc: &str| {
+        json!({"description": desc,
+               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+    };
+    json!({
+        "BadRequest": r("`bad_request`: the request failed validation; `details` points at each problem (`location` body/query/path/header, `pointer` a JSON pointer). Nothing was changed."),
+        "Unauthorized": r("`unauthorized`: no valid API key (or session token)."),
+        "Forbidden": r("`forbidden`: a public key on a secret endpoint, a key bound to another merchant account than the one named, an unknown merchant account, or an operator-only action."),
+        "NotFound": r("`not_found`: no such object in this merchant account."),
+        "Conflict": r("`concurrent_request` (the same Idempotency-Key is still being processed), `idempotency_key_mismatch` (the key was used with another body) or `duplicate_record`."),
+        "ServerError": r("`server_error`: something of Tollgate's failed; the cause is logged, never returned."),
+        "BadGateway": r("`bad_gateway`: Stripe could not be reached, failed or refused. When a transaction was saved first, the body carries its `id` (and `transaction_id`): call `POST /transactions/{id}/sync` or retry with the same Idempotency-Key."),
+        "GatewayTimeout": r("`gateway_timeout`: Stripe did not answer in time; as 502, the body carries the saved transaction's `id`."),
+    })
+}
+
+fn schemas() -> Value {
+    let mut m = Map::new();
+    let mut add = |name: &str, s: S| {
+        m.insert(name.to_string(), s.0);
+    };
+
+    add(
+        "TransactionStatus",
+        S::one_of(STATUSES).desc(
+            "One status per transaction, forward-only (SPEC §3.1). A decline while the buyer is still approving is not final: the transaction stays `buyer_approval_pending` until the PaymentIntent is canceled, the approval expires or a server-side confirmation fails.",
+        ),
+    );
+    add("Transaction", transaction_schema());
+    add(
+        "TransactionPaymentMethod",
+        Obj::new()
+            .req("type", S::constant(json!("payment-method")))
+            .req(
+                "method",
+                S::string().desc("`stripe` (every method the Stripe account offers) or a specific one (`card`, `klarna`, …)."),
+            )
+            .req("mode", S::constant(json!("redirect")))
+            .req(
+                "approval_url",
+                S::uri().nullable().desc(
+                    "The hosted payment page (`/pay/{id}?token=…`) to send the buyer to. Only in the create response of the redirect flow (the token is stored hashed).",
+                ),
+            )
+            .req(
+                "redirect_url",
+                S::string()
+                    .nullable()
+                    .desc("Where the buyer returns, with `transaction_id` and `transaction_status` appended."),
+            )
+            .req("country", S::string().nullable())
+            .req("currency", S::string())
+            .build(),
+    );
+    add(
+        "TransactionPaymentService",
+        Obj::new()
+            .req("type", S::constant(json!("payment-service")))
+            .req("id", S::string().desc("The connection's id."))
+            .req(
+                "payment_service_definition_id",
+                S::string()
+                    .with("pattern", "^stripe-")
+                    .desc("`stripe-<method>`, e.g. `stripe-stripe`, `stripe-card`."),
+            )
+            .req("method", S::string())
+            .req("display_name", S::constant(json!("Stripe")))
+            .build(),
+    );
+    add(
+        "TransactionBuyer",
+        Obj::new()
+            .req("type", S::constant(json!("buyer")))
+            .req(
+                "external_identifier",
+                S::string().desc("The buyer's `customid`."),
+            )
+            .build(),
+    );
+    add(
+        "AdditionalIdentifiers",
+        Obj::new()
+            .desc("Identifiers at the payment service (the seed docs call it `extra_xids`; both names are returned).")
+            .opt("payment_id", S::string().desc("The Stripe PaymentIntent id (`pi_…`), once it exists."))
+            .build()
+            .with("additionalProperties", json!({"type": "string"})),
+    );
+    add(
+        "Transactions",
+        list_of(
+            "Transaction",
+            "A page of transactions, newest first, with cursors.",
+        ),
+    );
+    add("TransactionCreate", transaction_create_schema());
+    add(
+        "TransactionCreatePaymentMethod",
+        Obj::new()
+            .desc(&format!(
+                "How the buyer pays. Raw card data ({}) is refused with 400: card details go from the buyer to Stripe, never through Tollgate.",
+                code_list(RAW_CARD_FIELDS)
+            ))
+            .req(
+                "method",
+                S::string()
+                    .with("pattern", "^[a-z_-]{1,40}$")
+                    .desc("`stripe` (the hosted page shows Stripe's Payment Element with every method the account offers) or one Stripe payment method type (`card`, `klarna`, …) that restricts the PaymentIntent's `payment_method_types`."),
+            )
+            .opt(
+                "redirect_url",
+                S::uri().desc("Required for the redirect flow. `https://` (`http://localhost` for development)."),
+            )
+            .opt("country", S::string().desc("Must equal the transaction's `country` when both are given."))
+            .opt("currency", S::string().desc("Must equal the transaction's `currency`."))
+            .opt("buyer_id", S::string().desc("Accepted and ignored."))
+            .opt("buyer_external_identifier", S::string().desc("Accepted and ignored."))
+            .opt("external_identifier", S::string().desc("Accepted and ignored."))
+            .closed()
+            .build(),
+    );
+    add(
+        "TransactionCaptureRequest",
+        Obj::new()
+            .opt(
+                "amount",
+                S::integer()
+                    .with("minimum", 1)
+                    .desc("Minor units, at most the authorized amount; default: all of it. Stripe allows one capture per PaymentIntent: a partial capture releases the rest."),
+            )
+            .opt("final", S::boolean().desc("Accepted and ignored (every capture is final)."))
+            .opt("reauthorize_if_authorization_expired", S::boolean().desc("Accepted and ignored."))
+            .opt("airline", S::any().desc("Accepted and ignored."))
+            .opt("cart_items", S::any().desc("Accepted and ignored."))
+            .opt("tracking", S::any().desc("Accepted and ignored."))
+            .opt("external_identifier", S::any().desc("Accepted and ignored."))
+            .closed()
+            .build(),
+    );
+    add(
+        "TransactionCancel",
+        Obj::new()
+            .desc("The outcome of a cancel and the transaction after it.")
+            .req("type", S::constant(json!("transaction-cancel")))
+            .req(
+                "status",
+                S::one_of(&["succeeded", "pending", "failed"])
+                    .desc("`succeeded`: the transaction ended (`authorization_failed`, or `authorization_voided`); `pending`: still awaiting the buyer; `failed`: it had moved on (e.g. the buyer paid meanwhile)."),
+            )
+            .req("code", S::string().nullable().desc("The transaction's `error_code` (e.g. `canceled`)."))
+            .req("raw_response_code", S::string().nullable())
+            .req("raw_response_description", S::string().nullable())
+            .req("transaction", S::reference("Transaction"))
+            .build(),
+    );
+    add(
+        "TransactionEvent",
+        Obj::new()
+            .desc("One entry of a transaction's append-only audit trail.")
+            .req("type", S::constant(json!("transaction-event")))
+            .req("id", S::string())
+            .req(
+                "name",
+                S::string().desc("What happened, e.g. `transaction.created`, a status change, a Stripe event received, an ignored backwards transition."),
+            )
+            .req("transaction_id", S::string())
+            .req("created_at", S::datetime())
+            .req("context", S::any().desc("The event's data (any JSON)."))
+            .build(),
+    );
+    add(
+        "TransactionEvents",
+        list_of(
+            "TransactionEvent",
+            "A transaction's events, oldest first (not paged: the cursors are null).",
+        ),
+    );
+    add(
+        "TransactionSession",
+        Obj::new()
+            .desc("What Stripe.js or Stripe's mobile SDKs need to complete a direct-flow payment.")
+            .req(
+                "session_data",
+                Obj::new()
+                    .req("publishableKey", S::string().nullable().desc("The connection's `pk_…`."))
+                    .req("clientSecret", S::string().nullable().desc("The PaymentIntent's client secret."))
+                    .req("returnUrl", S::uri().desc("`{public_url}/pay/{id}/complete`."))
+                    .build(),
+            )
+            .req(
+                "default_completion_url",
+                S::uri().desc("`{public_url}/pay/{id}/complete?token=…`: a GET syncs the transaction and answers its status."),
+            )
+            .req("integration_client", S::one_of(&["web", "ios", "android"]).nullable())
+            .build(),
+    );
+    add(
+        "PaymentCompletion",
+        Obj::new()
+            .desc("The direct flow's completion answer (the redirect flow answers 303 instead).")
+            .req("transaction_id", S::string())
+            .req("transaction_status", S::reference("TransactionStatus"))
+            .build(),
+    );
+    add(
+        "RefundStatus",
+        S::one_of(&["processing", "succeeded", "failed", "declined", "voided"]).desc(
+            "From Stripe's refund status: pending/requires_action → `processing`, succeeded, failed, canceled → `voided`; `declined`: Stripe refused to create it.",
+        ),
+    );
+    add("Refund", refund_schema());
+    add(
+        "RefundCreate",
+        Obj::new()
+            .opt(
+                "amount",
+                S::integer()
+                    .with("minimum", 1)
+                    .desc("Minor units; default: all that is left to refund. Many refunds are allowed up to the captured amount."),
+            )
+            .opt(
+                "reason",
+                S::string().with("maxLength", 200).desc(
+                    "Free text. `duplicate`, `fraudulent` and `requested_by_customer` are passed to Stripe as its reason; anything else is kept in the Stripe refund's metadata.",
+                ),
+            )
+            .opt("target_type", S::any().desc("Accepted and ignored (always the payment method)."))
+            .opt("target_id", S::any().desc("Accepted and ignored."))
+            .opt("external_identifier", S::any().desc("Accepted and ignored."))
+            .closed()
+            .build(),
+    );
+    add(
+        "Refunds",
+        list_of(
+            "Refund",
+            "A transaction's refunds (not paged: the cursors are null).",
+        ),
+    );
+    add("Connection", connection_schema());
+    add("ConnectionCreate", connection_body(true));
+    add("ConnectionUpdate", connection_body(false));
+    add(
+        "Connections",
+        list_of(
+            "Connection",
+            "The merchant account's connections (not paged).",
+        ),
+    );
+    add(
+        "ConnectionVerification",
+        Obj::new()
+            .desc("What the connection's key can do at Stripe. Writes are probed with an empty create, so nothing is created.")
+            .req("type", S::constant(json!("connection-verification")))
+            .req("connection_id", S::string())
+            .req("credentials_valid", S::boolean().desc("Stripe answered at least one check."))
+            .req("read", S::array(S::reference("ConnectionResourceCheck")))
+            .req(
+                "write",
+                Obj::new()
+                    .req("payment_intents", S::boolean().nullable())
+                    .req("refunds", S::boolean().nullable())
+                    .closed()
+                    .build()
+                    .desc("Whether the key can create PaymentIntents and Refunds (`null`: could not check)."),
+            )
+            .req("payments_ready", S::boolean().desc("Both writes are allowed."))
+            .req("webhook_secret_set", S::boolean())
+            .build(),
+    );
+    add(
+        "ConnectionResourceCheck",
+        Obj::new()
+            .req("resource", S::one_of(VERIFIED_RESOURCES))
+            .req(
+                "read",
+                S::boolean().nullable().desc("`null`: could not check."),
+            )
+            .req(
+                "needed_for",
+                S::string().desc("What a missing permission disables."),
+            )
+            .req("note", S::string().nullable())
+            .build(),
+    );
+    add(
+        "MerchantAccount",
+        Obj::new()
+            .req("type", S::constant(json!("merchant-account")))
+            .req("id", S::string().with("pattern", "^[a-z0-9_-]{1,64}$"))
+            .req("display_name", S::string())
+            .req("created_at", S::datetime())
+            .build(),
+    );
+    add(
+        "MerchantAccountCreate",
+        Obj::new()
+            .req(
+                "id",
+                S::string()
+                    .with("pattern", "^[a-z0-9_-]{1,64}$")
+                    .desc("What clients put in `X-Merchant-Account-Id`."),
+            )
+            .opt(
+                "display_name",
+                S::string()
+                    .with("minLength", 1)
+                    .with("maxLength", 200)
+                    .desc("Default: the id."),
+            )
+            .closed()
+            .build(),
+    );
+    add(
+        "MerchantAccounts",
+        list_of(
+            "MerchantAccount",
+            "Every merchant account for an operator key, else the key's own (not paged).",
+        ),
+    );
+    add(
+        "Error",
+        Obj::new()
+            .desc("The error envelope of every 4xx and 5xx (SPEC §8).")
+            .req("type", S::constant(json!("error")))
+            .req("code", S::reference("ErrorCode"))
+            .req("status", S::integer().desc("The HTTP status, repeated."))
+            .req("message", S::string())
+            .req("details", S::array(S::reference("ErrorDetail")))
+            .opt(
+                "id",
+                S::string().desc("502/504 only: the transaction saved before Stripe failed."),
+            )
+            .opt("transaction_id", S::string().desc("502/504 only: as `id`."))
+            .build(),
+    );
+    add("ErrorCode", S::one_of(ERROR_CODES));
+    add(
+        "ErrorDetail",
+        Obj::new()
+            .req("location", S::one_of(&["body", "query", "path", "header"]))
+            .req(
+                "pointer",
+                S::string().desc("A JSON pointer into the location, e.g. `/amount`, `/payment_method/redirect_url`."),
+            )
+            .req("message", S::string())
+            .req("type", S::string().desc("e.g. `value_error`."))
+            .build(),
+    );
+    add(
+        "Health",
+        Obj::new().req("status", S::constant(json!("ok"))).build(),
+    );
+    add(
+        "Readiness",
+        Obj::new()
+            .req("status", S::one_of(&["ready", "not_ready"]))
+            .build(),
+    );
+    Value::Object(m)
+}
+
+fn code_list(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|f| format!("`{f}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn transaction_schema() -> S {
+    let time_or_null = |d: &str| S::datetime().nullable().desc(d);
+    let always_false = |d: &str| S::constant(json!(false)).desc(d);
+    Obj::new()
+        .desc("A payment attempt at an amount, with one status. Every field is always present (possibly `null`).")
+        .req("type", S::constant(json!("transaction")))
+        .req("id", S::uuid().desc("Derived from the Idempotency-Key when the create carried one."))
+        .req("reconciliation_id", S::string().desc("The id without dashes."))
+        .req("merchant_account_id", S::string())
+        .req("status", S::reference("TransactionStatus"))
+        .req("intent", S::one_of(&["authorize", "capture"]))
+        .req(
+            "intent_outcome",
+            S::one_of(&["pending", "succeeded", "failed"])
+                .desc("`pending` until the payment ends, then `succeeded` or `failed`."),
+        )
+        .req("amount", S::integer().desc("Minor units (1099 = 10.99 USD)."))
+        .req("currency", S::string().desc("ISO-4217, upper case."))
+        .req("country", S::string().nullable().desc("ISO-3166 alpha-2."))
+        .req("authorized_amount", S::integer())
+        .req("captured_amount", S::integer())
+        .req(
+            "refunded_amount",
+            S::integer().desc("From the Stripe charge's cumulative refunded amount (pending refunds included)."),
+        )
+        .req("settled_amount", S::constant(json!(0)).desc("Always 0: Tollgate has no settlement data."))
+        .req("settled_currency", S::ty("null").desc("Always null."))
+        .req("settled", always_false("Always false."))
+        .req("external_identifier", S::string().nullable())
+        .req("metadata", S::string_map())
+        .req("customid", S::string().nullable().desc("The business's user (SPEC §5)."))
+        .req(
+            "buyer",
+            S::reference("TransactionBuyer")
+                .nullable()
+                .desc("`{type: buyer, external_identifier: customid}` when a customid is set."),
+        )
+        .req("method", S::string())
+        .req("instrument_type", S::constant(json!("redirect")))
+        .req("payment_method", S::reference("TransactionPaymentMethod"))
+        .req("payment_service", S::reference("TransactionPaymentService"))
+        .req(
+            "payment_service_transaction_id",
+            S::string().nullable().desc(
+                "The PaymentIntent's client secret until approval, then the PaymentIntent id.",
+            ),
+        )
+        .req("additional_identifiers", S::reference("AdditionalIdentifiers"))
+        .req(
+            "extra_xids",
+            S::reference("AdditionalIdentifiers").desc("The same as `additional_identifiers`."),
+        )
+        .req(
+            "error_code",
+            S::string().nullable().desc(
+                "Normalised: `insufficient_funds`, `incorrect_cvv`, `expired_payment_method`, `issuer_decline`, `suspected_fraud`, `canceled`, `incomplete_buyer_approval`, `failed_buyer_approval`, `service_error`, …",
+            ),
+        )
+        .req(
+            "raw_response_code",
+            S::string().nullable().desc("Stripe's own code."),
+        )
+        .req("raw_response_description", S::string().nullable())
+        .req(
+            "session_token",
+            S::string().nullable().desc(
+                "Direct flow: the token for `POST /transactions/{id}/session`. Only in the create response (stored hashed).",
+            ),
+        )
+        .req(
+            "integration_client",
+            S::one_of(&["redirect", "web", "ios", "android"]).nullable(),
+        )
+        .req(
+            "gift_card_redemptions",
+            S::array(S::any()).with("maxItems", 0).desc("Always empty."),
+        )
+        .req("disputed", S::boolean())
+        .req("payment_source", S::constant(json!("ecommerce")))
+        .req("merchant_initiated", always_false("Always false."))
+        .req("is_subsequent_payment", always_false("Always false."))
+        .req("multi_tender", always_false("Always false."))
+        .req("account_funding_transaction", always_false("Always false."))
+        .req("pending_review", always_false("Always false."))
+        .req(
+            "approval_expires_at",
+            time_or_null("When an approval not completed ends `authorization_failed` (`incomplete_buyer_approval`)."),
+        )
+        .req("created_at", S::datetime())
+        .req("updated_at", S::datetime())
+        .req("authorized_at", time_or_null("When the authorization succeeded."))
+        .req("captured_at", time_or_null("When the capture succeeded."))
+        .req("voided_at", time_or_null("When the authorization was voided."))
+        .build()
+}
+
+fn transaction_create_schema() -> S {
+    let mut o = Obj::new()
+        .desc("A create. Fields neither Tollgate nor the seed orchestrator's create schema defines are refused (400).")
+        .req(
+            "amount",
+            S::integer()
+                .with("minimum", 1)
+                .with("maximum", 99_999_999)
+                .desc("Minor units (integer; zero-decimal currencies respected)."),
+        )
+        .req(
+            "currency",
+            S::string()
+                .with("pattern", "^[A-Za-z]{3}$")
+                .desc("ISO-4217 (case-insensitive)."),
+        )
+        .opt(
+            "country",
+            S::string()
+                .with("pattern", "^[A-Z]{2}$")
+                .desc("ISO-3166 alpha-2; must equal `payment_method.country` when both are given."),
+        )
+        .opt(
+            "intent",
+            S::one_of(&["authorize", "capture"])
+                .with("default", "authorize")
+                .desc("`authorize` (Stripe `capture_method=manual`; capture later) or `capture`."),
+        )
+        .opt(
+            "payment_method",
+            S::reference("TransactionCreatePaymentMethod")
+                .desc("Required for the redirect flow (with `redirect_url`); optional for the direct flow."),
+        )
+        .opt(
+            "integration_client",
+            S::one_of(&["redirect", "web", "ios", "android"]).desc(
+                "`web`, `ios`, `android`: the direct flow (the response carries `session_token`); `redirect` or none: the redirect flow.",
+            ),
+        )
+        .opt("external_identifier", S::string().with("maxLength", 200).desc("The business's own reference (e.g. an order id)."))
+        .opt(
+            "metadata",
+            S::string_map()
+                .with("maxProperties", 20)
+                .with(
+                    "propertyNames",
+                    json!({"minLength": 1, "maxLength": 40, "not": {"pattern": "^tollgate_"}}),
+                )
+                .with("additionalProperties", json!({"type": "string", "maxLength": 500}))
+                .desc("Up to 20 string values; keys 1 to 40 characters, not starting with `tollgate_`."),
+        )
+        .opt("customid", S::string().with("maxLength", 200).desc("The business's user; stored in the PaymentIntent's metadata."))
+        .opt(
+            "buyer_external_identifier",
+            S::string().with("maxLength", 200).desc("Alias of `customid` (used when `customid` is absent)."),
+        )
+        .opt(
+            "payment_service_id",
+            S::string()
+                .with("maxLength", 100)
+                .desc("A connection of this merchant account; default: its default payments connection."),
+        )
+        .opt(
+            "approval_expires_at",
+            S::datetime().desc("When an unfinished approval ends (in the future); default: now + 1 h (configurable)."),
+        )
+        .opt(
+            "description",
+            S::string()
+                .with("maxLength", 1000)
+                .desc("Kept as `metadata.description` unless metadata has one."),
+        );
+    for f in IGNORED_CREATE_FIELDS {
+        o = o.opt(
+            f,
+            S::any()
+                .desc("Accepted for compatibility with the seed orchestrator's API and ignored."),
+        );
+    }
+    o.closed().build()
+}
+
+fn refund_schema() -> S {
+    Obj::new()
+        .desc("Money returned on a captured transaction. Every field is always present (possibly `null`).")
+        .req("type", S::constant(json!("refund")))
+        .req("id", S::uuid())
+        .req("transaction_id", S::uuid())
+        .req(
+            "payment_service_refund_id",
+            S::string().nullable().desc("The Stripe refund id (`re_…`)."),
+        )
+        .req("amount", S::integer().desc("Minor units."))
+        .req("currency", S::string())
+        .req("status", S::reference("RefundStatus"))
+        .req("reason", S::string().nullable())
+        .req("target_type", S::constant(json!("payment-method")))
+        .req("target_id", S::ty("null").desc("Always null."))
+        .req("reconciliation_id", S::string().desc("The id without dashes."))
+        .req("transaction_reconciliation_id", S::string())
+        .req("external_identifier", S::ty("null").desc("Always null."))
+        .req("transaction_external_identifier", S::string().nullable())
+        .req(
+            "error_code",
+            S::string()
+                .nullable()
+                .desc("`refund_failed` or `refund_declined` when it did not succeed."),
+        )
+        .req("raw_response_code", S::string().nullable())
+        .req("raw_response_description", S::string().nullable())
+        .req("settled", S::constant(json!(false)))
+        .req("settled_amount", S::constant(json!(0)))
+        .req("settled_currency", S::ty("null"))
+        .req("created_at", S::datetime())
+        .req("updated_at", S::datetime())
+        .build()
+}
+
+fn connection_schema() -> S {
+    Obj::new()
+        .desc("A Stripe account configured for a merchant account. Secrets are encrypted at rest and only ever shown masked (`sk_test_…4242`).")
+        .req("type", S::constant(json!("connection")))
+        .req("id", S::string())
+        .req("merchant_account_id", S::string())
+        .req("kind", S::constant(json!("stripe")))
+        .req("display_name", S::string())
+        .req(
+            "status",
+            S::one_of(&["active", "awaiting_webhook_secret"])
+                .desc("`awaiting_webhook_secret` until a webhook secret is set; inbound events are refused meanwhile."),
+        )
+        .req("secret_key", S::string().desc("Masked."))
+        .req("publishable_key", S::string().nullable())
+        .req("webhook_secret", S::string().nullable().desc("Masked."))
+        .req(
+            "has_previous_webhook_secret",
+            S::boolean().desc("A rotated-out secret still verifies until the next rotation."),
+        )
+        .req("stripe_account", S::string().nullable().desc("`acct_…` (Connect), sent as `Stripe-Account`."))
+        .req("api_version", S::string().nullable().desc("Pins `Stripe-Version`."))
+        .req(
+            "webhook_url",
+            S::uri().desc("`{public_url}/webhooks/stripe/{id}`: the endpoint to register in Stripe."),
+        )
+        .req("default", S::boolean().desc("The merchant account's default payments connection."))
+        .req("sandbox", S::boolean().desc("The built-in Stripe sandbox (its keys are managed by the server)."))
+        .req("created_at", S::datetime())
+        .req("updated_at", S::datetime())
+        .build()
+}
+
+fn connection_body(create: bool) -> S {
+    let secret = S::string().with("pattern", "^(sk|rk)_(test|live)_").desc(
+        "`sk_…` or restricted `rk_…`. Write-only. The sandbox connection's keys cannot be changed.",
+    );
+    let o = Obj::new().opt(
+        "type",
+        S::constant(json!("stripe")).desc("Only `stripe` connections exist."),
+    );
+    let o = if create {
+        o.desc("A new Stripe connection. The first one of a merchant account becomes its default.")
+            .req("secret_key", secret)
+    } else {
+        o.desc("Fields to change; absent ones are kept. Setting `webhook_secret` again rotates it (the previous one keeps verifying).")
+            .opt("secret_key", secret)
+    };
+    o.opt("display_name", S::string().with("maxLength", 500))
+        .opt(
+            "publishable_key",
+            S::string()
+                .with("pattern", "^pk_(test|live)_")
+                .desc("`pk_…`; needed for payments (hosted page, direct flow)."),
+        )
+        .opt(
+            "webhook_secret",
+            S::string()
+                .with("pattern", "^whsec_")
+                .desc("`whsec_…`, issued by Stripe once `webhook_url` is registered. Write-only."),
+        )
+        .opt("stripe_account", S::string().with("pattern", "^acct_"))
+        .opt(
+            "api_version",
+            S::string()
+                .with("pattern", "^[0-9]{4}-[0-9]{2}-[0-9]{2}")
+                .desc("A Stripe API version, e.g. `2026-10-28.endive`."),
+        )
+        .opt(
+            "default",
+            S::boolean().desc("Make this the default payments connection (unsetting it on the default is refused: make another the default)."),
+        )
+        .closed()
+        .build()
+}
+
+fn create_description() -> String {
+    format!(
+        "Creates a transaction and its Stripe PaymentIntent; 201.\n\n\
+- **Redirect flow** (default; `integration_client` absent or `redirect`): `payment_method` with an https `redirect_url` is required. \
+The answer has `status: buyer_approval_pending` and `payment_method.approval_url`, the hosted page to send the buyer to; \
+on completion the buyer lands on `redirect_url?transaction_id=…&transaction_status=…`.\n\
+- **Direct flow** (`integration_client`: `web`, `ios` or `android`): the answer carries `session_token` for `POST /transactions/{{id}}/session`.\n\n\
+**Raw card data is refused**: a `payment_method` containing {raw} answers 400 before anything is logged or stored. Card details go from the buyer to Stripe, never through Tollgate.\n\n\
+A field neither Tollgate nor the seed orchestrator's create schema defines, a non-positive or non-integer amount, an unknown currency, \
+a country or currency different from `payment_method`'s, or a missing or non-https `redirect_url` is a 400 with the error envelope; nothing is created.\n\n\
+**Accepted but ignored** (fields of the seed orchestrator's create schema with no meaning over Stripe): {ignored}.\n\n\
+With an `Idempotency-Key` the transaction's id is derived from the key. If Stripe fails, the transaction is saved as `processing` first \
+and the 502/504 carries its `id`: `POST /transactions/{{id}}/sync` or a retry with the same key finishes it (never a second PaymentIntent).",
+        raw = code_list(RAW_CARD_FIELDS),
+        ignored = code_list(IGNORED_CREATE_FIELDS),
+    )
+}
+
+fn operations() -> Vec<Op> {
+    use Auth::*;
+    let tx = |r: &str| S::reference(r);
+    let status_array = S::array(S::reference("TransactionStatus"));
+    let time = |d: &str| S::datetime().desc(d);
+    vec![
+        // -- transactions
+        op("post", "/transactions", "create_transaction", "transactions", "Create a transaction")
+            .desc(&create_description())
+            .auth(Secret)
+            .idempotent()
+            .body(
+                tx("TransactionCreate"),
+                true,
+                Some(json!({
+                    "amount": 1299, "currency": "USD", "country": "US", "intent": "authorize",
+                    "external_identifier": "order-42", "metadata": {"k": "v"}, "customid": "user-7",
+                    "payment_method": {"method": "stripe", "redirect_url": "https://example.com/callback",
+                                       "country": "US", "currency": "USD"}
+                })),
+            )
+            .ok("201", "The transaction, with `approval_url` (redirect flow) or `session_token` (direct flow).", tx("Transaction"))
+            .err("400", "BadRequest")
+            .stripe(),
+        op("get", "/transactions", "list_transactions", "transactions", "List transactions")
+            .desc("Newest first, with cursor paging. Repeatable filters take `k=a&k=b` (`k[]=a` is also accepted). An unknown query parameter is a 400.")
+            .auth(Secret)
+            .query("cursor", S::string(), false, "A `next_cursor` or `previous_cursor` from an earlier page.")
+            .query("limit", S::integer().with("minimum", 1).with("maximum", 100).with("default", 20), false, "Page size, 1 to 100.")
+            .query("status", status_array, false, "Only these statuses (repeatable: `status=a&status=b`; `status[]` also accepted).")
+            .query("created_at_gte", time("Created at or after (RFC 3339)."), false, "Created at or after.")
+            .query("created_at_lte", time("Created at or before (RFC 3339)."), false, "Created at or before.")
+            .query("updated_at_gte", time("Updated at or after (RFC 3339)."), false, "Updated at or after.")
+            .query("updated_at_lte", time("Updated at or before (RFC 3339)."), false, "Updated at or before.")
+            .query("external_identifier", S::string(), false, "Exact match.")
+            .query("customid", S::string(), false, "Exact match.")
+            .query("buyer_external_identifier", S::string(), false, "Alias of `customid`.")
+            .query("payment_service_transaction_id", S::string(), false, "The PaymentIntent id or client secret, exact match.")
+            .query("amount_gte", S::integer(), false, "Amount at least (minor units).")
+            .query("amount_lte", S::integer(), false, "Amount at most (minor units).")
+            .query("amount_eq", S::integer(), false, "Amount exactly (overrides `amount_gte`/`amount_lte`).")
+            .query("currency", S::array(S::string()), false, "Only these currencies (repeatable; `currency[]` also accepted).")
+            .ok("200", "A page of transactions.", tx("Transactions"))
+            .err("400", "BadRequest"),
+        op("get", "/transactions/{id}", "get_transaction", "transactions", "Get a transaction")
+            .auth(Secret)
+            .param("TransactionId")
+            .ok("200", "The transaction.", tx("Transaction"))
+            .err("404", "NotFound"),
+        op("post", "/transactions/{id}/capture", "capture_transaction", "transactions", "Capture an authorization")
+            .desc("Full (no `amount`) or partial capture of an `authorization_succeeded` transaction; at most the authorized amount, once (Stripe releases the rest of a partial capture). Answers the transaction (not the `TransactionCapture` wrapper).")
+            .auth(Secret)
+            .idempotent()
+            .param("TransactionId")
+            .body(tx("TransactionCaptureRequest"), false, Some(json!({"amount": 500, "final": true})))
+            .ok("200", "The transaction after the capture.", tx("Transaction"))
+            .err("400", "BadRequest")
+            .err("404", "NotFound")
+            .stripe(),
+        op("post", "/transactions/{id}/void", "void_transaction", "transactions", "Void an authorization")
+            .desc("Releases the authorization of an `authorization_succeeded` transaction (Stripe cancels the PaymentIntent). Not after a capture: use refunds.")
+            .auth(Secret)
+            .idempotent()
+            .param("TransactionId")
+            .no_body()
+            .ok("200", "The transaction after the void.", tx("Transaction"))
+            .err("400", "BadRequest")
+            .err("404", "NotFound")
+            .stripe(),
+        op("post", "/transactions/{id}/cancel", "cancel_transaction", "transactions", "Cancel a transaction not yet authorized")
+            .desc("Abandons a `processing` or `buyer_approval_pending` transaction (it ends `authorization_failed` with `error_code: canceled`). Answers the `TransactionCancel` wrapper.")
+            .auth(Secret)
+            .idempotent()
+            .param("TransactionId")
+            .no_body()
+            .ok("200", "The outcome and the transaction.", tx("TransactionCancel"))
+            .err("400", "BadRequest")
+            .err("404", "NotFound")
+            .stripe(),
+        op("post", "/transactions/{id}/sync", "sync_transaction", "transactions", "Sync a transaction from Stripe")
+            .desc("Re-reads the PaymentIntent (and refunds still processing) and applies forward transitions only. Finishes a create or refund that an outage interrupted.")
+            .auth(Secret)
+            .idempotent()
+            .param("TransactionId")
+            .no_body()
+            .ok("200", "The transaction after the sync.", tx("Transaction"))
+            .err("404", "NotFound")
+            .stripe(),
+        op("get", "/transactions/{id}/events", "list_transaction_events", "transactions", "List a transaction's events")
+            .desc("The audit trail: status changes, Stripe events received, ignored backwards transitions.")
+            .auth(Secret)
+            .param("TransactionId")
+            .ok("200", "The events.", tx("TransactionEvents"))
+            .err("404", "NotFound"),
+        op("post", "/transactions/{id}/session", "create_transaction_session", "buyer", "Get a direct-flow payment session")
+            .desc("Direct flow (SPEC §3.4): what Stripe.js or Stripe's mobile SDKs need. Authorised by the transaction's `session_token` (no API key, no Idempotency-Key). A wrong, expired or spent token is a 401 that reveals nothing.")
+            .auth(Public)
+            .param("TransactionId")
+            .query("token", S::string(), true, "The `session_token` from the create response.")
+            .no_body()
+            .ok("200", "The session.", tx("TransactionSession"))
+            .err("401", "Unauthorized")
+            .err("500", "ServerError")
+            .stripe(),
+        // -- refunds
+        op("post", "/transactions/{id}/refunds", "create_transaction_refund", "refunds", "Refund a captured transaction")
+            .desc("Full (no `amount`: all that is left) or partial; many per transaction up to the captured amount. Refunds do not change the transaction's status. A refund Stripe refuses is answered 201 with `status: declined`.")
+            .auth(Secret)
+            .idempotent()
+            .param("TransactionId")
+            .body(tx("RefundCreate"), false, Some(json!({"amount": 300, "reason": "requested_by_customer"})))
+            .ok("201", "The refund.", tx("Refund"))
+            .err("400", "BadRequest")
+            .err("404", "NotFound")
+            .stripe(),
+        op("get", "/transactions/{id}/refunds", "list_transaction_refunds", "refunds", "List a transaction's refunds")
+            .auth(Secret)
+            .param("TransactionId")
+            .ok("200", "The refunds.", tx("Refunds"))
+            .err("404", "NotFound"),
+        op("get", "/transactions/{id}/refunds/{refund_id}", "get_transaction_refund", "refunds", "Get a refund of a transaction")
+            .auth(Secret)
+            .param("TransactionId")
+            .param("RefundId")
+            .ok("200", "The refund.", tx("Refund"))
+            .err("404", "NotFound"),
+        op("get", "/refunds/{refund_id}", "get_refund", "refunds", "Get a refund")
+            .auth(Secret)
+            .param("RefundId")
+            .ok("200", "The refund.", tx("Refund"))
+            .err("404", "NotFound"),
+        // -- connections
+        op("post", "/connections", "create_connection", "connections", "Add a Stripe connection")
+            .desc("Secrets are encrypted at rest and never returned. Register the answer's `webhook_url` in Stripe, then set `webhook_secret` with PATCH; until then the connection is `awaiting_webhook_secret`.")
+            .auth(Secret)
+            .idempotent()
+            .body(tx("ConnectionCreate"), true, Some(json!({"type": "stripe", "secret_key": "sk_test_…", "publishable_key": "pk_test_…"})))
+            .ok("201", "The connection.", tx("Connection"))
+            .err("400", "BadRequest"),
+        op("get", "/connections", "list_connections", "connections", "List connections")
+            .auth(Secret)
+            .ok("200", "The merchant account's connections.", tx("Connections")),
+        op("get", "/connections/{id}", "get_connection", "connections", "Get a connection")
+            .auth(Secret)
+            .param("ConnectionId")
+            .ok("200", "The connection.", tx("Connection"))
+            .err("404", "NotFound"),
+        op("patch", "/connections/{id}", "update_connection", "connections", "Update a connection")
+            .desc("Sets the given fields: add the webhook secret (or rotate it), change keys, make it the default.")
+            .auth(Secret)
+            .param("ConnectionId")
+            .body(tx("ConnectionUpdate"), true, Some(json!({"webhook_secret": "whsec_…"})))
+            .ok("200", "The connection.", tx("Connection"))
+            .err("400", "BadRequest")
+            .err("404", "NotFound"),
+        op("delete", "/connections/{id}", "delete_connection", "connections", "Delete a connection")
+            .desc("Only a connection without transactions (else 409 `duplicate_record`).")
+            .auth(Secret)
+            .param("ConnectionId")
+            .raw("204", json!({"description": "Deleted."}))
+            .err("404", "NotFound")
+            .err("409", "Conflict"),
+        op("post", "/connections/{id}/verify", "verify_connection", "connections", "Verify a connection's key")
+            .desc("Checks the credentials against Stripe: per resource whether the key can read it (each missing one with what it disables), and whether it can write PaymentIntents and Refunds.")
+            .auth(Secret)
+            .idempotent()
+            .param("ConnectionId")
+            .no_body()
+            .ok("200", "The report.", tx("ConnectionVerification"))
+            .err("404", "NotFound")
+            .err("502", "BadGateway"),
+        // -- merchant accounts
+        op("post", "/merchant-accounts", "create_merchant_account", "merchant-accounts", "Create a merchant account")
+            .desc("Operator keys only (made with `tollgate keys create --all-accounts`).")
+            .auth(Operator)
+            .idempotent()
+            .body(tx("MerchantAccountCreate"), true, Some(json!({"id": "shop-eu", "display_name": "Shop EU"})))
+            .ok("201", "The merchant account.", tx("MerchantAccount"))
+            .err("400", "BadRequest"),
+        op("get", "/merchant-accounts", "list_merchant_accounts", "merchant-accounts", "List merchant accounts")
+            .desc("Every account for an operator key; a bound key sees its own.")
+            .auth(Secret)
+            .ok("200", "The merchant accounts.", tx("MerchantAccounts")),
+        // -- buyer-facing
+        op("get", "/pay/{id}/complete", "complete_payment", "buyer", "Complete a payment (buyer's browser or app)")
+            .desc("Where the hosted page and Stripe's redirect land: syncs the transaction from Stripe, then redirects the buyer (303) to `redirect_url?transaction_id=…&transaction_status=…` (redirect flow) or answers the status as JSON (direct flow). Authorised by the approval or session token, or by the PaymentIntent client secret Stripe appends. A wrong, expired or spent token is a 404 that reveals nothing. Sends `Referrer-Policy: no-referrer`.")
+            .auth(Public)
+            .param("TransactionId")
+            .query("token", S::string(), false, "The approval or session token.")
+            .query("payment_intent_client_secret", S::string(), false, "Appended by Stripe.js after confirmation.")
+            .ok("200", "Direct flow: the transaction's status.", tx("PaymentCompletion"))
+            .raw("303", json!({
+                "description": "Redirect flow: back to the merchant's `redirect_url`.",
+                "headers": {"Location": {"description": "`redirect_url` with `transaction_id` and `transaction_status` appended.", "schema": {"type": "string", "format": "uri"}}},
+            }))
+            .err("404", "NotFound")
+            .err("500", "ServerError")
+            .stripe(),
+        // -- operations
+        op("get", "/healthz", "healthz", "operations", "Liveness")
+            .auth(Public)
+            .ok("200", "The process is up.", tx("Health")),
+        op("get", "/readyz", "readyz", "operations", "Readiness")
+            .desc("Ready when the database answers and every migration is applied.")
+            .auth(Public)
+            .ok("200", "Ready.", tx("Readiness"))
+            .ok("503", "Not ready.", tx("Readiness")),
+        op("get", "/metrics", "metrics", "operations", "Prometheus metrics")
+            .auth(Public)
+            .raw("200", json!({
+                "description": "Prometheus text exposition format 0.0.4.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            })),
+        // -- this document
+        op("get", "/openapi.json", "get_openapi", "reference", "This OpenAPI 3.1 document")
+            .auth(Public)
+            .raw("200", json!({
+                "description": "The document.",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            })),
+        op("get", "/docs", "get_docs", "reference", "The API reference page")
+            .desc("A self-contained page that renders `/openapi.json` (no external assets).")
+            .auth(Public)
+            .raw("200", json!({
+                "description": "HTML.",
+                "content": {"text/html": {"schema": {"type": "string"}}},
+            })),
+    ]
+}

@@ -1,0 +1,121 @@
+// Shared pieces of the browser tests: a real `tollgate serve` (built binary) on a free port
+// with a fresh data directory, a merchant "return" server, and Debian's Chromium driven by
+// playwright-core.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, mkdirSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { createServer } from 'node:http';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const repo = resolve(here, '..', '..');
+export const artifacts = join(repo, 'artifacts', 'browser');
+mkdirSync(artifacts, { recursive: true });
+
+function freePort() {
+  return new Promise((ok, fail) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => ok(port));
+    });
+    s.on('error', fail);
+  });
+}
+
+async function waitFor(url, ms = 30000) {
+  const until = Date.now() + ms;
+  for (;;) {
+    try {
+      const r = await fetch(url);
+      if (r.ok) return;
+    } catch { /* not up yet */ }
+    if (Date.now() > until) throw new Error(`${url} did not come up`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Starts `tollgate serve` with the built-in sandbox; returns {base, key, pk, stop}. */
+export async function startServer(extraArgs = []) {
+  const bin = process.env.TOLLGATE_BIN || join(repo, 'target', 'debug', 'tollgate');
+  const port = await freePort();
+  const dataDir = mkdtempSync(join(tmpdir(), 'tollgate-browser-'));
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' };
+  delete env.DATABASE_URL; // the SQLite default in the fresh data directory
+  const proc = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir,
+    '--expiry-interval-ms', '300', ...extraArgs], {
+    env,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  proc.stdout.on('data', (d) => { out += d; });
+  const base = `http://127.0.0.1:${port}`;
+  await waitFor(`${base}/readyz`);
+  for (let i = 0; i < 100 && !existsSync(join(dataDir, 'first-secret-key')); i++) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const key = readFileSync(join(dataDir, 'first-secret-key'), 'utf8').trim();
+  const pk = /sandbox publishable key: (\S+)/.exec(out)?.[1];
+  return {
+    base, key, pk,
+    stop: () => new Promise((ok) => { proc.on('exit', ok); proc.kill('SIGTERM'); }),
+  };
+}
+
+/** The merchant's site: records where buyers land. */
+export async function startMerchant() {
+  const landed = [];
+  const server = createServer((req, res) => {
+    landed.push(new URL(req.url, 'http://localhost'));
+    res.writeHead(200, { 'content-type': 'text/html' });
+    res.end('<!doctype html><title>Merchant</title><h1>Thanks!</h1>');
+  });
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  const { port } = server.address();
+  return {
+    url: `http://localhost:${port}/return`,
+    landed,
+    stop: () => new Promise((ok) => server.close(ok)),
+  };
+}
+
+export async function api(server, method, path, body) {
+  const r = await fetch(server.base + path, {
+    method,
+    headers: { authorization: `Bearer ${server.key}`, 'content-type': 'application/json' },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  return { status: r.status, body: await r.json() };
+}
+
+export async function createTransaction(server, merchant, extra = {}) {
+  const r = await api(server, 'POST', '/transactions', {
+    amount: 1299, currency: 'USD', intent: 'capture',
+    payment_method: { method: 'stripe', redirect_url: merchant.url },
+    ...extra,
+  });
+  if (r.status !== 201) throw new Error(`create: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body;
+}
+
+export async function browser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--disable-quic'],
+  });
+}
+
+/** Fills the Payment Element (the sandbox stand-in's card form). */
+export async function fillCard(page, number, { expiry = '12 / 34', cvc = '123' } = {}) {
+  await page.getByLabel('Card number').fill(number);
+  await page.getByLabel('Expiration (MM / YY)').fill(expiry);
+  await page.getByLabel('Security code').fill(cvc);
+}
+
+export async function shot(page, name) {
+  await page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
+}
