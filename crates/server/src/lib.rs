@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod error;
 pub mod idempotency;
 pub mod metrics;
+pub mod openapi;
 pub mod page;
 pub mod pay;
 pub mod stripe_map;
@@ -106,6 +107,7 @@ pub fn app(ctx: ApiContext, sandbox: Option<Router>) -> Router {
     let mut router: Router = api::router(&ctx)
         .merge(pay::router())
         .merge(page::router())
+        .merge(openapi::router())
         .with_state(ctx.clone());
     if let Some(sb) = sandbox {
         router = router.nest("/sandbox/stripe", sb);

@@ -2,8 +2,8 @@
 
 use sqlx::{Any, Executor};
 
-use crate::rows::{ApiKeyRow, MerchantAccountRow};
 use crate::Result;
+use crate::rows::{ApiKeyRow, MerchantAccountRow};
 
 pub async fn insert_merchant_account<'c, E: Executor<'c, Database = Any>>(
     db: E,
@@ -40,7 +40,10 @@ pub async fn list_merchant_accounts<'c, E: Executor<'c, Database = Any>>(
     rows.iter().map(MerchantAccountRow::from_row).collect()
 }
 
-pub async fn insert_api_key<'c, E: Executor<'c, Database = Any>>(db: E, k: &ApiKeyRow) -> Result<()> {
+pub async fn insert_api_key<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    k: &ApiKeyRow,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO api_keys (id, merchant_account_id, kind, secret_hash, display_name, created_at, revoked_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -57,7 +60,10 @@ pub async fn insert_api_key<'c, E: Executor<'c, Database = Any>>(db: E, k: &ApiK
     Ok(())
 }
 
-pub async fn get_api_key<'c, E: Executor<'c, Database = Any>>(db: E, id: &str) -> Result<Option<ApiKeyRow>> {
+pub async fn get_api_key<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    id: &str,
+) -> Result<Option<ApiKeyRow>> {
     let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
@@ -71,31 +77,47 @@ pub async fn list_api_keys<'c, E: Executor<'c, Database = Any>>(
 ) -> Result<Vec<ApiKeyRow>> {
     let rows = match merchant_account_id {
         Some(m) => {
-            sqlx::query("SELECT * FROM api_keys WHERE merchant_account_id = $1 ORDER BY created_at, id")
-                .bind(m)
+            sqlx::query(
+                "SELECT * FROM api_keys WHERE merchant_account_id = $1 ORDER BY created_at, id",
+            )
+            .bind(m)
+            .fetch_all(db)
+            .await?
+        }
+        None => {
+            sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
                 .fetch_all(db)
                 .await?
         }
-        None => sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id").fetch_all(db).await?,
     };
     rows.iter().map(ApiKeyRow::from_row).collect()
 }
 
 /// Revokes a key; `false` when there is no such (unrevoked) key.
-pub async fn revoke_api_key<'c, E: Executor<'c, Database = Any>>(db: E, id: &str, now: i64) -> Result<bool> {
-    let done = sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-        .bind(id)
-        .bind(now)
-        .execute(db)
-        .await?;
+pub async fn revoke_api_key<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    id: &str,
+    now: i64,
+) -> Result<bool> {
+    let done =
+        sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(now)
+            .execute(db)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn get_setting<'c, E: Executor<'c, Database = Any>>(db: E, key: &str) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-        .bind(key)
-        .fetch_optional(db)
-        .await?)
+pub async fn get_setting<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    key: &str,
+) -> Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(db)
+            .await?,
+    )
 }
 
 /// Sets a setting if it is not set yet; returns the value now stored.
@@ -109,5 +131,7 @@ pub async fn init_setting<'c, E: Executor<'c, Database = Any> + Copy>(
         .bind(value)
         .execute(db)
         .await?;
-    Ok(get_setting(db, key).await?.unwrap_or_else(|| value.to_string()))
+    Ok(get_setting(db, key)
+        .await?
+        .unwrap_or_else(|| value.to_string()))
 }

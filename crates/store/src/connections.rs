@@ -2,8 +2,8 @@
 
 use sqlx::{Any, Executor};
 
-use crate::rows::ConnectionRow;
 use crate::Result;
+use crate::rows::ConnectionRow;
 
 pub async fn insert<'c, E: Executor<'c, Database = Any>>(db: E, c: &ConnectionRow) -> Result<()> {
     sqlx::query(
@@ -56,7 +56,10 @@ pub async fn update<'c, E: Executor<'c, Database = Any>>(db: E, c: &ConnectionRo
     Ok(())
 }
 
-pub async fn get<'c, E: Executor<'c, Database = Any>>(db: E, id: &str) -> Result<Option<ConnectionRow>> {
+pub async fn get<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    id: &str,
+) -> Result<Option<ConnectionRow>> {
     let row = sqlx::query("SELECT * FROM connections WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
@@ -68,15 +71,20 @@ pub async fn list<'c, E: Executor<'c, Database = Any>>(
     db: E,
     merchant_account_id: Option<&str>,
 ) -> Result<Vec<ConnectionRow>> {
-    let rows = match merchant_account_id {
-        Some(m) => {
-            sqlx::query("SELECT * FROM connections WHERE merchant_account_id = $1 ORDER BY created_at, id")
-                .bind(m)
-                .fetch_all(db)
-                .await?
-        }
-        None => sqlx::query("SELECT * FROM connections ORDER BY created_at, id").fetch_all(db).await?,
-    };
+    let rows =
+        match merchant_account_id {
+            Some(m) => sqlx::query(
+                "SELECT * FROM connections WHERE merchant_account_id = $1 ORDER BY created_at, id",
+            )
+            .bind(m)
+            .fetch_all(db)
+            .await?,
+            None => {
+                sqlx::query("SELECT * FROM connections ORDER BY created_at, id")
+                    .fetch_all(db)
+                    .await?
+            }
+        };
     rows.iter().map(ConnectionRow::from_row).collect()
 }
 
@@ -109,7 +117,10 @@ pub async fn set_default<'c, E: Executor<'c, Database = Any>>(
 }
 
 pub async fn delete<'c, E: Executor<'c, Database = Any>>(db: E, id: &str) -> Result<bool> {
-    let done = sqlx::query("DELETE FROM connections WHERE id = $1").bind(id).execute(db).await?;
+    let done = sqlx::query("DELETE FROM connections WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 

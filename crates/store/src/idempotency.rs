@@ -110,7 +110,12 @@ pub async fn claim<'c, E: Executor<'c, Database = Any> + Copy>(
 }
 
 /// Stores the answer of a finished request under its key.
-pub async fn finish<'c, E: Executor<'c, Database = Any>>(db: E, scope: &Scope, status: u16, body: &str) -> Result<()> {
+pub async fn finish<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    scope: &Scope,
+    status: u16,
+    body: &str,
+) -> Result<()> {
     sqlx::query(
         "UPDATE idempotency_keys SET status_code = $6, response = $7 WHERE merchant_account_id = $1
             AND key_id = $2 AND method = $3 AND path = $4 AND idem_key = $5",
@@ -150,9 +155,11 @@ pub async fn release<'c, E: Executor<'c, Database = Any>>(db: E, scope: &Scope) 
 
 /// Deletes expired records.
 pub async fn prune<'c, E: Executor<'c, Database = Any>>(db: E, now: i64) -> Result<u64> {
-    let done = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1 AND status_code IS NOT NULL")
-        .bind(now)
-        .execute(db)
-        .await?;
+    let done = sqlx::query(
+        "DELETE FROM idempotency_keys WHERE expires_at <= $1 AND status_code IS NOT NULL",
+    )
+    .bind(now)
+    .execute(db)
+    .await?;
     Ok(done.rows_affected())
 }

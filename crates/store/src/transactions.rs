@@ -68,7 +68,8 @@ pub async fn get<'c, E: Executor<'c, Database = Any>>(
     id: &str,
     lock: &str,
 ) -> Result<Option<TransactionRow>> {
-    let sql = format!("SELECT * FROM transactions WHERE merchant_account_id = $1 AND id = $2{lock}");
+    let sql =
+        format!("SELECT * FROM transactions WHERE merchant_account_id = $1 AND id = $2{lock}");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(merchant_account_id)
         .bind(id)
@@ -118,6 +119,12 @@ pub enum TransactionUpdate {
     },
     /// The approval and session tokens can no longer be used (the payment completed or ended).
     TokensSpent,
+    /// A new approval or session token replaces the old one (whose hash is all we kept), for a
+    /// create whose answer never reached the client.
+    TokenIssued {
+        approval_token_hash: Option<String>,
+        session_token_hash: Option<String>,
+    },
 }
 
 /// Applies `change` to the row at `version`; [`StoreError::Conflict`] if it moved meanwhile.
@@ -128,14 +135,14 @@ pub async fn update<'c, E: Executor<'c, Database = Any>>(
     now: i64,
     change: &TransactionUpdate,
 ) -> Result<()> {
-    let done = match change {
-        TransactionUpdate::PaymentIntentCreated {
-            payment_intent_id,
-            client_secret,
-            status,
-            state,
-        } => {
-            sqlx::query(
+    let done =
+        match change {
+            TransactionUpdate::PaymentIntentCreated {
+                payment_intent_id,
+                client_secret,
+                status,
+                state,
+            } => sqlx::query(
                 "UPDATE transactions SET payment_intent_id = $3, client_secret = $4, status = $5,
                     state = $6, updated_at = $7, version = version + 1
                  WHERE id = $1 AND version = $2",
@@ -148,23 +155,21 @@ pub async fn update<'c, E: Executor<'c, Database = Any>>(
             .bind(state)
             .bind(now)
             .execute(db)
-            .await?
-        }
-        TransactionUpdate::StateApplied {
-            status,
-            authorized_amount,
-            captured_amount,
-            refunded_amount,
-            disputed,
-            error_code,
-            raw_response_code,
-            raw_response_description,
-            state,
-            authorized_at,
-            captured_at,
-            voided_at,
-        } => {
-            sqlx::query(
+            .await?,
+            TransactionUpdate::StateApplied {
+                status,
+                authorized_amount,
+                captured_amount,
+                refunded_amount,
+                disputed,
+                error_code,
+                raw_response_code,
+                raw_response_description,
+                state,
+                authorized_at,
+                captured_at,
+                voided_at,
+            } => sqlx::query(
                 "UPDATE transactions SET status = $3, authorized_amount = $4, captured_amount = $5,
                     refunded_amount = $6, disputed = $7, error_code = $8, raw_response_code = $9,
                     raw_response_description = $10, state = $11, authorized_at = $12,
@@ -187,21 +192,37 @@ pub async fn update<'c, E: Executor<'c, Database = Any>>(
             .bind(voided_at)
             .bind(now)
             .execute(db)
-            .await?
-        }
-        TransactionUpdate::TokensSpent => {
-            sqlx::query(
-                "UPDATE transactions SET approval_token_hash = NULL, session_token_hash = NULL,
+            .await?,
+            TransactionUpdate::TokenIssued {
+                approval_token_hash,
+                session_token_hash,
+            } => {
+                sqlx::query(
+                    "UPDATE transactions SET approval_token_hash = $3, session_token_hash = $4,
+                    updated_at = $5, version = version + 1
+                 WHERE id = $1 AND version = $2",
+                )
+                .bind(id)
+                .bind(version)
+                .bind(approval_token_hash)
+                .bind(session_token_hash)
+                .bind(now)
+                .execute(db)
+                .await?
+            }
+            TransactionUpdate::TokensSpent => {
+                sqlx::query(
+                    "UPDATE transactions SET approval_token_hash = NULL, session_token_hash = NULL,
                     updated_at = $3, version = version + 1
                  WHERE id = $1 AND version = $2",
-            )
-            .bind(id)
-            .bind(version)
-            .bind(now)
-            .execute(db)
-            .await?
-        }
-    };
+                )
+                .bind(id)
+                .bind(version)
+                .bind(now)
+                .execute(db)
+                .await?
+            }
+        };
     if done.rows_affected() == 1 {
         Ok(())
     } else {
@@ -233,7 +254,10 @@ pub struct ListFilter {
 
 /// A page of transactions, newest first. Returns `limit + 1` rows at most, so the caller can
 /// tell whether another page exists.
-pub async fn list<'c, E: Executor<'c, Database = Any>>(db: E, f: &ListFilter) -> Result<Vec<TransactionRow>> {
+pub async fn list<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    f: &ListFilter,
+) -> Result<Vec<TransactionRow>> {
     let mut sql = String::from("SELECT * FROM transactions WHERE merchant_account_id = $1");
     let mut args = AnyArguments::default();
     let mut n = 1;
@@ -293,7 +317,12 @@ pub async fn list<'c, E: Executor<'c, Database = Any>>(db: E, f: &ListFilter) ->
     let ascending = match &f.cursor {
         Some((created, id, after)) => {
             let op = if *after { "<" } else { ">" };
-            bind_int(&mut sql, &mut args, &format!(" AND (created_at {op} ?"), *created);
+            bind_int(
+                &mut sql,
+                &mut args,
+                &format!(" AND (created_at {op} ?"),
+                *created,
+            );
             bind_int(&mut sql, &mut args, " OR (created_at = ?", *created);
             n += 1;
             sql.push_str(&format!(" AND id {op} ${n}))"));
@@ -303,9 +332,17 @@ pub async fn list<'c, E: Executor<'c, Database = Any>>(db: E, f: &ListFilter) ->
         None => false,
     };
     let dir = if ascending { "ASC" } else { "DESC" };
-    sql.push_str(&format!(" ORDER BY created_at {dir}, id {dir} LIMIT {}", f.limit + 1));
-    let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).fetch_all(db).await?;
-    let mut out = rows.iter().map(TransactionRow::from_row).collect::<Result<Vec<_>>>()?;
+    sql.push_str(&format!(
+        " ORDER BY created_at {dir}, id {dir} LIMIT {}",
+        f.limit + 1
+    ));
+    let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+        .fetch_all(db)
+        .await?;
+    let mut out = rows
+        .iter()
+        .map(TransactionRow::from_row)
+        .collect::<Result<Vec<_>>>()?;
     if ascending {
         // A "previous page" is read oldest-first from the cursor; present it newest first.
         out.truncate(f.limit as usize + 1);
@@ -334,7 +371,10 @@ pub async fn expired_approvals<'c, E: Executor<'c, Database = Any>>(
 
 // ---- refunds ----------------------------------------------------------------------------
 
-pub async fn insert_refund<'c, E: Executor<'c, Database = Any>>(db: E, r: &RefundRow) -> Result<()> {
+pub async fn insert_refund<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    r: &RefundRow,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO refunds (id, transaction_id, merchant_account_id, stripe_refund_id, amount,
             currency, status, reason, error_code, raw_response_code, raw_response_description,
@@ -360,7 +400,10 @@ pub async fn insert_refund<'c, E: Executor<'c, Database = Any>>(db: E, r: &Refun
 }
 
 /// Records what Stripe said about a refund.
-pub async fn update_refund<'c, E: Executor<'c, Database = Any>>(db: E, r: &RefundRow) -> Result<()> {
+pub async fn update_refund<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    r: &RefundRow,
+) -> Result<()> {
     sqlx::query(
         "UPDATE refunds SET stripe_refund_id = $2, status = $3, error_code = $4,
             raw_response_code = $5, raw_response_description = $6, updated_at = $7
@@ -378,11 +421,16 @@ pub async fn update_refund<'c, E: Executor<'c, Database = Any>>(db: E, r: &Refun
     Ok(())
 }
 
-pub async fn refunds_of<'c, E: Executor<'c, Database = Any>>(db: E, transaction_id: &str) -> Result<Vec<RefundRow>> {
-    let rows = sqlx::query("SELECT * FROM refunds WHERE transaction_id = $1 ORDER BY created_at DESC, id DESC")
-        .bind(transaction_id)
-        .fetch_all(db)
-        .await?;
+pub async fn refunds_of<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    transaction_id: &str,
+) -> Result<Vec<RefundRow>> {
+    let rows = sqlx::query(
+        "SELECT * FROM refunds WHERE transaction_id = $1 ORDER BY created_at DESC, id DESC",
+    )
+    .bind(transaction_id)
+    .fetch_all(db)
+    .await?;
     rows.iter().map(RefundRow::from_row).collect()
 }
 
@@ -417,10 +465,14 @@ pub async fn insert_event<'c, E: Executor<'c, Database = Any>>(db: E, e: &EventR
     Ok(())
 }
 
-pub async fn events_of<'c, E: Executor<'c, Database = Any>>(db: E, transaction_id: &str) -> Result<Vec<EventRow>> {
-    let rows = sqlx::query("SELECT * FROM transaction_events WHERE transaction_id = $1 ORDER BY id")
-        .bind(transaction_id)
-        .fetch_all(db)
-        .await?;
+pub async fn events_of<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    transaction_id: &str,
+) -> Result<Vec<EventRow>> {
+    let rows =
+        sqlx::query("SELECT * FROM transaction_events WHERE transaction_id = $1 ORDER BY id")
+            .bind(transaction_id)
+            .fetch_all(db)
+            .await?;
     rows.iter().map(EventRow::from_row).collect()
 }

@@ -9,7 +9,6 @@ pub mod render;
 pub mod transactions;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::routing::{get, post};
 use serde_json::{Map, Value};
@@ -67,13 +66,16 @@ pub struct JsonBody(pub Map<String, Value>);
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|_| {
-            ApiError::bad_request(format!(
-                "The request body could not be read or is larger than {} bytes.",
-                MAX_BODY
-            ))
-        })?;
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        // `MAX_BODY` itself, not axum's default limit (2 MB).
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
+            .await
+            .map_err(|_| {
+                ApiError::bad_request(format!(
+                    "The request body could not be read or is larger than {} bytes.",
+                    MAX_BODY
+                ))
+            })?;
         parse_object(&bytes).map(JsonBody)
     }
 }

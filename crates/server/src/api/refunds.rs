@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
 use tollgate_domain::{Amount, Currency, Money, Observation};
 use tollgate_store::transactions as store_tx;
@@ -57,6 +57,7 @@ pub async fn create(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require_secret()?;
@@ -74,6 +75,30 @@ pub async fn create(
         }
     }
     let t = transaction(&ctx, &caller, &id).await?;
+    // Under an Idempotency-Key the refund's id is derived from it, so a retry after an outage
+    // finishes the refund the first attempt saved instead of making a second one.
+    let refund_id = crate::idempotency::request_key(&headers, &caller).map(|k| {
+        super::transactions::transaction_id(Some(&format!("{k}\u{0}refund\u{0}{}", t.id)))
+    });
+    if let Some(rid) = &refund_id
+        && let Some(row) =
+            store_tx::get_refund(ctx.store.reader(), &caller.merchant_account_id, rid).await?
+    {
+        let row = if row.stripe_refund_id.is_none() && row.status == "processing" {
+            let conn = super::transactions::connection_for(
+                &ctx,
+                &t.merchant_account_id,
+                Some(&t.connection_id),
+            )
+            .await?;
+            let stripe = ctx.stripe_for(&conn)?;
+            send(&ctx, &stripe, &t, row).await?
+        } else {
+            row
+        };
+        let t = transaction(&ctx, &caller, &id).await?;
+        return Ok((StatusCode::CREATED, Json(render::refund(&row, Some(&t)))));
+    }
     let existing = store_tx::refunds_of(ctx.store.reader(), &t.id).await?;
     let committed: i64 = existing
         .iter()
@@ -110,7 +135,7 @@ pub async fn create(
     };
     let now = ctx.now();
     let row = RefundRow {
-        id: tollgate_store::new_id(),
+        id: refund_id.unwrap_or_else(tollgate_store::new_id),
         transaction_id: t.id.clone(),
         merchant_account_id: t.merchant_account_id.clone(),
         stripe_refund_id: None,

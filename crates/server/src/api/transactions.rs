@@ -403,7 +403,7 @@ fn intent_str(i: Intent) -> &'static str {
 
 /// The id of a transaction created under an Idempotency-Key is derived from it, so a retry
 /// after an outage finds (and finishes) the same transaction instead of making another.
-fn transaction_id(idem: Option<&str>) -> String {
+pub(crate) fn transaction_id(idem: Option<&str>) -> String {
     match idem {
         Some(k) => {
             let h = Sha256::digest(k.as_bytes());
@@ -805,10 +805,9 @@ pub async fn create(
         } else {
             existing
         };
-        return Ok((
-            StatusCode::CREATED,
-            Json(render::transaction(&row, &Fresh::default())),
-        ));
+        // The first answer (with the approval URL or session token) never reached the client.
+        let (row, fresh) = reissue_token(&ctx, &row).await?;
+        return Ok((StatusCode::CREATED, Json(render::transaction(&row, &fresh))));
     }
     let now = ctx.now();
     let direct = direct_flow(input.integration_client.as_deref());
@@ -1127,7 +1126,15 @@ async fn cancel_intent(
         .await
     {
         Ok(pi) => {
-            apply_observations(ctx, t, stripe_map::observations_of_intent(&pi, ctx.now())).await
+            let row =
+                apply_observations(ctx, t, stripe_map::observations_of_intent(&pi, ctx.now()))
+                    .await?;
+            // The answer names its latest charge without expanding it; when the outcome
+            // (voided or failed) hangs on that charge, the re-read with it expanded decides.
+            if row.status == t.status && pi["latest_charge"].is_string() {
+                return sync_row(ctx, &row).await;
+            }
+            Ok(row)
         }
         Err(e) if e.is_retryable_outage() => Err(outage(ctx, &e, Some(&t.id))),
         // Refused (the buyer paid meanwhile, or it is already canceled): re-read and apply.
@@ -1202,6 +1209,12 @@ pub async fn sync(
     caller.require_secret()?;
     let t = load(&ctx, &caller, &id).await?;
     let row = sync_row(&ctx, &t).await?;
+    // This sync finished a create an outage interrupted: the create's answer, with its approval
+    // URL or session token, never reached the client, so hand out a new one.
+    if t.payment_intent_id.is_none() && row.payment_intent_id.is_some() {
+        let (row, fresh) = reissue_token(&ctx, &row).await?;
+        return Ok(Json(render::transaction(&row, &fresh)));
+    }
     Ok(Json(render::transaction(&row, &Fresh::default())))
 }
 
@@ -1265,6 +1278,44 @@ pub async fn session(
     })))
 }
 
+/// A new approval URL (redirect flow) or session token (direct flow) for a transaction whose
+/// create answer was lost to an outage: only the token's hash was kept, so a new token replaces
+/// it. Nothing is issued once the buyer's part is over.
+async fn reissue_token(ctx: &ApiContext, t: &TransactionRow) -> ApiResult<(TransactionRow, Fresh)> {
+    if !matches!(t.status.as_str(), "processing" | "buyer_approval_pending") {
+        return Ok((t.clone(), Fresh::default()));
+    }
+    let direct = direct_flow(t.integration_client.as_deref());
+    let token = new_token();
+    let mut tx = ctx.store.begin().await?;
+    let current = store_tx::get_any(&mut *tx, &t.id, ctx.store.for_update())
+        .await?
+        .ok_or_else(|| ApiError::not_found("transaction"))?;
+    let update = TransactionUpdate::TokenIssued {
+        approval_token_hash: (!direct).then(|| hash_token(&token)),
+        session_token_hash: direct.then(|| hash_token(&token)),
+    };
+    store_tx::update(&mut *tx, &current.id, current.version, ctx.now(), &update).await?;
+    let row = store_tx::get_any(&mut *tx, &current.id, "")
+        .await?
+        .ok_or_else(|| ApiError::not_found("transaction"))?;
+    tx.commit()
+        .await
+        .map_err(tollgate_store::StoreError::from)?;
+    let fresh = if direct {
+        Fresh {
+            approval_url: None,
+            session_token: Some(token),
+        }
+    } else {
+        Fresh {
+            approval_url: Some(format!("{}/pay/{}?token={token}", ctx.public_url, row.id)),
+            session_token: None,
+        }
+    };
+    Ok((row, fresh))
+}
+
 /// Marks the approval/session tokens spent (the payment reached a final state).
 pub async fn spend_tokens(ctx: &ApiContext, t: &TransactionRow) -> ApiResult<()> {
     let mut tx = ctx.store.begin().await?;
@@ -1285,11 +1336,18 @@ pub async fn spend_tokens(ctx: &ApiContext, t: &TransactionRow) -> ApiResult<()>
     Ok(())
 }
 
-/// Ends an approval that ran out of time (the expiry job): cancel the PaymentIntent first; if
-/// Stripe refuses (the buyer paid at the last second) the re-sync applies what happened.
+/// Ends an approval that ran out of time (the expiry job). The buyer may have paid at the last
+/// second with nothing telling us yet, and Stripe cancels an authorized (`requires_capture`)
+/// PaymentIntent by releasing the money, so the PaymentIntent is read first and canceled only
+/// while it still awaits the buyer; if Stripe refuses the cancel, the re-sync applies what
+/// happened.
 pub async fn expire_approval(ctx: &ApiContext, t: &TransactionRow) -> ApiResult<TransactionRow> {
     if t.payment_intent_id.is_some() {
-        cancel_intent(ctx, t, "abandoned", "expire").await
+        let t = sync_row(ctx, t).await?;
+        if !matches!(t.status.as_str(), "processing" | "buyer_approval_pending") {
+            return Ok(t);
+        }
+        cancel_intent(ctx, &t, "abandoned", "expire").await
     } else {
         end_locally(
             ctx,

@@ -1,0 +1,12 @@
+//! Black-box tests of the transactions API (issue 3, "Done means"): each test starts the real
+//! server on a random port with the in-process Stripe sandbox and a fresh database, and runs
+//! once on SQLite and once on PostgreSQL (`name::sqlite`, `name::postgres`).
+
+#[path = "../common/mod.rs"]
+pub mod common;
+
+mod bad_input;
+mod expiry;
+mod flows;
+mod idempotency;
+mod outage;
