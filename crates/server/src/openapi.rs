@@ -1150,7 +1150,7 @@ fn transaction_create_schema() -> S {
             "description",
             S::string()
                 .with("maxLength", 1000)
-                .desc("Kept as `metadata.description` unless metadata has one."),
+                .desc("Validated (at most 1000 characters) and not stored."),
         );
     for f in IGNORED_CREATE_FIELDS {
         o = o.opt(

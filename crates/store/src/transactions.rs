@@ -246,6 +246,14 @@ pub struct ListFilter {
     pub amount_gte: Option<i64>,
     pub amount_lte: Option<i64>,
     pub currencies: Vec<String>,
+    pub ids: Vec<String>,
+    pub countries: Vec<String>,
+    pub methods: Vec<String>,
+    pub connection_ids: Vec<String>,
+    pub error_codes: Vec<String>,
+    /// Some refund money went back (`refunded_amount > 0`), or none did.
+    pub has_refunds: Option<bool>,
+    pub disputed: Option<bool>,
     /// Keyset position: rows strictly after (`after`) or before (`!after`) `(created_at, id)`
     /// in the newest-first order.
     pub cursor: Option<(i64, String, bool)>,
@@ -277,15 +285,34 @@ pub async fn list<'c, E: Executor<'c, Database = Any>>(
         }
         sql.push(')');
     }
-    if !f.currencies.is_empty() {
-        sql.push_str(" AND currency IN (");
-        for (i, c) in f.currencies.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
+    for (column, values) in [
+        ("currency", &f.currencies),
+        ("id", &f.ids),
+        ("country", &f.countries),
+        ("method", &f.methods),
+        ("connection_id", &f.connection_ids),
+        ("error_code", &f.error_codes),
+    ] {
+        if !values.is_empty() {
+            sql.push_str(&format!(" AND {column} IN ("));
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                bind_str(&mut sql, &mut args, "?", v);
             }
-            bind_str(&mut sql, &mut args, "?", c);
+            sql.push(')');
         }
-        sql.push(')');
+    }
+    match f.has_refunds {
+        Some(true) => sql.push_str(" AND refunded_amount > 0"),
+        Some(false) => sql.push_str(" AND refunded_amount = 0"),
+        None => {}
+    }
+    match f.disputed {
+        Some(true) => sql.push_str(" AND disputed = 1"),
+        Some(false) => sql.push_str(" AND disputed = 0"),
+        None => {}
     }
     if let Some(v) = &f.external_identifier {
         bind_str(&mut sql, &mut args, " AND external_identifier = ?", v);

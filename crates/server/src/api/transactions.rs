@@ -123,7 +123,6 @@ struct CreateInput {
     customid: Option<String>,
     payment_service_id: Option<String>,
     approval_expires_at: Option<i64>,
-    description: Option<String>,
 }
 
 fn direct_flow(client: Option<&str>) -> bool {
@@ -378,6 +377,8 @@ fn parse_create(ctx: &ApiContext, body: &Map<String, Value>) -> ApiResult<Create
             ));
         }
     };
+    // Validated, then not kept: Tollgate has no use for it (the seed API's field).
+    string_field(body, "description", 1000)?;
     Ok(CreateInput {
         money: Money::new(amount, currency),
         country,
@@ -390,7 +391,6 @@ fn parse_create(ctx: &ApiContext, body: &Map<String, Value>) -> ApiResult<Create
         customid,
         payment_service_id: string_field(body, "payment_service_id", 100)?,
         approval_expires_at,
-        description: string_field(body, "description", 1000)?,
     })
 }
 
@@ -816,10 +816,7 @@ pub async fn create(
         .approval_expires_at
         .unwrap_or(now + ctx.config.approval_ttl_secs as i64 * 1000);
     let state = TransactionState::new(input.intent, input.money.amount, false);
-    let mut metadata = input.metadata.clone();
-    if let Some(d) = &input.description {
-        metadata.entry("description").or_insert(json!(d));
-    }
+    let metadata = input.metadata.clone();
     let row = TransactionRow {
         id: id.clone(),
         merchant_account_id: caller.merchant_account_id.clone(),
@@ -922,6 +919,13 @@ pub async fn list(
         "amount_lte",
         "amount_eq",
         "currency",
+        "id",
+        "country",
+        "method",
+        "payment_service_id",
+        "error_code",
+        "has_refunds",
+        "disputed",
     ];
     let q = query_multi(uri.query());
     for k in q.keys() {
@@ -976,6 +980,15 @@ pub async fn list(
         amount_gte = Some(eq);
         amount_lte = Some(eq);
     }
+    let many = |k: &str| q.get(k).cloned().unwrap_or_default();
+    let flag = |k: &str| -> ApiResult<Option<bool>> {
+        match one(k).as_deref() {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(_) => Err(ApiError::query(&format!("/{k}"), "Must be true or false.")),
+        }
+    };
     let filter = ListFilter {
         merchant_account_id: caller.merchant_account_id.clone(),
         statuses,
@@ -988,13 +1001,20 @@ pub async fn list(
         payment_service_transaction_id: one("payment_service_transaction_id"),
         amount_gte,
         amount_lte,
-        currencies: q
-            .get("currency")
-            .cloned()
-            .unwrap_or_default()
+        currencies: many("currency")
             .iter()
             .map(|c| c.to_ascii_uppercase())
             .collect(),
+        ids: many("id"),
+        countries: many("country")
+            .iter()
+            .map(|c| c.to_ascii_uppercase())
+            .collect(),
+        methods: many("method"),
+        connection_ids: many("payment_service_id"),
+        error_codes: many("error_code"),
+        has_refunds: flag("has_refunds")?,
+        disputed: flag("disputed")?,
         cursor: cursor.clone(),
         limit,
     };
