@@ -6,6 +6,7 @@
 pub mod common;
 
 mod bad_input;
+mod connections;
 mod expiry;
 mod flows;
 mod idempotency;

@@ -111,6 +111,8 @@ pub struct TestServer {
     pub http: reqwest::Client,
     pub sandbox: Sandbox,
     pub data_dir: PathBuf,
+    /// The configuration the server was started with.
+    pub config: Config,
     /// The test's own connection to the server's database.
     pub pool: AnyPool,
     pg_schema: Option<String>,
@@ -159,6 +161,7 @@ impl TestServer {
             ..Config::default()
         };
         tweak(&mut config);
+        let started_config = config.clone();
         let sb = sandbox.clone();
         let handle = SandboxHandle {
             router: sandbox.router(),
@@ -220,6 +223,7 @@ impl TestServer {
             http,
             sandbox,
             data_dir: dir.path().to_path_buf(),
+            config: started_config,
             pool,
             pg_schema,
             _dir: dir,
