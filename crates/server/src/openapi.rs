@@ -1334,6 +1334,13 @@ fn operations() -> Vec<Op> {
             .query("amount_lte", S::integer(), false, "Amount at most (minor units).")
             .query("amount_eq", S::integer(), false, "Amount exactly (overrides `amount_gte`/`amount_lte`).")
             .query("currency", S::array(S::string()), false, "Only these currencies (repeatable; `currency[]` also accepted).")
+            .query("id", S::array(S::string()), false, "Only these transaction ids (repeatable).")
+            .query("country", S::array(S::string()), false, "Only these countries (repeatable).")
+            .query("method", S::array(S::string()), false, "Only these payment methods (`stripe`, `card`, …; repeatable).")
+            .query("payment_service_id", S::array(S::string()), false, "Only transactions of these connections (repeatable).")
+            .query("error_code", S::array(S::string()), false, "Only these normalised error codes (repeatable).")
+            .query("has_refunds", S::boolean(), false, "Only transactions with (true) or without (false) refunded money.")
+            .query("disputed", S::boolean(), false, "Only disputed (true) or undisputed (false) transactions.")
             .ok("200", "A page of transactions.", tx("Transactions"))
             .err("400", "BadRequest"),
         op("get", "/transactions/{id}", "get_transaction", "transactions", "Get a transaction")
