@@ -1,16 +1,19 @@
 //! `tollgate bench …`: benchmarks that print figures a reviewer can rerun.
 //!
 //! Run them on a release build (`cargo run --release -- bench sandbox`); debug builds are
-//! several times slower and say nothing about production.
+//! several times slower and say nothing about production. Run them with `RUST_LOG=warn`: at the
+//! default level the server logs a line per request, and the benchmark would measure that too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use clap::Subcommand;
+use anyhow::{Context, anyhow};
+use clap::{Subcommand, ValueEnum};
 use tollgate_sandbox::{Sandbox, SandboxConfig};
+use tollgate_server::clock::SystemClock;
+use tollgate_server::{Config, SandboxHandle, ServeOptions};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -23,11 +26,44 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+    /// `POST /transactions` (redirect flow) against the real server with the in-process sandbox
+    /// as Stripe, on a fresh SQLite or PostgreSQL database.
+    Transactions {
+        /// The database: a fresh SQLite file in a temporary data directory, or a fresh
+        /// PostgreSQL database (created on the server of --database-url, dropped at the end).
+        #[arg(long, value_enum, default_value_t = BenchDb::Sqlite)]
+        db: BenchDb,
+        /// PostgreSQL server to create the benchmark database on (its database name is replaced).
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        database_url: String,
+        /// Number of measured creates.
+        #[arg(long, default_value_t = 5_000)]
+        requests: usize,
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Creates sent first and not measured (connections, caches, database warm).
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchDb {
+    Sqlite,
+    Postgres,
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Sandbox { pairs, concurrency } => sandbox(pairs, concurrency).await,
+        BenchCommand::Transactions {
+            db,
+            database_url,
+            requests,
+            concurrency,
+            warmup,
+        } => transactions(db, &database_url, requests, concurrency, warmup).await,
     }
 }
 
@@ -148,4 +184,299 @@ async fn sandbox(pairs: usize, concurrency: usize) -> anyhow::Result<()> {
         anyhow::bail!("{errors} pairs failed");
     }
     Ok(())
+}
+
+/// The redirect-flow create the benchmark sends (the seed API's shape).
+const CREATE_BODY: &str = r#"{"amount":1299,"currency":"USD","intent":"authorize","payment_method":{"method":"stripe","redirect_url":"https://example.com/cb"}}"#;
+
+/// `url` with its database name replaced by `name` (query string kept).
+fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
+    let scheme_end = url
+        .find("://")
+        .ok_or_else(|| anyhow!("--database-url is not a URL: {url}"))?
+        + 3;
+    let (head, rest) = url.split_at(scheme_end);
+    let (rest, query) = match rest.find('?') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    Ok(format!("{head}{authority}/{name}{query}"))
+}
+
+async fn transactions(
+    db: BenchDb,
+    admin_url: &str,
+    requests: usize,
+    concurrency: usize,
+    warmup: usize,
+) -> anyhow::Result<()> {
+    tollgate_stripe::install_crypto_provider();
+    let concurrency = concurrency.max(1);
+    let unique = tollgate_store::new_id().replace('-', "");
+    // The UUID v7's last digits are random; its first are the clock.
+    let suffix = &unique[unique.len() - 12..];
+    let data_dir = std::env::temp_dir().join(format!("tollgate-bench-{suffix}"));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let pg = match db {
+        BenchDb::Sqlite => None,
+        BenchDb::Postgres => {
+            let name = format!("tollgate_bench_{suffix}");
+            let url = with_database(admin_url, &name)?;
+            pg_admin(admin_url, &format!("CREATE DATABASE {name}"))
+                .await
+                .with_context(|| {
+                    format!("creating database {name} (is PostgreSQL up at {admin_url}?)")
+                })?;
+            Some((name, url))
+        }
+    };
+    let result = transactions_on(
+        db,
+        pg.as_ref().map(|(_, url)| url.clone()),
+        &data_dir,
+        requests,
+        concurrency,
+        warmup,
+    )
+    .await;
+    if let Some((name, _)) = &pg {
+        // FORCE: the server's pools (and its background worker) are still connected.
+        if let Err(e) = pg_admin(
+            admin_url,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )
+        .await
+        {
+            eprintln!("warning: could not drop database {name}: {e:#}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&data_dir);
+    result
+}
+
+/// One statement on the PostgreSQL server's maintenance database.
+async fn pg_admin(admin_url: &str, sql: &str) -> anyhow::Result<()> {
+    use sqlx::{Connection, Executor};
+    let mut conn = sqlx::postgres::PgConnection::connect(admin_url).await?;
+    // The names are ours (a fixed prefix and hex digits), never user input.
+    conn.execute(sqlx::AssertSqlSafe(sql.to_owned())).await?;
+    conn.close().await?;
+    Ok(())
+}
+
+async fn transactions_on(
+    db: BenchDb,
+    database_url: Option<String>,
+    data_dir: &std::path::Path,
+    requests: usize,
+    concurrency: usize,
+    warmup: usize,
+) -> anyhow::Result<()> {
+    if std::env::var_os("TOLLGATE_MASTER_KEY").is_none() {
+        // SAFETY: set before the server starts, while no other thread of this process reads or
+        // writes the environment (the runtime's workers are idle; nothing else is running).
+        unsafe {
+            std::env::set_var(
+                "TOLLGATE_MASTER_KEY",
+                tollgate_server::crypto::MasterKey::generate_hex(),
+            );
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let public_url = format!("http://{addr}");
+    let config = Config {
+        listen: addr,
+        data_dir: data_dir.to_path_buf(),
+        database_url,
+        public_url: Some(public_url.clone()),
+        sandbox: Some(true),
+        ..Config::default()
+    };
+    // Mounted as `serve` mounts it, without a state file: real Stripe costs us no CPU, and
+    // the sandbox's periodic state saves would only measure the sandbox.
+    let sb = Sandbox::start(SandboxConfig {
+        public_url: format!("{public_url}/sandbox/stripe"),
+        ..SandboxConfig::default()
+    })
+    .map_err(|e| anyhow!("{e}"))?;
+    let sb2 = sb.clone();
+    let opts = ServeOptions {
+        clock: Arc::new(SystemClock),
+        sandbox: Some(SandboxHandle {
+            router: sb.router(),
+            secret_key: sb.secret_key(),
+            publishable_key: sb.publishable_key(),
+            register_webhook: Arc::new(move |url: &str| sb2.ensure_webhook_endpoint(url, None)),
+        }),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tollgate_server::serve(config, listener, opts, async move {
+        let _ = stopped.await;
+    }));
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .context("http client")?;
+    let key = wait_ready(&client, &public_url, data_dir, &server).await?;
+    let url = format!("{public_url}/transactions");
+
+    // Warm-up with the same connections, not measured.
+    fire(&client, &url, &key, warmup, concurrency).await?;
+    let started = Instant::now();
+    let (mut lat, errors, first_error) = fire(&client, &url, &key, requests, concurrency).await?;
+    let elapsed = started.elapsed();
+    lat.sort();
+    let ok = lat.len();
+
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let db_name = match db {
+        BenchDb::Sqlite => "SQLite (temporary data directory)",
+        BenchDb::Postgres => "PostgreSQL (fresh database, dropped after)",
+    };
+    let logs = if tracing::enabled!(target: "tollgate_server", tracing::Level::INFO) {
+        "ON: a line per request is measured too; rerun with RUST_LOG=warn"
+    } else {
+        "off (RUST_LOG=warn or quieter)"
+    };
+    println!(
+        "transactions bench: POST /transactions (redirect flow) on the real server, Stripe = in-process sandbox"
+    );
+    println!("  database: {db_name}; machine: {cores} cores; server request logs: {logs}");
+    println!(
+        "  creates: {ok} ok, {errors} failed, {concurrency} connections, {:.2} s (after {warmup} warm-up creates)",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  throughput: {:.0} creates/s",
+        ok as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "  latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
+        lat.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    );
+    if let Some(rss) = peak_rss_mib() {
+        println!("  peak RSS (client, server and sandbox in one process): {rss:.0} MiB");
+    }
+
+    drop(client);
+    let _ = stop.send(());
+    // Graceful shutdown waits for open connections; the client is gone, so this is quick.
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    if let Some(e) = first_error {
+        anyhow::bail!("{errors} creates failed; the first: {e}");
+    }
+    Ok(())
+}
+
+/// Waits until the server answers with its first secret key (read from
+/// `{data_dir}/first-secret-key`), and returns the key.
+async fn wait_ready(
+    client: &reqwest::Client,
+    base: &str,
+    data_dir: &std::path::Path,
+    server: &tokio::task::JoinHandle<tollgate_server::anyhow_free::Result<()>>,
+) -> anyhow::Result<String> {
+    let path = data_dir.join("first-secret-key");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if server.is_finished() {
+            anyhow::bail!("the server stopped during start-up (see the log above)");
+        }
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let key = text.trim().to_string();
+            // The file is written just before the key is stored: ask until the key works.
+            if !key.is_empty() {
+                let r = client
+                    .get(format!("{base}/transactions?limit=1"))
+                    .bearer_auth(&key)
+                    .send()
+                    .await;
+                if matches!(&r, Ok(r) if r.status().is_success()) {
+                    return Ok(key);
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the server did not become ready within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `count` creates over `concurrency` connections; returns the latencies of those that
+/// succeeded (201), the number that failed, and the first failure.
+async fn fire(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<(Vec<Duration>, usize, Option<String>)> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, auth, next) = (
+            client.clone(),
+            url.to_string(),
+            format!("Bearer {key}"),
+            next.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(count / concurrency + 1);
+            let mut errors = 0usize;
+            let mut first_error = None;
+            while next.fetch_add(1, Ordering::Relaxed) < count {
+                let t = Instant::now();
+                let sent = client
+                    .post(&url)
+                    .header("authorization", &auth)
+                    .header("content-type", "application/json")
+                    .body(CREATE_BODY)
+                    .send()
+                    .await;
+                let failure = match sent {
+                    Ok(r) => {
+                        let status = r.status();
+                        match r.bytes().await {
+                            Ok(_) if status.as_u16() == 201 => None,
+                            Ok(body) => Some(format!(
+                                "HTTP {status}: {}",
+                                String::from_utf8_lossy(&body[..body.len().min(300)])
+                            )),
+                            Err(e) => Some(format!("reading the answer: {e}")),
+                        }
+                    }
+                    Err(e) => Some(format!("sending: {e}")),
+                };
+                match failure {
+                    None => lat.push(t.elapsed()),
+                    Some(e) => {
+                        errors += 1;
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            (lat, errors, first_error)
+        }));
+    }
+    let mut lat = Vec::with_capacity(count);
+    let mut errors = 0;
+    let mut first_error = None;
+    for t in tasks {
+        let (l, e, f) = t.await?;
+        lat.extend(l);
+        errors += e;
+        if first_error.is_none() {
+            first_error = f;
+        }
+    }
+    Ok((lat, errors, first_error))
 }

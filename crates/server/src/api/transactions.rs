@@ -483,11 +483,13 @@ pub fn outage(ctx: &ApiContext, e: &StripeError, transaction_id: Option<&str>) -
 
 /// Creates the PaymentIntent of a `processing` transaction (at create, or resumed by sync or a
 /// keyed retry) under a Stripe Idempotency-Key derived from the transaction id.
-async fn create_payment_intent(
+/// Asks Stripe for the PaymentIntent of `t`, under a Stripe Idempotency-Key derived from the
+/// transaction id (a retry never makes a second one). Outages are 502/504 carrying the id.
+async fn request_payment_intent(
     ctx: &ApiContext,
     t: &TransactionRow,
     conn: &ConnectionRow,
-) -> ApiResult<TransactionRow> {
+) -> ApiResult<Value> {
     let stripe = ctx.stripe_for(conn)?;
     let currency =
         Currency::parse(&t.currency).map_err(|_| ApiError::Internal("stored currency".into()))?;
@@ -541,6 +543,17 @@ async fn create_payment_intent(
                 }
             }
         })?;
+    Ok(pi)
+}
+
+/// Creates the PaymentIntent of a saved `processing` transaction (resumed by sync or a keyed
+/// retry after an outage) and records it.
+async fn create_payment_intent(
+    ctx: &ApiContext,
+    t: &TransactionRow,
+    conn: &ConnectionRow,
+) -> ApiResult<TransactionRow> {
+    let pi = request_payment_intent(ctx, t, conn).await?;
     let pi_id = pi["id"].as_str().unwrap_or_default().to_string();
     let secret = pi["client_secret"].as_str().unwrap_or_default().to_string();
     let now = ctx.now();
@@ -853,16 +866,59 @@ pub async fn create(
         voided_at: None,
         version: 0,
     };
+    let created = json!({"amount": row.amount, "currency": row.currency, "intent": row.intent,
+                         "flow": if direct { "direct" } else { "redirect" }});
+    // The PaymentIntent first, then one write: the row with its PaymentIntent and both events.
+    // If Stripe cannot be reached, the row is saved `processing` instead, so the 502/504
+    // carries its id and sync (or a keyed retry) finishes it with the same Stripe key. A
+    // crash between the two leaves at most a PaymentIntent nobody can approve (no approval URL
+    // was handed out), which Stripe expires.
+    let pi = match request_payment_intent(&ctx, &row, &conn).await {
+        Ok(pi) => pi,
+        Err(e @ (ApiError::BadGateway { .. } | ApiError::GatewayTimeout { .. })) => {
+            let mut tx = ctx.store.begin().await?;
+            store_tx::insert(&mut *tx, &row).await?;
+            insert_event(&mut tx, &row, "transaction.created", created, now).await?;
+            tx.commit().await.map_err(tollgate_store::StoreError::from)?;
+            ctx.metrics
+                .transactions_created
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(e);
+        }
+        // Refused by Stripe: nothing is kept, as for any other bad input.
+        Err(e) => return Err(e),
+    };
+    let pi_id = pi["id"].as_str().unwrap_or_default().to_string();
+    let mut row = row;
+    let mut state = state;
+    state.approval_issued = true;
+    state.status = TransactionStatus::BuyerApprovalPending;
+    row.status = TransactionStatus::BuyerApprovalPending.as_str().to_string();
+    row.payment_intent_id = Some(pi_id.clone());
+    row.client_secret = pi["client_secret"].as_str().map(str::to_string);
+    row.state = serde_json::to_string(&state).unwrap_or_default();
     let mut tx = ctx.store.begin().await?;
     store_tx::insert(&mut *tx, &row).await?;
-    insert_event(&mut tx, &row, "transaction.created", json!({"amount": row.amount, "currency": row.currency, "intent": row.intent, "flow": if direct { "direct" } else { "redirect" }}), now).await?;
-    tx.commit()
-        .await
-        .map_err(tollgate_store::StoreError::from)?;
+    insert_event(&mut tx, &row, "transaction.created", created, now).await?;
+    insert_event(
+        &mut tx,
+        &row,
+        "transaction.payment_intent_created",
+        json!({"payment_intent": pi_id}),
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(tollgate_store::StoreError::from)?;
     ctx.metrics
         .transactions_created
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let row = create_payment_intent(&ctx, &row, &conn).await?;
+    // A PaymentIntent created together with a server-side confirmation could already be past
+    // approval; applying it records that.
+    let row = if pi["status"] != "requires_payment_method" {
+        apply_observations(&ctx, &row, stripe_map::observations_of_intent(&pi, now)).await?
+    } else {
+        row
+    };
     let fresh = if direct {
         Fresh {
             approval_url: None,
