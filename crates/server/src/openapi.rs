@@ -611,6 +611,13 @@ fn parameters() -> Value {
             "description": "The connection's id.",
             "schema": {"type": "string"},
         },
+        "WebhookConnectionId": {
+            "name": "connection_id",
+            "in": "path",
+            "required": true,
+            "description": "The connection the events are for (its `webhook_url`).",
+            "schema": {"type": "string"},
+        },
     })
 }
 
@@ -1497,6 +1504,12 @@ fn operations() -> Vec<Op> {
             .err("404", "NotFound")
             .err("500", "ServerError")
             .stripe(),
+        op("post", "/webhooks/stripe/{connection_id}", "receive_stripe_webhook", "buyer", "Receive a Stripe event")
+            .desc("The address to register in Stripe (`webhook_url` of the connection). The `Stripe-Signature` header is verified on the raw body (HMAC-SHA256 of `{t}.{body}` keyed by the connection's current or previous `whsec_` secret, any `v1` may match, 300 s tolerance both ways). The event is applied to the connection's own transactions (found by their stored PaymentIntent id), forward-only. Unknown connection, missing secret, bad signature, stale or future timestamp, not JSON or not an event: 400, nothing applied.")
+            .auth(Public)
+            .param("WebhookConnectionId")
+            .raw("200", json!({"description": "Received (and applied when it concerns a transaction of this connection)."}))
+            .err("400", "BadRequest"),
         // -- operations
         op("get", "/healthz", "healthz", "operations", "Liveness")
             .auth(Public)

@@ -955,6 +955,7 @@ fn auth_headers_and_idempotency_are_documented_where_they_apply() {
         "/metrics",
         "/pay/{id}/complete",
         "/transactions/{id}/session",
+        "/webhooks/stripe/{connection_id}",
         "/openapi.json",
         "/docs",
     ];

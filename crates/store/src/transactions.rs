@@ -503,3 +503,32 @@ pub async fn events_of<'c, E: Executor<'c, Database = Any>>(
             .await?;
     rows.iter().map(EventRow::from_row).collect()
 }
+
+/// The transaction of a connection's PaymentIntent (webhooks find transactions by the stored
+/// Stripe id of their own connection, never by metadata alone).
+pub async fn get_by_payment_intent<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    connection_id: &str,
+    payment_intent_id: &str,
+) -> Result<Option<TransactionRow>> {
+    let row = sqlx::query(
+        "SELECT * FROM transactions WHERE connection_id = $1 AND payment_intent_id = $2",
+    )
+    .bind(connection_id)
+    .bind(payment_intent_id)
+    .fetch_optional(db)
+    .await?;
+    row.as_ref().map(TransactionRow::from_row).transpose()
+}
+
+/// A refund by its Stripe id (webhooks updating refund statuses).
+pub async fn get_refund_by_stripe_id<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    stripe_refund_id: &str,
+) -> Result<Option<RefundRow>> {
+    let row = sqlx::query("SELECT * FROM refunds WHERE stripe_refund_id = $1")
+        .bind(stripe_refund_id)
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(RefundRow::from_row).transpose()
+}

@@ -7,6 +7,7 @@ pub mod merchant_accounts;
 pub mod refunds;
 pub mod render;
 pub mod transactions;
+pub mod webhooks_in;
 
 use axum::Router;
 use axum::extract::{FromRequest, Request};
@@ -56,7 +57,10 @@ pub fn router(ctx: &ApiContext) -> Router<ApiContext> {
             ctx.clone(),
             crate::idempotency::middleware,
         ));
-    api.merge(health::router())
+    api.merge(health::router()).route(
+        "/webhooks/stripe/{connection_id}",
+        post(webhooks_in::receive).layer(axum::extract::DefaultBodyLimit::max(2 * MAX_BODY)),
+    )
 }
 
 /// A JSON object body, read with the API's limits and errors: an empty body is `{}` (bodiless

@@ -879,7 +879,9 @@ pub async fn create(
             let mut tx = ctx.store.begin().await?;
             store_tx::insert(&mut *tx, &row).await?;
             insert_event(&mut tx, &row, "transaction.created", created, now).await?;
-            tx.commit().await.map_err(tollgate_store::StoreError::from)?;
+            tx.commit()
+                .await
+                .map_err(tollgate_store::StoreError::from)?;
             ctx.metrics
                 .transactions_created
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -908,7 +910,9 @@ pub async fn create(
         now,
     )
     .await?;
-    tx.commit().await.map_err(tollgate_store::StoreError::from)?;
+    tx.commit()
+        .await
+        .map_err(tollgate_store::StoreError::from)?;
     ctx.metrics
         .transactions_created
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

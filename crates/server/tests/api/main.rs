@@ -11,3 +11,4 @@ mod expiry;
 mod flows;
 mod idempotency;
 mod outage;
+mod webhooks;
