@@ -116,19 +116,18 @@ async fn apply_event(ctx: &ApiContext, connection_id: &str, event: &Value) -> Ap
     else {
         return Ok(false);
     };
-    if kind == "charge.refund.updated" || kind.starts_with("refund.") {
-        if let Some(rid) = object["id"].as_str()
-            && let Some(mut r) = store_tx::get_refund_by_stripe_id(ctx.store.reader(), rid).await?
-            && r.transaction_id == t.id
-        {
-            let status = stripe_map::refund_status(object["status"].as_str().unwrap_or("pending"));
-            // Refund statuses move forward only: a late `pending` never undoes `succeeded`.
-            let forward = r.status == "processing" && status != "processing";
-            if forward {
-                r.status = status.to_string();
-                r.updated_at = ctx.now();
-                store_tx::update_refund(ctx.store.writer(), &r).await?;
-            }
+    let refund_event = kind == "charge.refund.updated" || kind.starts_with("refund.");
+    if refund_event
+        && let Some(rid) = object["id"].as_str()
+        && let Some(mut r) = store_tx::get_refund_by_stripe_id(ctx.store.reader(), rid).await?
+        && r.transaction_id == t.id
+    {
+        let status = stripe_map::refund_status(object["status"].as_str().unwrap_or("pending"));
+        // Refund statuses move forward only: a late `pending` never undoes `succeeded`.
+        if r.status == "processing" && status != "processing" {
+            r.status = status.to_string();
+            r.updated_at = ctx.now();
+            store_tx::update_refund(ctx.store.writer(), &r).await?;
         }
     }
     apply_observations(ctx, &t, observations).await?;
