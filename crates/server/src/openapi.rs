@@ -22,52 +22,9 @@ use crate::ApiContext;
 /// The reference page served at `/docs`.
 pub const REFERENCE_HTML: &str = include_str!("../assets/reference.html");
 
-/// Fields of the seed orchestrator's create schema that are accepted and ignored: a copy of
-/// `IGNORED_CREATE_FIELDS` in `api/transactions.rs` (the drift test checks they are equal).
-pub const IGNORED_CREATE_FIELDS: &[&str] = &[
-    "buyer",
-    "buyer_id",
-    "gift_cards",
-    "store",
-    "three_d_secure_data",
-    "three_d_secure",
-    "is_subsequent_payment",
-    "merchant_initiated",
-    "payment_source",
-    "airline",
-    "cart_items",
-    "statement_descriptor",
-    "previous_scheme_transaction_id",
-    "previous_transaction_link_id",
-    "browser_info",
-    "shipping_details_id",
-    "connection_options",
-    "async_capture",
-    "anti_fraud_fingerprint",
-    "account_funding_transaction",
-    "allow_partial_authorization",
-    "recipient",
-    "installment_count",
-    "tax_amount",
-    "merchant_tax_id",
-    "purchase_order_number",
-    "customer_reference_number",
-    "amount_includes_tax",
-    "supplier_order_number",
-    "duty_amount",
-    "shipping_amount",
-    "is_amount_estimated",
-];
-
-/// `payment_method` keys refused as raw card data (a copy of `RAW_CARD_FIELDS`).
-pub const RAW_CARD_FIELDS: &[&str] = &[
-    "number",
-    "security_code",
-    "expiration_date",
-    "card_number",
-    "cvv",
-    "cvc",
-];
+/// The create fields accepted and ignored, and the `payment_method` keys refused as raw card
+/// data: the handler's own lists, so the document cannot drift from what the code does.
+pub use crate::api::transactions::{IGNORED_CREATE_FIELDS, RAW_CARD_FIELDS};
 
 const STATUSES: &[&str] = &[
     "processing",

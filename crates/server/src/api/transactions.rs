@@ -31,7 +31,7 @@ use crate::stripe_map;
 
 /// Fields of the seed orchestrator's create schema that Tollgate accepts and ignores (they
 /// have no meaning over Stripe); documented in the OpenAPI description.
-const IGNORED_CREATE_FIELDS: &[&str] = &[
+pub const IGNORED_CREATE_FIELDS: &[&str] = &[
     "buyer",
     "buyer_id",
     "gift_cards",
@@ -82,7 +82,7 @@ const CREATE_FIELDS: &[&str] = &[
     "description",
 ];
 
-const RAW_CARD_FIELDS: &[&str] = &[
+pub const RAW_CARD_FIELDS: &[&str] = &[
     "number",
     "security_code",
     "expiration_date",
