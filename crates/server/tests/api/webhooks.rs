@@ -18,7 +18,7 @@ crate::both_dbs!(
 const SECRET: &str = "whsec_testsecret1234567890";
 
 async fn sandbox_deliveries_drive_transactions(db: Db) {
-    let s = TestServer::start(db).await;
+    let s = TestServer::start_with_webhooks(db).await;
     let tx = s.create_redirect(1500, "authorize").await;
     s.approve(&tx, "pm_card_visa").await.expect(200);
     // No sync: the sandbox's signed `payment_intent.amount_capturable_updated` does it.

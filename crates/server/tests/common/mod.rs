@@ -126,7 +126,20 @@ impl TestServer {
     }
 
     /// Starts a server whose configuration `tweak` may change (durations, retries…).
+    ///
+    /// The sandbox's webhook deliveries are off: most tests check exactly what one request
+    /// changed, and events of earlier steps arriving meanwhile would blur that. Tests of the
+    /// webhook path use [`TestServer::start_with_webhooks`].
     pub async fn start_with(db: Db, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_opts(db, false, tweak).await
+    }
+
+    /// A server whose sandbox delivers its signed events to the server's webhook endpoint.
+    pub async fn start_with_webhooks(db: Db) -> TestServer {
+        Self::start_opts(db, true, |_| {}).await
+    }
+
+    async fn start_opts(db: Db, webhooks: bool, tweak: impl FnOnce(&mut Config)) -> TestServer {
         tollgate_stripe::install_crypto_provider();
         sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir().expect("temp dir");
@@ -144,8 +157,8 @@ impl TestServer {
         let base = format!("http://{addr}");
         let sandbox = Sandbox::start(SandboxConfig {
             public_url: format!("{base}/sandbox/stripe"),
-            // This server has no webhook receiver yet: one attempt per event, no retries.
-            webhook_max_attempts: 1,
+            webhook_max_attempts: 3,
+            webhook_retry_base: Duration::from_millis(200),
             ..SandboxConfig::default()
         })
         .expect("sandbox");
@@ -167,7 +180,17 @@ impl TestServer {
             router: sandbox.router(),
             secret_key: sandbox.secret_key(),
             publishable_key: sandbox.publishable_key(),
-            register_webhook: Arc::new(move |url: &str| sb.ensure_webhook_endpoint(url, None)),
+            register_webhook: Arc::new(move |url: &str| {
+                if webhooks {
+                    sb.ensure_webhook_endpoint(url, None)
+                } else {
+                    // Not registered at the sandbox: no deliveries reach this server.
+                    (
+                        "we_not_registered".into(),
+                        "whsec_not_registered_in_this_test".into(),
+                    )
+                }
+            }),
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let opts = ServeOptions {
