@@ -617,6 +617,22 @@ pub async fn apply_observations(
     t: &TransactionRow,
     observations: Vec<Observation>,
 ) -> ApiResult<TransactionRow> {
+    // Most observations teach nothing new (a duplicate event, a re-read of an unchanged
+    // intent): find that out with a plain read, without taking the write lock.
+    if let Some(current) = store_tx::get_any(ctx.store.reader(), &t.id, "").await? {
+        let state: TransactionState = serde_json::from_str(&current.state)
+            .map_err(|e| ApiError::Internal(format!("state: {e}")))?;
+        let mut probe = state;
+        let mut any = false;
+        for o in &observations {
+            let out = apply(&probe, o);
+            any |= !out.changes.is_empty();
+            probe = out.state;
+        }
+        if !any {
+            return Ok(current);
+        }
+    }
     for _attempt in 0..5 {
         let now = ctx.now();
         let mut tx = ctx.store.begin().await?;
