@@ -163,7 +163,7 @@ pub async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    println!("tollgate listening on {public_url} (dashboard: {public_url}/dashboard)");
+    println!("tollgate listening on {public_url} (API reference: {public_url}/docs)");
     let (sb, handle) = match sandbox {
         Some((sb, h)) => (Some(sb), Some(h)),
         None => (None, None),
