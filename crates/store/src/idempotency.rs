@@ -14,6 +14,19 @@ pub struct Scope {
     pub idem_key: String,
 }
 
+/// A statement whose `$1`…`$5` are the scope's columns, bound here once.
+fn scoped<'q>(
+    sql: &'static str,
+    scope: &'q Scope,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    sqlx::query(sql)
+        .bind(scope.merchant_account_id.as_str())
+        .bind(scope.key_id.as_str())
+        .bind(scope.method.as_str())
+        .bind(scope.path.as_str())
+        .bind(scope.idem_key.as_str())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// No record existed: this request runs and must [`finish`] or [`release`] it.
@@ -34,29 +47,21 @@ pub async fn claim<'c, E: Executor<'c, Database = Any> + Copy>(
     now: i64,
     ttl_ms: i64,
 ) -> Result<Claim> {
-    sqlx::query(
+    scoped(
         "DELETE FROM idempotency_keys WHERE merchant_account_id = $1 AND key_id = $2 AND method = $3
             AND path = $4 AND idem_key = $5 AND expires_at <= $6",
+        scope,
     )
-    .bind(&scope.merchant_account_id)
-    .bind(&scope.key_id)
-    .bind(&scope.method)
-    .bind(&scope.path)
-    .bind(&scope.idem_key)
     .bind(now)
     .execute(db)
     .await?;
-    let inserted = sqlx::query(
+    let inserted = scoped(
         "INSERT INTO idempotency_keys (merchant_account_id, key_id, method, path, idem_key, body_hash,
             status_code, response, created_at, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8)
          ON CONFLICT (merchant_account_id, key_id, method, path, idem_key) DO NOTHING",
+        scope,
     )
-    .bind(&scope.merchant_account_id)
-    .bind(&scope.key_id)
-    .bind(&scope.method)
-    .bind(&scope.path)
-    .bind(&scope.idem_key)
     .bind(body_hash)
     .bind(now)
     .bind(now + ttl_ms)
@@ -83,15 +88,11 @@ pub async fn claim<'c, E: Executor<'c, Database = Any> + Copy>(
         // A 5xx left the work unfinished: the same request resumes it, exactly one retry at a
         // time (the UPDATE is the lock).
         Some((_, Some(RESUMABLE), _)) => {
-            let taken = sqlx::query(
+            let taken = scoped(
                 "UPDATE idempotency_keys SET status_code = NULL WHERE merchant_account_id = $1
                     AND key_id = $2 AND method = $3 AND path = $4 AND idem_key = $5 AND status_code = $6",
+                scope,
             )
-            .bind(&scope.merchant_account_id)
-            .bind(&scope.key_id)
-            .bind(&scope.method)
-            .bind(&scope.path)
-            .bind(&scope.idem_key)
             .bind(RESUMABLE)
             .execute(db)
             .await?;
@@ -116,15 +117,11 @@ pub async fn finish<'c, E: Executor<'c, Database = Any>>(
     status: u16,
     body: &str,
 ) -> Result<()> {
-    sqlx::query(
+    scoped(
         "UPDATE idempotency_keys SET status_code = $6, response = $7 WHERE merchant_account_id = $1
             AND key_id = $2 AND method = $3 AND path = $4 AND idem_key = $5",
+        scope,
     )
-    .bind(&scope.merchant_account_id)
-    .bind(&scope.key_id)
-    .bind(&scope.method)
-    .bind(&scope.path)
-    .bind(&scope.idem_key)
     .bind(status as i64)
     .bind(body)
     .execute(db)
@@ -138,15 +135,11 @@ const RESUMABLE: i64 = 0;
 
 /// Marks a claim resumable (5xx answers are not stored, so a retry resumes the work).
 pub async fn release<'c, E: Executor<'c, Database = Any>>(db: E, scope: &Scope) -> Result<()> {
-    sqlx::query(
+    scoped(
         "UPDATE idempotency_keys SET status_code = $6, response = NULL WHERE merchant_account_id = $1
             AND key_id = $2 AND method = $3 AND path = $4 AND idem_key = $5",
+        scope,
     )
-    .bind(&scope.merchant_account_id)
-    .bind(&scope.key_id)
-    .bind(&scope.method)
-    .bind(&scope.path)
-    .bind(&scope.idem_key)
     .bind(RESUMABLE)
     .execute(db)
     .await?;
