@@ -596,6 +596,22 @@ async fn create_payment_intent(
     Ok(row)
 }
 
+/// What the answer that hands out a new token shows: the approval URL (redirect flow) or the
+/// session token (direct flow).
+fn fresh_token(ctx: &ApiContext, id: &str, direct: bool, token: String) -> Fresh {
+    if direct {
+        Fresh {
+            approval_url: None,
+            session_token: Some(token),
+        }
+    } else {
+        Fresh {
+            approval_url: Some(format!("{}/pay/{id}?token={token}", ctx.public_url)),
+            session_token: None,
+        }
+    }
+}
+
 /// The domain's changes as audit events.
 fn event_of(change: &Change) -> (&'static str, Value) {
     let data = serde_json::to_value(change).unwrap_or(Value::Null);
@@ -939,17 +955,7 @@ pub async fn create(
     } else {
         row
     };
-    let fresh = if direct {
-        Fresh {
-            approval_url: None,
-            session_token: Some(token),
-        }
-    } else {
-        Fresh {
-            approval_url: Some(format!("{}/pay/{}?token={token}", ctx.public_url, row.id)),
-            session_token: None,
-        }
-    };
+    let fresh = fresh_token(&ctx, &row.id, direct, token);
     Ok((StatusCode::CREATED, Json(render::transaction(&row, &fresh))))
 }
 
@@ -1398,17 +1404,7 @@ async fn reissue_token(ctx: &ApiContext, t: &TransactionRow) -> ApiResult<(Trans
     tx.commit()
         .await
         .map_err(tollgate_store::StoreError::from)?;
-    let fresh = if direct {
-        Fresh {
-            approval_url: None,
-            session_token: Some(token),
-        }
-    } else {
-        Fresh {
-            approval_url: Some(format!("{}/pay/{}?token={token}", ctx.public_url, row.id)),
-            session_token: None,
-        }
-    };
+    let fresh = fresh_token(ctx, &row.id, direct, token);
     Ok((row, fresh))
 }
 
