@@ -461,13 +461,7 @@ impl StripeClient {
         params: &Map<String, Value>,
         idem_key: Option<&str>,
     ) -> Result<Value, StripeError> {
-        self.request(
-            Method::POST,
-            "/v1/payment_intents",
-            params,
-            RequestOptions::with_key(idem_key),
-        )
-        .await
+        self.post("/v1/payment_intents", params, idem_key).await
     }
 
     pub async fn retrieve_payment_intent(&self, id: &str) -> Result<Value, StripeError> {
@@ -482,13 +476,7 @@ impl StripeClient {
         idem_key: Option<&str>,
     ) -> Result<Value, StripeError> {
         let path = format!("/v1/payment_intents/{}", seg(id));
-        self.request(
-            Method::POST,
-            &path,
-            params,
-            RequestOptions::with_key(idem_key),
-        )
-        .await
+        self.post(&path, params, idem_key).await
     }
 
     pub async fn confirm_payment_intent(
@@ -498,13 +486,7 @@ impl StripeClient {
         idem_key: Option<&str>,
     ) -> Result<Value, StripeError> {
         let path = format!("/v1/payment_intents/{}/confirm", seg(id));
-        self.request(
-            Method::POST,
-            &path,
-            params,
-            RequestOptions::with_key(idem_key),
-        )
-        .await
+        self.post(&path, params, idem_key).await
     }
 
     /// `amount_to_capture: None` captures everything; a partial capture releases the rest.
@@ -519,13 +501,7 @@ impl StripeClient {
             params.insert("amount_to_capture".into(), json!(a));
         }
         let path = format!("/v1/payment_intents/{}/capture", seg(id));
-        self.request(
-            Method::POST,
-            &path,
-            &params,
-            RequestOptions::with_key(idem_key),
-        )
-        .await
+        self.post(&path, &params, idem_key).await
     }
 
     pub async fn cancel_payment_intent(
@@ -539,13 +515,7 @@ impl StripeClient {
             params.insert("cancellation_reason".into(), json!(r));
         }
         let path = format!("/v1/payment_intents/{}/cancel", seg(id));
-        self.request(
-            Method::POST,
-            &path,
-            &params,
-            RequestOptions::with_key(idem_key),
-        )
-        .await
+        self.post(&path, &params, idem_key).await
     }
 
     pub async fn create_refund(
@@ -553,13 +523,7 @@ impl StripeClient {
         params: &Map<String, Value>,
         idem_key: Option<&str>,
     ) -> Result<Value, StripeError> {
-        self.request(
-            Method::POST,
-            "/v1/refunds",
-            params,
-            RequestOptions::with_key(idem_key),
-        )
-        .await
+        self.post("/v1/refunds", params, idem_key).await
     }
 
     pub async fn retrieve_refund(&self, id: &str) -> Result<Value, StripeError> {
@@ -604,13 +568,7 @@ impl StripeClient {
         params: &Map<String, Value>,
         idem_key: Option<&str>,
     ) -> Result<Value, StripeError> {
-        self.request(
-            Method::POST,
-            "/v1/webhook_endpoints",
-            params,
-            RequestOptions::with_key(idem_key),
-        )
-        .await
+        self.post("/v1/webhook_endpoints", params, idem_key).await
     }
 
     pub async fn list_webhook_endpoints(
@@ -675,6 +633,21 @@ impl StripeClient {
     async fn get(&self, path: &str, params: &Map<String, Value>) -> Result<Value, StripeError> {
         self.request(Method::GET, path, params, RequestOptions::default())
             .await
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        params: &Map<String, Value>,
+        idem_key: Option<&str>,
+    ) -> Result<Value, StripeError> {
+        self.request(
+            Method::POST,
+            path,
+            params,
+            RequestOptions::with_key(idem_key),
+        )
+        .await
     }
 }
 
