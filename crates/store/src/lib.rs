@@ -194,6 +194,12 @@ async fn sqlite_pool(url: &str, max: u32) -> Result<AnyPool> {
         .await?)
 }
 
+/// Commits a write transaction begun with [`Store::begin`].
+pub async fn commit(tx: Tx) -> Result<()> {
+    tx.commit().await?;
+    Ok(())
+}
+
 /// A new time-ordered id (UUID v7).
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()

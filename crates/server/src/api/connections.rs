@@ -201,9 +201,7 @@ pub async fn create_for(
     if c.is_default {
         connections::set_default(&mut *tx, &c.merchant_account_id, &c.id).await?;
     }
-    tx.commit()
-        .await
-        .map_err(tollgate_store::StoreError::from)?;
+    tollgate_store::commit(tx).await?;
     Ok(c)
 }
 
@@ -258,9 +256,7 @@ pub async fn update(
     if c.is_default && !was_default {
         connections::set_default(&mut *tx, &c.merchant_account_id, &c.id).await?;
     }
-    tx.commit()
-        .await
-        .map_err(tollgate_store::StoreError::from)?;
+    tollgate_store::commit(tx).await?;
     Ok(Json(render(&ctx, &c)))
 }
 

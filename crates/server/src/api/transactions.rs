@@ -585,9 +585,7 @@ async fn create_payment_intent(
     let row = store_tx::get_any(&mut *tx, &t.id, "")
         .await?
         .ok_or_else(|| ApiError::not_found("transaction"))?;
-    tx.commit()
-        .await
-        .map_err(tollgate_store::StoreError::from)?;
+    tollgate_store::commit(tx).await?;
     // A PaymentIntent created together with a server-side confirmation could already be past
     // approval; reading it back applies that.
     if pi["status"] != "requires_payment_method" {
@@ -711,9 +709,7 @@ pub async fn apply_observations(
         let row = store_tx::get_any(&mut *tx, &current.id, "")
             .await?
             .ok_or_else(|| ApiError::not_found("transaction"))?;
-        tx.commit()
-            .await
-            .map_err(tollgate_store::StoreError::from)?;
+        tollgate_store::commit(tx).await?;
         return Ok(row);
     }
     Err(ApiError::ConcurrentRequest)
@@ -765,9 +761,7 @@ async fn end_locally(
     let row = store_tx::get_any(&mut *tx, &current.id, "")
         .await?
         .ok_or_else(|| ApiError::not_found("transaction"))?;
-    tx.commit()
-        .await
-        .map_err(tollgate_store::StoreError::from)?;
+    tollgate_store::commit(tx).await?;
     Ok(row)
 }
 
@@ -911,9 +905,7 @@ pub async fn create(
             let mut tx = ctx.store.begin().await?;
             store_tx::insert(&mut *tx, &row).await?;
             insert_event(&mut tx, &row, "transaction.created", created, now).await?;
-            tx.commit()
-                .await
-                .map_err(tollgate_store::StoreError::from)?;
+            tollgate_store::commit(tx).await?;
             ctx.metrics
                 .transactions_created
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -942,9 +934,7 @@ pub async fn create(
         now,
     )
     .await?;
-    tx.commit()
-        .await
-        .map_err(tollgate_store::StoreError::from)?;
+    tollgate_store::commit(tx).await?;
     ctx.metrics
         .transactions_created
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -1401,9 +1391,7 @@ async fn reissue_token(ctx: &ApiContext, t: &TransactionRow) -> ApiResult<(Trans
     let row = store_tx::get_any(&mut *tx, &current.id, "")
         .await?
         .ok_or_else(|| ApiError::not_found("transaction"))?;
-    tx.commit()
-        .await
-        .map_err(tollgate_store::StoreError::from)?;
+    tollgate_store::commit(tx).await?;
     let fresh = fresh_token(ctx, &row.id, direct, token);
     Ok((row, fresh))
 }
@@ -1422,9 +1410,7 @@ pub async fn spend_tokens(ctx: &ApiContext, t: &TransactionRow) -> ApiResult<()>
         )
         .await?;
     }
-    tx.commit()
-        .await
-        .map_err(tollgate_store::StoreError::from)?;
+    tollgate_store::commit(tx).await?;
     Ok(())
 }
 
