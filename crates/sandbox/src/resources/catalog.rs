@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::customers::previous;
+use super::previous;
 use super::{currency, fetch, no_params};
 use crate::error::{Result, StripeError};
 use crate::params::Params;

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::{fetch, no_params};
+use super::{fetch, no_params, previous};
 use crate::error::{Result, StripeError};
 use crate::params::Params;
 use crate::state::{merge_metadata, new_id, random_string};
@@ -134,36 +134,4 @@ pub fn list(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> {
         email.as_deref().is_none_or(|e| c["email"] == e)
             && clock.as_deref().is_none_or(|t| c["test_clock"] == t)
     })
-}
-
-/// `data.previous_attributes`: the top-level fields whose values changed, with their old values.
-pub fn previous(before: &Value, after: &Value) -> Value {
-    let mut out = serde_json::Map::new();
-    if let (Some(b), Some(a)) = (before.as_object(), after.as_object()) {
-        for (k, old) in b {
-            if a.get(k) != Some(old) {
-                if let (Some(om), Some(nm)) = (old.as_object(), a.get(k).and_then(Value::as_object))
-                    && k == "metadata"
-                {
-                    // Stripe lists changed metadata keys only (removed keys as their old value,
-                    // added keys as empty string).
-                    let mut m = serde_json::Map::new();
-                    for (mk, mv) in om {
-                        if nm.get(mk) != Some(mv) {
-                            m.insert(mk.clone(), mv.clone());
-                        }
-                    }
-                    for mk in nm.keys() {
-                        if !om.contains_key(mk) {
-                            m.insert(mk.clone(), json!(""));
-                        }
-                    }
-                    out.insert(k.clone(), Value::Object(m));
-                } else {
-                    out.insert(k.clone(), old.clone());
-                }
-            }
-        }
-    }
-    Value::Object(out)
 }

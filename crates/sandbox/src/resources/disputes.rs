@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::customers::previous;
+use super::previous;
 use super::{fetch, no_params};
 use crate::error::{Result, StripeError};
 use crate::params::Params;

@@ -14,7 +14,7 @@ pub mod refunds;
 use std::sync::Arc;
 
 use axum::http::Method;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::error::{Result, StripeError};
 use crate::params::Params;
@@ -481,4 +481,36 @@ pub fn charge_amount(amount: i64, currency: &str, param: &str) -> Result<()> {
         .param(param));
     }
     Ok(())
+}
+
+/// `data.previous_attributes`: the top-level fields whose values changed, with their old values.
+pub fn previous(before: &Value, after: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    if let (Some(b), Some(a)) = (before.as_object(), after.as_object()) {
+        for (k, old) in b {
+            if a.get(k) != Some(old) {
+                if let (Some(om), Some(nm)) = (old.as_object(), a.get(k).and_then(Value::as_object))
+                    && k == "metadata"
+                {
+                    // Stripe lists changed metadata keys only (removed keys as their old value,
+                    // added keys as empty string).
+                    let mut m = serde_json::Map::new();
+                    for (mk, mv) in om {
+                        if nm.get(mk) != Some(mv) {
+                            m.insert(mk.clone(), mv.clone());
+                        }
+                    }
+                    for mk in nm.keys() {
+                        if !om.contains_key(mk) {
+                            m.insert(mk.clone(), json!(""));
+                        }
+                    }
+                    out.insert(k.clone(), Value::Object(m));
+                } else {
+                    out.insert(k.clone(), old.clone());
+                }
+            }
+        }
+    }
+    Value::Object(out)
 }

@@ -7,7 +7,7 @@
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::customers::previous;
+use super::previous;
 use super::{charge_amount, charges, currency, fetch, no_params, payment_methods};
 use crate::cards::Behaviour;
 use crate::error::{Result, StripeError};

@@ -6,7 +6,8 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::customers::{address, previous};
+use super::customers::address;
+use super::previous;
 use super::{fetch, no_params};
 use crate::cards::{self, Behaviour, TestCard};
 use crate::error::{Result, StripeError};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::customers::previous;
+use super::previous;
 use super::{fetch, format_amount, no_params, payment_methods};
 use crate::cards::Behaviour;
 use crate::error::{Result, StripeError};
