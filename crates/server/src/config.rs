@@ -30,6 +30,24 @@ pub struct Config {
     /// Accept `http://` redirect URLs for any host (development); `http://localhost` is always
     /// accepted.
     pub allow_http_redirect_urls: bool,
+    /// Stripe-Signature timestamps further than this in the past or the future are refused.
+    pub webhook_tolerance_secs: u64,
+    /// Inbox workers per server (each applies one batch at a time).
+    pub inbox_workers: u32,
+    /// Events a worker claims and commits together.
+    pub inbox_batch: u32,
+    /// How often idle workers look for rows of other servers and for retries.
+    pub inbox_poll_ms: u64,
+    /// How long a claimed row is reserved for its worker (a crashed worker's rows return then).
+    pub inbox_lease_ms: u64,
+    /// Attempts before an event is dead-lettered.
+    pub inbox_max_attempts: u32,
+    /// First retry delay; doubled per attempt (±jitter), at most an hour.
+    pub inbox_retry_base_ms: u64,
+    /// Final inbox rows older than this are pruned.
+    pub inbox_retention_days: u32,
+    /// Periodic reconcile of every connection (SPEC §4 "Missed webhooks"); 0 turns it off.
+    pub reconcile_interval_secs: u64,
     /// The master key (64 hex digits or base64 of 32 bytes) for embedders and tests that pass
     /// it in code; wins over `TOLLGATE_MASTER_KEY`. Never read from a configuration file
     /// (secrets come from the environment, stdin or a key file, SPEC §2).
@@ -54,6 +72,15 @@ impl Default for Config {
             stripe_retry_base_ms: 500,
             expiry_interval_ms: 5_000,
             allow_http_redirect_urls: false,
+            webhook_tolerance_secs: 300,
+            inbox_workers: 2,
+            inbox_batch: 256,
+            inbox_poll_ms: 500,
+            inbox_lease_ms: 60_000,
+            inbox_max_attempts: 8,
+            inbox_retry_base_ms: 5_000,
+            inbox_retention_days: 30,
+            reconcile_interval_secs: 900,
             master_key: None,
         }
     }

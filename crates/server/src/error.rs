@@ -59,6 +59,9 @@ pub enum ApiError {
     IdempotencyKeyMismatch,
     #[error("{0}")]
     TooManyRequests(String),
+    /// A body over the limit (413; SPEC §8 has no code of its own for it: `bad_request`).
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// Stripe could not be reached or failed; `transaction_id` is set when a transaction was
     /// saved before the call (SPEC §8), so the client can sync or retry.
     #[error("{message}")]
@@ -115,6 +118,7 @@ impl ApiError {
             | ApiError::ConcurrentRequest
             | ApiError::IdempotencyKeyMismatch => StatusCode::CONFLICT,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ApiError::GatewayTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -123,7 +127,7 @@ impl ApiError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::BadRequest { .. } => "bad_request",
+            ApiError::BadRequest { .. } | ApiError::PayloadTooLarge(_) => "bad_request",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
@@ -180,7 +184,11 @@ impl IntoResponse for ApiError {
 
 impl From<tollgate_store::StoreError> for ApiError {
     fn from(e: tollgate_store::StoreError) -> Self {
-        ApiError::Internal(format!("store: {e}"))
+        match e {
+            // A row moved between read and write: the caller may retry.
+            tollgate_store::StoreError::Conflict => ApiError::ConcurrentRequest,
+            e => ApiError::Internal(format!("store: {e}")),
+        }
     }
 }
 

@@ -9,10 +9,12 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod idempotency;
+pub mod inbox;
 pub mod metrics;
 pub mod openapi;
 pub mod page;
 pub mod pay;
+pub mod reconcile;
 pub mod stripe_map;
 pub mod workers;
 
@@ -53,6 +55,8 @@ pub struct ApiContext {
     /// The API base of the built-in sandbox when it is mounted (`http://127.0.0.1:PORT/sandbox/stripe`).
     pub sandbox_base: Option<Arc<str>>,
     pub metrics: Arc<Metrics>,
+    /// Where verified Stripe events are stored before they are answered.
+    pub inbox: inbox::Inbox,
 }
 
 impl ApiContext {
@@ -244,6 +248,7 @@ pub async fn context(
     let stripe = StripeClient::new(ClientConfig::new(String::from("sk_unset")))
         .map_err(|e| anyhow_free::err(format!("stripe client: {e}")))?;
     Ok(ApiContext {
+        inbox: inbox::Inbox::start(store.clone()),
         store,
         config: Arc::new(config),
         clock,
@@ -290,6 +295,8 @@ pub async fn serve(
     };
     api::bootstrap::first_key(&ctx).await?;
     workers::spawn(ctx.clone());
+    inbox::spawn_workers(ctx.clone());
+    reconcile::spawn(ctx.clone());
     let app = app(ctx, sandbox_router).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -13,6 +13,9 @@ pub struct Metrics {
     latency_sum_us: AtomicU64,
     pub transactions_created: AtomicU64,
     pub stripe_errors: AtomicU64,
+    /// Stripe events stored in the inbox, and duplicates answered without storing.
+    pub webhooks_received: AtomicU64,
+    pub webhooks_duplicate: AtomicU64,
 }
 
 impl Metrics {
@@ -76,6 +79,17 @@ impl Metrics {
             "tollgate_stripe_errors_total {}\n",
             self.stripe_errors.load(Ordering::Relaxed)
         ));
+        out.push_str("# HELP tollgate_stripe_events_received_total Stripe events received by the webhook endpoint.\n");
+        out.push_str("# TYPE tollgate_stripe_events_received_total counter\n");
+        for (kind, c) in [
+            ("new", &self.webhooks_received),
+            ("duplicate", &self.webhooks_duplicate),
+        ] {
+            out.push_str(&format!(
+                "tollgate_stripe_events_received_total{{kind=\"{kind}\"}} {}\n",
+                c.load(Ordering::Relaxed)
+            ));
+        }
         out
     }
 }

@@ -498,6 +498,7 @@ pub fn document(public_url: &str) -> Value {
             {"name": "transactions", "description": "Payments: create, approve, capture, void, cancel, sync (SPEC §3)."},
             {"name": "refunds", "description": "Money returned on a captured transaction; many per transaction, partial or full."},
             {"name": "connections", "description": "Stripe accounts and their credentials (SPEC §2)."},
+            {"name": "webhook-events", "description": "Stripe events received (the inbox) and reconcile (SPEC §4)."},
             {"name": "merchant-accounts", "description": "Tenants (SPEC §1)."},
             {"name": "buyer", "description": "URLs the buyer's browser or app reaches, authorised by a token instead of an API key."},
             {"name": "operations", "description": "Health, readiness and metrics."},
@@ -546,6 +547,13 @@ fn parameters() -> Value {
             "required": false,
             "description": "Optional, 1 to 255 characters. Scoped to (merchant account, API key, method, path, key) with a hash of the body and kept 24 h (configurable). A replay returns the first response; while the first request runs: 409 `concurrent_request`; with another body: 409 `idempotency_key_mismatch`. 5xx answers are not kept.",
             "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        },
+        "WebhookEventId": {
+            "name": "id",
+            "in": "path",
+            "required": true,
+            "description": "The inbox row's id (not the Stripe `evt_` id). Another merchant account's row is 404.",
+            "schema": {"type": "string", "format": "uuid"},
         },
         "TransactionId": {
             "name": "id",
@@ -816,6 +824,31 @@ fn schemas() -> Value {
             "Refund",
             "A transaction's refunds (not paged: the cursors are null).",
         ),
+    );
+    add("WebhookEvent", webhook_event_schema());
+    add(
+        "WebhookEvents",
+        list_of("WebhookEvent", "A page of the inbox, newest first."),
+    );
+    add(
+        "SyncReport",
+        Obj::new()
+            .desc("What one reconcile read and fed through the inbox. A list the key may not read is reported `unavailable` with Stripe's message; the other steps still run.")
+            .req("type", S::constant(json!("sync-report")))
+            .req("connection_id", S::uuid())
+            .req("since", S::integer().desc("Unix seconds: where reading started."))
+            .req("events", S::any().desc("`GET /v1/events`: `{status: read, read, new}` or `{status: unavailable, message, http_status}`."))
+            .req("lists", S::any().desc("Per list endpoint (`payment_intents`, `customers`, `subscriptions`, `invoices`, `checkout/sessions`, `credit_notes`), the same shape as `events`."))
+            .req("transactions", S::any().desc("`{checked, resynced, errors}`: transactions Stripe may still move, re-read from their PaymentIntent."))
+            .req("duration_ms", S::integer())
+            .build(),
+    );
+    add(
+        "SyncRequest",
+        Obj::new()
+            .opt("since", S::any().desc("Unix seconds or RFC 3339; default where the last reconcile stopped (at most 30 days back, Stripe's event retention)."))
+            .closed()
+            .build(),
     );
     add("Connection", connection_schema());
     add("ConnectionCreate", connection_body(true));
@@ -1162,6 +1195,29 @@ fn refund_schema() -> S {
         .build()
 }
 
+fn webhook_event_schema() -> S {
+    Obj::new()
+        .desc("A Stripe event in the inbox (SPEC §4): stored before the webhook was answered, applied by a worker. Every field is always present (possibly `null`); `payload` only on `GET /webhook-events/{id}`.")
+        .req("type", S::constant(json!("webhook-event")))
+        .req("id", S::uuid())
+        .req("connection_id", S::uuid())
+        .req("stripe_event_id", S::string().desc("`evt_…`, or `sync_{object id}_{content hash}` for an object reconcile read from a list."))
+        .req("stripe_account", S::string().nullable().desc("The connected account (`acct_…`); null for the platform's own."))
+        .req("event_type", S::string().desc("Stripe's event type (`{object}.synced` for listed objects)."))
+        .req("api_version", S::string().nullable())
+        .req("source", S::one_of(&["webhook", "sync"]))
+        .req("status", S::one_of(&tollgate_store::inbox::STATUSES).desc("`received` (waiting), `applied`, `ignored` (not ours or not needed), `failed` (will retry), `dead` (retries exhausted; replayable)."))
+        .req("attempts", S::integer())
+        .req("note", S::string().nullable().desc("What applying did, why it was ignored, or the last error."))
+        .req("stripe_created_at", S::datetime().nullable())
+        .req("received_at", S::datetime())
+        .req("applied_at", S::datetime().nullable())
+        .req("next_attempt_at", S::datetime().nullable().desc("When a `failed` event is tried again."))
+        .req("updated_at", S::datetime())
+        .opt("payload", S::any().desc("The event exactly as received (untrusted data)."))
+        .build()
+}
+
 fn connection_schema() -> S {
     Obj::new()
         .desc("A Stripe account configured for a merchant account. Secrets are encrypted at rest and only ever shown masked (`sk_test_…4242`).")
@@ -1434,6 +1490,40 @@ fn operations() -> Vec<Op> {
             .ok("200", "The report.", tx("ConnectionVerification"))
             .err("404", "NotFound")
             .err("502", "BadGateway"),
+        op("post", "/connections/{id}/sync", "sync_connection", "webhook-events", "Reconcile a connection with Stripe")
+            .desc("Re-reads Stripe with the connection's key: `GET /v1/events` since the last event reconcile saw (when the key may read Events), the list endpoints over a `created` window, and every transaction Stripe may still move; feeds what it finds through the inbox and applies it before answering. `tollgate stripe sync` does the same from the command line; a periodic reconcile runs every `reconcile_interval_secs`.")
+            .auth(Secret)
+            .idempotent()
+            .param("ConnectionId")
+            .body(tx("SyncRequest"), false, Some(json!({"since": 1767225600})))
+            .ok("200", "The report.", tx("SyncReport"))
+            .err("400", "BadRequest")
+            .err("404", "NotFound")
+            .err("502", "BadGateway"),
+        op("get", "/webhook-events", "list_webhook_events", "webhook-events", "List received Stripe events")
+            .desc("The inbox, newest first, with cursor paging. An unknown query parameter is a 400.")
+            .auth(Secret)
+            .query("cursor", S::string(), false, "A `next_cursor` or `previous_cursor` from an earlier page.")
+            .query("limit", S::integer().with("minimum", 1).with("maximum", 100).with("default", 20), false, "Page size, 1 to 100.")
+            .query("status", S::array(S::one_of(&tollgate_store::inbox::STATUSES)), false, "Only these statuses (repeatable).")
+            .query("connection_id", S::string(), false, "Only this connection's events.")
+            .query("type", S::string(), false, "Only this Stripe event type.")
+            .query("stripe_event_id", S::string(), false, "Only this Stripe event id.")
+            .ok("200", "A page of inbox rows.", tx("WebhookEvents"))
+            .err("400", "BadRequest"),
+        op("get", "/webhook-events/{id}", "get_webhook_event", "webhook-events", "Get a received Stripe event")
+            .auth(Secret)
+            .param("WebhookEventId")
+            .ok("200", "The row, with its payload.", tx("WebhookEvent"))
+            .err("404", "NotFound"),
+        op("post", "/webhook-events/{id}/replay", "replay_webhook_event", "webhook-events", "Replay a received Stripe event")
+            .desc("Queues the event to be applied again from its first attempt (a dead letter after a fix, or any event: applying is forward-only, so a replay never moves anything backwards).")
+            .auth(Secret)
+            .idempotent()
+            .param("WebhookEventId")
+            .no_body()
+            .ok("200", "The row, back in `received`.", tx("WebhookEvent"))
+            .err("404", "NotFound"),
         // -- merchant accounts
         op("post", "/merchant-accounts", "create_merchant_account", "merchant-accounts", "Create a merchant account")
             .desc("Operator keys only (made with `tollgate keys create --all-accounts`).")
@@ -1462,11 +1552,12 @@ fn operations() -> Vec<Op> {
             .err("500", "ServerError")
             .stripe(),
         op("post", "/webhooks/stripe/{connection_id}", "receive_stripe_webhook", "buyer", "Receive a Stripe event")
-            .desc("The address to register in Stripe (`webhook_url` of the connection). The `Stripe-Signature` header is verified on the raw body (HMAC-SHA256 of `{t}.{body}` keyed by the connection's current or previous `whsec_` secret, any `v1` may match, 300 s tolerance both ways). The event is applied to the connection's own transactions (found by their stored PaymentIntent id), forward-only. Unknown connection, missing secret, bad signature, stale or future timestamp, not JSON or not an event: 400, nothing applied.")
+            .desc("The address to register in Stripe (`webhook_url` of the connection). The `Stripe-Signature` header is verified on the raw body (HMAC-SHA256 of `{t}.{body}` keyed by the connection's current or previous `whsec_` secret, any `v1` may match, 300 s tolerance both ways). The event is stored in the inbox (unique on Stripe account + event id) before the answer and applied by a background worker to the connection's own transactions (found by their stored PaymentIntent id), forward-only. Unknown connection, missing secret, bad signature, stale or future timestamp, not JSON or not an event: 400, nothing stored; over 1 MiB: 413.")
             .auth(Public)
             .param("WebhookConnectionId")
-            .raw("200", json!({"description": "Received (and applied when it concerns a transaction of this connection)."}))
-            .err("400", "BadRequest"),
+            .raw("200", json!({"description": "Stored (`{received: true, duplicate: false, id}`), or a duplicate of a stored event (`duplicate: true`, not applied again)."}))
+            .err("400", "BadRequest")
+            .err("413", "BadRequest"),
         // -- operations
         op("get", "/healthz", "healthz", "operations", "Liveness")
             .auth(Public)

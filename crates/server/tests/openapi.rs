@@ -739,6 +739,26 @@ fn other_bodies_and_list_filters_follow_the_handlers() {
     assert_eq!(props(&d, "ConnectionCreate"), fields);
     assert_eq!(props(&d, "ConnectionUpdate"), fields);
 
+    let inbox = source("api/webhook_events.rs");
+    let op = operation(&d, "get", "/webhook-events");
+    let query: BTreeSet<String> = op["parameters"]
+        .as_array()
+        .expect("list parameters")
+        .iter()
+        .map(|p| deref(&d, p))
+        .filter(|p| p["in"] == "query")
+        .map(|p| p["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        query,
+        set(const_list(&inbox, None, "LIST_PARAMS")),
+        "GET /webhook-events query parameters vs the handler's LIST_PARAMS"
+    );
+    assert_eq!(
+        props(&d, "SyncRequest"),
+        set(const_list(&inbox, None, "SYNC_FIELDS"))
+    );
+
     let ma = source("api/merchant_accounts.rs");
     assert!(
         ma.contains(r#"k != "id" && k != "display_name""#),
@@ -790,6 +810,32 @@ fn response_schemas_follow_the_renderers() {
     assert_eq!(props(&d, "AdditionalIdentifiers"), ids[""]);
 
     same_keys(&d, &json_keys(&render, r#""type": "refund""#), "", "Refund");
+
+    // The inbox row: every rendered key is a required property; `payload` is added only for
+    // one row, so it is the one optional property.
+    let inbox = source("api/webhook_events.rs");
+    let keys = json_keys(&inbox, r#""type": "webhook-event","#);
+    let s = schema(&d, "WebhookEvent");
+    let mut with_payload = keys[""].clone();
+    with_payload.insert("payload".into());
+    assert_eq!(prop_set(s), with_payload, "WebhookEvent vs render()");
+    assert!(
+        inbox.contains(r#"v["payload"] ="#),
+        "render() adds the payload"
+    );
+    let required: BTreeSet<String> = s["required"]
+        .as_array()
+        .expect("required")
+        .iter()
+        .map(|x| x.as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        required, keys[""],
+        "WebhookEvent: every rendered key is required"
+    );
+    let reconcile = source("reconcile.rs");
+    let report = json_keys(&reconcile, r#""type": "sync-report","#);
+    same_keys(&d, &report, "", "SyncReport");
 
     let at = render.find("pub fn page").expect("render::page");
     let page = &render[at..at + render[at..].find("\n}").expect("end of page")];
@@ -859,6 +905,26 @@ fn response_schemas_follow_the_renderers() {
             .map(|v| v.as_str().unwrap_or_default().to_string())
             .collect();
     assert_eq!(documented, resources, "verified resources vs READS");
+
+    let inbox = source("api/webhook_events.rs");
+    let op = operation(&d, "get", "/webhook-events");
+    let query: BTreeSet<String> = op["parameters"]
+        .as_array()
+        .expect("list parameters")
+        .iter()
+        .map(|p| deref(&d, p))
+        .filter(|p| p["in"] == "query")
+        .map(|p| p["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        query,
+        set(const_list(&inbox, None, "LIST_PARAMS")),
+        "GET /webhook-events query parameters vs the handler's LIST_PARAMS"
+    );
+    assert_eq!(
+        props(&d, "SyncRequest"),
+        set(const_list(&inbox, None, "SYNC_FIELDS"))
+    );
 
     let ma = source("api/merchant_accounts.rs");
     same_keys(

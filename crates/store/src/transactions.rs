@@ -396,6 +396,28 @@ pub async fn expired_approvals<'c, E: Executor<'c, Database = Any>>(
     rows.iter().map(TransactionRow::from_row).collect()
 }
 
+/// A connection's transactions that Stripe may still move: not in a final status, or with a
+/// refund still processing (reconcile re-reads these from their PaymentIntent).
+pub async fn unsettled_of_connection<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    connection_id: &str,
+    limit: i64,
+) -> Result<Vec<TransactionRow>> {
+    let rows = sqlx::query(
+        "SELECT * FROM transactions t WHERE connection_id = $1
+            AND (status IN ('processing', 'buyer_approval_pending', 'authorization_succeeded',
+                            'authorization_void_pending', 'capture_pending')
+                 OR EXISTS (SELECT 1 FROM refunds r WHERE r.transaction_id = t.id
+                            AND r.status = 'processing'))
+         ORDER BY created_at LIMIT $2",
+    )
+    .bind(connection_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(TransactionRow::from_row).collect()
+}
+
 // ---- refunds ----------------------------------------------------------------------------
 
 pub async fn insert_refund<'c, E: Executor<'c, Database = Any>>(

@@ -46,6 +46,25 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         warmup: usize,
     },
+    /// Signed Stripe events into `POST /webhooks/stripe/{id}` over loopback: acknowledged
+    /// (durable in the inbox) and applied per second, acknowledgement latency, and whether the
+    /// stored transactions match the stream.
+    Webhooks {
+        #[arg(long, value_enum, default_value_t = BenchDb::Sqlite)]
+        db: BenchDb,
+        /// PostgreSQL server to create the benchmark database on (its database name is replaced).
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        database_url: String,
+        /// Distinct events sent (a few percent more are sent again as duplicates).
+        #[arg(long, default_value_t = 30_000)]
+        events: usize,
+        /// Transactions the payment events are about (each gets a full lifecycle, repeated).
+        #[arg(long, default_value_t = 1_000)]
+        objects: usize,
+        /// Concurrent senders (keep-alive connections).
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,11 +83,20 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             concurrency,
             warmup,
         } => transactions(db, &database_url, requests, concurrency, warmup).await,
+        BenchCommand::Webhooks {
+            db,
+            database_url,
+            events,
+            objects,
+            concurrency,
+        } => {
+            crate::bench_webhooks::run(db, &database_url, events, objects, concurrency.max(1)).await
+        }
     }
 }
 
 /// Latency percentiles of a sample, in milliseconds.
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -211,8 +239,24 @@ async fn transactions(
     concurrency: usize,
     warmup: usize,
 ) -> anyhow::Result<()> {
+    on_fresh_db(db, admin_url, |url, dir| async move {
+        transactions_on(db, url, &dir, requests, concurrency.max(1), warmup).await
+    })
+    .await
+}
+
+/// Runs `bench` on a fresh database: a SQLite file in a new temporary data directory, or a
+/// new PostgreSQL database on the server of `admin_url` (dropped after).
+pub(crate) async fn on_fresh_db<F, Fut>(
+    db: BenchDb,
+    admin_url: &str,
+    bench: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(Option<String>, std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     tollgate_stripe::install_crypto_provider();
-    let concurrency = concurrency.max(1);
     let unique = tollgate_store::new_id().replace('-', "");
     // The UUID v7's last digits are random; its first are the clock.
     let suffix = &unique[unique.len() - 12..];
@@ -232,17 +276,9 @@ async fn transactions(
             Some((name, url))
         }
     };
-    let result = transactions_on(
-        db,
-        pg.as_ref().map(|(_, url)| url.clone()),
-        &data_dir,
-        requests,
-        concurrency,
-        warmup,
-    )
-    .await;
+    let result = bench(pg.as_ref().map(|(_, url)| url.clone()), data_dir.clone()).await;
     if let Some((name, _)) = &pg {
-        // FORCE: the server's pools (and its background worker) are still connected.
+        // FORCE: the server's pools (and its background workers) are still connected.
         if let Err(e) = pg_admin(
             admin_url,
             &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
@@ -274,54 +310,8 @@ async fn transactions_on(
     concurrency: usize,
     warmup: usize,
 ) -> anyhow::Result<()> {
-    if std::env::var_os("TOLLGATE_MASTER_KEY").is_none() {
-        // SAFETY: set before the server starts, while no other thread of this process reads or
-        // writes the environment (the runtime's workers are idle; nothing else is running).
-        unsafe {
-            std::env::set_var(
-                "TOLLGATE_MASTER_KEY",
-                tollgate_server::crypto::MasterKey::generate_hex(),
-            );
-        }
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let public_url = format!("http://{addr}");
-    let config = Config {
-        listen: addr,
-        data_dir: data_dir.to_path_buf(),
-        database_url,
-        public_url: Some(public_url.clone()),
-        sandbox: Some(true),
-        ..Config::default()
-    };
-    // Mounted as `serve` mounts it, without a state file: real Stripe costs us no CPU, and
-    // the sandbox's periodic state saves would only measure the sandbox.
-    let sb = Sandbox::start(SandboxConfig {
-        public_url: format!("{public_url}/sandbox/stripe"),
-        ..SandboxConfig::default()
-    })
-    .map_err(|e| anyhow!("{e}"))?;
-    let sb2 = sb.clone();
-    let opts = ServeOptions {
-        clock: Arc::new(SystemClock),
-        sandbox: Some(SandboxHandle {
-            router: sb.router(),
-            secret_key: sb.secret_key(),
-            publishable_key: sb.publishable_key(),
-            register_webhook: Arc::new(move |url: &str| sb2.ensure_webhook_endpoint(url, None)),
-        }),
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tollgate_server::serve(config, listener, opts, async move {
-        let _ = stopped.await;
-    }));
-
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()
-        .context("http client")?;
-    let key = wait_ready(&client, &public_url, data_dir, &server).await?;
+    let srv = BenchServer::start(database_url, data_dir, concurrency, |_| {}).await?;
+    let (client, key, public_url) = (srv.client.clone(), srv.key.clone(), srv.public_url.clone());
     let url = format!("{public_url}/transactions");
 
     // Warm-up with the same connections, not measured.
@@ -367,13 +357,93 @@ async fn transactions_on(
     }
 
     drop(client);
-    let _ = stop.send(());
-    // Graceful shutdown waits for open connections; the client is gone, so this is quick.
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    srv.stop().await;
     if let Some(e) = first_error {
         anyhow::bail!("{errors} creates failed; the first: {e}");
     }
     Ok(())
+}
+
+/// The real server on 127.0.0.1:0 with the in-process sandbox mounted (as `serve` mounts it),
+/// its first secret key and a keep-alive client.
+pub(crate) struct BenchServer {
+    pub public_url: String,
+    pub key: String,
+    pub client: reqwest::Client,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<tollgate_server::anyhow_free::Result<()>>,
+}
+
+impl BenchServer {
+    pub async fn start(
+        database_url: Option<String>,
+        data_dir: &std::path::Path,
+        concurrency: usize,
+        tweak: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<BenchServer> {
+        if std::env::var_os("TOLLGATE_MASTER_KEY").is_none() {
+            // SAFETY: set before the server starts, while no other thread of this process
+            // reads or writes the environment (the runtime's workers are idle).
+            unsafe {
+                std::env::set_var(
+                    "TOLLGATE_MASTER_KEY",
+                    tollgate_server::crypto::MasterKey::generate_hex(),
+                );
+            }
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let public_url = format!("http://{addr}");
+        let mut config = Config {
+            listen: addr,
+            data_dir: data_dir.to_path_buf(),
+            database_url,
+            public_url: Some(public_url.clone()),
+            sandbox: Some(true),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        // Mounted as `serve` mounts it, without a state file: real Stripe costs us no CPU,
+        // and the sandbox's periodic state saves would only measure the sandbox.
+        let sb = Sandbox::start(SandboxConfig {
+            public_url: format!("{public_url}/sandbox/stripe"),
+            ..SandboxConfig::default()
+        })
+        .map_err(|e| anyhow!("{e}"))?;
+        let sb2 = sb.clone();
+        let opts = ServeOptions {
+            clock: Arc::new(SystemClock),
+            sandbox: Some(SandboxHandle {
+                router: sb.router(),
+                secret_key: sb.secret_key(),
+                publishable_key: sb.publishable_key(),
+                register_webhook: Arc::new(move |url: &str| sb2.ensure_webhook_endpoint(url, None)),
+            }),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(tollgate_server::serve(config, listener, opts, async move {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency)
+            .build()
+            .context("http client")?;
+        let key = wait_ready(&client, &public_url, data_dir, &server).await?;
+        Ok(BenchServer {
+            public_url,
+            key,
+            client,
+            stop,
+            server,
+        })
+    }
+
+    pub async fn stop(self) {
+        drop(self.client);
+        let _ = self.stop.send(());
+        // Graceful shutdown waits for open connections; the client is gone, so this is quick.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+    }
 }
 
 /// Waits until the server answers with its first secret key (read from

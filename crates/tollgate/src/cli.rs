@@ -511,3 +511,66 @@ pub async fn connections(cmd: ConnectionsCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Subcommand)]
+pub enum StripeCommand {
+    /// Re-read Stripe (events since the last one seen, the list endpoints, unsettled
+    /// transactions) and apply what webhooks missed, as `POST /connections/{id}/sync` does.
+    Sync {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// One connection (default: every connection).
+        #[arg(long)]
+        connection: Option<String>,
+        /// Start reading here (unix seconds or RFC 3339) instead of where the last sync stopped.
+        #[arg(long)]
+        since: Option<String>,
+    },
+}
+
+pub async fn stripe(cmd: StripeCommand) -> anyhow::Result<()> {
+    let StripeCommand::Sync {
+        server,
+        connection,
+        since,
+    } = cmd;
+    let mut config = server.config()?;
+    // A sandbox connection talks to the sandbox mounted in the running server.
+    let sandbox_base = format!(
+        "http://{}/sandbox/stripe",
+        std::net::SocketAddr::from(([127, 0, 0, 1], config.listen.port()))
+    );
+    config.reconcile_interval_secs = 0;
+    let ctx = tollgate_server::context(config, Arc::new(SystemClock), Some(sandbox_base))
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let since = match since {
+        None => None,
+        Some(s) => Some(
+            tollgate_server::api::webhook_events::parse_since(&Value::String(s.clone()))
+                .ok_or_else(|| anyhow!("--since {s}: not unix seconds or RFC 3339"))?,
+        ),
+    };
+    let conns = match connection {
+        Some(id) => vec![
+            connections::get(ctx.store.reader(), &id)
+                .await?
+                .ok_or_else(|| anyhow!("no connection {id}"))?,
+        ],
+        None => connections::list(ctx.store.reader(), None).await?,
+    };
+    let mut failed = false;
+    for c in conns {
+        match tollgate_server::reconcile::sync_connection(&ctx, &c, since).await {
+            Ok(report) => println!("{}", serde_json::to_string_pretty(&report)?),
+            Err(e) => {
+                failed = true;
+                eprintln!("connection {}: {}", c.id, e.body());
+            }
+        }
+    }
+    if failed {
+        bail!("some connections could not be synced");
+    }
+    Ok(())
+}

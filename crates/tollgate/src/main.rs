@@ -1,6 +1,7 @@
 //! The `tollgate` binary: clap commands wiring the crates together.
 
 mod bench;
+mod bench_webhooks;
 mod cli;
 
 // glibc's allocator spent a third of the sandbox benchmark's CPU in malloc/free bookkeeping
@@ -49,6 +50,9 @@ enum Command {
     /// Stripe connections.
     #[command(subcommand)]
     Connections(cli::ConnectionsCommand),
+    /// Stripe: reconcile (`stripe sync`).
+    #[command(subcommand)]
+    Stripe(cli::StripeCommand),
     /// Run the Stripe sandbox alone (an offline Stripe emulator).
     Sandbox(SandboxArgs),
     /// Benchmarks.
@@ -104,6 +108,7 @@ fn main() -> anyhow::Result<()> {
             Command::Keys(cmd) => cli::keys(cmd).await,
             Command::MerchantAccounts(cmd) => cli::merchant_accounts(cmd).await,
             Command::Connections(cmd) => cli::connections(cmd).await,
+            Command::Stripe(cmd) => cli::stripe(cmd).await,
             Command::Sandbox(args) => run_sandbox(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
         }

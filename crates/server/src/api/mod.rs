@@ -7,6 +7,7 @@ pub mod merchant_accounts;
 pub mod refunds;
 pub mod render;
 pub mod transactions;
+pub mod webhook_events;
 pub mod webhooks_in;
 
 use axum::Router;
@@ -38,6 +39,10 @@ pub fn router(ctx: &ApiContext) -> Router<ApiContext> {
                 .delete(connections::delete),
         )
         .route("/connections/{id}/verify", post(connections::verify))
+        .route("/connections/{id}/sync", post(webhook_events::sync))
+        .route("/webhook-events", get(webhook_events::list))
+        .route("/webhook-events/{id}", get(webhook_events::get))
+        .route("/webhook-events/{id}/replay", post(webhook_events::replay))
         .route("/transactions", post(tx::create).get(tx::list))
         .route("/transactions/{id}", get(tx::get))
         .route("/transactions/{id}/capture", post(tx::capture))
@@ -59,7 +64,7 @@ pub fn router(ctx: &ApiContext) -> Router<ApiContext> {
         ));
     api.merge(health::router()).route(
         "/webhooks/stripe/{connection_id}",
-        post(webhooks_in::receive).layer(axum::extract::DefaultBodyLimit::max(2 * MAX_BODY)),
+        post(webhooks_in::receive),
     )
 }
 

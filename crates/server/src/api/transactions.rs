@@ -648,71 +648,90 @@ pub async fn apply_observations(
         }
     }
     for _attempt in 0..5 {
-        let now = ctx.now();
         let mut tx = ctx.store.begin().await?;
-        let current = store_tx::get_any(&mut *tx, &t.id, ctx.store.for_update())
-            .await?
-            .ok_or_else(|| ApiError::not_found("transaction"))?;
-        let mut state: TransactionState = serde_json::from_str(&current.state)
-            .map_err(|e| ApiError::Internal(format!("state: {e}")))?;
-        let mut changes = Vec::new();
-        for o in &observations {
-            let out = apply(&state, o);
-            state = out.state;
-            changes.extend(out.changes);
+        match apply_locked(ctx, &mut tx, &t.id, &observations, ctx.now()).await {
+            Ok(Some(row)) => {
+                tollgate_store::commit(tx).await?;
+                return Ok(row);
+            }
+            Ok(None) => {
+                tx.rollback()
+                    .await
+                    .map_err(tollgate_store::StoreError::from)?;
+                return store_tx::get_any(ctx.store.reader(), &t.id, "")
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("transaction"));
+            }
+            Err(ApiError::ConcurrentRequest) => continue,
+            Err(e) => return Err(e),
         }
-        if changes.is_empty() {
-            tx.rollback()
-                .await
-                .map_err(tollgate_store::StoreError::from)?;
-            return Ok(current);
-        }
-        let status = state.status;
-        let error = state.error();
-        let became = |s: TransactionStatus| status == s && current.status != s.as_str();
-        let authorized_at = current.authorized_at.or_else(|| {
-            (became(TransactionStatus::AuthorizationSucceeded)
-                || became(TransactionStatus::CaptureSucceeded))
-            .then_some(now)
-        });
-        let captured_at = current
-            .captured_at
-            .or_else(|| became(TransactionStatus::CaptureSucceeded).then_some(now));
-        let voided_at = current
-            .voided_at
-            .or_else(|| became(TransactionStatus::AuthorizationVoided).then_some(now));
-        let update = TransactionUpdate::StateApplied {
-            status: status.as_str().to_string(),
-            authorized_amount: state.authorized_amount,
-            captured_amount: state.captured_amount,
-            refunded_amount: state.refunded_amount,
-            disputed: state.disputed,
-            error_code: error.as_ref().map(|e| e.error_code.as_str().to_string()),
-            raw_response_code: error.as_ref().and_then(|e| e.raw_response_code.clone()),
-            raw_response_description: error
-                .as_ref()
-                .and_then(|e| e.raw_response_description.clone()),
-            state: serde_json::to_string(&state).unwrap_or_default(),
-            authorized_at,
-            captured_at,
-            voided_at,
-        };
-        match store_tx::update(&mut *tx, &current.id, current.version, now, &update).await {
-            Ok(()) => {}
-            Err(tollgate_store::StoreError::Conflict) => continue,
-            Err(e) => return Err(e.into()),
-        }
-        for c in &changes {
-            let (name, data) = event_of(c);
-            insert_event(&mut tx, &current, name, data, now).await?;
-        }
-        let row = store_tx::get_any(&mut *tx, &current.id, "")
-            .await?
-            .ok_or_else(|| ApiError::not_found("transaction"))?;
-        tollgate_store::commit(tx).await?;
-        return Ok(row);
     }
     Err(ApiError::ConcurrentRequest)
+}
+
+/// Applies `observations` to transaction `id` inside the write transaction `tx` (row locked on
+/// PostgreSQL, the single writer on SQLite), writing its events. `None` when nothing changed.
+/// The inbox worker calls this for a whole batch of events in one commit.
+pub(crate) async fn apply_locked(
+    ctx: &ApiContext,
+    tx: &mut tollgate_store::Tx,
+    id: &str,
+    observations: &[Observation],
+    now: i64,
+) -> ApiResult<Option<TransactionRow>> {
+    let current = store_tx::get_any(&mut **tx, id, ctx.store.for_update())
+        .await?
+        .ok_or_else(|| ApiError::not_found("transaction"))?;
+    let mut state: TransactionState = serde_json::from_str(&current.state)
+        .map_err(|e| ApiError::Internal(format!("state: {e}")))?;
+    let mut changes = Vec::new();
+    for o in observations {
+        let out = apply(&state, o);
+        state = out.state;
+        changes.extend(out.changes);
+    }
+    if changes.is_empty() {
+        return Ok(None);
+    }
+    let status = state.status;
+    let error = state.error();
+    let became = |s: TransactionStatus| status == s && current.status != s.as_str();
+    let authorized_at = current.authorized_at.or_else(|| {
+        (became(TransactionStatus::AuthorizationSucceeded)
+            || became(TransactionStatus::CaptureSucceeded))
+        .then_some(now)
+    });
+    let captured_at = current
+        .captured_at
+        .or_else(|| became(TransactionStatus::CaptureSucceeded).then_some(now));
+    let voided_at = current
+        .voided_at
+        .or_else(|| became(TransactionStatus::AuthorizationVoided).then_some(now));
+    let update = TransactionUpdate::StateApplied {
+        status: status.as_str().to_string(),
+        authorized_amount: state.authorized_amount,
+        captured_amount: state.captured_amount,
+        refunded_amount: state.refunded_amount,
+        disputed: state.disputed,
+        error_code: error.as_ref().map(|e| e.error_code.as_str().to_string()),
+        raw_response_code: error.as_ref().and_then(|e| e.raw_response_code.clone()),
+        raw_response_description: error
+            .as_ref()
+            .and_then(|e| e.raw_response_description.clone()),
+        state: serde_json::to_string(&state).unwrap_or_default(),
+        authorized_at,
+        captured_at,
+        voided_at,
+    };
+    store_tx::update(&mut **tx, &current.id, current.version, now, &update).await?;
+    for c in &changes {
+        let (name, data) = event_of(c);
+        insert_event(tx, &current, name, data, now).await?;
+    }
+    let row = store_tx::get_any(&mut **tx, &current.id, "")
+        .await?
+        .ok_or_else(|| ApiError::not_found("transaction"))?;
+    Ok(Some(row))
 }
 
 /// A Tollgate-side outcome with no Stripe object to observe (a cancel before any PaymentIntent
@@ -960,7 +979,7 @@ pub async fn get(
 }
 
 /// Query parameters, repeated keys kept (`status=a&status=b`, `status[]=a`, `currency[]=…`).
-fn query_multi(raw: Option<&str>) -> HashMap<String, Vec<String>> {
+pub(crate) fn query_multi(raw: Option<&str>) -> HashMap<String, Vec<String>> {
     let mut out: HashMap<String, Vec<String>> = HashMap::new();
     for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
         let k = k.trim_end_matches("[]").to_string();

@@ -1,18 +1,25 @@
-//! Stripe webhooks in (SPEC §4, first part): the sandbox's real, signed deliveries move
-//! transactions without a sync; forged, altered, stale, future and foreign events change
-//! nothing; a rotated secret keeps verifying.
+//! Stripe webhooks in (SPEC §4): the sandbox's real, signed deliveries move transactions
+//! without a sync; forged, altered, stale, future, oversized and foreign events change
+//! nothing; a rotated secret keeps verifying; accepted events go through the durable inbox
+//! (deduplicated, applied by workers, dead-lettered, replayable, listable); payloads of old
+//! API versions are understood; reconcile applies what webhooks missed.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tollgate_stripe::signature;
 
-use crate::common::{Db, TestServer, now_ms, wait_for};
+use crate::common::{Db, TestServer, assert_error, now_ms, wait_for};
 
 crate::both_dbs!(
     sandbox_deliveries_drive_transactions,
     signatures_are_checked,
-    foreign_account_events_are_ignored
+    foreign_account_events_are_ignored,
+    another_merchants_event_changes_nothing,
+    old_api_versions_are_understood,
+    failing_events_are_dead_lettered_and_replayable,
+    the_inbox_is_listable,
+    sync_applies_what_webhooks_missed
 );
 
 const SECRET: &str = "whsec_testsecret1234567890";
@@ -131,11 +138,59 @@ async fn signatures_are_checked(db: Db) {
     )
     .await;
     assert_eq!(r.status, 400);
+    // Not JSON (signed all the same).
+    let r = send(
+        &s,
+        &conn_id,
+        b"not json",
+        Some(signature::header(&[SECRET], now, b"not json")),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    // Re-serialised: the same JSON with other bytes no longer matches the signature.
+    let reserialised = serde_json::to_vec_pretty(&event).unwrap();
+    let r = send(
+        &s,
+        &conn_id,
+        &reserialised,
+        Some(signature::header(&[SECRET], now, &body)),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    // Over 1 MiB: 413 in the error envelope.
+    let mut big = event.clone();
+    big["data"]["object"]["metadata"]["padding"] = json!("x".repeat(1024 * 1024));
+    let big = serde_json::to_vec(&big).unwrap();
+    let big_header = signature::header(&[SECRET], now, &big);
+    let r = s
+        .send_oversized(|| {
+            s.http
+                .post(s.url(&format!("/webhooks/stripe/{conn_id}")))
+                .header("content-type", "application/json")
+                .header("stripe-signature", big_header.clone())
+                .body(big.clone())
+        })
+        .await;
+    assert_error(&r, 413, "bad_request");
     assert_eq!(
         s.db_snapshot().await,
         before,
         "refused events change nothing"
     );
+    // Any of several v1 signatures may match.
+    let two = format!(
+        "t={now},v1={},v1={}",
+        signature::sign("whsec_other", now, &body),
+        signature::sign(SECRET, now, &body)
+    );
+    let r = send(&s, &conn_id, &body, Some(two)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["duplicate"], false);
+    let id = tx["id"].as_str().unwrap().to_string();
+    wait_for(Duration::from_secs(10), "the event to apply", || async {
+        (s.get_tx(&id).await["status"] == "authorization_succeeded").then_some(())
+    })
+    .await;
 
     // Rotation: the previous secret still verifies.
     let rb = s
@@ -149,10 +204,10 @@ async fn signatures_are_checked(db: Db) {
         Some(signature::header(&[SECRET], now, &body)),
     )
     .await;
-    assert_eq!(r.body["applied"], true, "{}", r.text);
-    let t = s.get_tx(tx["id"].as_str().unwrap()).await;
-    assert_eq!(t["status"], "authorization_succeeded");
-    // A duplicate is harmless.
+    assert_eq!(r.status, 200, "{}", r.text);
+    // A duplicate (signed with the new secret) answers 200 and is not stored or applied again.
+    assert_eq!(r.body["duplicate"], true, "{}", r.text);
+    let settled = s.db_snapshot().await;
     let r = send(
         &s,
         &conn_id,
@@ -161,10 +216,17 @@ async fn signatures_are_checked(db: Db) {
     )
     .await;
     assert_eq!(r.status, 200);
-    assert_eq!(
-        s.get_tx(tx["id"].as_str().unwrap()).await["status"],
-        "authorization_succeeded"
-    );
+    assert_eq!(r.body["duplicate"], true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.db_snapshot().await, settled);
+    assert_eq!(settled.inbox, 1);
+    let rows = s
+        .get("/webhook-events?stripe_event_id=evt_test_1")
+        .await
+        .expect(200);
+    assert_eq!(rows["items"].as_array().unwrap().len(), 1);
+    assert_eq!(rows["items"][0]["status"], "applied");
+    assert_eq!(rows["items"][0]["attempts"], 1);
 }
 
 async fn foreign_account_events_are_ignored(db: Db) {
@@ -179,9 +241,462 @@ async fn foreign_account_events_are_ignored(db: Db) {
     )
     .await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.body["applied"], false);
+    // Stored, then marked ignored; the transaction does not move.
+    let row = wait_for(
+        Duration::from_secs(10),
+        "the event to be ignored",
+        || async {
+            let rows = s.get("/webhook-events?status=ignored").await.expect(200);
+            rows["items"].as_array().unwrap().first().cloned()
+        },
+    )
+    .await;
+    assert_eq!(row["stripe_account"], "acct_someoneelse");
     assert_eq!(
         s.get_tx(tx["id"].as_str().unwrap()).await["status"],
         "buyer_approval_pending"
+    );
+}
+
+/// Signs `event` with `secret` and sends it to connection `conn_id`; asserts 200.
+async fn deliver(s: &TestServer, conn_id: &str, secret: &str, event: &Value) -> Value {
+    let body = serde_json::to_vec(event).unwrap();
+    let r = send(
+        s,
+        conn_id,
+        &body,
+        Some(signature::header(&[secret], now_ms() / 1000, &body)),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body
+}
+
+fn event_of(id: &str, kind: &str, version: &str, object: Value) -> Value {
+    json!({"id": id, "object": "event", "api_version": version, "created": now_ms() / 1000,
+           "type": kind, "data": {"object": object}, "livemode": false, "pending_webhooks": 1,
+           "request": {"id": null, "idempotency_key": null}})
+}
+
+/// The inbox row of Stripe event `evt`, once it is no longer waiting.
+async fn settled(s: &TestServer, evt: &str) -> Value {
+    wait_for(Duration::from_secs(15), "the event to settle", || async {
+        let rows = s
+            .get(&format!("/webhook-events?stripe_event_id={evt}"))
+            .await
+            .expect(200);
+        rows["items"]
+            .as_array()
+            .unwrap()
+            .first()
+            .filter(|r| r["status"] != "received")
+            .cloned()
+    })
+    .await
+}
+
+/// Merchant B's connection receives a validly signed event about merchant A's PaymentIntent
+/// naming A's transaction in its metadata: it is stored for B and ignored; nothing of A moves.
+async fn another_merchants_event_changes_nothing(db: Db) {
+    let (s, _conn_a, tx, event) = setup(db).await;
+    let key_b = s.merchant_account("merchant-b").await;
+    let rb = s
+        .http
+        .post(s.url("/connections"))
+        .bearer_auth(&key_b)
+        .json(&json!({"secret_key": "sk_test_merchantb12345678", "webhook_secret": "whsec_merchantb_secret"}));
+    let conn_b = s.send(rb).await.expect(201);
+    let conn_b = conn_b["id"].as_str().unwrap();
+    let before = s.db_snapshot().await;
+    let mut event = event;
+    event["id"] = json!("evt_from_b");
+    assert_eq!(
+        event["data"]["object"]["metadata"]["tollgate_transaction_id"], tx["id"],
+        "the payload names A's transaction"
+    );
+    deliver(&s, conn_b, "whsec_merchantb_secret", &event).await;
+    let rb = s
+        .http
+        .get(s.url("/webhook-events?stripe_event_id=evt_from_b"))
+        .bearer_auth(&key_b);
+    let row = wait_for(Duration::from_secs(10), "B's event to settle", || async {
+        let rows = s.send(rb.try_clone().unwrap()).await.expect(200);
+        rows["items"]
+            .as_array()
+            .unwrap()
+            .first()
+            .filter(|r| r["status"] != "received")
+            .cloned()
+    })
+    .await;
+    assert_eq!(row["status"], "ignored", "{row}");
+    // A's key does not see B's inbox.
+    let mine = s
+        .get("/webhook-events?stripe_event_id=evt_from_b")
+        .await
+        .expect(200);
+    assert_eq!(mine["items"].as_array().unwrap().len(), 0, "{mine}");
+    let after = s.db_snapshot().await;
+    assert_eq!(
+        after.transactions, before.transactions,
+        "A's transaction did not move"
+    );
+    assert_eq!(after.events, before.events);
+}
+
+/// The shapes of 2020-08-27 (`payment_intent.charges` embedded, `charge.refunds` expanded),
+/// 2022-11-15 (`latest_charge`) and the current version move transactions alike.
+async fn old_api_versions_are_understood(db: Db) {
+    let (s, conn_id, _tx, _event) = setup(db).await;
+    for (n, version) in ["2020-08-27", "2022-11-15", "2026-10-28.endive"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut body = TestServer::redirect_body(2000, "authorize");
+        body["payment_service_id"] = json!(conn_id);
+        let tx = s.post("/transactions", body).await.expect(201);
+        let id = tx["id"].as_str().unwrap().to_string();
+        let pi_id = tx["additional_identifiers"]["payment_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        s.approve(&tx, "pm_card_visa").await.expect(200);
+        let pi = s
+            .stripe_get(&format!(
+                "/v1/payment_intents/{pi_id}?expand[]=latest_charge"
+            ))
+            .await;
+        let charge = pi["latest_charge"].clone();
+        let shaped = |mut pi: Value| -> Value {
+            if version == "2020-08-27" {
+                let lc = pi["latest_charge"].clone();
+                pi.as_object_mut().unwrap().remove("latest_charge");
+                pi["charges"] = json!({"object": "list", "data": [lc], "has_more": false,
+                                       "url": format!("/v1/charges?payment_intent={pi_id}")});
+            } else {
+                pi["latest_charge"] = json!(charge["id"]);
+            }
+            pi
+        };
+        deliver(
+            &s,
+            &conn_id,
+            SECRET,
+            &event_of(
+                &format!("evt_auth_{n}"),
+                "payment_intent.amount_capturable_updated",
+                version,
+                shaped(pi),
+            ),
+        )
+        .await;
+        assert_eq!(
+            settled(&s, &format!("evt_auth_{n}")).await["status"],
+            "applied"
+        );
+        assert_eq!(
+            s.get_tx(&id).await["status"],
+            "authorization_succeeded",
+            "{version}"
+        );
+
+        // Captured and partly refunded at Stripe behind Tollgate's back.
+        let rb = s
+            .http
+            .post(s.url(&format!(
+                "/sandbox/stripe/v1/payment_intents/{pi_id}/capture"
+            )))
+            .bearer_auth(s.sandbox.secret_key());
+        s.send(rb).await.expect(200);
+        let rb = s
+            .http
+            .post(s.url("/sandbox/stripe/v1/refunds"))
+            .bearer_auth(s.sandbox.secret_key())
+            .form(&[("payment_intent", pi_id.as_str()), ("amount", "500")]);
+        s.send(rb).await.expect(200);
+        let pi = s
+            .stripe_get(&format!(
+                "/v1/payment_intents/{pi_id}?expand[]=latest_charge"
+            ))
+            .await;
+        deliver(
+            &s,
+            &conn_id,
+            SECRET,
+            &event_of(
+                &format!("evt_cap_{n}"),
+                "payment_intent.succeeded",
+                version,
+                shaped(pi),
+            ),
+        )
+        .await;
+        let mut ch = s
+            .stripe_get(&format!(
+                "/v1/charges/{}?expand[]=refunds",
+                charge["id"].as_str().unwrap()
+            ))
+            .await;
+        if version != "2020-08-27" {
+            ch.as_object_mut().unwrap().remove("refunds");
+        } else {
+            assert_eq!(
+                ch["refunds"]["data"].as_array().map(Vec::len),
+                Some(1),
+                "{ch}"
+            );
+        }
+        deliver(
+            &s,
+            &conn_id,
+            SECRET,
+            &event_of(&format!("evt_ref_{n}"), "charge.refunded", version, ch),
+        )
+        .await;
+        settled(&s, &format!("evt_ref_{n}")).await;
+        let t = s.get_tx(&id).await;
+        assert_eq!(t["status"], "capture_succeeded", "{version}: {t}");
+        assert_eq!(t["captured_amount"], 2000, "{version}");
+        assert_eq!(
+            t["refunded_amount"], 500,
+            "{version}: cumulative, from the charge"
+        );
+    }
+}
+
+/// An event whose handler keeps failing is retried with backoff, then dead-lettered; after the
+/// cause is fixed, a replay applies it.
+async fn failing_events_are_dead_lettered_and_replayable(db: Db) {
+    let s = TestServer::start_with(db, |c| {
+        c.stripe_api_base = format!("http://{}/sandbox/stripe", c.listen);
+        c.inbox_max_attempts = 3;
+        c.inbox_retry_base_ms = 30;
+    })
+    .await;
+    let conn = s
+        .post(
+            "/connections",
+            json!({"secret_key": "sk_test_webhooktests1234", "webhook_secret": SECRET}),
+        )
+        .await
+        .expect(201);
+    let conn_id = conn["id"].as_str().unwrap();
+    let mut body = TestServer::redirect_body(700, "authorize");
+    body["payment_service_id"] = json!(conn_id);
+    let tx = s.post("/transactions", body).await.expect(201);
+    let id = tx["id"].as_str().unwrap();
+    s.approve(&tx, "pm_card_visa").await.expect(200);
+    let pi = s
+        .stripe_get(&format!(
+            "/v1/payment_intents/{}",
+            tx["additional_identifiers"]["payment_id"].as_str().unwrap()
+        ))
+        .await;
+    // Break the stored state so applying fails (as a bug or a bad migration would).
+    let good: String = sqlx::query_scalar("SELECT state FROM transactions WHERE id = $1")
+        .bind(id)
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE transactions SET state = 'broken' WHERE id = $1")
+        .bind(id)
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    deliver(
+        &s,
+        conn_id,
+        SECRET,
+        &event_of(
+            "evt_dead",
+            "payment_intent.amount_capturable_updated",
+            "2026-10-28.endive",
+            pi,
+        ),
+    )
+    .await;
+    let row = wait_for(Duration::from_secs(15), "the event to die", || async {
+        let rows = s.get("/webhook-events?status=dead").await.expect(200);
+        rows["items"].as_array().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(row["stripe_event_id"], "evt_dead");
+    assert_eq!(row["attempts"], 3, "{row}");
+    assert!(row["note"].as_str().unwrap_or_default().len() > 3, "{row}");
+    let row_id = row["id"].as_str().unwrap();
+    let full = s
+        .get(&format!("/webhook-events/{row_id}"))
+        .await
+        .expect(200);
+    assert_eq!(full["payload"]["id"], "evt_dead");
+    sqlx::query("UPDATE transactions SET state = $1 WHERE id = $2")
+        .bind(&good)
+        .bind(id)
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    let replayed = s
+        .post_empty(&format!("/webhook-events/{row_id}/replay"))
+        .await
+        .expect(200);
+    assert_eq!(replayed["id"], row_id);
+    let row = settled(&s, "evt_dead").await;
+    assert_eq!(row["status"], "applied", "{row}");
+    assert_eq!(row["attempts"], 1);
+    assert_eq!(s.get_tx(id).await["status"], "authorization_succeeded");
+    assert_error(
+        &s.post_empty("/webhook-events/nope/replay").await,
+        404,
+        "not_found",
+    );
+}
+
+async fn the_inbox_is_listable(db: Db) {
+    let (s, conn_id, _tx, event) = setup(db).await;
+    for n in 0..5 {
+        let mut e = event.clone();
+        e["id"] = json!(format!("evt_list_{n}"));
+        e["type"] = json!(if n % 2 == 0 {
+            "customer.created"
+        } else {
+            "payment_intent.amount_capturable_updated"
+        });
+        deliver(&s, &conn_id, SECRET, &e).await;
+    }
+    settled(&s, "evt_list_4").await;
+    wait_for(Duration::from_secs(10), "every event to settle", || async {
+        let r = s
+            .get("/webhook-events?status=received&status=failed")
+            .await
+            .expect(200);
+        r["items"].as_array().unwrap().is_empty().then_some(())
+    })
+    .await;
+    let ignored = s.get("/webhook-events?status=ignored").await.expect(200);
+    assert_eq!(ignored["items"].as_array().unwrap().len(), 3, "{ignored}");
+    let by_type = s
+        .get("/webhook-events?type=payment_intent.amount_capturable_updated")
+        .await
+        .expect(200);
+    assert_eq!(by_type["items"].as_array().unwrap().len(), 2);
+    // Pages of two, newest first, walk all five rows and back.
+    let p1 = s.get("/webhook-events?limit=2").await.expect(200);
+    let p2 = s
+        .get(&format!(
+            "/webhook-events?limit=2&cursor={}",
+            p1["next_cursor"].as_str().unwrap()
+        ))
+        .await
+        .expect(200);
+    let p3 = s
+        .get(&format!(
+            "/webhook-events?limit=2&cursor={}",
+            p2["next_cursor"].as_str().unwrap()
+        ))
+        .await
+        .expect(200);
+    let ids: Vec<String> = [&p1, &p2, &p3]
+        .iter()
+        .flat_map(|p| {
+            p["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["stripe_event_id"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "evt_list_4",
+            "evt_list_3",
+            "evt_list_2",
+            "evt_list_1",
+            "evt_list_0"
+        ]
+    );
+    assert!(p3["next_cursor"].is_null());
+    let back = s
+        .get(&format!(
+            "/webhook-events?limit=2&cursor={}",
+            p2["previous_cursor"].as_str().unwrap()
+        ))
+        .await
+        .expect(200);
+    assert_eq!(back["items"], p1["items"]);
+    assert!(
+        p1["items"][0].get("payload").is_none(),
+        "lists leave the payload out"
+    );
+    assert_error(
+        &s.get("/webhook-events?status=nope").await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &s.get("/webhook-events?colour=red").await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &s.get("/webhook-events/00000000-0000-0000-0000-000000000000")
+            .await,
+        404,
+        "not_found",
+    );
+}
+
+/// No webhook reaches this server (the default test set-up): reconcile reads the sandbox's
+/// events and lists and applies them; a second run finds nothing new.
+async fn sync_applies_what_webhooks_missed(db: Db) {
+    let s = TestServer::start(db).await;
+    let a = s.create_redirect(1100, "authorize").await;
+    let c = s.create_redirect(1200, "capture").await;
+    s.approve(&a, "pm_card_visa").await.expect(200);
+    s.approve(&c, "pm_card_visa").await.expect(200);
+    let conn_id = a["payment_service"]["id"].as_str().unwrap();
+    let report = s
+        .post(&format!("/connections/{conn_id}/sync"), json!({}))
+        .await
+        .expect(200);
+    assert_eq!(report["events"]["status"], "read", "{report}");
+    assert!(report["events"]["new"].as_u64().unwrap() >= 4, "{report}");
+    assert_eq!(
+        report["lists"]["payment_intents"]["status"], "read",
+        "{report}"
+    );
+    assert_eq!(
+        s.get_tx(a["id"].as_str().unwrap()).await["status"],
+        "authorization_succeeded"
+    );
+    assert_eq!(
+        s.get_tx(c["id"].as_str().unwrap()).await["status"],
+        "capture_succeeded"
+    );
+    let again = s
+        .post(&format!("/connections/{conn_id}/sync"), json!({}))
+        .await
+        .expect(200);
+    assert_eq!(again["events"]["new"], 0, "{again}");
+    assert_eq!(again["lists"]["payment_intents"]["new"], 0, "{again}");
+    let synced = s
+        .get("/webhook-events?type=payment_intent.synced")
+        .await
+        .expect(200);
+    assert!(!synced["items"].as_array().unwrap().is_empty());
+    let bad = s
+        .post(
+            &format!("/connections/{conn_id}/sync"),
+            json!({"since": "yesterday"}),
+        )
+        .await;
+    assert_eq!(
+        crate::common::assert_bad_field(&bad, "body", "/since")["code"],
+        "bad_request"
+    );
+    assert_error(
+        &s.post("/connections/nope/sync", json!({})).await,
+        404,
+        "not_found",
     );
 }

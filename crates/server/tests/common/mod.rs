@@ -100,6 +100,8 @@ pub struct Snapshot {
     pub transactions: Vec<(String, String, i64)>,
     pub refunds: Vec<(String, String)>,
     pub events: i64,
+    /// Rows in the inbox of Stripe events.
+    pub inbox: i64,
 }
 
 pub struct TestServer {
@@ -170,6 +172,9 @@ impl TestServer {
             stripe_max_retries: 2,
             stripe_retry_base_ms: 10,
             expiry_interval_ms: 100,
+            inbox_poll_ms: 50,
+            inbox_retry_base_ms: 50,
+            reconcile_interval_secs: 0,
             master_key: Some(TEST_MASTER_KEY.to_string().into()),
             ..Config::default()
         };
@@ -495,10 +500,15 @@ impl TestServer {
             .fetch_one(&self.pool)
             .await
             .expect("snapshot");
+        let inbox: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_events")
+            .fetch_one(&self.pool)
+            .await
+            .expect("snapshot");
         Snapshot {
             transactions,
             refunds,
             events,
+            inbox,
         }
     }
 

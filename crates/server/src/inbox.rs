@@ -1,0 +1,406 @@
+//! The inbox of Stripe events (SPEC §4).
+//!
+//! - [`Inbox::accept`] stores a verified event before the webhook is answered. Concurrent
+//!   deliveries are written by one task in shared commits (group commit): each commit is
+//!   durable (`synchronous=FULL` / `synchronous_commit=on`) and carries every event that
+//!   arrived while the previous one was on its way to disk, so the acknowledgement rate is
+//!   not bounded by one fsync per event.
+//! - Workers ([`spawn_workers`]) claim due rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL, the
+//!   single writer on SQLite) and apply a whole batch in one write transaction: every
+//!   transaction change, its events and the rows' new statuses commit together. A row whose
+//!   lease ran out while another worker held it is found already applied and skipped, so
+//!   each event is applied once even with several servers on one database.
+//! - An event that fails is retried with exponential backoff and jitter, then `dead`; a dead
+//!   (or any) event can be replayed.
+//!
+//! Events are hints applied forward-only through the domain, so order and copies do not
+//! matter; what an event means for a transaction is decided in [`plan`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tollgate_domain::{DisputeSnapshot, Observation};
+use tollgate_store::inbox::{self, InboxRow};
+use tollgate_store::{ConnectionRow, Store, connections, transactions as store_tx};
+
+use crate::ApiContext;
+use crate::api::transactions::apply_locked;
+use crate::error::{ApiError, ApiResult};
+use crate::stripe_map;
+
+/// Rows written per commit at most (the rest wait for the next one).
+const MAX_GROUP: usize = 512;
+
+struct Pending {
+    row: InboxRow,
+    done: oneshot::Sender<Result<bool, String>>,
+}
+
+/// The inbox's front door and the bell its workers listen to.
+#[derive(Clone)]
+pub struct Inbox {
+    tx: mpsc::Sender<Pending>,
+    pub wake: Arc<Notify>,
+}
+
+impl Inbox {
+    /// Starts the group-commit writer for `store`.
+    pub fn start(store: Store) -> Inbox {
+        let (tx, rx) = mpsc::channel(8192);
+        let wake = Arc::new(Notify::new());
+        tokio::spawn(group_commit(store, rx, wake.clone()));
+        Inbox { tx, wake }
+    }
+
+    /// Stores `row` durably; `true` when it is new, `false` for a duplicate (same Stripe
+    /// account and event id).
+    pub async fn accept(&self, row: InboxRow) -> ApiResult<bool> {
+        let (done, answer) = oneshot::channel();
+        self.tx
+            .send(Pending { row, done })
+            .await
+            .map_err(|_| ApiError::Internal("inbox writer stopped".into()))?;
+        match answer.await {
+            Ok(Ok(new)) => Ok(new),
+            Ok(Err(e)) => Err(ApiError::Internal(format!("inbox: {e}"))),
+            Err(_) => Err(ApiError::Internal("inbox writer stopped".into())),
+        }
+    }
+}
+
+async fn group_commit(store: Store, mut rx: mpsc::Receiver<Pending>, wake: Arc<Notify>) {
+    let mut batch = Vec::with_capacity(MAX_GROUP);
+    while rx.recv_many(&mut batch, MAX_GROUP).await > 0 {
+        // One order for every server's inserts, so two servers storing the same events at
+        // once (PostgreSQL) wait for each other instead of deadlocking.
+        batch.sort_by(|a, b| {
+            (&a.row.stripe_account, &a.row.stripe_event_id)
+                .cmp(&(&b.row.stripe_account, &b.row.stripe_event_id))
+        });
+        match write_group(&store, &batch).await {
+            Ok(news) => {
+                for (p, new) in batch.drain(..).zip(news) {
+                    let _ = p.done.send(Ok(new));
+                }
+            }
+            Err(e) => {
+                // One commit per event, so one failure cannot fail the others.
+                tracing::warn!(error = %e, events = batch.len(), "group commit failed; storing events one by one");
+                for p in batch.drain(..) {
+                    let one = write_group(&store, std::slice::from_ref(&p)).await;
+                    let _ = p.done.send(
+                        one.map(|n| n.first().copied().unwrap_or(false))
+                            .map_err(|e| e.to_string()),
+                    );
+                }
+            }
+        }
+        wake.notify_waiters();
+    }
+}
+
+async fn write_group(store: &Store, batch: &[Pending]) -> tollgate_store::Result<Vec<bool>> {
+    let mut tx = store.begin().await?;
+    let mut news = Vec::with_capacity(batch.len());
+    for p in batch {
+        news.push(inbox::insert(&mut *tx, &p.row).await?);
+    }
+    tollgate_store::commit(tx).await?;
+    Ok(news)
+}
+
+/// A new inbox row for `event` (already parsed and checked to be an event object).
+pub fn row_for(
+    conn: &ConnectionRow,
+    event: &Value,
+    payload: String,
+    source: &str,
+    now: i64,
+) -> InboxRow {
+    let account = event["account"]
+        .as_str()
+        .or(conn.stripe_account.as_deref())
+        .unwrap_or_default();
+    InboxRow {
+        id: tollgate_store::new_id(),
+        connection_id: conn.id.clone(),
+        merchant_account_id: conn.merchant_account_id.clone(),
+        stripe_account: account.to_string(),
+        stripe_event_id: event["id"].as_str().unwrap_or_default().to_string(),
+        event_type: event["type"].as_str().unwrap_or_default().to_string(),
+        api_version: event["api_version"].as_str().map(str::to_string),
+        source: source.to_string(),
+        payload,
+        status: inbox::RECEIVED.to_string(),
+        attempts: 0,
+        next_attempt_at: now,
+        locked_until: None,
+        note: None,
+        stripe_created: event["created"].as_i64(),
+        received_at: now,
+        applied_at: None,
+        updated_at: now,
+    }
+}
+
+// ---- workers ------------------------------------------------------------------------------
+
+/// Starts the workers that apply the inbox (and prune it).
+pub fn spawn_workers(ctx: ApiContext) {
+    for n in 0..ctx.config.inbox_workers.max(1) {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let poll = Duration::from_millis(ctx.config.inbox_poll_ms.max(10));
+            loop {
+                let worked = match run_once(&ctx).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(worker = n, error = %e, "inbox pass failed");
+                        0
+                    }
+                };
+                if worked == 0 {
+                    // Woken by a new event, or polling for other servers' rows and retries.
+                    let _ = tokio::time::timeout(poll, ctx.inbox.wake.notified()).await;
+                }
+            }
+        });
+    }
+    let ctx2 = ctx.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            let keep = ctx2.config.inbox_retention_days as i64 * 86_400_000;
+            match inbox::prune(ctx2.store.writer(), ctx2.now() - keep).await {
+                Ok(n) if n > 0 => tracing::info!(rows = n, "pruned old inbox rows"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning the inbox failed"),
+            }
+        }
+    });
+}
+
+/// Claims one batch of due rows and applies it; returns how many rows it took.
+pub async fn run_once(ctx: &ApiContext) -> ApiResult<usize> {
+    let now = ctx.now();
+    let rows = inbox::claim(
+        ctx.store.writer(),
+        ctx.store.backend(),
+        now,
+        ctx.config.inbox_lease_ms as i64,
+        ctx.config.inbox_batch as i64,
+    )
+    .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let n = rows.len();
+    apply_rows(ctx, rows).await?;
+    Ok(n)
+}
+
+/// What one event does, decided before the write transaction opens (lookups and re-reads
+/// happen here, so the write lock is held only for writes).
+enum Plan {
+    Apply {
+        transaction_id: String,
+        observations: Vec<Observation>,
+        refund: Option<(String, &'static str)>,
+    },
+    Ignore(String),
+    Retry(String),
+}
+
+async fn apply_rows(ctx: &ApiContext, rows: Vec<InboxRow>) -> ApiResult<()> {
+    let mut conns: HashMap<String, Option<ConnectionRow>> = HashMap::new();
+    let mut plans = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if !conns.contains_key(&row.connection_id) {
+            let c = connections::get(ctx.store.reader(), &row.connection_id).await?;
+            conns.insert(row.connection_id.clone(), c);
+        }
+        let plan = match conns.get(&row.connection_id).and_then(Option::as_ref) {
+            Some(conn) => plan(ctx, conn, row).await,
+            None => Plan::Ignore("the connection was deleted".into()),
+        };
+        plans.push(plan);
+    }
+    // Transactions are locked in id order, so two servers' batches touching the same
+    // transactions wait for each other instead of deadlocking (order does not matter to the
+    // outcome: applying is order-proof).
+    let mut pairs: Vec<(InboxRow, Plan)> = rows.into_iter().zip(plans).collect();
+    pairs.sort_by(|a, b| plan_key(&a.1).cmp(plan_key(&b.1)));
+    let (rows, plans): (Vec<InboxRow>, Vec<Plan>) = pairs.into_iter().unzip();
+    // The whole batch in one commit; if any of it fails, each event on its own so one bad
+    // event cannot hold up the others.
+    match commit_plans(ctx, &rows, &plans).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::warn!(error = %e, "inbox batch failed; applying its events one by one");
+            for (row, plan) in rows.iter().zip(&plans) {
+                if let Err(e) =
+                    commit_plans(ctx, std::slice::from_ref(row), std::slice::from_ref(plan)).await
+                {
+                    fail(ctx, row, &e.to_string()).await?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn plan_key(p: &Plan) -> &str {
+    match p {
+        Plan::Apply { transaction_id, .. } => transaction_id,
+        Plan::Ignore(_) | Plan::Retry(_) => "",
+    }
+}
+
+async fn commit_plans(ctx: &ApiContext, rows: &[InboxRow], plans: &[Plan]) -> ApiResult<()> {
+    let now = ctx.now();
+    let mut tx = ctx.store.begin().await?;
+    for (row, plan) in rows.iter().zip(plans) {
+        if !inbox::still_due(&mut *tx, &row.id, ctx.store.for_update()).await? {
+            continue;
+        }
+        let (status, note, next) = match plan {
+            Plan::Ignore(why) => (inbox::IGNORED, Some(why.clone()), now),
+            Plan::Retry(why) => {
+                let (status, next) = retry_after(ctx, row, now);
+                (status, Some(why.clone()), next)
+            }
+            Plan::Apply {
+                transaction_id,
+                observations,
+                refund,
+            } => {
+                if let Some((refund_id, status)) = refund
+                    && let Some(mut r) =
+                        store_tx::get_refund(&mut *tx, &row.merchant_account_id, refund_id).await?
+                    && r.status == "processing"
+                    && *status != "processing"
+                {
+                    // Refund statuses move forward only: a late `pending` never undoes
+                    // `succeeded`.
+                    r.status = status.to_string();
+                    r.updated_at = now;
+                    store_tx::update_refund(&mut *tx, &r).await?;
+                }
+                let changed = apply_locked(ctx, &mut tx, transaction_id, observations, now).await?;
+                let note = match changed {
+                    Some(t) => format!("transaction {} is {}", t.id, t.status),
+                    None => format!("transaction {transaction_id}: nothing new"),
+                };
+                (inbox::APPLIED, Some(note), now)
+            }
+        };
+        inbox::finish(&mut *tx, &row.id, status, note.as_deref(), next, now).await?;
+    }
+    tollgate_store::commit(tx).await?;
+    Ok(())
+}
+
+/// Backoff for the next attempt: base · 2^(attempts−1), ±25 % jitter, at most an hour; after
+/// the last attempt the row is `dead`.
+fn retry_after(ctx: &ApiContext, row: &InboxRow, now: i64) -> (&'static str, i64) {
+    if row.attempts >= ctx.config.inbox_max_attempts as i64 {
+        return (inbox::DEAD, now);
+    }
+    let base = ctx.config.inbox_retry_base_ms as i64;
+    let exp = base.saturating_mul(1i64 << (row.attempts - 1).clamp(0, 20));
+    let delay = exp.min(3_600_000);
+    let jitter = (rand::random::<u64>() % 1000) as i64 * delay / 4000;
+    (inbox::FAILED, now + delay - delay / 8 + jitter)
+}
+
+async fn fail(ctx: &ApiContext, row: &InboxRow, why: &str) -> ApiResult<()> {
+    let now = ctx.now();
+    let (status, next) = retry_after(ctx, row, now);
+    tracing::warn!(event = %row.stripe_event_id, inbox_id = %row.id, status, error = %why, "applying a Stripe event failed");
+    inbox::finish(ctx.store.writer(), &row.id, status, Some(why), next, now).await?;
+    Ok(())
+}
+
+/// What `row` means for the connection's transactions (SPEC §3.5).
+async fn plan(ctx: &ApiContext, conn: &ConnectionRow, row: &InboxRow) -> Plan {
+    let Ok(event) = serde_json::from_str::<Value>(&row.payload) else {
+        return Plan::Ignore("the payload is not JSON".into());
+    };
+    // Tenant isolation: an event of another Stripe account is not ours to apply.
+    let own = conn.stripe_account.as_deref().unwrap_or_default();
+    if row.stripe_account != own {
+        return Plan::Ignore(format!(
+            "the event belongs to Stripe account {}, not this connection's",
+            row.stripe_account
+        ));
+    }
+    let kind = row.event_type.as_str();
+    let object = &event["data"]["object"];
+    let at = event["created"].as_i64().unwrap_or(0) * 1000;
+    let refund_event = kind == "charge.refund.updated" || kind.starts_with("refund.");
+    let (pi_id, observations) = if kind.starts_with("payment_intent.") {
+        (
+            object["id"].as_str(),
+            stripe_map::observations_of_intent(object, at),
+        )
+    } else if kind == "charge.expired" {
+        (
+            object["payment_intent"].as_str(),
+            vec![Observation::ChargeExpired(stripe_map::charge(object, at))],
+        )
+    } else if kind.starts_with("charge.dispute.") {
+        let obs = Observation::Dispute(DisputeSnapshot {
+            status: object["status"].as_str().unwrap_or_default().to_string(),
+        });
+        (object["payment_intent"].as_str(), vec![obs])
+    } else if refund_event {
+        (
+            object["payment_intent"].as_str(),
+            vec![Observation::Refund(stripe_map::refund(object))],
+        )
+    } else if kind.starts_with("charge.") {
+        let mut obs = vec![Observation::Charge(stripe_map::charge(object, at))];
+        // Before 2022-11-15 `charge.refunded` carries the refunds, expanded.
+        if let Some(refunds) = object["refunds"]["data"].as_array() {
+            obs.extend(
+                refunds
+                    .iter()
+                    .map(|r| Observation::Refund(stripe_map::refund(r))),
+            );
+        }
+        (object["payment_intent"].as_str(), obs)
+    } else {
+        return Plan::Ignore(format!("{kind} does not concern transactions"));
+    };
+    let Some(pi_id) = pi_id else {
+        return Plan::Ignore("no PaymentIntent named".into());
+    };
+    // Found by (connection, stored PaymentIntent id), never by metadata.
+    let t = match store_tx::get_by_payment_intent(ctx.store.reader(), &conn.id, pi_id).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return Plan::Ignore(format!("no transaction of this connection has {pi_id}"));
+        }
+        Err(e) => return Plan::Retry(format!("looking up {pi_id}: {e}")),
+    };
+    let mut refund = None;
+    if refund_event && let Some(rid) = object["id"].as_str() {
+        match store_tx::get_refund_by_stripe_id(ctx.store.reader(), rid).await {
+            Ok(Some(r)) if r.transaction_id == t.id => {
+                let status =
+                    stripe_map::refund_status(object["status"].as_str().unwrap_or("pending"));
+                refund = Some((r.id, status));
+            }
+            Ok(_) => {}
+            Err(e) => return Plan::Retry(format!("looking up refund {rid}: {e}")),
+        }
+    }
+    Plan::Apply {
+        transaction_id: t.id,
+        observations,
+        refund,
+    }
+}

@@ -1,0 +1,338 @@
+//! The inbox of Stripe events (SPEC §4): rows written before the webhook is answered, claimed
+//! by workers (`FOR UPDATE SKIP LOCKED` on PostgreSQL, the single writer on SQLite), applied
+//! once, retried with backoff, dead-lettered, listed and replayed.
+
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::{Any, Arguments, Executor, Row};
+
+use crate::{Backend, Result};
+
+/// Event statuses. `received` and `failed` rows are due for a worker.
+pub const RECEIVED: &str = "received";
+pub const APPLIED: &str = "applied";
+pub const IGNORED: &str = "ignored";
+pub const FAILED: &str = "failed";
+pub const DEAD: &str = "dead";
+pub const STATUSES: [&str; 5] = [RECEIVED, APPLIED, IGNORED, FAILED, DEAD];
+
+#[derive(Debug, Clone)]
+pub struct InboxRow {
+    pub id: String,
+    pub connection_id: String,
+    pub merchant_account_id: String,
+    pub stripe_account: String,
+    pub stripe_event_id: String,
+    pub event_type: String,
+    pub api_version: Option<String>,
+    pub source: String,
+    pub payload: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub locked_until: Option<i64>,
+    pub note: Option<String>,
+    pub stripe_created: Option<i64>,
+    pub received_at: i64,
+    pub applied_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+impl InboxRow {
+    pub fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(Self {
+            id: r.try_get("id")?,
+            connection_id: r.try_get("connection_id")?,
+            merchant_account_id: r.try_get("merchant_account_id")?,
+            stripe_account: r.try_get("stripe_account")?,
+            stripe_event_id: r.try_get("stripe_event_id")?,
+            event_type: r.try_get("event_type")?,
+            api_version: r.try_get("api_version")?,
+            source: r.try_get("source")?,
+            payload: r.try_get("payload")?,
+            status: r.try_get("status")?,
+            attempts: r.try_get("attempts")?,
+            next_attempt_at: r.try_get("next_attempt_at")?,
+            locked_until: r.try_get("locked_until")?,
+            note: r.try_get("note")?,
+            stripe_created: r.try_get("stripe_created")?,
+            received_at: r.try_get("received_at")?,
+            applied_at: r.try_get("applied_at")?,
+            updated_at: r.try_get("updated_at")?,
+        })
+    }
+}
+
+/// Stores an event unless one with the same (Stripe account, event id) is there already.
+/// Returns whether the row is new.
+pub async fn insert<'c, E: Executor<'c, Database = Any>>(db: E, e: &InboxRow) -> Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO webhook_events (id, connection_id, merchant_account_id, stripe_account,
+            stripe_event_id, event_type, api_version, source, payload, status, attempts,
+            next_attempt_at, locked_until, note, stripe_created, received_at, applied_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+         ON CONFLICT (stripe_account, stripe_event_id) DO NOTHING",
+    )
+    .bind(&e.id)
+    .bind(&e.connection_id)
+    .bind(&e.merchant_account_id)
+    .bind(&e.stripe_account)
+    .bind(&e.stripe_event_id)
+    .bind(&e.event_type)
+    .bind(&e.api_version)
+    .bind(&e.source)
+    .bind(&e.payload)
+    .bind(&e.status)
+    .bind(e.attempts)
+    .bind(e.next_attempt_at)
+    .bind(e.locked_until)
+    .bind(&e.note)
+    .bind(e.stripe_created)
+    .bind(e.received_at)
+    .bind(e.applied_at)
+    .bind(e.updated_at)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Claims up to `limit` due rows for `lease_ms`: they are invisible to other workers until
+/// the lease ends (a crashed worker's rows come back then). Counts the attempt.
+pub async fn claim<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    backend: Backend,
+    now: i64,
+    lease_ms: i64,
+    limit: i64,
+) -> Result<Vec<InboxRow>> {
+    let lock = match backend {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE webhook_events SET locked_until = $1, attempts = attempts + 1, updated_at = $2
+         WHERE id IN (SELECT id FROM webhook_events
+             WHERE status IN ('received', 'failed') AND next_attempt_at <= $2
+               AND (locked_until IS NULL OR locked_until <= $2)
+             ORDER BY next_attempt_at, id LIMIT $3{lock})
+         RETURNING *"
+    );
+    // Only our own fixed fragments are formatted in; values are bound.
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    let mut out = rows
+        .iter()
+        .map(InboxRow::from_row)
+        .collect::<Result<Vec<_>>>()?;
+    // RETURNING gives no order; apply in the order Stripe created the events.
+    out.sort_by(|a, b| (a.stripe_created, &a.id).cmp(&(b.stripe_created, &b.id)));
+    Ok(out)
+}
+
+/// Locks one row inside a transaction and tells whether it still waits to be applied (a
+/// second worker whose lease ran out finds it done and does nothing: applied exactly once).
+pub async fn still_due<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    id: &str,
+    for_update: &str,
+) -> Result<bool> {
+    let status: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT status FROM webhook_events WHERE id = $1{for_update}"
+    )))
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    Ok(matches!(status.as_deref(), Some(RECEIVED) | Some(FAILED)))
+}
+
+/// Records the outcome of an attempt: `applied`/`ignored` (final), or `failed`/`dead` with
+/// the time of the next attempt.
+pub async fn finish<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    id: &str,
+    status: &str,
+    note: Option<&str>,
+    next_attempt_at: i64,
+    now: i64,
+) -> Result<()> {
+    let applied_at = (status == APPLIED || status == IGNORED).then_some(now);
+    sqlx::query(
+        "UPDATE webhook_events SET status = $1, note = $2, next_attempt_at = $3,
+            applied_at = COALESCE($4, applied_at), locked_until = NULL, updated_at = $5
+         WHERE id = $6",
+    )
+    .bind(status)
+    .bind(note)
+    .bind(next_attempt_at)
+    .bind(applied_at)
+    .bind(now)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Queues a row to be applied again from its first attempt (replay).
+pub async fn replay<'c, E: Executor<'c, Database = Any>>(db: E, id: &str, now: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE webhook_events SET status = 'received', attempts = 0, next_attempt_at = $1,
+            locked_until = NULL, note = NULL, updated_at = $1 WHERE id = $2",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn get<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    id: &str,
+) -> Result<Option<InboxRow>> {
+    let row =
+        sqlx::query("SELECT * FROM webhook_events WHERE id = $1 AND merchant_account_id = $2")
+            .bind(id)
+            .bind(merchant_account_id)
+            .fetch_optional(db)
+            .await?;
+    row.as_ref().map(InboxRow::from_row).transpose()
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub merchant_account_id: String,
+    pub statuses: Vec<String>,
+    pub connection_id: Option<String>,
+    pub event_type: Option<String>,
+    pub stripe_event_id: Option<String>,
+    /// Keyset position: ids strictly after (`true`) or before (`false`) this one, newest first.
+    pub cursor: Option<(String, bool)>,
+    pub limit: i64,
+}
+
+/// A page of inbox rows, newest first (ids are time-ordered). Returns `limit + 1` rows at most.
+pub async fn list<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    f: &ListFilter,
+) -> Result<Vec<InboxRow>> {
+    let mut sql = String::from("SELECT * FROM webhook_events WHERE merchant_account_id = $1");
+    let mut args = AnyArguments::default();
+    let _ = args.add(f.merchant_account_id.clone());
+    let mut n = 1;
+    let mut push = |sql: &mut String, args: &mut AnyArguments, clause: &str, v: &str| {
+        n += 1;
+        sql.push_str(&clause.replace('?', &format!("${n}")));
+        let _ = args.add(v.to_string());
+    };
+    if !f.statuses.is_empty() {
+        sql.push_str(" AND status IN (");
+        for (i, s) in f.statuses.iter().enumerate() {
+            push(&mut sql, &mut args, if i == 0 { "?" } else { ", ?" }, s);
+        }
+        sql.push(')');
+    }
+    if let Some(c) = &f.connection_id {
+        push(&mut sql, &mut args, " AND connection_id = ?", c);
+    }
+    if let Some(t) = &f.event_type {
+        push(&mut sql, &mut args, " AND event_type = ?", t);
+    }
+    if let Some(e) = &f.stripe_event_id {
+        push(&mut sql, &mut args, " AND stripe_event_id = ?", e);
+    }
+    let mut order = "DESC";
+    if let Some((id, after)) = &f.cursor {
+        if *after {
+            push(&mut sql, &mut args, " AND id < ?", id);
+        } else {
+            push(&mut sql, &mut args, " AND id > ?", id);
+            order = "ASC";
+        }
+    }
+    sql.push_str(&format!(" ORDER BY id {order} LIMIT {}", f.limit + 1));
+    // Placeholders only; every value is bound.
+    let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+        .fetch_all(db)
+        .await?;
+    let mut out = rows
+        .iter()
+        .map(InboxRow::from_row)
+        .collect::<Result<Vec<_>>>()?;
+    if order == "ASC" {
+        out.reverse();
+    }
+    Ok(out)
+}
+
+/// How many rows are in each status (metrics, benchmarks, tests).
+pub async fn counts<'c, E: Executor<'c, Database = Any>>(db: E) -> Result<Vec<(String, i64)>> {
+    let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM webhook_events GROUP BY status")
+        .fetch_all(db)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+        .collect()
+}
+
+/// Deletes final rows received before `cutoff` (rows still waiting are kept).
+pub async fn prune<'c, E: Executor<'c, Database = Any>>(db: E, cutoff: i64) -> Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM webhook_events WHERE received_at < $1 AND status IN ('applied', 'ignored', 'dead')",
+    )
+    .bind(cutoff)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Reconcile's resume point for one connection.
+#[derive(Debug, Clone)]
+pub struct SyncCursor {
+    pub connection_id: String,
+    pub last_event_at: Option<i64>,
+    pub last_event_id: Option<String>,
+    pub last_sync_at: i64,
+    pub last_report: String,
+}
+
+pub async fn get_cursor<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    connection_id: &str,
+) -> Result<Option<SyncCursor>> {
+    let row = sqlx::query("SELECT * FROM connection_sync WHERE connection_id = $1")
+        .bind(connection_id)
+        .fetch_optional(db)
+        .await?;
+    row.map(|r| {
+        Ok(SyncCursor {
+            connection_id: r.try_get("connection_id")?,
+            last_event_at: r.try_get("last_event_at")?,
+            last_event_id: r.try_get("last_event_id")?,
+            last_sync_at: r.try_get("last_sync_at")?,
+            last_report: r.try_get("last_report")?,
+        })
+    })
+    .transpose()
+}
+
+pub async fn put_cursor<'c, E: Executor<'c, Database = Any>>(db: E, c: &SyncCursor) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO connection_sync (connection_id, last_event_at, last_event_id, last_sync_at, last_report)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (connection_id) DO UPDATE SET last_event_at = excluded.last_event_at,
+            last_event_id = excluded.last_event_id, last_sync_at = excluded.last_sync_at,
+            last_report = excluded.last_report",
+    )
+    .bind(&c.connection_id)
+    .bind(c.last_event_at)
+    .bind(&c.last_event_id)
+    .bind(c.last_sync_at)
+    .bind(&c.last_report)
+    .execute(db)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,472 @@
+//! `tollgate bench webhooks`: signed Stripe events into the webhook endpoint of the real server
+//! over loopback HTTP, as Stripe sends them (pretty JSON, signed at send time, at least once,
+//! in no particular order).
+//!
+//! The stream: for each of `objects` transactions (created through the API first, so each has
+//! a PaymentIntent at the in-process sandbox) a lifecycle of payment-intent and charge events
+//! (authorized, charge succeeded, succeeded, captured, then refunds rising step by step, each
+//! `charge.refunded` with the cumulative amount and a `charge.refund.updated`), mixed with
+//! subscription, invoice and checkout events over objects that repeat (stored, not needed by
+//! transactions: marked ignored). The whole stream is shuffled, and a few percent of it is sent
+//! twice. Reported: events/s acknowledged (each 200 means the event is committed durably),
+//! events/s applied (until the inbox holds nothing waiting), acknowledgement latency, and
+//! whether every transaction ended in the state the stream implies.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use rand::seq::{IndexedRandom, SliceRandom};
+use serde_json::{Value, json};
+use tollgate_stripe::signature;
+
+use crate::bench::{BenchDb, BenchServer, on_fresh_db, peak_rss_mib, percentile};
+
+const SECRET: &str = "whsec_benchmark_secret_0123456789";
+/// Share of the stream that is billing events (subscriptions, invoices, checkout).
+const BILLING_SHARE: f64 = 0.3;
+const DUPLICATE_SHARE: f64 = 0.03;
+const API_VERSION: &str = "2026-10-28.endive";
+
+pub async fn run(
+    db: BenchDb,
+    admin_url: &str,
+    events: usize,
+    objects: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    on_fresh_db(db, admin_url, |url, dir| async move {
+        bench(db, url, &dir, events, objects.max(1), concurrency).await
+    })
+    .await
+}
+
+struct Object {
+    transaction_id: String,
+    pi: Value,
+    amount: i64,
+}
+
+async fn bench(
+    db: BenchDb,
+    database_url: Option<String>,
+    data_dir: &std::path::Path,
+    events: usize,
+    objects: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let srv = BenchServer::start(database_url, data_dir, concurrency, |c| {
+        c.stripe_api_base = format!("http://{}/sandbox/stripe", c.listen);
+        c.reconcile_interval_secs = 0;
+    })
+    .await?;
+    let client = srv.client.clone();
+    let base = srv.public_url.clone();
+    let auth = format!("Bearer {}", srv.key);
+
+    // A connection whose webhook secret we know, to the sandbox as "live" Stripe.
+    let conn: Value = client
+        .post(format!("{base}/connections"))
+        .header("authorization", &auth)
+        .json(
+            &json!({"secret_key": "sk_test_benchmark0123456789", "webhook_secret": SECRET,
+                      "display_name": "bench"}),
+        )
+        .send()
+        .await?
+        .error_for_status()
+        .context("creating the connection")?
+        .json()
+        .await?;
+    let conn_id = conn["id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no connection id"))?
+        .to_string();
+
+    print!("setting up {objects} transactions… ");
+    let made = Instant::now();
+    let objs = make_objects(&client, &base, &auth, &conn_id, objects, concurrency).await?;
+    println!("{:.1} s", made.elapsed().as_secs_f64());
+
+    let (stream, expected) = build_stream(&objs, events);
+    let payment = stream
+        .iter()
+        .filter(|e| {
+            e["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("payment_intent.") || t.starts_with("charge."))
+        })
+        .count();
+    let mut rng = rand::rng();
+    let mut sends: Vec<Arc<Value>> = stream.into_iter().map(Arc::new).collect();
+    let distinct = sends.len();
+    let dups: Vec<Arc<Value>> = sends
+        .choose_multiple(&mut rng, (distinct as f64 * DUPLICATE_SHARE) as usize)
+        .cloned()
+        .collect();
+    sends.extend(dups);
+    sends.shuffle(&mut rng);
+    let total = sends.len();
+
+    let url = format!("{base}/webhooks/stripe/{conn_id}");
+    let sends = Arc::new(sends);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, sends, next) = (client.clone(), url.clone(), sends.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut duplicates = 0usize;
+            let mut errors = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(ev) = sends.get(i) else { break };
+                // Stripe sends pretty JSON and signs each attempt at send time.
+                let body = serde_json::to_vec_pretty(&**ev).unwrap_or_default();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                let header = signature::header(&[SECRET], now, &body);
+                let t = Instant::now();
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/json; charset=utf-8")
+                    .header("stripe-signature", header)
+                    .body(body)
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().is_success() => {
+                        let v: Value = r.json().await.unwrap_or(Value::Null);
+                        lat.push(t.elapsed());
+                        if v["duplicate"] == true {
+                            duplicates += 1;
+                        }
+                    }
+                    Ok(r) => errors.push(format!("HTTP {}", r.status())),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            (lat, duplicates, errors)
+        }));
+    }
+    let mut lat = Vec::with_capacity(total);
+    let mut duplicates = 0;
+    let mut errors = Vec::new();
+    for t in tasks {
+        let (l, d, e) = t.await?;
+        lat.extend(l);
+        duplicates += d;
+        errors.extend(e);
+    }
+    let acked_in = started.elapsed();
+    // Applied: nothing left waiting in the inbox.
+    loop {
+        let waiting: Value = client
+            .get(format!(
+                "{base}/webhook-events?status=received&status=failed&limit=1"
+            ))
+            .header("authorization", &auth)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if waiting["items"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("events still waiting after 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let applied_in = started.elapsed();
+    lat.sort();
+
+    // The stored state against the stream.
+    let mut stale = Vec::new();
+    for (o, (captured, refunded)) in objs.iter().zip(&expected) {
+        let t: Value = client
+            .get(format!("{base}/transactions/{}", o.transaction_id))
+            .header("authorization", &auth)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if t["status"] != "capture_succeeded"
+            || t["captured_amount"] != *captured
+            || t["refunded_amount"] != *refunded
+        {
+            stale.push(format!(
+                "{}: {} captured {} refunded {} (expected capture_succeeded {captured} {refunded})",
+                o.transaction_id, t["status"], t["captured_amount"], t["refunded_amount"]
+            ));
+        }
+    }
+    let dead: Value = client
+        .get(format!("{base}/webhook-events?status=dead&limit=1"))
+        .header("authorization", &auth)
+        .send()
+        .await?
+        .json()
+        .await?;
+
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let db_name = match db {
+        BenchDb::Sqlite => "SQLite (synchronous=FULL, WAL; temporary data directory)",
+        BenchDb::Postgres => "PostgreSQL (synchronous_commit=on; fresh database, dropped after)",
+    };
+    println!(
+        "webhooks bench: signed Stripe events → POST /webhooks/stripe/{{id}} on the real server"
+    );
+    println!("  database: {db_name}; machine: {cores} cores; {concurrency} concurrent senders");
+    println!(
+        "  stream: {distinct} distinct events ({payment} payment-intent/charge/refund events over {objects} transactions, {} subscription/invoice/checkout events), {} sent twice, shuffled",
+        distinct - payment,
+        total - distinct
+    );
+    println!(
+        "  acknowledged: {} of {total} in {:.2} s = {:.0} events/s (each durable before its 200); {duplicates} answered as duplicates",
+        lat.len(),
+        acked_in.as_secs_f64(),
+        lat.len() as f64 / acked_in.as_secs_f64()
+    );
+    println!(
+        "  ack latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
+        lat.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    );
+    println!(
+        "  applied: all {distinct} distinct events in {:.2} s from the first send = {:.0} events/s",
+        applied_in.as_secs_f64(),
+        distinct as f64 / applied_in.as_secs_f64()
+    );
+    println!(
+        "  state: {}/{objects} transactions match the stream; dead letters: {}",
+        objects - stale.len(),
+        if dead["items"].as_array().is_some_and(Vec::is_empty) {
+            "none"
+        } else {
+            "SOME"
+        }
+    );
+    if let Some(rss) = peak_rss_mib() {
+        println!("  peak RSS (senders, server and sandbox in one process): {rss:.0} MiB");
+    }
+    srv.stop().await;
+    if !errors.is_empty() {
+        bail!("{} sends failed; the first: {}", errors.len(), errors[0]);
+    }
+    if let Some(s) = stale.first() {
+        bail!(
+            "{} transactions do not match the stream; the first: {s}",
+            stale.len()
+        );
+    }
+    Ok(())
+}
+
+/// Creates `n` transactions on the connection and reads each one's PaymentIntent.
+async fn make_objects(
+    client: &reqwest::Client,
+    base: &str,
+    auth: &str,
+    conn_id: &str,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<Object>> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.min(16) {
+        let (client, base, auth, conn_id, next) = (
+            client.clone(),
+            base.to_string(),
+            auth.to_string(),
+            conn_id.to_string(),
+            next.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let amount = 1000 + (out.len() as i64 % 50) * 100;
+                let tx: Value = client
+                    .post(format!("{base}/transactions"))
+                    .header("authorization", &auth)
+                    .json(&json!({"amount": amount, "currency": "EUR", "intent": "authorize",
+                                  "payment_service_id": conn_id,
+                                  "payment_method": {"method": "card", "redirect_url": "https://merchant.example/done"}}))
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                let pi_id = tx["additional_identifiers"]["payment_id"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("no PaymentIntent: {tx}"))?;
+                let pi: Value = client
+                    .get(format!("{base}/sandbox/stripe/v1/payment_intents/{pi_id}"))
+                    .bearer_auth("sk_test_benchmark0123456789")
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                out.push(Object {
+                    transaction_id: tx["id"].as_str().unwrap_or_default().to_string(),
+                    pi,
+                    amount,
+                });
+            }
+            anyhow::Ok(out)
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    Ok(all)
+}
+
+fn event(id: String, kind: &str, object: Value) -> Value {
+    json!({
+        "id": id,
+        "object": "event",
+        "api_version": API_VERSION,
+        "created": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+        "data": {"object": object},
+        "livemode": false,
+        "pending_webhooks": 1,
+        "request": {"id": null, "idempotency_key": null},
+        "type": kind,
+    })
+}
+
+fn charge(pi: &Value, ch_id: &str, amount: i64, captured: bool, refunded: i64) -> Value {
+    json!({
+        "id": ch_id, "object": "charge", "amount": amount,
+        "amount_captured": if captured { amount } else { 0 },
+        "amount_refunded": refunded, "application": null, "application_fee": null,
+        "application_fee_amount": null, "balance_transaction": format!("txn_{}", &ch_id[3..]),
+        "billing_details": {"address": {"city": null, "country": null, "line1": null, "line2": null,
+                            "postal_code": null, "state": null}, "email": null, "name": null, "phone": null},
+        "calculated_statement_descriptor": "TOLLGATE", "captured": captured,
+        "created": pi["created"], "currency": pi["currency"], "customer": null,
+        "description": null, "disputed": false, "failure_balance_transaction": null,
+        "failure_code": null, "failure_message": null, "fraud_details": {}, "livemode": false,
+        "metadata": pi["metadata"], "on_behalf_of": null,
+        "outcome": {"network_status": "approved_by_network", "reason": null, "risk_level": "normal",
+                    "risk_score": 32, "seller_message": "Payment complete.", "type": "authorized"},
+        "paid": true, "payment_intent": pi["id"], "payment_method": "pm_card_visa",
+        "payment_method_details": {"card": {"brand": "visa", "country": "US", "exp_month": 12,
+            "exp_year": 2034, "funding": "credit", "last4": "4242", "network": "visa"}, "type": "card"},
+        "receipt_email": null, "receipt_url": null, "refunded": refunded == amount,
+        "review": null, "shipping": null, "source_transfer": null, "statement_descriptor": null,
+        "statement_descriptor_suffix": null, "status": "succeeded", "transfer_data": null,
+        "transfer_group": null,
+    })
+}
+
+/// The stream, and per object the (captured, refunded) amounts it implies.
+fn build_stream(objs: &[Object], events: usize) -> (Vec<Value>, Vec<(i64, i64)>) {
+    let payment_target = ((events as f64) * (1.0 - BILLING_SHARE)) as usize;
+    let mut out = Vec::with_capacity(events);
+    let mut expected = Vec::with_capacity(objs.len());
+    let mut n = 0usize;
+    let mut next_id = || {
+        n += 1;
+        format!("evt_bench_{n:08}")
+    };
+    for (i, o) in objs.iter().enumerate() {
+        // Spread the payment events evenly over the objects.
+        let share = payment_target / objs.len() + usize::from(i < payment_target % objs.len());
+        let share = share.max(4);
+        let pi_id = o.pi["id"].as_str().unwrap_or_default();
+        let ch_id = format!("ch_{}", &pi_id[3..]);
+        let mut pi = o.pi.clone();
+        pi["latest_charge"] = json!(ch_id);
+        pi["payment_method"] = json!("pm_card_visa");
+        let mut authorized = pi.clone();
+        authorized["status"] = json!("requires_capture");
+        authorized["amount_capturable"] = json!(o.amount);
+        out.push(event(
+            next_id(),
+            "payment_intent.amount_capturable_updated",
+            authorized,
+        ));
+        out.push(event(
+            next_id(),
+            "charge.succeeded",
+            charge(&pi, &ch_id, o.amount, false, 0),
+        ));
+        let mut succeeded = pi.clone();
+        succeeded["status"] = json!("succeeded");
+        succeeded["amount_received"] = json!(o.amount);
+        out.push(event(next_id(), "payment_intent.succeeded", succeeded));
+        out.push(event(
+            next_id(),
+            "charge.captured",
+            charge(&pi, &ch_id, o.amount, true, 0),
+        ));
+        // Refunds of a tenth of the amount each, cumulative on the charge.
+        let steps = (share - 4) / 2;
+        let step = o.amount / 10;
+        let mut refunded = 0;
+        for k in 1..=steps.min(10) {
+            refunded = step * k as i64;
+            out.push(event(
+                next_id(),
+                "charge.refunded",
+                charge(&pi, &ch_id, o.amount, true, refunded),
+            ));
+            let re = json!({"id": format!("re_{}_{k}", &pi_id[3..]), "object": "refund",
+                            "amount": step, "charge": ch_id, "currency": pi["currency"],
+                            "payment_intent": pi_id, "status": "succeeded", "metadata": {},
+                            "created": pi["created"], "reason": null,
+                            "balance_transaction": null, "destination_details": null});
+            out.push(event(next_id(), "charge.refund.updated", re));
+        }
+        expected.push((o.amount, refunded));
+    }
+    // Billing events over repeating subscriptions, invoices and checkout sessions.
+    let mut k = 0usize;
+    while out.len() < events {
+        let obj = k % (objs.len() / 2 + 1);
+        let (kind, object) = match k % 3 {
+            0 => (
+                "customer.subscription.updated",
+                json!({"id": format!("sub_bench{obj}"), "object": "subscription",
+                  "status": "active", "customer": format!("cus_bench{obj}"), "metadata": {"customid": format!("user-{obj}")},
+                  "items": {"object": "list", "data": [{"id": format!("si_bench{obj}"), "object": "subscription_item",
+                  "current_period_start": 1767225600, "current_period_end": 1769904000,
+                  "price": {"id": "price_bench", "object": "price", "product": "prod_bench", "unit_amount": 999,
+                  "currency": "eur", "recurring": {"interval": "month", "interval_count": 1}}, "quantity": 1}]}}),
+            ),
+            1 => (
+                "invoice.paid",
+                json!({"id": format!("in_bench{obj}_{k}"), "object": "invoice", "status": "paid",
+                  "customer": format!("cus_bench{obj}"), "amount_paid": 999, "currency": "eur",
+                  "billing_reason": "subscription_cycle",
+                  "parent": {"type": "subscription_details", "subscription_details": {"subscription": format!("sub_bench{obj}"), "metadata": {}}},
+                  "lines": {"object": "list", "data": []}}),
+            ),
+            _ => (
+                "checkout.session.completed",
+                json!({"id": format!("cs_bench{obj}_{k}"), "object": "checkout.session",
+                  "mode": "payment", "status": "complete", "payment_status": "paid", "amount_total": 1999,
+                  "currency": "eur", "client_reference_id": format!("user-{obj}"), "customer": format!("cus_bench{obj}"),
+                  "metadata": {}}),
+            ),
+        };
+        out.push(event(next_id(), kind, object));
+        k += 1;
+    }
+    (out, expected)
+}
