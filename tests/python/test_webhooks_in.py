@@ -13,9 +13,10 @@ import json
 import time
 import uuid
 
+import pytest
 import stripe
 
-from conftest import Tollgate, wait_for
+from conftest import Sandbox, Tollgate, start_tollgate, stop_tollgate, wait_for
 
 SECRET = "whsec_" + "pythonlibrarysecret0123456789"
 
@@ -29,31 +30,35 @@ def official_header(payload: str, secret: str, t: int | None = None) -> str:
     return header
 
 
-def sandbox_connection(tg: Tollgate) -> str:
-    """The default (sandbox) connection, with our secret as its current one (the sandbox's own
-    stays valid as the rotated one)."""
-    conns = tg.http("GET", "/connections").json()["items"]
-    conn = next(c for c in conns if c["sandbox"])
-    r = tg.http("PATCH", f"/connections/{conn['id']}", json_body={"webhook_secret": SECRET})
-    assert r.status_code == 200, r.text
-    return conn["id"]
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def hooked(request, sandbox: Sandbox):
+    """A server whose Stripe is the standalone sandbox, with a connection whose webhook secret
+    we know: (server, connection id)."""
+    tg = start_tollgate(request.param, "--stripe-api-base", sandbox.base)
+    r = tg.http("POST", "/connections", json_body={"secret_key": sandbox.secret_key,
+                                                   "publishable_key": sandbox.publishable_key,
+                                                   "webhook_secret": SECRET})
+    assert r.status_code == 201, r.text
+    yield tg, r.json()["id"]
+    stop_tollgate(tg)
 
 
-def authorized_intent(tg: Tollgate) -> tuple[dict, dict]:
+def authorized_intent(tg: Tollgate, sandbox: Sandbox, conn: str) -> tuple[dict, dict]:
     tx = tg.http("POST", "/transactions", json_body={
-        "amount": 1234, "currency": "USD", "intent": "authorize",
-        "payment_method": {"method": "card", "redirect_url": "https://example.com/cb"}}).json()
+        "amount": 1234, "currency": "USD", "intent": "authorize", "payment_service_id": conn,
+        "payment_method": {"method": "card", "redirect_url": "https://example.com/cb"}})
+    assert tx.status_code == 201, tx.text
+    tx = tx.json()
     pi = tx["additional_identifiers"]["payment_id"]
-    r = tg.stripe("POST", f"/v1/payment_intents/{pi}/confirm", key=tg.publishable_key,
-                  data={"client_secret": tx["payment_service_transaction_id"], "payment_method": "pm_card_visa"})
+    r = sandbox.http("POST", f"/v1/payment_intents/{pi}/confirm", key=sandbox.publishable_key,
+                       data={"client_secret": tx["payment_service_transaction_id"], "payment_method": "pm_card_visa"})
     assert r.status_code == 200, r.text
     return tx, r.json()
 
 
-def test_official_library_signatures_are_accepted(tollgate: Tollgate):
-    tg = tollgate
-    conn = sandbox_connection(tg)
-    tx, pi = authorized_intent(tg)
+def test_official_library_signatures_are_accepted(hooked, sandbox: Sandbox):
+    tg, conn = hooked
+    tx, pi = authorized_intent(tg, sandbox, conn)
     evt_id = "evt_pylib_" + uuid.uuid4().hex[:16]
     event = {"id": evt_id, "object": "event", "api_version": "2026-10-28.endive",
              "created": int(time.time()), "type": "payment_intent.amount_capturable_updated",
