@@ -87,3 +87,31 @@ def test_strict_keys():
     finally:
         s.stop()
 
+
+
+def test_clock_advance_finishes_after_a_restart(tmp_path):
+    """An advance whose task was lost to a restart is finished by the next read of the clock."""
+    import time as _time
+
+    state = str(tmp_path / "billing-state.json")
+    a = start_sandbox("--state-file", state)
+    c = a.client()
+    t0 = (int(_time.time()) // 3600) * 3600 + 86400
+    clock = c.v1.test_helpers.test_clocks.create({"frozen_time": t0})
+    price = c.v1.prices.create({"currency": "usd", "unit_amount": 500, "recurring": {"interval": "day"},
+                                "product_data": {"name": "daily"}})
+    cus = c.v1.customers.create({"test_clock": clock.id, "payment_method": "pm_card_visa",
+                                 "invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    sub = c.v1.subscriptions.create({"customer": cus.id, "items": [{"price": price.id}]})
+    assert c.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": t0 + 86400 + 60}).status == "advancing"
+    a.stop()  # right away: the advance may not have run yet
+    b = start_sandbox("--state-file", state)
+    try:
+        c = b.client()
+        _time.sleep(2.2)
+        got = c.v1.test_helpers.test_clocks.retrieve(clock.id)
+        assert got.status == "ready" and got.frozen_time == t0 + 86400 + 60
+        invs = c.v1.invoices.list({"subscription": sub.id}).data
+        assert len(invs) == 2 and invs[0].billing_reason == "subscription_cycle" and invs[0].status == "paid"
+    finally:
+        b.stop()

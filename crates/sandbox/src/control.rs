@@ -1,6 +1,7 @@
 //! The control API (`/_sandbox/…`, JSON): test switches and buyer actions, kept apart from
 //! Stripe's paths. Every route but the 3-D Secure buyer page (which a browser reaches from
 //! `next_action.redirect_to_url.url`) answers only loopback peers or the operator key.
+//! The hosted Checkout page (`/checkout/{id}`, reached from a session's `url`) is open too.
 
 // Helpers here return `Result<_, Response>` whose error is the finished answer, handed straight
 // back to axum; boxing it would only add an allocation.
@@ -23,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Result, StripeError};
 use crate::http::{error_response, is_loopback};
-use crate::resources::{charges, format_amount, payment_intents, refunds};
+use crate::resources::{charges, checkout, format_amount, payment_intents, refunds};
 use crate::state::{Access, RestrictedKey, random_string};
 use crate::{ChaosConfig, FaultConfig, Inner, lock};
 
@@ -43,6 +44,7 @@ const PERMISSIONS: &[&str] = &[
     "subscriptions",
     "invoices",
     "credit_notes",
+    "test_clocks",
 ];
 const FAULT_KINDS: &[&str] = &["500", "500-retry", "429", "drop", "latency"];
 /// Upper bound for chaos/fault durations (keeps timer arithmetic far from overflow).
@@ -65,8 +67,20 @@ pub fn router() -> Router<Arc<Inner>> {
         .route("/payment_intents/{id}/authenticate", post(pi_authenticate))
         .route("/refunds/{id}/settle", post(refund_settle))
         .route("/charges/{id}/expire", post(charge_expire))
+        .route("/billing_settings", get(billing_get).post(billing_set))
+        // Hosted invoice and credit note pages (read-only; the id in the link is the credential).
+        .route("/invoices/{id}", get(invoice_page))
+        .route("/credit_notes/{id}/pdf", get(credit_note_page))
         // The buyer's page: no operator check (the client secret is the credential).
         .route("/authenticate/{id}", get(buyer_page).post(buyer_submit))
+        // Checkout: the control action, and the buyer's hosted page (the session id in its URL
+        // is the credential, as on Stripe).
+        .route("/checkout_sessions/{id}/complete", post(checkout_complete))
+        .route(
+            "/checkout/{id}",
+            get(checkout::page).post(checkout::page_submit),
+        )
+        .route("/checkout/{id}/return", get(checkout::page_return))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -368,6 +382,123 @@ async fn faults(_: Operator, State(inner): State<Arc<Inner>>, body: Bytes) -> Re
     ok(out)
 }
 
+/// Upper bound for one retry delay (days) and for the number of retries.
+const MAX_RETRY_DAYS: i64 = 60;
+const MAX_RETRIES: usize = 8;
+
+/// `GET /billing_settings`: the subscription dunning settings.
+async fn billing_get(_: Operator, State(inner): State<Arc<Inner>>) -> Response {
+    let b = lock(&inner.state).billing.clone();
+    ok(json!({"retry_days": b.retry_days, "after_retries": b.after_retries}))
+}
+
+/// `POST /billing_settings`: `{"retry_days": [3, 5, 7], "after_retries": "cancel"|"unpaid"|"past_due"}`;
+/// absent members keep their value.
+async fn billing_set(_: Operator, State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    let body = match body_json(&body, &["retry_days", "after_retries"]) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let mut b = lock(&inner.state).billing.clone();
+    if let Some(v) = body.get("retry_days") {
+        let days: Option<Vec<i64>> = v.as_array().and_then(|a| {
+            a.iter()
+                .map(|d| d.as_i64().filter(|d| (1..=MAX_RETRY_DAYS).contains(d)))
+                .collect()
+        });
+        match days {
+            Some(d) if d.len() <= MAX_RETRIES => b.retry_days = d,
+            _ => {
+                return fail(
+                    StripeError::invalid(format!(
+                        "`retry_days` must be a list of at most {MAX_RETRIES} whole numbers of days between 1 and {MAX_RETRY_DAYS}."
+                    ))
+                    .param("retry_days"),
+                );
+            }
+        }
+    }
+    if let Some(v) = body.get("after_retries") {
+        match v.as_str() {
+            Some(a @ ("cancel" | "unpaid" | "past_due")) => b.after_retries = a.to_string(),
+            _ => {
+                return fail(
+                    StripeError::invalid(
+                        "`after_retries` must be one of: cancel, unpaid, past_due.",
+                    )
+                    .param("after_retries"),
+                );
+            }
+        }
+    }
+    lock(&inner.state).billing = b.clone();
+    inner.dirty.store(true, Ordering::Release);
+    ok(json!({"retry_days": b.retry_days, "after_retries": b.after_retries}))
+}
+
+/// The hosted invoice page (`invoice.hosted_invoice_url`): number, status, lines, totals.
+async fn invoice_page(State(inner): State<Arc<Inner>>, Path(id): Path<String>) -> Response {
+    let Some(account) = owner(&inner, "invoice", &id) else {
+        return billing_not_found();
+    };
+    let inv = {
+        let st = lock(&inner.state);
+        st.accounts
+            .get(&account)
+            .and_then(|a| a.get("invoice", &id))
+            .cloned()
+    };
+    match inv {
+        Some(inv) if inv["deleted"] != true => billing_page("Invoice", &inv, "amount_due"),
+        _ => billing_not_found(),
+    }
+}
+
+/// The credit note document (`credit_note.pdf`), as a page.
+async fn credit_note_page(State(inner): State<Arc<Inner>>, Path(id): Path<String>) -> Response {
+    let Some(account) = owner(&inner, "credit_note", &id) else {
+        return billing_not_found();
+    };
+    let cn = {
+        let st = lock(&inner.state);
+        st.accounts
+            .get(&account)
+            .and_then(|a| a.get("credit_note", &id))
+            .cloned()
+    };
+    match cn {
+        Some(cn) => billing_page("Credit note", &cn, "amount"),
+        None => billing_not_found(),
+    }
+}
+
+fn billing_not_found() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "<p>This document does not exist.</p>",
+    )
+}
+
+fn billing_page(title: &str, doc: &Value, total_key: &str) -> Response {
+    let cur = doc["currency"].as_str().unwrap_or("usd");
+    let mut lines = String::new();
+    for l in doc["lines"]["data"].as_array().into_iter().flatten() {
+        lines.push_str(&format!(
+            "<dt>{}</dt><dd>{}</dd>",
+            esc(l["description"].as_str().unwrap_or("Item")),
+            esc(&format_amount(l["amount"].as_i64().unwrap_or(0), cur))
+        ));
+    }
+    let body = format!(
+        "<dl><dt>Number</dt><dd>{}</dd><dt>Status</dt><dd>{}</dd>{lines}<dt>Total</dt><dd>{}</dd></dl>",
+        esc(doc["number"].as_str().unwrap_or("(draft)")),
+        esc(doc["status"].as_str().unwrap_or_default()),
+        esc(&format_amount(doc[total_key].as_i64().unwrap_or(0), cur)),
+    );
+    page(StatusCode::OK, title, &body)
+}
+
 /// `POST /chaos`: `{"duplicate", "reorder_window_ms", "delay_ms"}`; absent members are 0.
 async fn chaos(_: Operator, State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
     let body = match body_json(&body, &["duplicate", "reorder_window_ms", "delay_ms"]) {
@@ -453,6 +584,71 @@ async fn charge_expire(
         return fail(StripeError::missing("charge", &id, "charge"));
     };
     respond(inner.run_as(&account, |ctx| charges::expire(ctx, &id)))
+}
+
+/// `POST /checkout_sessions/{id}/complete`: `{"payment_method"?, "email"?, "name"?, "outcome"?}`;
+/// `outcome` (`async_success` | `async_failure`) pays with a delayed method instead of a card.
+async fn checkout_complete(
+    _: Operator,
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let body = match body_json(&body, &["payment_method", "email", "name", "outcome"]) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let text = |k: &str| match body.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(v)) if !v.is_empty() => Ok(Some(v.clone())),
+        Some(_) => Err(fail(
+            StripeError::invalid(format!("`{k}` must be a non-empty string.")).param(k),
+        )),
+    };
+    let (payment_method, email, name) = match (text("payment_method"), text("email"), text("name"))
+    {
+        (Ok(pm), Ok(e), Ok(n)) => (pm, e, n),
+        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+    };
+    let delayed = match body.get("outcome") {
+        None | Some(Value::Null) => None,
+        Some(_) => match outcome(&body, &["async_success", "async_failure"]) {
+            Ok(o) => Some((
+                payment_method
+                    .clone()
+                    .unwrap_or_else(|| "us_bank_account".to_string()),
+                o == "async_success",
+            )),
+            Err(r) => return r,
+        },
+    };
+    let Some(account) = owner(&inner, checkout::KIND, &id) else {
+        return fail(StripeError::missing(checkout::KIND, &id, "session"));
+    };
+    let payment = checkout::Payment {
+        payment_method: if delayed.is_some() {
+            None
+        } else {
+            payment_method
+        },
+        email,
+        name,
+        delayed,
+        return_url: None,
+    };
+    match inner.run_as(&account, |ctx| checkout::pay(ctx, &id, payment)) {
+        Ok(checkout::Outcome::Complete(session)) => ok(session),
+        Ok(checkout::Outcome::Authenticate(url)) => fail(
+            StripeError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "card_error",
+                "This payment needs 3-D Secure: answer it with POST /_sandbox/payment_intents/{id}/authenticate (or at `redirect_to_url`), then complete the session again without a payment_method.",
+            )
+            .code("authentication_required")
+            .with("redirect_to_url", Value::String(url)),
+        ),
+        Err(e) => fail(e),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ mod http;
 mod params;
 mod resources;
 mod state;
+mod versions;
 mod webhooks;
 
 use std::collections::HashSet;
@@ -105,6 +106,42 @@ impl Effects {
         self.deliveries.clear();
         self.later.clear();
     }
+
+    /// Where the request's effects stand now (for [`Effects::roll_back_to`]).
+    pub fn mark(&self) -> EffectsMark {
+        EffectsMark {
+            journal: self.journal.len(),
+            deliveries: self.deliveries.len(),
+            later: self.later.len(),
+        }
+    }
+
+    /// Undoes the writes, deliveries and tasks queued since `mark` (a part of a request that
+    /// failed while the rest stands, e.g. a subscription whose first payment must succeed).
+    pub fn roll_back_to(&mut self, state: &mut State, mark: EffectsMark) {
+        while self.journal.len() > mark.journal {
+            let Some((account, kind, id, old)) = self.journal.pop() else {
+                break;
+            };
+            if let Some(coll) = state
+                .accounts
+                .get_mut(&account)
+                .and_then(|a| a.collections.get_mut(&kind))
+            {
+                coll.restore(&id, old);
+            }
+        }
+        self.deliveries.truncate(mark.deliveries);
+        self.later.truncate(mark.later);
+    }
+}
+
+/// A point in a request's [`Effects`].
+#[derive(Clone, Copy, Debug)]
+pub struct EffectsMark {
+    journal: usize,
+    deliveries: usize,
+    later: usize,
 }
 
 pub type Task = Box<dyn FnOnce(&mut Ctx) + Send + 'static>;
@@ -156,7 +193,9 @@ impl Ctx<'_> {
 
     /// Records an event of `kind` about `object` and queues its webhook deliveries.
     pub fn emit(&mut self, kind: &str, object: &Value, previous: Option<Value>) {
-        webhooks::emit(self, kind, object, previous)
+        webhooks::emit(self, kind, object, previous);
+        // Billing follows payments: an invoice's intent succeeding pays the invoice.
+        resources::invoices::observe(self, kind, object);
     }
 }
 

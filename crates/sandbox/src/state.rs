@@ -135,6 +135,32 @@ pub struct State {
     pub accounts: BTreeMap<String, Account>,
     /// `(account, idempotency key)` → the first response.
     pub idempotency: HashMap<String, IdempotencyRecord>,
+    /// Subscription billing settings (dunning), changed through the control API.
+    #[serde(default)]
+    pub billing: BillingSettings,
+}
+
+/// How failed subscription payments are retried and how subscriptions end when they keep
+/// failing (Stripe's "Manage failed payments" settings).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BillingSettings {
+    /// Days after each failed attempt before the next retry; one entry per retry.
+    pub retry_days: Vec<i64>,
+    /// After the last retry fails: `cancel` (default), `unpaid` or `past_due` (leave it).
+    pub after_retries: String,
+}
+
+/// The default retry schedule: 3, then 5, then 7 days after the previous attempt (four
+/// attempts over 15 days).
+pub const DEFAULT_RETRY_DAYS: [i64; 3] = [3, 5, 7];
+
+impl Default for BillingSettings {
+    fn default() -> Self {
+        Self {
+            retry_days: DEFAULT_RETRY_DAYS.to_vec(),
+            after_retries: "cancel".into(),
+        }
+    }
 }
 
 impl State {
@@ -149,6 +175,7 @@ impl State {
             restricted_keys: HashMap::new(),
             accounts,
             idempotency: HashMap::new(),
+            billing: BillingSettings::default(),
         }
     }
 
@@ -158,6 +185,7 @@ impl State {
             acct.collections.clear();
         }
         self.idempotency.clear();
+        self.billing = BillingSettings::default();
     }
 }
 

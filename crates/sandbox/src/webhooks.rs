@@ -67,10 +67,11 @@ pub fn emit(ctx: &mut Ctx, kind: &str, object: &Value, previous: Option<Value>) 
     if connected {
         ev.insert("account".into(), json!(ctx.account));
     }
-    // Every supported version renders objects identically for now, so the event is stored once
-    // in the account's default version; each endpoint's copy only carries its own version.
+    // The event is stored once, in the account's default version (the current one); endpoints
+    // pinned to another version get their own rendering below (`crate::versions`).
     ev.insert("api_version".into(), json!(crate::CURRENT_API_VERSION));
-    ev.insert("created".into(), json!(ctx.now));
+    // Wall-clock time, also for objects on a test clock (their own stamps carry clock time).
+    ev.insert("created".into(), json!(state::now()));
     // `data` is stored as its JSON text: events are the bulk of the state (four or more per
     // payment) and are written once, read rarely; see [`inflate`].
     let data = EventData {
@@ -101,12 +102,21 @@ pub fn emit(ctx: &mut Ctx, kind: &str, object: &Value, previous: Option<Value>) 
     inflate(&mut full);
     // Stripe sends pretty-printed JSON; the signature covers these exact bytes.
     let default_payload = serde_json::to_string_pretty(&full).unwrap_or_default();
+    // Each distinct pinned version is rendered once, when the event is created (never for
+    // versions no endpoint asked for).
+    let mut rendered: Vec<(String, String)> = Vec::new();
     for (account, endpoint_id, version) in targets {
         let payload = match version {
             Some(v) if v != crate::CURRENT_API_VERSION => {
-                let mut copy = full.clone();
-                copy["api_version"] = json!(v);
-                serde_json::to_string_pretty(&copy).unwrap_or_default()
+                if let Some((_, p)) = rendered.iter().find(|(rv, _)| *rv == v) {
+                    p.clone()
+                } else {
+                    let acct = ctx.state.accounts.get(&ctx.account);
+                    let copy = render_event(acct, &full, object, previous.as_ref(), &v);
+                    let p = serde_json::to_string_pretty(&copy).unwrap_or_default();
+                    rendered.push((v, p.clone()));
+                    p
+                }
             }
             _ => default_payload.clone(),
         };
@@ -122,6 +132,27 @@ pub fn emit(ctx: &mut Ctx, kind: &str, object: &Value, previous: Option<Value>) 
         });
     }
     ctx.put("event", ev);
+}
+
+/// The event as an endpoint pinned to `version` receives it (`api_version` and the shapes of
+/// `data.object` and `data.previous_attributes` in that version).
+fn render_event(
+    acct: Option<&Account>,
+    full: &Value,
+    object: &Value,
+    previous: Option<&Value>,
+    version: &str,
+) -> Value {
+    let mut copy = full.clone();
+    copy["api_version"] = json!(version);
+    if crate::versions::differs(version) {
+        copy["data"]["object"] = crate::versions::render(acct, object, version);
+        if let Some(prev) = previous {
+            copy["data"]["previous_attributes"] =
+                crate::versions::render_previous(acct, object, prev, version);
+        }
+    }
+    copy
 }
 
 #[derive(serde::Serialize)]

@@ -33,9 +33,12 @@ fn apply(ctx: &mut Ctx, obj: &mut Value, mut p: Params) -> Result<()> {
         obj["address"] = a;
     }
     merge_metadata(&mut obj["metadata"], p.metadata("metadata")?);
+    let mut default_pm = None;
     if let Some(mut inv) = p.sub("invoice_settings")? {
         if let Some(pm) = inv.str("default_payment_method")? {
-            if !pm.is_empty() {
+            if pm.is_empty() {
+                obj["invoice_settings"]["default_payment_method"] = Value::Null;
+            } else if crate::cards::by_shortcut(&pm).is_none() {
                 fetch(
                     ctx,
                     "payment_method",
@@ -44,7 +47,8 @@ fn apply(ctx: &mut Ctx, obj: &mut Value, mut p: Params) -> Result<()> {
                 )?;
                 obj["invoice_settings"]["default_payment_method"] = json!(pm);
             } else {
-                obj["invoice_settings"]["default_payment_method"] = Value::Null;
+                // A test shortcut (`pm_card_visa`): made and attached below, as on Stripe.
+                default_pm = Some(pm);
             }
         }
         inv.ignore(&["custom_fields", "footer", "rendering_options"]);
@@ -69,8 +73,17 @@ fn apply(ctx: &mut Ctx, obj: &mut Value, mut p: Params) -> Result<()> {
     ]);
     p.finish()?;
     // Last, so that nothing is attached when another parameter is wrong.
-    if let Some(pm) = pm {
-        super::payment_methods::attach_to(ctx, &pm, obj["id"].as_str().unwrap_or_default())?;
+    let cus = obj["id"].as_str().unwrap_or_default().to_string();
+    let mut attached = None;
+    if let Some(pm) = &pm {
+        attached = Some(super::payment_methods::attach_to(ctx, pm, &cus)?);
+    }
+    if let Some(d) = default_pm {
+        let made = match (&pm, attached) {
+            (Some(given), Some(a)) if *given == d => a,
+            _ => super::payment_methods::attach_to(ctx, &d, &cus)?,
+        };
+        obj["invoice_settings"]["default_payment_method"] = made["id"].clone();
     }
     Ok(())
 }
@@ -121,6 +134,8 @@ pub fn delete(ctx: &mut Ctx, p: Params, ids: &[String]) -> Result<Value> {
     if before["deleted"] == true {
         return Err(StripeError::missing("customer", &ids[0], "id"));
     }
+    // Deleting a customer ends its subscriptions, as on Stripe.
+    super::subscriptions::end_all_for_customer(ctx, &ids[0]);
     let tomb = json!({"id": ids[0], "object": "customer", "deleted": true});
     ctx.put("customer", tomb.clone());
     ctx.emit("customer.deleted", &before, None);

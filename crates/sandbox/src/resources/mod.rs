@@ -4,12 +4,17 @@
 pub mod accounts;
 pub mod catalog;
 pub mod charges;
+pub mod checkout;
+pub mod credit_notes;
 pub mod customers;
 pub mod disputes;
 pub mod events;
+pub mod invoices;
 pub mod payment_intents;
 pub mod payment_methods;
 pub mod refunds;
+pub mod subscriptions;
+pub mod test_clocks;
 
 use std::sync::Arc;
 
@@ -55,7 +60,9 @@ const W: bool = true;
 
 /// The routing table: one line per Stripe endpoint the sandbox serves.
 pub fn route(method: &Method, segs: &[&str]) -> Option<Route> {
+    use invoices as inv;
     use payment_intents as pi;
+    use subscriptions as subs;
     let m = method.as_str();
     match (m, segs) {
         ("POST", ["v1", "accounts"]) => r("accounts", W, accounts::create, &[]),
@@ -139,6 +146,78 @@ pub fn route(method: &Method, segs: &[&str]) -> Option<Route> {
         ("POST", ["v1", "disputes", id]) => r("disputes", W, disputes::update, &[id]),
         ("POST", ["v1", "disputes", id, "close"]) => r("disputes", W, disputes::close, &[id]),
 
+        ("POST", ["v1", "checkout", "sessions"]) => {
+            r("checkout_sessions", W, checkout::create, &[])
+        }
+        ("GET", ["v1", "checkout", "sessions"]) => r("checkout_sessions", R, checkout::list, &[]),
+        ("GET", ["v1", "checkout", "sessions", id]) => {
+            r("checkout_sessions", R, checkout::retrieve, &[id])
+        }
+        ("POST", ["v1", "checkout", "sessions", id]) => {
+            r("checkout_sessions", W, checkout::update, &[id])
+        }
+        ("GET", ["v1", "checkout", "sessions", id, "line_items"]) => {
+            r("checkout_sessions", R, checkout::line_items, &[id])
+        }
+        ("POST", ["v1", "checkout", "sessions", id, "expire"]) => {
+            r("checkout_sessions", W, checkout::expire, &[id])
+        }
+
+        ("POST", ["v1", "subscriptions"]) => r("subscriptions", W, subs::create, &[]),
+        ("GET", ["v1", "subscriptions"]) => r("subscriptions", R, subs::list, &[]),
+        ("GET", ["v1", "subscriptions", id]) => r("subscriptions", R, subs::retrieve, &[id]),
+        ("POST", ["v1", "subscriptions", id]) => r("subscriptions", W, subs::update, &[id]),
+        ("DELETE", ["v1", "subscriptions", id]) => r("subscriptions", W, subs::cancel, &[id]),
+        ("POST", ["v1", "subscriptions", id, "resume"]) => {
+            r("subscriptions", W, subs::resume, &[id])
+        }
+        ("GET", ["v1", "subscription_items"]) => r("subscriptions", R, subs::list_items, &[]),
+        ("GET", ["v1", "subscription_items", id]) => {
+            r("subscriptions", R, subs::retrieve_item, &[id])
+        }
+        ("POST", ["v1", "invoices"]) => r("invoices", W, inv::create, &[]),
+        ("GET", ["v1", "invoices"]) => r("invoices", R, inv::list, &[]),
+        ("GET", ["v1", "invoices", id]) => r("invoices", R, inv::retrieve, &[id]),
+        ("POST", ["v1", "invoices", id]) => r("invoices", W, inv::update, &[id]),
+        ("DELETE", ["v1", "invoices", id]) => r("invoices", W, inv::delete, &[id]),
+        ("GET", ["v1", "invoices", id, "lines"]) => r("invoices", R, inv::lines, &[id]),
+        ("POST", ["v1", "invoices", id, "finalize"]) => r("invoices", W, inv::finalize, &[id]),
+        ("POST", ["v1", "invoices", id, "pay"]) => r("invoices", W, inv::pay, &[id]),
+        ("POST", ["v1", "invoices", id, "void"]) => r("invoices", W, inv::void, &[id]),
+        ("POST", ["v1", "invoices", id, "mark_uncollectible"]) => {
+            r("invoices", W, inv::mark_uncollectible, &[id])
+        }
+        ("POST", ["v1", "invoiceitems"]) => r("invoices", W, inv::create_item, &[]),
+        ("GET", ["v1", "invoiceitems"]) => r("invoices", R, inv::list_items, &[]),
+        ("GET", ["v1", "invoiceitems", id]) => r("invoices", R, inv::retrieve_item, &[id]),
+        ("GET", ["v1", "invoice_payments"]) => r("invoices", R, inv::list_payments, &[]),
+        ("GET", ["v1", "invoice_payments", id]) => r("invoices", R, inv::retrieve_payment, &[id]),
+        ("POST", ["v1", "credit_notes"]) => r("credit_notes", W, credit_notes::create, &[]),
+        ("GET", ["v1", "credit_notes"]) => r("credit_notes", R, credit_notes::list, &[]),
+        ("GET", ["v1", "credit_notes", id]) => r("credit_notes", R, credit_notes::retrieve, &[id]),
+        ("POST", ["v1", "credit_notes", id]) => r("credit_notes", W, credit_notes::update, &[id]),
+        ("GET", ["v1", "credit_notes", id, "lines"]) => {
+            r("credit_notes", R, credit_notes::lines, &[id])
+        }
+        ("POST", ["v1", "credit_notes", id, "void"]) => {
+            r("credit_notes", W, credit_notes::void, &[id])
+        }
+        ("POST", ["v1", "test_helpers", "test_clocks"]) => {
+            r("test_clocks", W, test_clocks::create, &[])
+        }
+        ("GET", ["v1", "test_helpers", "test_clocks"]) => {
+            r("test_clocks", R, test_clocks::list, &[])
+        }
+        ("GET", ["v1", "test_helpers", "test_clocks", id]) => {
+            r("test_clocks", R, test_clocks::retrieve, &[id])
+        }
+        ("DELETE", ["v1", "test_helpers", "test_clocks", id]) => {
+            r("test_clocks", W, test_clocks::delete, &[id])
+        }
+        ("POST", ["v1", "test_helpers", "test_clocks", id, "advance"]) => {
+            r("test_clocks", W, test_clocks::advance, &[id])
+        }
+
         ("GET", ["v1", "events"]) => r("events", R, events::list, &[]),
         ("GET", ["v1", "events", id]) => r("events", R, events::retrieve, &[id]),
         ("POST", ["v1", "webhook_endpoints"]) => {
@@ -206,6 +285,7 @@ pub fn kind_of(id: &str) -> Option<&'static str> {
         "in" => "invoice",
         "ii" => "invoiceitem",
         "cn" => "credit_note",
+        "inpay" => "invoice_payment",
         "clock" => "test_helpers.test_clock",
         _ => return None,
     })
@@ -247,6 +327,20 @@ fn expand_one(ctx: &mut Ctx, value: &mut Value, segs: &[&str], full: &str) -> Re
             let list = refunds::list_value(ctx, Some(&id), None, 100);
             obj.insert("refunds".into(), list);
             return Ok(());
+        }
+        if obj.get("object").and_then(Value::as_str) == Some(checkout::KIND)
+            && *first == "line_items"
+        {
+            let id = obj["id"].as_str().unwrap_or_default().to_string();
+            obj.insert("line_items".into(), checkout::line_items_value(ctx, &id));
+            return Ok(());
+        }
+        if obj.get("object").and_then(Value::as_str) == Some(invoices::KIND) {
+            let id = obj["id"].as_str().unwrap_or_default().to_string();
+            if let Some(v) = invoices::includable(ctx, &id, first) {
+                obj.insert((*first).to_string(), v);
+                return Ok(());
+            }
         }
         return Err(cannot());
     }
