@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc, oneshot};
-use tollgate_domain::{DisputeSnapshot, Observation};
+use tollgate_domain::{DisputeSnapshot, Observation, TransactionState, apply};
 use tollgate_store::inbox::{self, InboxRow};
 use tollgate_store::{ConnectionRow, Store, connections, transactions as store_tx};
 
@@ -102,12 +102,11 @@ async fn group_commit(store: Store, mut rx: mpsc::Receiver<Pending>, wake: Arc<N
     }
 }
 
+/// One statement, one commit for the whole group.
 async fn write_group(store: &Store, batch: &[Pending]) -> tollgate_store::Result<Vec<bool>> {
+    let rows: Vec<InboxRow> = batch.iter().map(|p| p.row.clone()).collect();
     let mut tx = store.begin().await?;
-    let mut news = Vec::with_capacity(batch.len());
-    for p in batch {
-        news.push(inbox::insert(&mut *tx, &p.row).await?);
-    }
+    let news = inbox::insert_many(&mut *tx, &rows).await?;
     tollgate_store::commit(tx).await?;
     Ok(news)
 }
@@ -210,6 +209,9 @@ enum Plan {
         observations: Vec<Observation>,
         refund: Option<(String, &'static str)>,
     },
+    /// Teaches the transaction nothing it did not know when the plan was made, so nothing
+    /// it can know later either (applying is a forward-only merge).
+    NothingNew,
     Ignore(String),
     Retry(String),
 }
@@ -255,19 +257,24 @@ async fn apply_rows(ctx: &ApiContext, rows: Vec<InboxRow>) -> ApiResult<()> {
 fn plan_key(p: &Plan) -> &str {
     match p {
         Plan::Apply { transaction_id, .. } => transaction_id,
-        Plan::Ignore(_) | Plan::Retry(_) => "",
+        Plan::NothingNew | Plan::Ignore(_) | Plan::Retry(_) => "",
     }
 }
 
 async fn commit_plans(ctx: &ApiContext, rows: &[InboxRow], plans: &[Plan]) -> ApiResult<()> {
     let now = ctx.now();
     let mut tx = ctx.store.begin().await?;
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let due = inbox::lock_due(&mut *tx, &ids, ctx.store.for_update()).await?;
+    // Outcomes grouped by (status, note, next attempt), written with one statement each.
+    let mut outcomes: Vec<((&'static str, Option<String>, i64), Vec<&str>)> = Vec::new();
     for (row, plan) in rows.iter().zip(plans) {
-        if !inbox::still_due(&mut *tx, &row.id, ctx.store.for_update()).await? {
+        if !due.contains(&row.id) {
             continue;
         }
-        let (status, note, next) = match plan {
+        let outcome = match plan {
             Plan::Ignore(why) => (inbox::IGNORED, Some(why.clone()), now),
+            Plan::NothingNew => (inbox::APPLIED, Some(NOTHING_NEW.to_string()), now),
             Plan::Retry(why) => {
                 let (status, next) = retry_after(ctx, row, now);
                 (status, Some(why.clone()), next)
@@ -291,17 +298,25 @@ async fn commit_plans(ctx: &ApiContext, rows: &[InboxRow], plans: &[Plan]) -> Ap
                 }
                 let changed = apply_locked(ctx, &mut tx, transaction_id, observations, now).await?;
                 let note = match changed {
-                    Some(t) => format!("transaction {} is {}", t.id, t.status),
-                    None => format!("transaction {transaction_id}: nothing new"),
+                    Some(_) => None,
+                    None => Some(NOTHING_NEW.to_string()),
                 };
-                (inbox::APPLIED, Some(note), now)
+                (inbox::APPLIED, note, now)
             }
         };
-        inbox::finish(&mut *tx, &row.id, status, note.as_deref(), next, now).await?;
+        match outcomes.iter_mut().find(|(k, _)| *k == outcome) {
+            Some((_, ids)) => ids.push(&row.id),
+            None => outcomes.push((outcome, vec![&row.id])),
+        }
+    }
+    for ((status, note, next), ids) in &outcomes {
+        inbox::finish_many(&mut *tx, ids, status, note.as_deref(), *next, now).await?;
     }
     tollgate_store::commit(tx).await?;
     Ok(())
 }
+
+const NOTHING_NEW: &str = "nothing new for the transaction";
 
 /// Backoff for the next attempt: base · 2^(attempts−1), ±25 % jitter, at most an hour; after
 /// the last attempt the row is `dead`.
@@ -387,15 +402,33 @@ async fn plan(ctx: &ApiContext, conn: &ConnectionRow, row: &InboxRow) -> Plan {
         Err(e) => return Plan::Retry(format!("looking up {pi_id}: {e}")),
     };
     let mut refund = None;
+    let mut refund_row_status: Option<String> = None;
     if refund_event && let Some(rid) = object["id"].as_str() {
         match store_tx::get_refund_by_stripe_id(ctx.store.reader(), rid).await {
             Ok(Some(r)) if r.transaction_id == t.id => {
                 let status =
                     stripe_map::refund_status(object["status"].as_str().unwrap_or("pending"));
+                refund_row_status = Some(r.status.clone());
                 refund = Some((r.id, status));
             }
             Ok(_) => {}
             Err(e) => return Plan::Retry(format!("looking up refund {rid}: {e}")),
+        }
+    }
+    // Most events teach nothing new (copies, stale snapshots, shuffled order): found out on
+    // this plain read, so they cost the write transaction nothing.
+    let refund_moves = refund.as_ref().is_some_and(|(_, to)| {
+        refund_row_status.as_deref() == Some("processing") && *to != "processing"
+    });
+    if !refund_moves && let Ok(mut state) = serde_json::from_str::<TransactionState>(&t.state) {
+        let mut any = false;
+        for o in &observations {
+            let out = apply(&state, o);
+            any |= !out.changes.is_empty();
+            state = out.state;
+        }
+        if !any {
+            return Plan::NothingNew;
         }
     }
     Plan::Apply {

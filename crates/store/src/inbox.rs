@@ -62,37 +62,121 @@ impl InboxRow {
     }
 }
 
-/// Stores an event unless one with the same (Stripe account, event id) is there already.
-/// Returns whether the row is new.
-pub async fn insert<'c, E: Executor<'c, Database = Any>>(db: E, e: &InboxRow) -> Result<bool> {
-    let done = sqlx::query(
-        "INSERT INTO webhook_events (id, connection_id, merchant_account_id, stripe_account,
-            stripe_event_id, event_type, api_version, source, payload, status, attempts,
-            next_attempt_at, locked_until, note, stripe_created, received_at, applied_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
-         ON CONFLICT (stripe_account, stripe_event_id) DO NOTHING",
-    )
-    .bind(&e.id)
-    .bind(&e.connection_id)
-    .bind(&e.merchant_account_id)
-    .bind(&e.stripe_account)
-    .bind(&e.stripe_event_id)
-    .bind(&e.event_type)
-    .bind(&e.api_version)
-    .bind(&e.source)
-    .bind(&e.payload)
-    .bind(&e.status)
-    .bind(e.attempts)
-    .bind(e.next_attempt_at)
-    .bind(e.locked_until)
-    .bind(&e.note)
-    .bind(e.stripe_created)
-    .bind(e.received_at)
-    .bind(e.applied_at)
-    .bind(e.updated_at)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
+const COLUMNS: &str = "id, connection_id, merchant_account_id, stripe_account, stripe_event_id, \
+    event_type, api_version, source, payload, status, attempts, next_attempt_at, locked_until, \
+    note, stripe_created, received_at, applied_at, updated_at";
+
+/// Stores many events in one statement (a group commit's rows); returns, per row, whether it
+/// is new (`false`: an event with the same Stripe account and id is stored already, or comes
+/// earlier in `rows`).
+pub async fn insert_many<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    rows: &[InboxRow],
+) -> Result<Vec<bool>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sql = format!("INSERT INTO webhook_events ({COLUMNS}) VALUES ");
+    let mut args = AnyArguments::default();
+    for (i, e) in rows.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..18 {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", i * 18 + c + 1));
+        }
+        sql.push(')');
+        let _ = args.add(e.id.clone());
+        let _ = args.add(e.connection_id.clone());
+        let _ = args.add(e.merchant_account_id.clone());
+        let _ = args.add(e.stripe_account.clone());
+        let _ = args.add(e.stripe_event_id.clone());
+        let _ = args.add(e.event_type.clone());
+        let _ = args.add(e.api_version.clone());
+        let _ = args.add(e.source.clone());
+        let _ = args.add(e.payload.clone());
+        let _ = args.add(e.status.clone());
+        let _ = args.add(e.attempts);
+        let _ = args.add(e.next_attempt_at);
+        let _ = args.add(e.locked_until);
+        let _ = args.add(e.note.clone());
+        let _ = args.add(e.stripe_created);
+        let _ = args.add(e.received_at);
+        let _ = args.add(e.applied_at);
+        let _ = args.add(e.updated_at);
+    }
+    sql.push_str(" ON CONFLICT (stripe_account, stripe_event_id) DO NOTHING RETURNING id");
+    // Placeholders only; every value is bound.
+    let inserted: Vec<String> = sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql), args)
+        .fetch_all(db)
+        .await?;
+    let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
+    Ok(rows.iter().map(|r| inserted.contains(&r.id)).collect())
+}
+
+/// `$first, $first+1, …` for `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Of `ids`, those still waiting to be applied, locked inside the caller's transaction (a
+/// second worker whose lease ran out finds them done and skips them: applied exactly once).
+pub async fn lock_due<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    ids: &[&str],
+    for_update: &str,
+) -> Result<std::collections::HashSet<String>> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let sql = format!(
+        "SELECT id FROM webhook_events WHERE id IN ({}) AND status IN ('received', 'failed'){for_update}",
+        placeholders(1, ids.len())
+    );
+    let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        q = q.bind(id.to_string());
+    }
+    Ok(q.fetch_all(db).await?.into_iter().collect())
+}
+
+/// [`finish`] for many rows with the same outcome.
+pub async fn finish_many<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    ids: &[&str],
+    status: &str,
+    note: Option<&str>,
+    next_attempt_at: i64,
+    now: i64,
+) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let applied_at = (status == APPLIED || status == IGNORED).then_some(now);
+    let sql = format!(
+        "UPDATE webhook_events SET status = $1, note = $2, next_attempt_at = $3,
+            applied_at = COALESCE($4, applied_at), locked_until = NULL, updated_at = $5
+         WHERE id IN ({})",
+        placeholders(6, ids.len())
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(status.to_string())
+        .bind(note.map(str::to_string))
+        .bind(next_attempt_at)
+        .bind(applied_at)
+        .bind(now);
+    for id in ids {
+        q = q.bind(id.to_string());
+    }
+    q.execute(db).await?;
+    Ok(())
 }
 
 /// Claims up to `limit` due rows for `lease_ms`: they are invisible to other workers until
@@ -130,22 +214,6 @@ pub async fn claim<'c, E: Executor<'c, Database = Any>>(
     // RETURNING gives no order; apply in the order Stripe created the events.
     out.sort_by(|a, b| (a.stripe_created, &a.id).cmp(&(b.stripe_created, &b.id)));
     Ok(out)
-}
-
-/// Locks one row inside a transaction and tells whether it still waits to be applied (a
-/// second worker whose lease ran out finds it done and does nothing: applied exactly once).
-pub async fn still_due<'c, E: Executor<'c, Database = Any>>(
-    db: E,
-    id: &str,
-    for_update: &str,
-) -> Result<bool> {
-    let status: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT status FROM webhook_events WHERE id = $1{for_update}"
-    )))
-    .bind(id)
-    .fetch_optional(db)
-    .await?;
-    Ok(matches!(status.as_deref(), Some(RECEIVED) | Some(FAILED)))
 }
 
 /// Records the outcome of an attempt: `applied`/`ignored` (final), or `failed`/`dead` with

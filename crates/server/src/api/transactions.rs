@@ -650,17 +650,15 @@ pub async fn apply_observations(
     for _attempt in 0..5 {
         let mut tx = ctx.store.begin().await?;
         match apply_locked(ctx, &mut tx, &t.id, &observations, ctx.now()).await {
-            Ok(Some(row)) => {
-                tollgate_store::commit(tx).await?;
-                return Ok(row);
-            }
-            Ok(None) => {
-                tx.rollback()
-                    .await
-                    .map_err(tollgate_store::StoreError::from)?;
-                return store_tx::get_any(ctx.store.reader(), &t.id, "")
-                    .await?
-                    .ok_or_else(|| ApiError::not_found("transaction"));
+            Ok(changed) => {
+                if changed.is_some() {
+                    tollgate_store::commit(tx).await?;
+                } else {
+                    tx.rollback()
+                        .await
+                        .map_err(tollgate_store::StoreError::from)?;
+                }
+                return load_any(ctx, &t.id).await;
             }
             Err(ApiError::ConcurrentRequest) => continue,
             Err(e) => return Err(e),
@@ -670,15 +668,16 @@ pub async fn apply_observations(
 }
 
 /// Applies `observations` to transaction `id` inside the write transaction `tx` (row locked on
-/// PostgreSQL, the single writer on SQLite), writing its events. `None` when nothing changed.
-/// The inbox worker calls this for a whole batch of events in one commit.
+/// PostgreSQL, the single writer on SQLite), writing its events. Returns the new status, or
+/// `None` when nothing changed. The inbox worker calls this for a whole batch of events in one
+/// commit.
 pub(crate) async fn apply_locked(
     ctx: &ApiContext,
     tx: &mut tollgate_store::Tx,
     id: &str,
     observations: &[Observation],
     now: i64,
-) -> ApiResult<Option<TransactionRow>> {
+) -> ApiResult<Option<TransactionStatus>> {
     let current = store_tx::get_any(&mut **tx, id, ctx.store.for_update())
         .await?
         .ok_or_else(|| ApiError::not_found("transaction"))?;
@@ -728,10 +727,7 @@ pub(crate) async fn apply_locked(
         let (name, data) = event_of(c);
         insert_event(tx, &current, name, data, now).await?;
     }
-    let row = store_tx::get_any(&mut **tx, &current.id, "")
-        .await?
-        .ok_or_else(|| ApiError::not_found("transaction"))?;
-    Ok(Some(row))
+    Ok(Some(status))
 }
 
 /// A Tollgate-side outcome with no Stripe object to observe (a cancel before any PaymentIntent

@@ -129,6 +129,23 @@ async fn signatures_are_checked(db: Db) {
     )
     .await;
     assert_eq!(r.status, 400);
+    // A connection still awaiting its webhook secret refuses every event.
+    let waiting = s
+        .post(
+            "/connections",
+            json!({"secret_key": "sk_test_nosecretyet12345"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(waiting["status"], "awaiting_webhook_secret");
+    let r = send(
+        &s,
+        waiting["id"].as_str().unwrap(),
+        &body,
+        Some(signature::header(&[SECRET], now, &body)),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
     let not_event = br#"{"hello": "world"}"#;
     let r = send(
         &s,
