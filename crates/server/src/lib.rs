@@ -7,6 +7,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod entitlements;
 pub mod error;
 pub mod idempotency;
 pub mod metrics;
@@ -53,6 +54,8 @@ pub struct ApiContext {
     /// The API base of the built-in sandbox when it is mounted (`http://127.0.0.1:PORT/sandbox/stripe`).
     pub sandbox_base: Option<Arc<str>>,
     pub metrics: Arc<Metrics>,
+    /// Key/settings cache and rate limits of the permission check.
+    pub entitlements: Arc<entitlements::Runtime>,
 }
 
 impl ApiContext {
@@ -245,13 +248,18 @@ pub async fn context(
         .map_err(|e| anyhow_free::err(format!("stripe client: {e}")))?;
     Ok(ApiContext {
         store,
-        config: Arc::new(config),
         clock,
         keys: Arc::new(keys),
         stripe,
         public_url: Arc::from(public_url),
         sandbox_base: sandbox_base.map(Arc::from),
         metrics: Arc::new(Metrics::default()),
+        entitlements: Arc::new(entitlements::Runtime::new(
+            config.auth_cache_ms,
+            config.permissions_rate_per_sec,
+            config.permissions_burst,
+        )),
+        config: Arc::new(config),
     })
 }
 

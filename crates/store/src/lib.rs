@@ -9,6 +9,7 @@
 
 pub mod accounts;
 pub mod connections;
+pub mod entitlements;
 pub mod idempotency;
 pub mod rows;
 pub mod transactions;
@@ -21,6 +22,8 @@ use sqlx::{Any, AnyPool, Executor};
 pub use rows::*;
 
 pub type Tx = sqlx::Transaction<'static, Any>;
+/// One database connection (a pooled one, or the inside of a [`Tx`]).
+pub type Conn = sqlx::AnyConnection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,6 +1,7 @@
 //! The `tollgate` binary: clap commands wiring the crates together.
 
 mod bench;
+mod bench_permissions;
 mod cli;
 
 // glibc's allocator spent a third of the sandbox benchmark's CPU in malloc/free bookkeeping
