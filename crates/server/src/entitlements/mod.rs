@@ -456,30 +456,36 @@ pub async fn load_purchases<'a>(
     for o in es::objects_of_customid(&mut *conn, merchant, customid).await? {
         add(o, &mut objects);
     }
-    // Attached objects, breadth first (a dispute hangs off a charge that hangs off an intent).
-    let mut frontier: Vec<(String, String)> = Vec::new();
-    for o in objects.values() {
+    // Attached objects, breadth first: what a purchase points at (its payment intent) and what
+    // points at it (the intent's charge, the charge's dispute, an invoice's credit notes).
+    fn ids_of(o: &ObjectRow) -> Vec<(String, String)> {
+        let mut out = Vec::new();
         for r in map::records_of(&parse(&o.data), None) {
-            frontier.push((o.connection_id.clone(), r.id().to_string()));
+            out.push((o.connection_id.clone(), r.id().to_string()));
+            for rf in map::refs_of(&r) {
+                out.push((o.connection_id.clone(), rf));
+            }
         }
+        out
     }
+    let mut frontier: Vec<(String, String)> = objects.values().flat_map(ids_of).collect();
     let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let mut next = Vec::new();
         for (conn_id, id) in frontier {
             if !seen.insert((conn_id.clone(), id.clone())) {
                 continue;
             }
-            for o in es::objects_referring(&mut *conn, &conn_id, &id).await? {
+            let mut found = es::objects_referring(&mut *conn, &conn_id, &id).await?;
+            found.extend(es::objects_by_id(&mut *conn, &conn_id, &id).await?);
+            for o in found {
                 let k = (
                     o.connection_id.clone(),
                     o.object_type.clone(),
                     o.object_id.clone(),
                 );
                 if !objects.contains_key(&k) {
-                    for r in map::records_of(&parse(&o.data), None) {
-                        next.push((o.connection_id.clone(), r.id().to_string()));
-                    }
+                    next.extend(ids_of(&o));
                     add(o, &mut objects);
                 }
             }
