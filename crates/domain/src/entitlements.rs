@@ -532,11 +532,8 @@ impl<'a> Index<'a> {
                 let total = self.invoices.get(inv).map(|i| i.total.max(i.amount_paid));
                 match total {
                     Some(t) if credited >= t => revoked = true,
-                    Some(_) => {
-                        if policy.revoke_on_partial_refund {
-                            revoked = true;
-                        }
-                    }
+                    Some(_) if policy.revoke_on_partial_refund => revoked = true,
+                    Some(_) => {}
                     // The invoice itself is unknown: the credit note cannot be judged whole.
                     None => {}
                 }

@@ -431,7 +431,7 @@ pub struct Purchases {
 
 /// Loads a customer's objects: those of its linked Stripe customers, those linked to the
 /// customid directly, and everything attached to them (charges, disputes, credit notes, …).
-pub async fn load_purchases<'a>(
+pub async fn load_purchases(
     conn: &mut tollgate_store::Conn,
     merchant: &str,
     customid: &str,

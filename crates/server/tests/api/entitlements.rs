@@ -26,6 +26,7 @@ crate::both_dbs!(
     one_time_purchases_refunds_and_disputes,
     old_and_current_payloads_give_the_same_permissions,
     events_in_any_order_give_the_same_permissions,
+    the_expiry_job_expires_at_period_end,
 );
 
 const DAY: i64 = 86_400;
@@ -965,4 +966,53 @@ async fn events_in_any_order_give_the_same_permissions(db: Db) {
     assert_eq!(a[0]["expires_date"], now + 20 * DAY);
     // The SKU array names the same SKU; everything else is equal too.
     assert_eq!(a, b);
+}
+
+/// Canceled at period end: held until then, and the expiry job writes the expiry into the read
+/// model once the period is over (the check answers it lapsed even before).
+async fn the_expiry_job_expires_at_period_end(db: Db) {
+    let s = TestServer::start(db).await;
+    catalog(&s).await;
+    let pk = s.bound_key(KeyKind::Public, "default").await;
+    let (ctx, conn) = inbox(&s).await;
+    let now = now_ms() / 1000;
+    let mut sub = subscription(
+        "sub_E",
+        "cus_E",
+        "active",
+        "prod_monthly",
+        now - 30 * DAY,
+        now + 2,
+    );
+    sub["metadata"]["customid"] = json!("user-exp");
+    sub["cancel_at_period_end"] = json!(true);
+    on_stripe_event(
+        &ctx,
+        &conn,
+        &event("evt_e", "customer.subscription.updated", now, sub, CURRENT),
+    )
+    .await
+    .expect("applied");
+    let p = permissions_of(&s, &pk, "user-exp").await;
+    assert_eq!(p[0]["is_valid"], true);
+    assert_eq!(p[0]["entitlement"], 4);
+    let row = crate::common::wait_for(
+        std::time::Duration::from_secs(15),
+        "the expiry job",
+        || async {
+            let r: (i64, i64) = sqlx::query_as(
+                "SELECT is_valid, entitlement FROM ent_permissions WHERE customid = 'user-exp'",
+            )
+            .fetch_one(&s.pool)
+            .await
+            .expect("read model");
+            (r.0 == 0).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(row.1, -5);
+    let p = permissions_of(&s, &pk, "user-exp").await;
+    assert_eq!(p[0]["is_valid"], false);
+    assert_eq!(p[0]["entitlement"], -5);
+    assert_eq!(p[0]["expires_date"], Value::Null);
 }
