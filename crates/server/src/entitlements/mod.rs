@@ -871,6 +871,8 @@ async fn reread_subscriptions(ctx: &ApiContext, merchant: &str, customid: &str) 
         let lapsing = map::records_of(&parse(&o.data), None).into_iter().any(|r| {
             matches!(&r, Record::Subscription(s)
                 if matches!(s.status, dom::SubStatus::Active | dom::SubStatus::Trialing)
+                    && !s.cancel_at_period_end
+                    && s.cancel_at.is_none()
                     && s.current_period_end.is_some_and(|e| e <= now))
         });
         if !lapsing {
@@ -890,12 +892,16 @@ async fn reread_subscriptions(ctx: &ApiContext, merchant: &str, customid: &str) 
                 &Map::new(),
                 Default::default(),
             )
-            .await
-            .map_err(|e| stripe_error(ctx, &e))?;
-        by_conn
-            .entry(o.connection_id.clone())
-            .or_default()
-            .push(fresh);
+            .await;
+        match fresh {
+            Ok(fresh) => by_conn
+                .entry(o.connection_id.clone())
+                .or_default()
+                .push(fresh),
+            // Stripe has nothing fresher to say: what is stored decides.
+            Err(e) if e.status() == Some(404) => {}
+            Err(e) => return Err(stripe_error(ctx, &e)),
+        }
     }
     for (conn_id, subs) in by_conn {
         if let Some(conn_row) =
