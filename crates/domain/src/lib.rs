@@ -4,6 +4,8 @@
 //! - [`transaction`]: the nine transaction statuses, the forward-only transition table
 //!   ([`transaction::allowed`]) and the PaymentIntent → status mapping of SPEC §3.1.
 //! - [`error_code`]: Stripe `code` / `decline_code` → the normalised `error_code` vocabulary.
+//! - [`entitlements`]: purchases → permissions (SPEC §5.3), with an order-proof ledger of
+//!   Stripe objects.
 //! - [`mod@apply`]: what a Stripe event (or a re-read) means for one transaction, built so that any
 //!   order and any number of copies of the same observations give the same final state.
 //!
@@ -11,6 +13,7 @@
 //! [`mod@apply`] (that adapter lives with the server), and this crate decides what they mean.
 
 pub mod apply;
+pub mod entitlements;
 pub mod error_code;
 pub mod money;
 pub mod transaction;

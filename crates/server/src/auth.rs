@@ -62,12 +62,12 @@ pub fn new_key(
     (row, full)
 }
 
-fn hash(secret: &str) -> String {
+pub(crate) fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// Splits a presented key into (kind, id, secret).
-fn split(key: &str) -> Option<(KeyKind, &str, &str)> {
+pub(crate) fn split(key: &str) -> Option<(KeyKind, &str, &str)> {
     let (kind, rest) = if let Some(r) = key.strip_prefix("tg_sk_") {
         (KeyKind::Secret, r)
     } else if let Some(r) = key.strip_prefix("tg_pk_") {

@@ -48,6 +48,13 @@ pub struct Config {
     pub inbox_retention_days: u32,
     /// Periodic reconcile of every connection (SPEC §4 "Missed webhooks"); 0 turns it off.
     pub reconcile_interval_secs: u64,
+    /// Public permission reads allowed per second per (key, client address); 0: no limit.
+    pub permissions_rate_per_sec: u32,
+    /// Burst of the permission-read token bucket.
+    pub permissions_burst: u32,
+    /// How long the permission check may reuse an API key or account settings it read (ms);
+    /// 0: read them on every request.
+    pub auth_cache_ms: u64,
     /// The master key (64 hex digits or base64 of 32 bytes) for embedders and tests that pass
     /// it in code; wins over `TOLLGATE_MASTER_KEY`. Never read from a configuration file
     /// (secrets come from the environment, stdin or a key file, SPEC §2).
@@ -81,6 +88,9 @@ impl Default for Config {
             inbox_retry_base_ms: 5_000,
             inbox_retention_days: 30,
             reconcile_interval_secs: 900,
+            permissions_rate_per_sec: 20,
+            permissions_burst: 40,
+            auth_cache_ms: 1000,
             master_key: None,
         }
     }

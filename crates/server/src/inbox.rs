@@ -212,6 +212,8 @@ enum Plan {
     /// Teaches the transaction nothing it did not know when the plan was made, so nothing
     /// it can know later either (applying is a forward-only merge).
     NothingNew,
+    /// Read by entitlements only (already committed by them).
+    Entitled,
     Ignore(String),
     Retry(String),
 }
@@ -230,6 +232,7 @@ async fn apply_rows(ctx: &ApiContext, rows: Vec<InboxRow>) -> ApiResult<()> {
         };
         plans.push(plan);
     }
+    entitlements(ctx, &conns, &rows, &mut plans).await;
     // Transactions are locked in id order, so two servers' batches touching the same
     // transactions wait for each other instead of deadlocking (order does not matter to the
     // outcome: applying is order-proof).
@@ -254,10 +257,53 @@ async fn apply_rows(ctx: &ApiContext, rows: Vec<InboxRow>) -> ApiResult<()> {
     }
 }
 
+/// The entitlement half reads the same events (its own write transaction per connection and
+/// batch, committed before the rows' statuses: a crash in between only means a harmless
+/// second reading). A failure there retries the event.
+async fn entitlements(
+    ctx: &ApiContext,
+    conns: &HashMap<String, Option<ConnectionRow>>,
+    rows: &[InboxRow],
+    plans: &mut [Plan],
+) {
+    let mut by_conn: HashMap<&str, Vec<(usize, Value)>> = HashMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        if crate::entitlements::is_relevant(&row.event_type)
+            && !matches!(plans[i], Plan::Retry(_))
+            && let Ok(event) = serde_json::from_str::<Value>(&row.payload)
+        {
+            by_conn
+                .entry(&row.connection_id)
+                .or_default()
+                .push((i, event));
+        }
+    }
+    for (conn_id, items) in by_conn {
+        let Some(Some(conn)) = conns.get(conn_id) else {
+            continue;
+        };
+        let events: Vec<&Value> = items.iter().map(|(_, e)| e).collect();
+        match crate::entitlements::on_stripe_events(ctx, conn, &events).await {
+            Ok(read) => {
+                for ((i, _), taken) in items.iter().zip(read) {
+                    if taken && matches!(plans[*i], Plan::Ignore(_)) {
+                        plans[*i] = Plan::Entitled;
+                    }
+                }
+            }
+            Err(e) => {
+                for (i, _) in &items {
+                    plans[*i] = Plan::Retry(format!("entitlements: {e}"));
+                }
+            }
+        }
+    }
+}
+
 fn plan_key(p: &Plan) -> &str {
     match p {
         Plan::Apply { transaction_id, .. } => transaction_id,
-        Plan::NothingNew | Plan::Ignore(_) | Plan::Retry(_) => "",
+        Plan::NothingNew | Plan::Entitled | Plan::Ignore(_) | Plan::Retry(_) => "",
     }
 }
 
@@ -275,6 +321,7 @@ async fn commit_plans(ctx: &ApiContext, rows: &[InboxRow], plans: &[Plan]) -> Ap
         let outcome = match plan {
             Plan::Ignore(why) => (inbox::IGNORED, Some(why.clone()), now),
             Plan::NothingNew => (inbox::APPLIED, Some(NOTHING_NEW.to_string()), now),
+            Plan::Entitled => (inbox::APPLIED, Some("entitlements".to_string()), now),
             Plan::Retry(why) => {
                 let (status, next) = retry_after(ctx, row, now);
                 (status, Some(why.clone()), next)

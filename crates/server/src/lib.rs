@@ -7,6 +7,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod entitlements;
 pub mod error;
 pub mod idempotency;
 pub mod inbox;
@@ -57,6 +58,8 @@ pub struct ApiContext {
     pub metrics: Arc<Metrics>,
     /// Where verified Stripe events are stored before they are answered.
     pub inbox: inbox::Inbox,
+    /// Key/settings cache and rate limits of the permission check.
+    pub entitlements: Arc<entitlements::Runtime>,
 }
 
 impl ApiContext {
@@ -250,13 +253,18 @@ pub async fn context(
     Ok(ApiContext {
         inbox: inbox::Inbox::start(store.clone()),
         store,
-        config: Arc::new(config),
         clock,
         keys: Arc::new(keys),
         stripe,
         public_url: Arc::from(public_url),
         sandbox_base: sandbox_base.map(Arc::from),
         metrics: Arc::new(Metrics::default()),
+        entitlements: Arc::new(entitlements::Runtime::new(
+            config.auth_cache_ms,
+            config.permissions_rate_per_sec,
+            config.permissions_burst,
+        )),
+        config: Arc::new(config),
     })
 }
 

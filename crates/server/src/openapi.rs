@@ -500,6 +500,7 @@ pub fn document(public_url: &str) -> Value {
             {"name": "connections", "description": "Stripe accounts and their credentials (SPEC §2)."},
             {"name": "webhook-events", "description": "Stripe events received (the inbox) and reconcile (SPEC §4)."},
             {"name": "merchant-accounts", "description": "Tenants (SPEC §1)."},
+            {"name": "entitlements", "description": "SKUs, permission definitions, customer links and the permission check (SPEC §5)."},
             {"name": "buyer", "description": "URLs the buyer's browser or app reaches, authorised by a token instead of an API key."},
             {"name": "operations", "description": "Health, readiness and metrics."},
             {"name": "reference", "description": "This document and its reference page."},
@@ -576,6 +577,27 @@ fn parameters() -> Value {
             "description": "The connection's id.",
             "schema": {"type": "string"},
         },
+        "SkuIdentifier": {
+            "name": "identifier",
+            "in": "path",
+            "required": true,
+            "description": "The SKU's identifier.",
+            "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,100}$"},
+        },
+        "PermissionIdentifier": {
+            "name": "identifier",
+            "in": "path",
+            "required": true,
+            "description": "The permission's identifier.",
+            "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,100}$"},
+        },
+        "Customid": {
+            "name": "customid",
+            "in": "path",
+            "required": true,
+            "description": "The business's own id of its user.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        },
         "WebhookConnectionId": {
             "name": "connection_id",
             "in": "path",
@@ -599,6 +621,7 @@ fn error_responses() -> Value {
         "Conflict": r("`concurrent_request` (the same Idempotency-Key is still being processed), `idempotency_key_mismatch` (the key was used with another body) or `duplicate_record`."),
         "ServerError": r("`server_error`: something of Tollgate's failed; the cause is logged, never returned."),
         "BadGateway": r("`bad_gateway`: Stripe could not be reached, failed or refused. When a transaction was saved first, the body carries its `id` (and `transaction_id`): call `POST /transactions/{id}/sync` or retry with the same Idempotency-Key."),
+        "TooManyRequests": r("`too_many_requests`: the permission-check rate limit of this key and client address; `Retry-After` says when to retry."),
         "GatewayTimeout": r("`gateway_timeout`: Stripe did not answer in time; as 502, the body carries the saved transaction's `id`."),
     })
 }
@@ -616,6 +639,7 @@ fn schemas() -> Value {
         ),
     );
     add("Transaction", transaction_schema());
+    entitlement_schemas(&mut add);
     add(
         "TransactionPaymentMethod",
         Obj::new()
@@ -1536,6 +1560,94 @@ fn operations() -> Vec<Op> {
             .desc("Every account for an operator key; a bound key sees its own.")
             .auth(Secret)
             .ok("200", "The merchant accounts.", tx("MerchantAccounts")),
+        // -- entitlements
+        op("post", "/v1/skus", "create_sku", "entitlements", "Create a SKU")
+            .desc("A Stripe product made sellable. `identifier` unique per merchant account (409 `duplicate_record` names it); `product_id` must be a `prod_…` id; `kind` `subscription` or `one_time`; `store` is `stripe` (the default).")
+            .auth(Secret)
+            .idempotent()
+            .body(tx("SkuCreate"), true, Some(json!({"identifier": "web_monthly", "store": "stripe", "product_id": "prod_…", "kind": "subscription"})))
+            .ok("201", "The SKU.", tx("Sku"))
+            .err("400", "BadRequest"),
+        op("get", "/v1/skus", "list_skus", "entitlements", "List SKUs")
+            .auth(Secret)
+            .ok("200", "The merchant account's SKUs.", tx("Skus")),
+        op("get", "/v1/skus/{identifier}", "get_sku", "entitlements", "Get a SKU")
+            .auth(Secret)
+            .param("SkuIdentifier")
+            .ok("200", "The SKU.", tx("Sku"))
+            .err("404", "NotFound"),
+        op("patch", "/v1/skus/{identifier}", "update_sku", "entitlements", "Update a SKU")
+            .desc("Changes `product_id`, `kind` or `store`; every customer is re-evaluated.")
+            .auth(Secret)
+            .param("SkuIdentifier")
+            .body(tx("SkuUpdate"), true, None)
+            .ok("200", "The SKU.", tx("Sku"))
+            .err("400", "BadRequest")
+            .err("404", "NotFound"),
+        op("delete", "/v1/skus/{identifier}", "delete_sku", "entitlements", "Delete a SKU")
+            .desc("Only a SKU no permission uses (else 409 naming them).")
+            .auth(Secret)
+            .param("SkuIdentifier")
+            .raw("204", json!({"description": "Deleted."}))
+            .err("404", "NotFound")
+            .err("409", "Conflict"),
+        op("post", "/v1/permissions/definitions", "create_permission_definition", "entitlements", "Create a permission")
+            .desc("A named access right granted by holding any of its SKUs. An unknown SKU is a 400 pointing at `/skus/{index}`; a taken identifier 409.")
+            .auth(Secret)
+            .idempotent()
+            .body(tx("PermissionDefinitionCreate"), true, Some(json!({"identifier": "premium", "skus": ["web_monthly", "lifetime"]})))
+            .ok("201", "The permission definition.", tx("PermissionDefinition"))
+            .err("400", "BadRequest"),
+        op("get", "/v1/permissions/definitions", "list_permission_definitions", "entitlements", "List permissions")
+            .auth(Secret)
+            .ok("200", "The permission definitions.", tx("PermissionDefinitions")),
+        op("get", "/v1/permissions/definitions/{identifier}", "get_permission_definition", "entitlements", "Get a permission")
+            .auth(Secret)
+            .param("PermissionIdentifier")
+            .ok("200", "The permission definition.", tx("PermissionDefinition"))
+            .err("404", "NotFound"),
+        op("patch", "/v1/permissions/definitions/{identifier}", "update_permission_definition", "entitlements", "Change a permission's SKUs")
+            .auth(Secret)
+            .param("PermissionIdentifier")
+            .body(tx("PermissionDefinitionUpdate"), true, None)
+            .ok("200", "The permission definition.", tx("PermissionDefinition"))
+            .err("400", "BadRequest")
+            .err("404", "NotFound"),
+        op("delete", "/v1/permissions/definitions/{identifier}", "delete_permission_definition", "entitlements", "Delete a permission")
+            .auth(Secret)
+            .param("PermissionIdentifier")
+            .raw("204", json!({"description": "Deleted."}))
+            .err("404", "NotFound"),
+        op("post", "/v1/connect_stripe", "connect_stripe", "entitlements", "Link a Stripe customer to a customid")
+            .desc("Checks the customer at Stripe (404 when unknown), links it (409 when it belongs to another customid, unless `force`), reads its subscriptions, invoices, checkout sessions, payment intents, charges and credit notes so earlier purchases count, and answers the customid's permissions.")
+            .auth(Secret)
+            .idempotent()
+            .body(tx("ConnectStripe"), true, Some(json!({"customid": "user-7", "customerid": "cus_…"})))
+            .ok("200", "The link and the customid's permissions.", tx("CustomerLink"))
+            .err("400", "BadRequest")
+            .err("404", "NotFound")
+            .stripe(),
+        op("get", "/v1/permissions", "check_permissions", "entitlements", "Check a user's permissions (public key)")
+            .desc("The apps' check, with a **public** key (`tg_pk_…`; secret keys work too). Served from the read model. Rate-limited per key and client address (429 with `Retry-After`). When the account requires it, `X-Customer-Token` (hex HMAC-SHA256 of the customid under the account's secret) must match, else 401. A permission never bought is absent.")
+            .auth(Secret)
+            .query("customid", S::string(), true, "The business's own id of its user.")
+            .raw("200", json!({"description": "The permissions.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Permissions"}}}}))
+            .err("400", "BadRequest")
+            .err("429", "TooManyRequests"),
+        op("get", "/v1/subscribers/{customid}", "get_subscriber", "entitlements", "A subscriber: links, permissions, purchases")
+            .auth(Secret)
+            .param("Customid")
+            .ok("200", "The subscriber.", tx("Subscriber"))
+            .err("404", "NotFound"),
+        op("get", "/v1/entitlements/settings", "get_entitlement_settings", "entitlements", "Entitlement settings")
+            .auth(Secret)
+            .ok("200", "The merchant account's entitlement settings.", tx("EntitlementSettings")),
+        op("patch", "/v1/entitlements/settings", "update_entitlement_settings", "entitlements", "Change entitlement settings")
+            .desc("Grace for `past_due` (`grace_days`; null: while Stripe retries), the partial-refund policy, the renewal leeway, the customer-token requirement and secret, and a connection's `customid` metadata key. Every customer is re-evaluated.")
+            .auth(Secret)
+            .body(tx("EntitlementSettingsUpdate"), true, Some(json!({"grace_days": 3})))
+            .ok("200", "The settings.", tx("EntitlementSettings"))
+            .err("400", "BadRequest"),
         // -- buyer-facing
         op("get", "/pay/{id}/complete", "complete_payment", "buyer", "Complete a payment (buyer's browser or app)")
             .desc("Where the hosted page and Stripe's redirect land: syncs the transaction from Stripe, then redirects the buyer (303) to `redirect_url?transaction_id=…&transaction_status=…` (redirect flow) or answers the status as JSON (direct flow). Authorised by the approval or session token, or by the PaymentIntent client secret Stripe appends. A wrong, expired or spent token is a 404 that reveals nothing. Sends `Referrer-Policy: no-referrer`.")
@@ -1588,4 +1700,180 @@ fn operations() -> Vec<Op> {
                 "content": {"text/html": {"schema": {"type": "string"}}},
             })),
     ]
+}
+
+/// The entitlements' schemas (SPEC §5).
+fn entitlement_schemas(add: &mut dyn FnMut(&str, S)) {
+    let sku_kind = S::one_of(crate::api::entitlements::SKU_KINDS);
+    add(
+        "Sku",
+        Obj::new()
+            .req("type", S::constant(json!("sku")))
+            .req("identifier", S::string())
+            .req("store", S::constant(json!("stripe")))
+            .req(
+                "product_id",
+                S::string().desc("A Stripe product id (`prod_…`)."),
+            )
+            .req("kind", sku_kind.clone())
+            .req("created_at", S::datetime())
+            .req("updated_at", S::datetime())
+            .build(),
+    );
+    add(
+        "SkuCreate",
+        Obj::new()
+            .req("identifier", S::string())
+            .opt("store", S::constant(json!("stripe")))
+            .req("product_id", S::string())
+            .req("kind", sku_kind.clone())
+            .closed()
+            .build(),
+    );
+    add(
+        "SkuUpdate",
+        Obj::new()
+            .opt("store", S::constant(json!("stripe")))
+            .opt("product_id", S::string())
+            .opt("kind", sku_kind)
+            .closed()
+            .build(),
+    );
+    add(
+        "Skus",
+        Obj::new()
+            .req("items", S::array(S::reference("Sku")))
+            .build(),
+    );
+    add(
+        "PermissionDefinition",
+        Obj::new()
+            .req("type", S::constant(json!("permission-definition")))
+            .req("identifier", S::string())
+            .req("skus", S::array(S::string()))
+            .req("created_at", S::datetime())
+            .req("updated_at", S::datetime())
+            .build(),
+    );
+    add(
+        "PermissionDefinitionCreate",
+        Obj::new()
+            .req("identifier", S::string())
+            .req(
+                "skus",
+                S::array(S::string()).desc("SKU identifiers of this account."),
+            )
+            .closed()
+            .build(),
+    );
+    add(
+        "PermissionDefinitionUpdate",
+        Obj::new()
+            .req("skus", S::array(S::string()))
+            .closed()
+            .build(),
+    );
+    add(
+        "PermissionDefinitions",
+        Obj::new()
+            .req("items", S::array(S::reference("PermissionDefinition")))
+            .build(),
+    );
+    add(
+        "ConnectStripe",
+        Obj::new()
+            .req("customid", S::string())
+            .req(
+                "customerid",
+                S::string().desc("A Stripe customer id (`cus_…`)."),
+            )
+            .opt(
+                "force",
+                S::boolean().desc("Move a customer linked to another customid."),
+            )
+            .opt(
+                "connection_id",
+                S::string().desc("Default: the account's default connection."),
+            )
+            .closed()
+            .build(),
+    );
+    add(
+        "SkuUse",
+        Obj::new()
+            .req("identifier", S::string())
+            .req("productid", S::string())
+            .req(
+                "store",
+                S::constant(json!(4)).desc("4: Stripe (the seed platform's store code)."),
+            )
+            .req("istrial", S::boolean())
+            .req("isinintrooffer", S::boolean())
+            .build(),
+    );
+    add(
+        "Permission",
+        Obj::new()
+            .req("identifier", S::string())
+            .req("is_valid", S::boolean())
+            .req("entitlement", S::integer().desc("SPEC §5.3: 5 renewing, 4 canceling at period end, 3 lifetime, 1 grace, 0 incomplete, -1 grace over, -2 payment failed, -5 expired/canceled, -8 refunded/credited/dispute lost, -9 never bought, -10 paused."))
+            .req("expires_date", S::integer().nullable().desc("Epoch seconds; null: never."))
+            .req("expires_at", S::datetime().nullable())
+            .req("skuarray", S::array(S::reference("SkuUse")))
+            .build(),
+    );
+    add(
+        "Permissions",
+        Obj::new()
+            .req("customid", S::string())
+            .req("permissions", S::array(S::reference("Permission")))
+            .build(),
+    );
+    add(
+        "CustomerLink",
+        Obj::new()
+            .req("type", S::constant(json!("customer-link")))
+            .req("customid", S::string())
+            .req("customerid", S::string())
+            .req("connection_id", S::string())
+            .req("moved_from", S::string().nullable())
+            .req("permissions", S::array(S::reference("Permission")))
+            .build(),
+    );
+    add(
+        "Subscriber",
+        Obj::new()
+            .req("type", S::constant(json!("subscriber")))
+            .req("customid", S::string())
+            .req("stripe_customers", S::array(S::any()))
+            .req("permissions", S::array(S::reference("Permission")))
+            .req("purchases", S::array(S::any()))
+            .req("evaluated_at", S::datetime())
+            .build(),
+    );
+    add(
+        "EntitlementSettings",
+        Obj::new()
+            .req("type", S::constant(json!("entitlement-settings")))
+            .req("merchant_account_id", S::string())
+            .req("grace_days", S::integer().nullable())
+            .req("revoke_on_partial_refund", S::boolean())
+            .req("renewal_leeway_secs", S::integer())
+            .req("require_customer_token", S::boolean())
+            .req("has_customer_token_secret", S::boolean())
+            .build(),
+    );
+    add(
+        "EntitlementSettingsUpdate",
+        Obj::new()
+            .opt("grace_days", S::integer().nullable())
+            .opt("revoke_on_partial_refund", S::boolean())
+            .opt("renewal_leeway_secs", S::integer())
+            .opt("require_customer_token", S::boolean())
+            .opt("customer_token_secret", S::string())
+            .opt("connection_id", S::string())
+            .opt("customid_metadata_key", S::string())
+            .closed()
+            .build(),
+    );
 }

@@ -1196,3 +1196,54 @@ async fn the_app_serves_the_document_and_the_page() {
         .expect("response");
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[test]
+fn entitlement_bodies_follow_the_handlers() {
+    use tollgate_server::api::entitlements as ent;
+    let d = doc();
+    assert_eq!(props(&d, "SkuCreate"), set(ent::SKU_FIELDS.iter().copied()));
+    assert_eq!(
+        props(&d, "PermissionDefinitionCreate"),
+        set(ent::DEFINITION_FIELDS.iter().copied())
+    );
+    assert_eq!(
+        props(&d, "ConnectStripe"),
+        set(ent::CONNECT_FIELDS.iter().copied())
+    );
+    assert_eq!(
+        props(&d, "EntitlementSettingsUpdate"),
+        set(ent::SETTINGS_FIELDS.iter().copied())
+    );
+    let check = operation(&d, "get", "/v1/permissions");
+    let query: BTreeSet<String> = check["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .filter(|p| p["in"] == "query")
+        .filter_map(|p| p["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(query, set(ent::PERMISSIONS_QUERY.iter().copied()));
+    // The check's answer names exactly the keys the renderer writes.
+    let perm = props(&d, "Permission");
+    let row = tollgate_store::entitlements::PermissionRow {
+        identifier: "premium".into(),
+        is_valid: true,
+        entitlement: 5,
+        expires_at: Some(1_767_225_600_000),
+        valid_until: None,
+        skus: r#"[{"identifier":"web_monthly","product_id":"prod_1","trial":false}]"#.into(),
+        updated_at: 0,
+    };
+    let rendered = tollgate_server::entitlements::permission_json(&row, 0);
+    let keys: BTreeSet<String> = rendered.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys, perm);
+    assert_eq!(rendered["expires_at"], "2026-01-01T00:00:00Z");
+    assert_eq!(rendered["expires_date"], 1_767_225_600);
+    let sku_keys: BTreeSet<String> = rendered["skuarray"][0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(sku_keys, props(&d, "SkuUse"));
+}

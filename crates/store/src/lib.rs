@@ -9,6 +9,7 @@
 
 pub mod accounts;
 pub mod connections;
+pub mod entitlements;
 pub mod idempotency;
 pub mod inbox;
 pub mod rows;
@@ -22,6 +23,8 @@ use sqlx::{Any, AnyPool, Executor};
 pub use rows::*;
 
 pub type Tx = sqlx::Transaction<'static, Any>;
+/// One database connection (a pooled one, or the inside of a [`Tx`]).
+pub type Conn = sqlx::AnyConnection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

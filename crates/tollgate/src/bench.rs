@@ -65,6 +65,28 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// `GET /v1/permissions` (public key) on the real server: seeds customers with
+    /// permissions straight into the read model, then checks random customers over keep-alive
+    /// connections on loopback.
+    Permissions {
+        #[arg(long, value_enum, default_value_t = BenchDb::Sqlite)]
+        db: BenchDb,
+        /// PostgreSQL server to create the benchmark database on (its database name is replaced).
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        database_url: String,
+        /// Customers seeded, each with permissions.
+        #[arg(long, default_value_t = 100_000)]
+        customers: usize,
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Unmeasured seconds first (connections, caches, database warm).
+        #[arg(long, default_value_t = 2)]
+        warmup_seconds: u64,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -91,6 +113,24 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             concurrency,
         } => {
             crate::bench_webhooks::run(db, &database_url, events, objects, concurrency.max(1)).await
+        }
+        BenchCommand::Permissions {
+            db,
+            database_url,
+            customers,
+            connections,
+            seconds,
+            warmup_seconds,
+        } => {
+            crate::bench_permissions::run(
+                db,
+                &database_url,
+                customers,
+                connections,
+                seconds,
+                warmup_seconds,
+            )
+            .await
         }
     }
 }
@@ -218,7 +258,7 @@ async fn sandbox(pairs: usize, concurrency: usize) -> anyhow::Result<()> {
 const CREATE_BODY: &str = r#"{"amount":1299,"currency":"USD","intent":"authorize","payment_method":{"method":"stripe","redirect_url":"https://example.com/cb"}}"#;
 
 /// `url` with its database name replaced by `name` (query string kept).
-fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
+pub(crate) fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
     let scheme_end = url
         .find("://")
         .ok_or_else(|| anyhow!("--database-url is not a URL: {url}"))?
@@ -293,7 +333,7 @@ where
 }
 
 /// One statement on the PostgreSQL server's maintenance database.
-async fn pg_admin(admin_url: &str, sql: &str) -> anyhow::Result<()> {
+pub(crate) async fn pg_admin(admin_url: &str, sql: &str) -> anyhow::Result<()> {
     use sqlx::{Connection, Executor};
     let mut conn = sqlx::postgres::PgConnection::connect(admin_url).await?;
     // The names are ours (a fixed prefix and hex digits), never user input.

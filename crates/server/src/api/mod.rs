@@ -2,6 +2,7 @@
 
 pub mod bootstrap;
 pub mod connections;
+pub mod entitlements;
 pub mod health;
 pub mod merchant_accounts;
 pub mod refunds;
@@ -22,6 +23,7 @@ use crate::error::ApiError;
 pub const MAX_BODY: usize = 1024 * 1024;
 
 pub fn router(ctx: &ApiContext) -> Router<ApiContext> {
+    use entitlements as ent;
     use transactions as tx;
     let api = Router::new()
         .route(
@@ -57,15 +59,41 @@ pub fn router(ctx: &ApiContext) -> Router<ApiContext> {
         )
         .route("/transactions/{id}/refunds/{refund_id}", get(refunds::get))
         .route("/refunds/{refund_id}", get(refunds::get_by_id))
+        .route("/v1/skus", post(ent::sku_create).get(ent::sku_list))
+        .route(
+            "/v1/skus/{identifier}",
+            get(ent::sku_get)
+                .patch(ent::sku_update)
+                .delete(ent::sku_delete),
+        )
+        .route(
+            "/v1/permissions/definitions",
+            post(ent::definition_create).get(ent::definition_list),
+        )
+        .route(
+            "/v1/permissions/definitions/{identifier}",
+            get(ent::definition_get)
+                .patch(ent::definition_update)
+                .delete(ent::definition_delete),
+        )
+        .route("/v1/connect_stripe", post(ent::connect_stripe))
+        .route("/v1/subscribers/{customid}", get(ent::subscriber))
+        .route(
+            "/v1/entitlements/settings",
+            get(ent::settings_get).patch(ent::settings_update),
+        )
         // Idempotency-Key handling for every POST above (SPEC §8).
         .route_layer(axum::middleware::from_fn_with_state(
             ctx.clone(),
             crate::idempotency::middleware,
         ));
-    api.merge(health::router()).route(
-        "/webhooks/stripe/{connection_id}",
-        post(webhooks_in::receive),
-    )
+    api.merge(health::router())
+        // The permission check (public keys): no idempotency layer, its own auth cache.
+        .route("/v1/permissions", get(ent::permissions))
+        .route(
+            "/webhooks/stripe/{connection_id}",
+            post(webhooks_in::receive),
+        )
 }
 
 /// A JSON object body, read with the API's limits and errors: an empty body is `{}` (bodiless

@@ -574,7 +574,7 @@ async fn the_inbox_is_listable(db: Db) {
         let mut e = event.clone();
         e["id"] = json!(format!("evt_list_{n}"));
         e["type"] = json!(if n % 2 == 0 {
-            "customer.created"
+            "product.created"
         } else {
             "payment_intent.amount_capturable_updated"
         });

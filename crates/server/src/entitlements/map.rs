@@ -1,0 +1,557 @@
+//! Stripe JSON → the domain's purchase records ([`tollgate_domain::entitlements::Record`]).
+//! The only place that knows Stripe's field names for subscriptions, invoices, checkout
+//! sessions, credit notes, invoice payments, disputes and (for entitlements) payment intents
+//! and charges, in every API version from 2020-08-27 on (SPEC §4):
+//!
+//! | what | up to 2025-02 | from 2025-03-31 (basil) |
+//! |---|---|---|
+//! | subscription period | `current_period_start/end` on the subscription | on each item |
+//! | invoice → subscription | `invoice.subscription` | `invoice.parent.subscription_details.subscription` |
+//! | invoice line product | `line.price.product` (or `plan.product`) | `line.pricing.price_details.product` |
+//! | invoice → payment | `invoice.payment_intent` / `invoice.charge`, `charge.invoice` | `invoice.payments` / `/v1/invoice_payments` |
+//! | credit note → refund | `credit_note.refund` | `credit_note.refunds[]` |
+//!
+//! and before 2022-11-15 a PaymentIntent embeds its charges (`charges.data`).
+//!
+//! Ids may come as strings or as expanded objects everywhere; both are read.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+use tollgate_domain::entitlements::{
+    ChargeRec, CheckoutRec, CreditNoteRec, DisputeRec, InvoicePaymentRec, InvoiceRec,
+    PaymentIntentRec, Record, SubStatus, SubscriptionRec,
+};
+
+/// An id field: a string, or an expanded object's `id`.
+pub fn id_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    }
+}
+
+fn s(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_string)
+}
+
+fn i(v: &Value) -> Option<i64> {
+    v.as_i64()
+}
+
+fn list(v: &Value) -> &[Value] {
+    // A list object (`{data: [...]}`) or a bare array.
+    v.get("data")
+        .and_then(Value::as_array)
+        .or_else(|| v.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+/// The product a price-bearing line names: `price.product` (old), `pricing.price_details.product`
+/// (basil invoice lines), `plan.product` (oldest).
+fn product_of_line(line: &Value) -> Option<String> {
+    id_of(&line["price"]["product"])
+        .or_else(|| id_of(&line["pricing"]["price_details"]["product"]))
+        .or_else(|| id_of(&line["plan"]["product"]))
+}
+
+/// The Stripe customer an object belongs to (`customer`, string or expanded).
+pub fn customer_of(obj: &Value) -> Option<String> {
+    if obj["object"] == "customer" {
+        return s(&obj["id"]);
+    }
+    id_of(&obj["customer"])
+}
+
+/// The customid an object names: `metadata[key]`, or a Checkout Session's
+/// `client_reference_id`.
+pub fn customid_of(obj: &Value, key: &str) -> Option<String> {
+    let from_meta = obj["metadata"][key]
+        .as_str()
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    if let Some(v) = from_meta {
+        return Some(v.to_string());
+    }
+    if obj["object"] == "checkout.session" {
+        return obj["client_reference_id"]
+            .as_str()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string);
+    }
+    None
+}
+
+/// The test clock an object's customer is on (`test_clock` on customers, subscriptions,
+/// invoices).
+pub fn test_clock_of(obj: &Value) -> Option<String> {
+    id_of(&obj["test_clock"])
+}
+
+fn subscription(o: &Value) -> SubscriptionRec {
+    let items = list(&o["items"]);
+    let products: BTreeSet<String> = items.iter().filter_map(product_of_line).collect();
+    // Basil: periods live on the items; the subscription's is the widest of them.
+    let item_start = items
+        .iter()
+        .filter_map(|it| i(&it["current_period_start"]))
+        .min();
+    let item_end = items
+        .iter()
+        .filter_map(|it| i(&it["current_period_end"]))
+        .max();
+    SubscriptionRec {
+        id: s(&o["id"]).unwrap_or_default(),
+        status: SubStatus::parse(o["status"].as_str().unwrap_or_default()),
+        products,
+        current_period_start: i(&o["current_period_start"]).or(item_start),
+        current_period_end: i(&o["current_period_end"]).or(item_end),
+        cancel_at_period_end: o["cancel_at_period_end"].as_bool().unwrap_or(false),
+        cancel_at: i(&o["cancel_at"]),
+        ended_at: i(&o["ended_at"]),
+        trial_end: i(&o["trial_end"]),
+        cancellation_reason: s(&o["cancellation_details"]["reason"]),
+        latest_invoice: id_of(&o["latest_invoice"]),
+        created: i(&o["created"]).unwrap_or(0),
+    }
+}
+
+/// A Checkout Session; `line_items` are the session's line items read separately (the event
+/// does not carry them), or `None` to use an expanded `line_items` if present.
+fn checkout(o: &Value, line_items: Option<&[Value]>) -> CheckoutRec {
+    let lines = line_items.unwrap_or_else(|| list(&o["line_items"]));
+    CheckoutRec {
+        id: s(&o["id"]).unwrap_or_default(),
+        mode: s(&o["mode"]).unwrap_or_default(),
+        status: s(&o["status"]).unwrap_or_default(),
+        payment_status: s(&o["payment_status"]).unwrap_or_default(),
+        products: lines.iter().filter_map(product_of_line).collect(),
+        sku: s(&o["metadata"]["sku"]),
+        payment_intent: id_of(&o["payment_intent"]),
+        invoice: id_of(&o["invoice"]),
+        created: i(&o["created"]).unwrap_or(0),
+    }
+}
+
+/// `invoice.subscription` (up to 2025-02) or `parent.subscription_details.subscription`.
+pub fn invoice_subscription(o: &Value) -> Option<String> {
+    id_of(&o["subscription"])
+        .or_else(|| id_of(&o["parent"]["subscription_details"]["subscription"]))
+}
+
+fn invoice(o: &Value) -> InvoiceRec {
+    let mut payment_intents: BTreeSet<String> = id_of(&o["payment_intent"]).into_iter().collect();
+    // Basil: `payments` (expanded list of invoice payments).
+    for p in list(&o["payments"]) {
+        if let Some(pi) = id_of(&p["payment"]["payment_intent"]) {
+            payment_intents.insert(pi);
+        }
+    }
+    let status = match s(&o["status"]) {
+        Some(st) => st,
+        // Very old invoices: only `paid`.
+        None if o["paid"].as_bool() == Some(true) => "paid".into(),
+        None => "open".into(),
+    };
+    InvoiceRec {
+        id: s(&o["id"]).unwrap_or_default(),
+        subscription: invoice_subscription(o),
+        status,
+        total: i(&o["total"]).unwrap_or(0),
+        amount_paid: i(&o["amount_paid"]).unwrap_or(0),
+        products: list(&o["lines"])
+            .iter()
+            .filter_map(product_of_line)
+            .collect(),
+        payment_intents,
+        charge: id_of(&o["charge"]),
+        next_payment_attempt: i(&o["next_payment_attempt"]),
+        created: i(&o["created"]).unwrap_or(0),
+    }
+}
+
+fn payment_intent(o: &Value) -> PaymentIntentRec {
+    PaymentIntentRec {
+        id: s(&o["id"]).unwrap_or_default(),
+        status: s(&o["status"]).unwrap_or_default(),
+        amount: i(&o["amount"]).unwrap_or(0),
+        amount_received: i(&o["amount_received"]).unwrap_or(0),
+        sku: o["metadata"]["sku"]
+            .as_str()
+            .filter(|v| !v.is_empty())
+            .map(str::to_string),
+        invoice: id_of(&o["invoice"]),
+        created: i(&o["created"]).unwrap_or(0),
+    }
+}
+
+fn charge(o: &Value) -> ChargeRec {
+    let amount = i(&o["amount"]).unwrap_or(0);
+    let captured = o["captured"].as_bool().unwrap_or(false);
+    ChargeRec {
+        id: s(&o["id"]).unwrap_or_default(),
+        payment_intent: id_of(&o["payment_intent"]),
+        invoice: id_of(&o["invoice"]),
+        status: s(&o["status"]).unwrap_or_default(),
+        amount,
+        amount_captured: i(&o["amount_captured"]).unwrap_or(if captured { amount } else { 0 }),
+        amount_refunded: i(&o["amount_refunded"]).unwrap_or(0),
+        refunded: o["refunded"].as_bool().unwrap_or(false),
+        disputed: o["disputed"].as_bool().unwrap_or(false),
+    }
+}
+
+fn dispute(o: &Value) -> DisputeRec {
+    DisputeRec {
+        id: s(&o["id"]).unwrap_or_default(),
+        charge: id_of(&o["charge"]),
+        payment_intent: id_of(&o["payment_intent"])
+            .or_else(|| id_of(&o["charge"]["payment_intent"])),
+        status: s(&o["status"]).unwrap_or_default(),
+    }
+}
+
+fn credit_note(o: &Value) -> CreditNoteRec {
+    CreditNoteRec {
+        id: s(&o["id"]).unwrap_or_default(),
+        invoice: id_of(&o["invoice"]),
+        status: s(&o["status"]).unwrap_or_else(|| "issued".into()),
+        amount: i(&o["amount"]).or_else(|| i(&o["total"])).unwrap_or(0),
+    }
+}
+
+/// The refunds a credit note made: `refund` (old) or `refunds[].refund` (basil).
+pub fn credit_note_refunds(o: &Value) -> Vec<String> {
+    let mut out: Vec<String> = id_of(&o["refund"]).into_iter().collect();
+    if let Some(arr) = o["refunds"].as_array() {
+        out.extend(
+            arr.iter()
+                .filter_map(|r| id_of(&r["refund"]).or_else(|| id_of(r))),
+        );
+    }
+    out
+}
+
+fn invoice_payment(o: &Value) -> InvoicePaymentRec {
+    InvoicePaymentRec {
+        id: s(&o["id"]).unwrap_or_default(),
+        invoice: id_of(&o["invoice"]),
+        payment_intent: id_of(&o["payment"]["payment_intent"]),
+        charge: id_of(&o["payment"]["charge"]),
+        status: s(&o["status"]).unwrap_or_default(),
+    }
+}
+
+/// Everything a Stripe object teaches: its own record, and the records of objects it embeds
+/// (a pre-2022-11-15 PaymentIntent's `charges.data`, an expanded `latest_charge`, an old
+/// charge's expanded dispute…). Objects entitlements do not use give nothing.
+pub fn records_of(o: &Value, line_items: Option<&[Value]>) -> Vec<Record> {
+    let mut out = Vec::new();
+    if s(&o["id"]).is_none() {
+        return out;
+    }
+    match o["object"].as_str().unwrap_or_default() {
+        "subscription" => out.push(Record::Subscription(subscription(o))),
+        "checkout.session" => out.push(Record::Checkout(checkout(o, line_items))),
+        "invoice" => {
+            out.push(Record::Invoice(invoice(o)));
+            for key in ["charge", "payment_intent"] {
+                if o[key].is_object() {
+                    out.extend(records_of(&o[key], None));
+                }
+            }
+        }
+        "payment_intent" => {
+            out.push(Record::PaymentIntent(payment_intent(o)));
+            for c in list(&o["charges"]) {
+                out.push(Record::Charge(charge(c)));
+            }
+            if o["latest_charge"].is_object() {
+                out.push(Record::Charge(charge(&o["latest_charge"])));
+            }
+        }
+        "charge" => {
+            out.push(Record::Charge(charge(o)));
+            if o["dispute"].is_object() {
+                out.push(Record::Dispute(dispute(&o["dispute"])));
+            }
+        }
+        "dispute" => out.push(Record::Dispute(dispute(o))),
+        "credit_note" => out.push(Record::CreditNote(credit_note(o))),
+        "invoice_payment" => out.push(Record::InvoicePayment(invoice_payment(o))),
+        _ => {}
+    }
+    out
+}
+
+/// The objects a record is attached to: where a dispute, charge, credit note or invoice
+/// payment leads to the purchase (and its customer).
+pub fn refs_of(r: &Record) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    match r {
+        Record::Subscription(s) => out.extend(s.latest_invoice.clone()),
+        Record::Checkout(c) => {
+            out.extend(c.payment_intent.clone());
+            out.extend(c.invoice.clone());
+        }
+        Record::Invoice(i) => {
+            out.extend(i.subscription.clone());
+            out.extend(i.payment_intents.iter().cloned());
+            out.extend(i.charge.clone());
+        }
+        Record::PaymentIntent(p) => out.extend(p.invoice.clone()),
+        Record::Charge(c) => {
+            out.extend(c.payment_intent.clone());
+            out.extend(c.invoice.clone());
+        }
+        Record::Dispute(d) => {
+            out.extend(d.charge.clone());
+            out.extend(d.payment_intent.clone());
+        }
+        Record::CreditNote(c) => out.extend(c.invoice.clone()),
+        Record::InvoicePayment(p) => {
+            out.extend(p.invoice.clone());
+            out.extend(p.payment_intent.clone());
+            out.extend(p.charge.clone());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A subscription as API version 2022-11-15 renders it: the period on the subscription.
+    fn sub_2022() -> Value {
+        json!({
+            "id": "sub_1MowQVLkdIwHu7ixeRlqHVzs", "object": "subscription",
+            "cancel_at": null, "cancel_at_period_end": false, "canceled_at": null,
+            "collection_method": "charge_automatically", "created": 1679609767,
+            "current_period_end": 1682288167, "current_period_start": 1679609767,
+            "customer": "cus_Na6dX7aXxi11N4", "ended_at": null,
+            "items": {"object": "list", "data": [{
+                "id": "si_Na6dzxczY5fwHx", "object": "subscription_item", "created": 1679609768,
+                "metadata": {},
+                "plan": {"id": "price_1MowQULkdIwHu7ixraBm864M", "object": "plan", "product": "prod_Na6dGcTsmU0I4R", "interval": "month"},
+                "price": {"id": "price_1MowQULkdIwHu7ixraBm864M", "object": "price", "product": "prod_Na6dGcTsmU0I4R", "recurring": {"interval": "month"}, "unit_amount": 1000},
+                "quantity": 1, "subscription": "sub_1MowQVLkdIwHu7ixeRlqHVzs"
+            }]},
+            "latest_invoice": "in_1MowQWLkdIwHu7ixuzkSPfKd", "livemode": false,
+            "metadata": {"customid": "user-7"}, "status": "active", "trial_end": null,
+            "test_clock": null
+        })
+    }
+
+    /// The same subscription as basil and later render it: periods on the items,
+    /// `cancellation_details`, `billing_mode`.
+    fn sub_current() -> Value {
+        json!({
+            "id": "sub_1MowQVLkdIwHu7ixeRlqHVzs", "object": "subscription",
+            "billing_cycle_anchor": 1679609767, "billing_mode": {"type": "classic"},
+            "cancel_at": null, "cancel_at_period_end": false, "canceled_at": null,
+            "cancellation_details": {"comment": null, "feedback": null, "reason": null},
+            "collection_method": "charge_automatically", "created": 1679609767,
+            "customer": "cus_Na6dX7aXxi11N4", "ended_at": null,
+            "items": {"object": "list", "data": [{
+                "id": "si_Na6dzxczY5fwHx", "object": "subscription_item", "created": 1679609768,
+                "current_period_end": 1682288167, "current_period_start": 1679609767,
+                "discounts": [], "metadata": {},
+                "price": {"id": "price_1MowQULkdIwHu7ixraBm864M", "object": "price", "product": "prod_Na6dGcTsmU0I4R", "recurring": {"interval": "month"}, "unit_amount": 1000},
+                "quantity": 1, "subscription": "sub_1MowQVLkdIwHu7ixeRlqHVzs"
+            }]},
+            "latest_invoice": "in_1MowQWLkdIwHu7ixuzkSPfKd", "livemode": false,
+            "metadata": {"customid": "user-7"}, "status": "active", "trial_end": null,
+            "test_clock": null
+        })
+    }
+
+    #[test]
+    fn subscriptions_of_both_versions_give_the_same_record() {
+        let old = records_of(&sub_2022(), None);
+        let new = records_of(&sub_current(), None);
+        assert_eq!(old, new);
+        let Record::Subscription(s) = &old[0] else {
+            panic!("{old:?}")
+        };
+        assert_eq!(s.current_period_end, Some(1682288167));
+        assert_eq!(s.current_period_start, Some(1679609767));
+        assert_eq!(s.status, SubStatus::Active);
+        assert!(s.products.contains("prod_Na6dGcTsmU0I4R"));
+        assert_eq!(
+            customer_of(&sub_2022()).as_deref(),
+            Some("cus_Na6dX7aXxi11N4")
+        );
+        assert_eq!(
+            customid_of(&sub_current(), "customid").as_deref(),
+            Some("user-7")
+        );
+        assert_eq!(customid_of(&sub_current(), "user_id"), None);
+
+        let mut canceled = sub_current();
+        canceled["status"] = json!("canceled");
+        canceled["cancellation_details"]["reason"] = json!("payment_failed");
+        let Record::Subscription(c) = &records_of(&canceled, None)[0] else {
+            panic!()
+        };
+        assert_eq!(c.cancellation_reason.as_deref(), Some("payment_failed"));
+    }
+
+    fn invoice_2022() -> Value {
+        json!({
+            "id": "in_1MtHbELkdIwHu7ixl4OzzPMv", "object": "invoice",
+            "amount_due": 999, "amount_paid": 999, "amount_remaining": 0,
+            "billing_reason": "subscription_cycle", "charge": "ch_3MtHbELkdIwHu7ix0Xkqa0Px",
+            "created": 1680644467, "customer": "cus_NeZwdNtLEOXuvB",
+            "lines": {"object": "list", "data": [{
+                "id": "il_1MtHbELkdIwHu7ixtK2LYyoX", "object": "line_item", "amount": 999,
+                "price": {"id": "price_1", "object": "price", "product": "prod_NWjs8kKbJWmuuc"},
+                "plan": {"id": "price_1", "product": "prod_NWjs8kKbJWmuuc"},
+                "subscription": "sub_1MtHb", "type": "subscription"
+            }]},
+            "next_payment_attempt": null, "paid": true,
+            "payment_intent": "pi_3MtHbELkdIwHu7ix0jb0JBo1",
+            "status": "paid", "subscription": "sub_1MtHb", "total": 999
+        })
+    }
+
+    fn invoice_current() -> Value {
+        json!({
+            "id": "in_1MtHbELkdIwHu7ixl4OzzPMv", "object": "invoice",
+            "amount_due": 999, "amount_overpaid": 0, "amount_paid": 999, "amount_remaining": 0,
+            "billing_reason": "subscription_cycle", "created": 1680644467,
+            "customer": "cus_NeZwdNtLEOXuvB", "issuer": {"type": "self"},
+            "lines": {"object": "list", "data": [{
+                "id": "il_1MtHbELkdIwHu7ixtK2LYyoX", "object": "line_item", "amount": 999,
+                "parent": {"type": "subscription_item_details",
+                           "subscription_item_details": {"subscription": "sub_1MtHb", "subscription_item": "si_1", "proration": false}},
+                "pricing": {"type": "price_details", "price_details": {"price": "price_1", "product": "prod_NWjs8kKbJWmuuc"}, "unit_amount_decimal": "999"}
+            }]},
+            "next_payment_attempt": null,
+            "parent": {"type": "subscription_details", "quote_details": null,
+                       "subscription_details": {"metadata": {}, "subscription": "sub_1MtHb"}},
+            "payments": {"object": "list", "data": [{
+                "id": "inpay_1", "object": "invoice_payment", "invoice": "in_1MtHbELkdIwHu7ixl4OzzPMv",
+                "payment": {"type": "payment_intent", "payment_intent": "pi_3MtHbELkdIwHu7ix0jb0JBo1"},
+                "status": "paid"
+            }]},
+            "status": "paid", "total": 999
+        })
+    }
+
+    #[test]
+    fn invoices_of_both_versions() {
+        let Record::Invoice(old) = &records_of(&invoice_2022(), None)[0] else {
+            panic!()
+        };
+        let Record::Invoice(new) = &records_of(&invoice_current(), None)[0] else {
+            panic!()
+        };
+        assert_eq!(old.subscription.as_deref(), Some("sub_1MtHb"));
+        assert_eq!(new.subscription, old.subscription);
+        assert_eq!(old.products, new.products);
+        assert!(new.products.contains("prod_NWjs8kKbJWmuuc"));
+        assert_eq!(old.payment_intents, new.payment_intents);
+        assert_eq!(old.charge.as_deref(), Some("ch_3MtHbELkdIwHu7ix0Xkqa0Px"));
+        assert_eq!(new.status, "paid");
+        // A very old invoice with `paid` only.
+        let mut ancient = invoice_2022();
+        ancient.as_object_mut().map(|o| o.remove("status"));
+        let Record::Invoice(a) = &records_of(&ancient, None)[0] else {
+            panic!()
+        };
+        assert_eq!(a.status, "paid");
+    }
+
+    #[test]
+    fn credit_notes_invoice_payments_and_disputes() {
+        let old = json!({"id": "cn_1", "object": "credit_note", "amount": 999, "invoice": "in_1",
+                         "customer": "cus_1", "refund": "re_1", "status": "issued", "total": 999});
+        let new = json!({"id": "cn_1", "object": "credit_note", "amount": 999, "invoice": "in_1",
+                         "customer": "cus_1", "refunds": [{"amount_refunded": 999, "refund": "re_1"}],
+                         "status": "issued", "total": 999});
+        assert_eq!(records_of(&old, None), records_of(&new, None));
+        assert_eq!(credit_note_refunds(&old), vec!["re_1"]);
+        assert_eq!(credit_note_refunds(&new), vec!["re_1"]);
+
+        let ip = json!({"id": "inpay_1", "object": "invoice_payment", "invoice": "in_1",
+                        "payment": {"type": "charge", "charge": "ch_1"}, "status": "paid"});
+        let r = records_of(&ip, None);
+        assert_eq!(refs_of(&r[0]), vec!["ch_1", "in_1"]);
+
+        let dp = json!({"id": "dp_1", "object": "dispute", "charge": "ch_1",
+                        "payment_intent": "pi_1", "status": "lost", "amount": 1000});
+        let r = records_of(&dp, None);
+        assert_eq!(
+            r[0],
+            Record::Dispute(DisputeRec {
+                id: "dp_1".into(),
+                charge: Some("ch_1".into()),
+                payment_intent: Some("pi_1".into()),
+                status: "lost".into()
+            })
+        );
+    }
+
+    #[test]
+    fn payment_intents_old_with_charges_and_current_with_latest_charge() {
+        let old = json!({
+            "id": "pi_1", "object": "payment_intent", "amount": 500, "amount_received": 500,
+            "status": "succeeded", "customer": "cus_1", "metadata": {"sku": "lifetime"},
+            "invoice": null, "created": 1,
+            "charges": {"object": "list", "data": [{
+                "id": "ch_1", "object": "charge", "amount": 500, "amount_captured": 500,
+                "amount_refunded": 500, "refunded": true, "captured": true, "disputed": false,
+                "payment_intent": "pi_1", "status": "succeeded",
+                "refunds": {"object": "list", "data": [{"id": "re_1", "object": "refund", "amount": 500}]}
+            }]}
+        });
+        let r = records_of(&old, None);
+        assert_eq!(r.len(), 2);
+        let Record::PaymentIntent(p) = &r[0] else {
+            panic!()
+        };
+        assert_eq!(p.sku.as_deref(), Some("lifetime"));
+        let Record::Charge(c) = &r[1] else { panic!() };
+        assert!(c.refunded);
+        assert_eq!(c.amount_refunded, 500);
+
+        let new = json!({
+            "id": "pi_1", "object": "payment_intent", "amount": 500, "amount_received": 500,
+            "status": "succeeded", "customer": {"id": "cus_1", "object": "customer"},
+            "metadata": {}, "latest_charge": "ch_1", "created": 1
+        });
+        let r = records_of(&new, None);
+        assert_eq!(r.len(), 1);
+        assert_eq!(customer_of(&new).as_deref(), Some("cus_1"));
+    }
+
+    #[test]
+    fn checkout_sessions_with_line_items_and_client_reference_id() {
+        let cs = json!({
+            "id": "cs_test_1", "object": "checkout.session", "mode": "payment",
+            "status": "complete", "payment_status": "paid", "customer": null,
+            "client_reference_id": "user-9", "payment_intent": "pi_1", "invoice": null,
+            "metadata": {}, "created": 5
+        });
+        let items = vec![
+            json!({"id": "li_1", "object": "item", "price": {"id": "price_1", "product": "prod_life"}, "quantity": 1}),
+        ];
+        let r = records_of(&cs, Some(&items));
+        let Record::Checkout(c) = &r[0] else { panic!() };
+        assert!(c.products.contains("prod_life"));
+        assert_eq!(c.payment_intent.as_deref(), Some("pi_1"));
+        assert_eq!(customid_of(&cs, "customid").as_deref(), Some("user-9"));
+        assert_eq!(customer_of(&cs), None);
+        // Expanded line items in the object are read when none are given.
+        let mut expanded = cs.clone();
+        expanded["line_items"] = json!({"object": "list", "data": items});
+        assert_eq!(records_of(&expanded, None), r);
+    }
+}

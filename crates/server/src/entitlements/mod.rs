@@ -1,0 +1,984 @@
+//! Entitlements (SPEC §5): Stripe objects in, permissions of the business's users out.
+//!
+//! - [`on_stripe_event`]: the entry point of the Stripe webhook inbox for the entitlement
+//!   half. Stores the event's object(s) at their newest version (tenant-isolated: objects are
+//!   found by (connection, Stripe id); metadata only links new customers), and re-evaluates
+//!   every customer the object touches, writing the read model in the same transaction.
+//! - [`link_customer`]: `POST /v1/connect_stripe`'s work: link, read the customer's earlier
+//!   purchases from Stripe, re-evaluate.
+//! - [`reevaluate`]: the one place the read model is written.
+//! - [`notify`]: the one place permission changes and new links leave the transaction
+//!   (outbound webhooks: wired at merge with issue 8).
+//! - [`expire_once`] / [`spawn_expiry`]: the expiry job.
+
+pub mod map;
+pub mod runtime;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value, json};
+use tollgate_domain::entitlements::{
+    self as dom, Catalog, ChangeKind, Grace, Ledger, PermissionDef, PermissionState, Policy,
+    Record, Sku, Stamp,
+};
+use tollgate_store::entitlements::{self as es, LinkRow, ObjectRow, PermissionRow};
+use tollgate_store::{Backend, ConnectionRow, Tx};
+use tollgate_stripe::client::StripeError;
+
+use crate::ApiContext;
+use crate::error::{ApiError, ApiResult};
+
+pub use runtime::Runtime;
+
+/// The Stripe event types the entitlement half reads (SPEC §4, issue 7), plus customer and
+/// test-clock events that carry links and frozen times.
+pub const EVENT_TYPES: &[&str] = &[
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
+    "payment_intent.succeeded",
+    "payment_intent.partially_funded",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+    "invoice.paid",
+    "invoice.updated",
+    "invoice.payment_failed",
+    "invoice_payment.paid",
+    "charge.succeeded",
+    "charge.failed",
+    "charge.refunded",
+    "charge.dispute.created",
+    "charge.dispute.updated",
+    "charge.dispute.closed",
+    "credit_note.created",
+    "credit_note.updated",
+    "credit_note.voided",
+    "customer.created",
+    "customer.updated",
+    "test_helpers.test_clock.ready",
+];
+
+/// Whether the entitlement half reads events of this type.
+pub fn is_relevant(event_type: &str) -> bool {
+    EVENT_TYPES.contains(&event_type) || SYNCED_TYPES.contains(&event_type)
+}
+
+/// Objects reconcile read from Stripe's lists (`crate::reconcile`), fed through the inbox.
+pub const SYNCED_TYPES: &[&str] = &[
+    "checkout.session.synced",
+    "payment_intent.synced",
+    "customer.subscription.synced",
+    "invoice.synced",
+    "credit_note.synced",
+    "customer.synced",
+];
+
+/// Something to announce once the transaction that caused it commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// `permission.granted|renewed|revoked|expired`.
+    Permission {
+        merchant_account_id: String,
+        customid: String,
+        change: ChangeKind,
+        /// The permission as `GET /v1/permissions` shows it.
+        permission: Value,
+    },
+    /// `customer.linked`.
+    CustomerLinked {
+        merchant_account_id: String,
+        customid: String,
+        connection_id: String,
+        stripe_customer_id: String,
+        linked_by: String,
+    },
+}
+
+impl Notice {
+    pub fn event_name(&self) -> &'static str {
+        match self {
+            Notice::Permission { change, .. } => change.event_name(),
+            Notice::CustomerLinked { .. } => "customer.linked",
+        }
+    }
+}
+
+/// Hands the notices of a transaction to the outbound webhooks, inside that transaction
+/// (transactional outbox, SPEC §7).
+///
+/// Wired at merge with issue 8: this is where `webhook outbox enqueue(tx, name, target)` is
+/// called for each notice. Until then it only logs.
+pub async fn notify(_tx: &mut Tx, notices: &[Notice]) -> ApiResult<()> {
+    for n in notices {
+        match n {
+            Notice::Permission {
+                merchant_account_id,
+                customid,
+                permission,
+                ..
+            } => tracing::info!(
+                event = n.event_name(),
+                merchant_account_id = %merchant_account_id,
+                customid = %customid,
+                permission = %permission["identifier"],
+                "entitlement change"
+            ),
+            Notice::CustomerLinked {
+                merchant_account_id,
+                customid,
+                stripe_customer_id,
+                ..
+            } => tracing::info!(
+                event = n.event_name(),
+                merchant_account_id = %merchant_account_id,
+                customid = %customid,
+                stripe_customer = %stripe_customer_id,
+                "customer linked"
+            ),
+        }
+    }
+    Ok(())
+}
+
+// ---- the event entry point -----------------------------------------------------------------
+
+/// Applies one Stripe event of `connection` to entitlements. Returns whether the event is of a
+/// type entitlements read (`false`: ignored). Idempotent and order-proof: the object is kept at
+/// its newest version and every touched customer is re-evaluated from all they bought, in one
+/// database transaction with the read model and the notices.
+///
+/// Errors are worth retrying (Stripe unreachable while reading a Checkout Session's line items,
+/// the database).
+pub async fn on_stripe_event(
+    ctx: &ApiContext,
+    connection: &ConnectionRow,
+    event: &Value,
+) -> ApiResult<bool> {
+    let read = on_stripe_events(ctx, connection, &[event]).await?;
+    Ok(read.first().copied().unwrap_or(false))
+}
+
+/// [`on_stripe_event`] for several events of one connection (the inbox's batches): the objects
+/// are stored and their customers re-evaluated in one database transaction. Returns, per
+/// event, whether entitlements read it.
+pub async fn on_stripe_events(
+    ctx: &ApiContext,
+    connection: &ConnectionRow,
+    events: &[&Value],
+) -> ApiResult<Vec<bool>> {
+    let mut read = Vec::with_capacity(events.len());
+    let mut objects = Vec::new();
+    for event in events {
+        let taken = match take(ctx, connection, event).await? {
+            Taken::No => false,
+            Taken::Done => true,
+            Taken::Object(at, object) => {
+                objects.push((at, object));
+                true
+            }
+        };
+        read.push(taken);
+    }
+    if !objects.is_empty() {
+        ingest(ctx, connection, objects, None).await?;
+    }
+    Ok(read)
+}
+
+enum Taken {
+    /// Not an event entitlements read.
+    No,
+    /// Handled on its own (a test clock).
+    Done,
+    /// An object to store, at its event's stamp.
+    Object(i64, Value),
+}
+
+async fn take(ctx: &ApiContext, connection: &ConnectionRow, event: &Value) -> ApiResult<Taken> {
+    let kind = event["type"].as_str().unwrap_or_default();
+    if !is_relevant(kind) {
+        return Ok(Taken::No);
+    }
+    // Another Stripe account's event is not this connection's to apply.
+    if let Some(acct) = event["account"].as_str()
+        && connection.stripe_account.as_deref() != Some(acct)
+    {
+        return Ok(Taken::No);
+    }
+    let object = &event["data"]["object"];
+    if !object.is_object() {
+        return Ok(Taken::No);
+    }
+    let at = event["created"]
+        .as_i64()
+        .unwrap_or_else(|| ctx.now() / 1000);
+    if object["object"] == "test_helpers.test_clock" {
+        on_test_clock(ctx, connection, object).await?;
+        return Ok(Taken::Done);
+    }
+    let mut object = object.clone();
+    prepare(ctx, connection, &mut object).await?;
+    Ok(Taken::Object(at, object))
+}
+
+/// Reads what an object needs from Stripe before it is stored: a Checkout Session's line items
+/// (the event does not carry them), and its test clock's frozen time if unknown.
+async fn prepare(
+    ctx: &ApiContext,
+    connection: &ConnectionRow,
+    object: &mut Value,
+) -> ApiResult<()> {
+    if object["object"] == "checkout.session"
+        && object["mode"] == "payment"
+        && object["line_items"].is_null()
+        && let Some(id) = object["id"].as_str()
+    {
+        let stripe = ctx.stripe_for(connection)?;
+        let path = format!("/v1/checkout/sessions/{}/line_items", seg(id));
+        let items = stripe
+            .list_all(&path, &Map::new(), 1000)
+            .await
+            .map_err(|e| stripe_error(ctx, &e))?;
+        object["line_items"] = json!({"object": "list", "data": items, "has_more": false});
+    }
+    if let Some(clock) = map::test_clock_of(object)
+        && es::get_clock(ctx.store.reader(), &connection.id, &clock)
+            .await?
+            .is_none()
+    {
+        fetch_clock(ctx, connection, &clock).await;
+    }
+    Ok(())
+}
+
+/// Reads a test clock's frozen time from Stripe and stores it (best effort: a customer whose
+/// clock is unknown is evaluated at the server's "now").
+async fn fetch_clock(ctx: &ApiContext, connection: &ConnectionRow, clock: &str) {
+    let Ok(stripe) = ctx.stripe_for(connection) else {
+        return;
+    };
+    let path = format!("/v1/test_helpers/test_clocks/{}", seg(clock));
+    match stripe
+        .request(
+            tollgate_stripe::client::Method::GET,
+            &path,
+            &Map::new(),
+            Default::default(),
+        )
+        .await
+    {
+        Ok(c) => {
+            if let Some(t) = c["frozen_time"].as_i64() {
+                let _ =
+                    es::put_clock(ctx.store.writer(), &connection.id, clock, t, ctx.now()).await;
+            }
+        }
+        Err(e) => tracing::warn!(clock, error = %e.message(), "reading a test clock failed"),
+    }
+}
+
+async fn on_test_clock(
+    ctx: &ApiContext,
+    connection: &ConnectionRow,
+    clock: &Value,
+) -> ApiResult<()> {
+    let (Some(id), Some(frozen)) = (clock["id"].as_str(), clock["frozen_time"].as_i64()) else {
+        return Ok(());
+    };
+    let mut tx = ctx.store.begin().await?;
+    es::put_clock(&mut *tx, &connection.id, id, frozen, ctx.now()).await?;
+    let customids = es::customids_on_clock(&mut *tx, &connection.id, id).await?;
+    let mut notices = Vec::new();
+    for c in customids {
+        notices.extend(reevaluate(ctx, &mut tx, &connection.merchant_account_id, &c).await?);
+    }
+    notify(&mut tx, &notices).await?;
+    tollgate_store::commit(tx).await?;
+    Ok(())
+}
+
+fn seg(id: &str) -> String {
+    percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+pub(crate) fn stripe_error(ctx: &ApiContext, e: &StripeError) -> ApiError {
+    crate::api::transactions::outage(ctx, e, None)
+}
+
+/// Stores Stripe objects (each at stamp `at`, seconds) of a connection, links customers named
+/// by metadata, re-evaluates every customer touched (plus `also`), notifies, commits: one
+/// transaction. Returns the notices.
+pub async fn ingest(
+    ctx: &ApiContext,
+    connection: &ConnectionRow,
+    objects: Vec<(i64, Value)>,
+    also: Option<&str>,
+) -> ApiResult<Vec<Notice>> {
+    let merchant = connection.merchant_account_id.as_str();
+    let now = ctx.now();
+    let key = es::customid_key(ctx.store.reader(), &connection.id).await?;
+    let mut tx = ctx.store.begin().await?;
+    let mut notices = Vec::new();
+    let mut touched: BTreeSet<String> = also.into_iter().map(str::to_string).collect();
+    let mut touched_ids: BTreeSet<String> = BTreeSet::new();
+    for (at, object) in &objects {
+        let customer = map::customer_of(object);
+        let customid = map::customid_of(object, &key);
+        // Metadata links a customer not linked yet; it never moves an existing link.
+        if let (Some(cus), Some(cid)) = (&customer, &customid) {
+            let existing =
+                es::get_link(&mut *tx, &connection.id, cus, ctx.store.for_update()).await?;
+            if existing.is_none() {
+                let link = LinkRow {
+                    connection_id: connection.id.clone(),
+                    stripe_customer_id: cus.clone(),
+                    merchant_account_id: merchant.to_string(),
+                    customid: cid.clone(),
+                    linked_by: "metadata".into(),
+                    test_clock: map::test_clock_of(object)
+                        .filter(|_| object["object"] == "customer"),
+                    created_at: now,
+                    updated_at: now,
+                };
+                es::put_link(&mut *tx, &link).await?;
+                notices.push(Notice::CustomerLinked {
+                    merchant_account_id: merchant.to_string(),
+                    customid: cid.clone(),
+                    connection_id: connection.id.clone(),
+                    stripe_customer_id: cus.clone(),
+                    linked_by: "metadata".into(),
+                });
+            }
+        }
+        if object["object"] == "customer" {
+            if let (Some(cus), Some(clock)) = (&customer, map::test_clock_of(object))
+                && let Some(mut l) =
+                    es::get_link(&mut *tx, &connection.id, cus, ctx.store.for_update()).await?
+                && l.test_clock.as_deref() != Some(clock.as_str())
+            {
+                l.test_clock = Some(clock);
+                l.updated_at = now;
+                es::put_link(&mut *tx, &l).await?;
+            }
+            if let Some(cus) = &customer {
+                touched.extend(customid_of_customer(&mut tx, &connection.id, cus).await?);
+            }
+            continue;
+        }
+        let records = map::records_of(object, None);
+        let Some(main) = records.first() else {
+            continue;
+        };
+        let data = serde_json::to_string(object)
+            .map_err(|e| ApiError::Internal(format!("serialising a Stripe object: {e}")))?;
+        let row = ObjectRow {
+            connection_id: connection.id.clone(),
+            object_type: main.kind().to_string(),
+            object_id: main.id().to_string(),
+            merchant_account_id: merchant.to_string(),
+            stamp_at: *at,
+            stamp_progress: Stamp::of(*at, main).progress,
+            stripe_customer_id: customer.clone(),
+            // A direct link only for guest purchases: a customer's objects follow its link.
+            customid: if customer.is_none() {
+                customid.clone()
+            } else {
+                None
+            },
+            data,
+            created_at: now,
+            updated_at: now,
+        };
+        es::put_object(&mut *tx, &row).await?;
+        for r in &records {
+            for rf in map::refs_of(r) {
+                es::put_ref(&mut *tx, &connection.id, main.id(), &rf).await?;
+            }
+            touched_ids.insert(r.id().to_string());
+        }
+        if let Some(cus) = &customer
+            && let Some(cid) = customid_of_customer(&mut tx, &connection.id, cus).await?
+        {
+            touched.insert(cid);
+        }
+        if customer.is_none()
+            && let Some(cid) = &customid
+        {
+            touched.insert(cid.clone());
+        }
+    }
+    // Objects without a customer of their own (a dispute, a credit note's invoice payment)
+    // reach their customers through what they are attached to.
+    for id in &touched_ids {
+        touched.extend(owners(&mut tx, &connection.id, id).await?);
+    }
+    for cid in &touched {
+        notices.extend(reevaluate(ctx, &mut tx, merchant, cid).await?);
+    }
+    notify(&mut tx, &notices).await?;
+    tollgate_store::commit(tx).await?;
+    Ok(notices)
+}
+
+async fn customid_of_customer(
+    tx: &mut Tx,
+    connection_id: &str,
+    customer: &str,
+) -> ApiResult<Option<String>> {
+    Ok(es::get_link(&mut **tx, connection_id, customer, "")
+        .await?
+        .map(|l| l.customid))
+}
+
+/// The customids owning object `id` or anything it is attached to (three hops at most).
+async fn owners(tx: &mut Tx, connection_id: &str, id: &str) -> ApiResult<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    let mut frontier = vec![id.to_string()];
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    for _ in 0..4 {
+        let mut next = Vec::new();
+        for oid in frontier {
+            if !seen.insert(oid.clone()) {
+                continue;
+            }
+            for o in es::objects_by_id(&mut **tx, connection_id, &oid).await? {
+                if let Some(c) = &o.customid {
+                    out.insert(c.clone());
+                }
+                if let Some(cus) = &o.stripe_customer_id
+                    && let Some(cid) = customid_of_customer(tx, connection_id, cus).await?
+                {
+                    out.insert(cid);
+                }
+            }
+            next.extend(es::refs_of(&mut **tx, connection_id, &oid).await?);
+            // Objects attached to this one (an invoice's credit notes, a charge's dispute)
+            // may carry the customer too.
+            for o in es::objects_referring(&mut **tx, connection_id, &oid).await? {
+                next.push(o.object_id);
+            }
+        }
+        if !out.is_empty() || next.is_empty() {
+            break;
+        }
+        frontier = next;
+    }
+    Ok(out)
+}
+
+// ---- evaluation ------------------------------------------------------------------------------
+
+/// Everything known about one customer's purchases: the ledger, and whether it is on a Stripe
+/// test clock (then its frozen time).
+pub struct Purchases {
+    pub ledger: Ledger,
+    pub links: Vec<LinkRow>,
+    pub frozen_time: Option<i64>,
+    pub objects: Vec<ObjectRow>,
+}
+
+/// Loads a customer's objects: those of its linked Stripe customers, those linked to the
+/// customid directly, and everything attached to them (charges, disputes, credit notes, …).
+pub async fn load_purchases(
+    conn: &mut tollgate_store::Conn,
+    merchant: &str,
+    customid: &str,
+) -> ApiResult<Purchases> {
+    let links = es::links_of(&mut *conn, merchant, customid).await?;
+    let mut objects: BTreeMap<(String, String, String), ObjectRow> = BTreeMap::new();
+    let add = |o: ObjectRow, objects: &mut BTreeMap<(String, String, String), ObjectRow>| {
+        let k = (
+            o.connection_id.clone(),
+            o.object_type.clone(),
+            o.object_id.clone(),
+        );
+        objects.entry(k).or_insert(o);
+    };
+    for l in &links {
+        for o in
+            es::objects_of_customer(&mut *conn, &l.connection_id, &l.stripe_customer_id).await?
+        {
+            add(o, &mut objects);
+        }
+    }
+    for o in es::objects_of_customid(&mut *conn, merchant, customid).await? {
+        add(o, &mut objects);
+    }
+    // Attached objects, breadth first: what a purchase points at (its payment intent) and what
+    // points at it (the intent's charge, the charge's dispute, an invoice's credit notes).
+    fn ids_of(o: &ObjectRow) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for r in map::records_of(&parse(&o.data), None) {
+            out.push((o.connection_id.clone(), r.id().to_string()));
+            for rf in map::refs_of(&r) {
+                out.push((o.connection_id.clone(), rf));
+            }
+        }
+        out
+    }
+    let mut frontier: Vec<(String, String)> = objects.values().flat_map(ids_of).collect();
+    let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
+    for _ in 0..4 {
+        let mut next = Vec::new();
+        for (conn_id, id) in frontier {
+            if !seen.insert((conn_id.clone(), id.clone())) {
+                continue;
+            }
+            let mut found = es::objects_referring(&mut *conn, &conn_id, &id).await?;
+            found.extend(es::objects_by_id(&mut *conn, &conn_id, &id).await?);
+            for o in found {
+                let k = (
+                    o.connection_id.clone(),
+                    o.object_type.clone(),
+                    o.object_id.clone(),
+                );
+                if !objects.contains_key(&k) {
+                    next.extend(ids_of(&o));
+                    add(o, &mut objects);
+                }
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        frontier = next;
+    }
+    let mut ledger = Ledger::new();
+    for o in objects.values() {
+        for r in map::records_of(&parse(&o.data), None) {
+            ledger.observe(o.stamp_at, r);
+        }
+    }
+    let mut frozen_time = None;
+    for l in &links {
+        if let Some(clock) = &l.test_clock
+            && let Some(t) = es::get_clock(&mut *conn, &l.connection_id, clock).await?
+        {
+            frozen_time = Some(frozen_time.map_or(t, |f: i64| f.max(t)));
+        }
+    }
+    Ok(Purchases {
+        ledger,
+        links,
+        frozen_time,
+        objects: objects.into_values().collect(),
+    })
+}
+
+fn parse(data: &str) -> Value {
+    serde_json::from_str(data).unwrap_or(Value::Null)
+}
+
+pub async fn catalog(conn: &mut tollgate_store::Conn, merchant: &str) -> ApiResult<Catalog> {
+    let skus = es::list_skus(&mut *conn, merchant)
+        .await?
+        .into_iter()
+        .map(|s| Sku {
+            identifier: s.identifier,
+            product_id: s.product_id,
+            kind: s.kind,
+        })
+        .collect();
+    let permissions = es::list_permission_defs(&mut *conn, merchant)
+        .await?
+        .into_iter()
+        .map(|d| PermissionDef {
+            identifier: d.identifier,
+            skus: d.skus,
+        })
+        .collect();
+    Ok(Catalog { skus, permissions })
+}
+
+pub fn policy(s: &es::SettingsRow) -> Policy {
+    Policy {
+        grace: match s.grace_days {
+            Some(d) => Grace::Days(d),
+            None => Grace::WhileRetrying,
+        },
+        revoke_on_partial_refund: s.revoke_on_partial_refund,
+        renewal_leeway_secs: s.renewal_leeway_secs,
+    }
+}
+
+/// A domain permission as a read-model row (times in milliseconds).
+fn to_row(p: &PermissionState, on_clock: bool, now: i64) -> PermissionRow {
+    let skus: Vec<Value> = p
+        .skus
+        .iter()
+        .map(|s| json!({"identifier": s.identifier, "product_id": s.product_id, "trial": s.trial}))
+        .collect();
+    PermissionRow {
+        identifier: p.identifier.clone(),
+        is_valid: p.is_valid,
+        entitlement: i64::from(p.entitlement),
+        expires_at: p.expires.map(|s| s.saturating_mul(1000)),
+        // A customer on a test clock lives in the clock's time: only re-evaluation moves it.
+        valid_until: if on_clock || !p.is_valid {
+            None
+        } else {
+            p.valid_until.map(|s| s.saturating_mul(1000))
+        },
+        skus: Value::Array(skus).to_string(),
+        updated_at: now,
+    }
+}
+
+fn from_row(r: &PermissionRow) -> PermissionState {
+    PermissionState {
+        identifier: r.identifier.clone(),
+        is_valid: r.is_valid,
+        entitlement: r.entitlement as i32,
+        expires: r.expires_at.map(|ms| ms / 1000),
+        valid_until: r.valid_until.map(|ms| ms / 1000),
+        skus: Vec::new(),
+    }
+}
+
+fn same(a: &PermissionRow, b: &PermissionRow) -> bool {
+    a.identifier == b.identifier
+        && a.is_valid == b.is_valid
+        && a.entitlement == b.entitlement
+        && a.expires_at == b.expires_at
+        && a.valid_until == b.valid_until
+        && a.skus == b.skus
+}
+
+/// Re-evaluates one customer from everything it bought and writes the read model, inside
+/// `tx`. Returns the permission changes to announce.
+pub async fn reevaluate(
+    ctx: &ApiContext,
+    tx: &mut Tx,
+    merchant: &str,
+    customid: &str,
+) -> ApiResult<Vec<Notice>> {
+    if ctx.store.backend() == Backend::Postgres {
+        es::lock_customer(&mut **tx, merchant, customid).await?;
+    }
+    let purchases = load_purchases(tx, merchant, customid).await?;
+    let catalog = catalog(tx, merchant).await?;
+    let settings = es::get_settings(&mut **tx, merchant).await?;
+    let now_ms = ctx.now();
+    let now = purchases.frozen_time.unwrap_or(now_ms / 1000);
+    let states = dom::evaluate(&purchases.ledger, &catalog, &policy(&settings), now);
+    let existing = es::permissions_of(&mut **tx, merchant, customid).await?;
+    let mut notices = Vec::new();
+    let mut kept: BTreeSet<&str> = BTreeSet::new();
+    for st in &states {
+        kept.insert(&st.identifier);
+        let row = to_row(st, purchases.frozen_time.is_some(), now_ms);
+        let before = existing.iter().find(|e| e.identifier == st.identifier);
+        if before.is_some_and(|b| same(b, &row)) {
+            continue;
+        }
+        es::put_permission(&mut **tx, merchant, customid, &row).await?;
+        let before_state = before.map(from_row);
+        if let Some(change) = dom::change(before_state.as_ref(), st) {
+            notices.push(Notice::Permission {
+                merchant_account_id: merchant.to_string(),
+                customid: customid.to_string(),
+                change,
+                permission: permission_json(&row, now_ms),
+            });
+        }
+    }
+    for e in &existing {
+        if kept.contains(e.identifier.as_str()) {
+            continue;
+        }
+        // The permission or its SKUs left the catalogue.
+        es::delete_permission(&mut **tx, merchant, customid, &e.identifier).await?;
+        if e.is_valid {
+            let mut gone = e.clone();
+            gone.is_valid = false;
+            gone.entitlement = i64::from(dom::code::REVOKED);
+            notices.push(Notice::Permission {
+                merchant_account_id: merchant.to_string(),
+                customid: customid.to_string(),
+                change: ChangeKind::Revoked,
+                permission: permission_json(&gone, now_ms),
+            });
+        }
+    }
+    ctx.entitlements.invalidate(merchant, customid);
+    Ok(notices)
+}
+
+/// Re-evaluates one customer in a transaction of its own.
+pub async fn reevaluate_now(
+    ctx: &ApiContext,
+    merchant: &str,
+    customid: &str,
+) -> ApiResult<Vec<Notice>> {
+    let mut tx = ctx.store.begin().await?;
+    let notices = reevaluate(ctx, &mut tx, merchant, customid).await?;
+    notify(&mut tx, &notices).await?;
+    tollgate_store::commit(tx).await?;
+    Ok(notices)
+}
+
+/// Re-evaluates every customer of an account (after the catalogue or the policies changed).
+pub async fn reevaluate_account(ctx: &ApiContext, merchant: &str) -> ApiResult<usize> {
+    let ids = es::customids(ctx.store.reader(), merchant).await?;
+    for c in &ids {
+        reevaluate_now(ctx, merchant, c).await?;
+    }
+    Ok(ids.len())
+}
+
+// ---- rendering -------------------------------------------------------------------------------
+
+/// RFC 3339 in whole seconds (`2026-01-01T00:00:00Z`), as SPEC §5.4 shows `expires_at`.
+pub fn rfc3339_secs(secs: i64) -> String {
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    t.format(&f).unwrap_or_default()
+}
+
+/// One permission as SPEC §5.4 shows it. A held permission past its `valid_until` (not yet
+/// re-evaluated by the expiry job) is shown lapsed.
+pub fn permission_json(r: &PermissionRow, now_ms: i64) -> Value {
+    let lapsed = r.is_valid && r.valid_until.is_some_and(|v| now_ms >= v);
+    let skus: Vec<Value> = serde_json::from_str::<Vec<Value>>(&r.skus)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| {
+            json!({
+                "identifier": s["identifier"],
+                "productid": s["product_id"],
+                "store": 4,
+                "istrial": s["trial"].as_bool().unwrap_or(false),
+                "isinintrooffer": false,
+            })
+        })
+        .collect();
+    let expires_secs = r.expires_at.map(|ms| ms.div_euclid(1000));
+    json!({
+        "identifier": r.identifier,
+        "is_valid": r.is_valid && !lapsed,
+        "entitlement": if lapsed { i64::from(dom::code::EXPIRED) } else { r.entitlement },
+        "expires_date": expires_secs,
+        "expires_at": expires_secs.map(rfc3339_secs),
+        "skuarray": skus,
+    })
+}
+
+// ---- linking by API --------------------------------------------------------------------------
+
+/// List endpoints read when a customer is linked, with the filters that select its objects.
+const LINK_READS: &[(&str, &[(&str, &str)])] = &[
+    ("/v1/subscriptions", &[("status", "all")]),
+    ("/v1/invoices", &[]),
+    ("/v1/checkout/sessions", &[]),
+    ("/v1/payment_intents", &[]),
+    ("/v1/charges", &[]),
+    ("/v1/credit_notes", &[]),
+];
+
+/// How many objects of each kind a link reads at most.
+const LINK_READ_CAP: usize = 1000;
+
+/// What `POST /v1/connect_stripe` answers with.
+pub struct LinkOutcome {
+    pub moved_from: Option<String>,
+    pub notices: Vec<Notice>,
+}
+
+/// Links `customer` of `connection` to `customid` (moving it from another customid only when
+/// `force`), reads the customer's purchases from Stripe so earlier ones count, re-evaluates.
+pub async fn link_customer(
+    ctx: &ApiContext,
+    connection: &ConnectionRow,
+    customid: &str,
+    customer: &str,
+    force: bool,
+) -> ApiResult<LinkOutcome> {
+    let existing = es::get_link(ctx.store.reader(), &connection.id, customer, "").await?;
+    if let Some(l) = &existing
+        && l.customid != customid
+        && !force
+    {
+        return Err(ApiError::DuplicateRecord(format!(
+            "customerid: the Stripe customer {customer} is linked to another customid; send \"force\": true to move it"
+        )));
+    }
+    let stripe = ctx.stripe_for(connection)?;
+    let cus = match stripe.retrieve_customer(customer).await {
+        Ok(c) if c["deleted"].as_bool() != Some(true) => c,
+        Ok(_) => return Err(unknown_customer(customer)),
+        Err(e) if e.status() == Some(404) => return Err(unknown_customer(customer)),
+        Err(e) => return Err(stripe_error(ctx, &e)),
+    };
+    let now_secs = ctx.now() / 1000;
+    let mut objects: Vec<(i64, Value)> = Vec::new();
+    for (path, extra) in LINK_READS {
+        let mut params = Map::new();
+        params.insert("customer".into(), json!(customer));
+        for (k, v) in *extra {
+            params.insert((*k).into(), json!(v));
+        }
+        match stripe.list_all(path, &params, LINK_READ_CAP).await {
+            Ok(items) => objects.extend(items.into_iter().map(|o| (now_secs, o))),
+            // A restricted key without this resource (or a Stripe stand-in without the
+            // endpoint) reads nothing here; events still bring what it misses.
+            Err(e) if matches!(e.status(), Some(401 | 403 | 404)) => {
+                tracing::warn!(path, error = %e.message(), "linking: cannot list; skipped")
+            }
+            Err(e) => return Err(stripe_error(ctx, &e)),
+        }
+    }
+    for (_, o) in objects.iter_mut() {
+        prepare(ctx, connection, o).await?;
+    }
+    if let Some(clock) = map::test_clock_of(&cus) {
+        fetch_clock(ctx, connection, &clock).await;
+    }
+    let now = ctx.now();
+    let moved_from = existing
+        .as_ref()
+        .filter(|l| l.customid != customid)
+        .map(|l| l.customid.clone());
+    // The link and the purchases in one transaction.
+    let mut tx = ctx.store.begin().await?;
+    let link = LinkRow {
+        connection_id: connection.id.clone(),
+        stripe_customer_id: customer.to_string(),
+        merchant_account_id: connection.merchant_account_id.clone(),
+        customid: customid.to_string(),
+        linked_by: "api".into(),
+        test_clock: map::test_clock_of(&cus),
+        created_at: existing.as_ref().map_or(now, |l| l.created_at),
+        updated_at: now,
+    };
+    es::put_link(&mut *tx, &link).await?;
+    let mut notices = Vec::new();
+    if existing.as_ref().is_none_or(|l| l.customid != customid) {
+        notices.push(Notice::CustomerLinked {
+            merchant_account_id: connection.merchant_account_id.clone(),
+            customid: customid.to_string(),
+            connection_id: connection.id.clone(),
+            stripe_customer_id: customer.to_string(),
+            linked_by: "api".into(),
+        });
+    }
+    if let Some(old) = &moved_from {
+        notices.extend(reevaluate(ctx, &mut tx, &connection.merchant_account_id, old).await?);
+    }
+    notify(&mut tx, &notices).await?;
+    tollgate_store::commit(tx).await?;
+    let mut more = ingest(ctx, connection, objects, Some(customid)).await?;
+    notices.append(&mut more);
+    Ok(LinkOutcome {
+        moved_from,
+        notices,
+    })
+}
+
+fn unknown_customer(customer: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "customerid: there is no Stripe customer {customer} on this connection"
+    ))
+}
+
+// ---- the expiry job --------------------------------------------------------------------------
+
+/// Re-evaluates customers whose held permissions passed their `valid_until` (a period end
+/// plus the renewal leeway, a grace end, a cancel-at-period-end). Subscriptions still active
+/// past their period are re-read from Stripe first, so a renewal whose webhook is late never
+/// expires a permission. Returns how many customers were re-evaluated.
+pub async fn expire_once(ctx: &ApiContext) -> ApiResult<usize> {
+    let due = es::due(ctx.store.reader(), ctx.now(), 100).await?;
+    let mut done = 0;
+    for (merchant, customid) in &due {
+        if let Err(e) = reread_subscriptions(ctx, merchant, customid).await {
+            tracing::warn!(customid = %customid, error = %e, "re-reading subscriptions failed; will retry");
+            continue;
+        }
+        reevaluate_now(ctx, merchant, customid).await?;
+        done += 1;
+    }
+    Ok(done)
+}
+
+async fn reread_subscriptions(ctx: &ApiContext, merchant: &str, customid: &str) -> ApiResult<()> {
+    let mut conn = ctx
+        .store
+        .reader()
+        .acquire()
+        .await
+        .map_err(tollgate_store::StoreError::from)?;
+    let purchases = load_purchases(&mut conn, merchant, customid).await?;
+    drop(conn);
+    let now = ctx.now() / 1000;
+    let mut by_conn: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for o in &purchases.objects {
+        if o.object_type != "subscription" {
+            continue;
+        }
+        let lapsing = map::records_of(&parse(&o.data), None).into_iter().any(|r| {
+            matches!(&r, Record::Subscription(s)
+                if matches!(s.status, dom::SubStatus::Active | dom::SubStatus::Trialing)
+                    && !s.cancel_at_period_end
+                    && s.cancel_at.is_none()
+                    && s.current_period_end.is_some_and(|e| e <= now))
+        });
+        if !lapsing {
+            continue;
+        }
+        let Some(conn_row) =
+            tollgate_store::connections::get(ctx.store.reader(), &o.connection_id).await?
+        else {
+            continue;
+        };
+        let stripe = ctx.stripe_for(&conn_row)?;
+        let path = format!("/v1/subscriptions/{}", seg(&o.object_id));
+        let fresh = stripe
+            .request(
+                tollgate_stripe::client::Method::GET,
+                &path,
+                &Map::new(),
+                Default::default(),
+            )
+            .await;
+        match fresh {
+            Ok(fresh) => by_conn
+                .entry(o.connection_id.clone())
+                .or_default()
+                .push(fresh),
+            // Stripe has nothing fresher to say: what is stored decides.
+            Err(e) if e.status() == Some(404) => {}
+            Err(e) => return Err(stripe_error(ctx, &e)),
+        }
+    }
+    for (conn_id, subs) in by_conn {
+        if let Some(conn_row) =
+            tollgate_store::connections::get(ctx.store.reader(), &conn_id).await?
+        {
+            ingest(
+                ctx,
+                &conn_row,
+                subs.into_iter().map(|s| (now, s)).collect(),
+                None,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs [`expire_once`] every `expiry_interval_ms`.
+pub fn spawn_expiry(ctx: ApiContext) {
+    tokio::spawn(async move {
+        let every = std::time::Duration::from_millis(ctx.config.expiry_interval_ms.max(50));
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = expire_once(&ctx).await {
+                tracing::warn!(error = %e, "entitlement expiry pass failed");
+            }
+        }
+    });
+}

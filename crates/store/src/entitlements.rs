@@ -1,0 +1,797 @@
+//! Entitlements storage (SPEC §5): customer links, the Stripe objects seen, the catalogue,
+//! per-account policies and the permissions read model.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, Row};
+
+use crate::Result;
+
+// ---- customer links --------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRow {
+    pub connection_id: String,
+    pub stripe_customer_id: String,
+    pub merchant_account_id: String,
+    pub customid: String,
+    pub linked_by: String,
+    pub test_clock: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl LinkRow {
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(Self {
+            connection_id: r.try_get("connection_id")?,
+            stripe_customer_id: r.try_get("stripe_customer_id")?,
+            merchant_account_id: r.try_get("merchant_account_id")?,
+            customid: r.try_get("customid")?,
+            linked_by: r.try_get("linked_by")?,
+            test_clock: r.try_get("test_clock")?,
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+        })
+    }
+}
+
+pub async fn get_link<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    connection_id: &str,
+    customer: &str,
+    lock: &str,
+) -> Result<Option<LinkRow>> {
+    let sql = format!(
+        "SELECT * FROM ent_customers WHERE connection_id = $1 AND stripe_customer_id = $2{lock}"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(connection_id)
+        .bind(customer)
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(LinkRow::from_row).transpose()
+}
+
+/// Inserts the link, or moves an existing one to `l.customid`.
+pub async fn put_link<'c, E: Executor<'c, Database = Any>>(db: E, l: &LinkRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO ent_customers (connection_id, stripe_customer_id, merchant_account_id,
+            customid, linked_by, test_clock, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (connection_id, stripe_customer_id) DO UPDATE SET
+            customid = excluded.customid, linked_by = excluded.linked_by,
+            test_clock = COALESCE(excluded.test_clock, ent_customers.test_clock),
+            updated_at = excluded.updated_at",
+    )
+    .bind(&l.connection_id)
+    .bind(&l.stripe_customer_id)
+    .bind(&l.merchant_account_id)
+    .bind(&l.customid)
+    .bind(&l.linked_by)
+    .bind(&l.test_clock)
+    .bind(l.created_at)
+    .bind(l.updated_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn links_of<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    customid: &str,
+) -> Result<Vec<LinkRow>> {
+    let rows = sqlx::query(
+        "SELECT * FROM ent_customers WHERE merchant_account_id = $1 AND customid = $2
+         ORDER BY created_at, connection_id, stripe_customer_id",
+    )
+    .bind(merchant_account_id)
+    .bind(customid)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(LinkRow::from_row).collect()
+}
+
+/// The customids whose customers are on test clock `clock` of a connection.
+pub async fn customids_on_clock<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    connection_id: &str,
+    clock: &str,
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT customid FROM ent_customers WHERE connection_id = $1 AND test_clock = $2",
+    )
+    .bind(connection_id)
+    .bind(clock)
+    .fetch_all(db)
+    .await?)
+}
+
+pub async fn put_clock<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    connection_id: &str,
+    id: &str,
+    frozen_time: i64,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO ent_test_clocks (connection_id, id, frozen_time, updated_at)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (connection_id, id) DO UPDATE SET frozen_time = excluded.frozen_time,
+            updated_at = excluded.updated_at
+         WHERE excluded.frozen_time >= ent_test_clocks.frozen_time",
+    )
+    .bind(connection_id)
+    .bind(id)
+    .bind(frozen_time)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn get_clock<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    connection_id: &str,
+    id: &str,
+) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT frozen_time FROM ent_test_clocks WHERE connection_id = $1 AND id = $2",
+    )
+    .bind(connection_id)
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
+}
+
+// ---- Stripe objects --------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRow {
+    pub connection_id: String,
+    pub object_type: String,
+    pub object_id: String,
+    pub merchant_account_id: String,
+    pub stamp_at: i64,
+    pub stamp_progress: i64,
+    pub stripe_customer_id: Option<String>,
+    pub customid: Option<String>,
+    pub data: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl ObjectRow {
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(Self {
+            connection_id: r.try_get("connection_id")?,
+            object_type: r.try_get("object_type")?,
+            object_id: r.try_get("object_id")?,
+            merchant_account_id: r.try_get("merchant_account_id")?,
+            stamp_at: r.try_get("stamp_at")?,
+            stamp_progress: r.try_get("stamp_progress")?,
+            stripe_customer_id: r.try_get("stripe_customer_id")?,
+            customid: r.try_get("customid")?,
+            data: r.try_get("data")?,
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+        })
+    }
+}
+
+/// Stores the object unless a version at least as new is stored (by stamp, then content, so
+/// any order of versions ends with the same row). Returns whether the row changed.
+pub async fn put_object<'c, E: Executor<'c, Database = Any>>(db: E, o: &ObjectRow) -> Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO ent_stripe_objects (connection_id, object_type, object_id,
+            merchant_account_id, stamp_at, stamp_progress, stripe_customer_id, customid, data,
+            created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (connection_id, object_type, object_id) DO UPDATE SET
+            stamp_at = excluded.stamp_at, stamp_progress = excluded.stamp_progress,
+            stripe_customer_id = COALESCE(excluded.stripe_customer_id, ent_stripe_objects.stripe_customer_id),
+            customid = COALESCE(excluded.customid, ent_stripe_objects.customid),
+            data = excluded.data, updated_at = excluded.updated_at
+         WHERE (excluded.stamp_at, excluded.stamp_progress, excluded.data)
+             > (ent_stripe_objects.stamp_at, ent_stripe_objects.stamp_progress, ent_stripe_objects.data)",
+    )
+    .bind(&o.connection_id)
+    .bind(&o.object_type)
+    .bind(&o.object_id)
+    .bind(&o.merchant_account_id)
+    .bind(o.stamp_at)
+    .bind(o.stamp_progress)
+    .bind(&o.stripe_customer_id)
+    .bind(&o.customid)
+    .bind(&o.data)
+    .bind(o.created_at)
+    .bind(o.updated_at)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub async fn objects_of_customer<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    connection_id: &str,
+    customer: &str,
+) -> Result<Vec<ObjectRow>> {
+    let rows = sqlx::query(
+        "SELECT * FROM ent_stripe_objects WHERE connection_id = $1 AND stripe_customer_id = $2",
+    )
+    .bind(connection_id)
+    .bind(customer)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(ObjectRow::from_row).collect()
+}
+
+/// Objects linked to a customid directly (guest checkouts, metadata without a customer).
+pub async fn objects_of_customid<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    customid: &str,
+) -> Result<Vec<ObjectRow>> {
+    let rows = sqlx::query(
+        "SELECT * FROM ent_stripe_objects WHERE merchant_account_id = $1 AND customid = $2",
+    )
+    .bind(merchant_account_id)
+    .bind(customid)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(ObjectRow::from_row).collect()
+}
+
+/// Objects of a connection with this Stripe id (any type).
+pub async fn objects_by_id<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    connection_id: &str,
+    object_id: &str,
+) -> Result<Vec<ObjectRow>> {
+    let rows =
+        sqlx::query("SELECT * FROM ent_stripe_objects WHERE connection_id = $1 AND object_id = $2")
+            .bind(connection_id)
+            .bind(object_id)
+            .fetch_all(db)
+            .await?;
+    rows.iter().map(ObjectRow::from_row).collect()
+}
+
+/// Objects attached to `ref_id` (disputes of a charge, credit notes of an invoice, …).
+pub async fn objects_referring<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    connection_id: &str,
+    ref_id: &str,
+) -> Result<Vec<ObjectRow>> {
+    let rows = sqlx::query(
+        "SELECT o.* FROM ent_object_refs r JOIN ent_stripe_objects o
+            ON o.connection_id = r.connection_id AND o.object_id = r.object_id
+         WHERE r.connection_id = $1 AND r.ref_id = $2",
+    )
+    .bind(connection_id)
+    .bind(ref_id)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(ObjectRow::from_row).collect()
+}
+
+pub async fn refs_of<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    connection_id: &str,
+    object_id: &str,
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT ref_id FROM ent_object_refs WHERE connection_id = $1 AND object_id = $2 ORDER BY ref_id",
+    )
+    .bind(connection_id)
+    .bind(object_id)
+    .fetch_all(db)
+    .await?)
+}
+
+pub async fn put_ref<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    connection_id: &str,
+    object_id: &str,
+    ref_id: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO ent_object_refs (connection_id, object_id, ref_id) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(connection_id)
+    .bind(object_id)
+    .bind(ref_id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+// ---- catalogue -------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkuRow {
+    pub merchant_account_id: String,
+    pub identifier: String,
+    pub store: String,
+    pub product_id: String,
+    pub kind: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl SkuRow {
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(Self {
+            merchant_account_id: r.try_get("merchant_account_id")?,
+            identifier: r.try_get("identifier")?,
+            store: r.try_get("store")?,
+            product_id: r.try_get("product_id")?,
+            kind: r.try_get("kind")?,
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+        })
+    }
+}
+
+pub async fn insert_sku<'c, E: Executor<'c, Database = Any>>(db: E, s: &SkuRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO ent_skus (merchant_account_id, identifier, store, product_id, kind,
+            created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&s.merchant_account_id)
+    .bind(&s.identifier)
+    .bind(&s.store)
+    .bind(&s.product_id)
+    .bind(&s.kind)
+    .bind(s.created_at)
+    .bind(s.updated_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn update_sku<'c, E: Executor<'c, Database = Any>>(db: E, s: &SkuRow) -> Result<()> {
+    sqlx::query(
+        "UPDATE ent_skus SET store = $3, product_id = $4, kind = $5, updated_at = $6
+         WHERE merchant_account_id = $1 AND identifier = $2",
+    )
+    .bind(&s.merchant_account_id)
+    .bind(&s.identifier)
+    .bind(&s.store)
+    .bind(&s.product_id)
+    .bind(&s.kind)
+    .bind(s.updated_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn get_sku<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    identifier: &str,
+) -> Result<Option<SkuRow>> {
+    let row =
+        sqlx::query("SELECT * FROM ent_skus WHERE merchant_account_id = $1 AND identifier = $2")
+            .bind(merchant_account_id)
+            .bind(identifier)
+            .fetch_optional(db)
+            .await?;
+    row.as_ref().map(SkuRow::from_row).transpose()
+}
+
+pub async fn list_skus<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+) -> Result<Vec<SkuRow>> {
+    let rows =
+        sqlx::query("SELECT * FROM ent_skus WHERE merchant_account_id = $1 ORDER BY identifier")
+            .bind(merchant_account_id)
+            .fetch_all(db)
+            .await?;
+    rows.iter().map(SkuRow::from_row).collect()
+}
+
+pub async fn delete_sku<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    identifier: &str,
+) -> Result<bool> {
+    let done =
+        sqlx::query("DELETE FROM ent_skus WHERE merchant_account_id = $1 AND identifier = $2")
+            .bind(merchant_account_id)
+            .bind(identifier)
+            .execute(db)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Permission identifiers that use a SKU.
+pub async fn permissions_using_sku<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    sku: &str,
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT permission FROM ent_permission_skus WHERE merchant_account_id = $1 AND sku = $2
+         ORDER BY permission",
+    )
+    .bind(merchant_account_id)
+    .bind(sku)
+    .fetch_all(db)
+    .await?)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermissionDefRow {
+    pub identifier: String,
+    pub skus: Vec<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+pub async fn insert_permission_def<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    identifier: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO ent_permission_defs (merchant_account_id, identifier, created_at, updated_at)
+         VALUES ($1, $2, $3, $3)",
+    )
+    .bind(merchant_account_id)
+    .bind(identifier)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn touch_permission_def<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    identifier: &str,
+    now: i64,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE ent_permission_defs SET updated_at = $3 WHERE merchant_account_id = $1 AND identifier = $2",
+    )
+    .bind(merchant_account_id)
+    .bind(identifier)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn delete_permission_def<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    identifier: &str,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "DELETE FROM ent_permission_defs WHERE merchant_account_id = $1 AND identifier = $2",
+    )
+    .bind(merchant_account_id)
+    .bind(identifier)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn clear_permission_skus<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    permission: &str,
+) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM ent_permission_skus WHERE merchant_account_id = $1 AND permission = $2",
+    )
+    .bind(merchant_account_id)
+    .bind(permission)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn add_permission_sku<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    permission: &str,
+    sku: &str,
+    position: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO ent_permission_skus (merchant_account_id, permission, sku, position)
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(merchant_account_id)
+    .bind(permission)
+    .bind(sku)
+    .bind(position)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Every permission definition of an account with its SKUs in order.
+pub async fn list_permission_defs<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+) -> Result<Vec<PermissionDefRow>> {
+    let rows = sqlx::query(
+        "SELECT d.identifier, d.created_at, d.updated_at, s.sku
+         FROM ent_permission_defs d LEFT JOIN ent_permission_skus s
+           ON s.merchant_account_id = d.merchant_account_id AND s.permission = d.identifier
+         WHERE d.merchant_account_id = $1
+         ORDER BY d.identifier, s.position",
+    )
+    .bind(merchant_account_id)
+    .fetch_all(db)
+    .await?;
+    let mut out: Vec<PermissionDefRow> = Vec::new();
+    for r in &rows {
+        let id: String = r.try_get("identifier")?;
+        let sku: Option<String> = r.try_get("sku")?;
+        match out.last_mut() {
+            Some(last) if last.identifier == id => last.skus.extend(sku),
+            _ => out.push(PermissionDefRow {
+                identifier: id,
+                skus: sku.into_iter().collect(),
+                created_at: r.try_get("created_at")?,
+                updated_at: r.try_get("updated_at")?,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+// ---- settings --------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsRow {
+    pub merchant_account_id: String,
+    /// `None`: grace while Stripe retries.
+    pub grace_days: Option<i64>,
+    pub revoke_on_partial_refund: bool,
+    pub renewal_leeway_secs: i64,
+    pub require_customer_token: bool,
+    pub customer_token_secret: Option<String>,
+    pub updated_at: i64,
+}
+
+impl SettingsRow {
+    pub fn default_for(merchant_account_id: &str) -> Self {
+        Self {
+            merchant_account_id: merchant_account_id.to_string(),
+            grace_days: None,
+            revoke_on_partial_refund: false,
+            renewal_leeway_secs: 7200,
+            require_customer_token: false,
+            customer_token_secret: None,
+            updated_at: 0,
+        }
+    }
+}
+
+pub async fn get_settings<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+) -> Result<SettingsRow> {
+    let row = sqlx::query("SELECT * FROM ent_settings WHERE merchant_account_id = $1")
+        .bind(merchant_account_id)
+        .fetch_optional(db)
+        .await?;
+    match row {
+        None => Ok(SettingsRow::default_for(merchant_account_id)),
+        Some(r) => Ok(SettingsRow {
+            merchant_account_id: r.try_get("merchant_account_id")?,
+            grace_days: r.try_get("grace_days")?,
+            revoke_on_partial_refund: r.try_get::<i64, _>("revoke_on_partial_refund")? != 0,
+            renewal_leeway_secs: r.try_get("renewal_leeway_secs")?,
+            require_customer_token: r.try_get::<i64, _>("require_customer_token")? != 0,
+            customer_token_secret: r.try_get("customer_token_secret")?,
+            updated_at: r.try_get("updated_at")?,
+        }),
+    }
+}
+
+pub async fn put_settings<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    s: &SettingsRow,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO ent_settings (merchant_account_id, grace_days, revoke_on_partial_refund,
+            renewal_leeway_secs, require_customer_token, customer_token_secret, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (merchant_account_id) DO UPDATE SET grace_days = excluded.grace_days,
+            revoke_on_partial_refund = excluded.revoke_on_partial_refund,
+            renewal_leeway_secs = excluded.renewal_leeway_secs,
+            require_customer_token = excluded.require_customer_token,
+            customer_token_secret = excluded.customer_token_secret,
+            updated_at = excluded.updated_at",
+    )
+    .bind(&s.merchant_account_id)
+    .bind(s.grace_days)
+    .bind(s.revoke_on_partial_refund as i64)
+    .bind(s.renewal_leeway_secs)
+    .bind(s.require_customer_token as i64)
+    .bind(&s.customer_token_secret)
+    .bind(s.updated_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The metadata key naming the customid on this connection's objects (default `customid`).
+pub async fn customid_key<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    connection_id: &str,
+) -> Result<String> {
+    let key: Option<String> = sqlx::query_scalar(
+        "SELECT customid_metadata_key FROM ent_connection_settings WHERE connection_id = $1",
+    )
+    .bind(connection_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(key.unwrap_or_else(|| "customid".to_string()))
+}
+
+pub async fn put_customid_key<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    connection_id: &str,
+    key: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO ent_connection_settings (connection_id, customid_metadata_key, updated_at)
+         VALUES ($1, $2, $3)
+         ON CONFLICT (connection_id) DO UPDATE SET customid_metadata_key = excluded.customid_metadata_key,
+            updated_at = excluded.updated_at",
+    )
+    .bind(connection_id)
+    .bind(key)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+// ---- the read model --------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermissionRow {
+    pub identifier: String,
+    pub is_valid: bool,
+    pub entitlement: i64,
+    /// Unix milliseconds.
+    pub expires_at: Option<i64>,
+    pub valid_until: Option<i64>,
+    /// JSON array of `{identifier, product_id, trial}`.
+    pub skus: String,
+    pub updated_at: i64,
+}
+
+/// The check query: one customer's permissions (primary-key range scan).
+pub const PERMISSIONS_SQL: &str =
+    "SELECT identifier, is_valid, entitlement, expires_at, valid_until, skus, updated_at
+     FROM ent_permissions WHERE merchant_account_id = $1 AND customid = $2 ORDER BY identifier";
+
+pub async fn permissions_of<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    customid: &str,
+) -> Result<Vec<PermissionRow>> {
+    let rows = sqlx::query(PERMISSIONS_SQL)
+        .bind(merchant_account_id)
+        .bind(customid)
+        .fetch_all(db)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(PermissionRow {
+                identifier: r.try_get("identifier")?,
+                is_valid: r.try_get::<i64, _>("is_valid")? != 0,
+                entitlement: r.try_get("entitlement")?,
+                expires_at: r.try_get("expires_at")?,
+                valid_until: r.try_get("valid_until")?,
+                skus: r.try_get("skus")?,
+                updated_at: r.try_get("updated_at")?,
+            })
+        })
+        .collect()
+}
+
+pub async fn put_permission<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    customid: &str,
+    p: &PermissionRow,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO ent_permissions (merchant_account_id, customid, identifier, is_valid,
+            entitlement, expires_at, valid_until, skus, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (merchant_account_id, customid, identifier) DO UPDATE SET
+            is_valid = excluded.is_valid, entitlement = excluded.entitlement,
+            expires_at = excluded.expires_at, valid_until = excluded.valid_until,
+            skus = excluded.skus, updated_at = excluded.updated_at",
+    )
+    .bind(merchant_account_id)
+    .bind(customid)
+    .bind(&p.identifier)
+    .bind(p.is_valid as i64)
+    .bind(p.entitlement)
+    .bind(p.expires_at)
+    .bind(p.valid_until)
+    .bind(&p.skus)
+    .bind(p.updated_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn delete_permission<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    customid: &str,
+    identifier: &str,
+) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM ent_permissions WHERE merchant_account_id = $1 AND customid = $2 AND identifier = $3",
+    )
+    .bind(merchant_account_id)
+    .bind(customid)
+    .bind(identifier)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Customers with a held permission whose `valid_until` has passed (the expiry job).
+pub async fn due<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<(String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT DISTINCT merchant_account_id, customid FROM ent_permissions
+         WHERE valid_until IS NOT NULL AND valid_until <= $1 AND is_valid = 1
+         ORDER BY merchant_account_id, customid LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Every customid of an account known to entitlements (links, direct objects, read model).
+pub async fn customids<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT customid FROM ent_customers WHERE merchant_account_id = $1
+         UNION SELECT customid FROM ent_stripe_objects WHERE merchant_account_id = $1 AND customid IS NOT NULL
+         UNION SELECT customid FROM ent_permissions WHERE merchant_account_id = $1
+         ORDER BY 1",
+    )
+    .bind(merchant_account_id)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Postgres: serialises re-evaluations of one customer (a transaction-scoped advisory lock).
+pub async fn lock_customer<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    customid: &str,
+) -> Result<()> {
+    sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS l")
+        .bind(format!("{merchant_account_id}\u{1f}{customid}"))
+        .execute(db)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,382 @@
+//! `tollgate bench permissions`: the permission check, the entitlements hot path (SPEC §5.4).
+//!
+//! The real server (all layers: request id, metrics, the public-key auth with its cache, the
+//! rate limiter set high enough not to refuse, the read model query) on a fresh SQLite or
+//! PostgreSQL database seeded with `--customers` customers holding permissions, and a minimal
+//! HTTP/1.1 client (keep-alive, one request in flight per connection) so that the client costs
+//! the shared two cores as little as possible. Run on a release build with `RUST_LOG=warn`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tollgate_sandbox::{Sandbox, SandboxConfig};
+use tollgate_server::auth::{KeyKind, new_key};
+use tollgate_server::clock::SystemClock;
+use tollgate_server::{Config, SandboxHandle, ServeOptions};
+
+use crate::bench::{BenchDb, peak_rss_mib, percentile, pg_admin, with_database};
+
+pub async fn run(
+    db: BenchDb,
+    admin_url: &str,
+    customers: usize,
+    connections: usize,
+    seconds: u64,
+    warmup_seconds: u64,
+) -> anyhow::Result<()> {
+    tollgate_stripe::install_crypto_provider();
+    let unique = tollgate_store::new_id().replace('-', "");
+    let suffix = &unique[unique.len() - 12..];
+    let data_dir = std::env::temp_dir().join(format!("tollgate-bench-perm-{suffix}"));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let pg = match db {
+        BenchDb::Sqlite => None,
+        BenchDb::Postgres => {
+            let name = format!("tollgate_bench_{suffix}");
+            let url = with_database(admin_url, &name)?;
+            pg_admin(admin_url, &format!("CREATE DATABASE {name}"))
+                .await
+                .with_context(|| {
+                    format!("creating database {name} (is PostgreSQL up at {admin_url}?)")
+                })?;
+            Some((name, url))
+        }
+    };
+    let result = run_on(
+        db,
+        pg.as_ref().map(|(_, u)| u.clone()),
+        &data_dir,
+        customers.max(1),
+        connections.max(1),
+        seconds.max(1),
+        warmup_seconds,
+    )
+    .await;
+    if let Some((name, _)) = &pg
+        && let Err(e) = pg_admin(
+            admin_url,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )
+        .await
+    {
+        eprintln!("warning: could not drop database {name}: {e:#}");
+    }
+    let _ = std::fs::remove_dir_all(&data_dir);
+    result
+}
+
+async fn run_on(
+    db: BenchDb,
+    database_url: Option<String>,
+    data_dir: &std::path::Path,
+    customers: usize,
+    connections: usize,
+    seconds: u64,
+    warmup_seconds: u64,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let public_url = format!("http://{addr}");
+    let config = Config {
+        listen: addr,
+        data_dir: data_dir.to_path_buf(),
+        database_url,
+        public_url: Some(public_url.clone()),
+        sandbox: Some(true),
+        // The limiter runs on every check but does not refuse the benchmark's one client.
+        permissions_rate_per_sec: 10_000_000,
+        permissions_burst: 10_000_000,
+        master_key: Some(tollgate_server::crypto::MasterKey::generate_hex().into()),
+        ..Config::default()
+    };
+    let db_url = config.database_url();
+    let sb = Sandbox::start(SandboxConfig {
+        public_url: format!("{public_url}/sandbox/stripe"),
+        ..SandboxConfig::default()
+    })
+    .map_err(|e| anyhow!("{e}"))?;
+    let sb2 = sb.clone();
+    let opts = ServeOptions {
+        clock: Arc::new(SystemClock),
+        sandbox: Some(SandboxHandle {
+            router: sb.router(),
+            secret_key: sb.secret_key(),
+            publishable_key: sb.publishable_key(),
+            register_webhook: Arc::new(move |url: &str| sb2.ensure_webhook_endpoint(url, None)),
+        }),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tollgate_server::serve(config, listener, opts, async move {
+        let _ = stopped.await;
+    }));
+    // Ready once the first key exists (the server has migrated the database).
+    let key_file = data_dir.join("first-secret-key");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !key_file.exists() {
+        if server.is_finished() || Instant::now() > deadline {
+            anyhow::bail!("the server did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let seeded = Instant::now();
+    let pk = seed(&db_url, customers).await?;
+    let seed_secs = seeded.elapsed().as_secs_f64();
+
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let (pk, stop_flag, measuring) = (pk.clone(), stop_flag.clone(), measuring.clone());
+        tasks.push(tokio::spawn(async move {
+            client(addr, pk, customers, c as u64 + 1, stop_flag, measuring).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(warmup_seconds)).await;
+    measuring.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop_flag.store(true, Ordering::SeqCst);
+    let elapsed = started.elapsed();
+    let mut lat = Vec::new();
+    let mut errors = 0usize;
+    let mut first_error = None;
+    let mut valid = 0usize;
+    for t in tasks {
+        let (l, e, f, v) = t.await?;
+        lat.extend(l);
+        errors += e;
+        valid += v;
+        if first_error.is_none() {
+            first_error = f;
+        }
+    }
+    lat.sort();
+    let ok = lat.len();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let db_name = match db {
+        BenchDb::Sqlite => "SQLite (temporary data directory)",
+        BenchDb::Postgres => "PostgreSQL (fresh database, dropped after)",
+    };
+    let logs = if tracing::enabled!(target: "tollgate_server", tracing::Level::INFO) {
+        "ON: a line per request is measured too; rerun with RUST_LOG=warn"
+    } else {
+        "off"
+    };
+    println!("permissions bench: GET /v1/permissions?customid=… with a public key, real server");
+    println!("  database: {db_name}; machine: {cores} cores; server request logs: {logs}");
+    println!("  seeded: {customers} customers with permissions in {seed_secs:.1} s");
+    println!(
+        "  checks: {ok} ok ({valid} answered with a held permission), {errors} failed, {connections} keep-alive connections, {:.2} s measured after {warmup_seconds} s warm-up",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  throughput: {:.0} checks/s",
+        ok as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "  latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
+        lat.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    );
+    if let Some(rss) = peak_rss_mib() {
+        println!("  peak RSS (client, server and sandbox in one process): {rss:.0} MiB");
+    }
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    if let Some(e) = first_error {
+        anyhow::bail!("{errors} checks failed; the first: {e}");
+    }
+    Ok(())
+}
+
+/// Seeds the catalogue, `customers` customers with one or two permissions each (straight into
+/// the read model, as re-evaluation writes it), and a public key; returns the key.
+async fn seed(url: &str, customers: usize) -> anyhow::Result<String> {
+    let store = tollgate_store::Store::connect(url).await?;
+    let now = {
+        use tollgate_server::clock::Clock;
+        SystemClock.now_ms()
+    };
+    let (row, pk) = new_key(KeyKind::Public, Some("default"), Some("bench"), now);
+    tollgate_store::accounts::insert_api_key(store.writer(), &row).await?;
+    let mut tx = store.begin().await?;
+    for (id, prod) in [("web_monthly", "prod_monthly"), ("lifetime", "prod_life")] {
+        sqlx::query(
+            "INSERT INTO ent_skus (merchant_account_id, identifier, store, product_id, kind, created_at, updated_at)
+             VALUES ('default', $1, 'stripe', $2, 'subscription', $3, $3)",
+        )
+        .bind(id)
+        .bind(prod)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for (perm, sku) in [("premium", "web_monthly"), ("pro", "lifetime")] {
+        sqlx::query(
+            "INSERT INTO ent_permission_defs (merchant_account_id, identifier, created_at, updated_at)
+             VALUES ('default', $1, $2, $2)",
+        )
+        .bind(perm)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO ent_permission_skus (merchant_account_id, permission, sku, position)
+             VALUES ('default', $1, $2, 0)",
+        )
+        .bind(perm)
+        .bind(sku)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tollgate_store::commit(tx).await?;
+    let expires = now + 30 * 86_400_000;
+    let monthly = r#"[{"identifier":"web_monthly","product_id":"prod_monthly","trial":false}]"#;
+    let life = r#"[{"identifier":"lifetime","product_id":"prod_life","trial":false}]"#;
+    let mut i = 0;
+    while i < customers {
+        let end = (i + 500).min(customers);
+        let mut sql = String::from(
+            "INSERT INTO ent_permissions (merchant_account_id, customid, identifier, is_valid,
+             entitlement, expires_at, valid_until, skus, updated_at) VALUES ",
+        );
+        let mut first = true;
+        for c in i..end {
+            // Generated values only (numbers and fixed JSON): nothing from outside.
+            let rows = if c % 3 == 0 {
+                vec![
+                    format!(
+                        "('default','user-{c}','premium',1,5,{expires},{},'{monthly}',{now})",
+                        expires + 7_200_000
+                    ),
+                    format!("('default','user-{c}','pro',1,3,NULL,NULL,'{life}',{now})"),
+                ]
+            } else {
+                vec![format!(
+                    "('default','user-{c}','premium',1,5,{expires},{},'{monthly}',{now})",
+                    expires + 7_200_000
+                )]
+            };
+            for r in rows {
+                if !first {
+                    sql.push(',');
+                }
+                first = false;
+                sql.push_str(&r);
+            }
+        }
+        let mut tx = store.begin().await?;
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await?;
+        tollgate_store::commit(tx).await?;
+        i = end;
+    }
+    if store.backend() == tollgate_store::Backend::Postgres {
+        sqlx::query("ANALYZE").execute(store.writer()).await?;
+    }
+    store.close().await;
+    Ok(pk)
+}
+
+type ClientResult = (Vec<Duration>, usize, Option<String>, usize);
+
+/// One keep-alive connection sending checks of random customers until told to stop.
+async fn client(
+    addr: std::net::SocketAddr,
+    pk: String,
+    customers: usize,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    measuring: Arc<AtomicBool>,
+) -> ClientResult {
+    let mut lat = Vec::with_capacity(1 << 16);
+    let mut errors = 0;
+    let mut first_error = None;
+    let mut valid = 0;
+    let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut conn: Option<BufReader<tokio::net::TcpStream>> = None;
+    let mut head = String::new();
+    let mut body = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let c = (rng % customers as u64) as usize;
+        let req = format!(
+            "GET /v1/permissions?customid=user-{c} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {pk}\r\n\r\n"
+        );
+        let t = Instant::now();
+        let r = async {
+            if conn.is_none() {
+                let s = tokio::net::TcpStream::connect(addr).await?;
+                s.set_nodelay(true)?;
+                conn = Some(BufReader::new(s));
+            }
+            let Some(s) = conn.as_mut() else {
+                return Err(std::io::Error::other("no connection"));
+            };
+            s.get_mut().write_all(req.as_bytes()).await?;
+            // Status line and headers.
+            let mut status = 0u16;
+            let mut len = 0usize;
+            let mut first_line = true;
+            loop {
+                head.clear();
+                if s.read_line(&mut head).await? == 0 {
+                    return Err(std::io::Error::other("connection closed"));
+                }
+                let line = head.trim_end();
+                if first_line {
+                    status = line
+                        .split(' ')
+                        .nth(1)
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    first_line = false;
+                } else if line.is_empty() {
+                    break;
+                } else if let Some((k, v)) = line.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            body.resize(len, 0);
+            s.read_exact(&mut body).await?;
+            Ok::<u16, std::io::Error>(status)
+        }
+        .await;
+        match r {
+            Ok(200) => {
+                if measuring.load(Ordering::Relaxed) {
+                    lat.push(t.elapsed());
+                    if body.windows(15).any(|w| w == b"\"is_valid\":true") {
+                        valid += 1;
+                    }
+                }
+            }
+            Ok(other) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| {
+                    format!("HTTP {other}: {}", String::from_utf8_lossy(&body))
+                });
+            }
+            Err(e) => {
+                errors += 1;
+                conn = None;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    (lat, errors, first_error, valid)
+}
