@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod connections;
 pub mod idempotency;
+pub mod outbox;
 pub mod rows;
 pub mod transactions;
 
