@@ -11,6 +11,7 @@ pub mod error;
 pub mod idempotency;
 pub mod metrics;
 pub mod openapi;
+pub mod outbound;
 pub mod page;
 pub mod pay;
 pub mod stripe_map;
@@ -290,6 +291,7 @@ pub async fn serve(
     };
     api::bootstrap::first_key(&ctx).await?;
     workers::spawn(ctx.clone());
+    outbound::spawn(ctx.clone());
     let app = app(ctx, sandbox_router).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -8,6 +8,7 @@ pub mod refunds;
 pub mod render;
 pub mod transactions;
 pub mod webhooks_in;
+pub mod webhooks_out;
 
 use axum::Router;
 use axum::extract::{FromRequest, Request};
@@ -52,6 +53,27 @@ pub fn router(ctx: &ApiContext) -> Router<ApiContext> {
         )
         .route("/transactions/{id}/refunds/{refund_id}", get(refunds::get))
         .route("/refunds/{refund_id}", get(refunds::get_by_id))
+        .route(
+            "/webhook-subscriptions",
+            post(webhooks_out::create_subscription).get(webhooks_out::list_subscriptions),
+        )
+        .route(
+            "/webhook-subscriptions/{id}",
+            get(webhooks_out::get_subscription)
+                .put(webhooks_out::update_subscription)
+                .patch(webhooks_out::update_subscription)
+                .delete(webhooks_out::delete_subscription),
+        )
+        .route(
+            "/webhook-subscriptions/{id}/rotate-secret",
+            post(webhooks_out::rotate_secret),
+        )
+        .route("/webhook-deliveries", get(webhooks_out::list_deliveries))
+        .route("/webhook-deliveries/{id}", get(webhooks_out::get_delivery))
+        .route(
+            "/webhook-deliveries/{id}/resend",
+            post(webhooks_out::resend),
+        )
         // Idempotency-Key handling for every POST above (SPEC §8).
         .route_layer(axum::middleware::from_fn_with_state(
             ctx.clone(),

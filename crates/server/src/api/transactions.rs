@@ -709,6 +709,8 @@ pub async fn apply_observations(
         let row = store_tx::get_any(&mut *tx, &current.id, "")
             .await?
             .ok_or_else(|| ApiError::not_found("transaction"))?;
+        // Its outbound event commits with it (transactional outbox, SPEC §7).
+        crate::outbound::transaction_changed(&mut tx, &current.status, &row, now).await?;
         tollgate_store::commit(tx).await?;
         return Ok(row);
     }
@@ -761,6 +763,7 @@ async fn end_locally(
     let row = store_tx::get_any(&mut *tx, &current.id, "")
         .await?
         .ok_or_else(|| ApiError::not_found("transaction"))?;
+    crate::outbound::transaction_changed(&mut tx, &current.status, &row, now).await?;
     tollgate_store::commit(tx).await?;
     Ok(row)
 }
@@ -960,7 +963,7 @@ pub async fn get(
 }
 
 /// Query parameters, repeated keys kept (`status=a&status=b`, `status[]=a`, `currency[]=…`).
-fn query_multi(raw: Option<&str>) -> HashMap<String, Vec<String>> {
+pub(crate) fn query_multi(raw: Option<&str>) -> HashMap<String, Vec<String>> {
     let mut out: HashMap<String, Vec<String>> = HashMap::new();
     for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
         let k = k.trim_end_matches("[]").to_string();

@@ -127,7 +127,7 @@ async fn apply_event(ctx: &ApiContext, connection_id: &str, event: &Value) -> Ap
         if r.status == "processing" && status != "processing" {
             r.status = status.to_string();
             r.updated_at = ctx.now();
-            store_tx::update_refund(ctx.store.writer(), &r).await?;
+            super::refunds::save_refund(ctx, &r, true).await?;
         }
     }
     apply_observations(ctx, &t, observations).await?;
