@@ -11,4 +11,5 @@ mod expiry;
 mod flows;
 mod idempotency;
 mod outage;
+mod outbound;
 mod webhooks;
