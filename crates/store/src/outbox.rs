@@ -398,6 +398,18 @@ impl DeliveryRow {
     }
 }
 
+/// Whether any delivery is due (a cheap read before a claim, which writes).
+pub async fn any_due<'c, E: Executor<'c, Database = Any>>(db: E, now: i64) -> Result<bool> {
+    let row = sqlx::query(
+        "SELECT id FROM webhook_deliveries WHERE status IN ('pending', 'failed')
+            AND next_attempt_at <= $1 LIMIT 1",
+    )
+    .bind(now)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.is_some())
+}
+
 /// Claims up to `limit` due deliveries for `lease_ms` under the claim token `token`: their
 /// `next_attempt_at` moves to the lease end, so a worker that dies leaves them due again then.
 /// One statement; on PostgreSQL rows another server holds are skipped (`SKIP LOCKED`).

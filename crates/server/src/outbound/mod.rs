@@ -278,6 +278,8 @@ impl Deliverer {
                 }
             }
             Err(e) => {
+                // Without the URL: the log shows the subscription, and a URL may carry a token.
+                let e = e.without_url();
                 let msg = if e.is_timeout() {
                     format!("timed out after {} ms", self.timeout.as_millis())
                 } else {
@@ -400,7 +402,18 @@ async fn run(ctx: ApiContext, deliverer: Deliverer) {
         }
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut idle = false;
     loop {
+        // An idle server asks the read pool first, so that it does not take the write lock
+        // (SQLite's only writer) several times a second for nothing.
+        if idle
+            && !outbox::any_due(ctx.store.reader(), ctx.now())
+                .await
+                .unwrap_or(true)
+        {
+            tokio::time::sleep(poll).await;
+            continue;
+        }
         let Ok(first) = slots.clone().acquire_owned().await else {
             return;
         };
@@ -416,7 +429,8 @@ async fn run(ctx: ApiContext, deliverer: Deliverer) {
                 continue;
             }
         };
-        if rows.is_empty() {
+        idle = rows.is_empty();
+        if idle {
             drop(first);
             tokio::time::sleep(poll).await;
             continue;
