@@ -64,6 +64,10 @@ pub enum BenchCommand {
         /// Deliveries in flight at once (the server's `webhook_concurrency`).
         #[arg(long, default_value_t = 128)]
         concurrency: usize,
+        /// Enqueue every event first, then start the worker: measures delivery alone (a
+        /// backlog draining, e.g. after a receiver outage) instead of the whole pipeline.
+        #[arg(long)]
+        preload: bool,
     },
 }
 
@@ -89,6 +93,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             events,
             per_commit,
             concurrency,
+            preload,
         } => {
             deliveries(
                 db,
@@ -96,6 +101,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 events,
                 per_commit.max(1),
                 concurrency.max(1),
+                preload,
             )
             .await
         }
@@ -285,10 +291,20 @@ async fn deliveries(
     events: usize,
     per_commit: usize,
     concurrency: usize,
+    preload: bool,
 ) -> anyhow::Result<()> {
     tollgate_stripe::install_crypto_provider();
     with_fresh_db(db, admin_url, |database_url, data_dir| async move {
-        deliveries_on(db, database_url, &data_dir, events, per_commit, concurrency).await
+        deliveries_on(
+            db,
+            database_url,
+            &data_dir,
+            events,
+            per_commit,
+            concurrency,
+            preload,
+        )
+        .await
     })
     .await
 }
@@ -303,6 +319,7 @@ async fn deliveries_on(
     events: usize,
     per_commit: usize,
     concurrency: usize,
+    preload: bool,
 ) -> anyhow::Result<()> {
     if std::env::var_os("TOLLGATE_MASTER_KEY").is_none() {
         // SAFETY: set before the server starts, while no other thread of this process reads or
@@ -340,55 +357,51 @@ async fn deliveries_on(
         let _ = axum::serve(rx_listener, receiver).await;
     });
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let public_url = format!("http://{addr}");
+    // The server's state (its store: on SQLite one writer, shared by the producer and the
+    // worker, as a server's requests and worker share it) and its delivery worker.
     let config = Config {
-        listen: addr,
         data_dir: data_dir.to_path_buf(),
         database_url,
-        public_url: Some(public_url.clone()),
-        sandbox: Some(true),
         allow_private_webhook_targets: true,
         webhook_concurrency: concurrency,
         webhook_poll_interval_ms: 20,
         ..Config::default()
     };
-    let sb = Sandbox::start(SandboxConfig {
-        public_url: format!("{public_url}/sandbox/stripe"),
-        ..SandboxConfig::default()
-    })
-    .map_err(|e| anyhow!("{e}"))?;
-    let sb2 = sb.clone();
-    let opts = ServeOptions {
-        clock: Arc::new(SystemClock),
-        sandbox: Some(SandboxHandle {
-            router: sb.router(),
-            secret_key: sb.secret_key(),
-            publishable_key: sb.publishable_key(),
-            register_webhook: Arc::new(move |url: &str| sb2.ensure_webhook_endpoint(url, None)),
-        }),
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server_config = config.clone();
-    let server = tokio::spawn(tollgate_server::serve(config, listener, opts, async move {
-        let _ = stopped.await;
-    }));
-    let client = reqwest::Client::new();
-    let key = wait_ready(&client, &public_url, data_dir, &server).await?;
-    let r = client
-        .post(format!("{public_url}/webhook-subscriptions"))
-        .bearer_auth(&key)
-        .json(&serde_json::json!({"url": format!("http://{rx_addr}/hook"), "events": ["*"]}))
-        .send()
-        .await?;
-    anyhow::ensure!(r.status().as_u16() == 201, "subscribe: {}", r.text().await?);
-
-    // The producer: the outbox's own enqueue, `per_commit` events per database transaction,
-    // through a second connection to the database (as another server process would).
-    let ctx = tollgate_server::context(server_config, Arc::new(SystemClock), None)
+    let ctx = tollgate_server::context(config, Arc::new(SystemClock), None)
         .await
         .map_err(|e| anyhow!("{e}"))?;
+    tollgate_server::api::bootstrap::first_key(&ctx)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let sub_id = tollgate_store::new_id();
+    let secret = tollgate_server::outbound::WebhookSecret::generate();
+    let now = SystemClock.now_ms();
+    tollgate_store::outbox::insert_subscription(
+        ctx.store.writer(),
+        &tollgate_store::outbox::SubscriptionRow {
+            id: sub_id.clone(),
+            merchant_account_id: "default".into(),
+            url: format!("http://{rx_addr}/hook"),
+            events: "[\"*\"]".into(),
+            description: Some("bench".into()),
+            active: true,
+            secret_enc: ctx.keys.seal(&sub_id, secret.expose()),
+            secret_hint: secret.hint(),
+            old_secret_enc: None,
+            old_secret_expires_at: None,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        },
+    )
+    .await?;
+    let spawn_worker = || {
+        tollgate_server::outbound::spawn(ctx.clone())
+            .ok_or_else(|| anyhow!("the delivery worker did not start"))
+    };
+    let mut worker = if preload { None } else { Some(spawn_worker()?) };
+
+    // The producer: the outbox's own enqueue, `per_commit` events per database transaction.
     let store = ctx.store.clone();
     let made: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> = Arc::new(
         std::sync::Mutex::new(std::collections::HashMap::with_capacity(events)),
@@ -431,6 +444,12 @@ async fn deliveries_on(
         anyhow::Ok(started.elapsed())
     });
     let produced_in = producer.await??;
+    let started = if preload {
+        worker = Some(spawn_worker()?);
+        Instant::now()
+    } else {
+        started
+    };
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let n = seen.lock().map(|s| s.len()).unwrap_or(0);
@@ -478,8 +497,13 @@ async fn deliveries_on(
         seen.len(),
         unique.len()
     );
+    let span = if preload {
+        "worker start to last receipt, the backlog enqueued before"
+    } else {
+        "first enqueue to last receipt"
+    };
     println!(
-        "  throughput: {:.0} deliveries/s (first enqueue to last receipt, {:.2} s)",
+        "  throughput: {:.0} deliveries/s ({span}, {:.2} s)",
         events as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64()
     );
@@ -492,8 +516,9 @@ async fn deliveries_on(
     if let Some(rss) = peak_rss_mib() {
         println!("  peak RSS (receiver, server and producer in one process): {rss:.0} MiB");
     }
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    if let Some(w) = worker {
+        w.abort();
+    }
     rx_task.abort();
     ctx.store.close().await;
     Ok(())
