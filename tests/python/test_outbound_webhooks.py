@@ -26,7 +26,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from conftest import Tollgate, drop_pg_database, free_port, start_tollgate, stop_tollgate, wait_for
 
 FAST = ["--allow-private-webhook-targets", "--webhook-retry-base-ms", "300",
-        "--webhook-retry-max-ms", "2000"]
+        "--webhook-retry-max-ms", "2000", "--webhook-timeout-ms", "2000"]
 PM = {"method": "stripe", "redirect_url": "https://example.com/cb", "country": "US", "currency": "USD"}
 
 
@@ -197,7 +197,9 @@ def test_sigkill_between_commit_and_delivery_then_restart_delivers(db: str):
 
         rx = HookReceiver(port)
         restarted = start_tollgate(db, *FAST, data_dir=tg.data_dir, database_url=tg.database_url)
-        (h, body, ev) = wait_for(lambda: next(iter(rx.deliveries()), None), timeout=30,
+        # A claim the killed server held lapses after its lease (timeout + 10 s), then the
+        # restarted server attempts it.
+        (h, body, ev) = wait_for(lambda: next(iter(rx.deliveries()), None), timeout=60,
                                  what="the event after the restart")
         assert h["webhook-id"] == event_id
         assert ev["name"] == "transaction.authorized" and ev["target"]["id"] == tx["id"]

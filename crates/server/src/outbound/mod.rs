@@ -378,8 +378,9 @@ async fn run(ctx: ApiContext, deliverer: Deliverer) {
     let concurrency = ctx.config.webhook_concurrency.max(1);
     let batch = ctx.config.webhook_batch_size.max(1);
     let poll = Duration::from_millis(ctx.config.webhook_poll_interval_ms.max(10));
-    // A claim outlives the attempt (timeout) with a margin for writing its result.
-    let lease_ms = ctx.config.webhook_timeout_ms as i64 + 30_000;
+    // A claim outlives the attempt (timeout) with a margin for writing its result. A server that
+    // dies holding claims leaves them due again when this ends.
+    let lease_ms = ctx.config.webhook_timeout_ms as i64 + 10_000;
     let (results, mut rx) = tokio::sync::mpsc::channel::<Finished>(concurrency * 4 + batch);
     let store = ctx.store.clone();
     tokio::spawn(async move {
