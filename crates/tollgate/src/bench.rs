@@ -68,6 +68,9 @@ pub enum BenchCommand {
         /// backlog draining, e.g. after a receiver outage) instead of the whole pipeline.
         #[arg(long)]
         preload: bool,
+        /// Tasks enqueuing at once (as concurrent requests commit changes).
+        #[arg(long, default_value_t = 1)]
+        producers: usize,
     },
 }
 
@@ -94,6 +97,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             per_commit,
             concurrency,
             preload,
+            producers,
         } => {
             deliveries(
                 db,
@@ -102,6 +106,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 per_commit.max(1),
                 concurrency.max(1),
                 preload,
+                producers.max(1),
             )
             .await
         }
@@ -292,6 +297,7 @@ async fn deliveries(
     per_commit: usize,
     concurrency: usize,
     preload: bool,
+    producers: usize,
 ) -> anyhow::Result<()> {
     tollgate_stripe::install_crypto_provider();
     with_fresh_db(db, admin_url, |database_url, data_dir| async move {
@@ -301,7 +307,7 @@ async fn deliveries(
             &data_dir,
             events,
             per_commit,
-            concurrency,
+            (concurrency, producers),
             preload,
         )
         .await
@@ -318,7 +324,7 @@ async fn deliveries_on(
     data_dir: &std::path::Path,
     events: usize,
     per_commit: usize,
-    concurrency: usize,
+    (concurrency, producers_n): (usize, usize),
     preload: bool,
 ) -> anyhow::Result<()> {
     if std::env::var_os("TOLLGATE_MASTER_KEY").is_none() {
@@ -401,49 +407,56 @@ async fn deliveries_on(
     };
     let mut worker = if preload { None } else { Some(spawn_worker()?) };
 
-    // The producer: the outbox's own enqueue, `per_commit` events per database transaction.
-    let store = ctx.store.clone();
+    // Producers: the outbox's own enqueue, `per_commit` events per database transaction, from
+    // several tasks at once (as a server's concurrent requests commit changes).
     let made: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> = Arc::new(
         std::sync::Mutex::new(std::collections::HashMap::with_capacity(events)),
     );
-    let made2 = made.clone();
     let started = Instant::now();
-    let producer = tokio::spawn(async move {
-        let mut left = events;
-        let mut n = 0usize;
-        while left > 0 {
-            let k = left.min(per_commit);
-            let mut tx = store.begin().await?;
-            let mut ids = Vec::with_capacity(k);
-            for _ in 0..k {
-                n += 1;
-                let target =
-                    serde_json::json!({"type": "customer", "customid": format!("bench-{n}")});
-                let now = SystemClock.now_ms();
-                if let Some(id) = tollgate_store::outbox::enqueue(
-                    &mut tx,
-                    "default",
-                    "customer.linked",
-                    &target,
-                    now,
-                )
-                .await?
-                {
-                    ids.push(id);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut producers = Vec::new();
+    for _ in 0..producers_n {
+        let (store, made, next) = (ctx.store.clone(), made.clone(), next.clone());
+        producers.push(tokio::spawn(async move {
+            loop {
+                let first = next.fetch_add(per_commit, Ordering::Relaxed);
+                if first >= events {
+                    break;
+                }
+                let k = per_commit.min(events - first);
+                let mut tx = store.begin().await?;
+                let mut ids = Vec::with_capacity(k);
+                for n in first..first + k {
+                    let target =
+                        serde_json::json!({"type": "customer", "customid": format!("bench-{n}")});
+                    let now = SystemClock.now_ms();
+                    if let Some(id) = tollgate_store::outbox::enqueue(
+                        &mut tx,
+                        "default",
+                        "customer.linked",
+                        &target,
+                        now,
+                    )
+                    .await?
+                    {
+                        ids.push(id);
+                    }
+                }
+                tollgate_store::commit(tx).await?;
+                let at = Instant::now();
+                if let Ok(mut m) = made.lock() {
+                    for id in ids {
+                        m.insert(id, at);
+                    }
                 }
             }
-            tollgate_store::commit(tx).await?;
-            let at = Instant::now();
-            if let Ok(mut m) = made2.lock() {
-                for id in ids {
-                    m.insert(id, at);
-                }
-            }
-            left -= k;
-        }
-        anyhow::Ok(started.elapsed())
-    });
-    let produced_in = producer.await??;
+            anyhow::Ok(())
+        }));
+    }
+    for p in producers {
+        p.await??;
+    }
+    let produced_in = started.elapsed();
     let started = if preload {
         worker = Some(spawn_worker()?);
         Instant::now()
@@ -488,7 +501,7 @@ async fn deliveries_on(
         "deliveries bench: outbox enqueue -> delivery worker -> signed POST to a local receiver (one process)"
     );
     println!(
-        "  database: {db_name}; machine: {cores} cores; {concurrency} deliveries in flight; {per_commit} events per enqueue commit"
+        "  database: {db_name}; machine: {cores} cores; {concurrency} deliveries in flight; {per_commit} events per enqueue commit, {producers_n} producer(s)"
     );
     println!(
         "  events: {events} enqueued in {:.2} s ({:.0}/s); received {} ({} distinct), {delivered} recorded delivered",
