@@ -55,6 +55,28 @@ pub struct Config {
     /// How long the permission check may reuse an API key or account settings it read (ms);
     /// 0: read them on every request.
     pub auth_cache_ms: u64,
+    /// Outbound webhooks (SPEC §7): the first retry comes after about this long (then doubling,
+    /// ±25 % jitter).
+    pub webhook_retry_base_ms: u64,
+    /// The longest wait between two attempts.
+    pub webhook_retry_max_ms: u64,
+    /// A delivery not delivered this long after its event (or its resend) is given up (`dead`).
+    pub webhook_max_age_ms: u64,
+    /// Timeout of one delivery attempt (connect, send, answer).
+    pub webhook_timeout_ms: u64,
+    /// After `rotate-secret`, the old secret still signs (beside the new one) this long.
+    pub webhook_secret_grace_secs: u64,
+    /// Deliveries in flight at once, per server.
+    pub webhook_concurrency: usize,
+    /// Deliveries claimed per database round trip.
+    pub webhook_batch_size: usize,
+    /// How often an idle worker looks for due deliveries.
+    pub webhook_poll_interval_ms: u64,
+    /// Run the delivery worker in this process.
+    pub webhook_worker: bool,
+    /// Allow webhook targets on loopback, private, link-local, CGNAT… addresses, and plain
+    /// `http://` URLs (development and tests; SPEC §7's SSRF guard is off for them).
+    pub allow_private_webhook_targets: bool,
     /// The master key (64 hex digits or base64 of 32 bytes) for embedders and tests that pass
     /// it in code; wins over `TOLLGATE_MASTER_KEY`. Never read from a configuration file
     /// (secrets come from the environment, stdin or a key file, SPEC §2).
@@ -91,6 +113,16 @@ impl Default for Config {
             permissions_rate_per_sec: 20,
             permissions_burst: 40,
             auth_cache_ms: 1000,
+            webhook_retry_base_ms: 10_000,
+            webhook_retry_max_ms: 6 * 3600 * 1000,
+            webhook_max_age_ms: 3 * 24 * 3600 * 1000,
+            webhook_timeout_ms: 10_000,
+            webhook_secret_grace_secs: 24 * 3600,
+            webhook_concurrency: 64,
+            webhook_batch_size: 256,
+            webhook_poll_interval_ms: 100,
+            webhook_worker: true,
+            allow_private_webhook_targets: false,
             master_key: None,
         }
     }

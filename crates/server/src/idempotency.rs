@@ -18,6 +18,12 @@ use crate::api::MAX_BODY;
 use crate::auth::Caller;
 use crate::error::ApiError;
 
+/// Marks an answer that shows a secret once (a webhook subscription's signing secret): the
+/// copy kept for replays has `secret` set to null, so the secret is neither stored in clear nor
+/// shown a second time.
+#[derive(Debug, Clone, Copy)]
+pub struct ShownOnce;
+
 pub async fn middleware(State(ctx): State<ApiContext>, req: Request, next: Next) -> Response {
     if req.method() != Method::POST {
         return next.run(req).await;
@@ -105,7 +111,14 @@ pub async fn middleware(State(ctx): State<ApiContext>, req: Request, next: Next)
             return ApiError::Internal("reading a response body".into()).into_response();
         }
     };
-    let text = String::from_utf8_lossy(&bytes).to_string();
+    let mut text = String::from_utf8_lossy(&bytes).to_string();
+    if parts.extensions.get::<ShownOnce>().is_some() {
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("secret".into(), serde_json::Value::Null);
+        }
+        text = v.to_string();
+    }
     if let Err(e) = idempotency::finish(ctx.store.writer(), &scope, status.as_u16(), &text).await {
         tracing::error!(error = %e, "saving an idempotent response");
     }

@@ -342,6 +342,8 @@ async fn commit_plans(ctx: &ApiContext, rows: &[InboxRow], plans: &[Plan]) -> Ap
                     r.status = status.to_string();
                     r.updated_at = now;
                     store_tx::update_refund(&mut *tx, &r).await?;
+                    let t = store_tx::get_any(&mut *tx, &r.transaction_id, "").await?;
+                    crate::outbound::refund_changed(&mut tx, &r, t.as_ref(), now).await?;
                 }
                 let changed = apply_locked(ctx, &mut tx, transaction_id, observations, now).await?;
                 let note = match changed {

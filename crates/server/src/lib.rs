@@ -13,6 +13,7 @@ pub mod idempotency;
 pub mod inbox;
 pub mod metrics;
 pub mod openapi;
+pub mod outbound;
 pub mod page;
 pub mod pay;
 pub mod reconcile;
@@ -305,6 +306,7 @@ pub async fn serve(
     workers::spawn(ctx.clone());
     inbox::spawn_workers(ctx.clone());
     reconcile::spawn(ctx.clone());
+    outbound::spawn(ctx.clone());
     let app = app(ctx, sandbox_router).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -501,6 +501,7 @@ pub fn document(public_url: &str) -> Value {
             {"name": "webhook-events", "description": "Stripe events received (the inbox) and reconcile (SPEC §4)."},
             {"name": "merchant-accounts", "description": "Tenants (SPEC §1)."},
             {"name": "entitlements", "description": "SKUs, permission definitions, customer links and the permission check (SPEC §5)."},
+            {"name": "webhooks", "description": "Outbound webhooks (SPEC §7): subscriptions, signed deliveries (Standard Webhooks), the delivery log and resend."},
             {"name": "buyer", "description": "URLs the buyer's browser or app reaches, authorised by a token instead of an API key."},
             {"name": "operations", "description": "Health, readiness and metrics."},
             {"name": "reference", "description": "This document and its reference page."},
@@ -597,6 +598,20 @@ fn parameters() -> Value {
             "required": true,
             "description": "The business's own id of its user.",
             "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        },
+        "WebhookSubscriptionId": {
+            "name": "id",
+            "in": "path",
+            "required": true,
+            "description": "The webhook subscription's id.",
+            "schema": {"type": "string"},
+        },
+        "WebhookDeliveryId": {
+            "name": "id",
+            "in": "path",
+            "required": true,
+            "description": "The delivery's id.",
+            "schema": {"type": "string"},
         },
         "WebhookConnectionId": {
             "name": "connection_id",
@@ -955,6 +970,7 @@ fn schemas() -> Value {
             "Every merchant account for an operator key, else the key's own (not paged).",
         ),
     );
+    webhook_schemas(&mut add);
     add(
         "Error",
         Obj::new()
@@ -995,6 +1011,147 @@ fn schemas() -> Value {
             .build(),
     );
     Value::Object(m)
+}
+
+/// The event names a subscription may ask for (the outbox's own list).
+pub use tollgate_store::outbox::{EVENT_GROUPS, EVENT_NAMES};
+
+fn webhook_schemas(add: &mut impl FnMut(&str, S)) {
+    let filters = {
+        let mut all: Vec<String> = vec!["*".into()];
+        all.extend(EVENT_GROUPS.iter().map(|g| format!("{g}.*")));
+        all.extend(EVENT_NAMES.iter().map(|n| n.to_string()));
+        S(json!({"type": "string", "enum": all}))
+    };
+    add(
+        "WebhookEventName",
+        S::one_of(EVENT_NAMES).desc(
+            "`transaction.*` when a transaction reaches authorization_succeeded (authorized), capture_succeeded (captured), capture_pending, authorization_declined (declined), authorization_failed (failed), authorization_void_pending, authorization_voided; `refund.*` when a refund is accepted by Stripe while pending (processing) or reaches succeeded, failed, declined (Stripe refused it) or voided; `permission.*` and `customer.linked` from entitlements.",
+        ),
+    );
+    add(
+        "WebhookEventFilter",
+        filters.desc("An exact event name, a group (`transaction.*`, `refund.*`, `permission.*`, `customer.*`) or `*` (every event)."),
+    );
+    let body = |create: bool| {
+        let mut o = Obj::new();
+        let url = S::uri().with("maxLength", 2048).desc(
+            "Where events are POSTed. `https://` only, and not to loopback, private, link-local, CGNAT or other non-public addresses (checked again at every attempt, on the resolved address), unless the server runs with `--allow-private-webhook-targets` (which also allows `http://`).",
+        );
+        let events = S::array(S::reference("WebhookEventFilter"))
+            .with("minItems", 1)
+            .with("maxItems", 50)
+            .desc("Which events to receive. Default at create: `[\"*\"]`.");
+        o = if create {
+            o.req("url", url)
+        } else {
+            o.opt("url", url)
+        };
+        o.opt("events", events)
+            .opt("active", S::boolean().desc("Inactive subscriptions get no new events; deliveries already queued wait (up to their maximum age) until it is active again. Default true."))
+            .opt("description", S::string().with("maxLength", 500).nullable())
+            .closed()
+            .build()
+    };
+    add("WebhookSubscriptionCreate", body(true));
+    add(
+        "WebhookSubscriptionUpdate",
+        body(false).desc("PATCH sets the fields given. PUT replaces the settings: `url` and `events` are required, `active` defaults to true and `description` to null."),
+    );
+    add(
+        "WebhookSubscription",
+        Obj::new()
+            .desc("Where and which events to deliver. The signing secret is shown once, in the answer that makes it (create, rotate-secret).")
+            .req("type", S::constant(json!("webhook-subscription")))
+            .req("id", S::string())
+            .req("merchant_account_id", S::string())
+            .req("url", S::uri())
+            .req("events", S::array(S::reference("WebhookEventFilter")))
+            .req("description", S::string().nullable())
+            .req("active", S::boolean())
+            .req("secret_hint", S::string().desc("`whsec_…` and the last four characters."))
+            .req(
+                "previous_secret_expires_at",
+                S::datetime().nullable().desc("During a rotation: until when the previous secret still signs (both signatures are sent)."),
+            )
+            .req("created_at", S::datetime())
+            .req("updated_at", S::datetime())
+            .opt(
+                "secret",
+                S::string().nullable().with("pattern", "^whsec_").desc(
+                    "Only in the answers of create and rotate-secret: `whsec_` + base64 of 32 random bytes. The HMAC key is the base64-decoded part (Standard Webhooks). A replay of the request under its Idempotency-Key answers null here.",
+                ),
+            )
+            .build(),
+    );
+    add(
+        "WebhookSubscriptions",
+        list_of(
+            "WebhookSubscription",
+            "A page of subscriptions, newest first.",
+        ),
+    );
+    add(
+        "WebhookDeliveryStatus",
+        S::one_of(&["pending", "failed", "delivered", "dead"]).desc(
+            "`pending`: not attempted yet; `failed`: the last attempt failed, another is scheduled (`next_attempt_at`); `delivered`: a 2xx answer; `dead`: given up after the maximum age (3 days by default) or the subscription was deleted.",
+        ),
+    );
+    add(
+        "WebhookDelivery",
+        Obj::new()
+            .desc("One event for one subscription (its `webhook-id` header is `event_id`, the same on every attempt and resend).")
+            .req("type", S::constant(json!("webhook-delivery")))
+            .req("id", S::string())
+            .req("merchant_account_id", S::string())
+            .req("subscription_id", S::string())
+            .req("event_id", S::string())
+            .req("event_name", S::reference("WebhookEventName"))
+            .req("status", S::reference("WebhookDeliveryStatus"))
+            .req("attempts", S::integer().desc("Attempts made so far (all rounds)."))
+            .req("next_attempt_at", S::datetime().nullable())
+            .req("last_status_code", S::integer().nullable())
+            .req("last_error", S::string().nullable())
+            .req("delivered_at", S::datetime().nullable())
+            .req("created_at", S::datetime())
+            .req("updated_at", S::datetime())
+            .opt("event", S::reference("OutboundEvent").desc("`GET /webhook-deliveries/{id}` only: the event as sent."))
+            .opt(
+                "attempt_log",
+                S::array(S::reference("WebhookDeliveryAttempt"))
+                    .desc("`GET /webhook-deliveries/{id}` only: every attempt, oldest first."),
+            )
+            .build(),
+    );
+    add(
+        "WebhookDeliveryAttempt",
+        Obj::new()
+            .req("type", S::constant(json!("webhook-delivery-attempt")))
+            .req("attempt", S::integer().with("minimum", 1))
+            .req("attempted_at", S::datetime())
+            .req("status_code", S::integer().nullable().desc("null: no answer (refused, connection error, timeout)."))
+            .req("latency_ms", S::integer())
+            .req("response_excerpt", S::string().nullable().desc("At most 1 KiB of the answer's body."))
+            .req("error", S::string().nullable())
+            .req("next_attempt_at", S::datetime().nullable().desc("When the retry after this attempt was scheduled (null: delivered or given up)."))
+            .build(),
+    );
+    add(
+        "WebhookDeliveries",
+        list_of("WebhookDelivery", "A page of deliveries, newest first."),
+    );
+    add(
+        "OutboundEvent",
+        Obj::new()
+            .desc("The body of every delivery, signed per Standard Webhooks: headers `webhook-id` (= `id`), `webhook-timestamp` (unix seconds) and `webhook-signature` (`v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">`, one per active secret, space-separated).")
+            .req("type", S::constant(json!("event")))
+            .req("id", S::string().with("pattern", "^evt_"))
+            .req("name", S::reference("WebhookEventName"))
+            .req("created_at", S::datetime())
+            .req("merchant_account_id", S::string())
+            .req("target", S::any().desc("The resource exactly as the API returns it (a Transaction, a Refund, …)."))
+            .build(),
+    );
 }
 
 fn code_list(items: &[&str]) -> String {
@@ -1547,6 +1704,77 @@ fn operations() -> Vec<Op> {
             .param("WebhookEventId")
             .no_body()
             .ok("200", "The row, back in `received`.", tx("WebhookEvent"))
+            .err("404", "NotFound"),
+        // -- outbound webhooks
+        op("post", "/webhook-subscriptions", "create_webhook_subscription", "webhooks", "Subscribe to events")
+            .desc("Makes a subscription and its signing secret, shown in this answer only.")
+            .auth(Secret)
+            .idempotent()
+            .body(tx("WebhookSubscriptionCreate"), true, Some(json!({"url": "https://shop.example/hooks/tollgate", "events": ["transaction.*", "refund.succeeded"]})))
+            .ok("201", "The subscription, with `secret`.", tx("WebhookSubscription"))
+            .err("400", "BadRequest"),
+        op("get", "/webhook-subscriptions", "list_webhook_subscriptions", "webhooks", "List webhook subscriptions")
+            .auth(Secret)
+            .query("cursor", S::string(), false, "A `next_cursor` or `previous_cursor` from an earlier page.")
+            .query("limit", S::integer().with("minimum", 1).with("maximum", 100).with("default", 20), false, "Page size, 1 to 100.")
+            .ok("200", "A page of subscriptions.", tx("WebhookSubscriptions"))
+            .err("400", "BadRequest"),
+        op("get", "/webhook-subscriptions/{id}", "get_webhook_subscription", "webhooks", "Get a webhook subscription")
+            .auth(Secret)
+            .param("WebhookSubscriptionId")
+            .ok("200", "The subscription (never its secret).", tx("WebhookSubscription"))
+            .err("404", "NotFound"),
+        op("put", "/webhook-subscriptions/{id}", "replace_webhook_subscription", "webhooks", "Replace a webhook subscription's settings")
+            .auth(Secret)
+            .param("WebhookSubscriptionId")
+            .body(tx("WebhookSubscriptionUpdate"), true, Some(json!({"url": "https://shop.example/hooks/tollgate", "events": ["*"], "active": true})))
+            .ok("200", "The subscription.", tx("WebhookSubscription"))
+            .err("400", "BadRequest")
+            .err("404", "NotFound"),
+        op("patch", "/webhook-subscriptions/{id}", "update_webhook_subscription", "webhooks", "Update a webhook subscription")
+            .auth(Secret)
+            .param("WebhookSubscriptionId")
+            .body(tx("WebhookSubscriptionUpdate"), true, Some(json!({"active": false})))
+            .ok("200", "The subscription.", tx("WebhookSubscription"))
+            .err("400", "BadRequest")
+            .err("404", "NotFound"),
+        op("delete", "/webhook-subscriptions/{id}", "delete_webhook_subscription", "webhooks", "Delete a webhook subscription")
+            .desc("No new events are made for it; its deliveries still waiting end `dead`. The delivery log is kept.")
+            .auth(Secret)
+            .param("WebhookSubscriptionId")
+            .raw("204", json!({"description": "Deleted."}))
+            .err("404", "NotFound"),
+        op("post", "/webhook-subscriptions/{id}/rotate-secret", "rotate_webhook_secret", "webhooks", "Rotate a subscription's signing secret")
+            .desc("A new secret, shown in this answer only. The previous one keeps signing for a grace period (24 h by default, `webhook_secret_grace_secs`): meanwhile every delivery carries both signatures, so receivers can switch without losing an event.")
+            .auth(Secret)
+            .idempotent()
+            .param("WebhookSubscriptionId")
+            .no_body()
+            .ok("200", "The subscription, with the new `secret`.", tx("WebhookSubscription"))
+            .err("404", "NotFound"),
+        op("get", "/webhook-deliveries", "list_webhook_deliveries", "webhooks", "List webhook deliveries")
+            .desc("The delivery log, newest first.")
+            .auth(Secret)
+            .query("cursor", S::string(), false, "A `next_cursor` or `previous_cursor` from an earlier page.")
+            .query("limit", S::integer().with("minimum", 1).with("maximum", 100).with("default", 20), false, "Page size, 1 to 100.")
+            .query("status", S::array(S::reference("WebhookDeliveryStatus")), false, "Only these statuses (repeatable).")
+            .query("subscription_id", S::string(), false, "Only this subscription's deliveries.")
+            .query("event_name", S::array(S::reference("WebhookEventName")), false, "Only these events (repeatable).")
+            .query("event_id", S::string(), false, "Only the deliveries of this event.")
+            .ok("200", "A page of deliveries.", tx("WebhookDeliveries"))
+            .err("400", "BadRequest"),
+        op("get", "/webhook-deliveries/{id}", "get_webhook_delivery", "webhooks", "Get a webhook delivery with its attempts")
+            .auth(Secret)
+            .param("WebhookDeliveryId")
+            .ok("200", "The delivery, the event as sent, and every attempt.", tx("WebhookDelivery"))
+            .err("404", "NotFound"),
+        op("post", "/webhook-deliveries/{id}/resend", "resend_webhook_delivery", "webhooks", "Resend a webhook delivery")
+            .desc("Attempts the event again now, with the same event id (`webhook-id`) and a fresh round of retries, whatever its status. 409 while an attempt of it is in flight.")
+            .auth(Secret)
+            .idempotent()
+            .param("WebhookDeliveryId")
+            .no_body()
+            .ok("202", "The delivery, due now.", tx("WebhookDelivery"))
             .err("404", "NotFound"),
         // -- merchant accounts
         op("post", "/merchant-accounts", "create_merchant_account", "merchant-accounts", "Create a merchant account")

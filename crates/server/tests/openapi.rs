@@ -1247,3 +1247,60 @@ fn entitlement_bodies_follow_the_handlers() {
         .collect();
     assert_eq!(sku_keys, props(&d, "SkuUse"));
 }
+
+#[test]
+fn webhook_schemas_follow_the_handlers() {
+    let d = doc();
+    let src = source("api/webhooks_out.rs");
+    // Bodies: the handler's field list.
+    let fields = set(const_list(&src, None, "FIELDS"));
+    assert_eq!(props(&d, "WebhookSubscriptionCreate"), fields);
+    assert_eq!(props(&d, "WebhookSubscriptionUpdate"), fields);
+    // Delivery list filters.
+    let op = operation(&d, "get", "/webhook-deliveries");
+    let documented: BTreeSet<String> = op["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .map(|p| deref(&d, p))
+        .filter(|p| p["in"] == "query")
+        .map(|p| p["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(documented, set(const_list(&src, None, "DELIVERY_QUERY")));
+    let statuses = set(const_list(&src, None, "DELIVERY_STATUSES"));
+    let enumerated: BTreeSet<String> = schema(&d, "WebhookDeliveryStatus")["enum"]
+        .as_array()
+        .expect("enum")
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(enumerated, statuses);
+    // Objects: the renderers' keys (plus what only some answers add).
+    let sub = json_keys(&src, r#""type": "webhook-subscription","#);
+    let mut with_secret = sub[""].clone();
+    with_secret.insert("secret".into());
+    assert_eq!(props(&d, "WebhookSubscription"), with_secret);
+    let delivery = json_keys(&src, r#""type": "webhook-delivery","#);
+    let mut full = delivery[""].clone();
+    full.insert("event".into());
+    full.insert("attempt_log".into());
+    assert_eq!(props(&d, "WebhookDelivery"), full);
+    assert!(src.contains(r#"v["event"] ="#) && src.contains(r#"v["attempt_log"] ="#));
+    same_keys(
+        &d,
+        &json_keys(&src, r#""type": "webhook-delivery-attempt","#),
+        "",
+        "WebhookDeliveryAttempt",
+    );
+    // The event envelope as the outbox writes it.
+    let outbox = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../store/src/outbox.rs"),
+    )
+    .expect("outbox.rs");
+    same_keys(
+        &d,
+        &json_keys(&outbox, r#""type": "event","#),
+        "",
+        "OutboundEvent",
+    );
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use clap::{Subcommand, ValueEnum};
 use tollgate_sandbox::{Sandbox, SandboxConfig};
-use tollgate_server::clock::SystemClock;
+use tollgate_server::clock::{Clock, SystemClock};
 use tollgate_server::{Config, SandboxHandle, ServeOptions};
 
 #[derive(Subcommand)]
@@ -87,6 +87,31 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2)]
         warmup_seconds: u64,
     },
+    /// Outbound webhook deliveries/s: the real outbox and delivery worker to a fast local
+    /// receiver.
+    Deliveries {
+        #[arg(long, value_enum, default_value_t = BenchDb::Sqlite)]
+        db: BenchDb,
+        /// PostgreSQL server to create the benchmark database on (its database name is replaced).
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        database_url: String,
+        /// Number of events (one subscription: one delivery each).
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        /// Events per database transaction when enqueuing.
+        #[arg(long, default_value_t = 50)]
+        per_commit: usize,
+        /// Deliveries in flight at once (the server's `webhook_concurrency`).
+        #[arg(long, default_value_t = 128)]
+        concurrency: usize,
+        /// Enqueue every event first, then start the worker: measures delivery alone (a
+        /// backlog draining, e.g. after a receiver outage) instead of the whole pipeline.
+        #[arg(long)]
+        preload: bool,
+        /// Tasks enqueuing at once (as concurrent requests commit changes).
+        #[arg(long, default_value_t = 1)]
+        producers: usize,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -129,6 +154,26 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 connections,
                 seconds,
                 warmup_seconds,
+            )
+            .await
+        }
+        BenchCommand::Deliveries {
+            db,
+            database_url,
+            events,
+            per_commit,
+            concurrency,
+            preload,
+            producers,
+        } => {
+            deliveries(
+                db,
+                &database_url,
+                events,
+                per_commit.max(1),
+                concurrency.max(1),
+                preload,
+                producers.max(1),
             )
             .await
         }
@@ -270,6 +315,293 @@ pub(crate) fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
     };
     let authority = rest.split('/').next().unwrap_or_default();
     Ok(format!("{head}{authority}/{name}{query}"))
+}
+
+/// A fresh data directory (and for PostgreSQL a fresh database) for one benchmark run; `run`
+/// gets the database URL (None: SQLite in the directory) and the directory; both are removed
+/// after.
+async fn with_fresh_db<F, Fut>(db: BenchDb, admin_url: &str, run: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Option<String>, std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let unique = tollgate_store::new_id().replace('-', "");
+    let suffix = &unique[unique.len() - 12..];
+    let data_dir = std::env::temp_dir().join(format!("tollgate-bench-{suffix}"));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let pg = match db {
+        BenchDb::Sqlite => None,
+        BenchDb::Postgres => {
+            let name = format!("tollgate_bench_{suffix}");
+            let url = with_database(admin_url, &name)?;
+            pg_admin(admin_url, &format!("CREATE DATABASE {name}"))
+                .await
+                .with_context(|| {
+                    format!("creating database {name} (is PostgreSQL up at {admin_url}?)")
+                })?;
+            Some((name, url))
+        }
+    };
+    let result = run(pg.as_ref().map(|(_, url)| url.clone()), data_dir.clone()).await;
+    if let Some((name, _)) = &pg
+        && let Err(e) = pg_admin(
+            admin_url,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )
+        .await
+    {
+        eprintln!("warning: could not drop database {name}: {e:#}");
+    }
+    let _ = std::fs::remove_dir_all(&data_dir);
+    result
+}
+
+async fn deliveries(
+    db: BenchDb,
+    admin_url: &str,
+    events: usize,
+    per_commit: usize,
+    concurrency: usize,
+    preload: bool,
+    producers: usize,
+) -> anyhow::Result<()> {
+    tollgate_stripe::install_crypto_provider();
+    with_fresh_db(db, admin_url, |database_url, data_dir| async move {
+        deliveries_on(
+            db,
+            database_url,
+            &data_dir,
+            events,
+            per_commit,
+            (concurrency, producers),
+            preload,
+        )
+        .await
+    })
+    .await
+}
+
+/// What the receiver saw: (webhook-id, when).
+type Seen = Arc<std::sync::Mutex<Vec<(String, Instant)>>>;
+
+async fn deliveries_on(
+    db: BenchDb,
+    database_url: Option<String>,
+    data_dir: &std::path::Path,
+    events: usize,
+    per_commit: usize,
+    (concurrency, producers_n): (usize, usize),
+    preload: bool,
+) -> anyhow::Result<()> {
+    if std::env::var_os("TOLLGATE_MASTER_KEY").is_none() {
+        // SAFETY: set before the server starts, while no other thread of this process reads or
+        // writes the environment.
+        unsafe {
+            std::env::set_var(
+                "TOLLGATE_MASTER_KEY",
+                tollgate_server::crypto::MasterKey::generate_hex(),
+            );
+        }
+    }
+    // The receiver: answers 200 at once and notes when each event arrived.
+    let seen: Seen = Arc::new(std::sync::Mutex::new(Vec::with_capacity(events)));
+    let rx_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let rx_addr = rx_listener.local_addr()?;
+    let rx_seen = seen.clone();
+    let receiver = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let seen = rx_seen.clone();
+            async move {
+                let id = headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                if let Ok(mut s) = seen.lock() {
+                    s.push((id, Instant::now()));
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let rx_task = tokio::spawn(async move {
+        let _ = axum::serve(rx_listener, receiver).await;
+    });
+
+    // The server's state (its store: on SQLite one writer, shared by the producer and the
+    // worker, as a server's requests and worker share it) and its delivery worker.
+    let config = Config {
+        data_dir: data_dir.to_path_buf(),
+        database_url,
+        allow_private_webhook_targets: true,
+        webhook_concurrency: concurrency,
+        webhook_poll_interval_ms: 20,
+        ..Config::default()
+    };
+    let ctx = tollgate_server::context(config, Arc::new(SystemClock), None)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    tollgate_server::api::bootstrap::first_key(&ctx)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let sub_id = tollgate_store::new_id();
+    let secret = tollgate_server::outbound::WebhookSecret::generate();
+    let now = SystemClock.now_ms();
+    tollgate_store::outbox::insert_subscription(
+        ctx.store.writer(),
+        &tollgate_store::outbox::SubscriptionRow {
+            id: sub_id.clone(),
+            merchant_account_id: "default".into(),
+            url: format!("http://{rx_addr}/hook"),
+            events: "[\"*\"]".into(),
+            description: Some("bench".into()),
+            active: true,
+            secret_enc: ctx.keys.seal(&sub_id, secret.expose()),
+            secret_hint: secret.hint(),
+            old_secret_enc: None,
+            old_secret_expires_at: None,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        },
+    )
+    .await?;
+    let spawn_worker = || {
+        tollgate_server::outbound::spawn(ctx.clone())
+            .ok_or_else(|| anyhow!("the delivery worker did not start"))
+    };
+    let mut worker = if preload { None } else { Some(spawn_worker()?) };
+
+    // Producers: the outbox's own enqueue, `per_commit` events per database transaction, from
+    // several tasks at once (as a server's concurrent requests commit changes).
+    let made: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> = Arc::new(
+        std::sync::Mutex::new(std::collections::HashMap::with_capacity(events)),
+    );
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut producers = Vec::new();
+    for _ in 0..producers_n {
+        let (store, made, next) = (ctx.store.clone(), made.clone(), next.clone());
+        producers.push(tokio::spawn(async move {
+            loop {
+                let first = next.fetch_add(per_commit, Ordering::Relaxed);
+                if first >= events {
+                    break;
+                }
+                let k = per_commit.min(events - first);
+                let mut tx = store.begin().await?;
+                let mut ids = Vec::with_capacity(k);
+                for n in first..first + k {
+                    let target =
+                        serde_json::json!({"type": "customer", "customid": format!("bench-{n}")});
+                    let now = SystemClock.now_ms();
+                    if let Some(id) = tollgate_store::outbox::enqueue(
+                        &mut tx,
+                        "default",
+                        "customer.linked",
+                        &target,
+                        now,
+                    )
+                    .await?
+                    {
+                        ids.push(id);
+                    }
+                }
+                tollgate_store::commit(tx).await?;
+                let at = Instant::now();
+                if let Ok(mut m) = made.lock() {
+                    for id in ids {
+                        m.insert(id, at);
+                    }
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for p in producers {
+        p.await??;
+    }
+    let produced_in = started.elapsed();
+    let started = if preload {
+        worker = Some(spawn_worker()?);
+        Instant::now()
+    } else {
+        started
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let n = seen.lock().map(|s| s.len()).unwrap_or(0);
+        if n >= events {
+            break;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("only {n} of {events} deliveries arrived within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    let made = made.lock().map(|m| m.clone()).unwrap_or_default();
+    let last = seen.iter().map(|(_, t)| *t).max().unwrap_or(started);
+    let elapsed = last.duration_since(started);
+    let mut lat: Vec<Duration> = seen
+        .iter()
+        .filter_map(|(id, t)| made.get(id).map(|m| t.saturating_duration_since(*m)))
+        .collect();
+    lat.sort();
+    let unique: std::collections::HashSet<&String> = seen.iter().map(|(id, _)| id).collect();
+    // Let the worker record the last results, then check the log agrees.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let delivered: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'delivered'")
+            .fetch_one(ctx.store.reader())
+            .await?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let db_name = match db {
+        BenchDb::Sqlite => "SQLite (temporary data directory)",
+        BenchDb::Postgres => "PostgreSQL (fresh database, dropped after)",
+    };
+    println!(
+        "deliveries bench: outbox enqueue -> delivery worker -> signed POST to a local receiver (one process)"
+    );
+    println!(
+        "  database: {db_name}; machine: {cores} cores; {concurrency} deliveries in flight; {per_commit} events per enqueue commit, {producers_n} producer(s)"
+    );
+    println!(
+        "  events: {events} enqueued in {:.2} s ({:.0}/s); received {} ({} distinct), {delivered} recorded delivered",
+        produced_in.as_secs_f64(),
+        events as f64 / produced_in.as_secs_f64(),
+        seen.len(),
+        unique.len()
+    );
+    let span = if preload {
+        "worker start to last receipt, the backlog enqueued before"
+    } else {
+        "first enqueue to last receipt"
+    };
+    println!(
+        "  throughput: {:.0} deliveries/s ({span}, {:.2} s)",
+        events as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  latency (commit to receipt): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
+        lat.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    );
+    if let Some(rss) = peak_rss_mib() {
+        println!("  peak RSS (receiver, server and producer in one process): {rss:.0} MiB");
+    }
+    if let Some(w) = worker {
+        w.abort();
+    }
+    rx_task.abort();
+    ctx.store.close().await;
+    Ok(())
 }
 
 async fn transactions(

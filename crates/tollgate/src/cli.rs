@@ -58,6 +58,28 @@ pub struct ServerArgs {
     /// Accept http:// redirect URLs for any host (development only).
     #[arg(long, env = "TOLLGATE_ALLOW_HTTP_REDIRECT_URLS")]
     allow_http_redirect_urls: bool,
+    /// Allow outbound webhook targets on loopback, private, link-local and other non-public
+    /// addresses, and plain http:// URLs (development and tests only: this turns the SSRF guard off).
+    #[arg(long, env = "TOLLGATE_ALLOW_PRIVATE_WEBHOOK_TARGETS")]
+    allow_private_webhook_targets: bool,
+    /// Outbound webhooks: the first retry after about this many milliseconds (then doubling).
+    #[arg(long, env = "TOLLGATE_WEBHOOK_RETRY_BASE_MS")]
+    webhook_retry_base_ms: Option<u64>,
+    /// Outbound webhooks: the longest wait between two attempts, in milliseconds.
+    #[arg(long, env = "TOLLGATE_WEBHOOK_RETRY_MAX_MS")]
+    webhook_retry_max_ms: Option<u64>,
+    /// Outbound webhooks: give a delivery up this many milliseconds after its event (default 3 days).
+    #[arg(long, env = "TOLLGATE_WEBHOOK_MAX_AGE_MS")]
+    webhook_max_age_ms: Option<u64>,
+    /// Outbound webhooks: timeout of one delivery attempt, in milliseconds.
+    #[arg(long, env = "TOLLGATE_WEBHOOK_TIMEOUT_MS")]
+    webhook_timeout_ms: Option<u64>,
+    /// Outbound webhooks: seconds the previous secret keeps signing after a rotation.
+    #[arg(long, env = "TOLLGATE_WEBHOOK_SECRET_GRACE_SECS")]
+    webhook_secret_grace_secs: Option<u64>,
+    /// Outbound webhooks: deliveries in flight at once.
+    #[arg(long, env = "TOLLGATE_WEBHOOK_CONCURRENCY")]
+    webhook_concurrency: Option<usize>,
 }
 
 impl ServerArgs {
@@ -106,6 +128,27 @@ impl ServerArgs {
         }
         if self.allow_http_redirect_urls {
             c.allow_http_redirect_urls = true;
+        }
+        if self.allow_private_webhook_targets {
+            c.allow_private_webhook_targets = true;
+        }
+        if let Some(v) = self.webhook_retry_base_ms {
+            c.webhook_retry_base_ms = v;
+        }
+        if let Some(v) = self.webhook_retry_max_ms {
+            c.webhook_retry_max_ms = v;
+        }
+        if let Some(v) = self.webhook_max_age_ms {
+            c.webhook_max_age_ms = v;
+        }
+        if let Some(v) = self.webhook_timeout_ms {
+            c.webhook_timeout_ms = v;
+        }
+        if let Some(v) = self.webhook_secret_grace_secs {
+            c.webhook_secret_grace_secs = v;
+        }
+        if let Some(v) = self.webhook_concurrency {
+            c.webhook_concurrency = v;
         }
         Ok(c)
     }

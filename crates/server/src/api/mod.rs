@@ -10,6 +10,7 @@ pub mod render;
 pub mod transactions;
 pub mod webhook_events;
 pub mod webhooks_in;
+pub mod webhooks_out;
 
 use axum::Router;
 use axum::extract::{FromRequest, Request};
@@ -81,6 +82,27 @@ pub fn router(ctx: &ApiContext) -> Router<ApiContext> {
         .route(
             "/v1/entitlements/settings",
             get(ent::settings_get).patch(ent::settings_update),
+        )
+        .route(
+            "/webhook-subscriptions",
+            post(webhooks_out::create_subscription).get(webhooks_out::list_subscriptions),
+        )
+        .route(
+            "/webhook-subscriptions/{id}",
+            get(webhooks_out::get_subscription)
+                .put(webhooks_out::update_subscription)
+                .patch(webhooks_out::update_subscription)
+                .delete(webhooks_out::delete_subscription),
+        )
+        .route(
+            "/webhook-subscriptions/{id}/rotate-secret",
+            post(webhooks_out::rotate_secret),
+        )
+        .route("/webhook-deliveries", get(webhooks_out::list_deliveries))
+        .route("/webhook-deliveries/{id}", get(webhooks_out::get_delivery))
+        .route(
+            "/webhook-deliveries/{id}/resend",
+            post(webhooks_out::resend),
         )
         // Idempotency-Key handling for every POST above (SPEC §8).
         .route_layer(axum::middleware::from_fn_with_state(

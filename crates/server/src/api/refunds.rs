@@ -34,6 +34,8 @@ async fn record(
     mut row: RefundRow,
     r: &Value,
 ) -> ApiResult<RefundRow> {
+    let before = row.status.clone();
+    let first_answer = row.stripe_refund_id.is_none();
     row.stripe_refund_id = r["id"].as_str().map(str::to_string);
     let stripe_status = r["status"].as_str().unwrap_or("pending");
     row.status = stripe_map::refund_status(stripe_status).to_string();
@@ -42,7 +44,10 @@ async fn record(
         row.raw_response_code = r["failure_reason"].as_str().map(str::to_string);
     }
     row.updated_at = ctx.now();
-    store_tx::update_refund(ctx.store.writer(), &row).await?;
+    // Stripe's first answer announces the refund (`refund.processing` while it is pending);
+    // later answers only when the status moves.
+    let announce = row.status != before || (first_answer && row.stripe_refund_id.is_some());
+    save_refund(ctx, &row, announce).await?;
     let mut obs = vec![Observation::Refund(stripe_map::refund(r))];
     if let Some(ch) = r["charge"].as_str()
         && let Ok(charge) = stripe.retrieve_charge(ch).await
@@ -51,6 +56,19 @@ async fn record(
     }
     apply_observations(ctx, t, obs).await?;
     Ok(row)
+}
+
+/// Saves a refund row, and with `announce` its outbound event (`refund.<status>`), in one
+/// database transaction (transactional outbox, SPEC §7).
+pub async fn save_refund(ctx: &ApiContext, row: &RefundRow, announce: bool) -> ApiResult<()> {
+    let mut tx = ctx.store.begin().await?;
+    store_tx::update_refund(&mut *tx, row).await?;
+    if announce {
+        let t = store_tx::get_any(&mut *tx, &row.transaction_id, "").await?;
+        crate::outbound::refund_changed(&mut tx, row, t.as_ref(), row.updated_at).await?;
+    }
+    tollgate_store::commit(tx).await?;
+    Ok(())
 }
 
 pub async fn create(
@@ -201,7 +219,7 @@ async fn send(
             row.raw_response_code = e.code().map(str::to_string);
             row.raw_response_description = Some(e.message());
             row.updated_at = ctx.now();
-            store_tx::update_refund(ctx.store.writer(), &row).await?;
+            save_refund(ctx, &row, true).await?;
             Ok(row)
         }
     }

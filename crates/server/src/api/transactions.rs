@@ -727,6 +727,13 @@ pub(crate) async fn apply_locked(
         let (name, data) = event_of(c);
         insert_event(tx, &current, name, data, now).await?;
     }
+    if current.status != status.as_str() {
+        // Its outbound event commits with it (transactional outbox, SPEC §7).
+        let row = store_tx::get_any(&mut **tx, &current.id, "")
+            .await?
+            .ok_or_else(|| ApiError::not_found("transaction"))?;
+        crate::outbound::transaction_changed(tx, &current.status, &row, now).await?;
+    }
     Ok(Some(status))
 }
 
@@ -776,6 +783,7 @@ async fn end_locally(
     let row = store_tx::get_any(&mut *tx, &current.id, "")
         .await?
         .ok_or_else(|| ApiError::not_found("transaction"))?;
+    crate::outbound::transaction_changed(&mut tx, &current.status, &row, now).await?;
     tollgate_store::commit(tx).await?;
     Ok(row)
 }

@@ -109,36 +109,37 @@ impl Notice {
 /// Hands the notices of a transaction to the outbound webhooks, inside that transaction
 /// (transactional outbox, SPEC §7).
 ///
-/// Wired at merge with issue 8: this is where `webhook outbox enqueue(tx, name, target)` is
-/// called for each notice. Until then it only logs.
-pub async fn notify(_tx: &mut Tx, notices: &[Notice]) -> ApiResult<()> {
+/// `permission.*` carry the permission as `GET /v1/permissions` shows it (plus `customid`);
+/// `customer.linked` the link.
+pub async fn notify(tx: &mut Tx, notices: &[Notice], now: i64) -> ApiResult<()> {
     for n in notices {
-        match n {
+        let (merchant, target) = match n {
             Notice::Permission {
                 merchant_account_id,
                 customid,
                 permission,
                 ..
-            } => tracing::info!(
-                event = n.event_name(),
-                merchant_account_id = %merchant_account_id,
-                customid = %customid,
-                permission = %permission["identifier"],
-                "entitlement change"
-            ),
+            } => {
+                let mut target = permission.clone();
+                target["customid"] = json!(customid);
+                (merchant_account_id, target)
+            }
             Notice::CustomerLinked {
                 merchant_account_id,
                 customid,
+                connection_id,
                 stripe_customer_id,
-                ..
-            } => tracing::info!(
-                event = n.event_name(),
-                merchant_account_id = %merchant_account_id,
-                customid = %customid,
-                stripe_customer = %stripe_customer_id,
-                "customer linked"
+                linked_by,
+            } => (
+                merchant_account_id,
+                json!({"type": "customer-link", "customid": customid,
+                       "connection_id": connection_id,
+                       "stripe_customer_id": stripe_customer_id, "linked_by": linked_by}),
             ),
-        }
+        };
+        tracing::info!(event = n.event_name(), merchant_account_id = %merchant, "entitlement notice");
+        // Transactional outbox: the delivery rows commit with the change (SPEC §7).
+        crate::outbound::emit(tx, merchant, n.event_name(), &target, now).await?;
     }
     Ok(())
 }
@@ -295,7 +296,7 @@ async fn on_test_clock(
     for c in customids {
         notices.extend(reevaluate(ctx, &mut tx, &connection.merchant_account_id, &c).await?);
     }
-    notify(&mut tx, &notices).await?;
+    notify(&mut tx, &notices, ctx.now()).await?;
     tollgate_store::commit(tx).await?;
     Ok(())
 }
@@ -418,7 +419,7 @@ pub async fn ingest(
     for cid in &touched {
         notices.extend(reevaluate(ctx, &mut tx, merchant, cid).await?);
     }
-    notify(&mut tx, &notices).await?;
+    notify(&mut tx, &notices, ctx.now()).await?;
     tollgate_store::commit(tx).await?;
     Ok(notices)
 }
@@ -715,7 +716,7 @@ pub async fn reevaluate_now(
 ) -> ApiResult<Vec<Notice>> {
     let mut tx = ctx.store.begin().await?;
     let notices = reevaluate(ctx, &mut tx, merchant, customid).await?;
-    notify(&mut tx, &notices).await?;
+    notify(&mut tx, &notices, ctx.now()).await?;
     tollgate_store::commit(tx).await?;
     Ok(notices)
 }
@@ -868,7 +869,7 @@ pub async fn link_customer(
     if let Some(old) = &moved_from {
         notices.extend(reevaluate(ctx, &mut tx, &connection.merchant_account_id, old).await?);
     }
-    notify(&mut tx, &notices).await?;
+    notify(&mut tx, &notices, ctx.now()).await?;
     tollgate_store::commit(tx).await?;
     let mut more = ingest(ctx, connection, objects, Some(customid)).await?;
     notices.append(&mut more);

@@ -12,4 +12,5 @@ mod expiry;
 mod flows;
 mod idempotency;
 mod outage;
+mod outbound;
 mod webhooks;
