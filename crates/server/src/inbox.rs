@@ -313,7 +313,7 @@ async fn commit_plans(ctx: &ApiContext, rows: &[InboxRow], plans: &[Plan]) -> Ap
     let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
     let due = inbox::lock_due(&mut *tx, &ids, ctx.store.for_update()).await?;
     // Outcomes grouped by (status, note, next attempt), written with one statement each.
-    let mut outcomes: Vec<((&'static str, Option<String>, i64), Vec<&str>)> = Vec::new();
+    let mut outcomes: Vec<(Outcome, Vec<&str>)> = Vec::new();
     for (row, plan) in rows.iter().zip(plans) {
         if !due.contains(&row.id) {
             continue;
@@ -364,6 +364,9 @@ async fn commit_plans(ctx: &ApiContext, rows: &[InboxRow], plans: &[Plan]) -> Ap
     tollgate_store::commit(tx).await?;
     Ok(())
 }
+
+/// (status, note, next attempt) of an inbox row.
+type Outcome = (&'static str, Option<String>, i64);
 
 const NOTHING_NEW: &str = "nothing new for the transaction";
 
