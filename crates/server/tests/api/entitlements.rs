@@ -975,6 +975,13 @@ async fn the_expiry_job_expires_at_period_end(db: Db) {
     catalog(&s).await;
     let pk = s.bound_key(KeyKind::Public, "default").await;
     let (ctx, conn) = inbox(&s).await;
+    // Outbound webhooks of the account: the permission's events reach the outbox.
+    s.post(
+        "/webhook-subscriptions",
+        json!({"url": "https://merchant.example/hooks", "events": ["permission.*", "customer.linked"]}),
+    )
+    .await
+    .expect(201);
     let now = now_ms() / 1000;
     let mut sub = subscription(
         "sub_E",
@@ -1015,4 +1022,30 @@ async fn the_expiry_job_expires_at_period_end(db: Db) {
     assert_eq!(p[0]["is_valid"], false);
     assert_eq!(p[0]["entitlement"], -5);
     assert_eq!(p[0]["expires_date"], Value::Null);
+    // No Stripe event came: the expiry job alone emitted `permission.expired`, after the
+    // `permission.granted` and `customer.linked` of the subscription.
+    for name in [
+        "customer.linked",
+        "permission.granted",
+        "permission.expired",
+    ] {
+        let d = s
+            .get(&format!("/webhook-deliveries?event_name={name}"))
+            .await
+            .expect(200);
+        let items = d["items"].as_array().expect("items");
+        assert_eq!(items.len(), 1, "{name}: {d}");
+    }
+    let d = s
+        .get("/webhook-deliveries?event_name=permission.expired")
+        .await
+        .expect(200);
+    let id = d["items"][0]["id"].as_str().expect("delivery id");
+    let full = s
+        .get(&format!("/webhook-deliveries/{id}"))
+        .await
+        .expect(200);
+    assert_eq!(full["event"]["target"]["customid"], "user-exp", "{full}");
+    assert_eq!(full["event"]["target"]["identifier"], p[0]["identifier"]);
+    assert_eq!(full["event"]["target"]["is_valid"], false);
 }
