@@ -822,10 +822,29 @@ fn not_found_page() -> Response {
     )
 }
 
+/// The style of the sandbox's own pages (3-D Secure, invoices, credit notes).
+const PAGE_CSS: &str = r#"body { font-family: system-ui, sans-serif; margin: 0; background: #f6f8fa; color: #1a1f36; }
+main { max-width: 28rem; margin: 2rem auto; padding: 1.5rem; background: #fff; border-radius: 8px; box-shadow: 0 1px 3px rgba(0,0,0,.15); }
+h1 { font-size: 1.25rem; margin-top: 0; }
+.badge { display: inline-block; font-size: .75rem; padding: .1rem .4rem; border-radius: 4px; background: #ffe08a; }
+dl { display: grid; grid-template-columns: auto 1fr; gap: .25rem 1rem; }
+dt { font-weight: 600; } dd { margin: 0; overflow-wrap: anywhere; }
+.buttons { display: flex; gap: .75rem; margin-top: 1.25rem; }
+button { flex: 1; font-size: 1rem; padding: .75rem; border-radius: 6px; border: 2px solid transparent; cursor: pointer; }
+button:focus-visible { outline: 3px solid #1a1f36; outline-offset: 2px; }
+.complete { background: #0a7b3e; color: #fff; }
+.fail { background: #fff; color: #a4161a; border-color: #a4161a; }"#;
+
 /// A self-contained page (no external assets). The URL carries the client secret, so no
 /// referrer leaves it and nothing caches it.
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
+    private_html(status, html_page(title, PAGE_CSS, body))
+}
+
+/// A sandbox page: the test-mode badge, the (escaped) title, `body` and `css` inline, nothing
+/// loaded from elsewhere. Shared with the hosted checkout page.
+pub(crate) fn html_page(title: &str, css: &str, body: &str) -> String {
+    format!(
         r#"<!doctype html>
 <html lang="en">
 <head>
@@ -834,17 +853,7 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
 <meta name="referrer" content="no-referrer">
 <title>{title}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 0; background: #f6f8fa; color: #1a1f36; }}
-main {{ max-width: 28rem; margin: 2rem auto; padding: 1.5rem; background: #fff; border-radius: 8px; box-shadow: 0 1px 3px rgba(0,0,0,.15); }}
-h1 {{ font-size: 1.25rem; margin-top: 0; }}
-.badge {{ display: inline-block; font-size: .75rem; padding: .1rem .4rem; border-radius: 4px; background: #ffe08a; }}
-dl {{ display: grid; grid-template-columns: auto 1fr; gap: .25rem 1rem; }}
-dt {{ font-weight: 600; }} dd {{ margin: 0; overflow-wrap: anywhere; }}
-.buttons {{ display: flex; gap: .75rem; margin-top: 1.25rem; }}
-button {{ flex: 1; font-size: 1rem; padding: .75rem; border-radius: 6px; border: 2px solid transparent; cursor: pointer; }}
-button:focus-visible {{ outline: 3px solid #1a1f36; outline-offset: 2px; }}
-.complete {{ background: #0a7b3e; color: #fff; }}
-.fail {{ background: #fff; color: #a4161a; border-color: #a4161a; }}
+{css}
 </style>
 </head>
 <body>
@@ -857,7 +866,11 @@ button:focus-visible {{ outline: 3px solid #1a1f36; outline-offset: 2px; }}
 </html>
 "#,
         title = esc(title),
-    );
+    )
+}
+
+/// An HTML answer nothing caches and that sends no referrer (the pages' URLs carry secrets).
+pub(crate) fn private_html(status: StatusCode, html: String) -> Response {
     let mut r = (status, Html(html)).into_response();
     let h = r.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -869,7 +882,7 @@ button:focus-visible {{ outline: 3px solid #1a1f36; outline-offset: 2px; }}
 }
 
 /// HTML escaping for text and attribute values.
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -917,6 +930,10 @@ mod tests {
         assert_eq!(
             esc(r#"<a href="x">'&'</a>"#),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+        assert_eq!(
+            esc("<b a=\"x\">'&'</b>"),
+            "&lt;b a=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/b&gt;"
         );
     }
 }

@@ -140,13 +140,12 @@ pub fn list_products(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value
     })
 }
 
-fn recurring(p: &mut Params) -> Result<Option<Value>> {
-    let Some(mut r) = p.sub("recurring")? else {
-        return Ok(None);
-    };
+/// `interval` and `interval_count` of a `recurring` hash (named `path` in errors): at most
+/// three years, as Stripe allows.
+pub(crate) fn billing_interval(r: &mut Params, path: &str) -> Result<(String, i64)> {
     let interval = r
         .enum_str("interval", &["day", "week", "month", "year"])?
-        .ok_or_else(|| StripeError::missing_param("recurring[interval]"))?;
+        .ok_or_else(|| StripeError::missing_param(&format!("{path}[interval]")))?;
     let count = r.int("interval_count")?.unwrap_or(1);
     let max = match interval.as_str() {
         "day" => 1095,
@@ -158,8 +157,16 @@ fn recurring(p: &mut Params) -> Result<Option<Value>> {
         return Err(StripeError::invalid(
             "Invalid recurring[interval_count]: the maximum billing interval is three years.",
         )
-        .param("recurring[interval_count]"));
+        .param(&format!("{path}[interval_count]")));
     }
+    Ok((interval, count))
+}
+
+fn recurring(p: &mut Params) -> Result<Option<Value>> {
+    let Some(mut r) = p.sub("recurring")? else {
+        return Ok(None);
+    };
+    let (interval, count) = billing_interval(&mut r, "recurring")?;
     let usage = r
         .enum_str("usage_type", &["licensed", "metered"])?
         .unwrap_or_else(|| "licensed".into());

@@ -17,11 +17,12 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{charges, currency, customers, fetch, format_amount, payment_intents, payment_methods};
+use crate::control::esc;
 use crate::error::{Result, StripeError};
 use crate::params::Params;
 use crate::state::{merge_metadata, new_id, random_string};
@@ -189,24 +190,8 @@ fn inline_price(ctx: &mut Ctx, mut pd: Params, prefix: &str) -> Result<Value> {
     let recurring = match pd.sub("recurring")? {
         None => Value::Null,
         Some(mut r) => {
-            let interval = r
-                .enum_str("interval", &["day", "week", "month", "year"])?
-                .ok_or_else(|| {
-                    StripeError::missing_param(&format!("{prefix}[recurring][interval]"))
-                })?;
-            let count = r.int("interval_count")?.unwrap_or(1);
-            let max = match interval.as_str() {
-                "day" => 1095,
-                "week" => 156,
-                "month" => 36,
-                _ => 3,
-            };
-            if !(1..=max).contains(&count) {
-                return Err(StripeError::invalid(
-                    "Invalid recurring[interval_count]: the maximum billing interval is three years.",
-                )
-                .param(&format!("{prefix}[recurring][interval_count]")));
-            }
+            let (interval, count) =
+                super::catalog::billing_interval(&mut r, &format!("{prefix}[recurring]"))?;
             r.finish()?;
             json!({"interval": interval, "interval_count": count, "meter": null,
                    "trial_period_days": null, "usage_type": "licensed"})
@@ -832,50 +817,21 @@ pub fn list(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> {
 }
 
 /// `GET /v1/checkout/sessions/{id}/line_items`: in the order given at creation.
-pub fn line_items(ctx: &mut Ctx, mut p: Params, ids: &[String]) -> Result<Value> {
+pub fn line_items(ctx: &mut Ctx, p: Params, ids: &[String]) -> Result<Value> {
     let id = &ids[0];
     get(ctx, id)?;
-    let limit = p.int("limit")?.unwrap_or(10);
-    if !(1..=100).contains(&limit) {
-        return Err(
-            StripeError::invalid("Invalid limit: must be between 1 and 100")
-                .code("parameter_invalid_integer")
-                .param("limit"),
-        );
-    }
-    let after = p.opt_str("starting_after")?;
-    let before = p.opt_str("ending_before")?;
-    p.finish()?;
-    if after.is_some() && before.is_some() {
+    if p.has("starting_after") && p.has("ending_before") {
         return Err(StripeError::invalid(
             "You may only specify one of these parameters: ending_before, starting_after.",
         ));
     }
     let items = stored_items(ctx, id);
-    let limit = limit as usize;
-    let pos = |cursor: &str, param: &str| {
-        items
-            .iter()
-            .position(|i| i["id"] == cursor)
-            .ok_or_else(|| StripeError::missing("item", cursor, param))
-    };
-    let (page, has_more) = if let Some(a) = &after {
-        let start = pos(a, "starting_after")? + 1;
-        let end = (start + limit).min(items.len());
-        (items[start..end].to_vec(), end < items.len())
-    } else if let Some(b) = &before {
-        let end = pos(b, "ending_before")?;
-        let start = end.saturating_sub(limit);
-        (items[start..end].to_vec(), start > 0)
-    } else {
-        let end = limit.min(items.len());
-        (items[..end].to_vec(), end < items.len())
-    };
-    Ok(list_object(
+    super::page_array(
+        p,
+        &items,
         &format!("/v1/checkout/sessions/{id}/line_items"),
-        page,
-        has_more,
-    ))
+        "item",
+    )
 }
 
 /// `POST /v1/checkout/sessions/{id}/expire`.
@@ -1887,40 +1843,13 @@ fn simple_page(status: StatusCode, title: &str, body: &str) -> Response {
 }
 
 fn page_html(title: &str, body: &str) -> String {
-    format!(
-        r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
-<title>{title}</title>
-<style>
-{css}
-</style>
-</head>
-<body>
-<main>
-<p class="badge">Stripe sandbox (test mode)</p>
-<h1>{title}</h1>
-{body}
-</main>
-</body>
-</html>
-"#,
-        title = esc(title),
-        css = include_str!("../../assets/checkout.css"),
-    )
+    crate::control::html_page(title, include_str!("../../assets/checkout.css"), body)
 }
 
+/// The sandbox's private page headers, plus a policy that allows no script at all.
 fn with_headers(status: StatusCode, html: String) -> Response {
-    let mut r = (status, Html(html)).into_response();
+    let mut r = crate::control::private_html(status, html);
     let h = r.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -1934,33 +1863,9 @@ fn with_headers(status: StatusCode, html: String) -> Response {
     r
 }
 
-/// HTML escaping for text and attribute values.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escaping() {
-        assert_eq!(
-            esc("<b a=\"x\">'&'</b>"),
-            "&lt;b a=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/b&gt;"
-        );
-    }
 
     #[test]
     fn card_form() {

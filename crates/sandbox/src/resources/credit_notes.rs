@@ -388,7 +388,7 @@ pub fn list(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> {
 pub fn lines(ctx: &mut Ctx, p: Params, ids: &[String]) -> Result<Value> {
     let cn = get(ctx, &ids[0])?;
     let data = cn["lines"]["data"].as_array().cloned().unwrap_or_default();
-    invoices::page_array(
+    super::page_array(
         p,
         &data,
         &format!("/v1/credit_notes/{}/lines", ids[0]),

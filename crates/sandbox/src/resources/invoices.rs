@@ -850,49 +850,10 @@ pub fn list(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> {
     })
 }
 
-/// Pages through an embedded array (`lines`) with Stripe's list parameters.
-pub fn page_array(mut p: Params, data: &[Value], url: &str, kind: &str) -> Result<Value> {
-    let limit = p.int("limit")?.unwrap_or(10);
-    if !(1..=100).contains(&limit) {
-        return Err(
-            StripeError::invalid("Invalid limit: must be between 1 and 100")
-                .code("parameter_invalid_integer")
-                .param("limit"),
-        );
-    }
-    let after = p.opt_str("starting_after")?;
-    let before = p.opt_str("ending_before")?;
-    p.finish()?;
-    let limit = limit as usize;
-    let pos = |id: &str, param: &str| {
-        data.iter()
-            .position(|v| v["id"] == id)
-            .ok_or_else(|| StripeError::missing(kind, id, param))
-    };
-    let (page, more): (Vec<Value>, bool) = if let Some(a) = after {
-        let i = pos(&a, "starting_after")? + 1;
-        let rest = &data[i..];
-        (
-            rest.iter().take(limit).cloned().collect(),
-            rest.len() > limit,
-        )
-    } else if let Some(b) = before {
-        let i = pos(&b, "ending_before")?;
-        let start = i.saturating_sub(limit);
-        (data[start..i].to_vec(), start > 0)
-    } else {
-        (
-            data.iter().take(limit).cloned().collect(),
-            data.len() > limit,
-        )
-    };
-    Ok(list_object(url, page, more))
-}
-
 pub fn lines(ctx: &mut Ctx, p: Params, ids: &[String]) -> Result<Value> {
     let inv = get(ctx, &ids[0])?;
     let data = inv["lines"]["data"].as_array().cloned().unwrap_or_default();
-    page_array(
+    super::page_array(
         p,
         &data,
         &format!("/v1/invoices/{}/lines", ids[0]),

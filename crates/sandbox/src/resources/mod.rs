@@ -432,6 +432,46 @@ pub fn list(
     Ok(list_object(url, data, has_more))
 }
 
+/// Pages through an array kept in order (an invoice's `lines`, a session's line items) with
+/// Stripe's list parameters.
+pub fn page_array(mut p: Params, data: &[Value], url: &str, kind: &str) -> Result<Value> {
+    let limit = p.int("limit")?.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return Err(
+            StripeError::invalid("Invalid limit: must be between 1 and 100")
+                .code("parameter_invalid_integer")
+                .param("limit"),
+        );
+    }
+    let after = p.opt_str("starting_after")?;
+    let before = p.opt_str("ending_before")?;
+    p.finish()?;
+    let limit = limit as usize;
+    let pos = |id: &str, param: &str| {
+        data.iter()
+            .position(|v| v["id"] == id)
+            .ok_or_else(|| StripeError::missing(kind, id, param))
+    };
+    let (page, more): (Vec<Value>, bool) = if let Some(a) = after {
+        let i = pos(&a, "starting_after")? + 1;
+        let rest = &data[i..];
+        (
+            rest.iter().take(limit).cloned().collect(),
+            rest.len() > limit,
+        )
+    } else if let Some(b) = before {
+        let i = pos(&b, "ending_before")?;
+        let start = i.saturating_sub(limit);
+        (data[start..i].to_vec(), start > 0)
+    } else {
+        (
+            data.iter().take(limit).cloned().collect(),
+            data.len() > limit,
+        )
+    };
+    Ok(list_object(url, page, more))
+}
+
 /// A `created`-style filter: an integer or `{gt, gte, lt, lte}`.
 #[derive(Default, Clone, Copy)]
 pub struct Range {

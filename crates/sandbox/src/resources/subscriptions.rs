@@ -24,6 +24,23 @@ const INCOMPLETE_EXPIRES_SECS: i64 = 23 * 3600;
 const TRIAL_WILL_END_SECS: i64 = 3 * 86_400;
 /// A trial may last at most two years (730 days).
 const MAX_TRIAL_SECS: i64 = 730 * 86_400;
+
+/// A `trial_end` timestamp: in the future, at most two years ahead.
+fn check_trial_end(t: i64, now: i64) -> Result<()> {
+    if t > now + MAX_TRIAL_SECS {
+        return Err(StripeError::invalid(
+            "Invalid timestamp: can be no more than two years in the future.",
+        )
+        .param("trial_end"));
+    }
+    if t <= now {
+        return Err(StripeError::invalid(
+            "Invalid timestamp: must be an integer Unix timestamp in the future.",
+        )
+        .param("trial_end"));
+    }
+    Ok(())
+}
 /// The largest quantity of one item.
 const MAX_QUANTITY: i64 = 1_000_000;
 const LIVE: &[&str] = &[
@@ -505,18 +522,7 @@ pub fn create(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> {
     let trial = match (trial_end, trial_days) {
         (Some(TrialEnd::Now), _) => None,
         (Some(TrialEnd::At(t)), _) => {
-            if t > now + MAX_TRIAL_SECS {
-                return Err(StripeError::invalid(
-                    "Invalid timestamp: can be no more than two years in the future.",
-                )
-                .param("trial_end"));
-            }
-            if t <= now {
-                return Err(StripeError::invalid(
-                    "Invalid timestamp: must be an integer Unix timestamp in the future.",
-                )
-                .param("trial_end"));
-            }
+            check_trial_end(t, now)?;
             Some(t)
         }
         (None, Some(d)) if d > 0 => Some(now + d.min(730) * 86_400),
@@ -841,18 +847,7 @@ fn update_now(ctx: &mut Ctx, mut p: Params, id: &str) -> Result<Value> {
     match trial_end {
         Some(TrialEnd::Now) if status == "trialing" => end_trial = true,
         Some(TrialEnd::At(t)) if status == "trialing" => {
-            if t > now + MAX_TRIAL_SECS {
-                return Err(StripeError::invalid(
-                    "Invalid timestamp: can be no more than two years in the future.",
-                )
-                .param("trial_end"));
-            }
-            if t <= now {
-                return Err(StripeError::invalid(
-                    "Invalid timestamp: must be an integer Unix timestamp in the future.",
-                )
-                .param("trial_end"));
-            }
+            check_trial_end(t, now)?;
             sub["trial_end"] = json!(t);
             set_period(&mut sub, start, t);
             sub["billing_cycle_anchor"] = json!(t);
@@ -1521,7 +1516,7 @@ pub fn list_items(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> {
     let sub_id = p.req_str("subscription")?;
     let sub = get(ctx, &sub_id)?;
     let data = sub["items"]["data"].as_array().cloned().unwrap_or_default();
-    invoices::page_array(
+    super::page_array(
         p,
         &data,
         &format!("/v1/subscription_items?subscription={sub_id}"),
