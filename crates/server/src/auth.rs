@@ -3,6 +3,7 @@
 //! random bits, stored as SHA-256 and compared in constant time.
 
 use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -62,12 +63,12 @@ pub fn new_key(
     (row, full)
 }
 
-pub(crate) fn hash(secret: &str) -> String {
+fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// Splits a presented key into (kind, id, secret).
-pub(crate) fn split(key: &str) -> Option<(KeyKind, &str, &str)> {
+fn split(key: &str) -> Option<(KeyKind, &str, &str)> {
     let (kind, rest) = if let Some(r) = key.strip_prefix("tg_sk_") {
         (KeyKind::Secret, r)
     } else if let Some(r) = key.strip_prefix("tg_pk_") {
@@ -113,6 +114,62 @@ impl Caller {
     }
 }
 
+fn unauthorized() -> ApiError {
+    ApiError::Unauthorized("No valid API authentication found".into())
+}
+
+/// The key of `Authorization: Bearer tg_…`, split into (kind, id, secret).
+pub(crate) fn presented_key(headers: &HeaderMap) -> Result<(KeyKind, &str, &str), ApiError> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(unauthorized)?;
+    let key = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .ok_or_else(unauthorized)?
+        .trim();
+    split(key).ok_or_else(unauthorized)
+}
+
+/// The stored key `row` if `secret` is its secret (constant-time), it is not revoked and it is
+/// of `kind`.
+pub(crate) fn verify_key(
+    row: Option<ApiKeyRow>,
+    kind: KeyKind,
+    secret: &str,
+) -> Result<ApiKeyRow, ApiError> {
+    let row = row.ok_or_else(unauthorized)?;
+    let matches: bool = hash(secret)
+        .as_bytes()
+        .ct_eq(row.secret_hash.as_bytes())
+        .into();
+    if !matches || row.revoked_at.is_some() || row.kind != kind.as_str() {
+        return Err(unauthorized());
+    }
+    Ok(row)
+}
+
+/// The merchant account a key acts for: its own, or for an operator key the one named by
+/// `X-Merchant-Account-Id` (alias `x-gr4vy-merchant-account-id`; default `default`).
+pub(crate) fn acting_account(row: &ApiKeyRow, headers: &HeaderMap) -> Result<String, ApiError> {
+    let asked = headers
+        .get("x-merchant-account-id")
+        .or_else(|| headers.get("x-gr4vy-merchant-account-id"))
+        .and_then(|v| v.to_str().ok());
+    Ok(match (&row.merchant_account_id, asked) {
+        (Some(bound), None) => bound.clone(),
+        (Some(bound), Some(asked)) if bound == asked => bound.clone(),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::Forbidden(
+                "This key is bound to another merchant account.".into(),
+            ));
+        }
+        (None, Some(asked)) => asked.to_string(),
+        (None, None) => crate::DEFAULT_MERCHANT_ACCOUNT.to_string(),
+    })
+}
+
 /// Extracts the caller from `Authorization: Bearer tg_…` and `X-Merchant-Account-Id`
 /// (alias `x-gr4vy-merchant-account-id`). Cookies are never read here.
 impl FromRequestParts<ApiContext> for Caller {
@@ -122,47 +179,11 @@ impl FromRequestParts<ApiContext> for Caller {
         parts: &mut Parts,
         ctx: &ApiContext,
     ) -> Result<Self, Self::Rejection> {
-        let unauthorized = || ApiError::Unauthorized("No valid API authentication found".into());
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(unauthorized)?;
-        let key = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(unauthorized)?
-            .trim();
-        let (kind, id, secret) = split(key).ok_or_else(unauthorized)?;
-        let row = tollgate_store::accounts::get_api_key(ctx.store.reader(), id)
-            .await?
-            .ok_or_else(unauthorized)?;
-        let presented = hash(secret);
-        let matches: bool = presented
-            .as_bytes()
-            .ct_eq(row.secret_hash.as_bytes())
-            .into();
-        if !matches || row.revoked_at.is_some() || row.kind != kind.as_str() {
-            return Err(unauthorized());
-        }
-        let asked = parts
-            .headers
-            .get("x-merchant-account-id")
-            .or_else(|| parts.headers.get("x-gr4vy-merchant-account-id"))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let (kind, id, secret) = presented_key(&parts.headers)?;
+        let row = tollgate_store::accounts::get_api_key(ctx.store.reader(), id).await?;
+        let row = verify_key(row, kind, secret)?;
+        let merchant_account_id = acting_account(&row, &parts.headers)?;
         let operator = row.merchant_account_id.is_none();
-        let merchant_account_id = match (&row.merchant_account_id, asked) {
-            (Some(bound), None) => bound.clone(),
-            (Some(bound), Some(asked)) if *bound == asked => bound.clone(),
-            (Some(_), Some(_)) => {
-                return Err(ApiError::Forbidden(
-                    "This key is bound to another merchant account.".into(),
-                ));
-            }
-            (None, Some(asked)) => asked,
-            (None, None) => crate::DEFAULT_MERCHANT_ACCOUNT.to_string(),
-        };
         if operator
             && tollgate_store::accounts::get_merchant_account(
                 ctx.store.reader(),

@@ -86,11 +86,7 @@ fn apply_fields(
     c: &mut ConnectionRow,
     body: &Map<String, Value>,
 ) -> ApiResult<()> {
-    for k in body.keys() {
-        if !FIELDS.contains(&k.as_str()) {
-            return Err(ApiError::field(&format!("/{k}"), "Unknown field."));
-        }
-    }
+    super::unknown_fields(body, FIELDS)?;
     if let Some(t) = str_field(body, "type")?
         && t != "stripe"
     {

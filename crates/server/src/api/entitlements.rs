@@ -16,21 +16,12 @@ use tollgate_store::{ApiKeyRow, ConnectionRow, connections};
 
 use super::JsonBody;
 use crate::ApiContext;
-use crate::auth::{Caller, KeyKind};
+use crate::auth::Caller;
 use crate::clock::rfc3339;
 use crate::entitlements as ent;
 use crate::error::{ApiError, ApiResult, Detail};
 
 // ---- validation helpers ----------------------------------------------------------------------
-
-fn unknown_fields(body: &Map<String, Value>, allowed: &[&str]) -> ApiResult<()> {
-    for k in body.keys() {
-        if !allowed.contains(&k.as_str()) {
-            return Err(ApiError::field(&format!("/{k}"), "Unknown field."));
-        }
-    }
-    Ok(())
-}
 
 /// Identifiers (SKUs, permissions): 1 to 100 of letters, digits, `.`, `_`, `-`.
 fn identifier(body: &Map<String, Value>, key: &str) -> ApiResult<String> {
@@ -137,7 +128,7 @@ pub async fn sku_create(
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require_secret()?;
-    unknown_fields(&body, SKU_FIELDS)?;
+    super::unknown_fields(&body, SKU_FIELDS)?;
     let id = identifier(&body, "identifier")?;
     let now = ctx.now();
     let mut row = SkuRow {
@@ -191,7 +182,7 @@ pub async fn sku_update(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require_secret()?;
-    unknown_fields(&body, &["store", "product_id", "kind"])?;
+    super::unknown_fields(&body, &["store", "product_id", "kind"])?;
     let mut row = load_sku(&ctx, &caller, &id).await?;
     sku_fields(&mut row, &body, false)?;
     row.updated_at = ctx.now();
@@ -298,7 +289,7 @@ pub async fn definition_create(
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require_secret()?;
-    unknown_fields(&body, DEFINITION_FIELDS)?;
+    super::unknown_fields(&body, DEFINITION_FIELDS)?;
     let merchant = caller.merchant_account_id.as_str();
     let id = identifier(&body, "identifier")?;
     let skus = definition_skus(&ctx, merchant, &body).await?;
@@ -347,7 +338,7 @@ pub async fn definition_update(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require_secret()?;
-    unknown_fields(&body, &["skus"])?;
+    super::unknown_fields(&body, &["skus"])?;
     let merchant = caller.merchant_account_id.as_str();
     load_definition(&ctx, merchant, &id).await?;
     let skus = definition_skus(&ctx, merchant, &body).await?;
@@ -410,7 +401,7 @@ pub async fn connect_stripe(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require_secret()?;
-    unknown_fields(&body, CONNECT_FIELDS)?;
+    super::unknown_fields(&body, CONNECT_FIELDS)?;
     let customid = body
         .get("customid")
         .and_then(Value::as_str)
@@ -452,17 +443,7 @@ pub const PERMISSIONS_QUERY: &[&str] = &["customid"];
 
 /// Authenticates a permission read: a public (or secret) key, from the short cache.
 async fn check_caller(ctx: &ApiContext, headers: &HeaderMap) -> ApiResult<(String, String)> {
-    let unauthorized = || ApiError::Unauthorized("No valid API authentication found".into());
-    let header = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(unauthorized)?;
-    let key = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-        .ok_or_else(unauthorized)?
-        .trim();
-    let (kind, id, secret) = crate::auth::split(key).ok_or_else(unauthorized)?;
+    let (kind, id, secret) = crate::auth::presented_key(headers)?;
     let row: Option<ApiKeyRow> = match ctx.entitlements.cached_key(id) {
         Some(r) => r,
         None => {
@@ -471,31 +452,8 @@ async fn check_caller(ctx: &ApiContext, headers: &HeaderMap) -> ApiResult<(Strin
             r
         }
     };
-    let row = row.ok_or_else(unauthorized)?;
-    let presented = crate::auth::hash(secret);
-    let matches: bool = presented
-        .as_bytes()
-        .ct_eq(row.secret_hash.as_bytes())
-        .into();
-    if !matches || row.revoked_at.is_some() || row.kind != kind.as_str() {
-        return Err(unauthorized());
-    }
-    let asked = headers
-        .get("x-merchant-account-id")
-        .or_else(|| headers.get("x-gr4vy-merchant-account-id"))
-        .and_then(|v| v.to_str().ok());
-    let merchant = match (&row.merchant_account_id, asked) {
-        (Some(bound), None) => bound.clone(),
-        (Some(bound), Some(a)) if bound == a => bound.clone(),
-        (Some(_), Some(_)) => {
-            return Err(ApiError::Forbidden(
-                "This key is bound to another merchant account.".into(),
-            ));
-        }
-        (None, Some(a)) => a.to_string(),
-        (None, None) => crate::DEFAULT_MERCHANT_ACCOUNT.to_string(),
-    };
-    let _ = KeyKind::Public;
+    let row = crate::auth::verify_key(row, kind, secret)?;
+    let merchant = crate::auth::acting_account(&row, headers)?;
     Ok((row.id, merchant))
 }
 
@@ -729,7 +687,7 @@ pub async fn settings_update(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require_secret()?;
-    unknown_fields(&body, SETTINGS_FIELDS)?;
+    super::unknown_fields(&body, SETTINGS_FIELDS)?;
     let merchant = caller.merchant_account_id.as_str();
     let mut s = es::get_settings(ctx.store.reader(), merchant).await?;
     if body.contains_key("grace_days") {

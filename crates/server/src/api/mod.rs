@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use serde_json::{Map, Value};
 
 use crate::ApiContext;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -139,6 +139,16 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     }
 }
 
+/// Refuses the first body field not in `allowed` (a 400 naming it).
+pub fn unknown_fields(body: &Map<String, Value>, allowed: &[&str]) -> ApiResult<()> {
+    for k in body.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(ApiError::field(&format!("/{k}"), "Unknown field."));
+        }
+    }
+    Ok(())
+}
+
 pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
@@ -158,6 +168,67 @@ pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
             ),
         )),
     }
+}
+
+/// A decoded list cursor: (sort stamp, id, forward).
+pub type Cursor = (i64, String, bool);
+
+/// `limit` (1 to 100, default 20) and `cursor` of a list request.
+pub fn page_params(
+    q: &std::collections::HashMap<String, Vec<String>>,
+) -> ApiResult<(Option<Cursor>, i64)> {
+    let one = |k: &str| q.get(k).and_then(|v| v.last()).cloned();
+    let limit = match one("limit") {
+        None => 20,
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=100).contains(l))
+            .ok_or_else(|| ApiError::query("/limit", "Must be between 1 and 100."))?,
+    };
+    let cursor = match one("cursor") {
+        Some(c) if !c.is_empty() => Some(
+            cursor::decode(&c)
+                .ok_or_else(|| ApiError::query("/cursor", "Not a cursor this server made."))?,
+        ),
+        _ => None,
+    };
+    Ok((cursor, limit))
+}
+
+/// Trims the `limit + 1` rows a list read to a page, with its cursors newest first: `next` continues after the
+/// last item; `previous` goes back before the first, and exists whenever this page did not start
+/// at the top.
+pub fn paginate<T>(
+    mut rows: Vec<T>,
+    limit: i64,
+    cursor: Option<&Cursor>,
+    key: impl Fn(&T) -> (i64, String),
+) -> (Vec<T>, Option<String>, Option<String>) {
+    let more = rows.len() as i64 > limit;
+    let backwards = matches!(cursor, Some((_, _, false)));
+    if more {
+        if backwards {
+            rows.remove(0);
+        } else {
+            rows.truncate(limit as usize);
+        }
+    }
+    let next = match (rows.last(), more || backwards) {
+        (Some(last), true) => {
+            let (c, id) = key(last);
+            Some(cursor::encode(c, &id, true))
+        }
+        _ => None,
+    };
+    let previous = match (rows.first(), cursor.is_some() && (!backwards || more)) {
+        (Some(first), true) => {
+            let (c, id) = key(first);
+            Some(cursor::encode(c, &id, false))
+        }
+        _ => None,
+    };
+    (rows, next, previous)
 }
 
 /// Opaque list cursors: base64url of `created_at:id:direction`.

@@ -1113,26 +1113,10 @@ pub async fn list(
         cursor: cursor.clone(),
         limit,
     };
-    let mut rows = store_tx::list(ctx.store.reader(), &filter).await?;
-    let more = rows.len() as i64 > limit;
-    let backwards = matches!(cursor, Some((_, _, false)));
-    if more {
-        if backwards {
-            rows.remove(0);
-        } else {
-            rows.truncate(limit as usize);
-        }
-    }
-    // Newest first: `next` continues after the last item; `previous` goes back before the
-    // first, and exists whenever this page did not start at the top.
-    let next = match (rows.last(), more || backwards) {
-        (Some(last), true) => Some(super::cursor::encode(last.created_at, &last.id, true)),
-        _ => None,
-    };
-    let previous = match (rows.first(), cursor.is_some() && (!backwards || more)) {
-        (Some(first), true) => Some(super::cursor::encode(first.created_at, &first.id, false)),
-        _ => None,
-    };
+    let rows = store_tx::list(ctx.store.reader(), &filter).await?;
+    let (rows, next, previous) = super::paginate(rows, limit, cursor.as_ref(), |t| {
+        (t.created_at, t.id.clone())
+    });
     let items = rows
         .iter()
         .map(|t| render::transaction(t, &Fresh::default()))
@@ -1156,11 +1140,7 @@ pub async fn capture(
         "tracking",
         "external_identifier",
     ];
-    for k in body.keys() {
-        if !FIELDS.contains(&k.as_str()) {
-            return Err(ApiError::field(&format!("/{k}"), "Unknown field."));
-        }
-    }
+    super::unknown_fields(&body, FIELDS)?;
     let t = load(&ctx, &caller, &id).await?;
     if t.status != "authorization_succeeded" {
         return Err(ApiError::bad_request(format!(

@@ -70,14 +70,7 @@ pub async fn list(
         }
     }
     let one = |k: &str| q.get(k).and_then(|v| v.last()).cloned();
-    let limit = match one("limit") {
-        None => 20,
-        Some(v) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| ApiError::query("/limit", "Must be an integer between 1 and 100."))?,
-    };
+    let (cursor, limit) = super::page_params(&q)?;
     let statuses = q.get("status").cloned().unwrap_or_default();
     for s in &statuses {
         if !inbox::STATUSES.contains(&s.as_str()) {
@@ -87,41 +80,20 @@ pub async fn list(
             ));
         }
     }
-    let cursor = match one("cursor") {
-        Some(c) if !c.is_empty() => {
-            let (_, id, after) = super::cursor::decode(&c)
-                .ok_or_else(|| ApiError::query("/cursor", "Not a cursor this server made."))?;
-            Some((id, after))
-        }
-        _ => None,
-    };
     let filter = ListFilter {
         merchant_account_id: caller.merchant_account_id.clone(),
         statuses,
         connection_id: one("connection_id"),
         event_type: one("type"),
         stripe_event_id: one("stripe_event_id"),
-        cursor: cursor.clone(),
+        // Inbox ids are time-ordered: the id alone is the position.
+        cursor: cursor.as_ref().map(|(_, id, after)| (id.clone(), *after)),
         limit,
     };
-    let mut rows = inbox::list(ctx.store.reader(), &filter).await?;
-    let more = rows.len() as i64 > limit;
-    let backwards = matches!(cursor, Some((_, false)));
-    if more {
-        if backwards {
-            rows.remove(0);
-        } else {
-            rows.truncate(limit as usize);
-        }
-    }
-    let next = match (rows.last(), more || backwards) {
-        (Some(last), true) => Some(super::cursor::encode(last.received_at, &last.id, true)),
-        _ => None,
-    };
-    let previous = match (rows.first(), cursor.is_some() && (!backwards || more)) {
-        (Some(first), true) => Some(super::cursor::encode(first.received_at, &first.id, false)),
-        _ => None,
-    };
+    let rows = inbox::list(ctx.store.reader(), &filter).await?;
+    let (rows, next, previous) = super::paginate(rows, limit, cursor.as_ref(), |r| {
+        (r.received_at, r.id.clone())
+    });
     let items = rows.iter().map(|r| render(r, false)).collect();
     Ok(Json(super::render::page(items, limit, next, previous)))
 }
@@ -150,9 +122,7 @@ pub async fn replay(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require_secret()?;
-    if let Some(k) = body.keys().next() {
-        return Err(ApiError::field(&format!("/{k}"), "Unknown field."));
-    }
+    super::unknown_fields(&body, &[])?;
     let row = load(&ctx, &caller, &id).await?;
     inbox::replay(ctx.store.writer(), &row.id, ctx.now()).await?;
     ctx.inbox.wake.notify_waiters();
@@ -169,11 +139,7 @@ pub async fn sync(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require_secret()?;
-    for k in body.keys() {
-        if !SYNC_FIELDS.contains(&k.as_str()) {
-            return Err(ApiError::field(&format!("/{k}"), "Unknown field."));
-        }
-    }
+    super::unknown_fields(&body, SYNC_FIELDS)?;
     let since = match body.get("since") {
         None | Some(Value::Null) => None,
         Some(v) => {

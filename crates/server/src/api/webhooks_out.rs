@@ -109,11 +109,7 @@ struct Input {
 }
 
 fn parse_input(ctx: &ApiContext, body: &Map<String, Value>) -> ApiResult<Input> {
-    for k in body.keys() {
-        if !FIELDS.contains(&k.as_str()) {
-            return Err(ApiError::field(&format!("/{k}"), "Unknown field."));
-        }
-    }
+    super::unknown_fields(body, FIELDS)?;
     let mut input = Input::default();
     match body.get("url") {
         None => {}
@@ -259,7 +255,7 @@ pub async fn list_subscriptions(
             ));
         }
     }
-    let (cursor, limit) = page_params(&q)?;
+    let (cursor, limit) = super::page_params(&q)?;
     let rows = outbox::list_subscriptions(
         ctx.store.reader(),
         &caller.merchant_account_id,
@@ -268,7 +264,7 @@ pub async fn list_subscriptions(
     )
     .await?;
     let now = ctx.now();
-    let (rows, next, previous) = paginate(rows, limit, cursor.as_ref(), |s| {
+    let (rows, next, previous) = super::paginate(rows, limit, cursor.as_ref(), |s| {
         (s.created_at, s.id.clone())
     });
     let items = rows.iter().map(|s| render_subscription(s, now)).collect();
@@ -380,9 +376,7 @@ pub async fn rotate_secret(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     caller.require_secret()?;
-    if let Some(k) = body.keys().next() {
-        return Err(ApiError::field(&format!("/{k}"), "Unknown field."));
-    }
+    super::unknown_fields(&body, &[])?;
     let now = ctx.now();
     let secret = WebhookSecret::generate();
     let mut tx = ctx.store.begin().await?;
@@ -427,7 +421,7 @@ pub async fn list_deliveries(
             ));
         }
     }
-    let (cursor, limit) = page_params(&q)?;
+    let (cursor, limit) = super::page_params(&q)?;
     let statuses = q.get("status").cloned().unwrap_or_default();
     for s in &statuses {
         if !DELIVERY_STATUSES.contains(&s.as_str()) {
@@ -448,7 +442,7 @@ pub async fn list_deliveries(
         limit,
     };
     let rows = outbox::list_deliveries(ctx.store.reader(), &filter).await?;
-    let (rows, next, previous) = paginate(rows, limit, cursor.as_ref(), |d| {
+    let (rows, next, previous) = super::paginate(rows, limit, cursor.as_ref(), |d| {
         (d.created_at, d.id.clone())
     });
     let items = rows.iter().map(render_delivery).collect();
@@ -481,9 +475,7 @@ pub async fn resend(
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require_secret()?;
-    if let Some(k) = body.keys().next() {
-        return Err(ApiError::field(&format!("/{k}"), "Unknown field."));
-    }
+    super::unknown_fields(&body, &[])?;
     match outbox::resend(
         ctx.store.writer(),
         &caller.merchant_account_id,
@@ -505,63 +497,4 @@ pub async fn resend(
         .await?
         .ok_or_else(|| ApiError::not_found("webhook delivery"))?;
     Ok((StatusCode::ACCEPTED, Json(render_delivery(&d))))
-}
-
-// ---- pagination -------------------------------------------------------------------------------
-
-type Cursor = (i64, String, bool);
-
-fn page_params(
-    q: &std::collections::HashMap<String, Vec<String>>,
-) -> ApiResult<(Option<Cursor>, i64)> {
-    let one = |k: &str| q.get(k).and_then(|v| v.last()).cloned();
-    let limit = match one("limit") {
-        None => 20,
-        Some(v) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=100).contains(l))
-            .ok_or_else(|| ApiError::query("/limit", "Must be between 1 and 100."))?,
-    };
-    let cursor = match one("cursor") {
-        Some(c) if !c.is_empty() => Some(
-            super::cursor::decode(&c)
-                .ok_or_else(|| ApiError::query("/cursor", "Not a cursor this server made."))?,
-        ),
-        _ => None,
-    };
-    Ok((cursor, limit))
-}
-
-/// Trims the `limit + 1` rows a list read to a page, with its cursors (as `GET /transactions`).
-fn paginate<T>(
-    mut rows: Vec<T>,
-    limit: i64,
-    cursor: Option<&Cursor>,
-    key: impl Fn(&T) -> (i64, String),
-) -> (Vec<T>, Option<String>, Option<String>) {
-    let more = rows.len() as i64 > limit;
-    let backwards = matches!(cursor, Some((_, _, false)));
-    if more {
-        if backwards {
-            rows.remove(0);
-        } else {
-            rows.truncate(limit as usize);
-        }
-    }
-    let next = match (rows.last(), more || backwards) {
-        (Some(last), true) => {
-            let (c, id) = key(last);
-            Some(super::cursor::encode(c, &id, true))
-        }
-        _ => None,
-    };
-    let previous = match (rows.first(), cursor.is_some() && (!backwards || more)) {
-        (Some(first), true) => {
-            let (c, id) = key(first);
-            Some(super::cursor::encode(c, &id, false))
-        }
-        _ => None,
-    };
-    (rows, next, previous)
 }
