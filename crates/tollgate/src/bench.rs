@@ -317,46 +317,6 @@ pub(crate) fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
     Ok(format!("{head}{authority}/{name}{query}"))
 }
 
-/// A fresh data directory (and for PostgreSQL a fresh database) for one benchmark run; `run`
-/// gets the database URL (None: SQLite in the directory) and the directory; both are removed
-/// after.
-async fn with_fresh_db<F, Fut>(db: BenchDb, admin_url: &str, run: F) -> anyhow::Result<()>
-where
-    F: FnOnce(Option<String>, std::path::PathBuf) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let unique = tollgate_store::new_id().replace('-', "");
-    let suffix = &unique[unique.len() - 12..];
-    let data_dir = std::env::temp_dir().join(format!("tollgate-bench-{suffix}"));
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-    let pg = match db {
-        BenchDb::Sqlite => None,
-        BenchDb::Postgres => {
-            let name = format!("tollgate_bench_{suffix}");
-            let url = with_database(admin_url, &name)?;
-            pg_admin(admin_url, &format!("CREATE DATABASE {name}"))
-                .await
-                .with_context(|| {
-                    format!("creating database {name} (is PostgreSQL up at {admin_url}?)")
-                })?;
-            Some((name, url))
-        }
-    };
-    let result = run(pg.as_ref().map(|(_, url)| url.clone()), data_dir.clone()).await;
-    if let Some((name, _)) = &pg
-        && let Err(e) = pg_admin(
-            admin_url,
-            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        )
-        .await
-    {
-        eprintln!("warning: could not drop database {name}: {e:#}");
-    }
-    let _ = std::fs::remove_dir_all(&data_dir);
-    result
-}
-
 async fn deliveries(
     db: BenchDb,
     admin_url: &str,
@@ -366,8 +326,7 @@ async fn deliveries(
     preload: bool,
     producers: usize,
 ) -> anyhow::Result<()> {
-    tollgate_stripe::install_crypto_provider();
-    with_fresh_db(db, admin_url, |database_url, data_dir| async move {
+    on_fresh_db(db, admin_url, |database_url, data_dir| async move {
         deliveries_on(
             db,
             database_url,
@@ -394,16 +353,7 @@ async fn deliveries_on(
     (concurrency, producers_n): (usize, usize),
     preload: bool,
 ) -> anyhow::Result<()> {
-    if std::env::var_os("TOLLGATE_MASTER_KEY").is_none() {
-        // SAFETY: set before the server starts, while no other thread of this process reads or
-        // writes the environment.
-        unsafe {
-            std::env::set_var(
-                "TOLLGATE_MASTER_KEY",
-                tollgate_server::crypto::MasterKey::generate_hex(),
-            );
-        }
-    }
+    ensure_master_key();
     // The receiver: answers 200 at once and notes when each event arrived.
     let seen: Seen = Arc::new(std::sync::Mutex::new(Vec::with_capacity(events)));
     let rx_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -736,10 +686,27 @@ async fn transactions_on(
     Ok(())
 }
 
+/// A master key for the benchmark's server (PostgreSQL needs one; SQLite would write a file).
+fn ensure_master_key() {
+    if std::env::var_os("TOLLGATE_MASTER_KEY").is_none() {
+        // SAFETY: set before the server starts, while no other thread of this process reads
+        // or writes the environment (the runtime's workers are idle).
+        unsafe {
+            std::env::set_var(
+                "TOLLGATE_MASTER_KEY",
+                tollgate_server::crypto::MasterKey::generate_hex(),
+            );
+        }
+    }
+}
+
 /// The real server on 127.0.0.1:0 with the in-process sandbox mounted (as `serve` mounts it),
 /// its first secret key and a keep-alive client.
 pub(crate) struct BenchServer {
+    pub addr: std::net::SocketAddr,
     pub public_url: String,
+    /// The database the server uses (for benchmarks that seed it directly).
+    pub database_url: String,
     pub key: String,
     pub client: reqwest::Client,
     stop: tokio::sync::oneshot::Sender<()>,
@@ -753,16 +720,7 @@ impl BenchServer {
         concurrency: usize,
         tweak: impl FnOnce(&mut Config),
     ) -> anyhow::Result<BenchServer> {
-        if std::env::var_os("TOLLGATE_MASTER_KEY").is_none() {
-            // SAFETY: set before the server starts, while no other thread of this process
-            // reads or writes the environment (the runtime's workers are idle).
-            unsafe {
-                std::env::set_var(
-                    "TOLLGATE_MASTER_KEY",
-                    tollgate_server::crypto::MasterKey::generate_hex(),
-                );
-            }
-        }
+        ensure_master_key();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let public_url = format!("http://{addr}");
@@ -775,6 +733,7 @@ impl BenchServer {
             ..Config::default()
         };
         tweak(&mut config);
+        let database_url = config.database_url();
         // Mounted as `serve` mounts it, without a state file: real Stripe costs us no CPU,
         // and the sandbox's periodic state saves would only measure the sandbox.
         let sb = Sandbox::start(SandboxConfig {
@@ -802,7 +761,9 @@ impl BenchServer {
             .context("http client")?;
         let key = wait_ready(&client, &public_url, data_dir, &server).await?;
         Ok(BenchServer {
+            addr,
             public_url,
+            database_url,
             key,
             client,
             stop,

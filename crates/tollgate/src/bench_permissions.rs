@@ -10,14 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tollgate_sandbox::{Sandbox, SandboxConfig};
 use tollgate_server::auth::{KeyKind, new_key};
 use tollgate_server::clock::SystemClock;
-use tollgate_server::{Config, SandboxHandle, ServeOptions};
 
-use crate::bench::{BenchDb, peak_rss_mib, percentile, pg_admin, with_database};
+use crate::bench::{BenchDb, BenchServer, on_fresh_db, peak_rss_mib, percentile};
 
 pub async fn run(
     db: BenchDb,
@@ -27,46 +24,19 @@ pub async fn run(
     seconds: u64,
     warmup_seconds: u64,
 ) -> anyhow::Result<()> {
-    tollgate_stripe::install_crypto_provider();
-    let unique = tollgate_store::new_id().replace('-', "");
-    let suffix = &unique[unique.len() - 12..];
-    let data_dir = std::env::temp_dir().join(format!("tollgate-bench-perm-{suffix}"));
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-    let pg = match db {
-        BenchDb::Sqlite => None,
-        BenchDb::Postgres => {
-            let name = format!("tollgate_bench_{suffix}");
-            let url = with_database(admin_url, &name)?;
-            pg_admin(admin_url, &format!("CREATE DATABASE {name}"))
-                .await
-                .with_context(|| {
-                    format!("creating database {name} (is PostgreSQL up at {admin_url}?)")
-                })?;
-            Some((name, url))
-        }
-    };
-    let result = run_on(
-        db,
-        pg.as_ref().map(|(_, u)| u.clone()),
-        &data_dir,
-        customers.max(1),
-        connections.max(1),
-        seconds.max(1),
-        warmup_seconds,
-    )
-    .await;
-    if let Some((name, _)) = &pg
-        && let Err(e) = pg_admin(
-            admin_url,
-            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    on_fresh_db(db, admin_url, |url, dir| async move {
+        run_on(
+            db,
+            url,
+            &dir,
+            customers.max(1),
+            connections.max(1),
+            seconds.max(1),
+            warmup_seconds,
         )
         .await
-    {
-        eprintln!("warning: could not drop database {name}: {e:#}");
-    }
-    let _ = std::fs::remove_dir_all(&data_dir);
-    result
+    })
+    .await
 }
 
 async fn run_on(
@@ -78,51 +48,13 @@ async fn run_on(
     seconds: u64,
     warmup_seconds: u64,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let public_url = format!("http://{addr}");
-    let config = Config {
-        listen: addr,
-        data_dir: data_dir.to_path_buf(),
-        database_url,
-        public_url: Some(public_url.clone()),
-        sandbox: Some(true),
+    let srv = BenchServer::start(database_url, data_dir, connections, |c| {
         // The limiter runs on every check but does not refuse the benchmark's one client.
-        permissions_rate_per_sec: 10_000_000,
-        permissions_burst: 10_000_000,
-        master_key: Some(tollgate_server::crypto::MasterKey::generate_hex().into()),
-        ..Config::default()
-    };
-    let db_url = config.database_url();
-    let sb = Sandbox::start(SandboxConfig {
-        public_url: format!("{public_url}/sandbox/stripe"),
-        ..SandboxConfig::default()
+        c.permissions_rate_per_sec = 10_000_000;
+        c.permissions_burst = 10_000_000;
     })
-    .map_err(|e| anyhow!("{e}"))?;
-    let sb2 = sb.clone();
-    let opts = ServeOptions {
-        clock: Arc::new(SystemClock),
-        sandbox: Some(SandboxHandle {
-            router: sb.router(),
-            secret_key: sb.secret_key(),
-            publishable_key: sb.publishable_key(),
-            register_webhook: Arc::new(move |url: &str| sb2.ensure_webhook_endpoint(url, None)),
-        }),
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tollgate_server::serve(config, listener, opts, async move {
-        let _ = stopped.await;
-    }));
-    // Ready once the first key exists (the server has migrated the database).
-    let key_file = data_dir.join("first-secret-key");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !key_file.exists() {
-        if server.is_finished() || Instant::now() > deadline {
-            anyhow::bail!("the server did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    .await?;
+    let (addr, db_url) = (srv.addr, srv.database_url.clone());
 
     let seeded = Instant::now();
     let pk = seed(&db_url, customers).await?;
@@ -190,8 +122,7 @@ async fn run_on(
     if let Some(rss) = peak_rss_mib() {
         println!("  peak RSS (client, server and sandbox in one process): {rss:.0} MiB");
     }
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    srv.stop().await;
     if let Some(e) = first_error {
         anyhow::bail!("{errors} checks failed; the first: {e}");
     }
