@@ -17,42 +17,78 @@
 //! matter; what an event means for a transaction is decided in [`plan`].
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tollgate_domain::{DisputeSnapshot, Observation, TransactionState, apply};
 use tollgate_store::inbox::{self, InboxRow};
-use tollgate_store::{ConnectionRow, Store, connections, transactions as store_tx};
+use tollgate_store::{Backend, ConnectionRow, Store, Tx, connections, transactions as store_tx};
 
 use crate::ApiContext;
 use crate::api::transactions::apply_locked;
+use crate::entitlements::Work;
 use crate::error::{ApiError, ApiResult};
 use crate::stripe_map;
 
 /// Rows written per commit at most (the rest wait for the next one).
 const MAX_GROUP: usize = 512;
 
-struct Pending {
-    row: InboxRow,
-    done: oneshot::Sender<Result<bool, String>>,
+/// Group-commit writers on PostgreSQL, which commits several transactions at once (SQLite has
+/// one writer, so one).
+const PG_WRITERS: usize = 4;
+
+/// A piece of write work run inside a shared commit: what it returns says whether it failed
+/// (its savepoint is rolled back) and what to tell its caller once the commit is known.
+type JobFuture<'a> = Pin<Box<dyn Future<Output = (bool, Done)> + Send + 'a>>;
+type Job = Box<dyn for<'a> FnOnce(&'a mut Tx) -> JobFuture<'a> + Send>;
+type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// What a write function given to [`Inbox::write`] returns.
+pub type WriteFuture<'a, R> = Pin<Box<dyn Future<Output = ApiResult<R>> + Send + 'a>>;
+
+enum Msg {
+    /// A verified event to store before its webhook is answered.
+    Accept {
+        row: InboxRow,
+        done: oneshot::Sender<Result<bool, String>>,
+    },
+    /// Other write work for the next commit (SQLite only).
+    Job(Job),
 }
 
 /// The inbox's front door and the bell its workers listen to.
 #[derive(Clone)]
 pub struct Inbox {
-    tx: mpsc::Sender<Pending>,
+    tx: mpsc::Sender<Msg>,
+    /// SQLite: the workers' writes share the group commit of new events (one fsync for both:
+    /// SQLite has one writer and a commit costs an fsync, so commits are what to save).
+    /// PostgreSQL: they commit on their own, in parallel with the group commits.
+    shared: bool,
+    store: Store,
     pub wake: Arc<Notify>,
 }
 
 impl Inbox {
-    /// Starts the group-commit writer for `store`.
+    /// Starts the group-commit writer(s) for `store`.
     pub fn start(store: Store) -> Inbox {
         let (tx, rx) = mpsc::channel(8192);
         let wake = Arc::new(Notify::new());
-        tokio::spawn(group_commit(store, rx, wake.clone()));
-        Inbox { tx, wake }
+        let shared = store.backend() == Backend::Sqlite;
+        let rx = Arc::new(Mutex::new(rx));
+        let writers = if shared { 1 } else { PG_WRITERS };
+        for _ in 0..writers {
+            tokio::spawn(group_commit(store.clone(), rx.clone(), wake.clone()));
+        }
+        Inbox {
+            tx,
+            shared,
+            store,
+            wake,
+        }
     }
 
     /// Stores `row` durably; `true` when it is new, `false` for a duplicate (same Stripe
@@ -60,37 +96,95 @@ impl Inbox {
     pub async fn accept(&self, row: InboxRow) -> ApiResult<bool> {
         let (done, answer) = oneshot::channel();
         self.tx
-            .send(Pending { row, done })
+            .send(Msg::Accept { row, done })
             .await
-            .map_err(|_| ApiError::Internal("inbox writer stopped".into()))?;
+            .map_err(|_| stopped())?;
         match answer.await {
             Ok(Ok(new)) => Ok(new),
             Ok(Err(e)) => Err(ApiError::Internal(format!("inbox: {e}"))),
-            Err(_) => Err(ApiError::Internal("inbox writer stopped".into())),
+            Err(_) => Err(stopped()),
         }
+    }
+
+    /// Runs `f` in a write transaction and commits it: on SQLite inside the next group commit
+    /// (its own savepoint, so its failure rolls back only its own writes), on PostgreSQL in a
+    /// transaction of its own.
+    pub async fn write<R, F>(&self, f: F) -> ApiResult<R>
+    where
+        R: Send + 'static,
+        F: for<'a> FnOnce(&'a mut Tx) -> WriteFuture<'a, R> + Send + 'static,
+    {
+        if !self.shared {
+            let mut tx = self.store.begin().await?;
+            let r = f(&mut tx).await?;
+            tollgate_store::commit(tx).await?;
+            return Ok(r);
+        }
+        let (reply, answer) = oneshot::channel::<ApiResult<R>>();
+        let job: Job = Box::new(move |tx: &mut Tx| {
+            Box::pin(async move {
+                let r = f(tx).await;
+                let failed = r.is_err();
+                let done: Done = Box::new(move |commit: Result<(), String>| {
+                    let out = match (r, commit) {
+                        (Err(e), _) => Err(e),
+                        (Ok(v), Ok(())) => Ok(v),
+                        (Ok(_), Err(e)) => Err(ApiError::Internal(format!("inbox commit: {e}"))),
+                    };
+                    let _ = reply.send(out);
+                });
+                (failed, done)
+            })
+        });
+        self.tx.send(Msg::Job(job)).await.map_err(|_| stopped())?;
+        // A dropped job (the commit could not even begin) answers nothing.
+        answer.await.unwrap_or_else(|_| Err(stopped()))
     }
 }
 
-async fn group_commit(store: Store, mut rx: mpsc::Receiver<Pending>, wake: Arc<Notify>) {
-    let mut batch = Vec::with_capacity(MAX_GROUP);
-    while rx.recv_many(&mut batch, MAX_GROUP).await > 0 {
+fn stopped() -> ApiError {
+    ApiError::Internal("inbox writer stopped".into())
+}
+
+/// One writer: takes whatever is waiting (new events, other work), writes it all in one
+/// transaction and commits once. Each commit is durable and carries everything that arrived
+/// while the previous one was on its way to disk, so the rate is not bounded by one fsync per
+/// event.
+async fn group_commit(store: Store, rx: Arc<Mutex<mpsc::Receiver<Msg>>>, wake: Arc<Notify>) {
+    let mut msgs = Vec::with_capacity(MAX_GROUP);
+    loop {
+        {
+            let mut rx = rx.lock().await;
+            if rx.recv_many(&mut msgs, MAX_GROUP).await == 0 {
+                return;
+            }
+        }
+        let mut accepts = Vec::new();
+        let mut jobs = Vec::new();
+        for m in msgs.drain(..) {
+            match m {
+                Msg::Accept { row, done } => accepts.push(Pending { row, done }),
+                Msg::Job(j) => jobs.push(j),
+            }
+        }
         // One order for every server's inserts, so two servers storing the same events at
         // once (PostgreSQL) wait for each other instead of deadlocking.
-        batch.sort_by(|a, b| {
+        accepts.sort_by(|a, b| {
             (&a.row.stripe_account, &a.row.stripe_event_id)
                 .cmp(&(&b.row.stripe_account, &b.row.stripe_event_id))
         });
-        match write_group(&store, &batch).await {
+        let stored = !accepts.is_empty();
+        match write_group(&store, &accepts, jobs).await {
             Ok(news) => {
-                for (p, new) in batch.drain(..).zip(news) {
+                for (p, new) in accepts.drain(..).zip(news) {
                     let _ = p.done.send(Ok(new));
                 }
             }
             Err(e) => {
                 // One commit per event, so one failure cannot fail the others.
-                tracing::warn!(error = %e, events = batch.len(), "group commit failed; storing events one by one");
-                for p in batch.drain(..) {
-                    let one = write_group(&store, std::slice::from_ref(&p)).await;
+                tracing::warn!(error = %e, events = accepts.len(), "group commit failed; storing events one by one");
+                for p in accepts.drain(..) {
+                    let one = write_group(&store, std::slice::from_ref(&p), Vec::new()).await;
                     let _ = p.done.send(
                         one.map(|n| n.first().copied().unwrap_or(false))
                             .map_err(|e| e.to_string()),
@@ -98,17 +192,74 @@ async fn group_commit(store: Store, mut rx: mpsc::Receiver<Pending>, wake: Arc<N
                 }
             }
         }
-        wake.notify_waiters();
+        if stored {
+            wake.notify_waiters();
+        }
     }
 }
 
-/// One statement, one commit for the whole group.
-async fn write_group(store: &Store, batch: &[Pending]) -> tollgate_store::Result<Vec<bool>> {
+struct Pending {
+    row: InboxRow,
+    done: oneshot::Sender<Result<bool, String>>,
+}
+
+/// One transaction, one commit: the new events in one statement, then each job in its own
+/// savepoint. Jobs learn the commit's outcome; an error is the new events' (to retry alone).
+async fn write_group(
+    store: &Store,
+    batch: &[Pending],
+    jobs: Vec<Job>,
+) -> tollgate_store::Result<Vec<bool>> {
     let rows: Vec<InboxRow> = batch.iter().map(|p| p.row.clone()).collect();
+    // A failed begin drops the jobs: their callers hear that the writer could not run them.
     let mut tx = store.begin().await?;
-    let news = inbox::insert_many(&mut *tx, &rows).await?;
-    tollgate_store::commit(tx).await?;
-    Ok(news)
+    let news = if rows.is_empty() {
+        Vec::new()
+    } else {
+        match inbox::insert_many(&mut *tx, &rows).await {
+            Ok(n) => n,
+            Err(e) => {
+                // The jobs go on without the events (retried one by one by the caller).
+                let _ = run_jobs(tx, jobs).await; // each job heard the outcome itself
+                return Err(e);
+            }
+        }
+    };
+    let outcome = run_jobs(tx, jobs).await;
+    outcome.map(|()| news)
+}
+
+/// Runs `jobs` in `tx`, each in a savepoint, commits, and tells each job the outcome.
+async fn run_jobs(mut tx: Tx, jobs: Vec<Job>) -> tollgate_store::Result<()> {
+    use tollgate_store::{Savepoint, savepoint};
+    let mut dones = Vec::with_capacity(jobs.len());
+    let mut broken = None;
+    for job in jobs {
+        if broken.is_some() {
+            // The transaction is unusable: the job is dropped and its caller told so.
+            continue;
+        }
+        if let Err(e) = savepoint(&mut tx, Savepoint::Begin).await {
+            broken = Some(e);
+            continue;
+        }
+        let (failed, done) = job(&mut tx).await;
+        if failed && let Err(e) = savepoint(&mut tx, Savepoint::Rollback).await {
+            broken = Some(e);
+        } else if let Err(e) = savepoint(&mut tx, Savepoint::Release).await {
+            broken = Some(e);
+        }
+        dones.push(done);
+    }
+    let outcome = match broken {
+        Some(e) => Err(e),
+        None => tollgate_store::commit(tx).await,
+    };
+    let told = outcome.as_ref().map(|_| ()).map_err(|e| e.to_string());
+    for d in dones {
+        d(told.clone());
+    }
+    outcome
 }
 
 /// A new inbox row for `event` (already parsed and checked to be an event object).
@@ -185,14 +336,15 @@ pub fn spawn_workers(ctx: ApiContext) {
 /// Claims one batch of due rows and applies it; returns how many rows it took.
 pub async fn run_once(ctx: &ApiContext) -> ApiResult<usize> {
     let now = ctx.now();
-    let rows = inbox::claim(
-        ctx.store.writer(),
-        ctx.store.backend(),
-        now,
-        ctx.config.inbox_lease_ms as i64,
-        ctx.config.inbox_batch as i64,
-    )
-    .await?;
+    let backend = ctx.store.backend();
+    let lease = ctx.config.inbox_lease_ms as i64;
+    let limit = ctx.config.inbox_batch as i64;
+    let rows = ctx
+        .inbox
+        .write(move |tx| {
+            Box::pin(async move { Ok(inbox::claim(&mut **tx, backend, now, lease, limit).await?) })
+        })
+        .await?;
     if rows.is_empty() {
         return Ok(0);
     }
@@ -212,10 +364,19 @@ enum Plan {
     /// Teaches the transaction nothing it did not know when the plan was made, so nothing
     /// it can know later either (applying is a forward-only merge).
     NothingNew,
-    /// Read by entitlements only (already committed by them).
+    /// Read by entitlements only.
     Entitled,
     Ignore(String),
     Retry(String),
+}
+
+/// A claimed batch with what each of its events does: to transactions (`plans`) and to
+/// entitlements (`work`).
+struct Batch {
+    rows: Vec<InboxRow>,
+    plans: Vec<Plan>,
+    work: Vec<Option<Work>>,
+    conns: HashMap<String, Option<ConnectionRow>>,
 }
 
 async fn apply_rows(ctx: &ApiContext, rows: Vec<InboxRow>) -> ApiResult<()> {
@@ -232,40 +393,45 @@ async fn apply_rows(ctx: &ApiContext, rows: Vec<InboxRow>) -> ApiResult<()> {
         };
         plans.push(plan);
     }
-    entitlements(ctx, &conns, &rows, &mut plans).await;
+    let work = entitlements(ctx, &conns, &rows, &mut plans).await;
     // Transactions are locked in id order, so two servers' batches touching the same
     // transactions wait for each other instead of deadlocking (order does not matter to the
     // outcome: applying is order-proof).
-    let mut pairs: Vec<(InboxRow, Plan)> = rows.into_iter().zip(plans).collect();
-    pairs.sort_by(|a, b| plan_key(&a.1).cmp(plan_key(&b.1)));
+    let mut items: Vec<((InboxRow, Plan), Option<Work>)> =
+        rows.into_iter().zip(plans).zip(work).collect();
+    items.sort_by(|a, b| plan_key(&a.0.1).cmp(plan_key(&b.0.1)));
+    let (pairs, work): (Vec<(InboxRow, Plan)>, Vec<Option<Work>>) = items.into_iter().unzip();
     let (rows, plans): (Vec<InboxRow>, Vec<Plan>) = pairs.into_iter().unzip();
+    let batch = Arc::new(Batch {
+        rows,
+        plans,
+        work,
+        conns,
+    });
     // The whole batch in one commit; if any of it fails, each event on its own so one bad
     // event cannot hold up the others.
-    match commit_plans(ctx, &rows, &plans).await {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            tracing::warn!(error = %e, "inbox batch failed; applying its events one by one");
-            for (row, plan) in rows.iter().zip(&plans) {
-                if let Err(e) =
-                    commit_plans(ctx, std::slice::from_ref(row), std::slice::from_ref(plan)).await
-                {
-                    fail(ctx, row, &e.to_string()).await?;
-                }
+    let all = commit_plans(ctx, &batch, None).await;
+    if let Err(e) = all {
+        tracing::warn!(error = %e, "inbox batch failed; applying its events one by one");
+        for (i, row) in batch.rows.iter().enumerate() {
+            if let Err(e) = commit_plans(ctx, &batch, Some(i)).await {
+                fail(ctx, row, &e.to_string()).await?;
             }
-            Ok(())
         }
     }
+    Ok(())
 }
 
-/// The entitlement half reads the same events (its own write transaction per connection and
-/// batch, committed before the rows' statuses: a crash in between only means a harmless
-/// second reading). A failure there retries the event.
+/// The entitlement half reads the same events: what they give it to write is prepared here
+/// (Stripe reads included) and written with the batch. A failure to prepare retries the
+/// event.
 async fn entitlements(
     ctx: &ApiContext,
     conns: &HashMap<String, Option<ConnectionRow>>,
     rows: &[InboxRow],
     plans: &mut [Plan],
-) {
+) -> Vec<Option<Work>> {
+    let mut work: Vec<Option<Work>> = rows.iter().map(|_| None).collect();
     let mut by_conn: HashMap<&str, Vec<(usize, Value)>> = HashMap::new();
     for (i, row) in rows.iter().enumerate() {
         if crate::entitlements::is_relevant(&row.event_type)
@@ -283,12 +449,13 @@ async fn entitlements(
             continue;
         };
         let events: Vec<&Value> = items.iter().map(|(_, e)| e).collect();
-        match crate::entitlements::on_stripe_events(ctx, conn, &events).await {
-            Ok(read) => {
-                for ((i, _), taken) in items.iter().zip(read) {
-                    if taken && matches!(plans[*i], Plan::Ignore(_)) {
+        match crate::entitlements::prepare_events(ctx, conn, &events).await {
+            Ok(prepared) => {
+                for ((i, _), w) in items.iter().zip(prepared) {
+                    if w.is_some() && matches!(plans[*i], Plan::Ignore(_)) {
                         plans[*i] = Plan::Entitled;
                     }
+                    work[*i] = w;
                 }
             }
             Err(e) => {
@@ -298,6 +465,7 @@ async fn entitlements(
             }
         }
     }
+    work
 }
 
 fn plan_key(p: &Plan) -> &str {
@@ -307,14 +475,51 @@ fn plan_key(p: &Plan) -> &str {
     }
 }
 
-async fn commit_plans(ctx: &ApiContext, rows: &[InboxRow], plans: &[Plan]) -> ApiResult<()> {
+/// Writes `batch` (or only its event `only`) through the inbox's writer: one commit.
+async fn commit_plans(ctx: &ApiContext, batch: &Arc<Batch>, only: Option<usize>) -> ApiResult<()> {
+    let (ctx, batch) = (ctx.clone(), batch.clone());
+    ctx.inbox
+        .clone()
+        .write(move |tx| Box::pin(async move { write_plans(&ctx, tx, &batch, only).await }))
+        .await
+}
+
+/// The writes of a batch (or of its event `only`), inside `tx`: each event still due is
+/// applied to its transaction and to entitlements, and gets its outcome.
+async fn write_plans(
+    ctx: &ApiContext,
+    tx: &mut Tx,
+    batch: &Batch,
+    only: Option<usize>,
+) -> ApiResult<()> {
     let now = ctx.now();
-    let mut tx = ctx.store.begin().await?;
-    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-    let due = inbox::lock_due(&mut *tx, &ids, ctx.store.for_update()).await?;
+    let picked: Vec<usize> = match only {
+        Some(i) => vec![i],
+        None => (0..batch.rows.len()).collect(),
+    };
+    let ids: Vec<&str> = picked.iter().map(|&i| batch.rows[i].id.as_str()).collect();
+    let due = inbox::lock_due(&mut **tx, &ids, ctx.store.for_update()).await?;
+    // Entitlements first, per connection: the objects of every due event, then one
+    // re-evaluation of each customer they touch.
+    let mut by_conn: Vec<(&str, Vec<&Work>)> = Vec::new();
+    for &i in &picked {
+        let row = &batch.rows[i];
+        if let (true, Some(w)) = (due.contains(&row.id), &batch.work[i]) {
+            match by_conn.iter_mut().find(|(c, _)| *c == row.connection_id) {
+                Some((_, ws)) => ws.push(w),
+                None => by_conn.push((&row.connection_id, vec![w])),
+            }
+        }
+    }
+    for (conn_id, work) in &by_conn {
+        if let Some(Some(conn)) = batch.conns.get(*conn_id) {
+            crate::entitlements::apply_in(ctx, tx, conn, work, None).await?;
+        }
+    }
     // Outcomes grouped by (status, note, next attempt), written with one statement each.
     let mut outcomes: Vec<(Outcome, Vec<&str>)> = Vec::new();
-    for (row, plan) in rows.iter().zip(plans) {
+    for &i in &picked {
+        let (row, plan) = (&batch.rows[i], &batch.plans[i]);
         if !due.contains(&row.id) {
             continue;
         }
@@ -333,7 +538,7 @@ async fn commit_plans(ctx: &ApiContext, rows: &[InboxRow], plans: &[Plan]) -> Ap
             } => {
                 if let Some((refund_id, status)) = refund
                     && let Some(mut r) =
-                        store_tx::get_refund(&mut *tx, &row.merchant_account_id, refund_id).await?
+                        store_tx::get_refund(&mut **tx, &row.merchant_account_id, refund_id).await?
                     && r.status == "processing"
                     && *status != "processing"
                 {
@@ -341,11 +546,11 @@ async fn commit_plans(ctx: &ApiContext, rows: &[InboxRow], plans: &[Plan]) -> Ap
                     // `succeeded`.
                     r.status = status.to_string();
                     r.updated_at = now;
-                    store_tx::update_refund(&mut *tx, &r).await?;
-                    let t = store_tx::get_any(&mut *tx, &r.transaction_id, "").await?;
-                    crate::outbound::refund_changed(&mut tx, &r, t.as_ref(), now).await?;
+                    store_tx::update_refund(&mut **tx, &r).await?;
+                    let t = store_tx::get_any(&mut **tx, &r.transaction_id, "").await?;
+                    crate::outbound::refund_changed(tx, &r, t.as_ref(), now).await?;
                 }
-                let changed = apply_locked(ctx, &mut tx, transaction_id, observations, now).await?;
+                let changed = apply_locked(ctx, tx, transaction_id, observations, now).await?;
                 let note = match changed {
                     Some(_) => None,
                     None => Some(NOTHING_NEW.to_string()),
@@ -359,9 +564,8 @@ async fn commit_plans(ctx: &ApiContext, rows: &[InboxRow], plans: &[Plan]) -> Ap
         }
     }
     for ((status, note, next), ids) in &outcomes {
-        inbox::finish_many(&mut *tx, ids, status, note.as_deref(), *next, now).await?;
+        inbox::finish_many(&mut **tx, ids, status, note.as_deref(), *next, now).await?;
     }
-    tollgate_store::commit(tx).await?;
     Ok(())
 }
 

@@ -205,6 +205,25 @@ pub async fn commit(tx: Tx) -> Result<()> {
     Ok(())
 }
 
+/// Savepoint steps inside a write transaction (one level: the inbox's shared commits run each
+/// piece of work in one, so a failing piece rolls back only its own writes).
+pub enum Savepoint {
+    Begin,
+    Rollback,
+    Release,
+}
+
+pub async fn savepoint(tx: &mut Tx, step: Savepoint) -> Result<()> {
+    use sqlx::Executor;
+    let sql = match step {
+        Savepoint::Begin => "SAVEPOINT tg_piece",
+        Savepoint::Rollback => "ROLLBACK TO SAVEPOINT tg_piece",
+        Savepoint::Release => "RELEASE SAVEPOINT tg_piece",
+    };
+    (&mut **tx).execute(sql).await?;
+    Ok(())
+}
+
 /// A new time-ordered id (UUID v7).
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()

@@ -87,9 +87,17 @@ async fn bench(
     print!("setting up {objects} transactions… ");
     let made = Instant::now();
     let objs = make_objects(&client, &base, &auth, &conn_id, objects, concurrency).await?;
-    println!("{:.1} s", made.elapsed().as_secs_f64());
 
-    let (stream, expected) = build_stream(&objs, events);
+    // Checkout Sessions that exist in the sandbox: a completed one in `payment` mode makes
+    // Tollgate read its line items from Stripe, as it must with real ones.
+    let sessions = make_sessions(&client, &base, objects / 2 + 1, concurrency).await?;
+    println!(
+        "{:.1} s (with {} checkout sessions)",
+        made.elapsed().as_secs_f64(),
+        sessions.len()
+    );
+
+    let (stream, expected) = build_stream(&objs, &sessions, events);
     let payment = stream
         .iter()
         .filter(|e| {
@@ -332,6 +340,51 @@ async fn make_objects(
     Ok(all)
 }
 
+/// `n` Checkout Sessions (payment mode, one line) in the sandbox; their ids.
+async fn make_sessions(
+    client: &reqwest::Client,
+    base: &str,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<String>> {
+    let per = n.div_ceil(concurrency.max(1));
+    let mut tasks = Vec::new();
+    for chunk in 0..concurrency.max(1) {
+        let (client, base) = (client.clone(), base.to_string());
+        let count = per.min(n.saturating_sub(chunk * per));
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::with_capacity(count);
+            for _ in 0..count {
+                let form = [
+                    ("mode", "payment"),
+                    ("success_url", "https://merchant.example/done"),
+                    ("line_items[0][price_data][currency]", "eur"),
+                    ("line_items[0][price_data][unit_amount]", "1999"),
+                    ("line_items[0][price_data][product_data][name]", "Bench"),
+                    ("line_items[0][quantity]", "1"),
+                ];
+                let cs: Value = client
+                    .post(format!("{base}/sandbox/stripe/v1/checkout/sessions"))
+                    .bearer_auth("sk_test_benchmark0123456789")
+                    .form(&form)
+                    .send()
+                    .await?
+                    .error_for_status()
+                    .context("creating a checkout session")?
+                    .json()
+                    .await?;
+                out.push(cs["id"].as_str().unwrap_or_default().to_string());
+            }
+            anyhow::Ok(out)
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    Ok(all)
+}
+
 fn event(id: String, kind: &str, object: Value) -> Value {
     json!({
         "id": id,
@@ -375,7 +428,11 @@ fn charge(pi: &Value, ch_id: &str, amount: i64, captured: bool, refunded: i64) -
 }
 
 /// The stream, and per object the (captured, refunded) amounts it implies.
-fn build_stream(objs: &[Object], events: usize) -> (Vec<Value>, Vec<(i64, i64)>) {
+fn build_stream(
+    objs: &[Object],
+    sessions: &[String],
+    events: usize,
+) -> (Vec<Value>, Vec<(i64, i64)>) {
     let payment_target = ((events as f64) * (1.0 - BILLING_SHARE)) as usize;
     let mut out = Vec::with_capacity(events);
     let mut expected = Vec::with_capacity(objs.len());
@@ -459,7 +516,7 @@ fn build_stream(objs: &[Object], events: usize) -> (Vec<Value>, Vec<(i64, i64)>)
             ),
             _ => (
                 "checkout.session.completed",
-                json!({"id": format!("cs_bench{obj}_{k}"), "object": "checkout.session",
+                json!({"id": sessions[obj % sessions.len().max(1)], "object": "checkout.session",
                   "mode": "payment", "status": "complete", "payment_status": "paid", "amount_total": 1999,
                   "currency": "eur", "client_reference_id": format!("user-{obj}"), "customer": format!("cus_bench{obj}"),
                   "metadata": {}}),

@@ -162,67 +162,81 @@ pub async fn on_stripe_event(
     Ok(read.first().copied().unwrap_or(false))
 }
 
-/// [`on_stripe_event`] for several events of one connection (the inbox's batches): the objects
-/// are stored and their customers re-evaluated in one database transaction. Returns, per
-/// event, whether entitlements read it.
+/// [`on_stripe_event`] for several events of one connection: [`prepare_events`], then
+/// [`apply_in`] in one database transaction. Returns, per event, whether entitlements read it.
 pub async fn on_stripe_events(
     ctx: &ApiContext,
     connection: &ConnectionRow,
     events: &[&Value],
 ) -> ApiResult<Vec<bool>> {
-    let mut read = Vec::with_capacity(events.len());
-    let mut objects = Vec::new();
-    for event in events {
-        let taken = match take(ctx, connection, event).await? {
-            Taken::No => false,
-            Taken::Done => true,
-            Taken::Object(at, object) => {
-                objects.push((at, object));
-                true
-            }
-        };
-        read.push(taken);
-    }
-    if !objects.is_empty() {
-        ingest(ctx, connection, objects, None).await?;
+    let work = prepare_events(ctx, connection, events).await?;
+    let read = work.iter().map(Option::is_some).collect();
+    let work: Vec<&Work> = work.iter().flatten().collect();
+    if !work.is_empty() {
+        let mut tx = ctx.store.begin().await?;
+        apply_in(ctx, &mut tx, connection, &work, None).await?;
+        tollgate_store::commit(tx).await?;
     }
     Ok(read)
 }
 
-enum Taken {
-    /// Not an event entitlements read.
-    No,
-    /// Handled on its own (a test clock).
-    Done,
-    /// An object to store, at its event's stamp.
+/// What one event gives entitlements to write, read before the write transaction opens (the
+/// Stripe reads happen here, so no write lock waits for the network).
+pub enum Work {
+    /// An object to store, at its event's stamp (seconds).
     Object(i64, Value),
+    /// A test clock's new frozen time: its customers are evaluated at it.
+    Clock(String, i64),
 }
 
-async fn take(ctx: &ApiContext, connection: &ConnectionRow, event: &Value) -> ApiResult<Taken> {
+/// Reads `events` of one connection: per event, `None` when entitlements do not read it, else
+/// what it gives them to write.
+pub async fn prepare_events(
+    ctx: &ApiContext,
+    connection: &ConnectionRow,
+    events: &[&Value],
+) -> ApiResult<Vec<Option<Work>>> {
+    let mut out = Vec::with_capacity(events.len());
+    for event in events {
+        out.push(take(ctx, connection, event).await?);
+    }
+    Ok(out)
+}
+
+async fn take(
+    ctx: &ApiContext,
+    connection: &ConnectionRow,
+    event: &Value,
+) -> ApiResult<Option<Work>> {
     let kind = event["type"].as_str().unwrap_or_default();
     if !is_relevant(kind) {
-        return Ok(Taken::No);
+        return Ok(None);
     }
     // Another Stripe account's event is not this connection's to apply.
     if let Some(acct) = event["account"].as_str()
         && connection.stripe_account.as_deref() != Some(acct)
     {
-        return Ok(Taken::No);
+        return Ok(None);
     }
     let object = &event["data"]["object"];
     if !object.is_object() {
-        return Ok(Taken::No);
+        return Ok(None);
     }
     let at = event["created"]
         .as_i64()
         .unwrap_or_else(|| ctx.now() / 1000);
     if object["object"] == "test_helpers.test_clock" {
-        on_test_clock(ctx, connection, object).await?;
-        return Ok(Taken::Done);
+        return Ok(
+            match (object["id"].as_str(), object["frozen_time"].as_i64()) {
+                (Some(id), Some(frozen)) => Some(Work::Clock(id.to_string(), frozen)),
+                // Nothing to move, but read (the event is not ignored).
+                _ => Some(Work::Clock(String::new(), 0)),
+            },
+        );
     }
     let mut object = object.clone();
     prepare(ctx, connection, &mut object).await?;
-    Ok(Taken::Object(at, object))
+    Ok(Some(Work::Object(at, object)))
 }
 
 /// Reads what an object needs from Stripe before it is stored: a Checkout Session's line items
@@ -281,26 +295,6 @@ async fn fetch_clock(ctx: &ApiContext, connection: &ConnectionRow, clock: &str) 
     }
 }
 
-async fn on_test_clock(
-    ctx: &ApiContext,
-    connection: &ConnectionRow,
-    clock: &Value,
-) -> ApiResult<()> {
-    let (Some(id), Some(frozen)) = (clock["id"].as_str(), clock["frozen_time"].as_i64()) else {
-        return Ok(());
-    };
-    let mut tx = ctx.store.begin().await?;
-    es::put_clock(&mut *tx, &connection.id, id, frozen, ctx.now()).await?;
-    let customids = es::customids_on_clock(&mut *tx, &connection.id, id).await?;
-    let mut notices = Vec::new();
-    for c in customids {
-        notices.extend(reevaluate(ctx, &mut tx, &connection.merchant_account_id, &c).await?);
-    }
-    notify(&mut tx, &notices, ctx.now()).await?;
-    tollgate_store::commit(tx).await?;
-    Ok(())
-}
-
 fn seg(id: &str) -> String {
     percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
@@ -318,20 +312,53 @@ pub async fn ingest(
     objects: Vec<(i64, Value)>,
     also: Option<&str>,
 ) -> ApiResult<Vec<Notice>> {
+    let work: Vec<Work> = objects
+        .into_iter()
+        .map(|(at, o)| Work::Object(at, o))
+        .collect();
+    let refs: Vec<&Work> = work.iter().collect();
+    let mut tx = ctx.store.begin().await?;
+    let notices = apply_in(ctx, &mut tx, connection, &refs, also).await?;
+    tollgate_store::commit(tx).await?;
+    Ok(notices)
+}
+
+/// Writes prepared [`Work`] of one connection inside `tx` (the caller commits): objects stored
+/// at their newest version, customers named by metadata linked, test clocks moved, and every
+/// customer touched (plus `also`) re-evaluated, with the notices in the outbox. Returns the
+/// notices.
+pub async fn apply_in(
+    ctx: &ApiContext,
+    tx: &mut Tx,
+    connection: &ConnectionRow,
+    work: &[&Work],
+    also: Option<&str>,
+) -> ApiResult<Vec<Notice>> {
     let merchant = connection.merchant_account_id.as_str();
     let now = ctx.now();
-    let key = es::customid_key(ctx.store.reader(), &connection.id).await?;
-    let mut tx = ctx.store.begin().await?;
+    let key = es::customid_key(&mut **tx, &connection.id).await?;
     let mut notices = Vec::new();
     let mut touched: BTreeSet<String> = also.into_iter().map(str::to_string).collect();
     let mut touched_ids: BTreeSet<String> = BTreeSet::new();
-    for (at, object) in &objects {
+    for w in work {
+        if let Work::Clock(id, frozen) = w
+            && !id.is_empty()
+        {
+            es::put_clock(&mut **tx, &connection.id, id, *frozen, now).await?;
+            touched.extend(es::customids_on_clock(&mut **tx, &connection.id, id).await?);
+        }
+    }
+    for w in work {
+        let (at, object) = match w {
+            Work::Object(at, object) => (at, object),
+            Work::Clock(..) => continue,
+        };
         let customer = map::customer_of(object);
         let customid = map::customid_of(object, &key);
         // Metadata links a customer not linked yet; it never moves an existing link.
         if let (Some(cus), Some(cid)) = (&customer, &customid) {
             let existing =
-                es::get_link(&mut *tx, &connection.id, cus, ctx.store.for_update()).await?;
+                es::get_link(&mut **tx, &connection.id, cus, ctx.store.for_update()).await?;
             if existing.is_none() {
                 let link = LinkRow {
                     connection_id: connection.id.clone(),
@@ -344,7 +371,7 @@ pub async fn ingest(
                     created_at: now,
                     updated_at: now,
                 };
-                es::put_link(&mut *tx, &link).await?;
+                es::put_link(&mut **tx, &link).await?;
                 notices.push(Notice::CustomerLinked {
                     merchant_account_id: merchant.to_string(),
                     customid: cid.clone(),
@@ -357,15 +384,15 @@ pub async fn ingest(
         if object["object"] == "customer" {
             if let (Some(cus), Some(clock)) = (&customer, map::test_clock_of(object))
                 && let Some(mut l) =
-                    es::get_link(&mut *tx, &connection.id, cus, ctx.store.for_update()).await?
+                    es::get_link(&mut **tx, &connection.id, cus, ctx.store.for_update()).await?
                 && l.test_clock.as_deref() != Some(clock.as_str())
             {
                 l.test_clock = Some(clock);
                 l.updated_at = now;
-                es::put_link(&mut *tx, &l).await?;
+                es::put_link(&mut **tx, &l).await?;
             }
             if let Some(cus) = &customer {
-                touched.extend(customid_of_customer(&mut tx, &connection.id, cus).await?);
+                touched.extend(customid_of_customer(tx, &connection.id, cus).await?);
             }
             continue;
         }
@@ -393,15 +420,15 @@ pub async fn ingest(
             created_at: now,
             updated_at: now,
         };
-        es::put_object(&mut *tx, &row).await?;
+        es::put_object(&mut **tx, &row).await?;
         for r in &records {
             for rf in map::refs_of(r) {
-                es::put_ref(&mut *tx, &connection.id, main.id(), &rf).await?;
+                es::put_ref(&mut **tx, &connection.id, main.id(), &rf).await?;
             }
             touched_ids.insert(r.id().to_string());
         }
         if let Some(cus) = &customer
-            && let Some(cid) = customid_of_customer(&mut tx, &connection.id, cus).await?
+            && let Some(cid) = customid_of_customer(tx, &connection.id, cus).await?
         {
             touched.insert(cid);
         }
@@ -414,13 +441,12 @@ pub async fn ingest(
     // Objects without a customer of their own (a dispute, a credit note's invoice payment)
     // reach their customers through what they are attached to.
     for id in &touched_ids {
-        touched.extend(owners(&mut tx, &connection.id, id).await?);
+        touched.extend(owners(tx, &connection.id, id).await?);
     }
     for cid in &touched {
-        notices.extend(reevaluate(ctx, &mut tx, merchant, cid).await?);
+        notices.extend(reevaluate(ctx, tx, merchant, cid).await?);
     }
-    notify(&mut tx, &notices, ctx.now()).await?;
-    tollgate_store::commit(tx).await?;
+    notify(tx, &notices, ctx.now()).await?;
     Ok(notices)
 }
 
