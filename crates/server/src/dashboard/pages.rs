@@ -933,10 +933,9 @@ pub async fn transaction(
         conn_seg = esc(&seg(&text(&t["payment_service"]["id"]))),
         conn = esc(&text(&t["payment_service"]["id"])),
         err = esc(
-            &[text(&t["error_code"]), text(&t["raw_response_description"])]
+            [text(&t["error_code"]), text(&t["raw_response_description"])]
                 .join(" ")
                 .trim()
-                .to_string()
         ),
         created = esc(&when(&t["created_at"])),
         updated = esc(&when(&t["updated_at"])),
