@@ -16,6 +16,7 @@ use crate::common::{Db, Resp, TestServer, now_ms, wait_for};
 crate::both_dbs!(
     unauthenticated_requests_go_to_login,
     login_rotates_the_session_and_logout_ends_it,
+    sessions_end_when_idle_and_at_their_absolute_end,
     forged_forms_are_refused,
     the_api_refuses_the_dashboard_cookie,
     webhook_payloads_render_inert,
@@ -268,6 +269,40 @@ async fn login_rotates_the_session_and_logout_ends_it(db: Db) {
         &get_with(&s, "/dashboard/keys", Some(&second)).await,
         "after logout",
     );
+}
+
+async fn sessions_end_when_idle_and_at_their_absolute_end(db: Db) {
+    let s = TestServer::start_with(db, |c| c.dashboard_idle_secs = 1).await;
+    operator(&s).await;
+    let idle = login(&s).await;
+    assert_eq!(
+        get_with(&s, "/dashboard/keys", Some(&idle)).await.status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let r = get_with(&s, "/dashboard/keys", Some(&idle)).await;
+    assert_to_login(&r, "idle session");
+    assert_eq!(
+        cookie_value(&r, "tg_session").as_deref(),
+        Some(""),
+        "cleared"
+    );
+    // The absolute end: a session past it is refused however recently it was used.
+    let fresh = login(&s).await;
+    sqlx::query("UPDATE operator_sessions SET expires_at = $1")
+        .bind(now_ms() - 1)
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    assert_to_login(
+        &get_with(&s, "/dashboard/keys", Some(&fresh)).await,
+        "expired",
+    );
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM operator_sessions")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "ended sessions are deleted");
 }
 
 async fn forged_forms_are_refused(db: Db) {
