@@ -21,6 +21,8 @@ crate::both_dbs!(
     the_api_refuses_the_dashboard_cookie,
     webhook_payloads_render_inert,
     repeated_failures_lock_the_operator,
+    failures_from_one_address_lock_the_address,
+    every_page_renders_and_the_account_switches,
     the_cookie_is_secure_behind_a_trusted_proxy,
     actions_go_through_the_api,
 );
@@ -499,6 +501,95 @@ async fn repeated_failures_lock_the_operator(db: Db) {
             .unwrap()
     );
     login(&s).await;
+}
+
+async fn failures_from_one_address_lock_the_address(db: Db) {
+    // Two per operator, so eight from one address.
+    let s = TestServer::start_with(db, |c| c.dashboard_max_failures = 2).await;
+    operator(&s).await;
+    let page = get_with(&s, "/dashboard/login", None).await;
+    let token = cookie_value(&page, "tg_login_csrf").unwrap();
+    let cookie = format!("tg_login_csrf={token}");
+    for i in 0..8 {
+        let user = format!("guess{i}");
+        let r = post_form(
+            &s,
+            "/dashboard/login",
+            Some(&cookie),
+            &[("username", &user), ("password", "x"), ("csrf", &token)],
+        )
+        .await;
+        assert_eq!(r.status, 401, "attempt {i}");
+    }
+    // The operator itself never failed, but this address is locked out.
+    let r = try_login(&s, PASSWORD, None).await;
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert!(cookie_value(&r, "tg_session").is_none());
+}
+
+async fn every_page_renders_and_the_account_switches(db: Db) {
+    let s = TestServer::start(db).await;
+    operator(&s).await;
+    let cookie = login(&s).await;
+    for p in PAGES {
+        let r = get_with(&s, p, Some(&cookie)).await;
+        let want: &[u16] = if p.contains("some-id") || p.contains("no-such") || p.contains("user-1")
+        {
+            &[404]
+        } else if *p == "/dashboard" {
+            &[303]
+        } else {
+            &[200]
+        };
+        assert!(want.contains(&r.status), "{p}: {} {}", r.status, r.text);
+        if r.status != 303 {
+            assert!(r.text.contains("Log out admin"), "{p} has the layout");
+            assert!(r.header("content-security-policy").is_some(), "{p} CSP");
+            assert_eq!(r.header("x-frame-options"), Some("DENY"));
+        }
+    }
+    // Filters the API refuses are shown as errors, not 500s.
+    let r = get_with(&s, "/dashboard/transactions?min=abc", Some(&cookie)).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = get_with(&s, "/dashboard/transactions?from=yesterday", Some(&cookie)).await;
+    assert_eq!(r.status, 400);
+    // A second merchant account: the switcher appears and keys are bound to the chosen one.
+    s.post(
+        "/merchant-accounts",
+        json!({"id": "acme", "display_name": "Acme"}),
+    )
+    .await
+    .expect(201);
+    let token = csrf(&s, &cookie).await;
+    let page = get_with(&s, "/dashboard/keys", Some(&cookie)).await;
+    assert!(
+        page.text.contains("name=\"merchant_account_id\""),
+        "switcher"
+    );
+    let r = post_form(
+        &s,
+        "/dashboard/account",
+        Some(&cookie),
+        &[("csrf", &token), ("merchant_account_id", "acme")],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    let r = post_form(
+        &s,
+        "/dashboard/account",
+        Some(&cookie),
+        &[("csrf", &token), ("merchant_account_id", "nope")],
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    let page = get_with(&s, "/dashboard/keys", Some(&cookie)).await;
+    assert!(
+        page.text
+            .contains("bound to the merchant account <code>acme</code>")
+    );
+    // The API sees acme's (empty) catalogue through the dashboard.
+    let cat = get_with(&s, "/dashboard/catalogue", Some(&cookie)).await;
+    assert!(cat.text.contains("No SKUs yet."));
 }
 
 async fn the_cookie_is_secure_behind_a_trusted_proxy(db: Db) {
