@@ -58,8 +58,9 @@ export async function startServer(extraArgs = []) {
   }
   const key = readFileSync(join(dataDir, 'first-secret-key'), 'utf8').trim();
   const pk = /sandbox publishable key: (\S+)/.exec(out)?.[1];
+  const sk = /sandbox secret key: (\S+)/.exec(out)?.[1];
   return {
-    base, key, pk,
+    base, key, pk, sk, dataDir, bin,
     stop: () => new Promise((ok) => { proc.on('exit', ok); proc.kill('SIGTERM'); }),
   };
 }

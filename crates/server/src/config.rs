@@ -77,6 +77,18 @@ pub struct Config {
     /// Allow webhook targets on loopback, private, link-local, CGNAT… addresses, and plain
     /// `http://` URLs (development and tests; SPEC §7's SSRF guard is off for them).
     pub allow_private_webhook_targets: bool,
+    /// Trust `X-Forwarded-Proto: https` from the reverse proxy in front of this server: the
+    /// dashboard's session cookie is then marked `Secure` for such requests. Off by default,
+    /// because a client talking to the server directly could send the header itself.
+    pub trust_forwarded_proto: bool,
+    /// Dashboard sessions end after this long without a request…
+    pub dashboard_idle_secs: u64,
+    /// …and this long after login, whatever happens.
+    pub dashboard_session_secs: u64,
+    /// Consecutive failed logins after which an operator (or a client address, after four
+    /// times as many) is locked out for `dashboard_lockout_secs`.
+    pub dashboard_max_failures: u32,
+    pub dashboard_lockout_secs: u64,
     /// The master key (64 hex digits or base64 of 32 bytes) for embedders and tests that pass
     /// it in code; wins over `TOLLGATE_MASTER_KEY`. Never read from a configuration file
     /// (secrets come from the environment, stdin or a key file, SPEC §2).
@@ -123,6 +135,11 @@ impl Default for Config {
             webhook_poll_interval_ms: 100,
             webhook_worker: true,
             allow_private_webhook_targets: false,
+            trust_forwarded_proto: false,
+            dashboard_idle_secs: 3600,
+            dashboard_session_secs: 12 * 3600,
+            dashboard_max_failures: 5,
+            dashboard_lockout_secs: 900,
             master_key: None,
         }
     }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod dashboard;
 pub mod entitlements;
 pub mod error;
 pub mod idempotency;
@@ -116,6 +117,7 @@ pub fn app(ctx: ApiContext, sandbox: Option<Router>) -> Router {
         .merge(pay::router())
         .merge(page::router())
         .merge(openapi::router())
+        .merge(dashboard::router(&ctx))
         .with_state(ctx.clone());
     if let Some(sb) = sandbox {
         router = router.nest("/sandbox/stripe", sb);

@@ -31,7 +31,7 @@ pub fn router() -> Router<ApiContext> {
         )
 }
 
-async fn asset(body: &'static str, kind: &'static str) -> Response {
+pub async fn asset(body: &'static str, kind: &'static str) -> Response {
     let mut r = body.into_response();
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));

@@ -12,6 +12,7 @@ pub mod connections;
 pub mod entitlements;
 pub mod idempotency;
 pub mod inbox;
+pub mod operators;
 pub mod outbox;
 pub mod rows;
 pub mod transactions;

@@ -80,6 +80,10 @@ pub struct ServerArgs {
     /// Outbound webhooks: deliveries in flight at once.
     #[arg(long, env = "TOLLGATE_WEBHOOK_CONCURRENCY")]
     webhook_concurrency: Option<usize>,
+    /// Trust `X-Forwarded-Proto: https` from a reverse proxy (marks the dashboard cookie
+    /// `Secure` for such requests). Only set it when a proxy in front overwrites that header.
+    #[arg(long, env = "TOLLGATE_TRUST_FORWARDED_PROTO")]
+    trust_forwarded_proto: bool,
 }
 
 impl ServerArgs {
@@ -150,6 +154,9 @@ impl ServerArgs {
         if let Some(v) = self.webhook_concurrency {
             c.webhook_concurrency = v;
         }
+        if self.trust_forwarded_proto {
+            c.trust_forwarded_proto = true;
+        }
         Ok(c)
     }
 }
@@ -207,6 +214,9 @@ pub async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         None
     };
     println!("tollgate listening on {public_url} (API reference: {public_url}/docs)");
+    println!(
+        "dashboard: {public_url}/dashboard (create a login with `tollgate operator create NAME`)"
+    );
     let (sb, handle) = match sandbox {
         Some((sb, h)) => (Some(sb), Some(h)),
         None => (None, None),
@@ -614,6 +624,86 @@ pub async fn stripe(cmd: StripeCommand) -> anyhow::Result<()> {
     }
     if failed {
         bail!("some connections could not be synced");
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum OperatorCommand {
+    /// Create a dashboard operator. The password is read from --password-file or standard
+    /// input (never from an argument: process lists show those).
+    Create {
+        #[command(flatten)]
+        server: ServerArgs,
+        username: String,
+        /// Read the password from this file (its first line).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Set the password of an existing operator instead (also lifts a lockout).
+        #[arg(long)]
+        reset_password: bool,
+    },
+    /// List operators (never their password hashes).
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// The first line of `text`, without its line ending (spaces inside are kept).
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
+pub async fn operator(cmd: OperatorCommand) -> anyhow::Result<()> {
+    match cmd {
+        OperatorCommand::Create {
+            server,
+            username,
+            password_file,
+            reset_password,
+        } => {
+            let password = match &password_file {
+                Some(f) => first_line(
+                    &std::fs::read_to_string(f)
+                        .with_context(|| format!("reading {}", f.display()))?,
+                )
+                .to_string(),
+                None => {
+                    let mut s = String::new();
+                    std::io::stdin()
+                        .read_to_string(&mut s)
+                        .context("reading the password from standard input")?;
+                    first_line(&s).to_string()
+                }
+            };
+            let ctx = context(&server).await?;
+            let done = tollgate_server::dashboard::create_operator(
+                &ctx,
+                &username,
+                &password,
+                reset_password,
+            )
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+            println!("operator {username}: {done}");
+            println!(
+                "log in at {}/dashboard/login",
+                ctx.public_url.trim_end_matches('/')
+            );
+        }
+        OperatorCommand::List { server } => {
+            let ctx = context(&server).await?;
+            let now = ctx.now();
+            for o in tollgate_store::operators::list(ctx.store.reader()).await? {
+                let locked = o.locked_until.is_some_and(|t| t > now);
+                println!(
+                    "{}\t{}",
+                    o.username,
+                    if locked { "locked" } else { "active" }
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -48,6 +48,9 @@ enum Command {
     /// Merchant accounts (tenants).
     #[command(subcommand, name = "merchant-accounts")]
     MerchantAccounts(cli::MerchantCommand),
+    /// Dashboard operators (`operator create NAME`, password from stdin or a file).
+    #[command(subcommand)]
+    Operator(cli::OperatorCommand),
     /// Stripe connections.
     #[command(subcommand)]
     Connections(cli::ConnectionsCommand),
@@ -108,6 +111,7 @@ fn main() -> anyhow::Result<()> {
             Command::Migrate(args) => cli::migrate(args).await,
             Command::Keys(cmd) => cli::keys(cmd).await,
             Command::MerchantAccounts(cmd) => cli::merchant_accounts(cmd).await,
+            Command::Operator(cmd) => cli::operator(cmd).await,
             Command::Connections(cmd) => cli::connections(cmd).await,
             Command::Stripe(cmd) => cli::stripe(cmd).await,
             Command::Sandbox(args) => run_sandbox(args).await,

@@ -7,6 +7,7 @@ pub mod common;
 
 mod bad_input;
 mod connections;
+mod dashboard;
 mod entitlements;
 mod expiry;
 mod flows;
