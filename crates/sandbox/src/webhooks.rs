@@ -222,9 +222,14 @@ pub async fn run(inner: Arc<Inner>, mut rx: UnboundedReceiver<Delivery>) {
     }
 }
 
-/// Spawns a delivery (and, by the `duplicate` chaos rate, an independently signed copy).
+/// Spawns a delivery (and, by the `duplicate` chaos rate, an independently signed copy), or
+/// keeps it back while the `hold` chaos switch names its event type.
 fn start(inner: &Arc<Inner>, d: Delivery) {
     let chaos = lock(&inner.chaos).clone();
+    if chaos.holds(&d.event_type) {
+        lock(&inner.held).push(d);
+        return;
+    }
     let delay = Duration::from_millis(chaos.delay_ms.min(MAX_WINDOW_MS));
     if chaos.duplicate > 0.0 && rand::random::<f64>() < chaos.duplicate {
         let copy = Delivery {
@@ -234,6 +239,24 @@ fn start(inner: &Arc<Inner>, d: Delivery) {
         tokio::spawn(deliver(inner.clone(), copy, delay));
     }
     tokio::spawn(deliver(inner.clone(), d, delay));
+}
+
+/// Sends the held deliveries the `hold` switch no longer names, in the order they were due
+/// (called after the chaos switches change). Returns how many are still held.
+pub(crate) fn release_held(inner: &Arc<Inner>) -> usize {
+    let chaos = lock(&inner.chaos).clone();
+    let due: Vec<Delivery> = {
+        let mut held = lock(&inner.held);
+        let (keep, due) = std::mem::take(&mut *held)
+            .into_iter()
+            .partition(|d| chaos.holds(&d.event_type));
+        *held = keep;
+        due
+    };
+    for d in due {
+        start(inner, d);
+    }
+    lock(&inner.held).len()
 }
 
 /// Attempts one delivery until a 2xx, the attempt limit, or its endpoint disappears.
