@@ -289,9 +289,16 @@ async fn on_test_clock(
     let (Some(id), Some(frozen)) = (clock["id"].as_str(), clock["frozen_time"].as_i64()) else {
         return Ok(());
     };
+    es::put_clock(ctx.store.writer(), &connection.id, id, frozen, ctx.now()).await?;
+    let customids = es::customids_on_clock(ctx.store.reader(), &connection.id, id).await?;
+    // The clock moved these customers' "now": a renewing subscription whose period ended more
+    // than the renewal leeway ago is re-read before anything expires (SPEC §5.3), exactly as
+    // the expiry job does for customers on the real clock, so a renewal webhook that is late
+    // never flickers a permission. A failed read fails the event, which the inbox retries.
+    for c in &customids {
+        reread_subscriptions(ctx, &connection.merchant_account_id, c).await?;
+    }
     let mut tx = ctx.store.begin().await?;
-    es::put_clock(&mut *tx, &connection.id, id, frozen, ctx.now()).await?;
-    let customids = es::customids_on_clock(&mut *tx, &connection.id, id).await?;
     let mut notices = Vec::new();
     for c in customids {
         notices.extend(reevaluate(ctx, &mut tx, &connection.merchant_account_id, &c).await?);
@@ -333,14 +340,24 @@ pub async fn ingest(
             let existing =
                 es::get_link(&mut *tx, &connection.id, cus, ctx.store.for_update()).await?;
             if existing.is_none() {
+                // The customer's test clock decides its "now" and which clock moves it: from
+                // the object (customers, subscriptions and invoices carry it), else from what
+                // was stored of the customer before the link (a Checkout Session carries no
+                // clock, and its subscription's events may have been applied before it).
+                let test_clock = match map::test_clock_of(object) {
+                    Some(c) => Some(c),
+                    None => es::objects_of_customer(&mut *tx, &connection.id, cus)
+                        .await?
+                        .iter()
+                        .find_map(|o| map::test_clock_of(&parse(&o.data))),
+                };
                 let link = LinkRow {
                     connection_id: connection.id.clone(),
                     stripe_customer_id: cus.clone(),
                     merchant_account_id: merchant.to_string(),
                     customid: cid.clone(),
                     linked_by: "metadata".into(),
-                    test_clock: map::test_clock_of(object)
-                        .filter(|_| object["object"] == "customer"),
+                    test_clock,
                     created_at: now,
                     updated_at: now,
                 };
@@ -354,16 +371,18 @@ pub async fn ingest(
                 });
             }
         }
+        // Any object that names the customer's test clock (not only the customer: its
+        // events may have come before the link) records the clock on the link.
+        if let (Some(cus), Some(clock)) = (&customer, map::test_clock_of(object))
+            && let Some(mut l) =
+                es::get_link(&mut *tx, &connection.id, cus, ctx.store.for_update()).await?
+            && l.test_clock.as_deref() != Some(clock.as_str())
+        {
+            l.test_clock = Some(clock);
+            l.updated_at = now;
+            es::put_link(&mut *tx, &l).await?;
+        }
         if object["object"] == "customer" {
-            if let (Some(cus), Some(clock)) = (&customer, map::test_clock_of(object))
-                && let Some(mut l) =
-                    es::get_link(&mut *tx, &connection.id, cus, ctx.store.for_update()).await?
-                && l.test_clock.as_deref() != Some(clock.as_str())
-            {
-                l.test_clock = Some(clock);
-                l.updated_at = now;
-                es::put_link(&mut *tx, &l).await?;
-            }
             if let Some(cus) = &customer {
                 touched.extend(customid_of_customer(&mut tx, &connection.id, cus).await?);
             }
@@ -913,8 +932,14 @@ async fn reread_subscriptions(ctx: &ApiContext, merchant: &str, customid: &str) 
         .await
         .map_err(tollgate_store::StoreError::from)?;
     let purchases = load_purchases(&mut conn, merchant, customid).await?;
+    let leeway = es::get_settings(&mut *conn, merchant)
+        .await?
+        .renewal_leeway_secs;
     drop(conn);
-    let now = ctx.now() / 1000;
+    // The re-read's stamp is the real time (as events are stamped); whether a period has
+    // lapsed is judged in the customer's time (its test clock's, if any).
+    let stamp = ctx.now() / 1000;
+    let now = purchases.frozen_time.unwrap_or(stamp);
     let mut by_conn: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for o in &purchases.objects {
         if o.object_type != "subscription" {
@@ -925,7 +950,7 @@ async fn reread_subscriptions(ctx: &ApiContext, merchant: &str, customid: &str) 
                 if matches!(s.status, dom::SubStatus::Active | dom::SubStatus::Trialing)
                     && !s.cancel_at_period_end
                     && s.cancel_at.is_none()
-                    && s.current_period_end.is_some_and(|e| e <= now))
+                    && s.current_period_end.is_some_and(|e| e.saturating_add(leeway) <= now))
         });
         if !lapsing {
             continue;
@@ -962,7 +987,7 @@ async fn reread_subscriptions(ctx: &ApiContext, merchant: &str, customid: &str) 
             ingest(
                 ctx,
                 &conn_row,
-                subs.into_iter().map(|s| (now, s)).collect(),
+                subs.into_iter().map(|s| (stamp, s)).collect(),
                 None,
             )
             .await?;
