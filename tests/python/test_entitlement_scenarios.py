@@ -91,14 +91,16 @@ class World:
 
     # -- the catalogue --
 
-    def sku(self, name: str, kind: str, amount: int = 1000, interval: Optional[str] = "month"):
-        """A price of a new product in the sandbox, its SKU in Tollgate, and the SKU added to
-        this test's permission. Returns the price."""
-        params: Dict[str, Any] = {"currency": "usd", "unit_amount": amount,
-                                  "product_data": {"name": f"{name} {self.uid}"}}
-        if kind == "subscription":
-            params["recurring"] = {"interval": interval}
-        price = self.stripe.v1.prices.create(params)
+    def sku(self, name: str, kind: str, amount: int = 1000, interval: Optional[str] = "month",
+            price=None):
+        """A price of a new product in the sandbox (unless `price` is given), its SKU in
+        Tollgate, and the SKU added to this test's permission. Returns the price."""
+        if price is None:
+            params: Dict[str, Any] = {"currency": "usd", "unit_amount": amount,
+                                      "product_data": {"name": f"{name} {self.uid}"}}
+            if kind == "subscription":
+                params["recurring"] = {"interval": interval}
+            price = self.stripe.v1.prices.create(params)
         ident = f"{name}_{self.uid}"
         r = self.tg.http("POST", "/v1/skus", json_body={"identifier": ident, "store": "stripe",
                                                         "product_id": price.product, "kind": kind})
@@ -600,3 +602,88 @@ def test_renewal_webhook_late_past_period_end_never_flickers(world: World, hold,
         samples = sampler.stop()
     assert samples and all(s[1] is True and s[2] == RENEWING for s in samples), \
         [s for s in samples if s[1] is not True or s[2] != RENEWING][:5]
+
+
+# ---- webhook API versions --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def version_pair(request):
+    """A standalone sandbox and two servers reading it, each through a connection whose webhook
+    endpoint is registered in the sandbox: one pinned to API version 2022-11-15, one current.
+    Yields [(server, public key), …], old version first."""
+    from conftest import start_sandbox
+    sb = start_sandbox()
+    servers: List[Tollgate] = []
+    try:
+        out = []
+        for version in ("2022-11-15", None):
+            tg = start_tollgate(request.param, "--stripe-api-base", sb.base)
+            servers.append(tg)
+            r = tg.http("POST", "/connections", json_body={"secret_key": sb.secret_key,
+                                                           "publishable_key": sb.publishable_key})
+            assert r.status_code == 201, r.text
+            conn = r.json()
+            params: Dict[str, Any] = {"url": tg.base + f"/webhooks/stripe/{conn['id']}",
+                                      "enabled_events": ["*"]}
+            if version:
+                params["api_version"] = version
+            ep = stripe_client(sb.base, sb.secret_key).v1.webhook_endpoints.create(params)
+            assert ep.api_version == version
+            r = tg.http("PATCH", f"/connections/{conn['id']}", json_body={"webhook_secret": ep.secret})
+            assert r.status_code == 200, r.text
+            out.append((tg, public_key(tg)))
+        yield sb, out
+    finally:
+        for tg in servers:
+            stop_tollgate(tg)
+        sb.stop()
+
+
+def test_old_and_current_webhook_versions_give_identical_permissions(version_pair, uid):
+    sb, servers = version_pair
+    old, new = (World(tg, key, uid, sandbox_base=sb.base, sandbox_key=sb.secret_key)
+                for tg, key in servers)
+    both = (old, new)
+    s = old.stripe
+    monthly = old.sku("monthly", "subscription", 1500)
+    new.sku("monthly", "subscription", price=monthly)
+    life = old.sku("lifetime", "one_time", 5000, interval=None)
+    new.sku("lifetime", "one_time", price=life)
+
+    def step(what: str, **fields):
+        answers = []
+        for w in both:
+            w.expect(f"{what} (webhooks of {'2022-11-15' if w is old else 'the current version'})",
+                     **fields)
+            answers.append(w.answer())
+        assert answers[0] == answers[1], f"{what}: the two versions disagree: {answers}"
+
+    t0 = start_time()
+    clock = old.clock(t0)
+    cus = old.clock_customer(clock.id)
+    step("nothing yet", absent=True)
+    done = old.checkout(monthly, "subscription", cus.id)
+    sub_id = done["subscription"]
+    _, end = period(s.v1.subscriptions.retrieve(sub_id))
+    step("subscribed", is_valid=True, entitlement=RENEWING, expires_date=end)
+
+    old.advance(clock.id, end + HOUR)
+    _, end2 = period(s.v1.subscriptions.retrieve(sub_id))
+    step("renewed", is_valid=True, entitlement=RENEWING, expires_date=end2)
+
+    # A one-time purchase of the same customer: lifetime wins; a partial refund keeps it.
+    bought = old.checkout(life, "payment", cus.id)
+    step("lifetime", is_valid=True, entitlement=LIFETIME, expires_date=None)
+    s.v1.refunds.create({"payment_intent": bought["payment_intent"], "amount": 1000})
+    step("partially refunded", is_valid=True, entitlement=LIFETIME)
+    s.v1.refunds.create({"payment_intent": bought["payment_intent"]})
+    step("refunded: the subscription holds again", is_valid=True, entitlement=RENEWING,
+         expires_date=end2)
+
+    # The renewal invoice is credited in full: revoked, in both shapes (2022-11-15 has
+    # `credit_note.refund` and `invoice.subscription`, the current one `refunds[]` and `parent`).
+    inv = s.v1.invoices.retrieve(s.v1.subscriptions.retrieve(sub_id).latest_invoice)
+    s.v1.credit_notes.create({"invoice": inv.id, "amount": inv.amount_paid,
+                              "refund_amount": inv.amount_paid})
+    step("credited in full", is_valid=False, entitlement=REVOKED)

@@ -184,9 +184,77 @@ pub async fn on_stripe_events(
         read.push(taken);
     }
     if !objects.is_empty() {
-        ingest(ctx, connection, objects, None).await?;
+        let (_, ties) = ingest_objects(ctx, connection, objects, None).await?;
+        reread_ties(ctx, connection, ties).await?;
     }
     Ok(read)
+}
+
+/// Stripe stamps events in whole seconds: two versions of one object from the same second
+/// (a subscription renewed, then past due) at the same progress cannot be ordered by what they
+/// say. Rather than let an arbitrary order keep the older one, the object is read again from
+/// Stripe once the tied second is over, and stored stamped with the second of the read: it
+/// beats every event of the tied second (all older than the read). A read that ties an event
+/// of its own second is read once more; after that what is stored stays (so that a fake clock
+/// that does not move cannot loop). Kinds Stripe cannot be asked for alone stay as stored.
+async fn reread_ties(
+    ctx: &ApiContext,
+    connection: &ConnectionRow,
+    mut ties: Vec<(String, String, i64)>,
+) -> ApiResult<()> {
+    for round in 0..2 {
+        let Some(latest) = ties.iter().map(|t| t.2).max() else {
+            return Ok(());
+        };
+        // Wait (at most a second, only after a tie) until the tied second is over.
+        let wait_ms = latest
+            .saturating_add(1)
+            .saturating_mul(1000)
+            .saturating_sub(ctx.now());
+        if wait_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(wait_ms.min(1100) as u64)).await;
+        }
+        let stripe = ctx.stripe_for(connection)?;
+        let mut fresh = Vec::new();
+        for (kind, id, at) in &ties {
+            let base = match kind.as_str() {
+                "subscription" => "/v1/subscriptions",
+                "invoice" => "/v1/invoices",
+                "payment_intent" => "/v1/payment_intents",
+                "charge" => "/v1/charges",
+                "dispute" => "/v1/disputes",
+                "credit_note" => "/v1/credit_notes",
+                "checkout.session" => "/v1/checkout/sessions",
+                _ => continue,
+            };
+            let path = format!("{base}/{}", seg(id));
+            match stripe
+                .request(
+                    tollgate_stripe::client::Method::GET,
+                    &path,
+                    &Map::new(),
+                    Default::default(),
+                )
+                .await
+            {
+                Ok(mut object) => {
+                    prepare(ctx, connection, &mut object).await?;
+                    fresh.push(((ctx.now() / 1000).max(*at), object));
+                }
+                Err(e) if e.status() == Some(404) => {}
+                Err(e) => return Err(stripe_error(ctx, &e)),
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let (_, again) = ingest_objects(ctx, connection, fresh, None).await?;
+        if round == 1 {
+            break;
+        }
+        ties = again;
+    }
+    Ok(())
 }
 
 enum Taken {
@@ -325,6 +393,18 @@ pub async fn ingest(
     objects: Vec<(i64, Value)>,
     also: Option<&str>,
 ) -> ApiResult<Vec<Notice>> {
+    Ok(ingest_objects(ctx, connection, objects, also).await?.0)
+}
+
+/// [`ingest`], also returning the objects (kind, id, stamp) whose new version tied the stored
+/// one: same second, same progress, different content (see [`reread_ties`]).
+async fn ingest_objects(
+    ctx: &ApiContext,
+    connection: &ConnectionRow,
+    objects: Vec<(i64, Value)>,
+    also: Option<&str>,
+) -> ApiResult<(Vec<Notice>, Vec<(String, String, i64)>)> {
+    let mut ties = Vec::new();
     let merchant = connection.merchant_account_id.as_str();
     let now = ctx.now();
     let key = es::customid_key(ctx.store.reader(), &connection.id).await?;
@@ -412,6 +492,18 @@ pub async fn ingest(
             created_at: now,
             updated_at: now,
         };
+        if es::objects_by_id(&mut *tx, &connection.id, &row.object_id)
+            .await?
+            .iter()
+            .any(|o| {
+                o.object_type == row.object_type
+                    && o.stamp_at == row.stamp_at
+                    && o.stamp_progress == row.stamp_progress
+                    && o.data != row.data
+            })
+        {
+            ties.push((row.object_type.clone(), row.object_id.clone(), row.stamp_at));
+        }
         es::put_object(&mut *tx, &row).await?;
         for r in &records {
             for rf in map::refs_of(r) {
@@ -440,7 +532,7 @@ pub async fn ingest(
     }
     notify(&mut tx, &notices, ctx.now()).await?;
     tollgate_store::commit(tx).await?;
-    Ok(notices)
+    Ok((notices, ties))
 }
 
 async fn customid_of_customer(
