@@ -88,10 +88,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         timeout: Duration::from_secs(args.timeout_secs.max(1)),
         step: 0,
     };
-    println!("Tollgate demo: a server with the built-in Stripe sandbox at {}", demo.base);
+    println!(
+        "Tollgate demo: a server with the built-in Stripe sandbox at {}",
+        demo.base
+    );
     println!("  data directory {} (SQLite)", server.dir.display());
-    println!("  secret API key tg_sk_… (from first-secret-key), public SDK key tg_pk_… (tollgate keys create --kind public)");
+    println!(
+        "  secret API key tg_sk_… (from first-secret-key), public SDK key tg_pk_… (tollgate keys create --kind public)"
+    );
     let result = demo.walk().await;
+    let mut server = server;
+    if result.is_err() {
+        // Keep the server's log (and database) for whoever looks into the failure.
+        server.keep = true;
+        println!("server log: {}", server.dir.join("serve.log").display());
+    }
     drop(server);
     match result {
         Ok(()) => {
@@ -106,7 +117,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 impl Demo {
     async fn walk(&mut self) -> anyhow::Result<()> {
         // ---- the catalogue ----
-        self.title("the catalogue: a monthly plan in Stripe, sold as SKU web_monthly, granting 'premium'");
+        self.title(
+            "the catalogue: a monthly plan in Stripe, sold as SKU web_monthly, granting 'premium'",
+        );
         let price = self
             .stripe(
                 Method::POST,
@@ -271,7 +284,9 @@ impl Demo {
         );
 
         // ---- a subscription through Checkout, on a test clock ----
-        self.title("a subscription: the buyer (on a Stripe test clock) checks out the monthly plan");
+        self.title(
+            "a subscription: the buyer (on a Stripe test clock) checks out the monthly plan",
+        );
         let now = unix_now();
         let clock = self
             .stripe(
@@ -332,7 +347,9 @@ impl Demo {
             tollgate_server::entitlements::rfc3339_secs(end)
         );
         self.wait_permission("premium, renewing to the period end", |p| {
-            p["is_valid"] == json!(true) && p["entitlement"] == json!(5) && p["expires_date"] == json!(end)
+            p["is_valid"] == json!(true)
+                && p["entitlement"] == json!(5)
+                && p["expires_date"] == json!(end)
         })
         .await?;
 
@@ -362,7 +379,9 @@ impl Demo {
             tollgate_server::entitlements::rfc3339_secs(end2)
         );
         self.wait_permission("premium, renewed to the new period end", |p| {
-            p["is_valid"] == json!(true) && p["entitlement"] == json!(5) && p["expires_date"] == json!(end2)
+            p["is_valid"] == json!(true)
+                && p["entitlement"] == json!(5)
+                && p["expires_date"] == json!(end2)
         })
         .await?;
 
@@ -531,7 +550,12 @@ impl Demo {
     }
 
     /// Polls `read` until `ok`, for at most the demo's timeout.
-    async fn wait<F, Fut>(&self, what: &str, read: F, ok: impl Fn(&Value) -> bool) -> anyhow::Result<Value>
+    async fn wait<F, Fut>(
+        &self,
+        what: &str,
+        read: F,
+        ok: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<Value>>,
@@ -557,9 +581,15 @@ impl Demo {
 /// The body of an answer with status `want`, else an error naming what was asked.
 async fn answer(r: reqwest::Response, want: StatusCode, what: &str) -> anyhow::Result<Value> {
     let status = r.status();
-    let text = r.text().await.with_context(|| format!("{what}: reading the answer"))?;
+    let text = r
+        .text()
+        .await
+        .with_context(|| format!("{what}: reading the answer"))?;
     if status != want {
-        bail!("{what} answered {status}, not {want}: {}", truncate(&text, 600));
+        bail!(
+            "{what} answered {status}, not {want}: {}",
+            truncate(&text, 600)
+        );
     }
     serde_json::from_str(&text).with_context(|| format!("{what}: the answer is not JSON"))
 }
@@ -639,16 +669,22 @@ fn start_server(keep: bool) -> anyhow::Result<(Server, ServeLines)> {
         .port();
     let log = std::fs::File::create(dir.join("serve.log")).context("creating serve.log")?;
     let mut cmd = Command::new(&exe);
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--sandbox", "true"])
-        .arg("--data-dir")
-        .arg(&dir)
-        // SQLite in the temporary directory, whatever the environment names.
-        .env_remove("DATABASE_URL")
-        .env_remove("TOLLGATE_CONFIG")
-        .env("TOLLGATE_LOG_FORMAT", "text")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log));
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--sandbox",
+        "true",
+    ])
+    .arg("--data-dir")
+    .arg(&dir)
+    // SQLite in the temporary directory, whatever the environment names.
+    .env_remove("DATABASE_URL")
+    .env_remove("TOLLGATE_CONFIG")
+    .env("TOLLGATE_LOG_FORMAT", "text")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::from(log));
     let mut child = cmd.spawn().context("starting `tollgate serve`")?;
     let stdout = child.stdout.take();
     let server = Server { child, dir, keep };
@@ -676,7 +712,10 @@ fn start_server(keep: bool) -> anyhow::Result<(Server, ServeLines)> {
         } else if let Some(v) = line.strip_prefix("sandbox publishable key: ") {
             pk = Some(v.trim().to_string());
         } else if let Some(v) = line.strip_prefix("tollgate listening on ") {
-            base = v.split_whitespace().next().map(|s| s.trim_end_matches('/').to_string());
+            base = v
+                .split_whitespace()
+                .next()
+                .map(|s| s.trim_end_matches('/').to_string());
         }
     }
     let lines = ServeLines {
