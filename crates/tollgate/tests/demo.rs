@@ -57,6 +57,11 @@ fn demo_walks_through_every_step_and_exits_zero() {
     }
     // The permission check is printed after the steps that change it, and before any purchase
     // the answer is empty.
-    assert!(stdout.matches("GET /v1/permissions?customid=demo-user-7").count() >= 5);
+    assert!(
+        stdout
+            .matches("GET /v1/permissions?customid=demo-user-7")
+            .count()
+            >= 5
+    );
     assert!(stdout.contains(r#"{"customid":"demo-user-7","permissions":[]}"#));
 }
