@@ -12,9 +12,9 @@ How a step is asserted: `World.expect` waits until the answer shows what the ste
 for the events of this test and Tollgate's inbox has nothing left to apply (`settle`), and
 asserts the answer again: what the step gives must be the settled state, not a passing one.
 
-Each test has its own customid and its own permission (`premium_<uid>`), so that tests sharing
-the session's server (one per database: SQLite and PostgreSQL, the `tollgate` fixture) do not
-see each other's purchases.
+Each test runs twice, on SQLite and on PostgreSQL, each time on a fresh server of its own (its
+own data directory and, on PostgreSQL, its own database: the `server` fixture); the customid
+and the permission (`premium_<uid>`) are unique too.
 """
 
 from __future__ import annotations
@@ -62,9 +62,18 @@ def public_key(tg: Tollgate) -> str:
     return key
 
 
-@pytest.fixture(scope="session")
-def pk(tollgate) -> str:
-    return public_key(tollgate)
+@pytest.fixture(params=["sqlite", "postgres"])
+def server(request) -> Tollgate:
+    """A fresh `tollgate serve` (built-in sandbox) for one test: its own data directory and, on
+    PostgreSQL, its own database, so that no test sees another's objects, events or inbox."""
+    tg = start_tollgate(request.param)
+    yield tg
+    stop_tollgate(tg)
+
+
+@pytest.fixture
+def pk(server) -> str:
+    return public_key(server)
 
 
 def stripe_client(base: str, key: str) -> stripe.StripeClient:
@@ -244,8 +253,8 @@ def check_shape(p: Dict[str, Any]) -> None:
 
 
 @pytest.fixture
-def world(tollgate, pk, uid) -> World:
-    return World(tollgate, pk, uid)
+def world(server, pk, uid) -> World:
+    return World(server, pk, uid)
 
 
 def start_time() -> int:
@@ -507,11 +516,11 @@ RENEWAL_EVENTS = ["customer.subscription.*", "invoice.*", "invoice_payment.*", "
 
 
 @pytest.fixture
-def hold(tollgate):
+def hold(server):
     """Holds back the sandbox's deliveries of the named event types (its `hold` chaos switch)
     until called again without them; released at the end of the test."""
     def set_(types: List[str]) -> Dict[str, Any]:
-        r = requests.post(tollgate.sandbox_base + "/_sandbox/chaos", json={"hold": types}, timeout=30)
+        r = requests.post(server.sandbox_base + "/_sandbox/chaos", json={"hold": types}, timeout=30)
         assert r.status_code == 200, r.text
         return r.json()
     yield set_
