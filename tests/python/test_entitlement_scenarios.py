@@ -385,6 +385,10 @@ def test_one_time_checkout_is_lifetime(world: World):
     assert done["payment_status"] == "paid" and done["customer"].startswith("cus_")
     p = w.expect("lifetime", is_valid=True, entitlement=LIFETIME, expires_date=None)
     assert p["expires_at"] is None and [s["identifier"] for s in p["skuarray"]] == [f"lifetime_{w.uid}"]
+    # Tollgate read the session's line items escaping the id (`cs%5Ftest…`); Stripe (and the
+    # sandbox) decode path segments.
+    r = w.tg.stripe("GET", f"/v1/checkout/sessions/{done['id'].replace('_', '%5F')}/line_items")
+    assert r.status_code == 200 and r.json()["data"][0]["price"]["id"] == life.id, r.text
 
 
 def test_unpaid_async_checkout_that_fails_is_never_granted(world: World):

@@ -398,6 +398,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hold_patterns_name_exact_types_prefixes_or_everything() {
+        let chaos = crate::ChaosConfig {
+            hold: vec!["invoice.*".into(), "customer.subscription.updated".into()],
+            ..Default::default()
+        };
+        assert!(chaos.holds("invoice.paid"));
+        assert!(chaos.holds("invoice.payment_failed"));
+        assert!(chaos.holds("customer.subscription.updated"));
+        assert!(!chaos.holds("customer.subscription.deleted"));
+        assert!(!chaos.holds("invoice_payment.paid"));
+        assert!(!chaos.holds("invoice"));
+        let all = crate::ChaosConfig {
+            hold: vec!["*".into()],
+            ..Default::default()
+        };
+        assert!(all.holds("charge.succeeded"));
+        assert!(!crate::ChaosConfig::default().holds("charge.succeeded"));
+    }
+
+    #[test]
     fn backoff_doubles_with_jitter_and_never_overflows() {
         let base = Duration::from_secs(1);
         for attempt in 1..=5u32 {
