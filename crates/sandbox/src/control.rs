@@ -499,9 +499,13 @@ fn billing_page(title: &str, doc: &Value, total_key: &str) -> Response {
     page(StatusCode::OK, title, &body)
 }
 
-/// `POST /chaos`: `{"duplicate", "reorder_window_ms", "delay_ms"}`; absent members are 0.
+/// `POST /chaos`: `{"duplicate", "reorder_window_ms", "delay_ms", "hold"}`; absent members are
+/// 0 (`hold`: none). Deliveries held before and no longer named by `hold` are sent now.
 async fn chaos(_: Operator, State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
-    let body = match body_json(&body, &["duplicate", "reorder_window_ms", "delay_ms"]) {
+    let body = match body_json(
+        &body,
+        &["duplicate", "reorder_window_ms", "delay_ms", "hold"],
+    ) {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -509,21 +513,57 @@ async fn chaos(_: Operator, State(inner): State<Arc<Inner>>, body: Bytes) -> Res
         probability(&body, "duplicate", Some(0.0)),
         millis(&body, "reorder_window_ms"),
         millis(&body, "delay_ms"),
+        event_types(&body, "hold"),
     ) {
-        (Ok(duplicate), Ok(reorder_window_ms), Ok(delay_ms)) => ChaosConfig {
+        (Ok(duplicate), Ok(reorder_window_ms), Ok(delay_ms), Ok(hold)) => ChaosConfig {
             duplicate,
             reorder_window_ms,
             delay_ms,
+            hold,
         },
-        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+        (Err(r), _, _, _) | (_, Err(r), _, _) | (_, _, Err(r), _) | (_, _, _, Err(r)) => {
+            return r;
+        }
     };
-    let out = json!({
+    let mut out = json!({
         "duplicate": config.duplicate,
         "reorder_window_ms": config.reorder_window_ms,
         "delay_ms": config.delay_ms,
+        "hold": config.hold,
     });
     *lock(&inner.chaos) = config;
+    out["held"] = json!(crate::webhooks::release_held(&inner));
     ok(out)
+}
+
+/// A list of event-type patterns (absent or null: none): `type`, `prefix.*` or `*`.
+fn event_types(body: &Map<String, Value>, key: &str) -> std::result::Result<Vec<String>, Response> {
+    let err = || {
+        fail(
+            StripeError::invalid(format!(
+                "`{key}` must be a list of event types (`invoice.paid`, `invoice.*` or `*`)."
+            ))
+            .param(key),
+        )
+    };
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match v.as_str() {
+                Some(t)
+                    if !t.is_empty()
+                        && t.len() <= 100
+                        && t.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "._*".contains(c)) =>
+                {
+                    Ok(t.to_string())
+                }
+                _ => Err(err()),
+            })
+            .collect(),
+        Some(_) => Err(err()),
+    }
 }
 
 /// `GET /webhook_deliveries`: every attempt, oldest first.

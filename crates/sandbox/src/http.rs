@@ -368,7 +368,18 @@ async fn api(
         Err(e) => return fail(e),
     };
     let path = uri.path();
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Path segments are percent-decoded, as on Stripe: a client may escape any character of an
+    // id (Tollgate escapes everything but letters and digits, so `cs_…` arrives as `cs%5F…`).
+    let decoded: Vec<String> = path
+        .trim_matches('/')
+        .split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map_or_else(|_| s.to_string(), |d| d.into_owned())
+        })
+        .collect();
+    let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let Some(route) = resources::route(method, &segs) else {
         return fail(StripeError::new(
             StatusCode::NOT_FOUND,

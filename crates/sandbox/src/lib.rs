@@ -79,6 +79,22 @@ pub struct ChaosConfig {
     pub duplicate: f64,
     pub reorder_window_ms: u64,
     pub delay_ms: u64,
+    /// Event types (exact, or a prefix ending in `.*`, or `*`) whose deliveries are held back
+    /// until the switch no longer names them: a webhook that is late by as long as a test
+    /// wants (a renewal delivered after the period end).
+    pub hold: Vec<String>,
+}
+
+impl ChaosConfig {
+    /// Whether deliveries of `event_type` are held back now.
+    pub fn holds(&self, event_type: &str) -> bool {
+        self.hold.iter().any(|h| {
+            h == "*"
+                || h == event_type
+                || h.strip_suffix('*')
+                    .is_some_and(|prefix| prefix.ends_with('.') && event_type.starts_with(prefix))
+        })
+    }
 }
 
 /// Work to start once the state lock is released, and how to take the request back.
@@ -204,6 +220,8 @@ pub(crate) struct Inner {
     pub config: SandboxConfig,
     pub faults: Mutex<FaultConfig>,
     pub chaos: Mutex<ChaosConfig>,
+    /// Deliveries held back by the `hold` chaos switch, in the order they were due.
+    pub held: Mutex<Vec<webhooks::Delivery>>,
     pub in_flight: Mutex<HashSet<String>>,
     pub deliveries: tokio::sync::mpsc::UnboundedSender<webhooks::Delivery>,
     pub delivery_log: Mutex<Vec<Value>>,
@@ -251,6 +269,7 @@ impl Sandbox {
             config,
             faults: Mutex::new(FaultConfig::default()),
             chaos: Mutex::new(ChaosConfig::default()),
+            held: Mutex::new(Vec::new()),
             in_flight: Mutex::new(HashSet::new()),
             deliveries: tx,
             delivery_log: Mutex::new(Vec::new()),

@@ -222,9 +222,14 @@ pub async fn run(inner: Arc<Inner>, mut rx: UnboundedReceiver<Delivery>) {
     }
 }
 
-/// Spawns a delivery (and, by the `duplicate` chaos rate, an independently signed copy).
+/// Spawns a delivery (and, by the `duplicate` chaos rate, an independently signed copy), or
+/// keeps it back while the `hold` chaos switch names its event type.
 fn start(inner: &Arc<Inner>, d: Delivery) {
     let chaos = lock(&inner.chaos).clone();
+    if chaos.holds(&d.event_type) {
+        lock(&inner.held).push(d);
+        return;
+    }
     let delay = Duration::from_millis(chaos.delay_ms.min(MAX_WINDOW_MS));
     if chaos.duplicate > 0.0 && rand::random::<f64>() < chaos.duplicate {
         let copy = Delivery {
@@ -234,6 +239,24 @@ fn start(inner: &Arc<Inner>, d: Delivery) {
         tokio::spawn(deliver(inner.clone(), copy, delay));
     }
     tokio::spawn(deliver(inner.clone(), d, delay));
+}
+
+/// Sends the held deliveries the `hold` switch no longer names, in the order they were due
+/// (called after the chaos switches change). Returns how many are still held.
+pub(crate) fn release_held(inner: &Arc<Inner>) -> usize {
+    let chaos = lock(&inner.chaos).clone();
+    let due: Vec<Delivery> = {
+        let mut held = lock(&inner.held);
+        let (keep, due) = std::mem::take(&mut *held)
+            .into_iter()
+            .partition(|d| chaos.holds(&d.event_type));
+        *held = keep;
+        due
+    };
+    for d in due {
+        start(inner, d);
+    }
+    lock(&inner.held).len()
 }
 
 /// Attempts one delivery until a 2xx, the attempt limit, or its endpoint disappears.
@@ -373,6 +396,26 @@ fn log_attempt(inner: &Inner, d: &Delivery, url: &str, status: Option<u16>, erro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hold_patterns_name_exact_types_prefixes_or_everything() {
+        let chaos = crate::ChaosConfig {
+            hold: vec!["invoice.*".into(), "customer.subscription.updated".into()],
+            ..Default::default()
+        };
+        assert!(chaos.holds("invoice.paid"));
+        assert!(chaos.holds("invoice.payment_failed"));
+        assert!(chaos.holds("customer.subscription.updated"));
+        assert!(!chaos.holds("customer.subscription.deleted"));
+        assert!(!chaos.holds("invoice_payment.paid"));
+        assert!(!chaos.holds("invoice"));
+        let all = crate::ChaosConfig {
+            hold: vec!["*".into()],
+            ..Default::default()
+        };
+        assert!(all.holds("charge.succeeded"));
+        assert!(!crate::ChaosConfig::default().holds("charge.succeeded"));
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_never_overflows() {

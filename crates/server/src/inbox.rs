@@ -410,17 +410,33 @@ async fn apply_rows(ctx: &ApiContext, rows: Vec<InboxRow>) -> ApiResult<()> {
     });
     // The whole batch in one commit; if any of it fails, each event on its own so one bad
     // event cannot hold up the others.
-    let all = commit_plans(ctx, &batch, None).await;
-    if let Err(e) = all {
-        tracing::warn!(error = %e, "inbox batch failed; applying its events one by one");
-        for (i, row) in batch.rows.iter().enumerate() {
-            if let Err(e) = commit_plans(ctx, &batch, Some(i)).await {
-                fail(ctx, row, &e.to_string()).await?;
+    let mut ties = Vec::new();
+    match commit_plans(ctx, &batch, None).await {
+        Ok(t) => ties = t,
+        Err(e) => {
+            tracing::warn!(error = %e, "inbox batch failed; applying its events one by one");
+            for (i, row) in batch.rows.iter().enumerate() {
+                match commit_plans(ctx, &batch, Some(i)).await {
+                    Ok(t) => ties.extend(t),
+                    Err(e) => fail(ctx, row, &e.to_string()).await?,
+                }
             }
+        }
+    }
+    // Versions of one object from the same second are settled by reading it again, after the
+    // commit (the read may wait for that second to end).
+    for (conn_id, t) in ties {
+        if let Some(Some(conn)) = batch.conns.get(&conn_id)
+            && let Err(e) = crate::entitlements::reread_ties(ctx, conn, t).await
+        {
+            tracing::warn!(connection = %conn_id, error = %e, "re-reading same-second versions failed; the next sync reads them");
         }
     }
     Ok(())
 }
+
+/// Per connection, the objects whose versions tied (see `entitlements::reread_ties`).
+type Ties = Vec<(String, Vec<(String, String, i64)>)>;
 
 /// The entitlement half reads the same events: what they give it to write is prepared here
 /// (Stripe reads included) and written with the batch. A failure to prepare retries the
@@ -476,7 +492,11 @@ fn plan_key(p: &Plan) -> &str {
 }
 
 /// Writes `batch` (or only its event `only`) through the inbox's writer: one commit.
-async fn commit_plans(ctx: &ApiContext, batch: &Arc<Batch>, only: Option<usize>) -> ApiResult<()> {
+async fn commit_plans(
+    ctx: &ApiContext,
+    batch: &Arc<Batch>,
+    only: Option<usize>,
+) -> ApiResult<Ties> {
     let (ctx, batch) = (ctx.clone(), batch.clone());
     ctx.inbox
         .clone()
@@ -491,7 +511,7 @@ async fn write_plans(
     tx: &mut Tx,
     batch: &Batch,
     only: Option<usize>,
-) -> ApiResult<()> {
+) -> ApiResult<Ties> {
     let now = ctx.now();
     let picked: Vec<usize> = match only {
         Some(i) => vec![i],
@@ -511,9 +531,13 @@ async fn write_plans(
             }
         }
     }
+    let mut ties = Vec::new();
     for (conn_id, work) in &by_conn {
         if let Some(Some(conn)) = batch.conns.get(*conn_id) {
-            crate::entitlements::apply_in(ctx, tx, conn, work, None).await?;
+            let applied = crate::entitlements::apply_in(ctx, tx, conn, work, None).await?;
+            if !applied.ties.is_empty() {
+                ties.push((conn_id.to_string(), applied.ties));
+            }
         }
     }
     // Outcomes grouped by (status, note, next attempt), written with one statement each.
@@ -566,7 +590,7 @@ async fn write_plans(
     for ((status, note, next), ids) in &outcomes {
         inbox::finish_many(&mut **tx, ids, status, note.as_deref(), *next, now).await?;
     }
-    Ok(())
+    Ok(ties)
 }
 
 /// (status, note, next attempt) of an inbox row.

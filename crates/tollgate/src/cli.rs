@@ -16,6 +16,10 @@ use tollgate_server::clock::SystemClock;
 use tollgate_server::{Config, SandboxHandle, ServeOptions};
 use tollgate_store::{accounts, connections};
 
+/// `tollgate demo`: starts its own server with the built-in sandbox (free port, temporary data
+/// directory) and walks through the product over the public HTTP APIs (see `demo.rs`).
+pub use crate::demo::{DemoArgs, run as demo};
+
 /// Flags shared by every command that opens the database (SPEC §11).
 #[derive(Args, Clone)]
 pub struct ServerArgs {

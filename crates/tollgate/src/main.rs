@@ -4,6 +4,7 @@ mod bench;
 mod bench_permissions;
 mod bench_webhooks;
 mod cli;
+mod demo;
 
 // glibc's allocator spent a third of the sandbox benchmark's CPU in malloc/free bookkeeping
 // (many small JSON values); mimalloc removes most of it.
@@ -62,6 +63,9 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// A scripted walk through the product on the built-in sandbox (payment, capture, refund,
+    /// a subscription bought, renewed by a test clock, refunded; permissions at each step).
+    Demo(cli::DemoArgs),
 }
 
 #[derive(clap::Args)]
@@ -116,6 +120,7 @@ fn main() -> anyhow::Result<()> {
             Command::Stripe(cmd) => cli::stripe(cmd).await,
             Command::Sandbox(args) => run_sandbox(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Demo(args) => cli::demo(args).await,
         }
     })
 }

@@ -174,10 +174,85 @@ pub async fn on_stripe_events(
     let work: Vec<&Work> = work.iter().flatten().collect();
     if !work.is_empty() {
         let mut tx = ctx.store.begin().await?;
-        apply_in(ctx, &mut tx, connection, &work, None).await?;
+        let applied = apply_in(ctx, &mut tx, connection, &work, None).await?;
         tollgate_store::commit(tx).await?;
+        reread_ties(ctx, connection, applied.ties).await?;
     }
     Ok(read)
+}
+
+/// Stripe stamps events in whole seconds: two versions of one object from the same second
+/// (a subscription renewed, then past due) at the same progress cannot be ordered by what they
+/// say. Rather than let an arbitrary order keep the older one, the object is read again from
+/// Stripe once the tied second is over, and stored stamped with the second of the read: it
+/// beats every event of the tied second (all older than the read). A read that ties an event
+/// of its own second is read once more; after that what is stored stays (so that a fake clock
+/// that does not move cannot loop). Kinds Stripe cannot be asked for alone stay as stored.
+pub async fn reread_ties(
+    ctx: &ApiContext,
+    connection: &ConnectionRow,
+    mut ties: Vec<(String, String, i64)>,
+) -> ApiResult<()> {
+    for round in 0..2 {
+        let Some(latest) = ties.iter().map(|t| t.2).max() else {
+            return Ok(());
+        };
+        // Wait (at most a second, only after a tie) until the tied second is over.
+        let wait_ms = latest
+            .saturating_add(1)
+            .saturating_mul(1000)
+            .saturating_sub(ctx.now());
+        if wait_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(wait_ms.min(1100) as u64)).await;
+        }
+        let stripe = ctx.stripe_for(connection)?;
+        let mut fresh = Vec::new();
+        for (kind, id, at) in &ties {
+            let base = match kind.as_str() {
+                "subscription" => "/v1/subscriptions",
+                "invoice" => "/v1/invoices",
+                "payment_intent" => "/v1/payment_intents",
+                "charge" => "/v1/charges",
+                "dispute" => "/v1/disputes",
+                "credit_note" => "/v1/credit_notes",
+                "checkout.session" => "/v1/checkout/sessions",
+                _ => continue,
+            };
+            let path = format!("{base}/{}", seg(id));
+            match stripe
+                .request(
+                    tollgate_stripe::client::Method::GET,
+                    &path,
+                    &Map::new(),
+                    Default::default(),
+                )
+                .await
+            {
+                Ok(mut object) => {
+                    prepare(ctx, connection, &mut object).await?;
+                    fresh.push(((ctx.now() / 1000).max(*at), object));
+                }
+                Err(e) if e.status() == Some(404) => {}
+                Err(e) => return Err(stripe_error(ctx, &e)),
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let work: Vec<Work> = fresh
+            .into_iter()
+            .map(|(at, o)| Work::Object(at, o))
+            .collect();
+        let refs: Vec<&Work> = work.iter().collect();
+        let mut tx = ctx.store.begin().await?;
+        let again = apply_in(ctx, &mut tx, connection, &refs, None).await?.ties;
+        tollgate_store::commit(tx).await?;
+        if round == 1 {
+            break;
+        }
+        ties = again;
+    }
+    Ok(())
 }
 
 /// What one event gives entitlements to write, read before the write transaction opens (the
@@ -226,13 +301,22 @@ async fn take(
         .as_i64()
         .unwrap_or_else(|| ctx.now() / 1000);
     if object["object"] == "test_helpers.test_clock" {
-        return Ok(
-            match (object["id"].as_str(), object["frozen_time"].as_i64()) {
-                (Some(id), Some(frozen)) => Some(Work::Clock(id.to_string(), frozen)),
-                // Nothing to move, but read (the event is not ignored).
-                _ => Some(Work::Clock(String::new(), 0)),
-            },
-        );
+        let (Some(id), Some(frozen)) = (object["id"].as_str(), object["frozen_time"].as_i64())
+        else {
+            // Nothing to move, but read (the event is not ignored).
+            return Ok(Some(Work::Clock(String::new(), 0)));
+        };
+        // The clock moved these customers' "now": a renewing subscription whose period ended
+        // more than the renewal leeway ago is re-read before anything expires (SPEC §5.3),
+        // exactly as the expiry job does for customers on the real clock, so a renewal webhook
+        // that is late never flickers a permission. A failed read fails the event, which the
+        // inbox retries. The batch's transaction then re-evaluates them at the new time.
+        es::put_clock(ctx.store.writer(), &connection.id, id, frozen, ctx.now()).await?;
+        let customids = es::customids_on_clock(ctx.store.reader(), &connection.id, id).await?;
+        for c in &customids {
+            reread_subscriptions(ctx, &connection.merchant_account_id, c).await?;
+        }
+        return Ok(Some(Work::Clock(id.to_string(), frozen)));
     }
     let mut object = object.clone();
     prepare(ctx, connection, &mut object).await?;
@@ -318,9 +402,18 @@ pub async fn ingest(
         .collect();
     let refs: Vec<&Work> = work.iter().collect();
     let mut tx = ctx.store.begin().await?;
-    let notices = apply_in(ctx, &mut tx, connection, &refs, also).await?;
+    let applied = apply_in(ctx, &mut tx, connection, &refs, also).await?;
     tollgate_store::commit(tx).await?;
-    Ok(notices)
+    reread_ties(ctx, connection, applied.ties).await?;
+    Ok(applied.notices)
+}
+
+/// What [`apply_in`] did: the notices it emitted, and the objects (kind, id, stamp) whose new
+/// version tied the stored one (same second, same progress, different content), for
+/// [`reread_ties`] once the transaction has committed.
+pub struct Applied {
+    pub notices: Vec<Notice>,
+    pub ties: Vec<(String, String, i64)>,
 }
 
 /// Writes prepared [`Work`] of one connection inside `tx` (the caller commits): objects stored
@@ -333,11 +426,12 @@ pub async fn apply_in(
     connection: &ConnectionRow,
     work: &[&Work],
     also: Option<&str>,
-) -> ApiResult<Vec<Notice>> {
+) -> ApiResult<Applied> {
     let merchant = connection.merchant_account_id.as_str();
     let now = ctx.now();
     let key = es::customid_key(&mut **tx, &connection.id).await?;
     let mut notices = Vec::new();
+    let mut ties = Vec::new();
     let mut touched: BTreeSet<String> = also.into_iter().map(str::to_string).collect();
     let mut touched_ids: BTreeSet<String> = BTreeSet::new();
     for w in work {
@@ -360,14 +454,24 @@ pub async fn apply_in(
             let existing =
                 es::get_link(&mut **tx, &connection.id, cus, ctx.store.for_update()).await?;
             if existing.is_none() {
+                // The customer's test clock decides its "now" and which clock moves it: from
+                // the object (customers, subscriptions and invoices carry it), else from what
+                // was stored of the customer before the link (a Checkout Session carries no
+                // clock, and its subscription's events may have been applied before it).
+                let test_clock = match map::test_clock_of(object) {
+                    Some(c) => Some(c),
+                    None => es::objects_of_customer(&mut **tx, &connection.id, cus)
+                        .await?
+                        .iter()
+                        .find_map(|o| map::test_clock_of(&parse(&o.data))),
+                };
                 let link = LinkRow {
                     connection_id: connection.id.clone(),
                     stripe_customer_id: cus.clone(),
                     merchant_account_id: merchant.to_string(),
                     customid: cid.clone(),
                     linked_by: "metadata".into(),
-                    test_clock: map::test_clock_of(object)
-                        .filter(|_| object["object"] == "customer"),
+                    test_clock,
                     created_at: now,
                     updated_at: now,
                 };
@@ -381,16 +485,18 @@ pub async fn apply_in(
                 });
             }
         }
+        // Any object that names the customer's test clock (not only the customer: its
+        // events may have come before the link) records the clock on the link.
+        if let (Some(cus), Some(clock)) = (&customer, map::test_clock_of(object))
+            && let Some(mut l) =
+                es::get_link(&mut **tx, &connection.id, cus, ctx.store.for_update()).await?
+            && l.test_clock.as_deref() != Some(clock.as_str())
+        {
+            l.test_clock = Some(clock);
+            l.updated_at = now;
+            es::put_link(&mut **tx, &l).await?;
+        }
         if object["object"] == "customer" {
-            if let (Some(cus), Some(clock)) = (&customer, map::test_clock_of(object))
-                && let Some(mut l) =
-                    es::get_link(&mut **tx, &connection.id, cus, ctx.store.for_update()).await?
-                && l.test_clock.as_deref() != Some(clock.as_str())
-            {
-                l.test_clock = Some(clock);
-                l.updated_at = now;
-                es::put_link(&mut **tx, &l).await?;
-            }
             if let Some(cus) = &customer {
                 touched.extend(customid_of_customer(tx, &connection.id, cus).await?);
             }
@@ -420,6 +526,18 @@ pub async fn apply_in(
             created_at: now,
             updated_at: now,
         };
+        if es::objects_by_id(&mut **tx, &connection.id, &row.object_id)
+            .await?
+            .iter()
+            .any(|o| {
+                o.object_type == row.object_type
+                    && o.stamp_at == row.stamp_at
+                    && o.stamp_progress == row.stamp_progress
+                    && o.data != row.data
+            })
+        {
+            ties.push((row.object_type.clone(), row.object_id.clone(), row.stamp_at));
+        }
         es::put_object(&mut **tx, &row).await?;
         for r in &records {
             for rf in map::refs_of(r) {
@@ -447,7 +565,7 @@ pub async fn apply_in(
         notices.extend(reevaluate(ctx, tx, merchant, cid).await?);
     }
     notify(tx, &notices, ctx.now()).await?;
-    Ok(notices)
+    Ok(Applied { notices, ties })
 }
 
 async fn customid_of_customer(
@@ -939,8 +1057,14 @@ async fn reread_subscriptions(ctx: &ApiContext, merchant: &str, customid: &str) 
         .await
         .map_err(tollgate_store::StoreError::from)?;
     let purchases = load_purchases(&mut conn, merchant, customid).await?;
+    let leeway = es::get_settings(&mut *conn, merchant)
+        .await?
+        .renewal_leeway_secs;
     drop(conn);
-    let now = ctx.now() / 1000;
+    // The re-read's stamp is the real time (as events are stamped); whether a period has
+    // lapsed is judged in the customer's time (its test clock's, if any).
+    let stamp = ctx.now() / 1000;
+    let now = purchases.frozen_time.unwrap_or(stamp);
     let mut by_conn: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for o in &purchases.objects {
         if o.object_type != "subscription" {
@@ -951,7 +1075,7 @@ async fn reread_subscriptions(ctx: &ApiContext, merchant: &str, customid: &str) 
                 if matches!(s.status, dom::SubStatus::Active | dom::SubStatus::Trialing)
                     && !s.cancel_at_period_end
                     && s.cancel_at.is_none()
-                    && s.current_period_end.is_some_and(|e| e <= now))
+                    && s.current_period_end.is_some_and(|e| e.saturating_add(leeway) <= now))
         });
         if !lapsing {
             continue;
@@ -988,7 +1112,7 @@ async fn reread_subscriptions(ctx: &ApiContext, merchant: &str, customid: &str) 
             ingest(
                 ctx,
                 &conn_row,
-                subs.into_iter().map(|s| (now, s)).collect(),
+                subs.into_iter().map(|s| (stamp, s)).collect(),
                 None,
             )
             .await?;
