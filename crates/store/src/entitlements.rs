@@ -264,9 +264,11 @@ pub async fn objects_referring<'c, E: Executor<'c, Database = Any>>(
     ref_id: &str,
 ) -> Result<Vec<ObjectRow>> {
     let rows = sqlx::query(
-        "SELECT o.* FROM ent_object_refs r JOIN ent_stripe_objects o
-            ON o.connection_id = r.connection_id AND o.object_id = r.object_id
-         WHERE r.connection_id = $1 AND r.ref_id = $2",
+        // A subquery rather than a join: SQLite's planner then always starts from the
+        // (connection, ref_id) index instead of scanning the connection's objects.
+        "SELECT o.* FROM ent_stripe_objects o
+         WHERE o.connection_id = $1 AND o.object_id IN
+             (SELECT r.object_id FROM ent_object_refs r WHERE r.connection_id = $1 AND r.ref_id = $2)",
     )
     .bind(connection_id)
     .bind(ref_id)
