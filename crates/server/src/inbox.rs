@@ -52,10 +52,7 @@ pub type WriteFuture<'a, R> = Pin<Box<dyn Future<Output = ApiResult<R>> + Send +
 
 enum Msg {
     /// A verified event to store before its webhook is answered.
-    Accept {
-        row: InboxRow,
-        done: oneshot::Sender<Result<bool, String>>,
-    },
+    Accept(Box<Pending>),
     /// Other write work for the next commit (SQLite only).
     Job(Job),
 }
@@ -96,7 +93,7 @@ impl Inbox {
     pub async fn accept(&self, row: InboxRow) -> ApiResult<bool> {
         let (done, answer) = oneshot::channel();
         self.tx
-            .send(Msg::Accept { row, done })
+            .send(Msg::Accept(Box::new(Pending { row, done })))
             .await
             .map_err(|_| stopped())?;
         match answer.await {
@@ -163,7 +160,7 @@ async fn group_commit(store: Store, rx: Arc<Mutex<mpsc::Receiver<Msg>>>, wake: A
         let mut jobs = Vec::new();
         for m in msgs.drain(..) {
             match m {
-                Msg::Accept { row, done } => accepts.push(Pending { row, done }),
+                Msg::Accept(p) => accepts.push(*p),
                 Msg::Job(j) => jobs.push(j),
             }
         }
@@ -393,7 +390,10 @@ async fn apply_rows(ctx: &ApiContext, rows: Vec<InboxRow>) -> ApiResult<()> {
         };
         plans.push(plan);
     }
-    let work = entitlements(ctx, &conns, &rows, &mut plans).await;
+    let mut work = entitlements(ctx, &conns, &rows, &mut plans).await;
+    if ctx.store.backend() == Backend::Postgres {
+        entitlements_apart(ctx, &conns, &rows, &mut plans, &mut work).await;
+    }
     // Transactions are locked in id order, so two servers' batches touching the same
     // transactions wait for each other instead of deadlocking (order does not matter to the
     // outcome: applying is order-proof).
@@ -482,6 +482,51 @@ async fn entitlements(
         }
     }
     work
+}
+
+/// PostgreSQL: the entitlement writes commit on their own, per connection, before the batch.
+/// Several workers (and servers) apply batches at once there, and a batch's transaction holds
+/// its row locks until it commits: entitlement rows shared by two batches (one customer's
+/// objects) would make each wait for the other's whole batch, or deadlock. Committed first,
+/// a crash in between only means a harmless second reading (re-evaluation is idempotent).
+/// SQLite has a single writer: there they stay in the batch's shared commit.
+async fn entitlements_apart(
+    ctx: &ApiContext,
+    conns: &HashMap<String, Option<ConnectionRow>>,
+    rows: &[InboxRow],
+    plans: &mut [Plan],
+    work: &mut [Option<Work>],
+) {
+    let mut by_conn: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        if work[i].is_some() {
+            match by_conn.iter_mut().find(|(c, _)| *c == row.connection_id) {
+                Some((_, v)) => v.push(i),
+                None => by_conn.push((&row.connection_id, vec![i])),
+            }
+        }
+    }
+    for (conn_id, idx) in by_conn {
+        let Some(Some(conn)) = conns.get(conn_id) else {
+            continue;
+        };
+        let refs: Vec<&Work> = idx.iter().filter_map(|&i| work[i].as_ref()).collect();
+        let done = async {
+            let mut tx = ctx.store.begin().await?;
+            let applied = crate::entitlements::apply_in(ctx, &mut tx, conn, &refs, None).await?;
+            tollgate_store::commit(tx).await?;
+            crate::entitlements::reread_ties(ctx, conn, applied.ties).await
+        }
+        .await;
+        if let Err(e) = done {
+            for &i in &idx {
+                plans[i] = Plan::Retry(format!("entitlements: {e}"));
+            }
+        }
+        for &i in &idx {
+            work[i] = None;
+        }
+    }
 }
 
 fn plan_key(p: &Plan) -> &str {
