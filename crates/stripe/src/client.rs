@@ -283,6 +283,12 @@ impl StripeClient {
         &self.config
     }
 
+    /// Reads one object (`GET path`, no parameters).
+    pub async fn retrieve(&self, path: &str) -> Result<Value, StripeError> {
+        self.request(Method::GET, path, &Map::new(), RequestOptions::default())
+            .await
+    }
+
     /// Calls Stripe: GET/DELETE carry `params` in the query string, POST in a form body.
     pub async fn request(
         &self,

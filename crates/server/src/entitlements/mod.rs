@@ -219,15 +219,7 @@ pub async fn reread_ties(
                 _ => continue,
             };
             let path = format!("{base}/{}", seg(id));
-            match stripe
-                .request(
-                    tollgate_stripe::client::Method::GET,
-                    &path,
-                    &Map::new(),
-                    Default::default(),
-                )
-                .await
-            {
+            match stripe.retrieve(&path).await {
                 Ok(mut object) => {
                     prepare(ctx, connection, &mut object).await?;
                     fresh.push(((ctx.now() / 1000).max(*at), object));
@@ -360,15 +352,7 @@ async fn fetch_clock(ctx: &ApiContext, connection: &ConnectionRow, clock: &str) 
         return;
     };
     let path = format!("/v1/test_helpers/test_clocks/{}", seg(clock));
-    match stripe
-        .request(
-            tollgate_stripe::client::Method::GET,
-            &path,
-            &Map::new(),
-            Default::default(),
-        )
-        .await
-    {
+    match stripe.retrieve(&path).await {
         Ok(c) => {
             if let Some(t) = c["frozen_time"].as_i64() {
                 let _ =
@@ -1087,14 +1071,7 @@ async fn reread_subscriptions(ctx: &ApiContext, merchant: &str, customid: &str) 
         };
         let stripe = ctx.stripe_for(&conn_row)?;
         let path = format!("/v1/subscriptions/{}", seg(&o.object_id));
-        let fresh = stripe
-            .request(
-                tollgate_stripe::client::Method::GET,
-                &path,
-                &Map::new(),
-                Default::default(),
-            )
-            .await;
+        let fresh = stripe.retrieve(&path).await;
         match fresh {
             Ok(fresh) => by_conn
                 .entry(o.connection_id.clone())
