@@ -374,6 +374,32 @@ fn confirm_box(label: &str) -> String {
     )
 }
 
+/// Query pairs of a list page or an API call.
+type Pairs = Vec<(&'static str, String)>;
+
+/// A status-filtered list page's filter (kept for the pager links) and the API query it makes
+/// (the filter, 25 a page, the cursor).
+fn status_query(params: &[(String, String)]) -> (Pairs, Pairs) {
+    let filters: Pairs = param(params, "status")
+        .map(|v| ("status", v.to_string()))
+        .into_iter()
+        .collect();
+    let mut q = filters.clone();
+    q.push(("limit", "25".into()));
+    if let Some(c) = param(params, "cursor") {
+        q.push(("cursor", c.to_string()));
+    }
+    (filters, q)
+}
+
+/// One table row per item of an API list answer.
+fn item_rows(listed: &Value, row: impl Fn(&Value) -> String) -> Vec<String> {
+    listed["items"]
+        .as_array()
+        .map(|items| items.iter().map(row).collect())
+        .unwrap_or_default()
+}
+
 fn table(head: &[&str], rows: &[String], empty: &str) -> String {
     if rows.is_empty() {
         return format!("<p class=\"empty\">{}</p>", esc(empty));
@@ -465,26 +491,26 @@ pub async fn connections(
         Ok(j) => j.0,
         Err(e) => return fail(&ctx, &s, "connections", e).await,
     };
-    let rows: Vec<String> = listed["items"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|c| {
-                    format!(
-                        "<tr><td><a href=\"/dashboard/connections/{id}\">{name}</a>{sb}</td><td>{status}</td>\
-                         <td><code>{sk}</code></td><td>{default}</td></tr>",
-                        id = esc(&seg(&text(&c["id"]))),
-                        name = esc(&text(&c["display_name"])),
-                        sb = if c["sandbox"] == json!(true) { " <span class=\"badge\">sandbox</span>" } else { "" },
-                        status = badge(&text(&c["status"])),
-                        sk = esc(&text(&c["secret_key"])),
-                        default = if c["default"] == json!(true) { "default" } else { "" },
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let rows = item_rows(&listed, |c| {
+        format!(
+            "<tr><td><a href=\"/dashboard/connections/{id}\">{name}</a>{sb}</td><td>{status}</td>\
+                 <td><code>{sk}</code></td><td>{default}</td></tr>",
+            id = esc(&seg(&text(&c["id"]))),
+            name = esc(&text(&c["display_name"])),
+            sb = if c["sandbox"] == json!(true) {
+                " <span class=\"badge\">sandbox</span>"
+            } else {
+                ""
+            },
+            status = badge(&text(&c["status"])),
+            sk = esc(&text(&c["secret_key"])),
+            default = if c["default"] == json!(true) {
+                "default"
+            } else {
+                ""
+            },
+        )
+    });
     let body = format!(
         "{notice}{table}\
          <h2>Add a Stripe connection</h2>\
@@ -761,26 +787,22 @@ pub async fn transactions(
         Ok(j) => j.0,
         Err(e) => return fail(&ctx, &s, "transactions", e).await,
     };
-    let rows: Vec<String> = listed["items"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|t| {
-                    format!(
-                        "<tr><td>{created}</td><td><a href=\"/dashboard/transactions/{id}\">{id_text}</a></td>\
-                         <td>{status}</td><td class=\"num\">{amount}</td><td>{who}</td></tr>",
-                        created = esc(&when(&t["created_at"])),
-                        id = esc(&seg(&text(&t["id"]))),
-                        id_text = esc(&text(&t["id"])),
-                        status = badge(&text(&t["status"])),
-                        amount = esc(&money(t, "amount")),
-                        who = esc(&text(if t["customid"].is_null() { &t["external_identifier"] } else { &t["customid"] })),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let rows = item_rows(&listed, |t| {
+        format!(
+            "<tr><td>{created}</td><td><a href=\"/dashboard/transactions/{id}\">{id_text}</a></td>\
+                 <td>{status}</td><td class=\"num\">{amount}</td><td>{who}</td></tr>",
+            created = esc(&when(&t["created_at"])),
+            id = esc(&seg(&text(&t["id"]))),
+            id_text = esc(&text(&t["id"])),
+            status = badge(&text(&t["status"])),
+            amount = esc(&money(t, "amount")),
+            who = esc(&text(if t["customid"].is_null() {
+                &t["external_identifier"]
+            } else {
+                &t["customid"]
+            })),
+        )
+    });
     let get = |k: &str| esc(param(&params, k).unwrap_or_default());
     let body = format!(
         "{notice}<form method=\"get\" action=\"/dashboard/transactions\" class=\"filters\">\
@@ -1053,15 +1075,7 @@ pub async fn webhooks(
     Extension(s): Extension<Session>,
     Query(params): Params,
 ) -> Response {
-    let mut filters: Vec<(&str, String)> = Vec::new();
-    if let Some(v) = param(&params, "status") {
-        filters.push(("status", v.to_string()));
-    }
-    let mut q = filters.clone();
-    q.push(("limit", "25".into()));
-    if let Some(c) = param(&params, "cursor") {
-        q.push(("cursor", c.to_string()));
-    }
+    let (filters, q) = status_query(&params);
     let listed = match api::webhook_events::list(
         State(ctx.clone()),
         super::caller(&s),
@@ -1072,27 +1086,19 @@ pub async fn webhooks(
         Ok(j) => j.0,
         Err(e) => return fail(&ctx, &s, "webhooks", e).await,
     };
-    let rows: Vec<String> = listed["items"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|w| {
-                    format!(
-                        "<tr><td>{}</td><td><a href=\"/dashboard/webhooks/{}\">{}</a></td><td><code>{}</code></td>\
-                         <td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-                        esc(&when(&w["received_at"])),
-                        esc(&seg(&text(&w["id"]))),
-                        esc(&text(&w["event_type"])),
-                        esc(&text(&w["stripe_event_id"])),
-                        badge(&text(&w["status"])),
-                        esc(&text(&w["attempts"])),
-                        esc(&text(&w["note"])),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let rows = item_rows(&listed, |w| {
+        format!(
+            "<tr><td>{}</td><td><a href=\"/dashboard/webhooks/{}\">{}</a></td><td><code>{}</code></td>\
+                 <td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            esc(&when(&w["received_at"])),
+            esc(&seg(&text(&w["id"]))),
+            esc(&text(&w["event_type"])),
+            esc(&text(&w["stripe_event_id"])),
+            badge(&text(&w["status"])),
+            esc(&text(&w["attempts"])),
+            esc(&text(&w["note"])),
+        )
+    });
     let body = format!(
         "{notice}<form method=\"get\" action=\"/dashboard/webhooks\" class=\"filters\">\
          <label>Status {status}</label><button type=\"submit\">Filter</button></form>{table}{pager}",
@@ -1190,15 +1196,7 @@ pub async fn deliveries(
     Extension(s): Extension<Session>,
     Query(params): Params,
 ) -> Response {
-    let mut filters: Vec<(&str, String)> = Vec::new();
-    if let Some(v) = param(&params, "status") {
-        filters.push(("status", v.to_string()));
-    }
-    let mut q = filters.clone();
-    q.push(("limit", "25".into()));
-    if let Some(c) = param(&params, "cursor") {
-        q.push(("cursor", c.to_string()));
-    }
+    let (filters, q) = status_query(&params);
     let listed = match api::webhooks_out::list_deliveries(
         State(ctx.clone()),
         super::caller(&s),
@@ -1209,27 +1207,19 @@ pub async fn deliveries(
         Ok(j) => j.0,
         Err(e) => return fail(&ctx, &s, "deliveries", e).await,
     };
-    let rows: Vec<String> = listed["items"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|d| {
-                    format!(
-                        "<tr><td>{}</td><td><a href=\"/dashboard/deliveries/{}\">{}</a></td><td>{}</td>\
-                         <td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
-                        esc(&when(&d["created_at"])),
-                        esc(&seg(&text(&d["id"]))),
-                        esc(&text(&d["event_name"])),
-                        badge(&text(&d["status"])),
-                        esc(&text(&d["attempts"])),
-                        esc(&text(&d["last_status_code"])),
-                        esc(&text(&d["last_error"])),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let rows = item_rows(&listed, |d| {
+        format!(
+            "<tr><td>{}</td><td><a href=\"/dashboard/deliveries/{}\">{}</a></td><td>{}</td>\
+                 <td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&when(&d["created_at"])),
+            esc(&seg(&text(&d["id"]))),
+            esc(&text(&d["event_name"])),
+            badge(&text(&d["status"])),
+            esc(&text(&d["attempts"])),
+            esc(&text(&d["last_status_code"])),
+            esc(&text(&d["last_error"])),
+        )
+    });
     let body = format!(
         "{notice}<form method=\"get\" action=\"/dashboard/deliveries\" class=\"filters\">\
          <label>Status {status}</label><button type=\"submit\">Filter</button></form>{table}{pager}",
