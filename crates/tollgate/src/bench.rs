@@ -120,6 +120,42 @@ pub enum BenchDb {
     Postgres,
 }
 
+impl BenchDb {
+    /// The database as a report names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            BenchDb::Sqlite => "SQLite (temporary data directory)",
+            BenchDb::Postgres => "PostgreSQL (fresh database, dropped after)",
+        }
+    }
+}
+
+/// `p50 …, p99 …, max …` of sorted latencies, in milliseconds.
+pub fn latency_line(sorted: &[Duration]) -> String {
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(sorted, 0.50),
+        percentile(sorted, 0.99),
+        sorted.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    )
+}
+
+/// The machine's cores, for a report.
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0)
+}
+
+/// Whether the server's per-request log lines are measured too, for a report.
+pub fn request_logs() -> &'static str {
+    if tracing::enabled!(target: "tollgate_server", tracing::Level::INFO) {
+        "ON: a line per request is measured too; rerun with RUST_LOG=warn"
+    } else {
+        "off (RUST_LOG=warn or quieter)"
+    }
+}
+
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Sandbox { pairs, concurrency } => sandbox(pairs, concurrency).await,
@@ -507,13 +543,8 @@ async fn deliveries_on(
         sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'delivered'")
             .fetch_one(ctx.store.reader())
             .await?;
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let db_name = match db {
-        BenchDb::Sqlite => "SQLite (temporary data directory)",
-        BenchDb::Postgres => "PostgreSQL (fresh database, dropped after)",
-    };
+    let cores = cores();
+    let db_name = db.describe();
     println!(
         "deliveries bench: outbox enqueue -> delivery worker -> signed POST to a local receiver (one process)"
     );
@@ -537,12 +568,7 @@ async fn deliveries_on(
         events as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64()
     );
-    println!(
-        "  latency (commit to receipt): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        percentile(&lat, 0.50),
-        percentile(&lat, 0.99),
-        lat.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    );
+    println!("  latency (commit to receipt): {}", latency_line(&lat));
     if let Some(rss) = peak_rss_mib() {
         println!("  peak RSS (receiver, server and producer in one process): {rss:.0} MiB");
     }
@@ -644,18 +670,9 @@ async fn transactions_on(
     lat.sort();
     let ok = lat.len();
 
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let db_name = match db {
-        BenchDb::Sqlite => "SQLite (temporary data directory)",
-        BenchDb::Postgres => "PostgreSQL (fresh database, dropped after)",
-    };
-    let logs = if tracing::enabled!(target: "tollgate_server", tracing::Level::INFO) {
-        "ON: a line per request is measured too; rerun with RUST_LOG=warn"
-    } else {
-        "off (RUST_LOG=warn or quieter)"
-    };
+    let cores = cores();
+    let db_name = db.describe();
+    let logs = request_logs();
     println!(
         "transactions bench: POST /transactions (redirect flow) on the real server, Stripe = in-process sandbox"
     );
@@ -668,12 +685,7 @@ async fn transactions_on(
         "  throughput: {:.0} creates/s",
         ok as f64 / elapsed.as_secs_f64()
     );
-    println!(
-        "  latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        percentile(&lat, 0.50),
-        percentile(&lat, 0.99),
-        lat.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    );
+    println!("  latency: {}", latency_line(&lat));
     if let Some(rss) = peak_rss_mib() {
         println!("  peak RSS (client, server and sandbox in one process): {rss:.0} MiB");
     }

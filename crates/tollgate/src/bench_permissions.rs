@@ -14,7 +14,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tollgate_server::auth::{KeyKind, new_key};
 use tollgate_server::clock::SystemClock;
 
-use crate::bench::{BenchDb, BenchServer, on_fresh_db, peak_rss_mib, percentile};
+use crate::bench::{
+    BenchDb, BenchServer, cores, latency_line, on_fresh_db, peak_rss_mib, request_logs,
+};
 
 pub async fn run(
     db: BenchDb,
@@ -90,18 +92,9 @@ async fn run_on(
     }
     lat.sort();
     let ok = lat.len();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let db_name = match db {
-        BenchDb::Sqlite => "SQLite (temporary data directory)",
-        BenchDb::Postgres => "PostgreSQL (fresh database, dropped after)",
-    };
-    let logs = if tracing::enabled!(target: "tollgate_server", tracing::Level::INFO) {
-        "ON: a line per request is measured too; rerun with RUST_LOG=warn"
-    } else {
-        "off"
-    };
+    let cores = cores();
+    let db_name = db.describe();
+    let logs = request_logs();
     println!("permissions bench: GET /v1/permissions?customid=… with a public key, real server");
     println!("  database: {db_name}; machine: {cores} cores; server request logs: {logs}");
     println!("  seeded: {customers} customers with permissions in {seed_secs:.1} s");
@@ -113,12 +106,7 @@ async fn run_on(
         "  throughput: {:.0} checks/s",
         ok as f64 / elapsed.as_secs_f64()
     );
-    println!(
-        "  latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        percentile(&lat, 0.50),
-        percentile(&lat, 0.99),
-        lat.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    );
+    println!("  latency: {}", latency_line(&lat));
     if let Some(rss) = peak_rss_mib() {
         println!("  peak RSS (client, server and sandbox in one process): {rss:.0} MiB");
     }

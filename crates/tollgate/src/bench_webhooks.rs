@@ -21,7 +21,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use serde_json::{Value, json};
 use tollgate_stripe::signature;
 
-use crate::bench::{BenchDb, BenchServer, on_fresh_db, peak_rss_mib, percentile};
+use crate::bench::{BenchDb, BenchServer, cores, latency_line, on_fresh_db, peak_rss_mib};
 
 const SECRET: &str = "whsec_benchmark_secret_0123456789";
 /// Share of the stream that is billing events (subscriptions, invoices, checkout).
@@ -221,9 +221,7 @@ async fn bench(
         .json()
         .await?;
 
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
+    let cores = cores();
     let db_name = match db {
         BenchDb::Sqlite => "SQLite (synchronous=FULL, WAL; temporary data directory)",
         BenchDb::Postgres => "PostgreSQL (synchronous_commit=on; fresh database, dropped after)",
@@ -243,12 +241,7 @@ async fn bench(
         acked_in.as_secs_f64(),
         lat.len() as f64 / acked_in.as_secs_f64()
     );
-    println!(
-        "  ack latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        percentile(&lat, 0.50),
-        percentile(&lat, 0.99),
-        lat.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    );
+    println!("  ack latency: {}", latency_line(&lat));
     println!(
         "  applied: all {distinct} distinct events in {:.2} s from the first send = {:.0} events/s",
         applied_in.as_secs_f64(),
