@@ -448,23 +448,23 @@ async fn entitlements(
     plans: &mut [Plan],
 ) -> Vec<Option<Work>> {
     let mut work: Vec<Option<Work>> = rows.iter().map(|_| None).collect();
-    let mut by_conn: HashMap<&str, Vec<(usize, Value)>> = HashMap::new();
+    let mut events: Vec<Option<Value>> = rows.iter().map(|_| None).collect();
     for (i, row) in rows.iter().enumerate() {
-        if crate::entitlements::is_relevant(&row.event_type)
-            && !matches!(plans[i], Plan::Retry(_))
-            && let Ok(event) = serde_json::from_str::<Value>(&row.payload)
+        if crate::entitlements::is_relevant(&row.event_type) && !matches!(plans[i], Plan::Retry(_))
         {
-            by_conn
-                .entry(&row.connection_id)
-                .or_default()
-                .push((i, event));
+            events[i] = serde_json::from_str::<Value>(&row.payload).ok();
         }
     }
-    for (conn_id, items) in by_conn {
+    let read = (0..rows.len()).filter(|&i| events[i].is_some());
+    for (conn_id, idx) in by_connection(rows, read) {
         let Some(Some(conn)) = conns.get(conn_id) else {
             continue;
         };
-        let events: Vec<&Value> = items.iter().map(|(_, e)| e).collect();
+        let items: Vec<(usize, &Value)> = idx
+            .iter()
+            .filter_map(|&i| events[i].as_ref().map(|e| (i, e)))
+            .collect();
+        let events: Vec<&Value> = items.iter().map(|(_, e)| *e).collect();
         match crate::entitlements::prepare_events(ctx, conn, &events).await {
             Ok(prepared) => {
                 for ((i, _), w) in items.iter().zip(prepared) {
@@ -497,28 +497,13 @@ async fn entitlements_apart(
     plans: &mut [Plan],
     work: &mut [Option<Work>],
 ) {
-    let mut by_conn: Vec<(&str, Vec<usize>)> = Vec::new();
-    for (i, row) in rows.iter().enumerate() {
-        if work[i].is_some() {
-            match by_conn.iter_mut().find(|(c, _)| *c == row.connection_id) {
-                Some((_, v)) => v.push(i),
-                None => by_conn.push((&row.connection_id, vec![i])),
-            }
-        }
-    }
-    for (conn_id, idx) in by_conn {
+    let with_work = (0..rows.len()).filter(|&i| work[i].is_some());
+    for (conn_id, idx) in by_connection(rows, with_work) {
         let Some(Some(conn)) = conns.get(conn_id) else {
             continue;
         };
         let refs: Vec<&Work> = idx.iter().filter_map(|&i| work[i].as_ref()).collect();
-        let done = async {
-            let mut tx = ctx.store.begin().await?;
-            let applied = crate::entitlements::apply_in(ctx, &mut tx, conn, &refs, None).await?;
-            tollgate_store::commit(tx).await?;
-            crate::entitlements::reread_ties(ctx, conn, applied.ties).await
-        }
-        .await;
-        if let Err(e) = done {
+        if let Err(e) = crate::entitlements::write(ctx, conn, &refs, None).await {
             for &i in &idx {
                 plans[i] = Plan::Retry(format!("entitlements: {e}"));
             }
@@ -527,6 +512,22 @@ async fn entitlements_apart(
             work[i] = None;
         }
     }
+}
+
+/// The indices `idx` of `rows`, grouped by connection (in order of first appearance).
+fn by_connection(
+    rows: &[InboxRow],
+    idx: impl IntoIterator<Item = usize>,
+) -> Vec<(&str, Vec<usize>)> {
+    let mut out: Vec<(&str, Vec<usize>)> = Vec::new();
+    for i in idx {
+        let conn = rows[i].connection_id.as_str();
+        match out.iter_mut().find(|(c, _)| *c == conn) {
+            Some((_, v)) => v.push(i),
+            None => out.push((conn, vec![i])),
+        }
+    }
+    out
 }
 
 fn plan_key(p: &Plan) -> &str {
@@ -566,20 +567,15 @@ async fn write_plans(
     let due = inbox::lock_due(&mut **tx, &ids, ctx.store.for_update()).await?;
     // Entitlements first, per connection: the objects of every due event, then one
     // re-evaluation of each customer they touch.
-    let mut by_conn: Vec<(&str, Vec<&Work>)> = Vec::new();
-    for &i in &picked {
-        let row = &batch.rows[i];
-        if let (true, Some(w)) = (due.contains(&row.id), &batch.work[i]) {
-            match by_conn.iter_mut().find(|(c, _)| *c == row.connection_id) {
-                Some((_, ws)) => ws.push(w),
-                None => by_conn.push((&row.connection_id, vec![w])),
-            }
-        }
-    }
+    let with_work = picked
+        .iter()
+        .copied()
+        .filter(|&i| due.contains(&batch.rows[i].id) && batch.work[i].is_some());
     let mut ties = Vec::new();
-    for (conn_id, work) in &by_conn {
-        if let Some(Some(conn)) = batch.conns.get(*conn_id) {
-            let applied = crate::entitlements::apply_in(ctx, tx, conn, work, None).await?;
+    for (conn_id, idx) in by_connection(&batch.rows, with_work) {
+        if let Some(Some(conn)) = batch.conns.get(conn_id) {
+            let work: Vec<&Work> = idx.iter().filter_map(|&i| batch.work[i].as_ref()).collect();
+            let applied = crate::entitlements::apply_in(ctx, tx, conn, &work, None).await?;
             if !applied.ties.is_empty() {
                 ties.push((conn_id.to_string(), applied.ties));
             }

@@ -173,10 +173,7 @@ pub async fn on_stripe_events(
     let read = work.iter().map(Option::is_some).collect();
     let work: Vec<&Work> = work.iter().flatten().collect();
     if !work.is_empty() {
-        let mut tx = ctx.store.begin().await?;
-        let applied = apply_in(ctx, &mut tx, connection, &work, None).await?;
-        tollgate_store::commit(tx).await?;
-        reread_ties(ctx, connection, applied.ties).await?;
+        write(ctx, connection, &work, None).await?;
     }
     Ok(read)
 }
@@ -252,8 +249,9 @@ pub async fn reread_ties(
 pub enum Work {
     /// An object to store, at its event's stamp (seconds).
     Object(i64, Value),
-    /// A test clock's new frozen time: its customers are evaluated at it.
-    Clock(String, i64),
+    /// A test clock that moved (its frozen time already stored by [`prepare_events`]): its
+    /// customers are re-evaluated at it. Empty: a clock event with nothing to move.
+    Clock(String),
 }
 
 /// Reads `events` of one connection: per event, `None` when entitlements do not read it, else
@@ -296,7 +294,7 @@ async fn take(
         let (Some(id), Some(frozen)) = (object["id"].as_str(), object["frozen_time"].as_i64())
         else {
             // Nothing to move, but read (the event is not ignored).
-            return Ok(Some(Work::Clock(String::new(), 0)));
+            return Ok(Some(Work::Clock(String::new())));
         };
         // The clock moved these customers' "now": a renewing subscription whose period ended
         // more than the renewal leeway ago is re-read before anything expires (SPEC §5.3),
@@ -308,7 +306,7 @@ async fn take(
         for c in &customids {
             reread_subscriptions(ctx, &connection.merchant_account_id, c).await?;
         }
-        return Ok(Some(Work::Clock(id.to_string(), frozen)));
+        return Ok(Some(Work::Clock(id.to_string())));
     }
     let mut object = object.clone();
     prepare(ctx, connection, &mut object).await?;
@@ -385,8 +383,19 @@ pub async fn ingest(
         .map(|(at, o)| Work::Object(at, o))
         .collect();
     let refs: Vec<&Work> = work.iter().collect();
+    write(ctx, connection, &refs, also).await
+}
+
+/// [`apply_in`] in a transaction of its own, committed, then [`reread_ties`]. Returns the
+/// notices.
+pub async fn write(
+    ctx: &ApiContext,
+    connection: &ConnectionRow,
+    work: &[&Work],
+    also: Option<&str>,
+) -> ApiResult<Vec<Notice>> {
     let mut tx = ctx.store.begin().await?;
-    let applied = apply_in(ctx, &mut tx, connection, &refs, also).await?;
+    let applied = apply_in(ctx, &mut tx, connection, work, also).await?;
     tollgate_store::commit(tx).await?;
     reread_ties(ctx, connection, applied.ties).await?;
     Ok(applied.notices)
@@ -401,7 +410,7 @@ pub struct Applied {
 }
 
 /// Writes prepared [`Work`] of one connection inside `tx` (the caller commits): objects stored
-/// at their newest version, customers named by metadata linked, test clocks moved, and every
+/// at their newest version, customers named by metadata linked, and every
 /// customer touched (plus `also`) re-evaluated, with the notices in the outbox. Returns the
 /// notices.
 pub async fn apply_in(
@@ -419,17 +428,16 @@ pub async fn apply_in(
     let mut touched: BTreeSet<String> = also.into_iter().map(str::to_string).collect();
     let mut touched_ids: BTreeSet<String> = BTreeSet::new();
     for w in work {
-        if let Work::Clock(id, frozen) = w
+        if let Work::Clock(id) = w
             && !id.is_empty()
         {
-            es::put_clock(&mut **tx, &connection.id, id, *frozen, now).await?;
             touched.extend(es::customids_on_clock(&mut **tx, &connection.id, id).await?);
         }
     }
     for w in work {
         let (at, object) = match w {
             Work::Object(at, object) => (at, object),
-            Work::Clock(..) => continue,
+            Work::Clock(_) => continue,
         };
         let customer = map::customer_of(object);
         let customid = map::customid_of(object, &key);
