@@ -5,6 +5,7 @@
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{Any, Arguments, Executor, Row};
 
+use crate::query::Filtered;
 use crate::{Backend, Result};
 
 /// Event statuses. `received` and `failed` rows are due for a worker.
@@ -287,42 +288,29 @@ pub async fn list<'c, E: Executor<'c, Database = Any>>(
     db: E,
     f: &ListFilter,
 ) -> Result<Vec<InboxRow>> {
-    let mut sql = String::from("SELECT * FROM webhook_events WHERE merchant_account_id = $1");
-    let mut args = AnyArguments::default();
-    let _ = args.add(f.merchant_account_id.clone());
-    let mut n = 1;
-    let mut push = |sql: &mut String, args: &mut AnyArguments, clause: &str, v: &str| {
-        n += 1;
-        sql.push_str(&clause.replace('?', &format!("${n}")));
-        let _ = args.add(v.to_string());
-    };
-    if !f.statuses.is_empty() {
-        sql.push_str(" AND status IN (");
-        for (i, s) in f.statuses.iter().enumerate() {
-            push(&mut sql, &mut args, if i == 0 { "?" } else { ", ?" }, s);
-        }
-        sql.push(')');
-    }
+    let mut q = Filtered::new("SELECT * FROM webhook_events WHERE ");
+    q.bind_str("merchant_account_id = ?", &f.merchant_account_id);
+    q.any_of("status", &f.statuses);
     if let Some(c) = &f.connection_id {
-        push(&mut sql, &mut args, " AND connection_id = ?", c);
+        q.bind_str(" AND connection_id = ?", c);
     }
     if let Some(t) = &f.event_type {
-        push(&mut sql, &mut args, " AND event_type = ?", t);
+        q.bind_str(" AND event_type = ?", t);
     }
     if let Some(e) = &f.stripe_event_id {
-        push(&mut sql, &mut args, " AND stripe_event_id = ?", e);
+        q.bind_str(" AND stripe_event_id = ?", e);
     }
     let mut order = "DESC";
     if let Some((id, after)) = &f.cursor {
         if *after {
-            push(&mut sql, &mut args, " AND id < ?", id);
+            q.bind_str(" AND id < ?", id);
         } else {
-            push(&mut sql, &mut args, " AND id > ?", id);
+            q.bind_str(" AND id > ?", id);
             order = "ASC";
         }
     }
-    sql.push_str(&format!(" ORDER BY id {order} LIMIT {}", f.limit + 1));
-    // Placeholders only; every value is bound.
+    q.push(&format!(" ORDER BY id {order} LIMIT {}", f.limit + 1));
+    let (sql, args) = q.finish();
     let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
         .fetch_all(db)
         .await?;

@@ -14,6 +14,7 @@ pub mod idempotency;
 pub mod inbox;
 pub mod operators;
 pub mod outbox;
+mod query;
 pub mod rows;
 pub mod transactions;
 

@@ -3,9 +3,9 @@
 //! A transaction row changes only through [`update`] with a [`TransactionUpdate`]: the typed
 //! list of what may change, each guarded by the row's `version` (optimistic concurrency).
 
-use sqlx::any::AnyArguments;
-use sqlx::{Any, Arguments, Executor};
+use sqlx::{Any, Executor};
 
+use crate::query::Filtered;
 use crate::rows::{EventRow, RefundRow, TransactionRow};
 use crate::{Result, StoreError};
 
@@ -266,26 +266,10 @@ pub async fn list<'c, E: Executor<'c, Database = Any>>(
     db: E,
     f: &ListFilter,
 ) -> Result<Vec<TransactionRow>> {
-    let mut sql = String::from("SELECT * FROM transactions WHERE merchant_account_id = $1");
-    let mut args = AnyArguments::default();
-    let mut n = 1;
-    let mut bind_str = |sql: &mut String, args: &mut AnyArguments, clause: &str, v: &str| {
-        n += 1;
-        sql.push_str(&clause.replace('?', &format!("${n}")));
-        let _ = args.add(v.to_string());
-    };
-    let _ = args.add(f.merchant_account_id.clone());
-    if !f.statuses.is_empty() {
-        sql.push_str(" AND status IN (");
-        for (i, s) in f.statuses.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            bind_str(&mut sql, &mut args, "?", s);
-        }
-        sql.push(')');
-    }
+    let mut q = Filtered::new("SELECT * FROM transactions WHERE ");
+    q.bind_str("merchant_account_id = ?", &f.merchant_account_id);
     for (column, values) in [
+        ("status", &f.statuses),
         ("currency", &f.currencies),
         ("id", &f.ids),
         ("country", &f.countries),
@@ -293,42 +277,28 @@ pub async fn list<'c, E: Executor<'c, Database = Any>>(
         ("connection_id", &f.connection_ids),
         ("error_code", &f.error_codes),
     ] {
-        if !values.is_empty() {
-            sql.push_str(&format!(" AND {column} IN ("));
-            for (i, v) in values.iter().enumerate() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                bind_str(&mut sql, &mut args, "?", v);
-            }
-            sql.push(')');
-        }
+        q.any_of(column, values);
     }
     match f.has_refunds {
-        Some(true) => sql.push_str(" AND refunded_amount > 0"),
-        Some(false) => sql.push_str(" AND refunded_amount = 0"),
+        Some(true) => q.push(" AND refunded_amount > 0"),
+        Some(false) => q.push(" AND refunded_amount = 0"),
         None => {}
     }
     match f.disputed {
-        Some(true) => sql.push_str(" AND disputed = 1"),
-        Some(false) => sql.push_str(" AND disputed = 0"),
+        Some(true) => q.push(" AND disputed = 1"),
+        Some(false) => q.push(" AND disputed = 0"),
         None => {}
     }
     if let Some(v) = &f.external_identifier {
-        bind_str(&mut sql, &mut args, " AND external_identifier = ?", v);
+        q.bind_str(" AND external_identifier = ?", v);
     }
     if let Some(v) = &f.customid {
-        bind_str(&mut sql, &mut args, " AND customid = ?", v);
+        q.bind_str(" AND customid = ?", v);
     }
     if let Some(v) = &f.payment_service_transaction_id {
-        bind_str(&mut sql, &mut args, " AND (payment_intent_id = ?", v);
-        bind_str(&mut sql, &mut args, " OR client_secret = ?)", v);
+        q.bind_str(" AND (payment_intent_id = ?", v);
+        q.bind_str(" OR client_secret = ?)", v);
     }
-    let mut bind_int = |sql: &mut String, args: &mut AnyArguments, clause: &str, v: i64| {
-        n += 1;
-        sql.push_str(&clause.replace('?', &format!("${n}")));
-        let _ = args.add(v);
-    };
     for (clause, v) in [
         (" AND created_at >= ?", f.created_gte),
         (" AND created_at <= ?", f.created_lte),
@@ -338,31 +308,25 @@ pub async fn list<'c, E: Executor<'c, Database = Any>>(
         (" AND amount <= ?", f.amount_lte),
     ] {
         if let Some(v) = v {
-            bind_int(&mut sql, &mut args, clause, v);
+            q.bind_int(clause, v);
         }
     }
     let ascending = match &f.cursor {
         Some((created, id, after)) => {
             let op = if *after { "<" } else { ">" };
-            bind_int(
-                &mut sql,
-                &mut args,
-                &format!(" AND (created_at {op} ?"),
-                *created,
-            );
-            bind_int(&mut sql, &mut args, " OR (created_at = ?", *created);
-            n += 1;
-            sql.push_str(&format!(" AND id {op} ${n}))"));
-            let _ = args.add(id.clone());
+            q.bind_int(&format!(" AND (created_at {op} ?"), *created);
+            q.bind_int(" OR (created_at = ?", *created);
+            q.bind_str(&format!(" AND id {op} ?))"), id);
             !*after
         }
         None => false,
     };
     let dir = if ascending { "ASC" } else { "DESC" };
-    sql.push_str(&format!(
+    q.push(&format!(
         " ORDER BY created_at {dir}, id {dir} LIMIT {}",
         f.limit + 1
     ));
+    let (sql, args) = q.finish();
     let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
         .fetch_all(db)
         .await?;

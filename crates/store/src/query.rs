@@ -1,0 +1,63 @@
+//! Filtered list queries built at run time, one placeholder syntax for both databases.
+
+use sqlx::Arguments;
+use sqlx::any::AnyArguments;
+
+/// A `SELECT … WHERE …` under construction: each clause names its value with `?`, numbered
+/// `$n` as it is bound (PostgreSQL's syntax, which SQLite reads too). Only the code's own
+/// fragments go into the text; every value is bound.
+pub(crate) struct Filtered {
+    sql: String,
+    args: AnyArguments,
+    n: usize,
+}
+
+impl Filtered {
+    /// Starts from `select`, which holds no placeholder.
+    pub fn new(select: &str) -> Filtered {
+        Filtered {
+            sql: select.to_string(),
+            args: AnyArguments::default(),
+            n: 0,
+        }
+    }
+
+    /// Appends text without values.
+    pub fn push(&mut self, raw: &str) {
+        self.sql.push_str(raw);
+    }
+
+    /// Appends `clause`, its one `?` bound to the text `v`.
+    pub fn bind_str(&mut self, clause: &str, v: &str) {
+        self.placeholder(clause);
+        let _ = self.args.add(v.to_string());
+    }
+
+    /// Appends `clause`, its one `?` bound to the integer `v`.
+    pub fn bind_int(&mut self, clause: &str, v: i64) {
+        self.placeholder(clause);
+        let _ = self.args.add(v);
+    }
+
+    /// ` AND column IN (…)` over `values`; nothing when there are none.
+    pub fn any_of(&mut self, column: &str, values: &[String]) {
+        if values.is_empty() {
+            return;
+        }
+        self.sql.push_str(&format!(" AND {column} IN ("));
+        for (i, v) in values.iter().enumerate() {
+            self.bind_str(if i == 0 { "?" } else { ", ?" }, v);
+        }
+        self.sql.push(')');
+    }
+
+    pub fn finish(self) -> (String, AnyArguments) {
+        (self.sql, self.args)
+    }
+
+    fn placeholder(&mut self, clause: &str) {
+        self.n += 1;
+        self.sql
+            .push_str(&clause.replace('?', &format!("${}", self.n)));
+    }
+}
