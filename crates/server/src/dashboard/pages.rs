@@ -392,6 +392,24 @@ fn status_query(params: &[(String, String)]) -> (Pairs, Pairs) {
     (filters, q)
 }
 
+/// The body of a list page filtered by status: notice, filter form, `table`, pager.
+fn status_list(
+    params: &[(String, String)],
+    path: &str,
+    statuses: &[&str],
+    table: String,
+    filters: &[(&str, String)],
+    listed: &Value,
+) -> String {
+    format!(
+        "{notice}<form method=\"get\" action=\"{path}\" class=\"filters\">\
+         <label>Status {status}</label><button type=\"submit\">Filter</button></form>{table}{pager}",
+        notice = notice(params),
+        status = select("status", statuses, param(params, "status"), "any"),
+        pager = pager(path, filters, listed),
+    )
+}
+
 /// One table row per item of an API list answer.
 fn item_rows(listed: &Value, row: impl Fn(&Value) -> String) -> Vec<String> {
     listed["items"]
@@ -1099,24 +1117,24 @@ pub async fn webhooks(
             esc(&text(&w["note"])),
         )
     });
-    let body = format!(
-        "{notice}<form method=\"get\" action=\"/dashboard/webhooks\" class=\"filters\">\
-         <label>Status {status}</label><button type=\"submit\">Filter</button></form>{table}{pager}",
-        notice = notice(&params),
-        status = select("status", INBOX_STATUSES, param(&params, "status"), "any"),
-        table = table(
+    let body = status_list(
+        &params,
+        "/dashboard/webhooks",
+        INBOX_STATUSES,
+        table(
             &[
                 "Received (UTC)",
                 "Event",
                 "Stripe id",
                 "Status",
                 "Attempts",
-                "Note"
+                "Note",
             ],
             &rows,
-            "No webhook events."
+            "No webhook events.",
         ),
-        pager = pager("/dashboard/webhooks", &filters, &listed),
+        &filters,
+        &listed,
     );
     page(
         &ctx,
@@ -1220,24 +1238,24 @@ pub async fn deliveries(
             esc(&text(&d["last_error"])),
         )
     });
-    let body = format!(
-        "{notice}<form method=\"get\" action=\"/dashboard/deliveries\" class=\"filters\">\
-         <label>Status {status}</label><button type=\"submit\">Filter</button></form>{table}{pager}",
-        notice = notice(&params),
-        status = select("status", DELIVERY_STATUSES, param(&params, "status"), "any"),
-        table = table(
+    let body = status_list(
+        &params,
+        "/dashboard/deliveries",
+        DELIVERY_STATUSES,
+        table(
             &[
                 "Created (UTC)",
                 "Event",
                 "Status",
                 "Attempts",
                 "Last HTTP status",
-                "Last error"
+                "Last error",
             ],
             &rows,
-            "No outbound deliveries (add a webhook subscription through the API)."
+            "No outbound deliveries (add a webhook subscription through the API).",
         ),
-        pager = pager("/dashboard/deliveries", &filters, &listed),
+        &filters,
+        &listed,
     );
     page(
         &ctx,
