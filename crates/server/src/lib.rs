@@ -221,6 +221,15 @@ async fn master_key(config: &Config, store: &Store) -> anyhow_free::Result<Maste
     Ok(key)
 }
 
+/// A status line for whoever started the server, on standard output. Unlike `println!` it never
+/// panics: a server whose stdout was closed (a parent that stopped reading, `| head`) goes on.
+pub fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(line).and_then(|()| out.write_all(b"\n"));
+    let _ = out.flush();
+}
+
 /// Writes a file readable by its owner only (mode 0600).
 pub fn write_private(path: &Path, contents: &str) -> anyhow_free::Result<()> {
     use std::io::Write;

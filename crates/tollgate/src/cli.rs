@@ -201,9 +201,14 @@ pub async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             ..SandboxConfig::default()
         })
         .map_err(|e| anyhow!("{e}"))?;
-        println!("sandbox: Stripe emulator at {public_url}/sandbox/stripe");
-        println!("sandbox secret key: {}", sb.secret_key());
-        println!("sandbox publishable key: {}", sb.publishable_key());
+        tollgate_server::say(format_args!(
+            "sandbox: Stripe emulator at {public_url}/sandbox/stripe"
+        ));
+        tollgate_server::say(format_args!("sandbox secret key: {}", sb.secret_key()));
+        tollgate_server::say(format_args!(
+            "sandbox publishable key: {}",
+            sb.publishable_key()
+        ));
         let sb2 = sb.clone();
         Some((
             sb.clone(),
@@ -217,10 +222,12 @@ pub async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    println!("tollgate listening on {public_url} (API reference: {public_url}/docs)");
-    println!(
+    tollgate_server::say(format_args!(
+        "tollgate listening on {public_url} (API reference: {public_url}/docs)"
+    ));
+    tollgate_server::say(format_args!(
         "dashboard: {public_url}/dashboard (create a login with `tollgate operator create NAME`)"
-    );
+    ));
     let (sb, handle) = match sandbox {
         Some((sb, h)) => (Some(sb), Some(h)),
         None => (None, None),

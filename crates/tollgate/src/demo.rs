@@ -691,10 +691,11 @@ fn start_server(keep: bool) -> anyhow::Result<(Server, ServeLines)> {
     let stdout = stdout.ok_or_else(|| anyhow!("no stdout of `tollgate serve`"))?;
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
+        // Reads to the end, also once nobody listens any more: a closed pipe would make the
+        // server's next line to stdout fail (it printed the first key's path after its address,
+        // and a failed print took the server down).
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
+            let _ = tx.send(line);
         }
     });
     let (mut base, mut sk, mut pk) = (None, None, None);

@@ -158,10 +158,13 @@ async fn run_sandbox(args: SandboxArgs) -> anyhow::Result<()> {
     };
     let sandbox = Sandbox::start(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     // Printed (not logged) so scripts can read them; the format is documented in docs/sandbox.md.
-    println!("sandbox listening on http://{addr}");
-    println!("secret key: {}", sandbox.secret_key());
-    println!("publishable key: {}", sandbox.publishable_key());
-    println!("account: {}", sandbox.account_id());
+    tollgate_server::say(format_args!("sandbox listening on http://{addr}"));
+    tollgate_server::say(format_args!("secret key: {}", sandbox.secret_key()));
+    tollgate_server::say(format_args!(
+        "publishable key: {}",
+        sandbox.publishable_key()
+    ));
+    tollgate_server::say(format_args!("account: {}", sandbox.account_id()));
     let app = sandbox
         .router()
         .into_make_service_with_connect_info::<SocketAddr>();

@@ -107,6 +107,9 @@ pub async fn first_key(ctx: &ApiContext) -> Result<()> {
     accounts::insert_api_key(ctx.store.writer(), &row)
         .await
         .map_err(|e| err(e.to_string()))?;
-    println!("first secret API key written to {}", path.display());
+    crate::say(format_args!(
+        "first secret API key written to {}",
+        path.display()
+    ));
     Ok(())
 }
