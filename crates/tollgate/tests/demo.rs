@@ -65,3 +65,60 @@ fn demo_walks_through_every_step_and_exits_zero() {
     );
     assert!(stdout.contains(r#"{"customid":"demo-user-7","permissions":[]}"#));
 }
+
+/// A server whose standard output is closed before it prints (a parent that stopped reading, as
+/// the demo once did) keeps serving: its status lines never take it down.
+#[tokio::test]
+async fn serve_goes_on_when_its_stdout_is_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("TOLLGATE_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting tollgate serve");
+    // Closing the read end now: every line the server prints meets a broken pipe.
+    drop(child.stdout.take());
+    let base = format!("http://127.0.0.1:{port}");
+    tollgate_stripe::install_crypto_provider();
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let key_file = dir.path().join("first-secret-key");
+    let ok = loop {
+        assert!(
+            child.try_wait().expect("child status").is_none(),
+            "the server exited when its stdout was closed"
+        );
+        if let Ok(key) = std::fs::read_to_string(&key_file)
+            && http
+                .get(format!("{base}/v1/skus"))
+                .bearer_auth(key.trim())
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The key is stored after its file is written and the line printed after that: still up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let alive = child.try_wait().expect("child status").is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "the server never answered with its first key");
+    assert!(alive, "the server exited after its first-key line");
+}
