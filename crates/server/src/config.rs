@@ -55,6 +55,11 @@ pub struct Config {
     /// How long the permission check may reuse an API key or account settings it read (ms);
     /// 0: read them on every request.
     pub auth_cache_ms: u64,
+    /// SQLite: the permission check serves customers' permission rows from memory, and this
+    /// often (ms) the server reads the permission change log to forget what changed (what
+    /// another process changed is seen within this time; this process's own changes at once).
+    /// 0: no permission cache. PostgreSQL always reads the database.
+    pub permission_cache_poll_ms: u64,
     /// Outbound webhooks (SPEC §7): the first retry comes after about this long (then doubling,
     /// ±25 % jitter).
     pub webhook_retry_base_ms: u64,
@@ -125,6 +130,7 @@ impl Default for Config {
             permissions_rate_per_sec: 20,
             permissions_burst: 40,
             auth_cache_ms: 1000,
+            permission_cache_poll_ms: 25,
             webhook_retry_base_ms: 10_000,
             webhook_retry_max_ms: 6 * 3600 * 1000,
             webhook_max_age_ms: 3 * 24 * 3600 * 1000,

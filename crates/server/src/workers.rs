@@ -11,6 +11,7 @@ use crate::api::transactions::expire_approval;
 
 pub fn spawn(ctx: ApiContext) {
     crate::entitlements::spawn_expiry(ctx.clone());
+    crate::entitlements::spawn_cache_feed(ctx.clone());
     tokio::spawn(async move {
         let every = Duration::from_millis(ctx.config.expiry_interval_ms.max(50));
         loop {

@@ -752,6 +752,71 @@ pub async fn delete_permission<'c, E: Executor<'c, Database = Any>>(
     Ok(())
 }
 
+/// Appends to the permission change log (SQLite; see migration 0007): `customid`'s
+/// permissions were rewritten in this transaction.
+pub async fn note_permission_change<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    customid: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO ent_permission_changes (merchant_account_id, customid, changed_at)
+         VALUES ($1, $2, $3)",
+    )
+    .bind(merchant_account_id)
+    .bind(customid)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The newest entry of the permission change log (0 when it is empty).
+pub async fn last_permission_change<'c, E: Executor<'c, Database = Any>>(db: E) -> Result<i64> {
+    let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM ent_permission_changes")
+        .fetch_one(db)
+        .await?;
+    Ok(seq.unwrap_or(0))
+}
+
+/// Entries of the permission change log after `seq`, oldest first: (seq, merchant, customid).
+pub async fn permission_changes_after<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    seq: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String, String)>> {
+    let rows = sqlx::query(
+        "SELECT seq, merchant_account_id, customid FROM ent_permission_changes
+         WHERE seq > $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(seq)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("seq")?,
+                r.try_get("merchant_account_id")?,
+                r.try_get("customid")?,
+            ))
+        })
+        .collect()
+}
+
+/// Forgets change log entries older than `before` (Unix ms).
+pub async fn prune_permission_changes<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    before: i64,
+) -> Result<u64> {
+    let done = sqlx::query("DELETE FROM ent_permission_changes WHERE changed_at < $1")
+        .bind(before)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// Customers with a held permission whose `valid_until` has passed (the expiry job).
 pub async fn due<'c, E: Executor<'c, Database = Any>>(
     db: E,

@@ -72,11 +72,13 @@ async fn run_on(
         }));
     }
     tokio::time::sleep(Duration::from_secs(warmup_seconds)).await;
+    let cache_before = cache_counts(&srv).await;
     measuring.store(true, Ordering::SeqCst);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop_flag.store(true, Ordering::SeqCst);
     let elapsed = started.elapsed();
+    let cache_after = cache_counts(&srv).await;
     let mut lat = Vec::new();
     let mut errors = 0usize;
     let mut first_error = None;
@@ -107,6 +109,18 @@ async fn run_on(
         ok as f64 / elapsed.as_secs_f64()
     );
     println!("  latency: {}", latency_line(&lat));
+    let (hits, misses) = (
+        cache_after.0.saturating_sub(cache_before.0),
+        cache_after.1.saturating_sub(cache_before.1),
+    );
+    if hits + misses > 0 {
+        println!(
+            "  permission cache (measured part): {hits} hits, {misses} misses ({:.1} % hits)",
+            hits as f64 * 100.0 / (hits + misses) as f64
+        );
+    } else {
+        println!("  permission cache: off (every check read the database)");
+    }
     if let Some(rss) = peak_rss_mib() {
         println!("  peak RSS (client, server and sandbox in one process): {rss:.0} MiB");
     }
@@ -298,4 +312,25 @@ async fn client(
         }
     }
     (lat, errors, first_error, valid)
+}
+
+/// The server's permission cache counters (hits, misses) from `/metrics`.
+async fn cache_counts(srv: &BenchServer) -> (u64, u64) {
+    let Ok(r) = srv
+        .client
+        .get(format!("{}/metrics", srv.public_url))
+        .send()
+        .await
+    else {
+        return (0, 0);
+    };
+    let text = r.text().await.unwrap_or_default();
+    let count = |result: &str| {
+        let name = format!("tollgate_permission_cache_total{{result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (count("hit"), count("miss"))
 }

@@ -552,9 +552,18 @@ async fn check(
             ));
         }
     }
-    let rows = es::permissions_of(ctx.store.reader(), &merchant, customid)
-        .await
-        .map_err(|e| (ApiError::from(e), None))?;
+    let rows = match ctx.entitlements.cached_permissions(&merchant, customid) {
+        ent::Cached::Hit(rows) => rows,
+        ent::Cached::Miss(ticket) => {
+            let rows = es::permissions_of(ctx.store.reader(), &merchant, customid)
+                .await
+                .map_err(|e| (ApiError::from(e), None))?;
+            let rows = std::sync::Arc::new(rows);
+            ctx.entitlements
+                .put_permissions(&merchant, customid, rows.clone(), ticket);
+            rows
+        }
+    };
     let now = ctx.now();
     let permissions: Vec<Value> = rows.iter().map(|r| ent::permission_json(r, now)).collect();
     Ok(json!({"customid": customid, "permissions": permissions}).to_string())

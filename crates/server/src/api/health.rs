@@ -33,8 +33,18 @@ async fn readyz(State(ctx): State<ApiContext>) -> impl IntoResponse {
 }
 
 async fn metrics(State(ctx): State<ApiContext>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        ctx.metrics.render(),
-    )
+    let mut body = ctx.metrics.render();
+    let (hits, misses) = ctx.entitlements.permission_cache_stats();
+    body.push_str("# HELP tollgate_permission_cache_total Permission checks answered from the in-process cache (hit) or the database (miss).\n");
+    body.push_str("# TYPE tollgate_permission_cache_total counter\n");
+    body.push_str(&format!(
+        "tollgate_permission_cache_total{{result=\"hit\"}} {hits}\ntollgate_permission_cache_total{{result=\"miss\"}} {misses}\n"
+    ));
+    body.push_str("# HELP tollgate_permission_cache_followed_seq The last permission change-log entry the cache has followed (SQLite).\n");
+    body.push_str("# TYPE tollgate_permission_cache_followed_seq gauge\n");
+    body.push_str(&format!(
+        "tollgate_permission_cache_followed_seq {}\n",
+        ctx.entitlements.followed()
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

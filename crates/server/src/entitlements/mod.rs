@@ -28,7 +28,7 @@ use tollgate_stripe::client::StripeError;
 use crate::ApiContext;
 use crate::error::{ApiError, ApiResult};
 
-pub use runtime::Runtime;
+pub use runtime::{Cached, Runtime};
 
 /// The Stripe event types the entitlement half reads (SPEC §4, issue 7), plus customer and
 /// test-clock events that carry links and frozen times.
@@ -802,6 +802,7 @@ pub async fn reevaluate(
     let now = purchases.frozen_time.unwrap_or(now_ms / 1000);
     let states = dom::evaluate(&purchases.ledger, &catalog, &policy(&settings), now);
     let existing = es::permissions_of(&mut **tx, merchant, customid).await?;
+    let mut wrote = false;
     let mut notices = Vec::new();
     let mut kept: BTreeSet<&str> = BTreeSet::new();
     for st in &states {
@@ -812,6 +813,7 @@ pub async fn reevaluate(
             continue;
         }
         es::put_permission(&mut **tx, merchant, customid, &row).await?;
+        wrote = true;
         let before_state = before.map(from_row);
         if let Some(change) = dom::change(before_state.as_ref(), st) {
             notices.push(Notice::Permission {
@@ -828,6 +830,7 @@ pub async fn reevaluate(
         }
         // The permission or its SKUs left the catalogue.
         es::delete_permission(&mut **tx, merchant, customid, &e.identifier).await?;
+        wrote = true;
         if e.is_valid {
             let mut gone = e.clone();
             gone.is_valid = false;
@@ -840,7 +843,11 @@ pub async fn reevaluate(
             });
         }
     }
-    ctx.entitlements.invalidate(merchant, customid);
+    if wrote && ctx.store.backend() == Backend::Sqlite {
+        // The permission cache's feed (see runtime.rs); marked pending until it shows.
+        es::note_permission_change(&mut **tx, merchant, customid, now_ms).await?;
+        ctx.entitlements.invalidate(merchant, customid);
+    }
     Ok(notices)
 }
 
@@ -1115,6 +1122,58 @@ pub fn spawn_expiry(ctx: ApiContext) {
             if let Err(e) = expire_once(&ctx).await {
                 tracing::warn!(error = %e, "entitlement expiry pass failed");
             }
+        }
+    });
+}
+
+/// Follows the permission change log for the permission cache (SQLite only: its writers are
+/// serialised, so the log's order is commit order; on PostgreSQL every check reads the
+/// database). Polls every `permission_cache_poll_ms` (0: no cache); if the log cannot be read,
+/// the cache empties and stops serving until it can. Also prunes entries older than ten
+/// minutes.
+pub fn spawn_cache_feed(ctx: ApiContext) {
+    let every_ms = ctx.config.permission_cache_poll_ms;
+    if every_ms == 0 || ctx.store.backend() != Backend::Sqlite {
+        return;
+    }
+    tokio::spawn(async move {
+        let every = std::time::Duration::from_millis(every_ms);
+        let mut seen: Option<i64> = None;
+        let mut pruned = std::time::Instant::now();
+        loop {
+            let step = match seen {
+                // Starting (or after a failure, on an emptied cache): from the log's end.
+                None => es::last_permission_change(ctx.store.reader())
+                    .await
+                    .map(|last| {
+                        seen = Some(last);
+                        ctx.entitlements.follow(true);
+                        ctx.entitlements.followed_to(last);
+                    }),
+                Some(after) => es::permission_changes_after(ctx.store.reader(), after, 10_000)
+                    .await
+                    .map(|changes| {
+                        ctx.entitlements
+                            .changed(changes.iter().map(|(_, m, c)| (m.as_str(), c.as_str())));
+                        if let Some((last, _, _)) = changes.last() {
+                            seen = Some(*last);
+                            ctx.entitlements.followed_to(*last);
+                        }
+                    }),
+            };
+            if let Err(e) = step {
+                tracing::warn!(error = %e, "reading the permission change log failed; permission cache off until it works");
+                ctx.entitlements.follow(false);
+                seen = None;
+            }
+            if pruned.elapsed() > std::time::Duration::from_secs(60) {
+                pruned = std::time::Instant::now();
+                let before = ctx.now() - 600_000;
+                if let Err(e) = es::prune_permission_changes(ctx.store.writer(), before).await {
+                    tracing::warn!(error = %e, "pruning the permission change log failed");
+                }
+            }
+            tokio::time::sleep(every).await;
         }
     });
 }

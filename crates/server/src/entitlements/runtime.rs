@@ -1,18 +1,33 @@
 //! In-process helpers of the permission check (the hot path, SPEC §5.4): a short-lived cache
-//! of API keys and account settings (so a check is one indexed query), and the per key and
-//! client address token buckets of the public rate limit.
+//! of API keys and account settings, the per key and client address token buckets of the
+//! public rate limit, and (on SQLite) a cache of customers' permission rows.
 //!
-//! Nothing here is needed for correctness: a cached key or setting is at most `auth_cache_ms`
-//! old (a revoked public key stops working within that time), and the permissions themselves
-//! are always read from the database's read model.
+//! A cached key or setting is at most `auth_cache_ms` old (a revoked public key stops working
+//! within that time).
+//!
+//! The permission cache holds the read model's rows (never an evaluated answer: validity
+//! against the clock is worked out at each check). It only serves while the server follows the
+//! permission change log (`ent_permission_changes`, see [`super::spawn_cache_feed`]), and it is
+//! kept right like this:
+//! - a re-evaluation that rewrites a customer marks the customer *pending* before its
+//!   transaction commits: a pending customer is neither served nor stored;
+//! - the feed sees the commit in the change log and forgets the customer (and one pending
+//!   mark); a change made by another process (`tollgate stripe sync`, a second server) is seen
+//!   the same way, within one poll interval;
+//! - a read stores its rows only if no mark or change came in since it began (the `epoch`
+//!   ticket), so a read that raced a commit never stores what it read before it;
+//! - a pending mark whose transaction rolled back lapses after `PENDING_LAPSE`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
 use tollgate_store::ApiKeyRow;
-use tollgate_store::entitlements::SettingsRow;
+use tollgate_store::entitlements::{PermissionRow, SettingsRow};
 
 pub struct Runtime {
     ttl: Duration,
@@ -22,6 +37,46 @@ pub struct Runtime {
     keys: Mutex<HashMap<String, (Instant, Option<ApiKeyRow>)>>,
     settings: Mutex<HashMap<String, (Instant, SettingsRow)>>,
     buckets: Mutex<HashMap<(String, IpAddr), Bucket>>,
+    permissions: Mutex<PermissionCache>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    /// The last change-log entry the cache has followed.
+    followed: AtomicI64,
+}
+
+/// A customer's permission rows as the read model holds them.
+pub type Rows = Arc<Vec<PermissionRow>>;
+
+#[derive(Default)]
+struct PermissionCache {
+    /// Serving: the change log is being followed.
+    live: bool,
+    /// Bumped by every mark and change: a read stores its rows only under the epoch it began in.
+    epoch: u64,
+    rows: HashMap<String, Rows>,
+    /// Customers rewritten by a transaction of this process not yet seen committed: (marks, when).
+    pending: HashMap<String, (u32, Instant)>,
+}
+
+/// Customers cached at most; past it the cache starts over.
+const MAX_CACHED: usize = 250_000;
+/// A pending mark whose commit never showed (its transaction rolled back) lapses after this.
+const PENDING_LAPSE: Duration = Duration::from_secs(30);
+
+fn cache_key(merchant: &str, customid: &str) -> String {
+    let mut k = String::with_capacity(merchant.len() + customid.len() + 1);
+    k.push_str(merchant);
+    k.push('\u{0}');
+    k.push_str(customid);
+    k
+}
+
+/// What the permission cache holds for a customer.
+pub enum Cached {
+    Hit(Rows),
+    /// Not held: read the database, then [`Runtime::put_permissions`] with this ticket (`None`:
+    /// do not store).
+    Miss(Option<u64>),
 }
 
 struct Bucket {
@@ -41,6 +96,10 @@ impl Runtime {
             keys: Mutex::new(HashMap::new()),
             settings: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
+            permissions: Mutex::new(PermissionCache::default()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            followed: AtomicI64::new(0),
         }
     }
 
@@ -88,9 +147,105 @@ impl Runtime {
         }
     }
 
-    /// Called whenever a customer's read model is rewritten (a hook for a response cache; the
-    /// read path does not cache permissions today).
-    pub fn invalidate(&self, _merchant: &str, _customid: &str) {}
+    /// A customer's cached permission rows, or a ticket to store them under once read.
+    pub fn cached_permissions(&self, merchant: &str, customid: &str) -> Cached {
+        let Ok(c) = self.permissions.lock() else {
+            return Cached::Miss(None);
+        };
+        if !c.live {
+            return Cached::Miss(None);
+        }
+        let key = cache_key(merchant, customid);
+        if let Some(rows) = c.rows.get(&key) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Cached::Hit(rows.clone());
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        Cached::Miss((!c.pending.contains_key(&key)).then_some(c.epoch))
+    }
+
+    /// Stores rows read under `ticket` unless something changed since (see the module doc).
+    pub fn put_permissions(&self, merchant: &str, customid: &str, rows: Rows, ticket: Option<u64>) {
+        let Some(ticket) = ticket else { return };
+        let Ok(mut c) = self.permissions.lock() else {
+            return;
+        };
+        if !c.live || c.epoch != ticket {
+            return;
+        }
+        if c.rows.len() >= MAX_CACHED {
+            c.rows.clear();
+        }
+        c.rows.insert(cache_key(merchant, customid), rows);
+    }
+
+    /// Called by a re-evaluation that rewrote `customid`'s permissions, before its transaction
+    /// commits: the customer is not served from the cache until the commit shows in the change
+    /// log.
+    pub fn invalidate(&self, merchant: &str, customid: &str) {
+        if let Ok(mut c) = self.permissions.lock() {
+            let key = cache_key(merchant, customid);
+            c.rows.remove(&key);
+            let mark = c.pending.entry(key).or_insert((0, Instant::now()));
+            mark.0 += 1;
+            mark.1 = Instant::now();
+            c.epoch += 1;
+        }
+    }
+
+    /// Committed changes read from the change log: forgets those customers (and one pending
+    /// mark each); lapses stale marks.
+    pub fn changed<'a>(&self, customers: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        if let Ok(mut c) = self.permissions.lock() {
+            let mut any = false;
+            for (merchant, customid) in customers {
+                any = true;
+                let key = cache_key(merchant, customid);
+                c.rows.remove(&key);
+                if let Some(mark) = c.pending.get_mut(&key) {
+                    mark.0 = mark.0.saturating_sub(1);
+                    if mark.0 == 0 {
+                        c.pending.remove(&key);
+                    }
+                }
+            }
+            c.pending.retain(|_, (_, at)| at.elapsed() < PENDING_LAPSE);
+            if any {
+                c.epoch += 1;
+            }
+        }
+    }
+
+    /// Starts (`true`) or stops serving from the permission cache; stopping empties it (the
+    /// change log can no longer be trusted to have been followed).
+    pub fn follow(&self, live: bool) {
+        if let Ok(mut c) = self.permissions.lock() {
+            if !live {
+                c.rows.clear();
+                c.pending.clear();
+            }
+            c.live = live;
+            c.epoch += 1;
+        }
+    }
+
+    /// Records the last change-log entry followed (shown in `/metrics`).
+    pub fn followed_to(&self, seq: i64) {
+        self.followed.store(seq, Ordering::Relaxed);
+    }
+
+    /// The last change-log entry followed.
+    pub fn followed(&self) -> i64 {
+        self.followed.load(Ordering::Relaxed)
+    }
+
+    /// (hits, misses) of the permission cache so far.
+    pub fn permission_cache_stats(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
 
     /// Takes one token of (key, address); `Err(seconds to wait)` when the bucket is empty.
     pub fn take(&self, key_id: &str, addr: IpAddr) -> Result<(), u64> {
@@ -140,5 +295,91 @@ mod tests {
         for _ in 0..1000 {
             assert!(off.take("k", a).is_ok());
         }
+    }
+
+    fn rows(code: i64) -> Rows {
+        Arc::new(vec![PermissionRow {
+            identifier: "premium".into(),
+            is_valid: true,
+            entitlement: code,
+            expires_at: None,
+            valid_until: None,
+            skus: "[]".into(),
+            updated_at: 0,
+        }])
+    }
+
+    fn hit(rt: &Runtime, c: &str) -> Option<i64> {
+        match rt.cached_permissions("m", c) {
+            Cached::Hit(r) => Some(r[0].entitlement),
+            Cached::Miss(_) => None,
+        }
+    }
+
+    fn ticket(rt: &Runtime, c: &str) -> Option<u64> {
+        match rt.cached_permissions("m", c) {
+            Cached::Hit(_) => panic!("a hit"),
+            Cached::Miss(t) => t,
+        }
+    }
+
+    #[test]
+    fn the_permission_cache_serves_only_while_following_the_log() {
+        let rt = Runtime::new(1000, 0, 0);
+        // Not following: nothing is stored.
+        assert_eq!(ticket(&rt, "a"), None);
+        rt.put_permissions("m", "a", rows(5), Some(0));
+        assert_eq!(hit(&rt, "a"), None);
+        rt.follow(true);
+        let t = ticket(&rt, "a");
+        rt.put_permissions("m", "a", rows(5), t);
+        assert_eq!(hit(&rt, "a"), Some(5));
+        // Customers are apart; a merchant's customid is not another's.
+        assert_eq!(hit(&rt, "b"), None);
+        assert!(matches!(rt.cached_permissions("n", "a"), Cached::Miss(_)));
+        // Losing the log empties the cache.
+        rt.follow(false);
+        assert_eq!(ticket(&rt, "a"), None);
+        rt.follow(true);
+        assert_eq!(hit(&rt, "a"), None);
+        assert_eq!(rt.permission_cache_stats().0, 1);
+    }
+
+    #[test]
+    fn a_read_that_raced_a_change_is_not_stored() {
+        let rt = Runtime::new(1000, 0, 0);
+        rt.follow(true);
+        // A read begins, a re-evaluation marks the customer, the read ends: not stored.
+        let t = ticket(&rt, "a");
+        rt.invalidate("m", "a");
+        rt.put_permissions("m", "a", rows(5), t);
+        assert_eq!(hit(&rt, "a"), None);
+        // While pending, reads get no ticket at all.
+        assert_eq!(ticket(&rt, "a"), None);
+        // The commit shows in the log: cacheable again.
+        rt.changed([("m", "a")]);
+        let t = ticket(&rt, "a");
+        assert!(t.is_some());
+        rt.put_permissions("m", "a", rows(4), t);
+        assert_eq!(hit(&rt, "a"), Some(4));
+        // A change of another process (no mark) forgets the customer, and a read that began
+        // before it is not stored.
+        let other = ticket(&rt, "b");
+        rt.changed([("m", "a")]);
+        assert_eq!(hit(&rt, "a"), None);
+        rt.put_permissions("m", "b", rows(1), other);
+        assert_eq!(hit(&rt, "b"), None);
+        // Two marks need two commits seen.
+        rt.invalidate("m", "c");
+        rt.invalidate("m", "c");
+        rt.changed([("m", "c")]);
+        assert_eq!(ticket(&rt, "c"), None);
+        rt.changed([("m", "c")]);
+        assert!(ticket(&rt, "c").is_some());
+        // An empty poll changes nothing: a read in flight still stores.
+        let t = ticket(&rt, "d");
+        rt.changed(std::iter::empty());
+        rt.put_permissions("m", "d", rows(2), t);
+        assert_eq!(hit(&rt, "d"), Some(2));
     }
 }

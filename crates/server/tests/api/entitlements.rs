@@ -27,6 +27,7 @@ crate::both_dbs!(
     old_and_current_payloads_give_the_same_permissions,
     events_in_any_order_give_the_same_permissions,
     the_expiry_job_expires_at_period_end,
+    the_permission_cache_follows_every_change,
 );
 
 const DAY: i64 = 86_400;
@@ -522,13 +523,57 @@ fn subscription_old(current: &Value) -> Value {
     o
 }
 
+/// The permission check, once the server has followed every permission change committed so far
+/// (the tests write through a context of their own: another process, for the server's cache).
 async fn permissions_of(s: &TestServer, pk: &str, customid: &str) -> Vec<Value> {
+    followed(s).await;
+    check_now(s, pk, customid).await
+}
+
+/// The permission check, at once.
+async fn check_now(s: &TestServer, pk: &str, customid: &str) -> Vec<Value> {
     get_with(s, pk, &format!("/v1/permissions?customid={customid}"))
         .await
         .expect(200)["permissions"]
         .as_array()
         .cloned()
         .unwrap_or_default()
+}
+
+/// Waits until the server's permission cache has followed the change log to its current end
+/// (SQLite; PostgreSQL has no such cache).
+async fn followed(s: &TestServer) {
+    if s.db != Db::Sqlite {
+        return;
+    }
+    let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM ent_permission_changes")
+        .fetch_one(&s.pool)
+        .await
+        .expect("change log");
+    let last = last.unwrap_or(0);
+    crate::common::wait_for(
+        std::time::Duration::from_secs(10),
+        "the permission cache to follow the change log",
+        || async {
+            let text = s
+                .http
+                .get(format!("{}/metrics", s.base))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let seq: i64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("tollgate_permission_cache_followed_seq "))?
+                .trim()
+                .parse()
+                .ok()?;
+            (seq >= last).then_some(())
+        },
+    )
+    .await;
 }
 
 async fn subscription_events_grant_and_revoke(db: Db) {
@@ -1048,4 +1093,112 @@ async fn the_expiry_job_expires_at_period_end(db: Db) {
     assert_eq!(full["event"]["target"]["customid"], "user-exp", "{full}");
     assert_eq!(full["event"]["target"]["identifier"], p[0]["identifier"]);
     assert_eq!(full["event"]["target"]["is_valid"], false);
+}
+
+/// SQLite's permission cache (docs/entitlements.md): a change made by the server itself shows
+/// at the very next check; a change committed by another process shows once its change-log
+/// entry is followed; a write that bypasses the log is not seen (the cache does serve).
+/// PostgreSQL has no such cache: every check reads the database.
+async fn the_permission_cache_follows_every_change(db: Db) {
+    let s = TestServer::start(db).await;
+    catalog(&s).await;
+    let pk = s.bound_key(KeyKind::Public, "default").await;
+    let (ctx, conn) = inbox(&s).await;
+    let now = now_ms() / 1000;
+    let sub = subscription(
+        "sub_C",
+        "cus_C",
+        "active",
+        "prod_monthly",
+        now,
+        now + 30 * DAY,
+    );
+    on_stripe_event(
+        &ctx,
+        &conn,
+        &event("evt_c1", "customer.subscription.updated", now, sub, CURRENT),
+    )
+    .await
+    .expect("applied");
+    // Another process's change, followed: every check from here on may be served from memory.
+    for _ in 0..3 {
+        let p = permissions_of(&s, &pk, "user-sub").await;
+        assert_eq!(p[0]["entitlement"], 5, "{p:?}");
+    }
+
+    // The server itself re-evaluates (a catalogue change): the very next check sees it, without
+    // waiting for the change log.
+    let patch = |skus: Value| {
+        s.http
+            .patch(format!("{}/v1/permissions/definitions/premium", s.base))
+            .bearer_auth(&s.key)
+            .json(&json!({ "skus": skus }))
+            .send()
+    };
+    let r = patch(json!(["web_yearly", "lifetime"]))
+        .await
+        .expect("patch");
+    assert_eq!(r.status(), 200);
+    assert_eq!(check_now(&s, &pk, "user-sub").await, Vec::<Value>::new());
+    let r = patch(json!(["web_monthly", "web_yearly", "lifetime"]))
+        .await
+        .expect("patch");
+    assert_eq!(r.status(), 200);
+    assert_eq!(check_now(&s, &pk, "user-sub").await[0]["entitlement"], 5);
+    assert_eq!(
+        permissions_of(&s, &pk, "user-sub").await[0]["entitlement"],
+        5
+    );
+
+    // Another process writes the read model without a change-log entry.
+    sqlx::query(
+        "UPDATE ent_permissions SET is_valid = 0, entitlement = -8 WHERE customid = 'user-sub'",
+    )
+    .execute(&s.pool)
+    .await
+    .expect("update");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let p = permissions_of(&s, &pk, "user-sub").await;
+    match s.db {
+        Db::Sqlite => {
+            assert_eq!(p[0]["entitlement"], 5, "served from the cache: {p:?}");
+            // ... and with its entry, as every writer of the read model appends it.
+            sqlx::query(
+                "INSERT INTO ent_permission_changes (merchant_account_id, customid, changed_at)
+                 VALUES ('default', 'user-sub', 0)",
+            )
+            .execute(&s.pool)
+            .await
+            .expect("change log");
+            let p = permissions_of(&s, &pk, "user-sub").await;
+            assert_eq!(p[0]["entitlement"], -8, "{p:?}");
+            let logged: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM ent_permission_changes WHERE customid = 'user-sub'",
+            )
+            .fetch_one(&s.pool)
+            .await
+            .expect("count");
+            // The grant, the two catalogue changes and the other process's entry.
+            assert_eq!(logged, 4);
+        }
+        Db::Postgres => assert_eq!(p[0]["entitlement"], -8, "read from the database: {p:?}"),
+    }
+    let text = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let hits: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tollgate_permission_cache_total{result=\"hit\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("hit counter");
+    match s.db {
+        Db::Sqlite => assert!(hits >= 2, "{text}"),
+        Db::Postgres => assert_eq!(hits, 0, "{text}"),
+    }
 }
