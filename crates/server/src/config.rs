@@ -55,10 +55,10 @@ pub struct Config {
     /// How long the permission check may reuse an API key or account settings it read (ms);
     /// 0: read them on every request.
     pub auth_cache_ms: u64,
-    /// SQLite: the permission check serves customers' permission rows from memory, and this
-    /// often (ms) the server reads the permission change log to forget what changed (what
-    /// another process changed is seen within this time; this process's own changes at once).
-    /// 0: no permission cache. PostgreSQL always reads the database.
+    /// The permission check serves customers' permission rows from memory (docs/entitlements.md).
+    /// SQLite: this often (ms) the server reads the permission change log to forget what other
+    /// processes changed (this process's own changes show at once). PostgreSQL hears changes
+    /// by LISTEN/NOTIFY. 0: no permission cache.
     pub permission_cache_poll_ms: u64,
     /// Outbound webhooks (SPEC §7): the first retry comes after about this long (then doubling,
     /// ±25 % jitter).

@@ -772,6 +772,78 @@ pub async fn note_permission_change<'c, E: Executor<'c, Database = Any>>(
     Ok(())
 }
 
+/// The PostgreSQL channel of permission changes, one per schema (servers on another schema of
+/// the same database are another installation): `tollgate_perm_` and the MD5 of the schema name
+/// (a channel name has at most 63 bytes). Payloads: JSON `[merchant, customid]` for a change,
+/// `{"sync": n}` for a marker (see [`Heard::Marker`]).
+pub const PERMISSION_CHANNEL_SQL: &str = "'tollgate_perm_' || md5(current_schema())";
+
+/// PostgreSQL: tells every server listening on this schema's permission channel that
+/// `customid`'s permissions were rewritten in this transaction (delivered when it commits, not
+/// if it rolls back).
+pub async fn notify_permission_change<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    customid: &str,
+) -> Result<()> {
+    let payload = serde_json::json!([merchant_account_id, customid]).to_string();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_notify({PERMISSION_CHANNEL_SQL}, $1)"
+    )))
+    .bind(payload)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// What a [`PermissionListener`] heard.
+pub enum Heard {
+    /// (merchant, customid) whose permissions a committed transaction rewrote.
+    Change(String, String),
+    /// `{"sync": n}`: notifications arrive in commit order, so every change committed before
+    /// this marker was sent has been heard (`/metrics` shows the last marker; tests wait on it).
+    Marker(i64),
+    /// The connection was lost (it listens again now): changes may have gone by unheard.
+    Lost,
+}
+
+/// PostgreSQL: a connection listening on this schema's permission channel.
+pub struct PermissionListener(sqlx::postgres::PgListener);
+
+impl PermissionListener {
+    pub async fn connect(url: &str) -> Result<PermissionListener> {
+        let mut l = sqlx::postgres::PgListener::connect(url).await?;
+        let channel: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT {PERMISSION_CHANNEL_SQL}"
+        )))
+        .fetch_one(&mut l)
+        .await?;
+        l.listen(&channel).await?;
+        Ok(PermissionListener(l))
+    }
+
+    /// The next change or marker (payloads that are neither are skipped).
+    pub async fn next(&mut self) -> Result<Heard> {
+        #[derive(serde::Deserialize)]
+        struct Sync {
+            sync: i64,
+        }
+        loop {
+            match self.0.try_recv().await? {
+                None => return Ok(Heard::Lost),
+                Some(n) => {
+                    if let Ok((m, c)) = serde_json::from_str::<(String, String)>(n.payload()) {
+                        return Ok(Heard::Change(m, c));
+                    }
+                    if let Ok(Sync { sync }) = serde_json::from_str::<Sync>(n.payload()) {
+                        return Ok(Heard::Marker(sync));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The newest entry of the permission change log (0 when it is empty).
 pub async fn last_permission_change<'c, E: Executor<'c, Database = Any>>(db: E) -> Result<i64> {
     let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM ent_permission_changes")

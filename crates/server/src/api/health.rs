@@ -40,7 +40,7 @@ async fn metrics(State(ctx): State<ApiContext>) -> impl IntoResponse {
     body.push_str(&format!(
         "tollgate_permission_cache_total{{result=\"hit\"}} {hits}\ntollgate_permission_cache_total{{result=\"miss\"}} {misses}\n"
     ));
-    body.push_str("# HELP tollgate_permission_cache_followed_seq The last permission change-log entry the cache has followed (SQLite).\n");
+    body.push_str("# HELP tollgate_permission_cache_followed_seq The last permission change-log entry (SQLite) or sync marker (PostgreSQL) the permission cache has followed.\n");
     body.push_str("# TYPE tollgate_permission_cache_followed_seq gauge\n");
     body.push_str(&format!(
         "tollgate_permission_cache_followed_seq {}\n",

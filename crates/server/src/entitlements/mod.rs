@@ -843,9 +843,16 @@ pub async fn reevaluate(
             });
         }
     }
-    if wrote && ctx.store.backend() == Backend::Sqlite {
-        // The permission cache's feed (see runtime.rs); marked pending until it shows.
-        es::note_permission_change(&mut **tx, merchant, customid, now_ms).await?;
+    if wrote {
+        // The permission caches' feed (see runtime.rs); marked pending here until it shows.
+        match ctx.store.backend() {
+            Backend::Sqlite => {
+                es::note_permission_change(&mut **tx, merchant, customid, now_ms).await?
+            }
+            Backend::Postgres => {
+                es::notify_permission_change(&mut **tx, merchant, customid).await?
+            }
+        }
         ctx.entitlements.invalidate(merchant, customid);
     }
     Ok(notices)
@@ -1126,54 +1133,102 @@ pub fn spawn_expiry(ctx: ApiContext) {
     });
 }
 
-/// Follows the permission change log for the permission cache (SQLite only: its writers are
-/// serialised, so the log's order is commit order; on PostgreSQL every check reads the
-/// database). Polls every `permission_cache_poll_ms` (0: no cache); if the log cannot be read,
-/// the cache empties and stops serving until it can. Also prunes entries older than ten
-/// minutes.
+/// Feeds the permission cache (see runtime.rs) with the changes other transactions commit.
+///
+/// - SQLite: polls the change log every `permission_cache_poll_ms` (its writers are
+///   serialised, so the log's order is commit order), and prunes entries older than ten
+///   minutes.
+/// - PostgreSQL: listens on the schema's permission channel (notifications arrive at commit,
+///   in commit order, from every server on the database); whenever the listening connection was lost, the cache
+///   empties, as changes may have gone by unheard.
+///
+/// `permission_cache_poll_ms = 0` turns the cache off. While the feed fails the cache is empty
+/// and every check reads the database.
 pub fn spawn_cache_feed(ctx: ApiContext) {
-    let every_ms = ctx.config.permission_cache_poll_ms;
-    if every_ms == 0 || ctx.store.backend() != Backend::Sqlite {
+    if ctx.config.permission_cache_poll_ms == 0 {
         return;
     }
-    tokio::spawn(async move {
-        let every = std::time::Duration::from_millis(every_ms);
-        let mut seen: Option<i64> = None;
-        let mut pruned = std::time::Instant::now();
-        loop {
-            let step = match seen {
-                // Starting (or after a failure, on an emptied cache): from the log's end.
-                None => es::last_permission_change(ctx.store.reader())
-                    .await
-                    .map(|last| {
-                        seen = Some(last);
-                        ctx.entitlements.follow(true);
-                        ctx.entitlements.followed_to(last);
-                    }),
-                Some(after) => es::permission_changes_after(ctx.store.reader(), after, 10_000)
-                    .await
-                    .map(|changes| {
-                        ctx.entitlements
-                            .changed(changes.iter().map(|(_, m, c)| (m.as_str(), c.as_str())));
-                        if let Some((last, _, _)) = changes.last() {
-                            seen = Some(*last);
-                            ctx.entitlements.followed_to(*last);
-                        }
-                    }),
-            };
-            if let Err(e) = step {
-                tracing::warn!(error = %e, "reading the permission change log failed; permission cache off until it works");
-                ctx.entitlements.follow(false);
-                seen = None;
+    match ctx.store.backend() {
+        Backend::Sqlite => {
+            tokio::spawn(follow_log(ctx));
+        }
+        Backend::Postgres => {
+            tokio::spawn(listen(ctx));
+        }
+    }
+}
+
+async fn follow_log(ctx: ApiContext) {
+    let every = std::time::Duration::from_millis(ctx.config.permission_cache_poll_ms);
+    let mut seen: Option<i64> = None;
+    let mut pruned = std::time::Instant::now();
+    loop {
+        let step = match seen {
+            // Starting (or after a failure, on an emptied cache): from the log's end.
+            None => es::last_permission_change(ctx.store.reader())
+                .await
+                .map(|last| {
+                    seen = Some(last);
+                    ctx.entitlements.follow(true);
+                    ctx.entitlements.followed_to(last);
+                }),
+            Some(after) => es::permission_changes_after(ctx.store.reader(), after, 10_000)
+                .await
+                .map(|changes| {
+                    ctx.entitlements
+                        .changed(changes.iter().map(|(_, m, c)| (m.as_str(), c.as_str())));
+                    if let Some((last, _, _)) = changes.last() {
+                        seen = Some(*last);
+                        ctx.entitlements.followed_to(*last);
+                    }
+                }),
+        };
+        if let Err(e) = step {
+            tracing::warn!(error = %e, "reading the permission change log failed; permission cache off until it works");
+            ctx.entitlements.follow(false);
+            seen = None;
+        }
+        if pruned.elapsed() > std::time::Duration::from_secs(60) {
+            pruned = std::time::Instant::now();
+            let before = ctx.now() - 600_000;
+            if let Err(e) = es::prune_permission_changes(ctx.store.writer(), before).await {
+                tracing::warn!(error = %e, "pruning the permission change log failed");
             }
-            if pruned.elapsed() > std::time::Duration::from_secs(60) {
-                pruned = std::time::Instant::now();
-                let before = ctx.now() - 600_000;
-                if let Err(e) = es::prune_permission_changes(ctx.store.writer(), before).await {
-                    tracing::warn!(error = %e, "pruning the permission change log failed");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+async fn listen(ctx: ApiContext) {
+    let Some(url) = ctx.config.database_url.clone() else {
+        return;
+    };
+    let retry = std::time::Duration::from_millis(ctx.config.permission_cache_poll_ms.max(100));
+    loop {
+        let mut listener = match es::PermissionListener::connect(&url).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "permission cache: listening for changes failed; cache off until it works");
+                tokio::time::sleep(retry).await;
+                continue;
+            }
+        };
+        ctx.entitlements.follow(true);
+        loop {
+            match listener.next().await {
+                Ok(es::Heard::Change(m, c)) => ctx.entitlements.changed([(m.as_str(), c.as_str())]),
+                Ok(es::Heard::Marker(n)) => ctx.entitlements.followed_to(n),
+                Ok(es::Heard::Lost) => {
+                    ctx.entitlements.follow(false);
+                    ctx.entitlements.follow(true);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "permission cache: the listener failed; cache off until it works");
+                    ctx.entitlements.follow(false);
+                    break;
                 }
             }
-            tokio::time::sleep(every).await;
         }
-    });
+        tokio::time::sleep(retry).await;
+    }
 }

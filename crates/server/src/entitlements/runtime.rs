@@ -1,19 +1,18 @@
 //! In-process helpers of the permission check (the hot path, SPEC §5.4): a short-lived cache
 //! of API keys and account settings, the per key and client address token buckets of the
-//! public rate limit, and (on SQLite) a cache of customers' permission rows.
+//! public rate limit, and a cache of customers' permission rows.
 //!
 //! A cached key or setting is at most `auth_cache_ms` old (a revoked public key stops working
 //! within that time).
 //!
 //! The permission cache holds the read model's rows (never an evaluated answer: validity
-//! against the clock is worked out at each check). It only serves while the server follows the
-//! permission change log (`ent_permission_changes`, see [`super::spawn_cache_feed`]), and it is
-//! kept right like this:
+//! against the clock is worked out at each check). It only serves while the server hears every
+//! committed change (SQLite: the change log `ent_permission_changes`; PostgreSQL: LISTEN/NOTIFY;
+//! see [`super::spawn_cache_feed`]), and it is kept right like this:
 //! - a re-evaluation that rewrites a customer marks the customer *pending* before its
 //!   transaction commits: a pending customer is neither served nor stored;
-//! - the feed sees the commit in the change log and forgets the customer (and one pending
-//!   mark); a change made by another process (`tollgate stripe sync`, a second server) is seen
-//!   the same way, within one poll interval;
+//! - the feed hears the commit and forgets the customer (and one pending mark); a change made
+//!   by another process (`tollgate stripe sync`, a second server) is heard the same way;
 //! - a read stores its rows only if no mark or change came in since it began (the `epoch`
 //!   ticket), so a read that raced a commit never stores what it read before it;
 //! - a pending mark whose transaction rolled back lapses after `PENDING_LAPSE`.

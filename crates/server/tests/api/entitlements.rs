@@ -540,20 +540,35 @@ async fn check_now(s: &TestServer, pk: &str, customid: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// Waits until the server's permission cache has followed the change log to its current end
-/// (SQLite; PostgreSQL has no such cache).
+/// Waits until the server's permission cache has heard of every permission change committed so
+/// far: on SQLite it has followed the change log to its end; on PostgreSQL it has heard a sync
+/// marker sent now (notifications arrive in commit order).
 async fn followed(s: &TestServer) {
-    if s.db != Db::Sqlite {
-        return;
-    }
-    let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM ent_permission_changes")
-        .fetch_one(&s.pool)
-        .await
-        .expect("change log");
-    let last = last.unwrap_or(0);
+    let target: i64 = match s.db {
+        Db::Sqlite => {
+            let last: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(seq) FROM ent_permission_changes")
+                    .fetch_one(&s.pool)
+                    .await
+                    .expect("change log");
+            last.unwrap_or(0)
+        }
+        Db::Postgres => {
+            let n = now_ms() * 1000 + i64::from(rand_u16());
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT pg_notify({}, $1)",
+                tollgate_store::entitlements::PERMISSION_CHANNEL_SQL
+            )))
+            .bind(json!({ "sync": n }).to_string())
+            .execute(&s.pool)
+            .await
+            .expect("marker");
+            n
+        }
+    };
     crate::common::wait_for(
         std::time::Duration::from_secs(10),
-        "the permission cache to follow the change log",
+        "the permission cache to hear every change",
         || async {
             let text = s
                 .http
@@ -570,10 +585,42 @@ async fn followed(s: &TestServer) {
                 .trim()
                 .parse()
                 .ok()?;
-            (seq >= last).then_some(())
+            (seq >= target).then_some(())
         },
     )
     .await;
+}
+
+fn rand_u16() -> u16 {
+    (uuid::Uuid::new_v4().as_u128() & 0xffff) as u16
+}
+
+/// What another process writing the read model does besides the write: on SQLite the
+/// change-log entry, on PostgreSQL the notification.
+async fn announce(s: &TestServer, merchant: &str, customid: &str) {
+    match s.db {
+        Db::Sqlite => {
+            sqlx::query(
+                "INSERT INTO ent_permission_changes (merchant_account_id, customid, changed_at)
+                 VALUES ($1, $2, 0)",
+            )
+            .bind(merchant)
+            .bind(customid)
+            .execute(&s.pool)
+            .await
+            .expect("change log");
+        }
+        Db::Postgres => {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT pg_notify({}, $1)",
+                tollgate_store::entitlements::PERMISSION_CHANNEL_SQL
+            )))
+            .bind(json!([merchant, customid]).to_string())
+            .execute(&s.pool)
+            .await
+            .expect("notify");
+        }
+    }
 }
 
 async fn subscription_events_grant_and_revoke(db: Db) {
@@ -1095,10 +1142,10 @@ async fn the_expiry_job_expires_at_period_end(db: Db) {
     assert_eq!(full["event"]["target"]["is_valid"], false);
 }
 
-/// SQLite's permission cache (docs/entitlements.md): a change made by the server itself shows
-/// at the very next check; a change committed by another process shows once its change-log
-/// entry is followed; a write that bypasses the log is not seen (the cache does serve).
-/// PostgreSQL has no such cache: every check reads the database.
+/// The permission cache (docs/entitlements.md): a change made by the server itself shows at the
+/// very next check; a change committed by another process shows once the server has heard of it
+/// (SQLite: its change-log entry; PostgreSQL: its notification); a write that announces nothing
+/// is not seen (the cache does serve).
 async fn the_permission_cache_follows_every_change(db: Db) {
     let s = TestServer::start(db).await;
     catalog(&s).await;
@@ -1150,7 +1197,7 @@ async fn the_permission_cache_follows_every_change(db: Db) {
         5
     );
 
-    // Another process writes the read model without a change-log entry.
+    // Another process writes the read model and announces nothing.
     sqlx::query(
         "UPDATE ent_permissions SET is_valid = 0, entitlement = -8 WHERE customid = 'user-sub'",
     )
@@ -1159,29 +1206,20 @@ async fn the_permission_cache_follows_every_change(db: Db) {
     .expect("update");
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let p = permissions_of(&s, &pk, "user-sub").await;
-    match s.db {
-        Db::Sqlite => {
-            assert_eq!(p[0]["entitlement"], 5, "served from the cache: {p:?}");
-            // ... and with its entry, as every writer of the read model appends it.
-            sqlx::query(
-                "INSERT INTO ent_permission_changes (merchant_account_id, customid, changed_at)
-                 VALUES ('default', 'user-sub', 0)",
-            )
-            .execute(&s.pool)
-            .await
-            .expect("change log");
-            let p = permissions_of(&s, &pk, "user-sub").await;
-            assert_eq!(p[0]["entitlement"], -8, "{p:?}");
-            let logged: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM ent_permission_changes WHERE customid = 'user-sub'",
-            )
-            .fetch_one(&s.pool)
-            .await
-            .expect("count");
-            // The grant, the two catalogue changes and the other process's entry.
-            assert_eq!(logged, 4);
-        }
-        Db::Postgres => assert_eq!(p[0]["entitlement"], -8, "read from the database: {p:?}"),
+    assert_eq!(p[0]["entitlement"], 5, "served from the cache: {p:?}");
+    // ... and announced, as every writer of the read model does.
+    announce(&s, "default", "user-sub").await;
+    let p = permissions_of(&s, &pk, "user-sub").await;
+    assert_eq!(p[0]["entitlement"], -8, "{p:?}");
+    if s.db == Db::Sqlite {
+        let logged: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM ent_permission_changes WHERE customid = 'user-sub'",
+        )
+        .fetch_one(&s.pool)
+        .await
+        .expect("count");
+        // The grant, the two catalogue changes and the other process's entry.
+        assert_eq!(logged, 4);
     }
     let text = s
         .http
@@ -1197,8 +1235,5 @@ async fn the_permission_cache_follows_every_change(db: Db) {
         .find_map(|l| l.strip_prefix("tollgate_permission_cache_total{result=\"hit\"} "))
         .and_then(|v| v.trim().parse().ok())
         .expect("hit counter");
-    match s.db {
-        Db::Sqlite => assert!(hits >= 2, "{text}"),
-        Db::Postgres => assert_eq!(hits, 0, "{text}"),
-    }
+    assert!(hits >= 3, "{text}");
 }
