@@ -12,6 +12,15 @@ use crate::api::transactions::expire_approval;
 pub fn spawn(ctx: ApiContext) {
     crate::entitlements::spawn_expiry(ctx.clone());
     crate::entitlements::spawn_cache_feed(ctx.clone());
+    let store = ctx.store.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Err(e) = store.checkpoint().await {
+                tracing::warn!(error = %e, "SQLite checkpoint failed");
+            }
+        }
+    });
     tokio::spawn(async move {
         let every = Duration::from_millis(ctx.config.expiry_interval_ms.max(50));
         loop {

@@ -92,8 +92,8 @@ impl Store {
                 // transaction upgrades; readers use WAL snapshots and never wait for it. Eight
                 // readers: measured on 2 cores, 2 and 4 gave fewer permission checks per second
                 // (each connection is a thread that blocks in SQLite; more hide the waits).
-                let write = sqlite_pool(url, 1).await?;
-                let read = sqlite_pool(url, 8).await?;
+                let write = sqlite_pool(url, 1, true).await?;
+                let read = sqlite_pool(url, 8, false).await?;
                 Ok(Store {
                     backend,
                     read,
@@ -124,6 +124,17 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// SQLite: copies what the WAL holds into the database file as far as readers allow
+    /// (`PASSIVE`: it never waits for, nor blocks, the writer). PostgreSQL: nothing.
+    pub async fn checkpoint(&self) -> Result<()> {
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_all(&self.read)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Applies the migrations of this database.
@@ -182,7 +193,7 @@ impl Store {
     }
 }
 
-async fn sqlite_pool(url: &str, max: u32) -> Result<AnyPool> {
+async fn sqlite_pool(url: &str, max: u32, writer: bool) -> Result<AnyPool> {
     Ok(AnyPoolOptions::new()
         .max_connections(max)
         .min_connections(1)
@@ -190,7 +201,7 @@ async fn sqlite_pool(url: &str, max: u32) -> Result<AnyPool> {
         // (it cost a round trip to the connection's thread on every query).
         .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(30))
-        .after_connect(|conn, _| {
+        .after_connect(move |conn, _| {
             Box::pin(async move {
                 // WAL for concurrent readers; FULL so that a commit is on disk before we
                 // answer (SPEC §4's definition of durable); a busy timeout for the moments
@@ -199,6 +210,13 @@ async fn sqlite_pool(url: &str, max: u32) -> Result<AnyPool> {
                 conn.execute("PRAGMA synchronous = FULL").await?;
                 conn.execute("PRAGMA busy_timeout = 10000").await?;
                 conn.execute("PRAGMA foreign_keys = ON").await?;
+                if writer {
+                    // Checkpoints run beside the writer ([`Store::checkpoint`]), not inside its
+                    // commits (a commit that crossed 1,000 pages of WAL copied them to the
+                    // database file and synced it before answering). This only bounds the WAL
+                    // when nothing checkpoints (a command without the server's jobs).
+                    conn.execute("PRAGMA wal_autocheckpoint = 16000").await?;
+                }
                 Ok(())
             })
         })

@@ -14,7 +14,7 @@
 pub mod map;
 pub mod runtime;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Map, Value, json};
 use tollgate_domain::entitlements::{
@@ -550,8 +550,11 @@ pub async fn apply_in(
     }
     // Objects without a customer of their own (a dispute, a credit note's invoice payment)
     // reach their customers through what they are attached to.
+    // The walks share nodes (a charge's payment intent, an invoice's subscription); nothing is
+    // written between them, so each node is read once.
+    let mut nodes = HashMap::new();
     for id in &touched_ids {
-        touched.extend(owners(tx, &connection.id, id).await?);
+        touched.extend(owners(tx, &connection.id, id, &mut nodes).await?);
     }
     for cid in &touched {
         notices.extend(reevaluate(ctx, tx, merchant, cid).await?);
@@ -570,8 +573,18 @@ async fn customid_of_customer(
         .map(|l| l.customid))
 }
 
+/// What one object of the owners walk gives: the customids it names (directly or through its
+/// Stripe customer's link) and the objects next to it (what it refers to and what refers to it).
+type Node = (Vec<String>, Vec<String>);
+
 /// The customids owning object `id` or anything it is attached to (three hops at most).
-async fn owners(tx: &mut Tx, connection_id: &str, id: &str) -> ApiResult<BTreeSet<String>> {
+/// `nodes` keeps what each object gave, for the other walks of the same (unchanged) state.
+async fn owners(
+    tx: &mut Tx,
+    connection_id: &str,
+    id: &str,
+    nodes: &mut HashMap<String, Node>,
+) -> ApiResult<BTreeSet<String>> {
     let mut out = BTreeSet::new();
     let mut frontier = vec![id.to_string()];
     let mut seen: BTreeSet<String> = BTreeSet::new();
@@ -581,21 +594,13 @@ async fn owners(tx: &mut Tx, connection_id: &str, id: &str) -> ApiResult<BTreeSe
             if !seen.insert(oid.clone()) {
                 continue;
             }
-            for o in es::objects_by_id(&mut **tx, connection_id, &oid).await? {
-                if let Some(c) = &o.customid {
-                    out.insert(c.clone());
-                }
-                if let Some(cus) = &o.stripe_customer_id
-                    && let Some(cid) = customid_of_customer(tx, connection_id, cus).await?
-                {
-                    out.insert(cid);
-                }
+            if !nodes.contains_key(&oid) {
+                let node = node(tx, connection_id, &oid).await?;
+                nodes.insert(oid.clone(), node);
             }
-            next.extend(es::refs_of(&mut **tx, connection_id, &oid).await?);
-            // Objects attached to this one (an invoice's credit notes, a charge's dispute)
-            // may carry the customer too.
-            for o in es::objects_referring(&mut **tx, connection_id, &oid).await? {
-                next.push(o.object_id);
+            if let Some((owners, around)) = nodes.get(&oid) {
+                out.extend(owners.iter().cloned());
+                next.extend(around.iter().cloned());
             }
         }
         if !out.is_empty() || next.is_empty() {
@@ -604,6 +609,27 @@ async fn owners(tx: &mut Tx, connection_id: &str, id: &str) -> ApiResult<BTreeSe
         frontier = next;
     }
     Ok(out)
+}
+
+async fn node(tx: &mut Tx, connection_id: &str, oid: &str) -> ApiResult<Node> {
+    let mut owners = Vec::new();
+    for o in es::objects_by_id(&mut **tx, connection_id, oid).await? {
+        if let Some(c) = &o.customid {
+            owners.push(c.clone());
+        }
+        if let Some(cus) = &o.stripe_customer_id
+            && let Some(cid) = customid_of_customer(tx, connection_id, cus).await?
+        {
+            owners.push(cid);
+        }
+    }
+    let mut around = es::refs_of(&mut **tx, connection_id, oid).await?;
+    // Objects attached to this one (an invoice's credit notes, a charge's dispute) may carry
+    // the customer too.
+    for o in es::objects_referring(&mut **tx, connection_id, oid).await? {
+        around.push(o.object_id);
+    }
+    Ok((owners, around))
 }
 
 // ---- evaluation ------------------------------------------------------------------------------
