@@ -209,6 +209,13 @@ class World:
             return True
         wait_for(done, timeout=timeout, interval=0.1, what="deliveries and the inbox to settle")
 
+    def read_model(self, customid: Optional[str] = None) -> Any:
+        """The customer's permissions as the database holds them (`GET /v1/subscribers/…` reads
+        the read model, never the permission cache), for failure messages."""
+        cid = customid or self.customid
+        r = self.tg.http("GET", f"/v1/subscribers/{cid}")
+        return r.json().get("permissions") if r.status_code == 200 else {"status": r.status_code}
+
     def inbox_trouble(self) -> List[Dict[str, Any]]:
         """Inbox rows not applied (for failure messages)."""
         r = self.tg.http("GET", "/webhook-events", params={"status": ["received", "failed", "dead"],
@@ -231,6 +238,7 @@ class World:
             wait_for(matches, timeout=timeout, interval=0.15, what=what)
         except AssertionError as e:
             raise AssertionError(f"{what}: wanted {fields}, the answer is {self.answer(customid)}; "
+                                 f"the read model: {self.read_model(customid)}; "
                                  f"inbox trouble: {self.inbox_trouble()}") from e
         self.settle()
         p = self.permission(customid)

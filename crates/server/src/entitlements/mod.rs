@@ -1210,7 +1210,10 @@ async fn follow_log(ctx: ApiContext) {
                 }),
         };
         if let Err(e) = step {
-            tracing::warn!(error = %e, "reading the permission change log failed; permission cache off until it works");
+            // Said once per outage, not once per poll.
+            if seen.is_some() {
+                tracing::warn!(error = %e, "reading the permission change log failed; permission cache off until it works");
+            }
             ctx.entitlements.follow(false);
             seen = None;
         }
@@ -1229,16 +1232,22 @@ async fn listen(ctx: ApiContext) {
     let Some(url) = ctx.config.database_url.clone() else {
         return;
     };
-    let retry = std::time::Duration::from_millis(ctx.config.permission_cache_poll_ms.max(100));
+    // Retries once a second; a failure is said once per outage.
+    let retry = std::time::Duration::from_secs(1);
+    let mut said = false;
     loop {
         let mut listener = match es::PermissionListener::connect(&url).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::warn!(error = %e, "permission cache: listening for changes failed; cache off until it works");
+                if !said {
+                    tracing::warn!(error = %e, "permission cache: listening for changes failed; cache off until it works");
+                    said = true;
+                }
                 tokio::time::sleep(retry).await;
                 continue;
             }
         };
+        said = false;
         ctx.entitlements.follow(true);
         loop {
             match listener.next().await {
@@ -1250,6 +1259,7 @@ async fn listen(ctx: ApiContext) {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "permission cache: the listener failed; cache off until it works");
+                    said = true;
                     ctx.entitlements.follow(false);
                     break;
                 }
