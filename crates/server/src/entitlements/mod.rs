@@ -1247,7 +1247,6 @@ async fn listen(ctx: ApiContext) {
                 continue;
             }
         };
-        said = false;
         ctx.entitlements.follow(true);
         loop {
             match listener.next().await {
