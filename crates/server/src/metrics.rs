@@ -67,29 +67,46 @@ impl Metrics {
         out.push_str(&format!(
             "tollgate_http_request_duration_seconds_count {total}\n"
         ));
-        out.push_str("# HELP tollgate_transactions_created_total Transactions created.\n");
-        out.push_str("# TYPE tollgate_transactions_created_total counter\n");
-        out.push_str(&format!(
-            "tollgate_transactions_created_total {}\n",
-            self.transactions_created.load(Ordering::Relaxed)
-        ));
-        out.push_str("# HELP tollgate_stripe_errors_total Stripe calls that failed (outages and API errors).\n");
-        out.push_str("# TYPE tollgate_stripe_errors_total counter\n");
-        out.push_str(&format!(
-            "tollgate_stripe_errors_total {}\n",
-            self.stripe_errors.load(Ordering::Relaxed)
-        ));
-        out.push_str("# HELP tollgate_stripe_events_received_total Stripe events received by the webhook endpoint.\n");
-        out.push_str("# TYPE tollgate_stripe_events_received_total counter\n");
-        for (kind, c) in [
-            ("new", &self.webhooks_received),
-            ("duplicate", &self.webhooks_duplicate),
-        ] {
-            out.push_str(&format!(
-                "tollgate_stripe_events_received_total{{kind=\"{kind}\"}} {}\n",
-                c.load(Ordering::Relaxed)
-            ));
-        }
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
+        family(
+            &mut out,
+            ("tollgate_transactions_created_total", "counter"),
+            "Transactions created.",
+            &[("", load(&self.transactions_created))],
+        );
+        family(
+            &mut out,
+            ("tollgate_stripe_errors_total", "counter"),
+            "Stripe calls that failed (outages and API errors).",
+            &[("", load(&self.stripe_errors))],
+        );
+        family(
+            &mut out,
+            ("tollgate_stripe_events_received_total", "counter"),
+            "Stripe events received by the webhook endpoint.",
+            &[
+                ("kind=\"new\"", load(&self.webhooks_received)),
+                ("kind=\"duplicate\"", load(&self.webhooks_duplicate)),
+            ],
+        );
         out
+    }
+}
+
+/// One metric family in Prometheus' text format: its HELP and TYPE lines, then each sample as
+/// (labels without the braces, or "" for none; value).
+pub fn family(
+    out: &mut String,
+    (name, kind): (&str, &str),
+    help: &str,
+    samples: &[(&str, String)],
+) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            out.push_str(&format!("{name} {value}\n"));
+        } else {
+            out.push_str(&format!("{name}{{{labels}}} {value}\n"));
+        }
     }
 }

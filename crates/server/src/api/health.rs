@@ -8,6 +8,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use crate::ApiContext;
+use crate::metrics::family;
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
@@ -35,16 +36,20 @@ async fn readyz(State(ctx): State<ApiContext>) -> impl IntoResponse {
 async fn metrics(State(ctx): State<ApiContext>) -> impl IntoResponse {
     let mut body = ctx.metrics.render();
     let (hits, misses) = ctx.entitlements.permission_cache_stats();
-    body.push_str("# HELP tollgate_permission_cache_total Permission checks answered from the in-process cache (hit) or the database (miss).\n");
-    body.push_str("# TYPE tollgate_permission_cache_total counter\n");
-    body.push_str(&format!(
-        "tollgate_permission_cache_total{{result=\"hit\"}} {hits}\ntollgate_permission_cache_total{{result=\"miss\"}} {misses}\n"
-    ));
-    body.push_str("# HELP tollgate_permission_cache_followed_seq The last permission change-log entry (SQLite) or sync marker (PostgreSQL) the permission cache has followed.\n");
-    body.push_str("# TYPE tollgate_permission_cache_followed_seq gauge\n");
-    body.push_str(&format!(
-        "tollgate_permission_cache_followed_seq {}\n",
-        ctx.entitlements.followed()
-    ));
+    family(
+        &mut body,
+        ("tollgate_permission_cache_total", "counter"),
+        "Permission checks answered from the in-process cache (hit) or the database (miss).",
+        &[
+            ("result=\"hit\"", hits.to_string()),
+            ("result=\"miss\"", misses.to_string()),
+        ],
+    );
+    family(
+        &mut body,
+        ("tollgate_permission_cache_followed_seq", "gauge"),
+        "The last permission change-log entry (SQLite) or sync marker (PostgreSQL) the permission cache has followed.",
+        &[("", ctx.entitlements.followed().to_string())],
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -570,25 +570,30 @@ async fn followed(s: &TestServer) {
         std::time::Duration::from_secs(10),
         "the permission cache to hear every change",
         || async {
-            let text = s
-                .http
-                .get(format!("{}/metrics", s.base))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            let seq: i64 = text
-                .lines()
-                .find_map(|l| l.strip_prefix("tollgate_permission_cache_followed_seq "))?
-                .trim()
-                .parse()
-                .ok()?;
+            let seq = metric(s, "tollgate_permission_cache_followed_seq").await?;
             (seq >= target).then_some(())
         },
     )
     .await;
+}
+
+/// A sample of the server's `/metrics` (`name` with its labels, if any).
+async fn metric(s: &TestServer, name: &str) -> Option<i64> {
+    let text = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn rand_u16() -> u16 {
@@ -1221,19 +1226,8 @@ async fn the_permission_cache_follows_every_change(db: Db) {
         // The grant, the two catalogue changes and the other process's entry.
         assert_eq!(logged, 4);
     }
-    let text = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
+    let hits = metric(&s, "tollgate_permission_cache_total{result=\"hit\"}")
         .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    let hits: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("tollgate_permission_cache_total{result=\"hit\"} "))
-        .and_then(|v| v.trim().parse().ok())
         .expect("hit counter");
-    assert!(hits >= 3, "{text}");
+    assert!(hits >= 3, "{hits} hits");
 }
