@@ -166,6 +166,19 @@ class World:
             params["invoice_settings"] = {"default_payment_method": pm}
         return self.stripe.v1.customers.create(params)
 
+    def subscribe_on_clock(self, name: str, amount: int) -> tuple:
+        """A monthly SKU of `amount`, bought through Checkout by a new customer on a new test
+        clock started at `start_time()`. Returns (t0, clock, completed session, subscription,
+        period end)."""
+        monthly = self.sku(name, "subscription", amount)
+        t0 = start_time()
+        clock = self.clock(t0)
+        cus = self.clock_customer(clock.id)
+        done = self.checkout(monthly, "subscription", cus.id)
+        sub = self.stripe.v1.subscriptions.retrieve(done["subscription"])
+        _, end = period(sub)
+        return t0, clock, done, sub, end
+
     def advance(self, clock_id: str, to: int):
         c = self.stripe.v1.test_helpers.test_clocks.advance(clock_id, {"frozen_time": to})
         assert c.status == "advancing"
@@ -328,13 +341,7 @@ def test_monthly_checkout_renews_then_card_fails_grace_then_canceled(world: Worl
 
 def test_cancel_at_period_end_valid_until_then_expired(world: World):
     w = world
-    monthly = w.sku("monthly", "subscription", 1200)
-    t0 = start_time()
-    clock = w.clock(t0)
-    cus = w.clock_customer(clock.id)
-    done = w.checkout(monthly, "subscription", cus.id)
-    sub = w.stripe.v1.subscriptions.retrieve(done["subscription"])
-    _, end = period(sub)
+    t0, clock, _, sub, end = w.subscribe_on_clock("monthly", 1200)
     w.expect("premium after checkout", is_valid=True, entitlement=RENEWING, expires_date=end)
 
     w.advance(clock.id, t0 + 5 * DAY)
@@ -475,13 +482,7 @@ def test_dispute_lost_revokes_won_keeps(world: World, evidence: str, held: bool)
 
 def test_credit_note_for_the_whole_invoice_revokes(world: World):
     w = world
-    monthly = w.sku("monthly", "subscription", 2000)
-    t0 = start_time()
-    clock = w.clock(t0)
-    cus = w.clock_customer(clock.id)
-    done = w.checkout(monthly, "subscription", cus.id)
-    sub = w.stripe.v1.subscriptions.retrieve(done["subscription"])
-    _, end = period(sub)
+    _, _, done, _, end = w.subscribe_on_clock("monthly", 2000)
     w.expect("premium", is_valid=True, entitlement=RENEWING, expires_date=end)
     inv = w.stripe.v1.invoices.retrieve(done["invoice"])
     assert inv.status == "paid" and inv.amount_paid == 2000
@@ -587,13 +588,8 @@ def test_renewal_webhook_late_past_period_end_never_flickers(world: World, hold,
     (inside the 2 h renewal leeway: the stored period still counts) and by 3 h (past the
     leeway: Tollgate re-reads the subscription from Stripe before it would expire it)."""
     w = world
-    monthly = w.sku("monthly", "subscription", 1500)
-    t0 = start_time()
-    clock = w.clock(t0)
-    cus = w.clock_customer(clock.id)
-    done = w.checkout(monthly, "subscription", cus.id)
-    sub_id = done["subscription"]
-    _, end = period(w.stripe.v1.subscriptions.retrieve(sub_id))
+    _, clock, _, sub, end = w.subscribe_on_clock("monthly", 1500)
+    sub_id = sub.id
     w.expect("premium after checkout", is_valid=True, entitlement=RENEWING, expires_date=end)
 
     sampler = Sampler(w)

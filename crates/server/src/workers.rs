@@ -1,4 +1,5 @@
-//! Background jobs: approval expiry (SPEC §3.3 item 6) and pruning of idempotency records.
+//! Background jobs: approval expiry (SPEC §3.3 item 6), pruning of idempotency records, the
+//! permission cache's feed and, on SQLite, WAL checkpoints beside the writer.
 //! Each pass works from the database, so several servers may run them side by side: a second
 //! server expiring the same transaction finds it already final and does nothing.
 
@@ -12,15 +13,17 @@ use crate::api::transactions::expire_approval;
 pub fn spawn(ctx: ApiContext) {
     crate::entitlements::spawn_expiry(ctx.clone());
     crate::entitlements::spawn_cache_feed(ctx.clone());
-    let store = ctx.store.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            if let Err(e) = store.checkpoint().await {
-                tracing::warn!(error = %e, "SQLite checkpoint failed");
+    if ctx.store.backend() == tollgate_store::Backend::Sqlite {
+        let store = ctx.store.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Err(e) = store.checkpoint().await {
+                    tracing::warn!(error = %e, "SQLite checkpoint failed");
+                }
             }
-        }
-    });
+        });
+    }
     tokio::spawn(async move {
         let every = Duration::from_millis(ctx.config.expiry_interval_ms.max(50));
         loop {

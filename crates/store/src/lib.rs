@@ -127,13 +127,11 @@ impl Store {
     }
 
     /// SQLite: copies what the WAL holds into the database file as far as readers allow
-    /// (`PASSIVE`: it never waits for, nor blocks, the writer). PostgreSQL: nothing.
+    /// (`PASSIVE`: it never waits for, nor blocks, the writer). Not for PostgreSQL.
     pub async fn checkpoint(&self) -> Result<()> {
-        if self.backend == Backend::Sqlite {
-            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .fetch_all(&self.read)
-                .await?;
-        }
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_all(&self.read)
+            .await?;
         Ok(())
     }
 

@@ -346,12 +346,8 @@ impl Demo {
             sub["status"].as_str().unwrap_or("?"),
             tollgate_server::entitlements::rfc3339_secs(end)
         );
-        self.wait_permission("premium, renewing to the period end", |p| {
-            p["is_valid"] == json!(true)
-                && p["entitlement"] == json!(5)
-                && p["expires_date"] == json!(end)
-        })
-        .await?;
+        self.wait_renewing("premium, renewing to the period end", end)
+            .await?;
 
         self.title("the test clock passes the period end: Stripe renews and charges the card");
         self.stripe(
@@ -378,12 +374,8 @@ impl Demo {
             sub["status"].as_str().unwrap_or("?"),
             tollgate_server::entitlements::rfc3339_secs(end2)
         );
-        self.wait_permission("premium, renewed to the new period end", |p| {
-            p["is_valid"] == json!(true)
-                && p["entitlement"] == json!(5)
-                && p["expires_date"] == json!(end2)
-        })
-        .await?;
+        self.wait_renewing("premium, renewed to the new period end", end2)
+            .await?;
 
         self.title("the renewal is refunded in full: the permission is revoked");
         let payments = self
@@ -547,6 +539,16 @@ impl Demo {
         self.permissions().await?;
         println!("  => {what}");
         Ok(())
+    }
+
+    /// Waits until `premium` is held, renewing (code 5), to `end`.
+    async fn wait_renewing(&self, what: &str, end: i64) -> anyhow::Result<()> {
+        self.wait_permission(what, |p| {
+            p["is_valid"] == json!(true)
+                && p["entitlement"] == json!(5)
+                && p["expires_date"] == json!(end)
+        })
+        .await
     }
 
     /// Polls `read` until `ok`, for at most the demo's timeout.

@@ -603,29 +603,12 @@ fn rand_u16() -> u16 {
 /// What another process writing the read model does besides the write: on SQLite the
 /// change-log entry, on PostgreSQL the notification.
 async fn announce(s: &TestServer, merchant: &str, customid: &str) {
+    use tollgate_store::entitlements as es;
     match s.db {
-        Db::Sqlite => {
-            sqlx::query(
-                "INSERT INTO ent_permission_changes (merchant_account_id, customid, changed_at)
-                 VALUES ($1, $2, 0)",
-            )
-            .bind(merchant)
-            .bind(customid)
-            .execute(&s.pool)
-            .await
-            .expect("change log");
-        }
-        Db::Postgres => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT pg_notify({}, $1)",
-                tollgate_store::entitlements::PERMISSION_CHANNEL_SQL
-            )))
-            .bind(json!([merchant, customid]).to_string())
-            .execute(&s.pool)
-            .await
-            .expect("notify");
-        }
+        Db::Sqlite => es::note_permission_change(&s.pool, merchant, customid, 0).await,
+        Db::Postgres => es::notify_permission_change(&s.pool, merchant, customid).await,
     }
+    .expect("announcing the change");
 }
 
 async fn subscription_events_grant_and_revoke(db: Db) {
