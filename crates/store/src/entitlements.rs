@@ -922,6 +922,24 @@ pub async fn customids<'c, E: Executor<'c, Database = Any>>(
     .await?)
 }
 
+/// PostgreSQL: takes the transaction-scoped lock of one Stripe customer's link. A transaction
+/// that applies an object of that customer takes it before it looks for the link, and one that
+/// creates the link holds it until it commits: otherwise an object applied while the link was
+/// being made (neither transaction seeing the other's writes) would be evaluated by neither.
+pub async fn lock_stripe_customer<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    connection_id: &str,
+    stripe_customer_id: &str,
+) -> Result<()> {
+    sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS l")
+        .bind(format!(
+            "link\u{1f}{connection_id}\u{1f}{stripe_customer_id}"
+        ))
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Postgres: serialises re-evaluations of one customer (a transaction-scoped advisory lock).
 pub async fn lock_customer<'c, E: Executor<'c, Database = Any>>(
     db: E,

@@ -441,6 +441,11 @@ pub async fn apply_in(
         };
         let customer = map::customer_of(object);
         let customid = map::customid_of(object, &key);
+        if let Some(cus) = &customer
+            && ctx.store.backend() == Backend::Postgres
+        {
+            es::lock_stripe_customer(&mut **tx, &connection.id, cus).await?;
+        }
         // Metadata links a customer not linked yet; it never moves an existing link.
         if let (Some(cus), Some(cid)) = (&customer, &customid) {
             let existing =
