@@ -20,13 +20,15 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tollgate_domain::{DisputeSnapshot, Observation, TransactionState, apply};
 use tollgate_store::inbox::{self, InboxRow};
-use tollgate_store::{Backend, ConnectionRow, Store, Tx, connections, transactions as store_tx};
+use tollgate_store::{
+    Backend, Conn, ConnectionRow, HeldConn, Store, Tx, connections, transactions as store_tx,
+};
 
 use crate::ApiContext;
 use crate::api::transactions::apply_locked;
@@ -44,7 +46,7 @@ const PG_WRITERS: usize = 4;
 /// A piece of write work run inside a shared commit: what it returns says whether it failed
 /// (its savepoint is rolled back) and what to tell its caller once the commit is known.
 type JobFuture<'a> = Pin<Box<dyn Future<Output = (bool, Done)> + Send + 'a>>;
-type Job = Box<dyn for<'a> FnOnce(&'a mut Tx) -> JobFuture<'a> + Send>;
+type Job = Box<dyn for<'c, 'a> FnOnce(&'a mut Tx<'c>) -> JobFuture<'a> + Send>;
 type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// What a write function given to [`Inbox::write`] returns.
@@ -109,7 +111,7 @@ impl Inbox {
     pub async fn write<R, F>(&self, f: F) -> ApiResult<R>
     where
         R: Send + 'static,
-        F: for<'a> FnOnce(&'a mut Tx) -> WriteFuture<'a, R> + Send + 'static,
+        F: for<'c, 'a> FnOnce(&'a mut Tx<'c>) -> WriteFuture<'a, R> + Send + 'static,
     {
         if !self.shared {
             let mut tx = self.store.begin().await?;
@@ -147,11 +149,22 @@ fn stopped() -> ApiError {
 /// transaction and commits once. Each commit is durable and carries everything that arrived
 /// while the previous one was on its way to disk, so the rate is not bounded by one fsync per
 /// event.
+///
+/// The writer keeps its database connection from one commit to the next while work keeps
+/// coming: sqlx hands a connection back to its pool through a spawned task that pings it
+/// first, and on a busy runtime that round trip cost more than the commit itself (measured:
+/// 2.8 ms per commit on 2 cores). It lets go when nothing waits, after [`HOLD`] and after an
+/// error, so the other writers (API calls; on SQLite the pool has one connection) get their
+/// turn in the pool's order.
 async fn group_commit(store: Store, rx: Arc<Mutex<mpsc::Receiver<Msg>>>, wake: Arc<Notify>) {
     let mut msgs = Vec::with_capacity(MAX_GROUP);
+    let mut held: Option<(HeldConn, Instant)> = None;
     loop {
         {
             let mut rx = rx.lock().await;
+            if rx.is_empty() {
+                held = None;
+            }
             if rx.recv_many(&mut msgs, MAX_GROUP).await == 0 {
                 return;
             }
@@ -171,17 +184,42 @@ async fn group_commit(store: Store, rx: Arc<Mutex<mpsc::Receiver<Msg>>>, wake: A
                 .cmp(&(&b.row.stripe_account, &b.row.stripe_event_id))
         });
         let stored = !accepts.is_empty();
-        match write_group(&store, &accepts, jobs).await {
+        if held
+            .as_ref()
+            .is_some_and(|(_, since)| since.elapsed() > HOLD)
+        {
+            held = None;
+        }
+        let outcome = match held.take() {
+            Some(h) => Ok(h),
+            None => store.hold_writer().await.map(|c| (c, Instant::now())),
+        };
+        let (mut conn, since) = match outcome {
+            Ok(h) => h,
+            Err(e) => {
+                // Dropped jobs tell their callers the writer could not run them.
+                tracing::warn!(error = %e, "the inbox writer has no database connection");
+                for p in accepts.drain(..) {
+                    let _ = p.done.send(Err(e.to_string()));
+                }
+                continue;
+            }
+        };
+        let backend = store.backend();
+        match write_group(&mut conn, backend, &accepts, jobs).await {
             Ok(news) => {
+                held = Some((conn, since));
                 for (p, new) in accepts.drain(..).zip(news) {
                     let _ = p.done.send(Ok(new));
                 }
             }
             Err(e) => {
-                // One commit per event, so one failure cannot fail the others.
+                // One commit per event, so one failure cannot fail the others; then a fresh
+                // connection (the pool tests this one on its way back).
                 tracing::warn!(error = %e, events = accepts.len(), "group commit failed; storing events one by one");
                 for p in accepts.drain(..) {
-                    let one = write_group(&store, std::slice::from_ref(&p), Vec::new()).await;
+                    let one =
+                        write_group(&mut conn, backend, std::slice::from_ref(&p), Vec::new()).await;
                     let _ = p.done.send(
                         one.map(|n| n.first().copied().unwrap_or(false))
                             .map_err(|e| e.to_string()),
@@ -195,6 +233,9 @@ async fn group_commit(store: Store, rx: Arc<Mutex<mpsc::Receiver<Msg>>>, wake: A
     }
 }
 
+/// How long the writer keeps the connection while work keeps coming (see [`group_commit`]).
+const HOLD: Duration = Duration::from_millis(50);
+
 struct Pending {
     row: InboxRow,
     done: oneshot::Sender<Result<bool, String>>,
@@ -203,13 +244,14 @@ struct Pending {
 /// One transaction, one commit: the new events in one statement, then each job in its own
 /// savepoint. Jobs learn the commit's outcome; an error is the new events' (to retry alone).
 async fn write_group(
-    store: &Store,
+    conn: &mut Conn,
+    backend: Backend,
     batch: &[Pending],
     jobs: Vec<Job>,
 ) -> tollgate_store::Result<Vec<bool>> {
     let rows: Vec<InboxRow> = batch.iter().map(|p| p.row.clone()).collect();
     // A failed begin drops the jobs: their callers hear that the writer could not run them.
-    let mut tx = store.begin().await?;
+    let mut tx = tollgate_store::begin_on(conn, backend).await?;
     let news = if rows.is_empty() {
         Vec::new()
     } else {
@@ -217,18 +259,33 @@ async fn write_group(
             Ok(n) => n,
             Err(e) => {
                 // The jobs go on without the events (retried one by one by the caller).
-                let _ = run_jobs(tx, jobs).await; // each job heard the outcome itself
+                let _ = run_jobs(tx, jobs, false).await; // each job heard the outcome itself
                 return Err(e);
             }
         }
     };
-    let outcome = run_jobs(tx, jobs).await;
+    let outcome = run_jobs(tx, jobs, rows.is_empty()).await;
     outcome.map(|()| news)
 }
 
-/// Runs `jobs` in `tx`, each in a savepoint, commits, and tells each job the outcome.
-async fn run_jobs(mut tx: Tx, jobs: Vec<Job>) -> tollgate_store::Result<()> {
+/// Runs `jobs` in `tx`, each in a savepoint, commits, and tells each job the outcome. A job
+/// `alone` in the transaction needs no savepoint: when it fails, the whole transaction is
+/// rolled back (two statements fewer, and each statement is a round trip under the write lock).
+async fn run_jobs(mut tx: Tx<'_>, mut jobs: Vec<Job>, alone: bool) -> tollgate_store::Result<()> {
     use tollgate_store::{Savepoint, savepoint};
+    if alone
+        && jobs.len() == 1
+        && let Some(job) = jobs.pop()
+    {
+        let (failed, done) = job(&mut tx).await;
+        let outcome = if failed {
+            tollgate_store::rollback(tx).await
+        } else {
+            tollgate_store::commit(tx).await
+        };
+        done(outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        return outcome;
+    }
     let mut dones = Vec::with_capacity(jobs.len());
     let mut broken = None;
     for job in jobs {
@@ -554,7 +611,7 @@ async fn commit_plans(
 /// applied to its transaction and to entitlements, and gets its outcome.
 async fn write_plans(
     ctx: &ApiContext,
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     batch: &Batch,
     only: Option<usize>,
 ) -> ApiResult<Ties> {

@@ -211,6 +211,25 @@ pub async fn put_object<'c, E: Executor<'c, Database = Any>>(db: E, o: &ObjectRo
     Ok(done.rows_affected() > 0)
 }
 
+/// Whether a stored version of `o` has the same stamp but other contents (two versions of one
+/// object from the same second: see the inbox's re-reading of ties).
+pub async fn ties_with<'c, E: Executor<'c, Database = Any>>(db: E, o: &ObjectRow) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM ent_stripe_objects
+         WHERE connection_id = $1 AND object_type = $2 AND object_id = $3
+           AND stamp_at = $4 AND stamp_progress = $5 AND data <> $6",
+    )
+    .bind(&o.connection_id)
+    .bind(&o.object_type)
+    .bind(&o.object_id)
+    .bind(o.stamp_at)
+    .bind(o.stamp_progress)
+    .bind(&o.data)
+    .fetch_one(db)
+    .await?;
+    Ok(n > 0)
+}
+
 pub async fn objects_of_customer<'c, E: Executor<'c, Database = Any>>(
     db: E,
     connection_id: &str,
@@ -277,6 +296,68 @@ pub async fn objects_referring<'c, E: Executor<'c, Database = Any>>(
     rows.iter().map(ObjectRow::from_row).collect()
 }
 
+/// Ids per statement in the owners walk's queries.
+pub const WALK_CHUNK: usize = 200;
+
+/// For each of `object_ids` (at most [`WALK_CHUNK`]), the customids its stored objects name:
+/// their own `customid` (guest purchases) or their Stripe customer's link, as
+/// `(object id, customid)` pairs. One statement for a whole step of the owners walk.
+pub async fn owners_of_objects<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    connection_id: &str,
+    object_ids: &[&str],
+) -> Result<Vec<(String, String)>> {
+    if object_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT o.object_id, o.customid, c.customid FROM ent_stripe_objects o
+         LEFT JOIN ent_customers c
+           ON c.connection_id = o.connection_id AND c.stripe_customer_id = o.stripe_customer_id
+         WHERE o.connection_id = $1 AND o.object_id IN ({})",
+        crate::query::placeholders(2, object_ids.len())
+    );
+    let mut q =
+        sqlx::query_as::<_, (String, Option<String>, Option<String>)>(sqlx::AssertSqlSafe(sql))
+            .bind(connection_id);
+    for id in object_ids {
+        q = q.bind(*id);
+    }
+    let rows = q.fetch_all(db).await?;
+    Ok(rows
+        .into_iter()
+        .flat_map(|(id, own, linked)| own.into_iter().chain(linked).map(move |c| (id.clone(), c)))
+        .collect())
+}
+
+/// For each of `object_ids` (at most [`WALK_CHUNK`]), the objects next to it: what it refers
+/// to, and the stored objects referring to it (a charge's dispute, an invoice's credit
+/// notes), as `(object id, neighbour id)` pairs in one statement.
+pub async fn neighbours_of<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    connection_id: &str,
+    object_ids: &[&str],
+) -> Result<Vec<(String, String)>> {
+    if object_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = crate::query::placeholders(2, object_ids.len());
+    let sql = format!(
+        "SELECT object_id, ref_id FROM ent_object_refs
+         WHERE connection_id = $1 AND object_id IN ({list})
+         UNION ALL
+         SELECT r.ref_id, r.object_id FROM ent_object_refs r
+         WHERE r.connection_id = $1 AND r.ref_id IN ({list}) AND EXISTS
+             (SELECT 1 FROM ent_stripe_objects o
+              WHERE o.connection_id = $1 AND o.object_id = r.object_id)"
+    );
+    let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql)).bind(connection_id);
+    for id in object_ids {
+        q = q.bind(*id);
+    }
+    Ok(q.fetch_all(db).await?)
+}
+
 pub async fn refs_of<'c, E: Executor<'c, Database = Any>>(
     db: E,
     connection_id: &str,
@@ -289,6 +370,34 @@ pub async fn refs_of<'c, E: Executor<'c, Database = Any>>(
     .bind(object_id)
     .fetch_all(db)
     .await?)
+}
+
+/// Stores that `object_id` refers to each of `ref_ids`, in one statement.
+pub async fn put_refs<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    connection_id: &str,
+    object_id: &str,
+    ref_ids: &[String],
+) -> Result<()> {
+    if ref_ids.is_empty() {
+        return Ok(());
+    }
+    let values = (0..ref_ids.len())
+        .map(|i| format!("($1, $2, ${})", i + 3))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO ent_object_refs (connection_id, object_id, ref_id) VALUES {values}
+         ON CONFLICT DO NOTHING"
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(connection_id)
+        .bind(object_id);
+    for r in ref_ids {
+        q = q.bind(r);
+    }
+    q.execute(db).await?;
+    Ok(())
 }
 
 pub async fn put_ref<'c, E: Executor<'c, Database = Any>>(

@@ -119,14 +119,6 @@ pub async fn insert_many<'c, E: Executor<'c, Database = Any>>(
     Ok(rows.iter().map(|r| inserted.contains(&r.id)).collect())
 }
 
-/// `$first, $first+1, …` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Of `ids`, those still waiting to be applied, locked inside the caller's transaction (a
 /// second worker whose lease ran out finds them done and skips them: applied exactly once).
 pub async fn lock_due<'c, E: Executor<'c, Database = Any>>(
@@ -139,7 +131,7 @@ pub async fn lock_due<'c, E: Executor<'c, Database = Any>>(
     }
     let sql = format!(
         "SELECT id FROM webhook_events WHERE id IN ({}) AND status IN ('received', 'failed'){for_update}",
-        placeholders(1, ids.len())
+        crate::query::placeholders(1, ids.len())
     );
     let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
     for id in ids {
@@ -165,7 +157,7 @@ pub async fn finish_many<'c, E: Executor<'c, Database = Any>>(
         "UPDATE webhook_events SET status = $1, note = $2, next_attempt_at = $3,
             applied_at = COALESCE($4, applied_at), locked_until = NULL, updated_at = $5
          WHERE id IN ({})",
-        placeholders(6, ids.len())
+        crate::query::placeholders(6, ids.len())
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(status.to_string())

@@ -25,7 +25,11 @@ use sqlx::{Any, AnyPool, Executor};
 
 pub use rows::*;
 
-pub type Tx = sqlx::Transaction<'static, Any>;
+/// A write transaction: on a pooled connection of its own ([`Store::begin`]) or on one a caller
+/// holds ([`begin_on`]).
+pub type Tx<'c> = sqlx::Transaction<'c, Any>;
+/// A write connection taken out of the pool ([`Store::hold_writer`]); back in it when dropped.
+pub type HeldConn = sqlx::pool::PoolConnection<Any>;
 /// One database connection (a pooled one, or the inside of a [`Tx`]).
 pub type Conn = sqlx::AnyConnection;
 
@@ -159,11 +163,17 @@ impl Store {
 
     /// Starts a write transaction. On SQLite it takes the write lock at once
     /// (`BEGIN IMMEDIATE`), so a transaction that reads then writes cannot deadlock.
-    pub async fn begin(&self) -> Result<Tx> {
+    pub async fn begin(&self) -> Result<Tx<'static>> {
         Ok(match self.backend {
             Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.write.begin().await?,
         })
+    }
+
+    /// The write connection itself, held by a caller that runs many write transactions in a row
+    /// ([`begin_on`]); other writers wait in the pool until it is dropped.
+    pub async fn hold_writer(&self) -> Result<HeldConn> {
+        Ok(self.write.acquire().await?)
     }
 
     /// The pool for single-statement writes outside a transaction (one connection on SQLite).
@@ -222,9 +232,25 @@ async fn sqlite_pool(url: &str, max: u32, writer: bool) -> Result<AnyPool> {
         .await?)
 }
 
-/// Commits a write transaction begun with [`Store::begin`].
-pub async fn commit(tx: Tx) -> Result<()> {
+/// Starts a write transaction on a connection the caller holds (see [`Store::hold_writer`]):
+/// `BEGIN IMMEDIATE` on SQLite, as [`Store::begin`].
+pub async fn begin_on(conn: &mut Conn, backend: Backend) -> Result<Tx<'_>> {
+    use sqlx::Connection;
+    Ok(match backend {
+        Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+        Backend::Postgres => conn.begin().await?,
+    })
+}
+
+/// Commits a write transaction begun with [`Store::begin`] or [`begin_on`].
+pub async fn commit(tx: Tx<'_>) -> Result<()> {
     tx.commit().await?;
+    Ok(())
+}
+
+/// Rolls a write transaction back.
+pub async fn rollback(tx: Tx<'_>) -> Result<()> {
+    tx.rollback().await?;
     Ok(())
 }
 
@@ -236,7 +262,7 @@ pub enum Savepoint {
     Release,
 }
 
-pub async fn savepoint(tx: &mut Tx, step: Savepoint) -> Result<()> {
+pub async fn savepoint(tx: &mut Tx<'_>, step: Savepoint) -> Result<()> {
     use sqlx::Executor;
     let sql = match step {
         Savepoint::Begin => "SAVEPOINT tg_piece",

@@ -280,7 +280,7 @@ pub fn event_payload(
 /// transaction that makes the change, so the event exists if and only if the change commits.
 /// Returns the event id when at least one subscription wants it.
 pub async fn enqueue(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     merchant_account_id: &str,
     name: &str,
     target: &Value,

@@ -61,3 +61,11 @@ impl Filtered {
             .push_str(&clause.replace('?', &format!("${}", self.n)));
     }
 }
+
+/// `$first, $first+1, …` for `n` values.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

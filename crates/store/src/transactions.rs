@@ -134,7 +134,7 @@ pub async fn update<'c, E: Executor<'c, Database = Any>>(
     version: i64,
     now: i64,
     change: &TransactionUpdate,
-) -> Result<()> {
+) -> Result<TransactionRow> {
     let done =
         match change {
             TransactionUpdate::PaymentIntentCreated {
@@ -145,7 +145,7 @@ pub async fn update<'c, E: Executor<'c, Database = Any>>(
             } => sqlx::query(
                 "UPDATE transactions SET payment_intent_id = $3, client_secret = $4, status = $5,
                     state = $6, updated_at = $7, version = version + 1
-                 WHERE id = $1 AND version = $2",
+                 WHERE id = $1 AND version = $2 RETURNING *",
             )
             .bind(id)
             .bind(version)
@@ -154,7 +154,7 @@ pub async fn update<'c, E: Executor<'c, Database = Any>>(
             .bind(status)
             .bind(state)
             .bind(now)
-            .execute(db)
+            .fetch_optional(db)
             .await?,
             TransactionUpdate::StateApplied {
                 status,
@@ -174,7 +174,7 @@ pub async fn update<'c, E: Executor<'c, Database = Any>>(
                     refunded_amount = $6, disputed = $7, error_code = $8, raw_response_code = $9,
                     raw_response_description = $10, state = $11, authorized_at = $12,
                     captured_at = $13, voided_at = $14, updated_at = $15, version = version + 1
-                 WHERE id = $1 AND version = $2",
+                 WHERE id = $1 AND version = $2 RETURNING *",
             )
             .bind(id)
             .bind(version)
@@ -191,7 +191,7 @@ pub async fn update<'c, E: Executor<'c, Database = Any>>(
             .bind(captured_at)
             .bind(voided_at)
             .bind(now)
-            .execute(db)
+            .fetch_optional(db)
             .await?,
             TransactionUpdate::TokenIssued {
                 approval_token_hash,
@@ -200,33 +200,32 @@ pub async fn update<'c, E: Executor<'c, Database = Any>>(
                 sqlx::query(
                     "UPDATE transactions SET approval_token_hash = $3, session_token_hash = $4,
                     updated_at = $5, version = version + 1
-                 WHERE id = $1 AND version = $2",
+                 WHERE id = $1 AND version = $2 RETURNING *",
                 )
                 .bind(id)
                 .bind(version)
                 .bind(approval_token_hash)
                 .bind(session_token_hash)
                 .bind(now)
-                .execute(db)
+                .fetch_optional(db)
                 .await?
             }
             TransactionUpdate::TokensSpent => {
                 sqlx::query(
                     "UPDATE transactions SET approval_token_hash = NULL, session_token_hash = NULL,
                     updated_at = $3, version = version + 1
-                 WHERE id = $1 AND version = $2",
+                 WHERE id = $1 AND version = $2 RETURNING *",
                 )
                 .bind(id)
                 .bind(version)
                 .bind(now)
-                .execute(db)
+                .fetch_optional(db)
                 .await?
             }
         };
-    if done.rows_affected() == 1 {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict)
+    match done {
+        Some(row) => TransactionRow::from_row(&row),
+        None => Err(StoreError::Conflict),
     }
 }
 
@@ -475,6 +474,37 @@ pub async fn insert_event<'c, E: Executor<'c, Database = Any>>(db: E, e: &EventR
     .bind(e.created_at)
     .execute(db)
     .await?;
+    Ok(())
+}
+
+/// Several events in one statement.
+pub async fn insert_events<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    events: &[EventRow],
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let values = (0..events.len())
+        .map(|i| crate::query::placeholders(i * 6 + 1, 6))
+        .map(|p| format!("({p})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO transaction_events (id, transaction_id, merchant_account_id, name, data, created_at)
+         VALUES {values}"
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for e in events {
+        q = q
+            .bind(&e.id)
+            .bind(&e.transaction_id)
+            .bind(&e.merchant_account_id)
+            .bind(&e.name)
+            .bind(&e.data)
+            .bind(e.created_at);
+    }
+    q.execute(db).await?;
     Ok(())
 }
 

@@ -259,7 +259,7 @@ async fn definition_skus(
 }
 
 async fn write_definition_skus(
-    tx: &mut tollgate_store::Tx,
+    tx: &mut tollgate_store::Tx<'_>,
     merchant: &str,
     id: &str,
     skus: &[String],

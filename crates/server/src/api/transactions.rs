@@ -433,25 +433,25 @@ pub async fn connection_for(
 }
 
 async fn insert_event(
-    tx: &mut tollgate_store::Tx,
+    tx: &mut tollgate_store::Tx<'_>,
     t: &TransactionRow,
     name: &str,
     data: Value,
     now: i64,
 ) -> ApiResult<()> {
-    store_tx::insert_event(
-        &mut **tx,
-        &EventRow {
-            id: tollgate_store::new_id(),
-            transaction_id: t.id.clone(),
-            merchant_account_id: t.merchant_account_id.clone(),
-            name: name.to_string(),
-            data: data.to_string(),
-            created_at: now,
-        },
-    )
-    .await?;
+    store_tx::insert_event(&mut **tx, &event_row(t, name, data, now)).await?;
     Ok(())
+}
+
+fn event_row(t: &TransactionRow, name: &str, data: Value, now: i64) -> EventRow {
+    EventRow {
+        id: tollgate_store::new_id(),
+        transaction_id: t.id.clone(),
+        merchant_account_id: t.merchant_account_id.clone(),
+        name: name.to_string(),
+        data: data.to_string(),
+        created_at: now,
+    }
 }
 
 /// A Stripe failure as our error: outages are 502/504 carrying the transaction id.
@@ -673,7 +673,7 @@ pub async fn apply_observations(
 /// commit.
 pub(crate) async fn apply_locked(
     ctx: &ApiContext,
-    tx: &mut tollgate_store::Tx,
+    tx: &mut tollgate_store::Tx<'_>,
     id: &str,
     observations: &[Observation],
     now: i64,
@@ -722,16 +722,17 @@ pub(crate) async fn apply_locked(
         captured_at,
         voided_at,
     };
-    store_tx::update(&mut **tx, &current.id, current.version, now, &update).await?;
-    for c in &changes {
-        let (name, data) = event_of(c);
-        insert_event(tx, &current, name, data, now).await?;
-    }
+    let row = store_tx::update(&mut **tx, &current.id, current.version, now, &update).await?;
+    let events: Vec<EventRow> = changes
+        .iter()
+        .map(|c| {
+            let (name, data) = event_of(c);
+            event_row(&current, name, data, now)
+        })
+        .collect();
+    store_tx::insert_events(&mut **tx, &events).await?;
     if current.status != status.as_str() {
         // Its outbound event commits with it (transactional outbox, SPEC §7).
-        let row = store_tx::get_any(&mut **tx, &current.id, "")
-            .await?
-            .ok_or_else(|| ApiError::not_found("transaction"))?;
         crate::outbound::transaction_changed(tx, &current.status, &row, now).await?;
     }
     Ok(Some(status))

@@ -123,7 +123,7 @@ pub fn refund_event(status: &str) -> Option<&'static str> {
 /// `tx`: the database transaction of the change. The way every event is made; entitlements
 /// (`permission.*`, `customer.linked`) call it the same way.
 pub async fn emit(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     merchant_account_id: &str,
     name: &str,
     target: &Value,
@@ -134,7 +134,7 @@ pub async fn emit(
 
 /// A transaction's status moved from `before` to `after.status`: its event, if it has one.
 pub async fn transaction_changed(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     before: &str,
     after: &TransactionRow,
     now: i64,
@@ -151,7 +151,7 @@ pub async fn transaction_changed(
 
 /// A refund reached `refund.status` (or was first accepted by Stripe): its event.
 pub async fn refund_changed(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     refund: &RefundRow,
     transaction: Option<&TransactionRow>,
     now: i64,
