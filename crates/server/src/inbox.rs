@@ -255,7 +255,7 @@ async fn write_group(
     let news = if rows.is_empty() {
         Vec::new()
     } else {
-        match inbox::insert_many(&mut *tx, &rows).await {
+        match inbox::insert_many(&mut *tx, backend, &rows).await {
             Ok(n) => n,
             Err(e) => {
                 // The jobs go on without the events (retried one by one by the caller).
@@ -621,7 +621,7 @@ async fn write_plans(
         None => (0..batch.rows.len()).collect(),
     };
     let ids: Vec<&str> = picked.iter().map(|&i| batch.rows[i].id.as_str()).collect();
-    let due = inbox::lock_due(&mut **tx, &ids, ctx.store.for_update()).await?;
+    let due = inbox::lock_due(&mut **tx, ctx.store.backend(), &ids).await?;
     // Entitlements first, per connection: the objects of every due event, then one
     // re-evaluation of each customer they touch.
     let with_work = picked

@@ -72,6 +72,7 @@ const COLUMNS: &str = "id, connection_id, merchant_account_id, stripe_account, s
 /// earlier in `rows`).
 pub async fn insert_many<'c, E: Executor<'c, Database = Any>>(
     db: E,
+    backend: Backend,
     rows: &[InboxRow],
 ) -> Result<Vec<bool>> {
     if rows.is_empty() {
@@ -84,12 +85,7 @@ pub async fn insert_many<'c, E: Executor<'c, Database = Any>>(
             sql.push_str(", ");
         }
         sql.push('(');
-        for c in 0..18 {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("${}", i * 18 + c + 1));
-        }
+        sql.push_str(&crate::query::positional(backend, i * 18 + 1, 18));
         sql.push(')');
         let _ = args.add(e.id.clone());
         let _ = args.add(e.connection_id.clone());
@@ -123,15 +119,19 @@ pub async fn insert_many<'c, E: Executor<'c, Database = Any>>(
 /// second worker whose lease ran out finds them done and skips them: applied exactly once).
 pub async fn lock_due<'c, E: Executor<'c, Database = Any>>(
     db: E,
+    backend: Backend,
     ids: &[&str],
-    for_update: &str,
 ) -> Result<std::collections::HashSet<String>> {
     if ids.is_empty() {
         return Ok(Default::default());
     }
+    let for_update = match backend {
+        Backend::Sqlite => "",
+        Backend::Postgres => " FOR UPDATE",
+    };
     let sql = format!(
         "SELECT id FROM webhook_events WHERE id IN ({}) AND status IN ('received', 'failed'){for_update}",
-        crate::query::placeholders(1, ids.len())
+        crate::query::positional(backend, 1, ids.len())
     );
     let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
     for id in ids {
