@@ -307,27 +307,19 @@ pub async fn owners_of_objects<'c, E: Executor<'c, Database = Any>>(
     connection_id: &str,
     object_ids: &[&str],
 ) -> Result<Vec<(String, String)>> {
-    if object_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let sql = format!(
-        "SELECT o.object_id, o.customid, c.customid FROM ent_stripe_objects o
-         LEFT JOIN ent_customers c
+    pairs_over_ids(
+        db,
+        "SELECT object_id, customid FROM ent_stripe_objects
+         WHERE connection_id = $1 AND object_id IN ({ids}) AND customid IS NOT NULL
+         UNION ALL
+         SELECT o.object_id, c.customid FROM ent_stripe_objects o
+         JOIN ent_customers c
            ON c.connection_id = o.connection_id AND c.stripe_customer_id = o.stripe_customer_id
-         WHERE o.connection_id = $1 AND o.object_id IN ({})",
-        crate::query::placeholders(2, object_ids.len())
-    );
-    let mut q =
-        sqlx::query_as::<_, (String, Option<String>, Option<String>)>(sqlx::AssertSqlSafe(sql))
-            .bind(connection_id);
-    for id in object_ids {
-        q = q.bind(*id);
-    }
-    let rows = q.fetch_all(db).await?;
-    Ok(rows
-        .into_iter()
-        .flat_map(|(id, own, linked)| own.into_iter().chain(linked).map(move |c| (id.clone(), c)))
-        .collect())
+         WHERE o.connection_id = $1 AND o.object_id IN ({ids})",
+        connection_id,
+        object_ids,
+    )
+    .await
 }
 
 /// For each of `object_ids` (at most [`WALK_CHUNK`]), the objects next to it: what it refers
@@ -338,21 +330,36 @@ pub async fn neighbours_of<'c, E: Executor<'c, Database = Any>>(
     connection_id: &str,
     object_ids: &[&str],
 ) -> Result<Vec<(String, String)>> {
-    if object_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let list = crate::query::placeholders(2, object_ids.len());
-    let sql = format!(
+    pairs_over_ids(
+        db,
         "SELECT object_id, ref_id FROM ent_object_refs
-         WHERE connection_id = $1 AND object_id IN ({list})
+         WHERE connection_id = $1 AND object_id IN ({ids})
          UNION ALL
          SELECT r.ref_id, r.object_id FROM ent_object_refs r
-         WHERE r.connection_id = $1 AND r.ref_id IN ({list}) AND EXISTS
+         WHERE r.connection_id = $1 AND r.ref_id IN ({ids}) AND EXISTS
              (SELECT 1 FROM ent_stripe_objects o
-              WHERE o.connection_id = $1 AND o.object_id = r.object_id)"
-    );
+              WHERE o.connection_id = $1 AND o.object_id = r.object_id)",
+        connection_id,
+        object_ids,
+    )
+    .await
+}
+
+/// Runs `sql` (`$1` the connection, each `{ids}` the placeholders of `ids`) for its pairs of
+/// text columns.
+async fn pairs_over_ids<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    sql: &str,
+    connection_id: &str,
+    ids: &[&str],
+) -> Result<Vec<(String, String)>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Placeholders only; every value is bound.
+    let sql = sql.replace("{ids}", &crate::query::placeholders(2, ids.len()));
     let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql)).bind(connection_id);
-    for id in object_ids {
+    for id in ids {
         q = q.bind(*id);
     }
     Ok(q.fetch_all(db).await?)
