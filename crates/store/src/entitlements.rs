@@ -365,20 +365,6 @@ async fn pairs_over_ids<'c, E: Executor<'c, Database = Any>>(
     Ok(q.fetch_all(db).await?)
 }
 
-pub async fn refs_of<'c, E: Executor<'c, Database = Any>>(
-    db: E,
-    connection_id: &str,
-    object_id: &str,
-) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
-        "SELECT ref_id FROM ent_object_refs WHERE connection_id = $1 AND object_id = $2 ORDER BY ref_id",
-    )
-    .bind(connection_id)
-    .bind(object_id)
-    .fetch_all(db)
-    .await?)
-}
-
 /// Stores that `object_id` refers to each of `ref_ids`, in one statement.
 pub async fn put_refs<'c, E: Executor<'c, Database = Any>>(
     db: E,
@@ -404,24 +390,6 @@ pub async fn put_refs<'c, E: Executor<'c, Database = Any>>(
         q = q.bind(r);
     }
     q.execute(db).await?;
-    Ok(())
-}
-
-pub async fn put_ref<'c, E: Executor<'c, Database = Any>>(
-    db: E,
-    connection_id: &str,
-    object_id: &str,
-    ref_id: &str,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO ent_object_refs (connection_id, object_id, ref_id) VALUES ($1, $2, $3)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(connection_id)
-    .bind(object_id)
-    .bind(ref_id)
-    .execute(db)
-    .await?;
     Ok(())
 }
 

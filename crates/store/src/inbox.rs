@@ -125,13 +125,10 @@ pub async fn lock_due<'c, E: Executor<'c, Database = Any>>(
     if ids.is_empty() {
         return Ok(Default::default());
     }
-    let for_update = match backend {
-        Backend::Sqlite => "",
-        Backend::Postgres => " FOR UPDATE",
-    };
     let sql = format!(
-        "SELECT id FROM webhook_events WHERE id IN ({}) AND status IN ('received', 'failed'){for_update}",
-        crate::query::positional(backend, 1, ids.len())
+        "SELECT id FROM webhook_events WHERE id IN ({}) AND status IN ('received', 'failed'){}",
+        crate::query::positional(backend, 1, ids.len()),
+        backend.for_update()
     );
     let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
     for id in ids {

@@ -67,6 +67,17 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// ` FOR UPDATE` on PostgreSQL (row lock inside a transaction); nothing on SQLite, where
+    /// `BEGIN IMMEDIATE` already serialises writers.
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+}
+
 /// The database: a read pool and a write pool (the same pool on PostgreSQL).
 #[derive(Clone)]
 pub struct Store {
@@ -186,13 +197,9 @@ impl Store {
         &self.read
     }
 
-    /// ` FOR UPDATE` on PostgreSQL (row lock inside a transaction); nothing on SQLite, where
-    /// `BEGIN IMMEDIATE` already serialises writers.
+    /// See [`Backend::for_update`].
     pub fn for_update(&self) -> &'static str {
-        match self.backend {
-            Backend::Sqlite => "",
-            Backend::Postgres => " FOR UPDATE",
-        }
+        self.backend.for_update()
     }
 
     pub async fn close(&self) {

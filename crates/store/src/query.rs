@@ -72,8 +72,8 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
 
 /// Placeholders for `n` values bound in order, the first being the statement's `first`:
 /// `$first, …` on PostgreSQL; plain `?` on SQLite, where sqlx finds each numbered parameter's
-/// place by its name (SQLite looks names up one by one, so a statement of a few hundred `$N`
-/// spends longer binding than running). The statement's other parameters must then be `?` too.
+/// place by its name, and SQLite looks names up in a list: binding grows with the square of
+/// their number. The statement's other parameters must then be `?` too.
 pub(crate) fn positional(backend: crate::Backend, first: usize, n: usize) -> String {
     match backend {
         crate::Backend::Postgres => placeholders(first, n),

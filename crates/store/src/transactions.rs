@@ -462,19 +462,7 @@ pub async fn get_refund<'c, E: Executor<'c, Database = Any>>(
 // ---- events -----------------------------------------------------------------------------
 
 pub async fn insert_event<'c, E: Executor<'c, Database = Any>>(db: E, e: &EventRow) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO transaction_events (id, transaction_id, merchant_account_id, name, data, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&e.id)
-    .bind(&e.transaction_id)
-    .bind(&e.merchant_account_id)
-    .bind(&e.name)
-    .bind(&e.data)
-    .bind(e.created_at)
-    .execute(db)
-    .await?;
-    Ok(())
+    insert_events(db, std::slice::from_ref(e)).await
 }
 
 /// Several events in one statement.

@@ -494,12 +494,7 @@ pub async fn apply_in(
         }
         if object["object"] == "customer" {
             if let Some(cus) = &customer {
-                touched.extend(
-                    links
-                        .get(tx, &connection.id, cus)
-                        .await?
-                        .map(|l| l.customid),
-                );
+                touched.extend(links.customid(tx, &connection.id, cus).await?);
             }
             continue;
         }
@@ -538,10 +533,7 @@ pub async fn apply_in(
         }
         es::put_refs(&mut **tx, &connection.id, main.id(), &refs).await?;
         if let Some(cus) = &customer
-            && let Some(cid) = links
-                .get(tx, &connection.id, cus)
-                .await?
-                .map(|l| l.customid)
+            && let Some(cid) = links.customid(tx, &connection.id, cus).await?
         {
             touched.insert(cid);
         }
@@ -553,8 +545,8 @@ pub async fn apply_in(
     }
     // Objects without a customer of their own (a dispute, a credit note's invoice payment)
     // reach their customers through what they are attached to.
-    // The walks share nodes (a charge's payment intent, an invoice's subscription); nothing is
-    // written between them, so each node is read once.
+    // The walks share objects (a charge's payment intent, an invoice's subscription); nothing
+    // is written between them, so each object is read once.
     touched.extend(owners(tx, &connection.id, &touched_ids).await?);
     notices.extend(reevaluate_all(ctx, tx, merchant, touched.iter().map(String::as_str)).await?);
     notify(tx, &notices, ctx.now()).await?;
@@ -571,16 +563,23 @@ struct Links {
 
 impl Links {
     fn new(backend: Backend) -> Links {
-        match backend {
-            Backend::Sqlite => Links {
-                memo: Some(HashMap::new()),
-                lock: "",
-            },
-            Backend::Postgres => Links {
-                memo: None,
-                lock: " FOR UPDATE",
-            },
+        Links {
+            memo: (backend == Backend::Sqlite).then(HashMap::new),
+            lock: backend.for_update(),
         }
+    }
+
+    /// The customid `customer` is linked to.
+    async fn customid(
+        &mut self,
+        tx: &mut Tx<'_>,
+        connection_id: &str,
+        customer: &str,
+    ) -> ApiResult<Option<String>> {
+        Ok(self
+            .get(tx, connection_id, customer)
+            .await?
+            .map(|l| l.customid))
     }
 
     async fn get(
