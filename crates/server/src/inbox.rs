@@ -1,10 +1,11 @@
 //! The inbox of Stripe events (SPEC §4).
 //!
 //! - [`Inbox::accept`] stores a verified event before the webhook is answered. Concurrent
-//!   deliveries are written by one task in shared commits (group commit): each commit is
-//!   durable (`synchronous=FULL` / `synchronous_commit=on`) and carries every event that
-//!   arrived while the previous one was on its way to disk, so the acknowledgement rate is
-//!   not bounded by one fsync per event.
+//!   deliveries are written by one task in shared commits (group commit): an event is
+//!   answered once its commit is durable (`synchronous_commit=on`; on SQLite the log is synced
+//!   after the commit, see [`Held`]), and a commit carries every event that arrived while the
+//!   previous one was being written, so the acknowledgement rate is not bounded by one fsync
+//!   per event.
 //! - Workers ([`spawn_workers`]) claim due rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL, the
 //!   single writer on SQLite) and apply a whole batch in one write transaction: every
 //!   transaction change, its events and the rows' new statuses commit together. A row whose
@@ -16,7 +17,7 @@
 //! Events are hints applied forward-only through the domain, so order and copies do not
 //! matter; what an event means for a transaction is decided in [`plan`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,7 +28,8 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tollgate_domain::{DisputeSnapshot, Observation, TransactionState, apply};
 use tollgate_store::inbox::{self, InboxRow};
 use tollgate_store::{
-    Backend, Conn, ConnectionRow, HeldConn, Store, Tx, connections, transactions as store_tx,
+    Backend, Conn, ConnectionRow, HeldConn, Store, TransactionRow, Tx, connections,
+    transactions as store_tx,
 };
 
 use crate::ApiContext;
@@ -43,8 +45,9 @@ const MAX_GROUP: usize = 512;
 /// one writer, so one).
 const PG_WRITERS: usize = 4;
 
-/// A piece of write work run inside a shared commit: what it returns says whether it failed
-/// (its savepoint is rolled back) and what to tell its caller once the commit is known.
+/// A piece of write work run by the writer in a transaction of its own: what it returns says
+/// whether it failed (its transaction is rolled back) and what to tell its caller once the
+/// commit is known.
 type JobFuture<'a> = Pin<Box<dyn Future<Output = (bool, Done)> + Send + 'a>>;
 type Job = Box<dyn for<'c, 'a> FnOnce(&'a mut Tx<'c>) -> JobFuture<'a> + Send>;
 type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
@@ -63,8 +66,8 @@ enum Msg {
 #[derive(Clone)]
 pub struct Inbox {
     tx: mpsc::Sender<Msg>,
-    /// SQLite: the workers' writes share the group commit of new events (one fsync for both:
-    /// SQLite has one writer and a commit costs an fsync, so commits are what to save).
+    /// SQLite: the workers' writes are run by the group-commit writer, which holds the one
+    /// write connection (each in its own commit, between the commits of new events).
     /// PostgreSQL: they commit on their own, in parallel with the group commits.
     shared: bool,
     store: Store,
@@ -80,7 +83,13 @@ impl Inbox {
         let rx = Arc::new(Mutex::new(rx));
         let writers = if shared { 1 } else { PG_WRITERS };
         for _ in 0..writers {
-            tokio::spawn(group_commit(store.clone(), rx.clone(), wake.clone()));
+            let syncer = store.wal().map(|wal| Syncer::start(wal.to_path_buf()));
+            tokio::spawn(group_commit(
+                store.clone(),
+                rx.clone(),
+                wake.clone(),
+                syncer,
+            ));
         }
         Inbox {
             tx,
@@ -105,9 +114,8 @@ impl Inbox {
         }
     }
 
-    /// Runs `f` in a write transaction and commits it: on SQLite inside the next group commit
-    /// (its own savepoint, so its failure rolls back only its own writes), on PostgreSQL in a
-    /// transaction of its own.
+    /// Runs `f` in a write transaction of its own and commits it: on SQLite by the group-commit
+    /// writer (which holds the one write connection), on PostgreSQL directly.
     pub async fn write<R, F>(&self, f: F) -> ApiResult<R>
     where
         R: Send + 'static,
@@ -145,10 +153,11 @@ fn stopped() -> ApiError {
     ApiError::Internal("inbox writer stopped".into())
 }
 
-/// One writer: takes whatever is waiting (new events, other work), writes it all in one
-/// transaction and commits once. Each commit is durable and carries everything that arrived
-/// while the previous one was on its way to disk, so the rate is not bounded by one fsync per
-/// event.
+/// One writer. Each cycle it stores every new event that is waiting in one commit, then runs
+/// at most one piece of other work (a worker's claim or batch) in a commit of its own, so a
+/// new event waits for one piece of work at most. Each commit is durable before its callers
+/// hear of it and carries everything that arrived while the previous one was being written,
+/// so the rate is not bounded by one fsync per event.
 ///
 /// The writer keeps its database connection from one commit to the next while work keeps
 /// coming: sqlx hands a connection back to its pool through a spawned task that pings it
@@ -156,82 +165,139 @@ fn stopped() -> ApiError {
 /// 2.8 ms per commit on 2 cores). It lets go when nothing waits, after [`HOLD`] and after an
 /// error, so the other writers (API calls; on SQLite the pool has one connection) get their
 /// turn in the pool's order.
-async fn group_commit(store: Store, rx: Arc<Mutex<mpsc::Receiver<Msg>>>, wake: Arc<Notify>) {
+async fn group_commit(
+    store: Store,
+    rx: Arc<Mutex<mpsc::Receiver<Msg>>>,
+    wake: Arc<Notify>,
+    syncer: Option<Syncer>,
+) {
     let mut msgs = Vec::with_capacity(MAX_GROUP);
-    let mut held: Option<(HeldConn, Instant)> = None;
+    let mut jobs: VecDeque<Job> = VecDeque::new();
+    let mut held: Option<Held> = None;
     loop {
         {
             let mut rx = rx.lock().await;
-            if rx.is_empty() {
-                held = None;
-            }
-            if rx.recv_many(&mut msgs, MAX_GROUP).await == 0 {
-                return;
+            if jobs.is_empty() {
+                if rx.is_empty()
+                    && let Some(h) = held.take()
+                {
+                    h.release().await;
+                }
+                if rx.recv_many(&mut msgs, MAX_GROUP).await == 0 {
+                    if let Some(h) = held.take() {
+                        h.release().await;
+                    }
+                    return;
+                }
+            } else {
+                // Work is waiting: whatever else has arrived, without waiting for more.
+                while msgs.len() < MAX_GROUP
+                    && let Ok(m) = rx.try_recv()
+                {
+                    msgs.push(m);
+                }
             }
         }
         let mut accepts = Vec::new();
-        let mut jobs = Vec::new();
         for m in msgs.drain(..) {
             match m {
                 Msg::Accept(p) => accepts.push(*p),
-                Msg::Job(j) => jobs.push(j),
+                Msg::Job(j) => jobs.push_back(j),
             }
         }
-        // One order for every server's inserts, so two servers storing the same events at
-        // once (PostgreSQL) wait for each other instead of deadlocking.
-        accepts.sort_by(|a, b| {
-            (&a.row.stripe_account, &a.row.stripe_event_id)
-                .cmp(&(&b.row.stripe_account, &b.row.stripe_event_id))
-        });
-        let stored = !accepts.is_empty();
-        if held
-            .as_ref()
-            .is_some_and(|(_, since)| since.elapsed() > HOLD)
-        {
-            held = None;
+        if let Some(h) = held.take_if(|h| h.since.elapsed() > HOLD) {
+            h.release().await;
         }
         let outcome = match held.take() {
             Some(h) => Ok(h),
-            None => store.hold_writer().await.map(|c| (c, Instant::now())),
+            None => Held::take(&store, syncer.is_some()).await,
         };
-        let (mut conn, since) = match outcome {
+        let mut h = match outcome {
             Ok(h) => h,
             Err(e) => {
-                // Dropped jobs tell their callers the writer could not run them.
+                // Dropped work tells its callers the writer could not run it.
                 tracing::warn!(error = %e, "the inbox writer has no database connection");
                 for p in accepts.drain(..) {
                     let _ = p.done.send(Err(e.to_string()));
                 }
+                jobs.pop_front();
                 continue;
             }
         };
-        let backend = store.backend();
-        match write_group(&mut conn, backend, &accepts, jobs).await {
-            Ok(news) => {
-                held = Some((conn, since));
-                for (p, new) in accepts.drain(..).zip(news) {
-                    let _ = p.done.send(Ok(new));
-                }
-            }
-            Err(e) => {
-                // One commit per event, so one failure cannot fail the others; then a fresh
-                // connection (the pool tests this one on its way back).
-                tracing::warn!(error = %e, events = accepts.len(), "group commit failed; storing events one by one");
-                for p in accepts.drain(..) {
-                    let one =
-                        write_group(&mut conn, backend, std::slice::from_ref(&p), Vec::new()).await;
-                    let _ = p.done.send(
-                        one.map(|n| n.first().copied().unwrap_or(false))
-                            .map_err(|e| e.to_string()),
-                    );
-                }
-            }
-        }
-        if stored {
+        let mut ok = true;
+        if !accepts.is_empty() {
+            ok &= store_events(&mut h, store.backend(), accepts, syncer.as_ref()).await;
             wake.notify_waiters();
+        }
+        if let Some(job) = jobs.pop_front()
+            && let Some(conn) = h.conn.as_mut()
+        {
+            ok &= run_job(conn, store.backend(), job).await.is_ok();
+        }
+        if ok {
+            held = Some(h);
+        } else {
+            // A fresh connection next time (the pool tests this one on its way back).
+            h.release().await;
         }
     }
 }
+
+/// Stores `accepts` in one commit and answers each (once durable: through `syncer` when the
+/// commit did not wait for the disk). On failure each event is stored in a commit of its own,
+/// so one failure cannot fail the others. `false` when something failed.
+async fn store_events(
+    h: &mut Held,
+    backend: Backend,
+    mut accepts: Vec<Pending>,
+    syncer: Option<&Syncer>,
+) -> bool {
+    // One order for every server's inserts, so two servers storing the same events at once
+    // (PostgreSQL) wait for each other instead of deadlocking.
+    accepts.sort_by(|a, b| {
+        (&a.row.stripe_account, &a.row.stripe_event_id)
+            .cmp(&(&b.row.stripe_account, &b.row.stripe_event_id))
+    });
+    let Some(conn) = h.conn.as_mut() else {
+        return false;
+    };
+    let answer = |told: Vec<Told>| match syncer {
+        // Durable once the log is synced: the syncer answers.
+        Some(s) if h.relaxed => s.after_sync(told),
+        _ => {
+            for (done, new) in told {
+                let _ = done.send(Ok(new));
+            }
+        }
+    };
+    match insert_events(conn, backend, &accepts).await {
+        Ok(news) => {
+            answer(
+                accepts
+                    .into_iter()
+                    .zip(news)
+                    .map(|(p, new)| (p.done, new))
+                    .collect(),
+            );
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, events = accepts.len(), "group commit failed; storing events one by one");
+            for p in accepts {
+                match insert_events(conn, backend, std::slice::from_ref(&p)).await {
+                    Ok(n) => answer(vec![(p.done, n.first().copied().unwrap_or(false))]),
+                    Err(e) => {
+                        let _ = p.done.send(Err(e.to_string()));
+                    }
+                }
+            }
+            false
+        }
+    }
+}
+
+/// A new event's caller and whether its event was new.
+type Told = (oneshot::Sender<Result<bool, String>>, bool);
 
 /// How long the writer keeps the connection while work keeps coming (see [`group_commit`]).
 const HOLD: Duration = Duration::from_millis(50);
@@ -241,78 +307,117 @@ struct Pending {
     done: oneshot::Sender<Result<bool, String>>,
 }
 
-/// One transaction, one commit: the new events in one statement, then each job in its own
-/// savepoint. Jobs learn the commit's outcome; an error is the new events' (to retry alone).
-async fn write_group(
+/// The write connection as the group-commit writer holds it. On SQLite on a file its commits
+/// do not wait for the disk (`synchronous = NORMAL`): the [`Syncer`] syncs the log beside the
+/// writer and only then are the new events acknowledged. So the writer goes on with the next
+/// commit while the disk works (a sync cost about as much as the rest of a commit cycle), and
+/// one sync covers every commit made before it began.
+struct Held {
+    conn: Option<HeldConn>,
+    relaxed: bool,
+    since: Instant,
+}
+
+impl Held {
+    async fn take(store: &Store, relax: bool) -> tollgate_store::Result<Held> {
+        let mut conn = store.hold_writer().await?;
+        let mut relaxed = false;
+        if relax {
+            tollgate_store::commit_sync(&mut conn, false).await?;
+            relaxed = true;
+        }
+        Ok(Held {
+            conn: Some(conn),
+            relaxed,
+            since: Instant::now(),
+        })
+    }
+
+    /// Back to the pool, with durable commits again for its other users.
+    async fn release(mut self) {
+        if self.relaxed
+            && let Some(conn) = self.conn.as_mut()
+            && tollgate_store::commit_sync(conn, true).await.is_ok()
+        {
+            self.relaxed = false;
+        }
+        // Dropped: back to the pool, or closed if its commits still do not wait for the disk.
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.relaxed
+            && let Some(conn) = self.conn.take()
+        {
+            // Never back in the pool without durable commits: closed (the pool opens another).
+            drop(conn.detach());
+        }
+    }
+}
+
+/// Syncs the SQLite log after relaxed commits, then answers their new events (see [`Held`]).
+struct Syncer {
+    queue: mpsc::UnboundedSender<Vec<Told>>,
+}
+
+impl Syncer {
+    fn start(wal: std::path::PathBuf) -> Syncer {
+        let (queue, mut rx) = mpsc::unbounded_channel::<Vec<Told>>();
+        tokio::spawn(async move {
+            let mut waiting = Vec::new();
+            while rx.recv_many(&mut waiting, usize::MAX).await > 0 {
+                // Everything received here was committed before this sync begins.
+                let wal = wal.clone();
+                let synced = tokio::task::spawn_blocking(move || tollgate_store::sync_wal(&wal))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| format!("syncing the SQLite log: {e}")));
+                if let Err(e) = &synced {
+                    tracing::warn!(error = %e, "new events are not known to be durable");
+                }
+                for (done, new) in waiting.drain(..).flatten() {
+                    let _ = done.send(synced.clone().map(|()| new));
+                }
+            }
+        });
+        Syncer { queue }
+    }
+
+    fn after_sync(&self, told: Vec<Told>) {
+        if let Err(back) = self.queue.send(told) {
+            for (done, _) in back.0 {
+                let _ = done.send(Err("the inbox syncer stopped".into()));
+            }
+        }
+    }
+}
+
+/// New events in one statement, one commit; whether each was new.
+async fn insert_events(
     conn: &mut Conn,
     backend: Backend,
     batch: &[Pending],
-    jobs: Vec<Job>,
 ) -> tollgate_store::Result<Vec<bool>> {
     let rows: Vec<InboxRow> = batch.iter().map(|p| p.row.clone()).collect();
-    // A failed begin drops the jobs: their callers hear that the writer could not run them.
     let mut tx = tollgate_store::begin_on(conn, backend).await?;
-    let news = if rows.is_empty() {
-        Vec::new()
-    } else {
-        match inbox::insert_many(&mut *tx, backend, &rows).await {
-            Ok(n) => n,
-            Err(e) => {
-                // The jobs go on without the events (retried one by one by the caller).
-                let _ = run_jobs(tx, jobs, false).await; // each job heard the outcome itself
-                return Err(e);
-            }
-        }
-    };
-    let outcome = run_jobs(tx, jobs, rows.is_empty()).await;
-    outcome.map(|()| news)
+    let news = inbox::insert_many(&mut *tx, backend, &rows).await?;
+    tollgate_store::commit(tx).await?;
+    Ok(news)
 }
 
-/// Runs `jobs` in `tx`, each in a savepoint, commits, and tells each job the outcome. A job
-/// `alone` in the transaction needs no savepoint: when it fails, the whole transaction is
-/// rolled back (two statements fewer, and each statement is a round trip under the write lock).
-async fn run_jobs(mut tx: Tx<'_>, mut jobs: Vec<Job>, alone: bool) -> tollgate_store::Result<()> {
-    use tollgate_store::{Savepoint, savepoint};
-    if alone
-        && jobs.len() == 1
-        && let Some(job) = jobs.pop()
-    {
-        let (failed, done) = job(&mut tx).await;
-        let outcome = if failed {
-            tollgate_store::rollback(tx).await
-        } else {
-            tollgate_store::commit(tx).await
-        };
-        done(outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-        return outcome;
-    }
-    let mut dones = Vec::with_capacity(jobs.len());
-    let mut broken = None;
-    for job in jobs {
-        if broken.is_some() {
-            // The transaction is unusable: the job is dropped and its caller told so.
-            continue;
-        }
-        if let Err(e) = savepoint(&mut tx, Savepoint::Begin).await {
-            broken = Some(e);
-            continue;
-        }
-        let (failed, done) = job(&mut tx).await;
-        if failed && let Err(e) = savepoint(&mut tx, Savepoint::Rollback).await {
-            broken = Some(e);
-        } else if let Err(e) = savepoint(&mut tx, Savepoint::Release).await {
-            broken = Some(e);
-        }
-        dones.push(done);
-    }
-    let outcome = match broken {
-        Some(e) => Err(e),
-        None => tollgate_store::commit(tx).await,
+/// Runs `job` in a transaction of its own and tells it the outcome: committed, or rolled back
+/// when it failed.
+async fn run_job(conn: &mut Conn, backend: Backend, job: Job) -> tollgate_store::Result<()> {
+    // A failed begin drops the job: its caller hears that the writer could not run it.
+    let mut tx = tollgate_store::begin_on(conn, backend).await?;
+    let (failed, done) = job(&mut tx).await;
+    let outcome = if failed {
+        tollgate_store::rollback(tx).await
+    } else {
+        tollgate_store::commit(tx).await
     };
-    let told = outcome.as_ref().map(|_| ()).map_err(|e| e.to_string());
-    for d in dones {
-        d(told.clone());
-    }
+    done(outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()));
     outcome
 }
 
@@ -435,17 +540,23 @@ struct Batch {
 
 async fn apply_rows(ctx: &ApiContext, rows: Vec<InboxRow>) -> ApiResult<()> {
     let mut conns: HashMap<String, Option<ConnectionRow>> = HashMap::new();
-    let mut plans = Vec::with_capacity(rows.len());
+    let mut readings = Vec::with_capacity(rows.len());
     for row in &rows {
         if !conns.contains_key(&row.connection_id) {
             let c = connections::get(ctx.store.reader(), &row.connection_id).await?;
             conns.insert(row.connection_id.clone(), c);
         }
-        let plan = match conns.get(&row.connection_id).and_then(Option::as_ref) {
-            Some(conn) => plan(ctx, conn, row).await,
-            None => Plan::Ignore("the connection was deleted".into()),
-        };
-        plans.push(plan);
+        readings.push(
+            match conns.get(&row.connection_id).and_then(Option::as_ref) {
+                Some(conn) => read_event(conn, row),
+                None => Reading::Decided(Plan::Ignore("the connection was deleted".into())),
+            },
+        );
+    }
+    let found = transactions_named(ctx, &rows, &mut readings).await;
+    let mut plans = Vec::with_capacity(rows.len());
+    for (row, reading) in rows.iter().zip(readings) {
+        plans.push(plan(ctx, row, reading, &found).await);
     }
     let mut work = entitlements(ctx, &conns, &rows, &mut plans).await;
     if ctx.store.backend() == Backend::Postgres {
@@ -546,7 +657,7 @@ async fn entitlements(
 /// its row locks until it commits: entitlement rows shared by two batches (one customer's
 /// objects) would make each wait for the other's whole batch, or deadlock. Committed first,
 /// a crash in between only means a harmless second reading (re-evaluation is idempotent).
-/// SQLite has a single writer: there they stay in the batch's shared commit.
+/// SQLite has a single writer: there they stay in the batch's commit.
 async fn entitlements_apart(
     ctx: &ApiContext,
     conns: &HashMap<String, Option<ConnectionRow>>,
@@ -603,7 +714,12 @@ async fn commit_plans(
     let (ctx, batch) = (ctx.clone(), batch.clone());
     ctx.inbox
         .clone()
-        .write(move |tx| Box::pin(async move { write_plans(&ctx, tx, &batch, only).await }))
+        .write(move |tx| {
+            Box::pin(async move {
+                let plans = write_plans(&ctx, tx, &batch, only);
+                crate::outbound::with_subscriptions_read_once(plans).await
+            })
+        })
         .await
 }
 
@@ -717,15 +833,27 @@ async fn fail(ctx: &ApiContext, row: &InboxRow, why: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// What `row` means for the connection's transactions (SPEC §3.5).
-async fn plan(ctx: &ApiContext, conn: &ConnectionRow, row: &InboxRow) -> Plan {
+/// What an event says about transactions, before its transaction is looked up.
+enum Reading {
+    Decided(Plan),
+    About {
+        pi_id: String,
+        observations: Vec<Observation>,
+        /// A refund event: the refund's Stripe id and its status as Stripe gives it.
+        refund: Option<(String, String)>,
+    },
+}
+
+/// What `row` says about the connection's transactions (SPEC §3.5), from its payload alone.
+fn read_event(conn: &ConnectionRow, row: &InboxRow) -> Reading {
+    let ignore = |why: String| Reading::Decided(Plan::Ignore(why));
     let Ok(event) = serde_json::from_str::<Value>(&row.payload) else {
-        return Plan::Ignore("the payload is not JSON".into());
+        return ignore("the payload is not JSON".into());
     };
     // Tenant isolation: an event of another Stripe account is not ours to apply.
     let own = conn.stripe_account.as_deref().unwrap_or_default();
     if row.stripe_account != own {
-        return Plan::Ignore(format!(
+        return ignore(format!(
             "the event belongs to Stripe account {}, not this connection's",
             row.stripe_account
         ));
@@ -766,26 +894,87 @@ async fn plan(ctx: &ApiContext, conn: &ConnectionRow, row: &InboxRow) -> Plan {
         }
         (object["payment_intent"].as_str(), obs)
     } else {
-        return Plan::Ignore(format!("{kind} does not concern transactions"));
+        return ignore(format!("{kind} does not concern transactions"));
     };
     let Some(pi_id) = pi_id else {
-        return Plan::Ignore("no PaymentIntent named".into());
+        return ignore("no PaymentIntent named".into());
     };
-    // Found by (connection, stored PaymentIntent id), never by metadata.
-    let t = match store_tx::get_by_payment_intent(ctx.store.reader(), &conn.id, pi_id).await {
-        Ok(Some(t)) => t,
-        Ok(None) => {
-            return Plan::Ignore(format!("no transaction of this connection has {pi_id}"));
+    let refund = match object["id"].as_str() {
+        Some(rid) if refund_event => Some((
+            rid.to_string(),
+            object["status"].as_str().unwrap_or("pending").to_string(),
+        )),
+        _ => None,
+    };
+    Reading::About {
+        pi_id: pi_id.to_string(),
+        observations,
+        refund,
+    }
+}
+
+/// Transactions by (connection id, PaymentIntent id).
+type Named = HashMap<(String, String), TransactionRow>;
+
+/// The transactions the events of a batch name, by (connection, PaymentIntent id): one read
+/// per connection. Found by stored PaymentIntent id, never by metadata. An event whose read
+/// failed is retried.
+async fn transactions_named(
+    ctx: &ApiContext,
+    rows: &[InboxRow],
+    readings: &mut [Reading],
+) -> Named {
+    let mut found = HashMap::new();
+    let named = (0..rows.len()).filter(|&i| matches!(readings[i], Reading::About { .. }));
+    for (conn_id, idx) in by_connection(rows, named) {
+        let mut pis: Vec<&str> = idx
+            .iter()
+            .filter_map(|&i| match &readings[i] {
+                Reading::About { pi_id, .. } => Some(pi_id.as_str()),
+                Reading::Decided(_) => None,
+            })
+            .collect();
+        pis.sort_unstable();
+        pis.dedup();
+        match store_tx::get_by_payment_intents(ctx.store.reader(), conn_id, &pis).await {
+            Ok(ts) => {
+                for t in ts {
+                    if let Some(pi) = t.payment_intent_id.clone() {
+                        found.insert((conn_id.to_string(), pi), t);
+                    }
+                }
+            }
+            Err(e) => {
+                for &i in &idx {
+                    readings[i] =
+                        Reading::Decided(Plan::Retry(format!("looking up transactions: {e}")));
+                }
+            }
         }
-        Err(e) => return Plan::Retry(format!("looking up {pi_id}: {e}")),
+    }
+    found
+}
+
+/// What `row` means for the connection's transactions (SPEC §3.5), given what it says and the
+/// transactions of its batch.
+async fn plan(ctx: &ApiContext, row: &InboxRow, reading: Reading, found: &Named) -> Plan {
+    let (pi_id, observations, refund_named) = match reading {
+        Reading::Decided(plan) => return plan,
+        Reading::About {
+            pi_id,
+            observations,
+            refund,
+        } => (pi_id, observations, refund),
+    };
+    let Some(t) = found.get(&(row.connection_id.clone(), pi_id.clone())) else {
+        return Plan::Ignore(format!("no transaction of this connection has {pi_id}"));
     };
     let mut refund = None;
     let mut refund_row_status: Option<String> = None;
-    if refund_event && let Some(rid) = object["id"].as_str() {
-        match store_tx::get_refund_by_stripe_id(ctx.store.reader(), rid).await {
+    if let Some((rid, stripe_status)) = refund_named {
+        match store_tx::get_refund_by_stripe_id(ctx.store.reader(), &rid).await {
             Ok(Some(r)) if r.transaction_id == t.id => {
-                let status =
-                    stripe_map::refund_status(object["status"].as_str().unwrap_or("pending"));
+                let status = stripe_map::refund_status(&stripe_status);
                 refund_row_status = Some(r.status.clone());
                 refund = Some((r.id, status));
             }
@@ -810,8 +999,63 @@ async fn plan(ctx: &ApiContext, conn: &ConnectionRow, row: &InboxRow) -> Plan {
         }
     }
     Plan::Apply {
-        transaction_id: t.id,
+        transaction_id: t.id.clone(),
         observations,
         refund,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn synchronous(db: &sqlx::AnyPool) -> i64 {
+        sqlx::query_scalar::<_, i64>("PRAGMA synchronous")
+            .fetch_one(db)
+            .await
+            .unwrap()
+    }
+
+    /// The group-commit writer's connection commits without waiting for the disk while it is
+    /// held, and never goes back to the pool that way: released, it waits for the disk again;
+    /// dropped without a release (a writer that stopped), it is closed and the pool opens a new
+    /// one.
+    #[tokio::test]
+    async fn the_relaxed_writer_connection_returns_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let wal = store.wal().unwrap().to_path_buf();
+        assert!(wal.to_string_lossy().ends_with("t.db-wal"), "{wal:?}");
+        const FULL: i64 = 2;
+        const NORMAL: i64 = 1;
+        assert_eq!(synchronous(store.writer()).await, FULL);
+
+        let mut h = Held::take(&store, true).await.unwrap();
+        let conn = h.conn.as_mut().unwrap();
+        let held: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        assert_eq!(held, NORMAL);
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&mut **conn)
+            .await
+            .unwrap();
+        tollgate_store::sync_wal(&wal).unwrap();
+        h.release().await;
+        assert_eq!(synchronous(store.writer()).await, FULL);
+
+        drop(Held::take(&store, true).await.unwrap());
+        assert_eq!(synchronous(store.writer()).await, FULL);
+        // The table committed while relaxed is there for every connection.
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(store.reader())
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+        // On PostgreSQL and in memory there is no log file to sync: commits stay durable.
+        let memory = Store::connect("sqlite::memory:").await.unwrap();
+        assert!(memory.wal().is_none());
     }
 }

@@ -18,6 +18,7 @@ mod query;
 pub mod rows;
 pub mod transactions;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -84,6 +85,8 @@ pub struct Store {
     backend: Backend,
     read: AnyPool,
     write: AnyPool,
+    /// SQLite on a file: its write-ahead log (see [`Store::wal`]).
+    wal: Option<PathBuf>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -109,10 +112,12 @@ impl Store {
                 // (each connection is a thread that blocks in SQLite; more hide the waits).
                 let write = sqlite_pool(url, 1, true).await?;
                 let read = sqlite_pool(url, 8, false).await?;
+                let wal = wal_of(&write).await?;
                 Ok(Store {
                     backend,
                     read,
                     write,
+                    wal,
                 })
             }
             Backend::Postgres => {
@@ -132,6 +137,7 @@ impl Store {
                     backend,
                     read: pool.clone(),
                     write: pool,
+                    wal: None,
                 })
             }
         }
@@ -197,6 +203,13 @@ impl Store {
         &self.read
     }
 
+    /// SQLite on a file: the path of its write-ahead log, for a writer that commits without
+    /// waiting for the disk and makes its commits durable afterwards with [`sync_wal`]
+    /// ([`commit_sync`]). `None` on PostgreSQL and for an in-memory SQLite database.
+    pub fn wal(&self) -> Option<&Path> {
+        self.wal.as_deref()
+    }
+
     /// See [`Backend::for_update`].
     pub fn for_update(&self) -> &'static str {
         self.backend.for_update()
@@ -237,6 +250,46 @@ async fn sqlite_pool(url: &str, max: u32, writer: bool) -> Result<AnyPool> {
         })
         .connect(url)
         .await?)
+}
+
+/// The `-wal` file beside the main database file of `pool` (SQLite), if it is a file.
+async fn wal_of(pool: &AnyPool) -> Result<Option<PathBuf>> {
+    use sqlx::Row;
+    let rows = sqlx::query("PRAGMA database_list").fetch_all(pool).await?;
+    for row in rows {
+        let name: String = row.try_get(1)?;
+        let file: String = row.try_get(2)?;
+        if name == "main" && !file.is_empty() {
+            return Ok(Some(PathBuf::from(format!("{file}-wal"))));
+        }
+    }
+    Ok(None)
+}
+
+/// SQLite: whether a commit on `conn` waits for the disk (`synchronous = FULL`, the pools'
+/// setting) or only hands its pages to the operating system (`NORMAL`). A writer that turns it
+/// off must make its commits durable with [`sync_wal`] before it reports them, and turn it
+/// back on before the connection returns to the pool.
+pub async fn commit_sync(conn: &mut Conn, on: bool) -> Result<()> {
+    use sqlx::Executor;
+    let sql = if on {
+        "PRAGMA synchronous = FULL"
+    } else {
+        "PRAGMA synchronous = NORMAL"
+    };
+    conn.execute(sql).await?;
+    Ok(())
+}
+
+/// Makes every commit written to the write-ahead log `wal` so far durable (what
+/// `synchronous = FULL` does inside each commit). Blocking: call it off the async runtime.
+///
+/// Why this is enough: in WAL mode a commit appends its pages and a commit mark to this file,
+/// which SQLite reads back after a crash; a restart of the log only happens after a
+/// checkpoint has copied it into the database file and synced both. Syncing the file syncs
+/// every write made to it before the call, whichever connection made it.
+pub fn sync_wal(wal: &Path) -> std::io::Result<()> {
+    std::fs::File::open(wal)?.sync_data()
 }
 
 /// Starts a write transaction on a connection the caller holds (see [`Store::hold_writer`]):

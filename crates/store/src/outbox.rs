@@ -286,21 +286,49 @@ pub async fn enqueue(
     target: &Value,
     now: i64,
 ) -> Result<Option<String>> {
-    let subs = sqlx::query(
+    let subs = active_subscriptions(tx, merchant_account_id).await?;
+    enqueue_to(tx, &subs, merchant_account_id, name, target, now).await
+}
+
+/// A merchant account's active subscriptions: (id, event filters).
+pub type Subscriptions = Vec<(String, Vec<String>)>;
+
+/// The active subscriptions [`enqueue_to`] writes for, read inside `tx`.
+pub async fn active_subscriptions(
+    tx: &mut Tx<'_>,
+    merchant_account_id: &str,
+) -> Result<Subscriptions> {
+    let rows = sqlx::query(
         "SELECT id, events FROM webhook_subscriptions
          WHERE merchant_account_id = $1 AND active = 1 AND deleted_at IS NULL",
     )
     .bind(merchant_account_id)
     .fetch_all(&mut **tx)
     .await?;
-    let mut wanted = Vec::new();
-    for r in &subs {
+    let mut subs = Vec::with_capacity(rows.len());
+    for r in &rows {
         let events: String = r.try_get("events")?;
         let filters: Vec<String> = serde_json::from_str(&events).unwrap_or_default();
-        if matches(&filters, name) {
-            wanted.push(r.try_get::<String, _>("id")?);
-        }
+        subs.push((r.try_get::<String, _>("id")?, filters));
     }
+    Ok(subs)
+}
+
+/// [`enqueue`] with the subscriptions already read in `tx` (a writer emitting many events in
+/// one transaction reads them once).
+pub async fn enqueue_to(
+    tx: &mut Tx<'_>,
+    subs: &Subscriptions,
+    merchant_account_id: &str,
+    name: &str,
+    target: &Value,
+    now: i64,
+) -> Result<Option<String>> {
+    let wanted: Vec<&String> = subs
+        .iter()
+        .filter(|(_, filters)| matches(filters, name))
+        .map(|(id, _)| id)
+        .collect();
     if wanted.is_empty() {
         return Ok(None);
     }
@@ -310,7 +338,7 @@ pub async fn enqueue(
         insert_delivery(
             &mut **tx,
             merchant_account_id,
-            &sub,
+            sub,
             &event_id,
             name,
             &payload,

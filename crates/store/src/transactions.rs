@@ -525,6 +525,30 @@ pub async fn get_by_payment_intent<'c, E: Executor<'c, Database = Any>>(
     row.as_ref().map(TransactionRow::from_row).transpose()
 }
 
+/// The transactions of `connection_id` with any of `payment_intent_ids` (the inbox plans a
+/// batch of events with one read), at most 500 ids per statement.
+pub async fn get_by_payment_intents(
+    db: &sqlx::AnyPool,
+    connection_id: &str,
+    payment_intent_ids: &[&str],
+) -> Result<Vec<TransactionRow>> {
+    let mut out = Vec::with_capacity(payment_intent_ids.len());
+    for chunk in payment_intent_ids.chunks(500) {
+        let sql = format!(
+            "SELECT * FROM transactions WHERE connection_id = $1 AND payment_intent_id IN ({})",
+            crate::query::placeholders(2, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(connection_id);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(db).await? {
+            out.push(TransactionRow::from_row(&row)?);
+        }
+    }
+    Ok(out)
+}
+
 /// A refund by its Stripe id (webhooks updating refund statuses).
 pub async fn get_refund_by_stripe_id<'c, E: Executor<'c, Database = Any>>(
     db: E,

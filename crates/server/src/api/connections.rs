@@ -253,6 +253,7 @@ pub async fn update(
         connections::set_default(&mut *tx, &c.merchant_account_id, &c.id).await?;
     }
     tollgate_store::commit(tx).await?;
+    ctx.entitlements.forget_connection(&c.id);
     Ok(Json(render(&ctx, &c)))
 }
 
@@ -263,7 +264,9 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     caller.require_secret()?;
     let c = load(&ctx, &caller, &id).await?;
-    match connections::delete(ctx.store.writer(), &c.id).await {
+    let deleted = connections::delete(ctx.store.writer(), &c.id).await;
+    ctx.entitlements.forget_connection(&c.id);
+    match deleted {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
         Err(e) if matches!(&e, tollgate_store::StoreError::Db(sqlx_err) if sqlx_err.to_string().contains("FOREIGN KEY") || sqlx_err.to_string().contains("foreign key")) => {
             Err(ApiError::DuplicateRecord(

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
-use tollgate_store::connections;
+use tollgate_store::{ConnectionRow, connections};
 
 use crate::ApiContext;
 use crate::error::{ApiError, ApiResult};
@@ -28,10 +28,52 @@ pub async fn receive(
                 "The event is larger than {MAX_EVENT_BYTES} bytes (1 MiB)."
             ))
         })?;
-    let refused = |why: &str| ApiError::bad_request(format!("Webhook refused: {why}."));
-    let conn = connections::get(ctx.store.reader(), &connection_id)
-        .await?
-        .ok_or_else(|| refused("unknown connection"))?;
+    // The connection as last verified (a cache hit skips a database read per event); read
+    // again before anything is refused, so a secret rotated elsewhere is found.
+    let verified = match ctx.entitlements.cached_connection(&connection_id) {
+        Some(conn) if verify(&ctx, &conn, &headers, &body).is_ok() => conn,
+        _ => {
+            let conn = connections::get(ctx.store.reader(), &connection_id)
+                .await?
+                .ok_or_else(|| refused("unknown connection"))?;
+            verify(&ctx, &conn, &headers, &body)?;
+            ctx.entitlements.put_connection(conn.clone());
+            conn
+        }
+    };
+    let conn = &verified;
+    let event: Value =
+        serde_json::from_slice(&body).map_err(|_| refused("the body is not JSON"))?;
+    if event["object"] != "event" || !event["id"].is_string() || !event["type"].is_string() {
+        return Err(refused("the body is not a Stripe event"));
+    }
+    let payload = String::from_utf8_lossy(&body).into_owned();
+    let row = inbox::row_for(conn, &event, payload, "webhook", ctx.now());
+    let id = row.id.clone();
+    let new = ctx.inbox.accept(row).await?;
+    let counter = if new {
+        &ctx.metrics.webhooks_received
+    } else {
+        &ctx.metrics.webhooks_duplicate
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok((
+        StatusCode::OK,
+        Json(json!({"received": true, "duplicate": !new, "id": new.then_some(id)})),
+    ))
+}
+
+fn refused(why: &str) -> ApiError {
+    ApiError::bad_request(format!("Webhook refused: {why}."))
+}
+
+/// Checks the Stripe-Signature of `body` against the connection's current and rotated secrets.
+fn verify(
+    ctx: &ApiContext,
+    conn: &ConnectionRow,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<()> {
     let mut secrets = Vec::new();
     for sealed in [&conn.webhook_secret_enc, &conn.webhook_secret_old_enc]
         .into_iter()
@@ -52,25 +94,7 @@ pub async fn receive(
         .ok_or_else(|| refused("no Stripe-Signature header"))?;
     let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
     let tolerance = ctx.config.webhook_tolerance_secs as i64;
-    tollgate_stripe::signature::verify(&refs, header, &body, ctx.now() / 1000, tolerance)
-        .map_err(|e| refused(&format!("bad signature ({e:?})")))?;
-    let event: Value =
-        serde_json::from_slice(&body).map_err(|_| refused("the body is not JSON"))?;
-    if event["object"] != "event" || !event["id"].is_string() || !event["type"].is_string() {
-        return Err(refused("the body is not a Stripe event"));
-    }
-    let payload = String::from_utf8_lossy(&body).into_owned();
-    let row = inbox::row_for(&conn, &event, payload, "webhook", ctx.now());
-    let id = row.id.clone();
-    let new = ctx.inbox.accept(row).await?;
-    let counter = if new {
-        &ctx.metrics.webhooks_received
-    } else {
-        &ctx.metrics.webhooks_duplicate
-    };
-    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ok((
-        StatusCode::OK,
-        Json(json!({"received": true, "duplicate": !new, "id": new.then_some(id)})),
-    ))
+    tollgate_stripe::signature::verify(&refs, header, body, ctx.now() / 1000, tolerance)
+        .map(|_| ())
+        .map_err(|e| refused(&format!("bad signature ({e:?})")))
 }

@@ -1,9 +1,11 @@
-//! In-process helpers of the permission check (the hot path, SPEC §5.4): a short-lived cache
-//! of API keys and account settings, the per key and client address token buckets of the
-//! public rate limit, and a cache of customers' permission rows.
+//! In-process helpers of the permission check (the hot path, SPEC §5.4) and of the webhook
+//! receiver: a short-lived cache of API keys, account settings and connections, the per key
+//! and client address token buckets of the public rate limit, and a cache of customers'
+//! permission rows.
 //!
-//! A cached key or setting is at most `auth_cache_ms` old (a revoked public key stops working
-//! within that time).
+//! A cached key, setting or connection is at most `auth_cache_ms` old (a revoked public key
+//! stops working within that time; the webhook receiver reads a connection again before it
+//! refuses an event, see [`Runtime::cached_connection`]).
 //!
 //! The permission cache holds the read model's rows (never an evaluated answer: validity
 //! against the clock is worked out at each check). It only serves while the server hears every
@@ -25,16 +27,16 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use tollgate_store::ApiKeyRow;
 use tollgate_store::entitlements::{PermissionRow, SettingsRow};
+use tollgate_store::{ApiKeyRow, ConnectionRow};
 
 pub struct Runtime {
-    ttl: Duration,
     /// Tokens per second per (key, client address); 0 turns the limit off.
     rate: f64,
     burst: f64,
-    keys: Mutex<HashMap<String, (Instant, Option<ApiKeyRow>)>>,
-    settings: Mutex<HashMap<String, (Instant, SettingsRow)>>,
+    keys: Fresh<Option<ApiKeyRow>>,
+    settings: Fresh<SettingsRow>,
+    connections: Fresh<ConnectionRow>,
     buckets: Mutex<HashMap<(String, IpAddr), Bucket>>,
     permissions: Mutex<PermissionCache>,
     hits: AtomicU64,
@@ -55,6 +57,48 @@ struct PermissionCache {
     rows: HashMap<String, Rows>,
     /// Customers rewritten by a transaction of this process not yet seen committed: (marks, when).
     pending: HashMap<String, (u32, Instant)>,
+}
+
+/// Rows kept for at most a time-to-live (none at all when it is zero).
+struct Fresh<V> {
+    ttl: Duration,
+    rows: Mutex<HashMap<String, (Instant, V)>>,
+}
+
+impl<V: Clone> Fresh<V> {
+    fn new(ttl_ms: u64) -> Fresh<V> {
+        Fresh {
+            ttl: Duration::from_millis(ttl_ms),
+            rows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<V> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let rows = self.rows.lock().ok()?;
+        let (at, row) = rows.get(key)?;
+        (at.elapsed() < self.ttl).then(|| row.clone())
+    }
+
+    fn put(&self, key: &str, row: V) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut rows) = self.rows.lock() {
+            if rows.len() > 10_000 {
+                rows.retain(|_, (at, _)| at.elapsed() < self.ttl);
+            }
+            rows.insert(key.to_string(), (Instant::now(), row));
+        }
+    }
+
+    fn forget(&self, key: &str) {
+        if let Ok(mut rows) = self.rows.lock() {
+            rows.remove(key);
+        }
+    }
 }
 
 /// Customers cached at most; past it the cache starts over.
@@ -89,11 +133,11 @@ const MAX_BUCKETS: usize = 100_000;
 impl Runtime {
     pub fn new(auth_cache_ms: u64, rate_per_sec: u32, burst: u32) -> Runtime {
         Runtime {
-            ttl: Duration::from_millis(auth_cache_ms),
             rate: f64::from(rate_per_sec),
             burst: f64::from(burst.max(rate_per_sec).max(1)),
-            keys: Mutex::new(HashMap::new()),
-            settings: Mutex::new(HashMap::new()),
+            keys: Fresh::new(auth_cache_ms),
+            settings: Fresh::new(auth_cache_ms),
+            connections: Fresh::new(auth_cache_ms),
             buckets: Mutex::new(HashMap::new()),
             permissions: Mutex::new(PermissionCache::default()),
             hits: AtomicU64::new(0),
@@ -104,46 +148,40 @@ impl Runtime {
 
     /// A cached key row (`Some(None)`: known not to exist), if fresh.
     pub fn cached_key(&self, id: &str) -> Option<Option<ApiKeyRow>> {
-        if self.ttl.is_zero() {
-            return None;
-        }
-        let keys = self.keys.lock().ok()?;
-        let (at, row) = keys.get(id)?;
-        (at.elapsed() < self.ttl).then(|| row.clone())
+        self.keys.get(id)
     }
 
     pub fn put_key(&self, id: &str, row: Option<ApiKeyRow>) {
-        if self.ttl.is_zero() {
-            return;
-        }
-        if let Ok(mut keys) = self.keys.lock() {
-            if keys.len() > 10_000 {
-                keys.retain(|_, (at, _)| at.elapsed() < self.ttl);
-            }
-            keys.insert(id.to_string(), (Instant::now(), row));
-        }
+        self.keys.put(id, row);
     }
 
     pub fn cached_settings(&self, merchant: &str) -> Option<SettingsRow> {
-        if self.ttl.is_zero() {
-            return None;
-        }
-        let s = self.settings.lock().ok()?;
-        let (at, row) = s.get(merchant)?;
-        (at.elapsed() < self.ttl).then(|| row.clone())
+        self.settings.get(merchant)
     }
 
     pub fn put_settings(&self, row: SettingsRow) {
-        if let Ok(mut s) = self.settings.lock() {
-            s.insert(row.merchant_account_id.clone(), (Instant::now(), row));
-        }
+        self.settings.put(&row.merchant_account_id.clone(), row);
     }
 
     /// Forgets cached settings (after they change here).
     pub fn forget_settings(&self, merchant: &str) {
-        if let Ok(mut s) = self.settings.lock() {
-            s.remove(merchant);
-        }
+        self.settings.forget(merchant);
+    }
+
+    /// A connection the webhook receiver read lately, if fresh. The receiver only keeps
+    /// connections whose secret verified an event, and reads the connection again before it
+    /// refuses one (a secret rotated by another process is found that way).
+    pub fn cached_connection(&self, id: &str) -> Option<ConnectionRow> {
+        self.connections.get(id)
+    }
+
+    pub fn put_connection(&self, row: ConnectionRow) {
+        self.connections.put(&row.id.clone(), row);
+    }
+
+    /// Forgets a cached connection (after it changes here).
+    pub fn forget_connection(&self, id: &str) {
+        self.connections.forget(id);
     }
 
     /// A customer's cached permission rows, or a ticket to store them under once read.

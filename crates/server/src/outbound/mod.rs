@@ -11,6 +11,7 @@
 pub mod ssrf;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -129,7 +130,33 @@ pub async fn emit(
     target: &Value,
     now: i64,
 ) -> ApiResult<Option<String>> {
-    Ok(outbox::enqueue(tx, merchant_account_id, name, target, now).await?)
+    let memo = SUBSCRIPTIONS.try_with(|m| m.borrow().get(merchant_account_id).cloned());
+    let subs = match memo {
+        Ok(Some(subs)) => subs,
+        Ok(None) => {
+            let subs = Arc::new(outbox::active_subscriptions(tx, merchant_account_id).await?);
+            let _ = SUBSCRIPTIONS.try_with(|m| {
+                m.borrow_mut()
+                    .insert(merchant_account_id.to_string(), subs.clone())
+            });
+            subs
+        }
+        Err(_) => Arc::new(outbox::active_subscriptions(tx, merchant_account_id).await?),
+    };
+    Ok(outbox::enqueue_to(tx, &subs, merchant_account_id, name, target, now).await?)
+}
+
+tokio::task_local! {
+    /// Set by a writer that emits many events in one database transaction (the inbox's batch):
+    /// each merchant account's subscriptions are read once per transaction instead of once per
+    /// event. Only for the length of one transaction, in which they are read inside it.
+    static SUBSCRIPTIONS: std::cell::RefCell<HashMap<String, Arc<outbox::Subscriptions>>>;
+}
+
+/// Runs `f` (the body of one database transaction) with [`emit`] reading each merchant
+/// account's subscriptions once.
+pub async fn with_subscriptions_read_once<F: Future>(f: F) -> F::Output {
+    SUBSCRIPTIONS.scope(Default::default(), f).await
 }
 
 /// A transaction's status moved from `before` to `after.status`: its event, if it has one.

@@ -19,7 +19,8 @@ crate::both_dbs!(
     old_api_versions_are_understood,
     failing_events_are_dead_lettered_and_replayable,
     the_inbox_is_listable,
-    sync_applies_what_webhooks_missed
+    sync_applies_what_webhooks_missed,
+    a_deleted_connection_refuses_at_once
 );
 
 const SECRET: &str = "whsec_testsecret1234567890";
@@ -716,4 +717,31 @@ async fn sync_applies_what_webhooks_missed(db: Db) {
         404,
         "not_found",
     );
+}
+
+/// The receiver keeps a connection whose secret verified an event for a moment (a database
+/// read less per event). A connection deleted through the API refuses the next event at once.
+async fn a_deleted_connection_refuses_at_once(db: Db) {
+    let s = TestServer::start(db).await;
+    let conn = s
+        .post(
+            "/connections",
+            json!({"secret_key": "sk_test_webhookcache1234", "publishable_key": "pk_test_webhookcache1234",
+                   "webhook_secret": SECRET}),
+        )
+        .await
+        .expect(201);
+    let conn_id = conn["id"].as_str().unwrap().to_string();
+    // Signed right but not an event: verified (so the connection is kept), then refused, so
+    // nothing is stored and the connection can still be deleted.
+    let body = br#"{"hello": "world"}"#.to_vec();
+    let signed = || Some(signature::header(&[SECRET], now_ms() / 1000, &body));
+    let r = send(&s, &conn_id, &body, signed()).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("not a Stripe event"), "{}", r.text);
+    let rb = s.request(reqwest::Method::DELETE, &format!("/connections/{conn_id}"));
+    assert_eq!(s.send(rb).await.status, 204);
+    let r = send(&s, &conn_id, &body, signed()).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("unknown connection"), "{}", r.text);
 }
