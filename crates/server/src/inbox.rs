@@ -178,15 +178,10 @@ async fn group_commit(
         {
             let mut rx = rx.lock().await;
             if jobs.is_empty() {
-                if rx.is_empty()
-                    && let Some(h) = held.take()
-                {
-                    h.release().await;
+                if rx.is_empty() {
+                    held = None;
                 }
                 if rx.recv_many(&mut msgs, MAX_GROUP).await == 0 {
-                    if let Some(h) = held.take() {
-                        h.release().await;
-                    }
                     return;
                 }
             } else {
@@ -205,8 +200,8 @@ async fn group_commit(
                 Msg::Job(j) => jobs.push_back(j),
             }
         }
-        if let Some(h) = held.take_if(|h| h.since.elapsed() > HOLD) {
-            h.release().await;
+        if held.as_ref().is_some_and(|h| h.since.elapsed() > HOLD) {
+            held = None;
         }
         let outcome = match held.take() {
             Some(h) => Ok(h),
@@ -229,17 +224,12 @@ async fn group_commit(
             ok &= store_events(&mut h, store.backend(), accepts, syncer.as_ref()).await;
             wake.notify_waiters();
         }
-        if let Some(job) = jobs.pop_front()
-            && let Some(conn) = h.conn.as_mut()
-        {
-            ok &= run_job(conn, store.backend(), job).await.is_ok();
+        if let Some(job) = jobs.pop_front() {
+            ok &= run_job(&mut h.conn, store.backend(), job).await.is_ok();
         }
-        if ok {
-            held = Some(h);
-        } else {
-            // A fresh connection next time (the pool tests this one on its way back).
-            h.release().await;
-        }
+        // After a failure, a fresh connection next time (the pool tests this one on its way
+        // back).
+        held = ok.then_some(h);
     }
 }
 
@@ -258,9 +248,7 @@ async fn store_events(
         (&a.row.stripe_account, &a.row.stripe_event_id)
             .cmp(&(&b.row.stripe_account, &b.row.stripe_event_id))
     });
-    let Some(conn) = h.conn.as_mut() else {
-        return false;
-    };
+    let conn = &mut h.conn;
     let answer = |told: Vec<Told>| match syncer {
         // Durable once the log is synced: the syncer answers.
         Some(s) if h.relaxed => s.after_sync(told),
@@ -308,12 +296,13 @@ struct Pending {
 }
 
 /// The write connection as the group-commit writer holds it. On SQLite on a file its commits
-/// do not wait for the disk (`synchronous = NORMAL`): the [`Syncer`] syncs the log beside the
-/// writer and only then are the new events acknowledged. So the writer goes on with the next
-/// commit while the disk works (a sync cost about as much as the rest of a commit cycle), and
-/// one sync covers every commit made before it began.
+/// do not wait for the disk (`relaxed`): the [`Syncer`] syncs the log beside the writer and
+/// only then are the new events acknowledged. So the writer goes on with the next commit while
+/// the disk works (a sync cost about as much as the rest of a commit cycle), and one sync
+/// covers every commit made before it began. Dropped, the connection returns to the pool,
+/// which makes its commits durable again (`tollgate_store::relax_commits`).
 struct Held {
-    conn: Option<HeldConn>,
+    conn: HeldConn,
     relaxed: bool,
     since: Instant,
 }
@@ -321,38 +310,14 @@ struct Held {
 impl Held {
     async fn take(store: &Store, relax: bool) -> tollgate_store::Result<Held> {
         let mut conn = store.hold_writer().await?;
-        let mut relaxed = false;
         if relax {
-            tollgate_store::commit_sync(&mut conn, false).await?;
-            relaxed = true;
+            tollgate_store::relax_commits(&mut conn).await?;
         }
         Ok(Held {
-            conn: Some(conn),
-            relaxed,
+            conn,
+            relaxed: relax,
             since: Instant::now(),
         })
-    }
-
-    /// Back to the pool, with durable commits again for its other users.
-    async fn release(mut self) {
-        if self.relaxed
-            && let Some(conn) = self.conn.as_mut()
-            && tollgate_store::commit_sync(conn, true).await.is_ok()
-        {
-            self.relaxed = false;
-        }
-        // Dropped: back to the pool, or closed if its commits still do not wait for the disk.
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if self.relaxed
-            && let Some(conn) = self.conn.take()
-        {
-            // Never back in the pool without durable commits: closed (the pool opens another).
-            drop(conn.detach());
-        }
     }
 }
 
@@ -1017,9 +982,8 @@ mod tests {
     }
 
     /// The group-commit writer's connection commits without waiting for the disk while it is
-    /// held, and never goes back to the pool that way: released, it waits for the disk again;
-    /// dropped without a release (a writer that stopped), it is closed and the pool opens a new
-    /// one.
+    /// held, and never goes back to the pool that way: once back, every commit on it waits for
+    /// the disk again, whether the writer let go of it after work or stopped right away.
     #[tokio::test]
     async fn the_relaxed_writer_connection_returns_durable() {
         let dir = tempfile::tempdir().unwrap();
@@ -1032,7 +996,7 @@ mod tests {
         assert_eq!(synchronous(store.writer()).await, FULL);
 
         let mut h = Held::take(&store, true).await.unwrap();
-        let conn = h.conn.as_mut().unwrap();
+        let conn = &mut h.conn;
         let held: i64 = sqlx::query_scalar("PRAGMA synchronous")
             .fetch_one(&mut **conn)
             .await
@@ -1043,7 +1007,7 @@ mod tests {
             .await
             .unwrap();
         tollgate_store::sync_wal(&wal).unwrap();
-        h.release().await;
+        drop(h);
         assert_eq!(synchronous(store.writer()).await, FULL);
 
         drop(Held::take(&store, true).await.unwrap());

@@ -204,8 +204,8 @@ impl Store {
     }
 
     /// SQLite on a file: the path of its write-ahead log, for a writer that commits without
-    /// waiting for the disk and makes its commits durable afterwards with [`sync_wal`]
-    /// ([`commit_sync`]). `None` on PostgreSQL and for an in-memory SQLite database.
+    /// waiting for the disk ([`relax_commits`]) and makes its commits durable afterwards with
+    /// [`sync_wal`]. `None` on PostgreSQL and for an in-memory SQLite database.
     pub fn wal(&self) -> Option<&Path> {
         self.wal.as_deref()
     }
@@ -248,6 +248,16 @@ async fn sqlite_pool(url: &str, max: u32, writer: bool) -> Result<AnyPool> {
                 Ok(())
             })
         })
+        .after_release(move |conn, _| {
+            Box::pin(async move {
+                // A holder may have relaxed its commits ([`relax_commits`]): back in the pool,
+                // every commit waits for the disk again (an error closes the connection).
+                if writer {
+                    conn.execute("PRAGMA synchronous = FULL").await?;
+                }
+                Ok(true)
+            })
+        })
         .connect(url)
         .await?)
 }
@@ -266,18 +276,14 @@ async fn wal_of(pool: &AnyPool) -> Result<Option<PathBuf>> {
     Ok(None)
 }
 
-/// SQLite: whether a commit on `conn` waits for the disk (`synchronous = FULL`, the pools'
-/// setting) or only hands its pages to the operating system (`NORMAL`). A writer that turns it
-/// off must make its commits durable with [`sync_wal`] before it reports them, and turn it
-/// back on before the connection returns to the pool.
-pub async fn commit_sync(conn: &mut Conn, on: bool) -> Result<()> {
+/// SQLite: commits on `conn`, a write connection held out of the pool
+/// ([`Store::hold_writer`]), no longer wait for the disk (`synchronous = NORMAL`: they only hand
+/// their pages to the operating system). The holder must make them durable with [`sync_wal`]
+/// before it reports them. The write pool turns durable commits back on whenever a connection
+/// returns to it (or closes the connection), so no other writer ever gets a relaxed one.
+pub async fn relax_commits(conn: &mut Conn) -> Result<()> {
     use sqlx::Executor;
-    let sql = if on {
-        "PRAGMA synchronous = FULL"
-    } else {
-        "PRAGMA synchronous = NORMAL"
-    };
-    conn.execute(sql).await?;
+    conn.execute("PRAGMA synchronous = NORMAL").await?;
     Ok(())
 }
 
@@ -311,25 +317,6 @@ pub async fn commit(tx: Tx<'_>) -> Result<()> {
 /// Rolls a write transaction back.
 pub async fn rollback(tx: Tx<'_>) -> Result<()> {
     tx.rollback().await?;
-    Ok(())
-}
-
-/// Savepoint steps inside a write transaction (one level: the inbox's shared commits run each
-/// piece of work in one, so a failing piece rolls back only its own writes).
-pub enum Savepoint {
-    Begin,
-    Rollback,
-    Release,
-}
-
-pub async fn savepoint(tx: &mut Tx<'_>, step: Savepoint) -> Result<()> {
-    use sqlx::Executor;
-    let sql = match step {
-        Savepoint::Begin => "SAVEPOINT tg_piece",
-        Savepoint::Rollback => "ROLLBACK TO SAVEPOINT tg_piece",
-        Savepoint::Release => "RELEASE SAVEPOINT tg_piece",
-    };
-    (&mut **tx).execute(sql).await?;
     Ok(())
 }
 

@@ -130,10 +130,11 @@ pub async fn emit(
     target: &Value,
     now: i64,
 ) -> ApiResult<Option<String>> {
+    // Outside a [`with_subscriptions_read_once`] scope nothing is kept.
     let memo = SUBSCRIPTIONS.try_with(|m| m.borrow().get(merchant_account_id).cloned());
-    let subs = match memo {
-        Ok(Some(subs)) => subs,
-        Ok(None) => {
+    let subs = match memo.ok().flatten() {
+        Some(subs) => subs,
+        None => {
             let subs = Arc::new(outbox::active_subscriptions(tx, merchant_account_id).await?);
             let _ = SUBSCRIPTIONS.try_with(|m| {
                 m.borrow_mut()
@@ -141,7 +142,6 @@ pub async fn emit(
             });
             subs
         }
-        Err(_) => Arc::new(outbox::active_subscriptions(tx, merchant_account_id).await?),
     };
     Ok(outbox::enqueue_to(tx, &subs, merchant_account_id, name, target, now).await?)
 }

@@ -46,15 +46,7 @@ async fn setup(db: Db) -> (TestServer, String, Value, Value) {
         c.stripe_api_base = format!("http://{}/sandbox/stripe", c.listen);
     })
     .await;
-    let conn = s
-        .post(
-            "/connections",
-            json!({"secret_key": "sk_test_webhooktests1234", "publishable_key": "pk_test_webhooktests1234",
-                   "webhook_secret": SECRET}),
-        )
-        .await
-        .expect(201);
-    let conn_id = conn["id"].as_str().unwrap().to_string();
+    let conn_id = connection(&s, "webhooktests1234").await;
     let mut body = TestServer::redirect_body(900, "authorize");
     body["payment_service_id"] = json!(conn_id);
     let tx = s.post("/transactions", body).await.expect(201);
@@ -70,6 +62,20 @@ async fn setup(db: Db) -> (TestServer, String, Value, Value) {
                        "data": {"object": pi}, "livemode": false, "pending_webhooks": 1,
                        "request": {"id": null, "idempotency_key": null}});
     (s, conn_id, tx, event)
+}
+
+/// A new connection with keys `sk_test_{keys}` / `pk_test_{keys}` and webhook secret
+/// [`SECRET`]: its id.
+async fn connection(s: &TestServer, keys: &str) -> String {
+    let conn = s
+        .post(
+            "/connections",
+            json!({"secret_key": format!("sk_test_{keys}"), "publishable_key": format!("pk_test_{keys}"),
+                   "webhook_secret": SECRET}),
+        )
+        .await
+        .expect(201);
+    conn["id"].as_str().unwrap().to_string()
 }
 
 async fn send(
@@ -723,15 +729,7 @@ async fn sync_applies_what_webhooks_missed(db: Db) {
 /// read less per event). A connection deleted through the API refuses the next event at once.
 async fn a_deleted_connection_refuses_at_once(db: Db) {
     let s = TestServer::start(db).await;
-    let conn = s
-        .post(
-            "/connections",
-            json!({"secret_key": "sk_test_webhookcache1234", "publishable_key": "pk_test_webhookcache1234",
-                   "webhook_secret": SECRET}),
-        )
-        .await
-        .expect(201);
-    let conn_id = conn["id"].as_str().unwrap().to_string();
+    let conn_id = connection(&s, "webhookcache1234").await;
     // Signed right but not an event: verified (so the connection is kept), then refused, so
     // nothing is stored and the connection can still be deleted.
     let body = br#"{"hello": "world"}"#.to_vec();
