@@ -33,7 +33,7 @@ use tollgate_store::{
 };
 
 use crate::ApiContext;
-use crate::api::transactions::apply_locked;
+use crate::api::transactions::apply_to;
 use crate::entitlements::Work;
 use crate::error::{ApiError, ApiResult};
 use crate::stripe_map;
@@ -719,6 +719,24 @@ async fn write_plans(
             }
         }
     }
+    // The batch's transactions, read (and on PostgreSQL locked, in id order) together; each
+    // event then applies to the row as the events before it left it, and the audit trail is
+    // written at the end.
+    let named: Vec<&str> = picked
+        .iter()
+        .filter(|&&i| due.contains(&batch.rows[i].id))
+        .filter_map(|&i| match &batch.plans[i] {
+            Plan::Apply { transaction_id, .. } => Some(transaction_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut transactions: HashMap<String, TransactionRow> =
+        store_tx::get_many(tx, &named, ctx.store.for_update())
+            .await?
+            .into_iter()
+            .map(|t| (t.id.clone(), t))
+            .collect();
+    let mut audit = Vec::new();
     // Outcomes grouped by (status, note, next attempt), written with one statement each.
     let mut outcomes: Vec<(Outcome, Vec<&str>)> = Vec::new();
     for &i in &picked {
@@ -753,9 +771,15 @@ async fn write_plans(
                     let t = store_tx::get_any(&mut **tx, &r.transaction_id, "").await?;
                     crate::outbound::refund_changed(tx, &r, t.as_ref(), now).await?;
                 }
-                let changed = apply_locked(ctx, tx, transaction_id, observations, now).await?;
-                let note = match changed {
-                    Some(_) => None,
+                let current = transactions
+                    .get(transaction_id)
+                    .ok_or_else(|| ApiError::not_found("transaction"))?;
+                let note = match apply_to(tx, current, observations, now).await? {
+                    Some((row, events)) => {
+                        audit.extend(events);
+                        transactions.insert(row.id.clone(), row);
+                        None
+                    }
                     None => Some(NOTHING_NEW.to_string()),
                 };
                 (inbox::APPLIED, note, now)
@@ -766,6 +790,7 @@ async fn write_plans(
             None => outcomes.push((outcome, vec![&row.id])),
         }
     }
+    store_tx::insert_events(tx, &audit).await?;
     for ((status, note, next), ids) in &outcomes {
         inbox::finish_many(&mut **tx, ids, status, note.as_deref(), *next, now).await?;
     }

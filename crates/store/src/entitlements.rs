@@ -2,7 +2,7 @@
 //! per-account policies and the permissions read model.
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, Executor, Row};
+use sqlx::{Any, Arguments, Executor, Row};
 
 use crate::Result;
 
@@ -181,53 +181,99 @@ impl ObjectRow {
 
 /// Stores the object unless a version at least as new is stored (by stamp, then content, so
 /// any order of versions ends with the same row). Returns whether the row changed.
-pub async fn put_object<'c, E: Executor<'c, Database = Any>>(db: E, o: &ObjectRow) -> Result<bool> {
-    let done = sqlx::query(
-        "INSERT INTO ent_stripe_objects (connection_id, object_type, object_id,
-            merchant_account_id, stamp_at, stamp_progress, stripe_customer_id, customid, data,
-            created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         ON CONFLICT (connection_id, object_type, object_id) DO UPDATE SET
-            stamp_at = excluded.stamp_at, stamp_progress = excluded.stamp_progress,
-            stripe_customer_id = COALESCE(excluded.stripe_customer_id, ent_stripe_objects.stripe_customer_id),
-            customid = COALESCE(excluded.customid, ent_stripe_objects.customid),
-            data = excluded.data, updated_at = excluded.updated_at
-         WHERE (excluded.stamp_at, excluded.stamp_progress, excluded.data)
-             > (ent_stripe_objects.stamp_at, ent_stripe_objects.stamp_progress, ent_stripe_objects.data)",
-    )
-    .bind(&o.connection_id)
-    .bind(&o.object_type)
-    .bind(&o.object_id)
-    .bind(&o.merchant_account_id)
-    .bind(o.stamp_at)
-    .bind(o.stamp_progress)
-    .bind(&o.stripe_customer_id)
-    .bind(&o.customid)
-    .bind(&o.data)
-    .bind(o.created_at)
-    .bind(o.updated_at)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() > 0)
-}
-
-/// Whether a stored version of `o` has the same stamp but other contents (two versions of one
-/// object from the same second: see the inbox's re-reading of ties).
-pub async fn ties_with<'c, E: Executor<'c, Database = Any>>(db: E, o: &ObjectRow) -> Result<bool> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM ent_stripe_objects
-         WHERE connection_id = $1 AND object_type = $2 AND object_id = $3
-           AND stamp_at = $4 AND stamp_progress = $5 AND data <> $6",
-    )
-    .bind(&o.connection_id)
-    .bind(&o.object_type)
-    .bind(&o.object_id)
-    .bind(o.stamp_at)
-    .bind(o.stamp_progress)
-    .bind(&o.data)
-    .fetch_one(db)
-    .await?;
-    Ok(n > 0)
+/// Stores versions of a connection's objects as upserting them one after another would: a
+/// version replaces the stored one only if it is newer (stamp, then progress, then contents),
+/// and a Stripe customer or customid once known is kept. Returns, per row, whether it tied:
+/// the version before it had the same stamp but other contents (two versions of one object
+/// from the same second: see the inbox's re-reading of ties).
+///
+/// One read of what is stored and one upsert per [`WALK_CHUNK`] objects, rather than a read
+/// and a write per version (each statement is a round trip while the write lock is held).
+pub async fn put_objects(
+    db: &mut crate::Conn,
+    backend: crate::Backend,
+    connection_id: &str,
+    rows: &[ObjectRow],
+) -> Result<Vec<bool>> {
+    type Key = (String, String);
+    let ids: std::collections::BTreeSet<&str> = rows.iter().map(|o| o.object_id.as_str()).collect();
+    let ids: Vec<&str> = ids.into_iter().collect();
+    let sql = "SELECT * FROM ent_stripe_objects WHERE connection_id = $1 AND object_id IN ({ids})";
+    let mut current: std::collections::BTreeMap<Key, ObjectRow> = std::collections::BTreeMap::new();
+    for r in rows_over_ids(db, sql, connection_id, &ids).await? {
+        let o = ObjectRow::from_row(&r)?;
+        current.insert((o.object_type.clone(), o.object_id.clone()), o);
+    }
+    let mut changed: std::collections::BTreeSet<Key> = std::collections::BTreeSet::new();
+    let mut ties = Vec::with_capacity(rows.len());
+    for o in rows {
+        let key = (o.object_type.clone(), o.object_id.clone());
+        let Some(c) = current.get_mut(&key) else {
+            current.insert(key.clone(), o.clone());
+            changed.insert(key);
+            ties.push(false);
+            continue;
+        };
+        ties.push(
+            c.stamp_at == o.stamp_at && c.stamp_progress == o.stamp_progress && c.data != o.data,
+        );
+        // Text compares bytewise here and on SQLite; PostgreSQL's collation may order two
+        // same-stamp contents otherwise, which its upsert below then decides (a tie, re-read).
+        if (o.stamp_at, o.stamp_progress, o.data.as_str())
+            > (c.stamp_at, c.stamp_progress, c.data.as_str())
+        {
+            c.stamp_at = o.stamp_at;
+            c.stamp_progress = o.stamp_progress;
+            c.stripe_customer_id = o.stripe_customer_id.clone().or(c.stripe_customer_id.take());
+            c.customid = o.customid.clone().or(c.customid.take());
+            c.data = o.data.clone();
+            c.updated_at = o.updated_at;
+            changed.insert(key);
+        }
+    }
+    // In key order, so two PostgreSQL writers lock shared rows in one order.
+    let finals: Vec<&ObjectRow> = changed.iter().filter_map(|k| current.get(k)).collect();
+    for chunk in finals.chunks(WALK_CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO ent_stripe_objects (connection_id, object_type, object_id,
+                merchant_account_id, stamp_at, stamp_progress, stripe_customer_id, customid, data,
+                created_at, updated_at) VALUES ",
+        );
+        let mut args = sqlx::any::AnyArguments::default();
+        for (i, o) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            sql.push_str(&crate::query::positional(backend, i * 11 + 1, 11));
+            sql.push(')');
+            let _ = args.add(o.connection_id.clone());
+            let _ = args.add(o.object_type.clone());
+            let _ = args.add(o.object_id.clone());
+            let _ = args.add(o.merchant_account_id.clone());
+            let _ = args.add(o.stamp_at);
+            let _ = args.add(o.stamp_progress);
+            let _ = args.add(o.stripe_customer_id.clone());
+            let _ = args.add(o.customid.clone());
+            let _ = args.add(o.data.clone());
+            let _ = args.add(o.created_at);
+            let _ = args.add(o.updated_at);
+        }
+        sql.push_str(
+            " ON CONFLICT (connection_id, object_type, object_id) DO UPDATE SET
+                stamp_at = excluded.stamp_at, stamp_progress = excluded.stamp_progress,
+                stripe_customer_id = COALESCE(excluded.stripe_customer_id, ent_stripe_objects.stripe_customer_id),
+                customid = COALESCE(excluded.customid, ent_stripe_objects.customid),
+                data = excluded.data, updated_at = excluded.updated_at
+             WHERE (excluded.stamp_at, excluded.stamp_progress, excluded.data)
+                 > (ent_stripe_objects.stamp_at, ent_stripe_objects.stamp_progress, ent_stripe_objects.data)",
+        );
+        // Placeholders only; every value is bound.
+        sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+            .execute(&mut *db)
+            .await?;
+    }
+    Ok(ties)
 }
 
 pub async fn objects_of_customer<'c, E: Executor<'c, Database = Any>>(
@@ -299,6 +345,105 @@ pub async fn objects_referring<'c, E: Executor<'c, Database = Any>>(
 /// Ids per statement in the owners walk's queries.
 pub const WALK_CHUNK: usize = 200;
 
+/// Rows of `sql` (`$1` is `scope`, `{ids}` the placeholders of some of `ids`) over all of
+/// `ids`, [`WALK_CHUNK`] ids per statement.
+async fn rows_over_ids(
+    db: &mut crate::Conn,
+    sql: &str,
+    scope: &str,
+    ids: &[&str],
+) -> Result<Vec<AnyRow>> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(WALK_CHUNK) {
+        // Placeholders only; every value is bound.
+        let sql = sql.replace("{ids}", &crate::query::placeholders(2, chunk.len()));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(scope);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        out.extend(q.fetch_all(&mut *db).await?);
+    }
+    Ok(out)
+}
+
+/// The links of a connection's Stripe `customers` (those linked).
+pub async fn links_of_customers(
+    db: &mut crate::Conn,
+    connection_id: &str,
+    customers: &[&str],
+) -> Result<Vec<LinkRow>> {
+    let sql =
+        "SELECT * FROM ent_customers WHERE connection_id = $1 AND stripe_customer_id IN ({ids})";
+    let rows = rows_over_ids(db, sql, connection_id, customers).await?;
+    rows.iter().map(LinkRow::from_row).collect()
+}
+
+/// The links of each of `customids` (as [`links_of`], for several customids at once).
+pub async fn links_of_customids(
+    db: &mut crate::Conn,
+    merchant_account_id: &str,
+    customids: &[&str],
+) -> Result<Vec<LinkRow>> {
+    let sql = "SELECT * FROM ent_customers WHERE merchant_account_id = $1 AND customid IN ({ids})
+               ORDER BY created_at, connection_id, stripe_customer_id";
+    let rows = rows_over_ids(db, sql, merchant_account_id, customids).await?;
+    rows.iter().map(LinkRow::from_row).collect()
+}
+
+/// The objects of a connection's Stripe `customers`.
+pub async fn objects_of_customers(
+    db: &mut crate::Conn,
+    connection_id: &str,
+    customers: &[&str],
+) -> Result<Vec<ObjectRow>> {
+    let sql = "SELECT * FROM ent_stripe_objects
+               WHERE connection_id = $1 AND stripe_customer_id IN ({ids})";
+    let rows = rows_over_ids(db, sql, connection_id, customers).await?;
+    rows.iter().map(ObjectRow::from_row).collect()
+}
+
+/// The objects linked directly to any of `customids` (as [`objects_of_customid`]).
+pub async fn objects_of_customids(
+    db: &mut crate::Conn,
+    merchant_account_id: &str,
+    customids: &[&str],
+) -> Result<Vec<ObjectRow>> {
+    let sql =
+        "SELECT * FROM ent_stripe_objects WHERE merchant_account_id = $1 AND customid IN ({ids})";
+    let rows = rows_over_ids(db, sql, merchant_account_id, customids).await?;
+    rows.iter().map(ObjectRow::from_row).collect()
+}
+
+/// The objects of a connection with any of these Stripe ids (as [`objects_by_id`]).
+pub async fn objects_by_ids(
+    db: &mut crate::Conn,
+    connection_id: &str,
+    object_ids: &[&str],
+) -> Result<Vec<ObjectRow>> {
+    let sql = "SELECT * FROM ent_stripe_objects WHERE connection_id = $1 AND object_id IN ({ids})";
+    let rows = rows_over_ids(db, sql, connection_id, object_ids).await?;
+    rows.iter().map(ObjectRow::from_row).collect()
+}
+
+/// The objects attached to any of `ref_ids` (as [`objects_referring`]), each with the id it
+/// is attached to.
+pub async fn objects_referring_any(
+    db: &mut crate::Conn,
+    connection_id: &str,
+    ref_ids: &[&str],
+) -> Result<Vec<(String, ObjectRow)>> {
+    // CROSS JOIN: SQLite then starts from the refs' (connection, ref_id) index, as the
+    // single-id subquery does; PostgreSQL plans it as any join.
+    let sql = "SELECT r.ref_id AS via_ref, o.* FROM ent_object_refs r
+               CROSS JOIN ent_stripe_objects o
+               WHERE r.connection_id = $1 AND r.ref_id IN ({ids})
+                 AND o.connection_id = $1 AND o.object_id = r.object_id";
+    let rows = rows_over_ids(db, sql, connection_id, ref_ids).await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("via_ref")?, ObjectRow::from_row(r)?)))
+        .collect()
+}
+
 /// For each of `object_ids` (at most [`WALK_CHUNK`]), the customids its stored objects name:
 /// their own `customid` (guest purchases) or their Stripe customer's link, as
 /// `(object id, customid)` pairs. One statement for a whole step of the owners walk.
@@ -365,31 +510,35 @@ async fn pairs_over_ids<'c, E: Executor<'c, Database = Any>>(
     Ok(q.fetch_all(db).await?)
 }
 
-/// Stores that `object_id` refers to each of `ref_ids`, in one statement.
-pub async fn put_refs<'c, E: Executor<'c, Database = Any>>(
-    db: E,
+/// Stores that each `(object id, ref id)` pair's object refers to its ref, a few hundred
+/// pairs per statement.
+pub async fn put_refs(
+    db: &mut crate::Conn,
+    backend: crate::Backend,
     connection_id: &str,
-    object_id: &str,
-    ref_ids: &[String],
+    pairs: &[(String, String)],
 ) -> Result<()> {
-    if ref_ids.is_empty() {
-        return Ok(());
+    for chunk in pairs.chunks(WALK_CHUNK) {
+        let mut sql =
+            String::from("INSERT INTO ent_object_refs (connection_id, object_id, ref_id) VALUES ");
+        let mut args = sqlx::any::AnyArguments::default();
+        for (i, (object_id, ref_id)) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            sql.push_str(&crate::query::positional(backend, i * 3 + 1, 3));
+            sql.push(')');
+            let _ = args.add(connection_id.to_string());
+            let _ = args.add(object_id.clone());
+            let _ = args.add(ref_id.clone());
+        }
+        sql.push_str(" ON CONFLICT DO NOTHING");
+        // Placeholders only; every value is bound.
+        sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+            .execute(&mut *db)
+            .await?;
     }
-    let values = (0..ref_ids.len())
-        .map(|i| format!("($1, $2, ${})", i + 3))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "INSERT INTO ent_object_refs (connection_id, object_id, ref_id) VALUES {values}
-         ON CONFLICT DO NOTHING"
-    );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(connection_id)
-        .bind(object_id);
-    for r in ref_ids {
-        q = q.bind(r);
-    }
-    q.execute(db).await?;
     Ok(())
 }
 
@@ -775,18 +924,34 @@ pub async fn permissions_of<'c, E: Executor<'c, Database = Any>>(
         .bind(customid)
         .fetch_all(db)
         .await?;
+    rows.iter().map(permission_of).collect()
+}
+
+fn permission_of(r: &AnyRow) -> Result<PermissionRow> {
+    Ok(PermissionRow {
+        identifier: r.try_get("identifier")?,
+        is_valid: r.try_get::<i64, _>("is_valid")? != 0,
+        entitlement: r.try_get("entitlement")?,
+        expires_at: r.try_get("expires_at")?,
+        valid_until: r.try_get("valid_until")?,
+        skus: r.try_get("skus")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// The permissions of each of `customids` (as [`permissions_of`]), with their customid.
+pub async fn permissions_of_customids(
+    db: &mut crate::Conn,
+    merchant_account_id: &str,
+    customids: &[&str],
+) -> Result<Vec<(String, PermissionRow)>> {
+    let sql = "SELECT customid, identifier, is_valid, entitlement, expires_at, valid_until, skus,
+                      updated_at
+               FROM ent_permissions WHERE merchant_account_id = $1 AND customid IN ({ids})
+               ORDER BY customid, identifier";
+    let rows = rows_over_ids(db, sql, merchant_account_id, customids).await?;
     rows.iter()
-        .map(|r| {
-            Ok(PermissionRow {
-                identifier: r.try_get("identifier")?,
-                is_valid: r.try_get::<i64, _>("is_valid")? != 0,
-                entitlement: r.try_get("entitlement")?,
-                expires_at: r.try_get("expires_at")?,
-                valid_until: r.try_get("valid_until")?,
-                skus: r.try_get("skus")?,
-                updated_at: r.try_get("updated_at")?,
-            })
-        })
+        .map(|r| Ok((r.try_get("customid")?, permission_of(r)?)))
         .collect()
 }
 

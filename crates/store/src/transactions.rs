@@ -92,6 +92,33 @@ pub async fn get_any<'c, E: Executor<'c, Database = Any>>(
     row.as_ref().map(TransactionRow::from_row).transpose()
 }
 
+/// The transactions with these ids, read together (`lock`: as [`get_any`]; rows locked in id
+/// order, so two writers of shared rows wait for each other instead of deadlocking).
+pub async fn get_many(
+    db: &mut crate::Conn,
+    ids: &[&str],
+    lock: &str,
+) -> Result<Vec<TransactionRow>> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "SELECT * FROM transactions WHERE id IN ({}) ORDER BY id{lock}",
+            crate::query::placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(&mut *db).await? {
+            out.push(TransactionRow::from_row(&row)?);
+        }
+    }
+    Ok(out)
+}
+
 /// The only ways a transaction row changes.
 #[derive(Debug, Clone)]
 pub enum TransactionUpdate {
@@ -461,38 +488,35 @@ pub async fn get_refund<'c, E: Executor<'c, Database = Any>>(
 
 // ---- events -----------------------------------------------------------------------------
 
-pub async fn insert_event<'c, E: Executor<'c, Database = Any>>(db: E, e: &EventRow) -> Result<()> {
+pub async fn insert_event(db: &mut crate::Conn, e: &EventRow) -> Result<()> {
     insert_events(db, std::slice::from_ref(e)).await
 }
 
-/// Several events in one statement.
-pub async fn insert_events<'c, E: Executor<'c, Database = Any>>(
-    db: E,
-    events: &[EventRow],
-) -> Result<()> {
-    if events.is_empty() {
-        return Ok(());
+/// Several events, up to 100 per statement (SQLite finds a numbered parameter by a search
+/// through its names: larger statements bind slower).
+pub async fn insert_events(db: &mut crate::Conn, events: &[EventRow]) -> Result<()> {
+    for chunk in events.chunks(100) {
+        let values = (0..chunk.len())
+            .map(|i| crate::query::placeholders(i * 6 + 1, 6))
+            .map(|p| format!("({p})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO transaction_events (id, transaction_id, merchant_account_id, name, data, created_at)
+             VALUES {values}"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            q = q
+                .bind(&e.id)
+                .bind(&e.transaction_id)
+                .bind(&e.merchant_account_id)
+                .bind(&e.name)
+                .bind(&e.data)
+                .bind(e.created_at);
+        }
+        q.execute(&mut *db).await?;
     }
-    let values = (0..events.len())
-        .map(|i| crate::query::placeholders(i * 6 + 1, 6))
-        .map(|p| format!("({p})"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "INSERT INTO transaction_events (id, transaction_id, merchant_account_id, name, data, created_at)
-         VALUES {values}"
-    );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for e in events {
-        q = q
-            .bind(&e.id)
-            .bind(&e.transaction_id)
-            .bind(&e.merchant_account_id)
-            .bind(&e.name)
-            .bind(&e.data)
-            .bind(e.created_at);
-    }
-    q.execute(db).await?;
     Ok(())
 }
 

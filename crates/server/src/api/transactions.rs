@@ -651,7 +651,7 @@ pub async fn apply_observations(
         let mut tx = ctx.store.begin().await?;
         match apply_locked(ctx, &mut tx, &t.id, &observations, ctx.now()).await {
             Ok(changed) => {
-                if changed.is_some() {
+                if changed {
                     tollgate_store::commit(tx).await?;
                 } else {
                     tx.rollback()
@@ -668,19 +668,34 @@ pub async fn apply_observations(
 }
 
 /// Applies `observations` to transaction `id` inside the write transaction `tx` (row locked on
-/// PostgreSQL, the single writer on SQLite), writing its events. Returns the new status, or
-/// `None` when nothing changed. The inbox worker calls this for a whole batch of events in one
-/// commit.
+/// PostgreSQL, the single writer on SQLite), writing its events. Returns whether anything
+/// changed.
 pub(crate) async fn apply_locked(
     ctx: &ApiContext,
     tx: &mut tollgate_store::Tx<'_>,
     id: &str,
     observations: &[Observation],
     now: i64,
-) -> ApiResult<Option<TransactionStatus>> {
+) -> ApiResult<bool> {
     let current = store_tx::get_any(&mut **tx, id, ctx.store.for_update())
         .await?
         .ok_or_else(|| ApiError::not_found("transaction"))?;
+    let Some((_, events)) = apply_to(tx, &current, observations, now).await? else {
+        return Ok(false);
+    };
+    store_tx::insert_events(tx, &events).await?;
+    Ok(true)
+}
+
+/// [`apply_locked`] to the locked row `current`: updates the row (and queues its outbound
+/// event), and returns the new row with the events for the audit trail, which the caller
+/// writes (the inbox writes a whole batch's in one go). `None` when nothing changed.
+pub(crate) async fn apply_to(
+    tx: &mut tollgate_store::Tx<'_>,
+    current: &TransactionRow,
+    observations: &[Observation],
+    now: i64,
+) -> ApiResult<Option<(TransactionRow, Vec<EventRow>)>> {
     let mut state: TransactionState = serde_json::from_str(&current.state)
         .map_err(|e| ApiError::Internal(format!("state: {e}")))?;
     let mut changes = Vec::new();
@@ -727,15 +742,14 @@ pub(crate) async fn apply_locked(
         .iter()
         .map(|c| {
             let (name, data) = event_of(c);
-            event_row(&current, name, data, now)
+            event_row(current, name, data, now)
         })
         .collect();
-    store_tx::insert_events(&mut **tx, &events).await?;
     if current.status != status.as_str() {
         // Its outbound event commits with it (transactional outbox, SPEC §7).
         crate::outbound::transaction_changed(tx, &current.status, &row, now).await?;
     }
-    Ok(Some(status))
+    Ok(Some((row, events)))
 }
 
 /// A Tollgate-side outcome with no Stripe object to observe (a cancel before any PaymentIntent

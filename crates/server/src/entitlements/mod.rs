@@ -428,6 +428,16 @@ pub async fn apply_in(
     let mut touched: BTreeSet<String> = also.into_iter().map(str::to_string).collect();
     let mut touched_ids: BTreeSet<String> = BTreeSet::new();
     let mut links = Links::new(ctx.store.backend());
+    let customers: BTreeSet<String> = work
+        .iter()
+        .filter_map(|w| match w {
+            Work::Object(_, object) => map::customer_of(object),
+            Work::Clock(_) => None,
+        })
+        .collect();
+    links.prefetch(tx, &connection.id, &customers).await?;
+    let mut objects: Vec<ObjectRow> = Vec::new();
+    let mut refs: Vec<(String, String)> = Vec::new();
     for w in work {
         if let Work::Clock(id) = w
             && !id.is_empty()
@@ -455,7 +465,13 @@ pub async fn apply_in(
                 // the object (customers, subscriptions and invoices carry it), else from what
                 // was stored of the customer before the link (a Checkout Session carries no
                 // clock, and its subscription's events may have been applied before it).
-                let test_clock = match map::test_clock_of(object) {
+                let pending_clock = || {
+                    objects
+                        .iter()
+                        .filter(|o| o.stripe_customer_id.as_ref() == Some(cus))
+                        .find_map(|o| map::test_clock_of(&parse(&o.data)))
+                };
+                let test_clock = match map::test_clock_of(object).or_else(pending_clock) {
                     Some(c) => Some(c),
                     None => es::objects_of_customer(&mut **tx, &connection.id, cus)
                         .await?
@@ -522,16 +538,15 @@ pub async fn apply_in(
             created_at: now,
             updated_at: now,
         };
-        if es::ties_with(&mut **tx, &row).await? {
-            ties.push((row.object_type.clone(), row.object_id.clone(), row.stamp_at));
-        }
-        es::put_object(&mut **tx, &row).await?;
-        let mut refs = Vec::new();
         for r in &records {
-            refs.extend(map::refs_of(r));
+            refs.extend(
+                map::refs_of(r)
+                    .into_iter()
+                    .map(|to| (row.object_id.clone(), to)),
+            );
             touched_ids.insert(r.id().to_string());
         }
-        es::put_refs(&mut **tx, &connection.id, main.id(), &refs).await?;
+        objects.push(row);
         if let Some(cus) = &customer
             && let Some(cid) = links.customid(tx, &connection.id, cus).await?
         {
@@ -543,6 +558,15 @@ pub async fn apply_in(
             touched.insert(cid.clone());
         }
     }
+    // The objects are written together, after the links they need (whose test clock may
+    // come from an object of the same batch: see `pending_clock`).
+    let tied = es::put_objects(tx, ctx.store.backend(), &connection.id, &objects).await?;
+    for (o, tied) in objects.iter().zip(tied) {
+        if tied {
+            ties.push((o.object_type.clone(), o.object_id.clone(), o.stamp_at));
+        }
+    }
+    es::put_refs(tx, ctx.store.backend(), &connection.id, &refs).await?;
     // Objects without a customer of their own (a dispute, a credit note's invoice payment)
     // reach their customers through what they are attached to.
     // The walks share objects (a charge's payment intent, an invoice's subscription); nothing
@@ -580,6 +604,32 @@ impl Links {
             .get(tx, connection_id, customer)
             .await?
             .map(|l| l.customid))
+    }
+
+    /// Reads the links of `customers` at once (SQLite; on PostgreSQL each is read under its
+    /// customer's lock when needed).
+    async fn prefetch(
+        &mut self,
+        tx: &mut Tx<'_>,
+        connection_id: &str,
+        customers: &BTreeSet<String>,
+    ) -> ApiResult<()> {
+        let Some(memo) = &mut self.memo else {
+            return Ok(());
+        };
+        let ids: Vec<&str> = customers
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !memo.contains_key(*c))
+            .collect();
+        let found = es::links_of_customers(tx, connection_id, &ids).await?;
+        for c in ids {
+            memo.insert(c.to_string(), None);
+        }
+        for l in found {
+            memo.insert(l.stripe_customer_id.clone(), Some(l));
+        }
+        Ok(())
     }
 
     async fn get(
@@ -705,28 +755,46 @@ pub async fn load_purchases(
     merchant: &str,
     customid: &str,
 ) -> ApiResult<Purchases> {
-    let links = es::links_of(&mut *conn, merchant, customid).await?;
-    let mut objects: BTreeMap<(String, String, String), ObjectRow> = BTreeMap::new();
-    let add = |o: ObjectRow, objects: &mut BTreeMap<(String, String, String), ObjectRow>| {
-        let k = (
-            o.connection_id.clone(),
-            o.object_type.clone(),
-            o.object_id.clone(),
-        );
-        objects.entry(k).or_insert(o);
-    };
-    for l in &links {
-        for o in
-            es::objects_of_customer(&mut *conn, &l.connection_id, &l.stripe_customer_id).await?
-        {
-            add(o, &mut objects);
+    let mut all = load_purchases_of(conn, merchant, &[customid]).await?;
+    all.pop()
+        .ok_or_else(|| ApiError::Internal("no purchases loaded".into()))
+}
+
+/// [`load_purchases`] for each of `customids` (in their order), read together: each statement
+/// serves every customer (a statement is a round trip, and the inbox writer re-evaluates the
+/// customers of a whole batch while it holds the write lock).
+pub async fn load_purchases_of(
+    conn: &mut tollgate_store::Conn,
+    merchant: &str,
+    customids: &[&str],
+) -> ApiResult<Vec<Purchases>> {
+    type Key = (String, String, String);
+    #[derive(Default)]
+    struct Walk {
+        links: Vec<LinkRow>,
+        objects: BTreeMap<Key, ObjectRow>,
+        frontier: Vec<(String, String)>,
+        seen: BTreeSet<(String, String)>,
+    }
+    impl Walk {
+        // The first version read of an object is kept.
+        fn add(&mut self, o: ObjectRow) -> bool {
+            let k = (
+                o.connection_id.clone(),
+                o.object_type.clone(),
+                o.object_id.clone(),
+            );
+            match self.objects.entry(k) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(o);
+                    true
+                }
+                std::collections::btree_map::Entry::Occupied(_) => false,
+            }
         }
     }
-    for o in es::objects_of_customid(&mut *conn, merchant, customid).await? {
-        add(o, &mut objects);
-    }
-    // Attached objects, breadth first: what a purchase points at (its payment intent) and what
-    // points at it (the intent's charge, the charge's dispute, an invoice's credit notes).
+    // What a purchase points at (its payment intent) and what points at it (the intent's
+    // charge, the charge's dispute, an invoice's credit notes).
     fn ids_of(o: &ObjectRow) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for r in map::records_of(&parse(&o.data), None) {
@@ -737,53 +805,99 @@ pub async fn load_purchases(
         }
         out
     }
-    let mut frontier: Vec<(String, String)> = objects.values().flat_map(ids_of).collect();
-    let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
-    for _ in 0..4 {
-        let mut next = Vec::new();
-        for (conn_id, id) in frontier {
-            if !seen.insert((conn_id.clone(), id.clone())) {
-                continue;
-            }
-            let mut found = es::objects_referring(&mut *conn, &conn_id, &id).await?;
-            found.extend(es::objects_by_id(&mut *conn, &conn_id, &id).await?);
-            for o in found {
-                let k = (
-                    o.connection_id.clone(),
-                    o.object_type.clone(),
-                    o.object_id.clone(),
-                );
-                if !objects.contains_key(&k) {
-                    next.extend(ids_of(&o));
-                    add(o, &mut objects);
-                }
+    let mut walks: Vec<Walk> = customids.iter().map(|_| Walk::default()).collect();
+    let walk_of: HashMap<&str, usize> =
+        customids.iter().enumerate().map(|(i, c)| (*c, i)).collect();
+    // A connection's Stripe customer is linked to one customid.
+    let mut customers: BTreeMap<String, HashMap<String, usize>> = BTreeMap::new();
+    for l in es::links_of_customids(&mut *conn, merchant, customids).await? {
+        if let Some(&i) = walk_of.get(l.customid.as_str()) {
+            customers
+                .entry(l.connection_id.clone())
+                .or_default()
+                .insert(l.stripe_customer_id.clone(), i);
+            walks[i].links.push(l);
+        }
+    }
+    for (conn_id, of) in &customers {
+        let ids: Vec<&str> = of.keys().map(String::as_str).collect();
+        for o in es::objects_of_customers(&mut *conn, conn_id, &ids).await? {
+            if let Some(&i) = o.stripe_customer_id.as_deref().and_then(|c| of.get(c)) {
+                walks[i].add(o);
             }
         }
-        if next.is_empty() {
+    }
+    for o in es::objects_of_customids(&mut *conn, merchant, customids).await? {
+        if let Some(&i) = o.customid.as_deref().and_then(|c| walk_of.get(c)) {
+            walks[i].add(o);
+        }
+    }
+    // Attached objects, breadth first, every customer's walk a step at a time together.
+    for w in &mut walks {
+        w.frontier = w.objects.values().flat_map(ids_of).collect();
+    }
+    for _ in 0..4 {
+        let mut need: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for w in &mut walks {
+            let seen = &mut w.seen;
+            w.frontier.retain(|k| seen.insert(k.clone()));
+            for (conn_id, id) in &w.frontier {
+                need.entry(conn_id.clone()).or_default().insert(id.clone());
+            }
+        }
+        if need.is_empty() {
             break;
         }
-        frontier = next;
-    }
-    let mut ledger = Ledger::new();
-    for o in objects.values() {
-        for r in map::records_of(&parse(&o.data), None) {
-            ledger.observe(o.stamp_at, r);
+        let mut found: HashMap<(String, String), Vec<ObjectRow>> = HashMap::new();
+        for (conn_id, ids) in &need {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            for (via, o) in es::objects_referring_any(&mut *conn, conn_id, &ids).await? {
+                found.entry((conn_id.clone(), via)).or_default().push(o);
+            }
+            for o in es::objects_by_ids(&mut *conn, conn_id, &ids).await? {
+                found
+                    .entry((conn_id.clone(), o.object_id.clone()))
+                    .or_default()
+                    .push(o);
+            }
+        }
+        for w in &mut walks {
+            let mut next = Vec::new();
+            for k in std::mem::take(&mut w.frontier) {
+                for o in found.get(&k).into_iter().flatten() {
+                    let ids = ids_of(o);
+                    if w.add(o.clone()) {
+                        next.extend(ids);
+                    }
+                }
+            }
+            w.frontier = next;
         }
     }
-    let mut frozen_time = None;
-    for l in &links {
-        if let Some(clock) = &l.test_clock
-            && let Some(t) = es::get_clock(&mut *conn, &l.connection_id, clock).await?
-        {
-            frozen_time = Some(frozen_time.map_or(t, |f: i64| f.max(t)));
+    let mut out = Vec::with_capacity(walks.len());
+    for w in walks {
+        let mut ledger = Ledger::new();
+        for o in w.objects.values() {
+            for r in map::records_of(&parse(&o.data), None) {
+                ledger.observe(o.stamp_at, r);
+            }
         }
+        let mut frozen_time = None;
+        for l in &w.links {
+            if let Some(clock) = &l.test_clock
+                && let Some(t) = es::get_clock(&mut *conn, &l.connection_id, clock).await?
+            {
+                frozen_time = Some(frozen_time.map_or(t, |f: i64| f.max(t)));
+            }
+        }
+        out.push(Purchases {
+            ledger,
+            links: w.links,
+            frozen_time,
+            objects: w.objects.into_values().collect(),
+        });
     }
-    Ok(Purchases {
-        ledger,
-        links,
-        frozen_time,
-        objects: objects.into_values().collect(),
-    })
+    Ok(out)
 }
 
 fn parse(data: &str) -> Value {
@@ -884,21 +998,40 @@ pub async fn reevaluate_all<'a>(
     merchant: &str,
     customids: impl IntoIterator<Item = &'a str>,
 ) -> ApiResult<Vec<Notice>> {
-    let mut rules = None;
+    let mut customids: Vec<&str> = customids.into_iter().collect();
+    let mut once = BTreeSet::new();
+    customids.retain(|c| once.insert(*c));
+    if customids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let catalog = catalog(tx, merchant).await?;
+    let settings = es::get_settings(&mut **tx, merchant).await?;
+    let policy = policy(&settings);
+    if ctx.store.backend() == Backend::Postgres {
+        for c in &customids {
+            es::lock_customer(&mut **tx, merchant, c).await?;
+        }
+    }
+    let purchases = load_purchases_of(tx, merchant, &customids).await?;
+    let mut permissions: HashMap<String, Vec<PermissionRow>> = HashMap::new();
+    for (c, p) in es::permissions_of_customids(tx, merchant, &customids).await? {
+        permissions.entry(c).or_default().push(p);
+    }
     let mut notices = Vec::new();
-    for customid in customids {
-        if rules.is_none() {
-            let catalog = catalog(tx, merchant).await?;
-            let settings = es::get_settings(&mut **tx, merchant).await?;
-            rules = Some((catalog, policy(&settings)));
-        }
-        if let Some((catalog, policy)) = &rules {
-            notices.extend(reevaluate_with(ctx, tx, merchant, customid, catalog, policy).await?);
-        }
+    for (customid, purchases) in customids.iter().zip(purchases) {
+        let existing = permissions.remove(*customid).unwrap_or_default();
+        notices.extend(
+            reevaluate_with(
+                ctx, tx, merchant, customid, &catalog, &policy, purchases, existing,
+            )
+            .await?,
+        );
     }
     Ok(notices)
 }
 
+/// Writes what `purchases` now give `customid`, against its `existing` permissions.
+#[allow(clippy::too_many_arguments)]
 async fn reevaluate_with(
     ctx: &ApiContext,
     tx: &mut Tx<'_>,
@@ -906,15 +1039,12 @@ async fn reevaluate_with(
     customid: &str,
     catalog: &Catalog,
     policy: &Policy,
+    purchases: Purchases,
+    existing: Vec<PermissionRow>,
 ) -> ApiResult<Vec<Notice>> {
-    if ctx.store.backend() == Backend::Postgres {
-        es::lock_customer(&mut **tx, merchant, customid).await?;
-    }
-    let purchases = load_purchases(tx, merchant, customid).await?;
     let now_ms = ctx.now();
     let now = purchases.frozen_time.unwrap_or(now_ms / 1000);
     let states = dom::evaluate(&purchases.ledger, catalog, policy, now);
-    let existing = es::permissions_of(&mut **tx, merchant, customid).await?;
     let mut wrote = false;
     let mut notices = Vec::new();
     let mut kept: BTreeSet<&str> = BTreeSet::new();
