@@ -17,7 +17,7 @@
 //! Events are hints applied forward-only through the domain, so order and copies do not
 //! matter; what an event means for a transaction is decided in [`plan`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,7 +33,7 @@ use tollgate_store::{
 };
 
 use crate::ApiContext;
-use crate::api::transactions::apply_to;
+use crate::api::transactions::decide;
 use crate::entitlements::Work;
 use crate::error::{ApiError, ApiResult};
 use crate::stripe_map;
@@ -737,6 +737,8 @@ async fn write_plans(
             .map(|t| (t.id.clone(), t))
             .collect();
     let mut audit = Vec::new();
+    // The transactions changed, with the version read: each is written once, at the end.
+    let mut changed: BTreeMap<String, i64> = BTreeMap::new();
     // Outcomes grouped by (status, note, next attempt), written with one statement each.
     let mut outcomes: Vec<(Outcome, Vec<&str>)> = Vec::new();
     for &i in &picked {
@@ -768,16 +770,27 @@ async fn write_plans(
                     r.status = status.to_string();
                     r.updated_at = now;
                     store_tx::update_refund(&mut **tx, &r).await?;
-                    let t = store_tx::get_any(&mut **tx, &r.transaction_id, "").await?;
+                    // The batch's own reading of the transaction: its changes are written
+                    // at the end.
+                    let t = match transactions.get(&r.transaction_id) {
+                        Some(t) => Some(t.clone()),
+                        None => store_tx::get_any(&mut **tx, &r.transaction_id, "").await?,
+                    };
                     crate::outbound::refund_changed(tx, &r, t.as_ref(), now).await?;
                 }
                 let current = transactions
-                    .get(transaction_id)
+                    .get_mut(transaction_id)
                     .ok_or_else(|| ApiError::not_found("transaction"))?;
-                let note = match apply_to(tx, current, observations, now).await? {
-                    Some((row, events)) => {
+                let note = match decide(current, observations, now)? {
+                    Some((update, events)) => {
+                        let after = current.after(&update, now).ok_or_else(|| {
+                            ApiError::Internal("an event's change is not a state change".into())
+                        })?;
+                        crate::outbound::transaction_changed(tx, &current.status, &after, now)
+                            .await?;
                         audit.extend(events);
-                        transactions.insert(row.id.clone(), row);
+                        changed.entry(after.id.clone()).or_insert(current.version);
+                        *current = after;
                         None
                     }
                     None => Some(NOTHING_NEW.to_string()),
@@ -790,6 +803,11 @@ async fn write_plans(
             None => outcomes.push((outcome, vec![&row.id])),
         }
     }
+    let rows: Vec<(i64, &TransactionRow)> = changed
+        .iter()
+        .filter_map(|(id, version)| transactions.get(id).map(|t| (*version, t)))
+        .collect();
+    store_tx::update_many(tx, ctx.store.backend(), &rows).await?;
     store_tx::insert_events(tx, &audit).await?;
     for ((status, note, next), ids) in &outcomes {
         inbox::finish_many(&mut **tx, ids, status, note.as_deref(), *next, now).await?;

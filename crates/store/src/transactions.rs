@@ -3,7 +3,7 @@
 //! A transaction row changes only through [`update`] with a [`TransactionUpdate`]: the typed
 //! list of what may change, each guarded by the row's `version` (optimistic concurrency).
 
-use sqlx::{Any, Executor};
+use sqlx::{Any, Arguments, Executor};
 
 use crate::query::Filtered;
 use crate::rows::{EventRow, RefundRow, TransactionRow};
@@ -152,6 +152,107 @@ pub enum TransactionUpdate {
         approval_token_hash: Option<String>,
         session_token_hash: Option<String>,
     },
+}
+
+impl TransactionRow {
+    /// The row as writing `change` at `now` leaves it, without writing it (`None`: only a
+    /// [`TransactionUpdate::StateApplied`] is folded this way). The version is the written
+    /// row's business: [`update_many`] moves it once per write.
+    pub fn after(&self, change: &TransactionUpdate, now: i64) -> Option<TransactionRow> {
+        let TransactionUpdate::StateApplied {
+            status,
+            authorized_amount,
+            captured_amount,
+            refunded_amount,
+            disputed,
+            error_code,
+            raw_response_code,
+            raw_response_description,
+            state,
+            authorized_at,
+            captured_at,
+            voided_at,
+        } = change
+        else {
+            return None;
+        };
+        let mut row = self.clone();
+        row.status = status.clone();
+        row.authorized_amount = *authorized_amount;
+        row.captured_amount = *captured_amount;
+        row.refunded_amount = *refunded_amount;
+        row.disputed = *disputed;
+        row.error_code = error_code.clone();
+        row.raw_response_code = raw_response_code.clone();
+        row.raw_response_description = raw_response_description.clone();
+        row.state = state.clone();
+        row.authorized_at = *authorized_at;
+        row.captured_at = *captured_at;
+        row.voided_at = *voided_at;
+        row.updated_at = now;
+        Some(row)
+    }
+}
+
+/// Writes the state-applied columns of each row (as [`TransactionRow::after`] left them) over
+/// the stored row, if that is still at the given version; one statement per 100 rows.
+/// [`StoreError::Conflict`] if any row moved meanwhile.
+pub async fn update_many(
+    db: &mut crate::Conn,
+    backend: crate::Backend,
+    rows: &[(i64, &TransactionRow)],
+) -> Result<()> {
+    const COLUMNS: usize = 15;
+    for chunk in rows.chunks(100) {
+        let mut sql = String::from(
+            "WITH v (id, version, status, authorized_amount, captured_amount, refunded_amount,
+                disputed, error_code, raw_response_code, raw_response_description, state,
+                authorized_at, captured_at, voided_at, updated_at) AS (VALUES ",
+        );
+        let mut args = sqlx::any::AnyArguments::default();
+        for (i, (version, t)) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            sql.push_str(&crate::query::positional(backend, i * COLUMNS + 1, COLUMNS));
+            sql.push(')');
+            let _ = args.add(t.id.clone());
+            let _ = args.add(*version);
+            let _ = args.add(t.status.clone());
+            let _ = args.add(t.authorized_amount);
+            let _ = args.add(t.captured_amount);
+            let _ = args.add(t.refunded_amount);
+            let _ = args.add(t.disputed as i64);
+            let _ = args.add(t.error_code.clone());
+            let _ = args.add(t.raw_response_code.clone());
+            let _ = args.add(t.raw_response_description.clone());
+            let _ = args.add(t.state.clone());
+            let _ = args.add(t.authorized_at);
+            let _ = args.add(t.captured_at);
+            let _ = args.add(t.voided_at);
+            let _ = args.add(t.updated_at);
+        }
+        sql.push_str(
+            ") UPDATE transactions SET status = v.status, authorized_amount = v.authorized_amount,
+                captured_amount = v.captured_amount, refunded_amount = v.refunded_amount,
+                disputed = v.disputed, error_code = v.error_code,
+                raw_response_code = v.raw_response_code,
+                raw_response_description = v.raw_response_description, state = v.state,
+                authorized_at = v.authorized_at, captured_at = v.captured_at,
+                voided_at = v.voided_at, updated_at = v.updated_at,
+                version = transactions.version + 1
+             FROM v WHERE transactions.id = v.id AND transactions.version = v.version",
+        );
+        // Placeholders only; every value is bound.
+        let done = sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+            .execute(&mut *db)
+            .await?;
+        if done.rows_affected() != chunk.len() as u64 {
+            return Err(StoreError::Conflict);
+        }
+    }
+    Ok(())
 }
 
 /// Applies `change` to the row at `version`; [`StoreError::Conflict`] if it moved meanwhile.

@@ -680,22 +680,24 @@ pub(crate) async fn apply_locked(
     let current = store_tx::get_any(&mut **tx, id, ctx.store.for_update())
         .await?
         .ok_or_else(|| ApiError::not_found("transaction"))?;
-    let Some((_, events)) = apply_to(tx, &current, observations, now).await? else {
+    let Some((update, events)) = decide(&current, observations, now)? else {
         return Ok(false);
     };
+    let row = store_tx::update(&mut **tx, &current.id, current.version, now, &update).await?;
     store_tx::insert_events(tx, &events).await?;
+    // Its outbound event commits with it (transactional outbox, SPEC §7).
+    crate::outbound::transaction_changed(tx, &current.status, &row, now).await?;
     Ok(true)
 }
 
-/// [`apply_locked`] to the locked row `current`: updates the row (and queues its outbound
-/// event), and returns the new row with the events for the audit trail, which the caller
-/// writes (the inbox writes a whole batch's in one go). `None` when nothing changed.
-pub(crate) async fn apply_to(
-    tx: &mut tollgate_store::Tx<'_>,
+/// What `observations` change in the row `current` (pure): the update to write and the events
+/// for the audit trail, or `None` when nothing changes. The caller writes both, with the
+/// outbound event of a new status (the inbox folds a whole batch's changes before writing).
+pub(crate) fn decide(
     current: &TransactionRow,
     observations: &[Observation],
     now: i64,
-) -> ApiResult<Option<(TransactionRow, Vec<EventRow>)>> {
+) -> ApiResult<Option<(TransactionUpdate, Vec<EventRow>)>> {
     let mut state: TransactionState = serde_json::from_str(&current.state)
         .map_err(|e| ApiError::Internal(format!("state: {e}")))?;
     let mut changes = Vec::new();
@@ -737,7 +739,6 @@ pub(crate) async fn apply_to(
         captured_at,
         voided_at,
     };
-    let row = store_tx::update(&mut **tx, &current.id, current.version, now, &update).await?;
     let events: Vec<EventRow> = changes
         .iter()
         .map(|c| {
@@ -745,11 +746,7 @@ pub(crate) async fn apply_to(
             event_row(current, name, data, now)
         })
         .collect();
-    if current.status != status.as_str() {
-        // Its outbound event commits with it (transactional outbox, SPEC §7).
-        crate::outbound::transaction_changed(tx, &current.status, &row, now).await?;
-    }
-    Ok(Some((row, events)))
+    Ok(Some((update, events)))
 }
 
 /// A Tollgate-side outcome with no Stripe object to observe (a cancel before any PaymentIntent
