@@ -45,12 +45,10 @@ const MAX_GROUP: usize = 512;
 /// one writer, so one).
 const PG_WRITERS: usize = 4;
 
-/// A piece of write work run by the writer in a transaction of its own: what it returns says
-/// whether it failed (its transaction is rolled back) and what to tell its caller once the
-/// commit is known.
-type JobFuture<'a> = Pin<Box<dyn Future<Output = (bool, Done)> + Send + 'a>>;
-type Job = Box<dyn for<'c, 'a> FnOnce(&'a mut Tx<'c>) -> JobFuture<'a> + Send>;
-type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// A piece of write work run by the writer on its connection; it answers its caller itself
+/// and returns whether the connection is still fit for the next piece.
+type JobFuture<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+type Job = Box<dyn for<'a> FnOnce(&'a mut Conn, Backend) -> JobFuture<'a> + Send>;
 
 /// What a write function given to [`Inbox::write`] returns.
 pub type WriteFuture<'a, R> = Pin<Box<dyn Future<Output = ApiResult<R>> + Send + 'a>>;
@@ -127,24 +125,71 @@ impl Inbox {
             tollgate_store::commit(tx).await?;
             return Ok(r);
         }
-        let (reply, answer) = oneshot::channel::<ApiResult<R>>();
-        let job: Job = Box::new(move |tx: &mut Tx| {
+        self.run(move |conn, backend| {
             Box::pin(async move {
-                let r = f(tx).await;
-                let failed = r.is_err();
-                let done: Done = Box::new(move |commit: Result<(), String>| {
-                    let out = match (r, commit) {
-                        (Err(e), _) => Err(e),
-                        (Ok(v), Ok(())) => Ok(v),
-                        (Ok(_), Err(e)) => Err(ApiError::Internal(format!("inbox commit: {e}"))),
-                    };
-                    let _ = reply.send(out);
-                });
-                (failed, done)
+                let mut tx = match tollgate_store::begin_on(conn, backend).await {
+                    Ok(tx) => tx,
+                    Err(e) => return (Err(e.into()), false),
+                };
+                match f(&mut tx).await {
+                    Ok(v) => match tollgate_store::commit(tx).await {
+                        Ok(()) => (Ok(v), true),
+                        Err(e) => (Err(ApiError::Internal(format!("inbox commit: {e}"))), false),
+                    },
+                    Err(e) => {
+                        let fit = tollgate_store::rollback(tx).await.is_ok();
+                        (Err(e), fit)
+                    }
+                }
+            })
+        })
+        .await
+    }
+
+    /// Runs `f`, one statement (atomic on its own), on the write connection outside any
+    /// transaction: on SQLite by the group-commit writer, without the two round trips of a
+    /// `BEGIN` and a `COMMIT`.
+    pub async fn write_one<R, F>(&self, f: F) -> ApiResult<R>
+    where
+        R: Send + 'static,
+        F: for<'a> FnOnce(&'a mut Conn) -> WriteFuture<'a, R> + Send + 'static,
+    {
+        if !self.shared {
+            let mut conn = self.store.hold_writer().await?;
+            return f(&mut conn).await;
+        }
+        self.run(move |conn, _| {
+            Box::pin(async move {
+                let r = f(conn).await;
+                let fit = r.is_ok();
+                (r, fit)
+            })
+        })
+        .await
+    }
+
+    /// Hands `f` to the writer and waits for its answer.
+    async fn run<R, F>(&self, f: F) -> ApiResult<R>
+    where
+        R: Send + 'static,
+        F: for<'a> FnOnce(
+                &'a mut Conn,
+                Backend,
+            )
+                -> Pin<Box<dyn Future<Output = (ApiResult<R>, bool)> + Send + 'a>>
+            + Send
+            + 'static,
+    {
+        let (reply, answer) = oneshot::channel::<ApiResult<R>>();
+        let job: Job = Box::new(move |conn: &mut Conn, backend| {
+            Box::pin(async move {
+                let (r, fit) = f(conn, backend).await;
+                let _ = reply.send(r);
+                fit
             })
         });
         self.tx.send(Msg::Job(job)).await.map_err(|_| stopped())?;
-        // A dropped job (the commit could not even begin) answers nothing.
+        // A dropped job (the writer had no connection) answers nothing.
         answer.await.unwrap_or_else(|_| Err(stopped()))
     }
 }
@@ -225,7 +270,7 @@ async fn group_commit(
             wake.notify_waiters();
         }
         if let Some(job) = jobs.pop_front() {
-            ok &= run_job(&mut h.conn, store.backend(), job).await.is_ok();
+            ok &= job(&mut h.conn, store.backend()).await;
         }
         // After a failure, a fresh connection next time (the pool tests this one on its way
         // back).
@@ -358,7 +403,7 @@ impl Syncer {
     }
 }
 
-/// New events in one statement, one commit; whether each was new.
+/// New events and their payloads in one commit; whether each was new.
 async fn insert_events(
     conn: &mut Conn,
     backend: Backend,
@@ -366,24 +411,9 @@ async fn insert_events(
 ) -> tollgate_store::Result<Vec<bool>> {
     let rows: Vec<InboxRow> = batch.iter().map(|p| p.row.clone()).collect();
     let mut tx = tollgate_store::begin_on(conn, backend).await?;
-    let news = inbox::insert_many(&mut *tx, backend, &rows).await?;
+    let news = inbox::insert_many(&mut tx, backend, &rows).await?;
     tollgate_store::commit(tx).await?;
     Ok(news)
-}
-
-/// Runs `job` in a transaction of its own and tells it the outcome: committed, or rolled back
-/// when it failed.
-async fn run_job(conn: &mut Conn, backend: Backend, job: Job) -> tollgate_store::Result<()> {
-    // A failed begin drops the job: its caller hears that the writer could not run it.
-    let mut tx = tollgate_store::begin_on(conn, backend).await?;
-    let (failed, done) = job(&mut tx).await;
-    let outcome = if failed {
-        tollgate_store::rollback(tx).await
-    } else {
-        tollgate_store::commit(tx).await
-    };
-    done(outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-    outcome
 }
 
 /// A new inbox row for `event` (already parsed and checked to be an event object).
@@ -428,15 +458,31 @@ pub fn spawn_workers(ctx: ApiContext) {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let poll = Duration::from_millis(ctx.config.inbox_poll_ms.max(10));
+            // The rows the last batch's commit claimed for this worker.
+            let mut next = Vec::new();
             loop {
-                let worked = match run_once(&ctx).await {
-                    Ok(n) => n,
+                let rows = match next.is_empty() {
+                    true => claim(&ctx).await,
+                    false => Ok(std::mem::take(&mut next)),
+                };
+                let worked = match rows {
+                    Ok(rows) if rows.is_empty() => false,
+                    Ok(rows) => match apply_rows(&ctx, rows, true).await {
+                        Ok(claimed) => {
+                            next = claimed;
+                            true
+                        }
+                        Err(e) => {
+                            tracing::warn!(worker = n, error = %e, "inbox pass failed");
+                            false
+                        }
+                    },
                     Err(e) => {
-                        tracing::warn!(worker = n, error = %e, "inbox pass failed");
-                        0
+                        tracing::warn!(worker = n, error = %e, "inbox claim failed");
+                        false
                     }
                 };
-                if worked == 0 {
+                if !worked {
                     // Woken by a new event, or polling for other servers' rows and retries.
                     let _ = tokio::time::timeout(poll, ctx.inbox.wake.notified()).await;
                 }
@@ -459,22 +505,51 @@ pub fn spawn_workers(ctx: ApiContext) {
 
 /// Claims one batch of due rows and applies it; returns how many rows it took.
 pub async fn run_once(ctx: &ApiContext) -> ApiResult<usize> {
-    let now = ctx.now();
-    let backend = ctx.store.backend();
-    let lease = ctx.config.inbox_lease_ms as i64;
-    let limit = ctx.config.inbox_batch as i64;
-    let rows = ctx
-        .inbox
-        .write(move |tx| {
-            Box::pin(async move { Ok(inbox::claim(&mut **tx, backend, now, lease, limit).await?) })
-        })
-        .await?;
+    let rows = claim(ctx).await?;
     if rows.is_empty() {
         return Ok(0);
     }
     let n = rows.len();
-    apply_rows(ctx, rows).await?;
+    apply_rows(ctx, rows, false).await?;
     Ok(n)
+}
+
+/// `rows` (claimed: without payloads) with their payloads, read off the writer.
+async fn with_payloads(ctx: &ApiContext, mut rows: Vec<InboxRow>) -> ApiResult<Vec<InboxRow>> {
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let mut conn = ctx
+        .store
+        .reader()
+        .acquire()
+        .await
+        .map_err(tollgate_store::StoreError::from)?;
+    let mut found = inbox::payloads(&mut conn, &ids).await?;
+    for r in &mut rows {
+        // A row without its payload (none is written apart from its row) is seen as not
+        // JSON: ignored, with that note.
+        r.payload = found.remove(&r.id).unwrap_or_default();
+    }
+    Ok(rows)
+}
+
+/// Claims up to a batch of due rows (one statement, outside any transaction).
+async fn claim(ctx: &ApiContext) -> ApiResult<Vec<InboxRow>> {
+    let (ctx, backend) = (ctx.clone(), ctx.store.backend());
+    ctx.inbox
+        .clone()
+        .write_one(move |conn| {
+            Box::pin(async move {
+                let (now, lease, limit) = claim_terms(&ctx);
+                Ok(inbox::claim(conn, backend, now, lease, limit).await?)
+            })
+        })
+        .await
+}
+
+/// Now, the lease and the batch size of a claim.
+fn claim_terms(ctx: &ApiContext) -> (i64, i64, i64) {
+    let lease = ctx.config.inbox_lease_ms as i64;
+    (ctx.now(), lease, ctx.config.inbox_batch as i64)
 }
 
 /// What one event does, decided before the write transaction opens (lookups and re-reads
@@ -503,7 +578,14 @@ struct Batch {
     conns: HashMap<String, Option<ConnectionRow>>,
 }
 
-async fn apply_rows(ctx: &ApiContext, rows: Vec<InboxRow>) -> ApiResult<()> {
+/// Applies `rows`; with `claim_next`, the batch's commit also claims the next batch, which is
+/// returned (a claim of its own costs the SQLite writer a turn: a cycle of round trips).
+async fn apply_rows(
+    ctx: &ApiContext,
+    rows: Vec<InboxRow>,
+    claim_next: bool,
+) -> ApiResult<Vec<InboxRow>> {
+    let rows = with_payloads(ctx, rows).await?;
     let mut conns: HashMap<String, Option<ConnectionRow>> = HashMap::new();
     let mut readings = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -544,13 +626,14 @@ async fn apply_rows(ctx: &ApiContext, rows: Vec<InboxRow>) -> ApiResult<()> {
     // The whole batch in one commit; if any of it fails, each event on its own so one bad
     // event cannot hold up the others.
     let mut ties = Vec::new();
-    match commit_plans(ctx, &batch, None).await {
-        Ok(t) => ties = t,
+    let mut next = Vec::new();
+    match commit_plans(ctx, &batch, None, claim_next).await {
+        Ok((t, claimed)) => (ties, next) = (t, claimed),
         Err(e) => {
             tracing::warn!(error = %e, "inbox batch failed; applying its events one by one");
             for (i, row) in batch.rows.iter().enumerate() {
-                match commit_plans(ctx, &batch, Some(i)).await {
-                    Ok(t) => ties.extend(t),
+                match commit_plans(ctx, &batch, Some(i), false).await {
+                    Ok((t, _)) => ties.extend(t),
                     Err(e) => fail(ctx, row, &e.to_string()).await?,
                 }
             }
@@ -565,7 +648,7 @@ async fn apply_rows(ctx: &ApiContext, rows: Vec<InboxRow>) -> ApiResult<()> {
             tracing::warn!(connection = %conn_id, error = %e, "re-reading same-second versions failed; the next sync reads them");
         }
     }
-    Ok(())
+    Ok(next)
 }
 
 /// Per connection, the objects whose versions tied (see `entitlements::reread_ties`).
@@ -670,19 +753,27 @@ fn plan_key(p: &Plan) -> &str {
     }
 }
 
-/// Writes `batch` (or only its event `only`) through the inbox's writer: one commit.
+/// Writes `batch` (or only its event `only`) through the inbox's writer: one commit, which
+/// with `claim_next` also claims the next batch.
 async fn commit_plans(
     ctx: &ApiContext,
     batch: &Arc<Batch>,
     only: Option<usize>,
-) -> ApiResult<Ties> {
+    claim_next: bool,
+) -> ApiResult<(Ties, Vec<InboxRow>)> {
     let (ctx, batch) = (ctx.clone(), batch.clone());
     ctx.inbox
         .clone()
         .write(move |tx| {
             Box::pin(async move {
                 let plans = write_plans(&ctx, tx, &batch, only);
-                crate::outbound::with_subscriptions_read_once(plans).await
+                let ties = crate::outbound::with_subscriptions_read_once(plans).await?;
+                let mut next = Vec::new();
+                if claim_next {
+                    let (now, lease, limit) = claim_terms(&ctx);
+                    next = inbox::claim(&mut **tx, ctx.store.backend(), now, lease, limit).await?;
+                }
+                Ok((ties, next))
             })
         })
         .await
@@ -739,8 +830,8 @@ async fn write_plans(
     let mut audit = Vec::new();
     // The transactions changed, with the version read: each is written once, at the end.
     let mut changed: BTreeMap<String, i64> = BTreeMap::new();
-    // Outcomes grouped by (status, note, next attempt), written with one statement each.
-    let mut outcomes: Vec<(Outcome, Vec<&str>)> = Vec::new();
+    // Each event's (status, note, next attempt), written together at the end.
+    let mut outcomes: Vec<(&str, Outcome)> = Vec::new();
     for &i in &picked {
         let (row, plan) = (&batch.rows[i], &batch.plans[i]);
         if !due.contains(&row.id) {
@@ -798,10 +889,7 @@ async fn write_plans(
                 (inbox::APPLIED, note, now)
             }
         };
-        match outcomes.iter_mut().find(|(k, _)| *k == outcome) {
-            Some((_, ids)) => ids.push(&row.id),
-            None => outcomes.push((outcome, vec![&row.id])),
-        }
+        outcomes.push((&row.id, outcome));
     }
     let rows: Vec<(i64, &TransactionRow)> = changed
         .iter()
@@ -809,9 +897,11 @@ async fn write_plans(
         .collect();
     store_tx::update_many(tx, ctx.store.backend(), &rows).await?;
     store_tx::insert_events(tx, &audit).await?;
-    for ((status, note, next), ids) in &outcomes {
-        inbox::finish_many(&mut **tx, ids, status, note.as_deref(), *next, now).await?;
-    }
+    let outcomes: Vec<inbox::Outcome> = outcomes
+        .iter()
+        .map(|(id, (status, note, next))| (*id, *status, note.as_deref(), *next))
+        .collect();
+    inbox::finish_each(tx, ctx.store.backend(), &outcomes, now).await?;
     Ok(ties)
 }
 

@@ -270,6 +270,7 @@ pub async fn put_objects(
         );
         // Placeholders only; every value is bound.
         sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+            .persistent(false)
             .execute(&mut *db)
             .await?;
     }
@@ -357,7 +358,9 @@ async fn rows_over_ids(
     for chunk in ids.chunks(WALK_CHUNK) {
         // Placeholders only; every value is bound.
         let sql = sql.replace("{ids}", &crate::query::placeholders(2, chunk.len()));
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(scope);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .persistent(false)
+            .bind(scope);
         for id in chunk {
             q = q.bind(*id);
         }
@@ -503,7 +506,9 @@ async fn pairs_over_ids<'c, E: Executor<'c, Database = Any>>(
     }
     // Placeholders only; every value is bound.
     let sql = sql.replace("{ids}", &crate::query::placeholders(2, ids.len()));
-    let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql)).bind(connection_id);
+    let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql))
+        .persistent(false)
+        .bind(connection_id);
     for id in ids {
         q = q.bind(*id);
     }
@@ -536,6 +541,7 @@ pub async fn put_refs(
         sql.push_str(" ON CONFLICT DO NOTHING");
         // Placeholders only; every value is bound.
         sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+            .persistent(false)
             .execute(&mut *db)
             .await?;
     }

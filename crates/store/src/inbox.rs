@@ -26,6 +26,8 @@ pub struct InboxRow {
     pub event_type: String,
     pub api_version: Option<String>,
     pub source: String,
+    /// Kept in `webhook_event_payloads`; empty where a statement did not read it
+    /// ([`claim`]: see [`payloads`]).
     pub payload: String,
     pub status: String,
     pub attempts: i64,
@@ -49,7 +51,11 @@ impl InboxRow {
             event_type: r.try_get("event_type")?,
             api_version: r.try_get("api_version")?,
             source: r.try_get("source")?,
-            payload: r.try_get("payload")?,
+            payload: match r.try_get("payload") {
+                Ok(p) => p,
+                Err(sqlx::Error::ColumnNotFound(_)) => String::new(),
+                Err(e) => return Err(e.into()),
+            },
             status: r.try_get("status")?,
             attempts: r.try_get("attempts")?,
             next_attempt_at: r.try_get("next_attempt_at")?,
@@ -64,14 +70,18 @@ impl InboxRow {
 }
 
 const COLUMNS: &str = "id, connection_id, merchant_account_id, stripe_account, stripe_event_id, \
-    event_type, api_version, source, payload, status, attempts, next_attempt_at, locked_until, \
+    event_type, api_version, source, status, attempts, next_attempt_at, locked_until, \
     note, stripe_created, received_at, applied_at, updated_at";
 
-/// Stores many events in one statement (a group commit's rows); returns, per row, whether it
-/// is new (`false`: an event with the same Stripe account and id is stored already, or comes
-/// earlier in `rows`).
-pub async fn insert_many<'c, E: Executor<'c, Database = Any>>(
-    db: E,
+/// An inbox row with its payload.
+const WITH_PAYLOAD: &str =
+    "SELECT e.*, p.payload FROM webhook_events e JOIN webhook_event_payloads p USING (id)";
+
+/// Stores many events (a group commit's rows) with their payloads, inside the caller's
+/// transaction: two statements. Returns, per row, whether it is new (`false`: an event with
+/// the same Stripe account and id is stored already, or comes earlier in `rows`).
+pub async fn insert_many(
+    db: &mut crate::Conn,
     backend: Backend,
     rows: &[InboxRow],
 ) -> Result<Vec<bool>> {
@@ -85,7 +95,7 @@ pub async fn insert_many<'c, E: Executor<'c, Database = Any>>(
             sql.push_str(", ");
         }
         sql.push('(');
-        sql.push_str(&crate::query::positional(backend, i * 18 + 1, 18));
+        sql.push_str(&crate::query::positional(backend, i * 17 + 1, 17));
         sql.push(')');
         let _ = args.add(e.id.clone());
         let _ = args.add(e.connection_id.clone());
@@ -95,7 +105,6 @@ pub async fn insert_many<'c, E: Executor<'c, Database = Any>>(
         let _ = args.add(e.event_type.clone());
         let _ = args.add(e.api_version.clone());
         let _ = args.add(e.source.clone());
-        let _ = args.add(e.payload.clone());
         let _ = args.add(e.status.clone());
         let _ = args.add(e.attempts);
         let _ = args.add(e.next_attempt_at);
@@ -109,10 +118,54 @@ pub async fn insert_many<'c, E: Executor<'c, Database = Any>>(
     sql.push_str(" ON CONFLICT (stripe_account, stripe_event_id) DO NOTHING RETURNING id");
     // Placeholders only; every value is bound.
     let inserted: Vec<String> = sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql), args)
-        .fetch_all(db)
+        .persistent(false)
+        .fetch_all(&mut *db)
         .await?;
     let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
+    let new: Vec<&InboxRow> = rows.iter().filter(|r| inserted.contains(&r.id)).collect();
+    if !new.is_empty() {
+        let mut sql = String::from("INSERT INTO webhook_event_payloads (id, payload) VALUES ");
+        let mut args = AnyArguments::default();
+        for (i, e) in new.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            sql.push_str(&crate::query::positional(backend, i * 2 + 1, 2));
+            sql.push(')');
+            let _ = args.add(e.id.clone());
+            let _ = args.add(e.payload.clone());
+        }
+        // Placeholders only; every value is bound.
+        sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+            .persistent(false)
+            .execute(&mut *db)
+            .await?;
+    }
     Ok(rows.iter().map(|r| inserted.contains(&r.id)).collect())
+}
+
+/// The payloads of the rows `ids` (claimed rows come without: they are read apart, off the
+/// writer).
+pub async fn payloads(
+    db: &mut crate::Conn,
+    ids: &[&str],
+) -> Result<std::collections::HashMap<String, String>> {
+    let backend = Backend::of(db);
+    let mut out = std::collections::HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "SELECT id, payload FROM webhook_event_payloads WHERE id IN ({})",
+            crate::query::positional(backend, 1, chunk.len())
+        );
+        let mut q =
+            sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql)).persistent(false);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        out.extend(q.fetch_all(&mut *db).await?);
+    }
+    Ok(out)
 }
 
 /// Of `ids`, those still waiting to be applied, locked inside the caller's transaction (a
@@ -130,42 +183,56 @@ pub async fn lock_due<'c, E: Executor<'c, Database = Any>>(
         crate::query::positional(backend, 1, ids.len()),
         backend.for_update()
     );
-    let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+    let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).persistent(false);
     for id in ids {
         q = q.bind(id.to_string());
     }
     Ok(q.fetch_all(db).await?.into_iter().collect())
 }
 
-/// [`finish`] for many rows with the same outcome.
-pub async fn finish_many<'c, E: Executor<'c, Database = Any>>(
-    db: E,
-    ids: &[&str],
-    status: &str,
-    note: Option<&str>,
-    next_attempt_at: i64,
+/// One row's outcome for [`finish_each`]: its id, status, note and next attempt.
+pub type Outcome<'a> = (&'a str, &'static str, Option<&'a str>, i64);
+
+/// [`finish`] for many rows, each with its own outcome, 100 rows per statement.
+pub async fn finish_each(
+    db: &mut crate::Conn,
+    backend: Backend,
+    outcomes: &[Outcome<'_>],
     now: i64,
 ) -> Result<()> {
-    if ids.is_empty() {
-        return Ok(());
+    for chunk in outcomes.chunks(100) {
+        let mut sql =
+            String::from("WITH v (id, status, note, next_attempt_at, applied_at) AS (VALUES ");
+        let mut args = AnyArguments::default();
+        for (i, (id, status, note, next)) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            sql.push_str(&crate::query::positional(backend, i * 5 + 1, 5));
+            sql.push(')');
+            let applied_at = (*status == APPLIED || *status == IGNORED).then_some(now);
+            let _ = args.add(id.to_string());
+            let _ = args.add(status.to_string());
+            let _ = args.add(note.map(str::to_string));
+            let _ = args.add(*next);
+            let _ = args.add(applied_at);
+        }
+        sql.push_str(&format!(
+            ") UPDATE webhook_events SET status = v.status, note = v.note,
+                next_attempt_at = v.next_attempt_at,
+                applied_at = COALESCE(v.applied_at, webhook_events.applied_at),
+                locked_until = NULL, updated_at = {}
+             FROM v WHERE webhook_events.id = v.id",
+            crate::query::positional(backend, chunk.len() * 5 + 1, 1)
+        ));
+        let _ = args.add(now);
+        // Placeholders only; every value is bound.
+        sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+            .persistent(false)
+            .execute(&mut *db)
+            .await?;
     }
-    let applied_at = (status == APPLIED || status == IGNORED).then_some(now);
-    let sql = format!(
-        "UPDATE webhook_events SET status = $1, note = $2, next_attempt_at = $3,
-            applied_at = COALESCE($4, applied_at), locked_until = NULL, updated_at = $5
-         WHERE id IN ({})",
-        crate::query::placeholders(6, ids.len())
-    );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(status.to_string())
-        .bind(note.map(str::to_string))
-        .bind(next_attempt_at)
-        .bind(applied_at)
-        .bind(now);
-    for id in ids {
-        q = q.bind(id.to_string());
-    }
-    q.execute(db).await?;
     Ok(())
 }
 
@@ -251,12 +318,13 @@ pub async fn get<'c, E: Executor<'c, Database = Any>>(
     merchant_account_id: &str,
     id: &str,
 ) -> Result<Option<InboxRow>> {
-    let row =
-        sqlx::query("SELECT * FROM webhook_events WHERE id = $1 AND merchant_account_id = $2")
-            .bind(id)
-            .bind(merchant_account_id)
-            .fetch_optional(db)
-            .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{WITH_PAYLOAD} WHERE id = $1 AND merchant_account_id = $2"
+    )))
+    .bind(id)
+    .bind(merchant_account_id)
+    .fetch_optional(db)
+    .await?;
     row.as_ref().map(InboxRow::from_row).transpose()
 }
 
@@ -277,7 +345,7 @@ pub async fn list<'c, E: Executor<'c, Database = Any>>(
     db: E,
     f: &ListFilter,
 ) -> Result<Vec<InboxRow>> {
-    let mut q = Filtered::new("SELECT * FROM webhook_events WHERE ");
+    let mut q = Filtered::new(&format!("{WITH_PAYLOAD} WHERE "));
     q.bind_str("merchant_account_id = ?", &f.merchant_account_id);
     q.any_of("status", &f.statuses);
     if let Some(c) = &f.connection_id {

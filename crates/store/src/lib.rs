@@ -69,6 +69,14 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The backend of an open connection.
+    pub fn of(conn: &Conn) -> Backend {
+        match conn.backend_name() {
+            "SQLite" => Backend::Sqlite,
+            _ => Backend::Postgres,
+        }
+    }
+
     /// ` FOR UPDATE` on PostgreSQL (row lock inside a transaction); nothing on SQLite, where
     /// `BEGIN IMMEDIATE` already serialises writers.
     pub fn for_update(self) -> &'static str {

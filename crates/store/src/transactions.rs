@@ -108,7 +108,7 @@ pub async fn get_many(
             "SELECT * FROM transactions WHERE id IN ({}) ORDER BY id{lock}",
             crate::query::placeholders(1, chunk.len())
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
         for id in chunk {
             q = q.bind(*id);
         }
@@ -246,6 +246,7 @@ pub async fn update_many(
         );
         // Placeholders only; every value is bound.
         let done = sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+            .persistent(false)
             .execute(&mut *db)
             .await?;
         if done.rows_affected() != chunk.len() as u64 {
@@ -593,12 +594,12 @@ pub async fn insert_event(db: &mut crate::Conn, e: &EventRow) -> Result<()> {
     insert_events(db, std::slice::from_ref(e)).await
 }
 
-/// Several events, up to 100 per statement (SQLite finds a numbered parameter by a search
-/// through its names: larger statements bind slower).
+/// Several events, up to 100 per statement.
 pub async fn insert_events(db: &mut crate::Conn, events: &[EventRow]) -> Result<()> {
+    let backend = crate::Backend::of(db);
     for chunk in events.chunks(100) {
         let values = (0..chunk.len())
-            .map(|i| crate::query::placeholders(i * 6 + 1, 6))
+            .map(|i| crate::query::positional(backend, i * 6 + 1, 6))
             .map(|p| format!("({p})"))
             .collect::<Vec<_>>()
             .join(", ");
@@ -606,7 +607,7 @@ pub async fn insert_events(db: &mut crate::Conn, events: &[EventRow]) -> Result<
             "INSERT INTO transaction_events (id, transaction_id, merchant_account_id, name, data, created_at)
              VALUES {values}"
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
         for e in chunk {
             q = q
                 .bind(&e.id)
@@ -663,7 +664,9 @@ pub async fn get_by_payment_intents(
             "SELECT * FROM transactions WHERE connection_id = $1 AND payment_intent_id IN ({})",
             crate::query::placeholders(2, chunk.len())
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(connection_id);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .persistent(false)
+            .bind(connection_id);
         for id in chunk {
             q = q.bind(*id);
         }

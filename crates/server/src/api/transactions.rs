@@ -439,7 +439,7 @@ async fn insert_event(
     data: Value,
     now: i64,
 ) -> ApiResult<()> {
-    store_tx::insert_event(&mut **tx, &event_row(t, name, data, now)).await?;
+    store_tx::insert_event(tx, &event_row(t, name, data, now)).await?;
     Ok(())
 }
 
