@@ -517,12 +517,7 @@ pub async fn run_once(ctx: &ApiContext) -> ApiResult<usize> {
 /// `rows` (claimed: without payloads) with their payloads, read off the writer.
 async fn with_payloads(ctx: &ApiContext, mut rows: Vec<InboxRow>) -> ApiResult<Vec<InboxRow>> {
     let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-    let mut conn = ctx
-        .store
-        .reader()
-        .acquire()
-        .await
-        .map_err(tollgate_store::StoreError::from)?;
+    let mut conn = ctx.store.hold_reader().await?;
     let mut found = inbox::payloads(&mut conn, &ids).await?;
     for r in &mut rows {
         // A row without its payload (none is written apart from its row) is seen as not

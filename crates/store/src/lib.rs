@@ -201,6 +201,11 @@ impl Store {
         Ok(self.write.acquire().await?)
     }
 
+    /// A read connection, held for several reads in a row.
+    pub async fn hold_reader(&self) -> Result<HeldConn> {
+        Ok(self.read.acquire().await?)
+    }
+
     /// The pool for single-statement writes outside a transaction (one connection on SQLite).
     pub fn writer(&self) -> &AnyPool {
         &self.write

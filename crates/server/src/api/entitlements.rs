@@ -578,12 +578,7 @@ pub async fn subscriber(
 ) -> ApiResult<Json<Value>> {
     caller.require_secret()?;
     let merchant = caller.merchant_account_id.as_str();
-    let mut conn = ctx
-        .store
-        .reader()
-        .acquire()
-        .await
-        .map_err(tollgate_store::StoreError::from)?;
+    let mut conn = ctx.store.hold_reader().await?;
     let purchases = ent::load_purchases(&mut conn, merchant, &customid).await?;
     let perms = es::permissions_of(&mut *conn, merchant, &customid).await?;
     drop(conn);

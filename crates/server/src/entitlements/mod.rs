@@ -1305,12 +1305,7 @@ pub async fn expire_once(ctx: &ApiContext) -> ApiResult<usize> {
 }
 
 async fn reread_subscriptions(ctx: &ApiContext, merchant: &str, customid: &str) -> ApiResult<()> {
-    let mut conn = ctx
-        .store
-        .reader()
-        .acquire()
-        .await
-        .map_err(tollgate_store::StoreError::from)?;
+    let mut conn = ctx.store.hold_reader().await?;
     let purchases = load_purchases(&mut conn, merchant, customid).await?;
     let leeway = es::get_settings(&mut *conn, merchant)
         .await?
