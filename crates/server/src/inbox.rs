@@ -411,7 +411,7 @@ async fn insert_events(
 ) -> tollgate_store::Result<Vec<bool>> {
     let rows: Vec<InboxRow> = batch.iter().map(|p| p.row.clone()).collect();
     let mut tx = tollgate_store::begin_on(conn, backend).await?;
-    let news = inbox::insert_many(&mut tx, backend, &rows).await?;
+    let news = inbox::insert_many(&mut tx, &rows).await?;
     tollgate_store::commit(tx).await?;
     Ok(news)
 }
@@ -529,22 +529,18 @@ async fn with_payloads(ctx: &ApiContext, mut rows: Vec<InboxRow>) -> ApiResult<V
 
 /// Claims up to a batch of due rows (one statement, outside any transaction).
 async fn claim(ctx: &ApiContext) -> ApiResult<Vec<InboxRow>> {
-    let (ctx, backend) = (ctx.clone(), ctx.store.backend());
+    let ctx = ctx.clone();
     ctx.inbox
         .clone()
-        .write_one(move |conn| {
-            Box::pin(async move {
-                let (now, lease, limit) = claim_terms(&ctx);
-                Ok(inbox::claim(conn, backend, now, lease, limit).await?)
-            })
-        })
+        .write_one(move |conn| Box::pin(async move { claim_on(&ctx, conn).await }))
         .await
 }
 
-/// Now, the lease and the batch size of a claim.
-fn claim_terms(ctx: &ApiContext) -> (i64, i64, i64) {
+/// Claims up to a batch of due rows on `conn` (the writer's, or inside a batch's commit).
+async fn claim_on(ctx: &ApiContext, conn: &mut Conn) -> ApiResult<Vec<InboxRow>> {
     let lease = ctx.config.inbox_lease_ms as i64;
-    (ctx.now(), lease, ctx.config.inbox_batch as i64)
+    let limit = ctx.config.inbox_batch as i64;
+    Ok(inbox::claim(conn, ctx.store.backend(), ctx.now(), lease, limit).await?)
 }
 
 /// What one event does, decided before the write transaction opens (lookups and re-reads
@@ -765,8 +761,7 @@ async fn commit_plans(
                 let ties = crate::outbound::with_subscriptions_read_once(plans).await?;
                 let mut next = Vec::new();
                 if claim_next {
-                    let (now, lease, limit) = claim_terms(&ctx);
-                    next = inbox::claim(&mut **tx, ctx.store.backend(), now, lease, limit).await?;
+                    next = claim_on(&ctx, tx).await?;
                 }
                 Ok((ties, next))
             })
@@ -826,19 +821,19 @@ async fn write_plans(
     // The transactions changed, with the version read: each is written once, at the end.
     let mut changed: BTreeMap<String, i64> = BTreeMap::new();
     // Each event's (status, note, next attempt), written together at the end.
-    let mut outcomes: Vec<(&str, Outcome)> = Vec::new();
+    let mut outcomes: Vec<inbox::Outcome> = Vec::new();
     for &i in &picked {
         let (row, plan) = (&batch.rows[i], &batch.plans[i]);
         if !due.contains(&row.id) {
             continue;
         }
         let outcome = match plan {
-            Plan::Ignore(why) => (inbox::IGNORED, Some(why.clone()), now),
-            Plan::NothingNew => (inbox::APPLIED, Some(NOTHING_NEW.to_string()), now),
-            Plan::Entitled => (inbox::APPLIED, Some("entitlements".to_string()), now),
+            Plan::Ignore(why) => (inbox::IGNORED, Some(why.as_str()), now),
+            Plan::NothingNew => (inbox::APPLIED, Some(NOTHING_NEW), now),
+            Plan::Entitled => (inbox::APPLIED, Some("entitlements"), now),
             Plan::Retry(why) => {
                 let (status, next) = retry_after(ctx, row, now);
-                (status, Some(why.clone()), next)
+                (status, Some(why.as_str()), next)
             }
             Plan::Apply {
                 transaction_id,
@@ -879,29 +874,23 @@ async fn write_plans(
                         *current = after;
                         None
                     }
-                    None => Some(NOTHING_NEW.to_string()),
+                    None => Some(NOTHING_NEW),
                 };
                 (inbox::APPLIED, note, now)
             }
         };
-        outcomes.push((&row.id, outcome));
+        let (status, note, next) = outcome;
+        outcomes.push((&row.id, status, note, next));
     }
     let rows: Vec<(i64, &TransactionRow)> = changed
         .iter()
         .filter_map(|(id, version)| transactions.get(id).map(|t| (*version, t)))
         .collect();
-    store_tx::update_many(tx, ctx.store.backend(), &rows).await?;
+    store_tx::update_many(tx, &rows).await?;
     store_tx::insert_events(tx, &audit).await?;
-    let outcomes: Vec<inbox::Outcome> = outcomes
-        .iter()
-        .map(|(id, (status, note, next))| (*id, *status, note.as_deref(), *next))
-        .collect();
-    inbox::finish_each(tx, ctx.store.backend(), &outcomes, now).await?;
+    inbox::finish_each(tx, &outcomes, now).await?;
     Ok(ties)
 }
-
-/// (status, note, next attempt) of an inbox row.
-type Outcome = (&'static str, Option<String>, i64);
 
 const NOTHING_NEW: &str = "nothing new for the transaction";
 

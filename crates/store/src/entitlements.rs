@@ -76,22 +76,6 @@ pub async fn put_link<'c, E: Executor<'c, Database = Any>>(db: E, l: &LinkRow) -
     Ok(())
 }
 
-pub async fn links_of<'c, E: Executor<'c, Database = Any>>(
-    db: E,
-    merchant_account_id: &str,
-    customid: &str,
-) -> Result<Vec<LinkRow>> {
-    let rows = sqlx::query(
-        "SELECT * FROM ent_customers WHERE merchant_account_id = $1 AND customid = $2
-         ORDER BY created_at, connection_id, stripe_customer_id",
-    )
-    .bind(merchant_account_id)
-    .bind(customid)
-    .fetch_all(db)
-    .await?;
-    rows.iter().map(LinkRow::from_row).collect()
-}
-
 /// The customids whose customers are on test clock `clock` of a connection.
 pub async fn customids_on_clock<'c, E: Executor<'c, Database = Any>>(
     db: E,
@@ -179,8 +163,6 @@ impl ObjectRow {
     }
 }
 
-/// Stores the object unless a version at least as new is stored (by stamp, then content, so
-/// any order of versions ends with the same row). Returns whether the row changed.
 /// Stores versions of a connection's objects as upserting them one after another would: a
 /// version replaces the stored one only if it is newer (stamp, then progress, then contents),
 /// and a Stripe customer or customid once known is kept. Returns, per row, whether it tied:
@@ -191,10 +173,10 @@ impl ObjectRow {
 /// and a write per version (each statement is a round trip while the write lock is held).
 pub async fn put_objects(
     db: &mut crate::Conn,
-    backend: crate::Backend,
     connection_id: &str,
     rows: &[ObjectRow],
 ) -> Result<Vec<bool>> {
+    let backend = crate::Backend::of(db);
     type Key = (String, String);
     let ids: std::collections::BTreeSet<&str> = rows.iter().map(|o| o.object_id.as_str()).collect();
     let ids: Vec<&str> = ids.into_iter().collect();
@@ -240,13 +222,8 @@ pub async fn put_objects(
                 created_at, updated_at) VALUES ",
         );
         let mut args = sqlx::any::AnyArguments::default();
-        for (i, o) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            sql.push_str(&crate::query::positional(backend, i * 11 + 1, 11));
-            sql.push(')');
+        sql.push_str(&crate::query::value_rows(backend, chunk.len(), 11));
+        for o in chunk.iter() {
             let _ = args.add(o.connection_id.clone());
             let _ = args.add(o.object_type.clone());
             let _ = args.add(o.object_id.clone());
@@ -292,57 +269,6 @@ pub async fn objects_of_customer<'c, E: Executor<'c, Database = Any>>(
     rows.iter().map(ObjectRow::from_row).collect()
 }
 
-/// Objects linked to a customid directly (guest checkouts, metadata without a customer).
-pub async fn objects_of_customid<'c, E: Executor<'c, Database = Any>>(
-    db: E,
-    merchant_account_id: &str,
-    customid: &str,
-) -> Result<Vec<ObjectRow>> {
-    let rows = sqlx::query(
-        "SELECT * FROM ent_stripe_objects WHERE merchant_account_id = $1 AND customid = $2",
-    )
-    .bind(merchant_account_id)
-    .bind(customid)
-    .fetch_all(db)
-    .await?;
-    rows.iter().map(ObjectRow::from_row).collect()
-}
-
-/// Objects of a connection with this Stripe id (any type).
-pub async fn objects_by_id<'c, E: Executor<'c, Database = Any>>(
-    db: E,
-    connection_id: &str,
-    object_id: &str,
-) -> Result<Vec<ObjectRow>> {
-    let rows =
-        sqlx::query("SELECT * FROM ent_stripe_objects WHERE connection_id = $1 AND object_id = $2")
-            .bind(connection_id)
-            .bind(object_id)
-            .fetch_all(db)
-            .await?;
-    rows.iter().map(ObjectRow::from_row).collect()
-}
-
-/// Objects attached to `ref_id` (disputes of a charge, credit notes of an invoice, …).
-pub async fn objects_referring<'c, E: Executor<'c, Database = Any>>(
-    db: E,
-    connection_id: &str,
-    ref_id: &str,
-) -> Result<Vec<ObjectRow>> {
-    let rows = sqlx::query(
-        // A subquery rather than a join: SQLite's planner then always starts from the
-        // (connection, ref_id) index instead of scanning the connection's objects.
-        "SELECT o.* FROM ent_stripe_objects o
-         WHERE o.connection_id = $1 AND o.object_id IN
-             (SELECT r.object_id FROM ent_object_refs r WHERE r.connection_id = $1 AND r.ref_id = $2)",
-    )
-    .bind(connection_id)
-    .bind(ref_id)
-    .fetch_all(db)
-    .await?;
-    rows.iter().map(ObjectRow::from_row).collect()
-}
-
 /// Ids per statement in the owners walk's queries.
 pub const WALK_CHUNK: usize = 200;
 
@@ -381,7 +307,7 @@ pub async fn links_of_customers(
     rows.iter().map(LinkRow::from_row).collect()
 }
 
-/// The links of each of `customids` (as [`links_of`], for several customids at once).
+/// The links of each of `customids`, oldest first.
 pub async fn links_of_customids(
     db: &mut crate::Conn,
     merchant_account_id: &str,
@@ -405,7 +331,8 @@ pub async fn objects_of_customers(
     rows.iter().map(ObjectRow::from_row).collect()
 }
 
-/// The objects linked directly to any of `customids` (as [`objects_of_customid`]).
+/// The objects linked directly to any of `customids` (guest purchases, metadata without a
+/// customer).
 pub async fn objects_of_customids(
     db: &mut crate::Conn,
     merchant_account_id: &str,
@@ -417,7 +344,7 @@ pub async fn objects_of_customids(
     rows.iter().map(ObjectRow::from_row).collect()
 }
 
-/// The objects of a connection with any of these Stripe ids (as [`objects_by_id`]).
+/// The objects of a connection with any of these Stripe ids (any type).
 pub async fn objects_by_ids(
     db: &mut crate::Conn,
     connection_id: &str,
@@ -428,15 +355,15 @@ pub async fn objects_by_ids(
     rows.iter().map(ObjectRow::from_row).collect()
 }
 
-/// The objects attached to any of `ref_ids` (as [`objects_referring`]), each with the id it
-/// is attached to.
+/// The objects attached to any of `ref_ids` (disputes of a charge, credit notes of an
+/// invoice, …), each with the id it is attached to.
 pub async fn objects_referring_any(
     db: &mut crate::Conn,
     connection_id: &str,
     ref_ids: &[&str],
 ) -> Result<Vec<(String, ObjectRow)>> {
-    // CROSS JOIN: SQLite then starts from the refs' (connection, ref_id) index, as the
-    // single-id subquery does; PostgreSQL plans it as any join.
+    // CROSS JOIN: SQLite then always starts from the refs' (connection, ref_id) index instead
+    // of scanning the connection's objects; PostgreSQL plans it as any join.
     let sql = "SELECT r.ref_id AS via_ref, o.* FROM ent_object_refs r
                CROSS JOIN ent_stripe_objects o
                WHERE r.connection_id = $1 AND r.ref_id IN ({ids})
@@ -519,21 +446,16 @@ async fn pairs_over_ids<'c, E: Executor<'c, Database = Any>>(
 /// pairs per statement.
 pub async fn put_refs(
     db: &mut crate::Conn,
-    backend: crate::Backend,
     connection_id: &str,
     pairs: &[(String, String)],
 ) -> Result<()> {
+    let backend = crate::Backend::of(db);
     for chunk in pairs.chunks(WALK_CHUNK) {
         let mut sql =
             String::from("INSERT INTO ent_object_refs (connection_id, object_id, ref_id) VALUES ");
         let mut args = sqlx::any::AnyArguments::default();
-        for (i, (object_id, ref_id)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            sql.push_str(&crate::query::positional(backend, i * 3 + 1, 3));
-            sql.push(')');
+        sql.push_str(&crate::query::value_rows(backend, chunk.len(), 3));
+        for (object_id, ref_id) in chunk.iter() {
             let _ = args.add(connection_id.to_string());
             let _ = args.add(object_id.clone());
             let _ = args.add(ref_id.clone());

@@ -80,23 +80,15 @@ const WITH_PAYLOAD: &str =
 /// Stores many events (a group commit's rows) with their payloads, inside the caller's
 /// transaction: two statements. Returns, per row, whether it is new (`false`: an event with
 /// the same Stripe account and id is stored already, or comes earlier in `rows`).
-pub async fn insert_many(
-    db: &mut crate::Conn,
-    backend: Backend,
-    rows: &[InboxRow],
-) -> Result<Vec<bool>> {
+pub async fn insert_many(db: &mut crate::Conn, rows: &[InboxRow]) -> Result<Vec<bool>> {
+    let backend = crate::Backend::of(db);
     if rows.is_empty() {
         return Ok(Vec::new());
     }
     let mut sql = format!("INSERT INTO webhook_events ({COLUMNS}) VALUES ");
     let mut args = AnyArguments::default();
-    for (i, e) in rows.iter().enumerate() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        sql.push_str(&crate::query::positional(backend, i * 17 + 1, 17));
-        sql.push(')');
+    sql.push_str(&crate::query::value_rows(backend, rows.len(), 17));
+    for e in rows.iter() {
         let _ = args.add(e.id.clone());
         let _ = args.add(e.connection_id.clone());
         let _ = args.add(e.merchant_account_id.clone());
@@ -126,13 +118,8 @@ pub async fn insert_many(
     if !new.is_empty() {
         let mut sql = String::from("INSERT INTO webhook_event_payloads (id, payload) VALUES ");
         let mut args = AnyArguments::default();
-        for (i, e) in new.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            sql.push_str(&crate::query::positional(backend, i * 2 + 1, 2));
-            sql.push(')');
+        sql.push_str(&crate::query::value_rows(backend, new.len(), 2));
+        for e in new.iter() {
             let _ = args.add(e.id.clone());
             let _ = args.add(e.payload.clone());
         }
@@ -194,23 +181,14 @@ pub async fn lock_due<'c, E: Executor<'c, Database = Any>>(
 pub type Outcome<'a> = (&'a str, &'static str, Option<&'a str>, i64);
 
 /// [`finish`] for many rows, each with its own outcome, 100 rows per statement.
-pub async fn finish_each(
-    db: &mut crate::Conn,
-    backend: Backend,
-    outcomes: &[Outcome<'_>],
-    now: i64,
-) -> Result<()> {
+pub async fn finish_each(db: &mut crate::Conn, outcomes: &[Outcome<'_>], now: i64) -> Result<()> {
+    let backend = crate::Backend::of(db);
     for chunk in outcomes.chunks(100) {
         let mut sql =
             String::from("WITH v (id, status, note, next_attempt_at, applied_at) AS (VALUES ");
         let mut args = AnyArguments::default();
-        for (i, (id, status, note, next)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            sql.push_str(&crate::query::positional(backend, i * 5 + 1, 5));
-            sql.push(')');
+        sql.push_str(&crate::query::value_rows(backend, chunk.len(), 5));
+        for (id, status, note, next) in chunk.iter() {
             let applied_at = (*status == APPLIED || *status == IGNORED).then_some(now);
             let _ = args.add(id.to_string());
             let _ = args.add(status.to_string());

@@ -80,3 +80,12 @@ pub(crate) fn positional(backend: crate::Backend, first: usize, n: usize) -> Str
         crate::Backend::Sqlite => vec!["?"; n].join(", "),
     }
 }
+
+/// `rows` groups of `columns` placeholders, `(…), (…)`, for a multi-row `VALUES` whose values
+/// are bound row by row, the first being the statement's first parameter (see [`positional`]).
+pub(crate) fn value_rows(backend: crate::Backend, rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|i| format!("({})", positional(backend, i * columns + 1, columns)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

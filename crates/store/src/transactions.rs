@@ -197,11 +197,8 @@ impl TransactionRow {
 /// Writes the state-applied columns of each row (as [`TransactionRow::after`] left them) over
 /// the stored row, if that is still at the given version; one statement per 100 rows.
 /// [`StoreError::Conflict`] if any row moved meanwhile.
-pub async fn update_many(
-    db: &mut crate::Conn,
-    backend: crate::Backend,
-    rows: &[(i64, &TransactionRow)],
-) -> Result<()> {
+pub async fn update_many(db: &mut crate::Conn, rows: &[(i64, &TransactionRow)]) -> Result<()> {
+    let backend = crate::Backend::of(db);
     const COLUMNS: usize = 15;
     for chunk in rows.chunks(100) {
         let mut sql = String::from(
@@ -210,13 +207,8 @@ pub async fn update_many(
                 authorized_at, captured_at, voided_at, updated_at) AS (VALUES ",
         );
         let mut args = sqlx::any::AnyArguments::default();
-        for (i, (version, t)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            sql.push_str(&crate::query::positional(backend, i * COLUMNS + 1, COLUMNS));
-            sql.push(')');
+        sql.push_str(&crate::query::value_rows(backend, chunk.len(), COLUMNS));
+        for (version, t) in chunk.iter() {
             let _ = args.add(t.id.clone());
             let _ = args.add(*version);
             let _ = args.add(t.status.clone());
@@ -598,11 +590,7 @@ pub async fn insert_event(db: &mut crate::Conn, e: &EventRow) -> Result<()> {
 pub async fn insert_events(db: &mut crate::Conn, events: &[EventRow]) -> Result<()> {
     let backend = crate::Backend::of(db);
     for chunk in events.chunks(100) {
-        let values = (0..chunk.len())
-            .map(|i| crate::query::positional(backend, i * 6 + 1, 6))
-            .map(|p| format!("({p})"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let values = crate::query::value_rows(backend, chunk.len(), 6);
         let sql = format!(
             "INSERT INTO transaction_events (id, transaction_id, merchant_account_id, name, data, created_at)
              VALUES {values}"

@@ -560,13 +560,13 @@ pub async fn apply_in(
     }
     // The objects are written together, after the links they need (whose test clock may
     // come from an object of the same batch: see `pending_clock`).
-    let tied = es::put_objects(tx, ctx.store.backend(), &connection.id, &objects).await?;
+    let tied = es::put_objects(tx, &connection.id, &objects).await?;
     for (o, tied) in objects.iter().zip(tied) {
         if tied {
             ties.push((o.object_type.clone(), o.object_id.clone(), o.stamp_at));
         }
     }
-    es::put_refs(tx, ctx.store.backend(), &connection.id, &refs).await?;
+    es::put_refs(tx, &connection.id, &refs).await?;
     // Objects without a customer of their own (a dispute, a credit note's invoice payment)
     // reach their customers through what they are attached to.
     // The walks share objects (a charge's payment intent, an invoice's subscription); nothing
@@ -784,13 +784,11 @@ pub async fn load_purchases_of(
                 o.object_type.clone(),
                 o.object_id.clone(),
             );
-            match self.objects.entry(k) {
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(o);
-                    true
-                }
-                std::collections::btree_map::Entry::Occupied(_) => false,
+            if self.objects.contains_key(&k) {
+                return false;
             }
+            self.objects.insert(k, o);
+            true
         }
     }
     // What a purchase points at (its payment intent) and what points at it (the intent's
@@ -865,9 +863,8 @@ pub async fn load_purchases_of(
             let mut next = Vec::new();
             for k in std::mem::take(&mut w.frontier) {
                 for o in found.get(&k).into_iter().flatten() {
-                    let ids = ids_of(o);
                     if w.add(o.clone()) {
-                        next.extend(ids);
+                        next.extend(ids_of(o));
                     }
                 }
             }
