@@ -554,7 +554,17 @@ async fn followed(s: &TestServer) {
             last.unwrap_or(0)
         }
         Db::Postgres => {
-            let n = now_ms() * 1000 + i64::from(rand_u16());
+            // Above every marker sent before (the server shows the last one it heard): a
+            // random offset could sort below an earlier marker and end the wait at once.
+            static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+            let now = now_ms() * 1000;
+            let n = LAST
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |last| Some(now.max(last + 1)),
+                )
+                .map_or(now, |last| now.max(last + 1));
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT pg_notify({}, $1)",
                 tollgate_store::entitlements::PERMISSION_CHANNEL_SQL
@@ -594,10 +604,6 @@ async fn metric(s: &TestServer, name: &str) -> Option<i64> {
         .trim()
         .parse()
         .ok()
-}
-
-fn rand_u16() -> u16 {
-    (uuid::Uuid::new_v4().as_u128() & 0xffff) as u16
 }
 
 /// What another process writing the read model does besides the write: on SQLite the
