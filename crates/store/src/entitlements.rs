@@ -76,6 +76,41 @@ pub async fn put_link<'c, E: Executor<'c, Database = Any>>(db: E, l: &LinkRow) -
     Ok(())
 }
 
+/// [`put_link`] for many links (each customer once), 100 per statement.
+pub async fn put_links(db: &mut crate::Conn, links: &[&LinkRow]) -> Result<()> {
+    let backend = crate::Backend::of(db);
+    for chunk in links.chunks(100) {
+        let mut sql = String::from(
+            "INSERT INTO ent_customers (connection_id, stripe_customer_id, merchant_account_id,
+                customid, linked_by, test_clock, created_at, updated_at) VALUES ",
+        );
+        sql.push_str(&crate::query::value_rows(backend, chunk.len(), 8));
+        sql.push_str(
+            " ON CONFLICT (connection_id, stripe_customer_id) DO UPDATE SET
+                customid = excluded.customid, linked_by = excluded.linked_by,
+                test_clock = COALESCE(excluded.test_clock, ent_customers.test_clock),
+                updated_at = excluded.updated_at",
+        );
+        let mut args = sqlx::any::AnyArguments::default();
+        for l in chunk {
+            let _ = args.add(l.connection_id.clone());
+            let _ = args.add(l.stripe_customer_id.clone());
+            let _ = args.add(l.merchant_account_id.clone());
+            let _ = args.add(l.customid.clone());
+            let _ = args.add(l.linked_by.clone());
+            let _ = args.add(l.test_clock.clone());
+            let _ = args.add(l.created_at);
+            let _ = args.add(l.updated_at);
+        }
+        // Placeholders only; every value is bound.
+        sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+            .persistent(false)
+            .execute(&mut *db)
+            .await?;
+    }
+    Ok(())
+}
+
 /// The customids whose customers are on test clock `clock` of a connection.
 pub async fn customids_on_clock<'c, E: Executor<'c, Database = Any>>(
     db: E,

