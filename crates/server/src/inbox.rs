@@ -461,13 +461,13 @@ pub fn spawn_workers(ctx: ApiContext) {
             // The rows the last batch's commit claimed for this worker.
             let mut next = Vec::new();
             loop {
-                let ids = match next.is_empty() {
+                let rows = match next.is_empty() {
                     true => claim(&ctx).await,
                     false => Ok(std::mem::take(&mut next)),
                 };
-                let worked = match ids {
-                    Ok(ids) if ids.is_empty() => false,
-                    Ok(ids) => match apply_rows(&ctx, ids, true).await {
+                let worked = match rows {
+                    Ok(rows) if rows.is_empty() => false,
+                    Ok(rows) => match apply_rows(&ctx, rows, true).await {
                         Ok(claimed) => {
                             next = claimed;
                             true
@@ -505,17 +505,30 @@ pub fn spawn_workers(ctx: ApiContext) {
 
 /// Claims one batch of due rows and applies it; returns how many rows it took.
 pub async fn run_once(ctx: &ApiContext) -> ApiResult<usize> {
-    let ids = claim(ctx).await?;
-    if ids.is_empty() {
+    let rows = claim(ctx).await?;
+    if rows.is_empty() {
         return Ok(0);
     }
-    let n = ids.len();
-    apply_rows(ctx, ids, false).await?;
+    let n = rows.len();
+    apply_rows(ctx, rows, false).await?;
     Ok(n)
 }
 
-/// Claims up to a batch of due rows (outside any transaction); their ids.
-async fn claim(ctx: &ApiContext) -> ApiResult<Vec<String>> {
+/// `rows` (claimed: without payloads) with their payloads, read off the writer.
+async fn with_payloads(ctx: &ApiContext, mut rows: Vec<InboxRow>) -> ApiResult<Vec<InboxRow>> {
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let mut conn = ctx.store.hold_reader().await?;
+    let mut found = inbox::payloads(&mut conn, &ids).await?;
+    for r in &mut rows {
+        // A row without its payload (none is written apart from its row) is seen as not
+        // JSON: ignored, with that note.
+        r.payload = found.remove(&r.id).unwrap_or_default();
+    }
+    Ok(rows)
+}
+
+/// Claims up to a batch of due rows (one statement, outside any transaction).
+async fn claim(ctx: &ApiContext) -> ApiResult<Vec<InboxRow>> {
     let ctx = ctx.clone();
     ctx.inbox
         .clone()
@@ -524,10 +537,10 @@ async fn claim(ctx: &ApiContext) -> ApiResult<Vec<String>> {
 }
 
 /// Claims up to a batch of due rows on `conn` (the writer's, or inside a batch's commit).
-async fn claim_on(ctx: &ApiContext, conn: &mut Conn) -> ApiResult<Vec<String>> {
+async fn claim_on(ctx: &ApiContext, conn: &mut Conn) -> ApiResult<Vec<InboxRow>> {
     let lease = ctx.config.inbox_lease_ms as i64;
     let limit = ctx.config.inbox_batch as i64;
-    Ok(inbox::claim(conn, ctx.now(), lease, limit).await?)
+    Ok(inbox::claim(conn, ctx.store.backend(), ctx.now(), lease, limit).await?)
 }
 
 /// What one event does, decided before the write transaction opens (lookups and re-reads
@@ -556,19 +569,14 @@ struct Batch {
     conns: HashMap<String, Option<ConnectionRow>>,
 }
 
-/// Applies the claimed rows `ids`; with `claim_next`, the batch's commit also claims the next
-/// batch, whose ids are returned (a claim of its own costs the SQLite writer a turn: a cycle
-/// of round trips).
+/// Applies `rows`; with `claim_next`, the batch's commit also claims the next batch, which is
+/// returned (a claim of its own costs the SQLite writer a turn: a cycle of round trips).
 async fn apply_rows(
     ctx: &ApiContext,
-    ids: Vec<String>,
+    rows: Vec<InboxRow>,
     claim_next: bool,
-) -> ApiResult<Vec<String>> {
-    // The rows and their payloads are read off the writer, after the claim's commit.
-    let rows = {
-        let mut conn = ctx.store.hold_reader().await?;
-        inbox::claimed(&mut conn, &ids).await?
-    };
+) -> ApiResult<Vec<InboxRow>> {
+    let rows = with_payloads(ctx, rows).await?;
     let mut conns: HashMap<String, Option<ConnectionRow>> = HashMap::new();
     let mut readings = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -743,7 +751,7 @@ async fn commit_plans(
     batch: &Arc<Batch>,
     only: Option<usize>,
     claim_next: bool,
-) -> ApiResult<(Ties, Vec<String>)> {
+) -> ApiResult<(Ties, Vec<InboxRow>)> {
     let (ctx, batch) = (ctx.clone(), batch.clone());
     ctx.inbox
         .clone()

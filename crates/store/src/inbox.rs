@@ -132,28 +132,26 @@ pub async fn insert_many(db: &mut crate::Conn, rows: &[InboxRow]) -> Result<Vec<
     Ok(rows.iter().map(|r| inserted.contains(&r.id)).collect())
 }
 
-/// The rows `ids` (a claim's) with their payloads, in the order Stripe created their events.
-/// A row whose payload is missing comes with an empty one (it is then ignored as not JSON,
-/// rather than claimed again and again); a row pruned since its claim is left out.
-pub async fn claimed(db: &mut crate::Conn, ids: &[String]) -> Result<Vec<InboxRow>> {
+/// The payloads of the rows `ids` (claimed rows come without: they are read apart, off the
+/// writer).
+pub async fn payloads(
+    db: &mut crate::Conn,
+    ids: &[&str],
+) -> Result<std::collections::HashMap<String, String>> {
     let backend = Backend::of(db);
-    let mut out = Vec::with_capacity(ids.len());
+    let mut out = std::collections::HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
         let sql = format!(
-            "SELECT e.*, COALESCE(p.payload, '') AS payload
-             FROM webhook_events e LEFT JOIN webhook_event_payloads p USING (id)
-             WHERE id IN ({})",
+            "SELECT id, payload FROM webhook_event_payloads WHERE id IN ({})",
             crate::query::positional(backend, 1, chunk.len())
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+        let mut q =
+            sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql)).persistent(false);
         for id in chunk {
-            q = q.bind(id.as_str());
+            q = q.bind(*id);
         }
-        for row in q.fetch_all(&mut *db).await? {
-            out.push(InboxRow::from_row(&row)?);
-        }
+        out.extend(q.fetch_all(&mut *db).await?);
     }
-    out.sort_by(|a, b| (a.stripe_created, &a.id).cmp(&(b.stripe_created, &b.id)));
     Ok(out)
 }
 
@@ -239,70 +237,35 @@ pub async fn finish_each(db: &mut crate::Conn, outcomes: &[Outcome<'_>], now: i6
 }
 
 /// Claims up to `limit` due rows for `lease_ms`: they are invisible to other workers until
-/// the lease ends (a crashed worker's rows come back then). Counts the attempt. Returns the
-/// rows' ids; [`claimed`] reads the rows themselves, off the writer.
-pub async fn claim(
-    db: &mut crate::Conn,
+/// the lease ends (a crashed worker's rows come back then). Counts the attempt.
+pub async fn claim<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    backend: Backend,
     now: i64,
     lease_ms: i64,
     limit: i64,
-) -> Result<Vec<String>> {
-    let backend = Backend::of(db);
-    if backend == Backend::Postgres {
-        let sql = format!(
-            "UPDATE webhook_events SET locked_until = $1, attempts = attempts + 1, updated_at = $2
-             WHERE id IN ({}) RETURNING id",
-            waiting(backend, "$2", "$3")
-        );
-        // Only our own fixed fragments are formatted in; values are bound.
-        return Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .bind(now + lease_ms)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&mut *db)
-            .await?);
-    }
-    // SQLite, the one writer: the ids as one row, then the lease on them. Returned as rows,
-    // each would cross from sqlx's SQLite thread on its own (see `lock_due`). Another process
-    // on the same file claiming between the two only means work done twice: the batch's
-    // commit applies each row once (`lock_due`).
-    let sql = format!(
-        "SELECT group_concat(id, ',') FROM ({})",
-        waiting(backend, "$1", "$2")
-    );
-    let ids: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+) -> Result<Vec<InboxRow>> {
+    // The waiting rows in claim order (`webhook_events_waiting`): the claim stops after
+    // `limit` of them instead of sorting the whole backlog. SQLite has no statistics to
+    // prefer it over `webhook_events_due` by itself, so it is named there.
+    // Only our own fixed fragments are formatted in; values are bound.
+    let rows = sqlx::query(sqlx::AssertSqlSafe(claim_sql(backend)))
+        .bind(now + lease_ms)
         .bind(now)
         .bind(limit)
-        .fetch_one(&mut *db)
+        .fetch_all(db)
         .await?;
-    let ids: Vec<String> = ids
-        .unwrap_or_default()
-        .split(',')
-        .filter(|id| !id.is_empty())
-        .map(str::to_string)
-        .collect();
-    if ids.is_empty() {
-        return Ok(ids);
-    }
-    // Plain `?` throughout: mixed with `$N`, SQLite's numbering of the `?` is easy to get wrong.
-    let sql = format!(
-        "UPDATE webhook_events SET locked_until = ?, attempts = attempts + 1, updated_at = ?
-         WHERE id IN ({})",
-        crate::query::positional(backend, 3, ids.len())
-    );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .persistent(false)
-        .bind(now + lease_ms)
-        .bind(now);
-    for id in &ids {
-        q = q.bind(id.as_str());
-    }
-    q.execute(&mut *db).await?;
-    Ok(ids)
+    let mut out = rows
+        .iter()
+        .map(InboxRow::from_row)
+        .collect::<Result<Vec<_>>>()?;
+    // RETURNING gives no order; apply in the order Stripe created the events.
+    out.sort_by(|a, b| (a.stripe_created, &a.id).cmp(&(b.stripe_created, &b.id)));
+    Ok(out)
 }
 
-/// The ids of the first `limit` due rows (`now` and `limit` are the placeholders given).
-fn waiting(backend: Backend, now: &str, limit: &str) -> String {
+/// The claim: `$1` the lease's end, `$2` now, `$3` the batch size.
+fn claim_sql(backend: Backend) -> String {
     // The waiting rows in claim order (`webhook_events_waiting`): the claim stops after
     // `limit` of them instead of sorting the whole backlog. SQLite has no statistics to
     // prefer it over `webhook_events_due` by itself, so it is named there.
@@ -311,10 +274,12 @@ fn waiting(backend: Backend, now: &str, limit: &str) -> String {
         Backend::Sqlite => (" INDEXED BY webhook_events_waiting", ""),
     };
     format!(
-        "SELECT id FROM webhook_events{index}
-         WHERE status IN ('received', 'failed') AND next_attempt_at <= {now}
-           AND (locked_until IS NULL OR locked_until <= {now})
-         ORDER BY next_attempt_at, id LIMIT {limit}{lock}"
+        "UPDATE webhook_events SET locked_until = $1, attempts = attempts + 1, updated_at = $2
+         WHERE id IN (SELECT id FROM webhook_events{index}
+             WHERE status IN ('received', 'failed') AND next_attempt_at <= $2
+               AND (locked_until IS NULL OR locked_until <= $2)
+             ORDER BY next_attempt_at, id LIMIT $3{lock})
+         RETURNING *"
     )
 }
 
@@ -511,8 +476,9 @@ mod tests {
         let mut conn = store.hold_reader().await.unwrap();
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "EXPLAIN QUERY PLAN {}",
-            waiting(Backend::Sqlite, "$1", "$2")
+            claim_sql(Backend::Sqlite)
         )))
+        .bind(2_i64)
         .bind(1_i64)
         .bind(256_i64)
         .fetch_all(&mut *conn)
