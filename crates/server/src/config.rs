@@ -120,7 +120,7 @@ impl Default for Config {
             allow_http_redirect_urls: false,
             webhook_tolerance_secs: 300,
             inbox_workers: 2,
-            inbox_batch: 256,
+            inbox_batch: 128,
             inbox_poll_ms: 500,
             inbox_lease_ms: 60_000,
             inbox_max_attempts: 8,
