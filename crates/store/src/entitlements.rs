@@ -53,27 +53,8 @@ pub async fn get_link<'c, E: Executor<'c, Database = Any>>(
 }
 
 /// Inserts the link, or moves an existing one to `l.customid`.
-pub async fn put_link<'c, E: Executor<'c, Database = Any>>(db: E, l: &LinkRow) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO ent_customers (connection_id, stripe_customer_id, merchant_account_id,
-            customid, linked_by, test_clock, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (connection_id, stripe_customer_id) DO UPDATE SET
-            customid = excluded.customid, linked_by = excluded.linked_by,
-            test_clock = COALESCE(excluded.test_clock, ent_customers.test_clock),
-            updated_at = excluded.updated_at",
-    )
-    .bind(&l.connection_id)
-    .bind(&l.stripe_customer_id)
-    .bind(&l.merchant_account_id)
-    .bind(&l.customid)
-    .bind(&l.linked_by)
-    .bind(&l.test_clock)
-    .bind(l.created_at)
-    .bind(l.updated_at)
-    .execute(db)
-    .await?;
-    Ok(())
+pub async fn put_link(db: &mut crate::Conn, l: &LinkRow) -> Result<()> {
+    put_links(db, &[l]).await
 }
 
 /// [`put_link`] for many links (each customer once), 100 per statement.
@@ -102,9 +83,10 @@ pub async fn put_links(db: &mut crate::Conn, links: &[&LinkRow]) -> Result<()> {
             let _ = args.add(l.created_at);
             let _ = args.add(l.updated_at);
         }
-        // Placeholders only; every value is bound.
+        // Placeholders only; every value is bound. A single link's statement is always the
+        // same text, so it is kept in the statement cache.
         sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
-            .persistent(false)
+            .persistent(chunk.len() == 1)
             .execute(&mut *db)
             .await?;
     }

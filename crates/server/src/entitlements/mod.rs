@@ -436,21 +436,7 @@ pub async fn apply_in(
         })
         .collect();
     links.prefetch(tx, &connection.id, &customers).await?;
-    // SQLite: the test clocks stored objects give the customers not linked yet, read at once
-    // (on PostgreSQL per customer, under its lock, when its link is made).
-    let mut stored_clocks: Option<HashMap<String, String>> = None;
-    if ctx.store.backend() == Backend::Sqlite {
-        let unlinked = links.unlinked(&customers);
-        let mut clocks = HashMap::new();
-        for o in es::objects_of_customers(tx, &connection.id, &unlinked).await? {
-            if let (Some(cus), Some(clock)) =
-                (o.stripe_customer_id, map::test_clock_of(&parse(&o.data)))
-            {
-                clocks.entry(cus).or_insert(clock);
-            }
-        }
-        stored_clocks = Some(clocks);
-    }
+    let stored_clocks = links.stored_clocks(tx, &connection.id, &customers).await?;
     let mut objects: Vec<ObjectRow> = Vec::new();
     let mut refs: Vec<(String, String)> = Vec::new();
     for w in work {
@@ -616,16 +602,32 @@ impl Links {
         }
     }
 
-    /// Of `customers`, those known to have no link (SQLite, after [`Links::prefetch`]).
-    fn unlinked<'a>(&self, customers: &'a BTreeSet<String>) -> Vec<&'a str> {
+    /// SQLite, after [`Links::prefetch`]: the test clocks that the stored objects of the
+    /// `customers` not linked yet give, read at once. `None` on PostgreSQL, where each is read
+    /// under its customer's lock when its link is made.
+    async fn stored_clocks(
+        &self,
+        tx: &mut Tx<'_>,
+        connection_id: &str,
+        customers: &BTreeSet<String>,
+    ) -> ApiResult<Option<HashMap<String, String>>> {
         let Some(memo) = &self.memo else {
-            return Vec::new();
+            return Ok(None);
         };
-        customers
+        let unlinked: Vec<&str> = customers
             .iter()
             .filter(|c| matches!(memo.get(c.as_str()), Some(None)))
             .map(String::as_str)
-            .collect()
+            .collect();
+        let mut clocks = HashMap::new();
+        for o in es::objects_of_customers(tx, connection_id, &unlinked).await? {
+            if let (Some(cus), Some(clock)) =
+                (o.stripe_customer_id, map::test_clock_of(&parse(&o.data)))
+            {
+                clocks.entry(cus).or_insert(clock);
+            }
+        }
+        Ok(Some(clocks))
     }
 
     /// Writes the links changed since the last flush (SQLite: one statement for them all).
@@ -704,7 +706,7 @@ impl Links {
                 m.insert(link.stripe_customer_id.clone(), Some(link.clone()));
                 self.dirty.insert(link.stripe_customer_id.clone());
             }
-            None => es::put_link(&mut **tx, link).await?,
+            None => es::put_link(tx, link).await?,
         }
         Ok(())
     }
@@ -1304,7 +1306,7 @@ pub async fn link_customer(
         created_at: existing.as_ref().map_or(now, |l| l.created_at),
         updated_at: now,
     };
-    es::put_link(&mut *tx, &link).await?;
+    es::put_link(&mut tx, &link).await?;
     let mut notices = Vec::new();
     if existing.as_ref().is_none_or(|l| l.customid != customid) {
         notices.push(Notice::CustomerLinked {
