@@ -289,7 +289,15 @@ impl TestServer {
     /// (an HTTP fact, not a server fault): such attempts are repeated, a few times at most.
     pub async fn send_oversized(&self, make: impl Fn() -> reqwest::RequestBuilder) -> Resp {
         for _ in 0..4 {
-            match make().send().await {
+            // The server answers 413 without reading the rest of the body and closes; with
+            // `Connection: close` the client does not put that connection back in its pool,
+            // where the next request (a read to check nothing changed) could pick it up and
+            // fail with an incomplete message.
+            match make()
+                .header(reqwest::header::CONNECTION, "close")
+                .send()
+                .await
+            {
                 Ok(r) => {
                     let status = r.status().as_u16();
                     let headers = r.headers().clone();
