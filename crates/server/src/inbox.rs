@@ -416,16 +416,63 @@ async fn insert_events(
     Ok(news)
 }
 
-/// A new inbox row for `event` (already parsed and checked to be an event object).
+/// What the inbox stores of an event beside its payload (and checks before storing it).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct EventHead {
+    pub object: Option<String>,
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub account: Option<String>,
+    pub api_version: Option<String>,
+    pub created: Option<i64>,
+}
+
+impl EventHead {
+    /// The head of a raw event body, or `None` when the body is not JSON. Read without
+    /// building the whole document (the payload is stored as it came and parsed by the
+    /// workers): the rest of the body is checked for syntax only. A body whose head does not
+    /// read as those types (a number for an id, a key twice) is read whole instead, so
+    /// what is accepted and refused does not depend on which way it was read.
+    pub fn parse(body: &[u8]) -> Option<EventHead> {
+        match serde_json::from_slice::<EventHead>(body) {
+            Ok(head) => Some(head),
+            Err(_) => serde_json::from_slice::<Value>(body)
+                .ok()
+                .map(|v| EventHead::of(&v)),
+        }
+    }
+
+    /// The head of a parsed event (fields that are not of their type are absent).
+    pub fn of(event: &Value) -> EventHead {
+        let text = |k: &str| event[k].as_str().map(str::to_string);
+        EventHead {
+            object: text("object"),
+            id: text("id"),
+            kind: text("type"),
+            account: text("account"),
+            api_version: text("api_version"),
+            created: event["created"].as_i64(),
+        }
+    }
+
+    /// An event object, with an id and a type.
+    pub fn is_event(&self) -> bool {
+        self.object.as_deref() == Some("event") && self.id.is_some() && self.kind.is_some()
+    }
+}
+
+/// A new inbox row for the event `head` (checked to be an event object) of `payload`.
 pub fn row_for(
     conn: &ConnectionRow,
-    event: &Value,
+    head: &EventHead,
     payload: String,
     source: &str,
     now: i64,
 ) -> InboxRow {
-    let account = event["account"]
-        .as_str()
+    let account = head
+        .account
+        .as_deref()
         .or(conn.stripe_account.as_deref())
         .unwrap_or_default();
     InboxRow {
@@ -433,9 +480,9 @@ pub fn row_for(
         connection_id: conn.id.clone(),
         merchant_account_id: conn.merchant_account_id.clone(),
         stripe_account: account.to_string(),
-        stripe_event_id: event["id"].as_str().unwrap_or_default().to_string(),
-        event_type: event["type"].as_str().unwrap_or_default().to_string(),
-        api_version: event["api_version"].as_str().map(str::to_string),
+        stripe_event_id: head.id.clone().unwrap_or_default(),
+        event_type: head.kind.clone().unwrap_or_default(),
+        api_version: head.api_version.clone(),
         source: source.to_string(),
         payload,
         status: inbox::RECEIVED.to_string(),
@@ -443,7 +490,7 @@ pub fn row_for(
         next_attempt_at: now,
         locked_until: None,
         note: None,
-        stripe_created: event["created"].as_i64(),
+        stripe_created: head.created,
         received_at: now,
         applied_at: None,
         updated_at: now,
@@ -577,16 +624,21 @@ async fn apply_rows(
     claim_next: bool,
 ) -> ApiResult<Vec<InboxRow>> {
     let rows = with_payloads(ctx, rows).await?;
+    // Each payload is parsed once, for both halves (transactions and entitlements).
+    let events: Vec<Option<Value>> = rows
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(&r.payload).ok())
+        .collect();
     let mut conns: HashMap<String, Option<ConnectionRow>> = HashMap::new();
     let mut readings = Vec::with_capacity(rows.len());
-    for row in &rows {
+    for (row, event) in rows.iter().zip(&events) {
         if !conns.contains_key(&row.connection_id) {
             let c = connections::get(ctx.store.reader(), &row.connection_id).await?;
             conns.insert(row.connection_id.clone(), c);
         }
         readings.push(
             match conns.get(&row.connection_id).and_then(Option::as_ref) {
-                Some(conn) => read_event(conn, row),
+                Some(conn) => read_event(conn, row, event.as_ref()),
                 None => Reading::Decided(Plan::Ignore("the connection was deleted".into())),
             },
         );
@@ -596,7 +648,7 @@ async fn apply_rows(
     for (row, reading) in rows.iter().zip(readings) {
         plans.push(plan(ctx, row, reading, &found).await);
     }
-    let mut work = entitlements(ctx, &conns, &rows, &mut plans).await;
+    let mut work = entitlements(ctx, &conns, &rows, &events, &mut plans).await;
     if ctx.store.backend() == Backend::Postgres {
         entitlements_apart(ctx, &conns, &rows, &mut plans, &mut work).await;
     }
@@ -652,16 +704,20 @@ async fn entitlements(
     ctx: &ApiContext,
     conns: &HashMap<String, Option<ConnectionRow>>,
     rows: &[InboxRow],
+    parsed: &[Option<Value>],
     plans: &mut [Plan],
 ) -> Vec<Option<Work>> {
     let mut work: Vec<Option<Work>> = rows.iter().map(|_| None).collect();
-    let mut events: Vec<Option<Value>> = rows.iter().map(|_| None).collect();
-    for (i, row) in rows.iter().enumerate() {
-        if crate::entitlements::is_relevant(&row.event_type) && !matches!(plans[i], Plan::Retry(_))
-        {
-            events[i] = serde_json::from_str::<Value>(&row.payload).ok();
-        }
-    }
+    let events: Vec<Option<&Value>> = rows
+        .iter()
+        .zip(parsed)
+        .enumerate()
+        .map(|(i, (row, event))| {
+            let wanted = crate::entitlements::is_relevant(&row.event_type)
+                && !matches!(plans[i], Plan::Retry(_));
+            event.as_ref().filter(|_| wanted)
+        })
+        .collect();
     let read = (0..rows.len()).filter(|&i| events[i].is_some());
     for (conn_id, idx) in by_connection(rows, read) {
         let Some(Some(conn)) = conns.get(conn_id) else {
@@ -669,7 +725,7 @@ async fn entitlements(
         };
         let items: Vec<(usize, &Value)> = idx
             .iter()
-            .filter_map(|&i| events[i].as_ref().map(|e| (i, e)))
+            .filter_map(|&i| events[i].map(|e| (i, e)))
             .collect();
         let events: Vec<&Value> = items.iter().map(|(_, e)| *e).collect();
         match crate::entitlements::prepare_events(ctx, conn, &events).await {
@@ -927,9 +983,9 @@ enum Reading {
 }
 
 /// What `row` says about the connection's transactions (SPEC §3.5), from its payload alone.
-fn read_event(conn: &ConnectionRow, row: &InboxRow) -> Reading {
+fn read_event(conn: &ConnectionRow, row: &InboxRow, event: Option<&Value>) -> Reading {
     let ignore = |why: String| Reading::Decided(Plan::Ignore(why));
-    let Ok(event) = serde_json::from_str::<Value>(&row.payload) else {
+    let Some(event) = event else {
         return ignore("the payload is not JSON".into());
     };
     // Tenant isolation: an event of another Stripe account is not ours to apply.
@@ -1090,6 +1146,57 @@ async fn plan(ctx: &ApiContext, row: &InboxRow, reading: Reading, found: &Named)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The head read off the raw body, the fast way or the fallback, is what the whole parsed
+    /// document says; what is not JSON has none.
+    #[test]
+    fn an_event_head_reads_the_same_as_the_parsed_event() {
+        let bodies: [&[u8]; 9] = [
+            br#"{"id":"evt_1","object":"event","type":"charge.succeeded","account":"acct_1","api_version":"2024-06-20","created":1700000000,"data":{"object":{"id":"ch_1","nested":[1,{"a":null}]}}}"#,
+            br#"{"object":"event","id":"evt_2","type":"x","api_version":null}"#,
+            br#"{"object":"event","id":42,"type":"x"}"#,
+            br#"{"object":"event","id":"evt_3","id":"evt_4","type":"x"}"#,
+            br#"{"object":"event","id":"evt_5","type":"x","created":1.5}"#,
+            br#"[{"object":"event"}]"#,
+            br#""event""#,
+            br#"{"hello": "world"}"#,
+            br#"{"object":"event","id":"evt_6","type":"x","data":{}}"#,
+        ];
+        for body in bodies {
+            let whole: Value = serde_json::from_slice(body).unwrap();
+            let want = EventHead::of(&whole);
+            let got = EventHead::parse(body).unwrap();
+            assert_eq!(
+                format!("{got:?}"),
+                format!("{want:?}"),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(
+            EventHead::parse(br#"{"id":"evt_1","object":"event","type":"x"}"#)
+                .unwrap()
+                .is_event()
+        );
+        assert!(
+            !EventHead::parse(br#"{"object":"event","id":42,"type":"x"}"#)
+                .unwrap()
+                .is_event()
+        );
+        assert!(
+            !EventHead::parse(br#"{"hello": "world"}"#)
+                .unwrap()
+                .is_event()
+        );
+        for not_json in [
+            &b"not json"[..],
+            b"{\"id\":\"evt_1\"} trailing",
+            b"",
+            b"{\"id\":",
+        ] {
+            assert!(EventHead::parse(not_json).is_none());
+        }
+    }
 
     async fn synchronous(db: &sqlx::AnyPool) -> i64 {
         sqlx::query_scalar::<_, i64>("PRAGMA synchronous")

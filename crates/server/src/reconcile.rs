@@ -173,7 +173,13 @@ fn unavailable(ctx: &ApiContext, e: &StripeError, path: &str) -> ApiResult<Value
 /// Stores one event (real or synthetic) in the inbox; `true` when it was new.
 async fn feed(ctx: &ApiContext, conn: &ConnectionRow, ev: &Value) -> ApiResult<bool> {
     let payload = serde_json::to_string(ev).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let row = crate::inbox::row_for(conn, ev, payload, "sync", ctx.now());
+    let row = crate::inbox::row_for(
+        conn,
+        &crate::inbox::EventHead::of(ev),
+        payload,
+        "sync",
+        ctx.now(),
+    );
     ctx.inbox.accept(row).await
 }
 

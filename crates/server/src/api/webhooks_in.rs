@@ -42,13 +42,12 @@ pub async fn receive(
         }
     };
     let conn = &verified;
-    let event: Value =
-        serde_json::from_slice(&body).map_err(|_| refused("the body is not JSON"))?;
-    if event["object"] != "event" || !event["id"].is_string() || !event["type"].is_string() {
+    let head = inbox::EventHead::parse(&body).ok_or_else(|| refused("the body is not JSON"))?;
+    if !head.is_event() {
         return Err(refused("the body is not a Stripe event"));
     }
     let payload = String::from_utf8_lossy(&body).into_owned();
-    let row = inbox::row_for(conn, &event, payload, "webhook", ctx.now());
+    let row = inbox::row_for(conn, &head, payload, "webhook", ctx.now());
     let id = row.id.clone();
     let new = ctx.inbox.accept(row).await?;
     let counter = if new {
