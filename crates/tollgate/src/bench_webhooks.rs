@@ -21,7 +21,9 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use serde_json::{Value, json};
 use tollgate_stripe::signature;
 
-use crate::bench::{BenchDb, BenchServer, cores, latency_line, on_fresh_db, peak_rss_mib};
+use crate::bench::{
+    BenchDb, BenchServer, cores, latency_line, on_fresh_db, peak_rss_mib, process_cpu,
+};
 
 const SECRET: &str = "whsec_benchmark_secret_0123456789";
 /// Share of the stream that is billing events (subscriptions, invoices, checkout).
@@ -121,6 +123,7 @@ async fn bench(
     let sends = Arc::new(sends);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
+    let cpu_at_start = process_cpu();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (client, url, sends, next) = (client.clone(), url.clone(), sends.clone(), next.clone());
@@ -191,6 +194,9 @@ async fn bench(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let applied_in = started.elapsed();
+    let cpu = process_cpu()
+        .zip(cpu_at_start)
+        .map(|(end, start)| end.saturating_sub(start));
     lat.sort();
 
     // The stored state against the stream.
@@ -256,6 +262,15 @@ async fn bench(
             "SOME"
         }
     );
+    if let Some(cpu) = cpu {
+        // Senders, server and sandbox share the machine: what one event costs them all, and
+        // how much of the machine was busy (the rest was waiting).
+        println!(
+            "  CPU (senders, server and sandbox), first send to all applied: {:.0} µs per event sent; {:.2} of {cores} cores busy on average",
+            cpu.as_secs_f64() * 1e6 / total as f64,
+            cpu.as_secs_f64() / applied_in.as_secs_f64()
+        );
+    }
     if let Some(rss) = peak_rss_mib() {
         println!("  peak RSS (senders, server and sandbox in one process): {rss:.0} MiB");
     }
