@@ -82,12 +82,12 @@ impl Inbox {
         let writers = if shared { 1 } else { PG_WRITERS };
         for _ in 0..writers {
             let syncer = store.wal().map(|wal| Syncer::start(wal.to_path_buf()));
-            tokio::spawn(group_commit(
-                store.clone(),
-                rx.clone(),
-                wake.clone(),
-                syncer,
-            ));
+            let writer = group_commit(store.clone(), rx.clone(), wake.clone(), syncer);
+            if shared {
+                on_own_thread(writer);
+            } else {
+                tokio::spawn(writer);
+            }
         }
         Inbox {
             tx,
@@ -191,6 +191,50 @@ impl Inbox {
         self.tx.send(Msg::Job(job)).await.map_err(|_| stopped())?;
         // A dropped job (the writer had no connection) answers nothing.
         answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+/// Runs the SQLite writer on an OS thread of its own (a single-threaded runtime), not among
+/// the server's tasks. Its work is a chain: a statement on the SQLite connection's thread,
+/// then the Rust code up to the next statement, and so on, with nothing else in between. Among
+/// the server's tasks, each link of the chain waited for a worker thread busy with requests
+/// before it could go on; measured on 2 cores (8 interleaved pairs of the webhooks
+/// benchmark), its own thread answered and applied about a quarter more events per second,
+/// with a p99 no worse. Falls back to a task of the server's runtime if no thread or runtime
+/// can be had.
+fn on_own_thread(writer: impl Future<Output = ()> + Send + 'static) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let writer = Box::pin(writer);
+    let (runtime, writer) = match runtime {
+        Ok(rt) => (rt, writer),
+        Err(e) => {
+            tracing::warn!(error = %e, "no runtime for the inbox writer's thread; it runs as a task");
+            tokio::spawn(writer);
+            return;
+        }
+    };
+    let slot = Arc::new(std::sync::Mutex::new(Some(writer)));
+    let taken = slot.clone();
+    let spawned = std::thread::Builder::new()
+        .name("inbox-writer".into())
+        .spawn(move || {
+            let Some(writer) = taken.lock().ok().and_then(|mut w| w.take()) else {
+                return;
+            };
+            runtime.block_on(async {
+                writer.await;
+                // What the writer dropped last (its database connection) goes back to its
+                // pool in a task of this runtime: let it run before the runtime ends.
+                tokio::task::yield_now().await;
+            });
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no thread for the inbox writer; it runs as a task");
+        if let Some(writer) = slot.lock().ok().and_then(|mut w| w.take()) {
+            tokio::spawn(writer);
+        }
     }
 }
 
