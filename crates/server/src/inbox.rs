@@ -203,7 +203,8 @@ impl Inbox {
 /// (+21 %), with a p99 no worse. Falls back to a task of the server's runtime if no thread or
 /// runtime can be had.
 fn on_own_thread(writer: impl Future<Output = ()> + Send + 'static) {
-    let writer = Box::pin(writer);
+    type Writer = Pin<Box<dyn Future<Output = ()> + Send>>;
+    let writer: Writer = Box::pin(writer);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -215,14 +216,13 @@ fn on_own_thread(writer: impl Future<Output = ()> + Send + 'static) {
             return;
         }
     };
-    let slot = Arc::new(std::sync::Mutex::new(Some(writer)));
-    let taken = slot.clone();
+    // The writer is handed to the thread once it runs, so that it is still ours to spawn as a
+    // task if there is no thread.
+    let (hand, take) = std::sync::mpsc::sync_channel::<Writer>(1);
     let spawned = std::thread::Builder::new()
         .name("inbox-writer".into())
         .spawn(move || {
-            let Some(writer) = taken.lock().ok().and_then(|mut w| w.take()) else {
-                return;
-            };
+            let Ok(writer) = take.recv() else { return };
             runtime.block_on(async {
                 writer.await;
                 // The writer's database connection goes back to its pool in a task of this
@@ -231,11 +231,15 @@ fn on_own_thread(writer: impl Future<Output = ()> + Send + 'static) {
                 tokio::task::yield_now().await;
             });
         });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "no thread for the inbox writer; it runs as a task");
-        if let Some(writer) = slot.lock().ok().and_then(|mut w| w.take()) {
-            tokio::spawn(writer);
+    let unsent = match spawned {
+        Ok(_) => hand.send(writer).err().map(|back| back.0),
+        Err(e) => {
+            tracing::warn!(error = %e, "no thread for the inbox writer; it runs as a task");
+            Some(writer)
         }
+    };
+    if let Some(writer) = unsent {
+        tokio::spawn(writer);
     }
 }
 

@@ -119,9 +119,7 @@ async fn bench(
     sends.extend(dups);
     sends.shuffle(&mut rng);
     let total = sends.len();
-    // Stripe sends pretty JSON, the same bytes at each attempt. The bodies are written before
-    // the clock starts: they are Stripe's work, not the server's, and the senders share the
-    // machine with it.
+    // Pretty JSON, the same bytes at each attempt, written before the clock starts (see above).
     let sends: Vec<Vec<u8>> = sends
         .iter()
         .map(|ev| serde_json::to_vec_pretty(&**ev))
