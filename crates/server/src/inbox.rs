@@ -1123,7 +1123,7 @@ async fn transactions_named(
             .collect();
         pis.sort_unstable();
         pis.dedup();
-        match store_tx::get_by_payment_intents(ctx.store.reader(), conn_id, &pis).await {
+        match store_tx::get_by_payment_intents(&ctx.store, conn_id, &pis).await {
             Ok(ts) => {
                 for t in ts {
                     if let Some(pi) = t.payment_intent_id.clone() {

@@ -1,7 +1,7 @@
 //! Entitlements storage (SPEC §5): customer links, the Stripe objects seen, the catalogue,
 //! per-account policies and the permissions read model.
 
-use sqlx::any::AnyRow;
+use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{Any, Arguments, Executor, Row};
 
 use crate::Result;
@@ -289,24 +289,24 @@ pub async fn objects_of_customer<'c, E: Executor<'c, Database = Any>>(
 /// Ids per statement in the owners walk's queries.
 pub const WALK_CHUNK: usize = 200;
 
-/// Rows of `sql` (`$1` is `scope`, `{ids}` the placeholders of some of `ids`) over all of
-/// `ids`, [`WALK_CHUNK`] ids per statement.
+/// Rows of `sql` (`$1` is `scope`, `{ids}` the inside of an `IN (…)` of some of `ids`) over
+/// all of `ids`, [`WALK_CHUNK`] ids per statement.
 async fn rows_over_ids(
     db: &mut crate::Conn,
     sql: &str,
     scope: &str,
     ids: &[&str],
 ) -> Result<Vec<AnyRow>> {
+    let backend = crate::Backend::of(db);
     let mut out = Vec::new();
     for chunk in ids.chunks(WALK_CHUNK) {
+        let list = crate::query::List::new(backend, chunk);
+        let mut args = AnyArguments::default();
+        let _ = args.add(scope.to_string());
+        list.bind(&mut args);
         // Placeholders only; every value is bound.
-        let sql = sql.replace("{ids}", &crate::query::placeholders(2, chunk.len()));
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .persistent(false)
-            .bind(scope);
-        for id in chunk {
-            q = q.bind(*id);
-        }
+        let sql = sql.replace("{ids}", &list.sql(2));
+        let q = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(list.persistent());
         out.extend(q.fetch_all(&mut *db).await?);
     }
     Ok(out)
@@ -394,8 +394,8 @@ pub async fn objects_referring_any(
 /// For each of `object_ids` (at most [`WALK_CHUNK`]), the customids its stored objects name:
 /// their own `customid` (guest purchases) or their Stripe customer's link, as
 /// `(object id, customid)` pairs. One statement for a whole step of the owners walk.
-pub async fn owners_of_objects<'c, E: Executor<'c, Database = Any>>(
-    db: E,
+pub async fn owners_of_objects(
+    db: &mut crate::Conn,
     connection_id: &str,
     object_ids: &[&str],
 ) -> Result<Vec<(String, String)>> {
@@ -417,8 +417,8 @@ pub async fn owners_of_objects<'c, E: Executor<'c, Database = Any>>(
 /// For each of `object_ids` (at most [`WALK_CHUNK`]), the objects next to it: what it refers
 /// to, and the stored objects referring to it (a charge's dispute, an invoice's credit
 /// notes), as `(object id, neighbour id)` pairs in one statement.
-pub async fn neighbours_of<'c, E: Executor<'c, Database = Any>>(
-    db: E,
+pub async fn neighbours_of(
+    db: &mut crate::Conn,
     connection_id: &str,
     object_ids: &[&str],
 ) -> Result<Vec<(String, String)>> {
@@ -437,10 +437,10 @@ pub async fn neighbours_of<'c, E: Executor<'c, Database = Any>>(
     .await
 }
 
-/// Runs `sql` (`$1` the connection, each `{ids}` the placeholders of `ids`) for its pairs of
-/// text columns.
-async fn pairs_over_ids<'c, E: Executor<'c, Database = Any>>(
-    db: E,
+/// Runs `sql` (`$1` the connection, each `{ids}` the inside of an `IN (…)` of `ids`) for its
+/// pairs of text columns.
+async fn pairs_over_ids(
+    db: &mut crate::Conn,
     sql: &str,
     connection_id: &str,
     ids: &[&str],
@@ -448,15 +448,18 @@ async fn pairs_over_ids<'c, E: Executor<'c, Database = Any>>(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    let list = crate::query::List::new(crate::Backend::of(db), ids);
+    let mut args = AnyArguments::default();
+    let _ = args.add(connection_id.to_string());
+    list.bind(&mut args);
     // Placeholders only; every value is bound.
-    let sql = sql.replace("{ids}", &crate::query::placeholders(2, ids.len()));
-    let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql))
-        .persistent(false)
-        .bind(connection_id);
-    for id in ids {
-        q = q.bind(*id);
-    }
-    Ok(q.fetch_all(db).await?)
+    let sql = sql.replace("{ids}", &list.sql(2));
+    Ok(
+        sqlx::query_as_with::<_, (String, String), _>(sqlx::AssertSqlSafe(sql), args)
+            .persistent(list.persistent())
+            .fetch_all(db)
+            .await?,
+    )
 }
 
 /// Stores that each `(object id, ref id)` pair's object refers to its ref, a few hundred

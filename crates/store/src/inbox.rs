@@ -141,15 +141,15 @@ pub async fn payloads(
     let backend = Backend::of(db);
     let mut out = std::collections::HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
+        let list = crate::query::List::new(backend, chunk);
+        let mut args = AnyArguments::default();
+        list.bind(&mut args);
         let sql = format!(
             "SELECT id, payload FROM webhook_event_payloads WHERE id IN ({})",
-            crate::query::positional(backend, 1, chunk.len())
+            list.sql(1)
         );
-        let mut q =
-            sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql)).persistent(false);
-        for id in chunk {
-            q = q.bind(*id);
-        }
+        let q = sqlx::query_as_with::<_, (String, String), _>(sqlx::AssertSqlSafe(sql), args)
+            .persistent(list.persistent());
         out.extend(q.fetch_all(&mut *db).await?);
     }
     Ok(out)
@@ -174,14 +174,15 @@ pub async fn lock_due<'c, E: Executor<'c, Database = Any>>(
         Backend::Sqlite => ("group_concat(id, ',')", ""),
         Backend::Postgres => ("id", backend.for_update()),
     };
+    let list = crate::query::List::new(backend, ids);
+    let mut args = AnyArguments::default();
+    list.bind(&mut args);
     let sql = format!(
         "SELECT {column} FROM webhook_events WHERE id IN ({}) AND status IN ('received', 'failed'){lock}",
-        crate::query::positional(backend, 1, ids.len()),
+        list.sql(1),
     );
-    let mut q = sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(sql)).persistent(false);
-    for id in ids {
-        q = q.bind(id.to_string());
-    }
+    let q = sqlx::query_scalar_with::<_, Option<String>, _>(sqlx::AssertSqlSafe(sql), args)
+        .persistent(list.persistent());
     Ok(q.fetch_all(db)
         .await?
         .into_iter()
@@ -483,5 +484,80 @@ mod tests {
             "{steps}"
         );
         assert!(!steps.contains("TEMP B-TREE"), "{steps}");
+    }
+
+    fn row(id: &str) -> InboxRow {
+        InboxRow {
+            id: id.into(),
+            connection_id: "conn".into(),
+            merchant_account_id: "acct".into(),
+            stripe_account: "acct_1".into(),
+            stripe_event_id: format!("evt_{id}"),
+            event_type: "charge.succeeded".into(),
+            api_version: None,
+            source: "webhook".into(),
+            payload: format!("{{\"id\": \"evt_{id}\"}}"),
+            status: RECEIVED.into(),
+            attempts: 0,
+            next_attempt_at: 1,
+            locked_until: None,
+            note: None,
+            stripe_created: None,
+            received_at: 1,
+            applied_at: None,
+            updated_at: 1,
+        }
+    }
+
+    /// A list of ids (`IN (…)`) is one parameter on SQLite, so its statement's text is the same
+    /// for any number of ids; it finds exactly the ids given, through the table's index.
+    #[tokio::test]
+    async fn an_id_list_finds_exactly_its_ids_through_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let mut conn = store.hold_writer().await.unwrap();
+        // The rows' connection and merchant are not what this test is about.
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let new = insert_many(&mut conn, &[row("a"), row("b"), row("c")])
+            .await
+            .unwrap();
+        assert_eq!(new, [true, true, true]);
+
+        let due = lock_due(&mut *conn, Backend::Sqlite, &["a", "zz", "c", "c"])
+            .await
+            .unwrap();
+        let mut due: Vec<String> = due.into_iter().collect();
+        due.sort();
+        assert_eq!(due, ["a", "c"]);
+        let found = payloads(&mut conn, &["b", "c", "zz"]).await.unwrap();
+        let mut ids: Vec<&String> = found.keys().collect();
+        ids.sort();
+        assert_eq!(ids, ["b", "c"]);
+        assert_eq!(found["b"], "{\"id\": \"evt_b\"}");
+
+        let one = crate::query::List::new(Backend::Sqlite, &["a"]);
+        let three = crate::query::List::new(Backend::Sqlite, &["a", "b", "c"]);
+        assert_eq!(one.sql(1), three.sql(1));
+        let mut args = AnyArguments::default();
+        three.bind(&mut args);
+        let sql = format!(
+            "EXPLAIN QUERY PLAN SELECT id FROM webhook_events WHERE id IN ({})",
+            three.sql(1)
+        );
+        let plan: Vec<String> = sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get::<String, _>("detail").unwrap())
+            .collect();
+        let plan = plan.join(" | ");
+        assert!(plan.contains("SEARCH webhook_events USING"), "{plan}");
+        assert!(!plan.contains("SCAN webhook_events"), "{plan}");
     }
 }

@@ -89,3 +89,53 @@ pub(crate) fn value_rows(backend: crate::Backend, rows: usize, columns: usize) -
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// A list of text values for `IN (…)`.
+///
+/// On SQLite it is one parameter, a JSON array read by `json_each`: the statement's text is
+/// then the same for any number of values, so SQLite parses it once and sqlx keeps it
+/// prepared. With a placeholder per value each statement was new text, parsed every time
+/// (sqlx keeps such statements out of its cache: they would push the others out). SQLite
+/// still reads the list through the column's index (`SEARCH … USING INDEX`, then
+/// `LIST SUBQUERY`). On PostgreSQL, a placeholder per value.
+pub(crate) struct List<'a> {
+    backend: crate::Backend,
+    values: &'a [&'a str],
+}
+
+impl<'a> List<'a> {
+    pub fn new(backend: crate::Backend, values: &'a [&'a str]) -> List<'a> {
+        List { backend, values }
+    }
+
+    /// The inside of `IN (…)`, its first placeholder being `$first`.
+    pub fn sql(&self, first: usize) -> String {
+        match self.backend {
+            crate::Backend::Sqlite => format!("SELECT value FROM json_each(${first})"),
+            crate::Backend::Postgres => placeholders(first, self.values.len()),
+        }
+    }
+
+    /// Binds the list's values, in the order of its placeholders.
+    pub fn bind(&self, args: &mut AnyArguments) {
+        match self.backend {
+            crate::Backend::Sqlite => {
+                // An array of strings always serialises.
+                let json = serde_json::to_string(self.values).unwrap_or_default();
+                let _ = args.add(json);
+            }
+            crate::Backend::Postgres => {
+                for v in self.values {
+                    let _ = args.add(v.to_string());
+                }
+            }
+        }
+    }
+
+    /// Whether sqlx should keep the statement prepared: on SQLite its text is the same every
+    /// time; on PostgreSQL a new text for each length would push the others out of the
+    /// connection's cache.
+    pub fn persistent(&self) -> bool {
+        self.backend == crate::Backend::Sqlite
+    }
+}

@@ -3,6 +3,7 @@
 //! A transaction row changes only through [`update`] with a [`TransactionUpdate`]: the typed
 //! list of what may change, each guarded by the row's `version` (optimistic concurrency).
 
+use sqlx::any::AnyArguments;
 use sqlx::{Any, Arguments, Executor};
 
 use crate::query::Filtered;
@@ -103,15 +104,16 @@ pub async fn get_many(
     ids.sort_unstable();
     ids.dedup();
     let mut out = Vec::with_capacity(ids.len());
+    let backend = crate::Backend::of(db);
     for chunk in ids.chunks(500) {
+        let list = crate::query::List::new(backend, chunk);
+        let mut args = AnyArguments::default();
+        list.bind(&mut args);
         let sql = format!(
             "SELECT * FROM transactions WHERE id IN ({}) ORDER BY id{lock}",
-            crate::query::placeholders(1, chunk.len())
+            list.sql(1)
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-        for id in chunk {
-            q = q.bind(*id);
-        }
+        let q = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(list.persistent());
         for row in q.fetch_all(&mut *db).await? {
             out.push(TransactionRow::from_row(&row)?);
         }
@@ -642,23 +644,22 @@ pub async fn get_by_payment_intent<'c, E: Executor<'c, Database = Any>>(
 /// The transactions of `connection_id` with any of `payment_intent_ids` (the inbox plans a
 /// batch of events with one read), at most 500 ids per statement.
 pub async fn get_by_payment_intents(
-    db: &sqlx::AnyPool,
+    store: &crate::Store,
     connection_id: &str,
     payment_intent_ids: &[&str],
 ) -> Result<Vec<TransactionRow>> {
     let mut out = Vec::with_capacity(payment_intent_ids.len());
     for chunk in payment_intent_ids.chunks(500) {
+        let list = crate::query::List::new(store.backend(), chunk);
+        let mut args = AnyArguments::default();
+        let _ = args.add(connection_id.to_string());
+        list.bind(&mut args);
         let sql = format!(
             "SELECT * FROM transactions WHERE connection_id = $1 AND payment_intent_id IN ({})",
-            crate::query::placeholders(2, chunk.len())
+            list.sql(2)
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .persistent(false)
-            .bind(connection_id);
-        for id in chunk {
-            q = q.bind(*id);
-        }
-        for row in q.fetch_all(db).await? {
+        let q = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(list.persistent());
+        for row in q.fetch_all(store.reader()).await? {
             out.push(TransactionRow::from_row(&row)?);
         }
     }

@@ -747,7 +747,7 @@ async fn owners(
             &owners_of,
         );
         for chunk in need.chunks(es::WALK_CHUNK) {
-            for (oid, cid) in es::owners_of_objects(&mut **tx, connection_id, chunk).await? {
+            for (oid, cid) in es::owners_of_objects(tx, connection_id, chunk).await? {
                 owners_of.entry(oid).or_default().push(cid);
             }
         }
@@ -764,7 +764,7 @@ async fn owners(
             &around,
         );
         for chunk in need.chunks(es::WALK_CHUNK) {
-            for (oid, next) in es::neighbours_of(&mut **tx, connection_id, chunk).await? {
+            for (oid, next) in es::neighbours_of(tx, connection_id, chunk).await? {
                 around.entry(oid).or_default().push(next);
             }
         }
