@@ -1,7 +1,7 @@
 //! Entitlements storage (SPEC §5): customer links, the Stripe objects seen, the catalogue,
 //! per-account policies and the permissions read model.
 
-use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::any::AnyRow;
 use sqlx::{Any, Arguments, Executor, Row};
 
 use crate::Result;
@@ -301,9 +301,7 @@ async fn rows_over_ids(
     let mut out = Vec::new();
     for chunk in ids.chunks(WALK_CHUNK) {
         let list = crate::query::List::new(backend, chunk);
-        let mut args = AnyArguments::default();
-        let _ = args.add(scope.to_string());
-        list.bind(&mut args);
+        let args = list.args(&[scope]);
         // Placeholders only; every value is bound.
         let sql = sql.replace("{ids}", &list.sql(2));
         let q = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(list.persistent());
@@ -449,9 +447,7 @@ async fn pairs_over_ids(
         return Ok(Vec::new());
     }
     let list = crate::query::List::new(crate::Backend::of(db), ids);
-    let mut args = AnyArguments::default();
-    let _ = args.add(connection_id.to_string());
-    list.bind(&mut args);
+    let args = list.args(&[connection_id]);
     // Placeholders only; every value is bound.
     let sql = sql.replace("{ids}", &list.sql(2));
     Ok(

@@ -142,8 +142,7 @@ pub async fn payloads(
     let mut out = std::collections::HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
         let list = crate::query::List::new(backend, chunk);
-        let mut args = AnyArguments::default();
-        list.bind(&mut args);
+        let args = list.args(&[]);
         let sql = format!(
             "SELECT id, payload FROM webhook_event_payloads WHERE id IN ({})",
             list.sql(1)
@@ -175,8 +174,7 @@ pub async fn lock_due<'c, E: Executor<'c, Database = Any>>(
         Backend::Postgres => ("id", backend.for_update()),
     };
     let list = crate::query::List::new(backend, ids);
-    let mut args = AnyArguments::default();
-    list.bind(&mut args);
+    let args = list.args(&[]);
     let sql = format!(
         "SELECT {column} FROM webhook_events WHERE id IN ({}) AND status IN ('received', 'failed'){lock}",
         list.sql(1),
@@ -543,8 +541,7 @@ mod tests {
         let one = crate::query::List::new(Backend::Sqlite, &["a"]);
         let three = crate::query::List::new(Backend::Sqlite, &["a", "b", "c"]);
         assert_eq!(one.sql(1), three.sql(1));
-        let mut args = AnyArguments::default();
-        three.bind(&mut args);
+        let args = three.args(&[]);
         let sql = format!(
             "EXPLAIN QUERY PLAN SELECT id FROM webhook_events WHERE id IN ({})",
             three.sql(1)

@@ -116,8 +116,13 @@ impl<'a> List<'a> {
         }
     }
 
-    /// Binds the list's values, in the order of its placeholders.
-    pub fn bind(&self, args: &mut AnyArguments) {
+    /// The statement's arguments: the text values `leading` (its parameters before the list),
+    /// then the list's values, in the order of their placeholders.
+    pub fn args(&self, leading: &[&str]) -> AnyArguments {
+        let mut args = AnyArguments::default();
+        for v in leading {
+            let _ = args.add(v.to_string());
+        }
         match self.backend {
             crate::Backend::Sqlite => {
                 // An array of strings always serialises.
@@ -130,6 +135,7 @@ impl<'a> List<'a> {
                 }
             }
         }
+        args
     }
 
     /// Whether sqlx should keep the statement prepared: on SQLite its text is the same every

@@ -3,7 +3,6 @@
 //! A transaction row changes only through [`update`] with a [`TransactionUpdate`]: the typed
 //! list of what may change, each guarded by the row's `version` (optimistic concurrency).
 
-use sqlx::any::AnyArguments;
 use sqlx::{Any, Arguments, Executor};
 
 use crate::query::Filtered;
@@ -107,8 +106,7 @@ pub async fn get_many(
     let backend = crate::Backend::of(db);
     for chunk in ids.chunks(500) {
         let list = crate::query::List::new(backend, chunk);
-        let mut args = AnyArguments::default();
-        list.bind(&mut args);
+        let args = list.args(&[]);
         let sql = format!(
             "SELECT * FROM transactions WHERE id IN ({}) ORDER BY id{lock}",
             list.sql(1)
@@ -651,9 +649,7 @@ pub async fn get_by_payment_intents(
     let mut out = Vec::with_capacity(payment_intent_ids.len());
     for chunk in payment_intent_ids.chunks(500) {
         let list = crate::query::List::new(store.backend(), chunk);
-        let mut args = AnyArguments::default();
-        let _ = args.add(connection_id.to_string());
-        list.bind(&mut args);
+        let args = list.args(&[connection_id]);
         let sql = format!(
             "SELECT * FROM transactions WHERE connection_id = $1 AND payment_intent_id IN ({})",
             list.sql(2)
