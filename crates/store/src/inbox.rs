@@ -453,14 +453,20 @@ mod tests {
     use super::*;
     use crate::Store;
 
-    /// A claim reads the first waiting rows in order and stops: it never sorts the backlog
-    /// (which made each claim cost more the more rows were waiting).
-    #[tokio::test]
-    async fn a_claim_reads_the_waiting_rows_in_order_without_sorting_them() {
+    /// A migrated SQLite store in a temporary directory (kept while the directory lives).
+    async fn sqlite_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
         let store = Store::connect(&url).await.unwrap();
         store.migrate().await.unwrap();
+        (dir, store)
+    }
+
+    /// A claim reads the first waiting rows in order and stops: it never sorts the backlog
+    /// (which made each claim cost more the more rows were waiting).
+    #[tokio::test]
+    async fn a_claim_reads_the_waiting_rows_in_order_without_sorting_them() {
+        let (_dir, store) = sqlite_store().await;
         let mut conn = store.hold_reader().await.unwrap();
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "EXPLAIN QUERY PLAN {}",
@@ -511,10 +517,7 @@ mod tests {
     /// for any number of ids; it finds exactly the ids given, through the table's index.
     #[tokio::test]
     async fn an_id_list_finds_exactly_its_ids_through_the_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let store = Store::connect(&url).await.unwrap();
-        store.migrate().await.unwrap();
+        let (_dir, store) = sqlite_store().await;
         let mut conn = store.hold_writer().await.unwrap();
         // The rows' connection and merchant are not what this test is about.
         sqlx::query("PRAGMA foreign_keys = OFF")
