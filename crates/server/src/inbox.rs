@@ -458,7 +458,7 @@ async fn insert_events(
     backend: Backend,
     batch: &[Pending],
 ) -> tollgate_store::Result<Vec<bool>> {
-    let rows: Vec<InboxRow> = batch.iter().map(|p| p.row.clone()).collect();
+    let rows: Vec<&InboxRow> = batch.iter().map(|p| &p.row).collect();
     let mut tx = tollgate_store::begin_on(conn, backend).await?;
     let news = inbox::insert_many(&mut tx, &rows).await?;
     tollgate_store::commit(tx).await?;
@@ -557,13 +557,13 @@ pub fn spawn_workers(ctx: ApiContext) {
             // The rows the last batch's commit claimed for this worker.
             let mut next = Vec::new();
             loop {
-                let rows = match next.is_empty() {
+                let ids = match next.is_empty() {
                     true => claim(&ctx).await,
                     false => Ok(std::mem::take(&mut next)),
                 };
-                let worked = match rows {
-                    Ok(rows) if rows.is_empty() => false,
-                    Ok(rows) => match apply_rows(&ctx, rows, true).await {
+                let worked = match ids {
+                    Ok(ids) if ids.is_empty() => false,
+                    Ok(ids) => match apply_rows(&ctx, ids, true).await {
                         Ok(claimed) => {
                             next = claimed;
                             true
@@ -601,30 +601,24 @@ pub fn spawn_workers(ctx: ApiContext) {
 
 /// Claims one batch of due rows and applies it; returns how many rows it took.
 pub async fn run_once(ctx: &ApiContext) -> ApiResult<usize> {
-    let rows = claim(ctx).await?;
-    if rows.is_empty() {
+    let ids = claim(ctx).await?;
+    if ids.is_empty() {
         return Ok(0);
     }
-    let n = rows.len();
-    apply_rows(ctx, rows, false).await?;
+    let n = ids.len();
+    apply_rows(ctx, ids, false).await?;
     Ok(n)
 }
 
-/// `rows` (claimed: without payloads) with their payloads, read off the writer.
-async fn with_payloads(ctx: &ApiContext, mut rows: Vec<InboxRow>) -> ApiResult<Vec<InboxRow>> {
-    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+/// The claimed rows `ids`, with their payloads, read off the writer.
+async fn claimed_rows(ctx: &ApiContext, ids: &[String]) -> ApiResult<Vec<InboxRow>> {
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     let mut conn = ctx.store.hold_reader().await?;
-    let mut found = inbox::payloads(&mut conn, &ids).await?;
-    for r in &mut rows {
-        // A row without its payload (none is written apart from its row) is seen as not
-        // JSON: ignored, with that note.
-        r.payload = found.remove(&r.id).unwrap_or_default();
-    }
-    Ok(rows)
+    Ok(inbox::claimed(&mut conn, &ids).await?)
 }
 
-/// Claims up to a batch of due rows (one statement, outside any transaction).
-async fn claim(ctx: &ApiContext) -> ApiResult<Vec<InboxRow>> {
+/// Claims up to a batch of due rows (outside any transaction); their ids.
+async fn claim(ctx: &ApiContext) -> ApiResult<Vec<String>> {
     let ctx = ctx.clone();
     ctx.inbox
         .clone()
@@ -633,7 +627,7 @@ async fn claim(ctx: &ApiContext) -> ApiResult<Vec<InboxRow>> {
 }
 
 /// Claims up to a batch of due rows on `conn` (the writer's, or inside a batch's commit).
-async fn claim_on(ctx: &ApiContext, conn: &mut Conn) -> ApiResult<Vec<InboxRow>> {
+async fn claim_on(ctx: &ApiContext, conn: &mut Conn) -> ApiResult<Vec<String>> {
     let lease = ctx.config.inbox_lease_ms as i64;
     let limit = ctx.config.inbox_batch as i64;
     Ok(inbox::claim(conn, ctx.store.backend(), ctx.now(), lease, limit).await?)
@@ -665,14 +659,15 @@ struct Batch {
     conns: HashMap<String, Option<ConnectionRow>>,
 }
 
-/// Applies `rows`; with `claim_next`, the batch's commit also claims the next batch, which is
-/// returned (a claim of its own costs the SQLite writer a turn: a cycle of round trips).
+/// Applies the claimed rows `ids`; with `claim_next`, the batch's commit also claims the next
+/// batch, whose ids are returned (a claim of its own costs the SQLite writer a turn: a cycle of
+/// round trips).
 async fn apply_rows(
     ctx: &ApiContext,
-    rows: Vec<InboxRow>,
+    ids: Vec<String>,
     claim_next: bool,
-) -> ApiResult<Vec<InboxRow>> {
-    let rows = with_payloads(ctx, rows).await?;
+) -> ApiResult<Vec<String>> {
+    let rows = claimed_rows(ctx, &ids).await?;
     // Each payload is parsed once, for both halves (transactions and entitlements).
     let events: Vec<Option<Value>> = rows
         .iter()
@@ -856,7 +851,7 @@ async fn commit_plans(
     batch: &Arc<Batch>,
     only: Option<usize>,
     claim_next: bool,
-) -> ApiResult<(Ties, Vec<InboxRow>)> {
+) -> ApiResult<(Ties, Vec<String>)> {
     let (ctx, batch) = (ctx.clone(), batch.clone());
     ctx.inbox
         .clone()

@@ -77,80 +77,91 @@ const COLUMNS: &str = "id, connection_id, merchant_account_id, stripe_account, s
 const WITH_PAYLOAD: &str =
     "SELECT e.*, p.payload FROM webhook_events e JOIN webhook_event_payloads p USING (id)";
 
+/// Rows per multi-row statement at most on PostgreSQL (see [`crate::query::row_chunks`]): a
+/// group commit's new events in one statement, outcomes 100 at a time.
+const MAX_GROUP_ROWS: usize = 512;
+const MAX_ROWS: usize = 100;
+
 /// Stores many events (a group commit's rows) with their payloads, inside the caller's
-/// transaction: two statements. Returns, per row, whether it is new (`false`: an event with
+/// transaction: two statements per [`crate::query::row_chunks`] chunk. Returns, per row, whether it is new (`false`: an event with
 /// the same Stripe account and id is stored already, or comes earlier in `rows`).
-pub async fn insert_many(db: &mut crate::Conn, rows: &[InboxRow]) -> Result<Vec<bool>> {
+pub async fn insert_many(db: &mut crate::Conn, rows: &[&InboxRow]) -> Result<Vec<bool>> {
     let backend = crate::Backend::of(db);
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let mut sql = format!("INSERT INTO webhook_events ({COLUMNS}) VALUES ");
-    let mut args = AnyArguments::default();
-    sql.push_str(&crate::query::value_rows(backend, rows.len(), 17));
-    for e in rows.iter() {
-        let _ = args.add(e.id.clone());
-        let _ = args.add(e.connection_id.clone());
-        let _ = args.add(e.merchant_account_id.clone());
-        let _ = args.add(e.stripe_account.clone());
-        let _ = args.add(e.stripe_event_id.clone());
-        let _ = args.add(e.event_type.clone());
-        let _ = args.add(e.api_version.clone());
-        let _ = args.add(e.source.clone());
-        let _ = args.add(e.status.clone());
-        let _ = args.add(e.attempts);
-        let _ = args.add(e.next_attempt_at);
-        let _ = args.add(e.locked_until);
-        let _ = args.add(e.note.clone());
-        let _ = args.add(e.stripe_created);
-        let _ = args.add(e.received_at);
-        let _ = args.add(e.applied_at);
-        let _ = args.add(e.updated_at);
+    let shapes = crate::query::keeps_shapes(backend);
+    let mut inserted = std::collections::HashSet::with_capacity(rows.len());
+    for chunk in crate::query::row_chunks(backend, rows, MAX_GROUP_ROWS) {
+        let mut sql = format!("INSERT INTO webhook_events ({COLUMNS}) VALUES ");
+        let mut args = AnyArguments::default();
+        sql.push_str(&crate::query::value_rows(backend, chunk.len(), 17));
+        for e in chunk {
+            let _ = args.add(e.id.clone());
+            let _ = args.add(e.connection_id.clone());
+            let _ = args.add(e.merchant_account_id.clone());
+            let _ = args.add(e.stripe_account.clone());
+            let _ = args.add(e.stripe_event_id.clone());
+            let _ = args.add(e.event_type.clone());
+            let _ = args.add(e.api_version.clone());
+            let _ = args.add(e.source.clone());
+            let _ = args.add(e.status.clone());
+            let _ = args.add(e.attempts);
+            let _ = args.add(e.next_attempt_at);
+            let _ = args.add(e.locked_until);
+            let _ = args.add(e.note.clone());
+            let _ = args.add(e.stripe_created);
+            let _ = args.add(e.received_at);
+            let _ = args.add(e.applied_at);
+            let _ = args.add(e.updated_at);
+        }
+        sql.push_str(" ON CONFLICT (stripe_account, stripe_event_id) DO NOTHING RETURNING id");
+        // Placeholders only; every value is bound.
+        let ids: Vec<String> = sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql), args)
+            .persistent(shapes)
+            .fetch_all(&mut *db)
+            .await?;
+        inserted.extend(ids);
     }
-    sql.push_str(" ON CONFLICT (stripe_account, stripe_event_id) DO NOTHING RETURNING id");
-    // Placeholders only; every value is bound.
-    let inserted: Vec<String> = sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql), args)
-        .persistent(false)
-        .fetch_all(&mut *db)
-        .await?;
-    let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
-    let new: Vec<&InboxRow> = rows.iter().filter(|r| inserted.contains(&r.id)).collect();
-    if !new.is_empty() {
+    let new: Vec<&&InboxRow> = rows.iter().filter(|r| inserted.contains(&r.id)).collect();
+    for chunk in crate::query::row_chunks(backend, &new, MAX_GROUP_ROWS) {
         let mut sql = String::from("INSERT INTO webhook_event_payloads (id, payload) VALUES ");
         let mut args = AnyArguments::default();
-        sql.push_str(&crate::query::value_rows(backend, new.len(), 2));
-        for e in new.iter() {
+        sql.push_str(&crate::query::value_rows(backend, chunk.len(), 2));
+        for e in chunk {
             let _ = args.add(e.id.clone());
             let _ = args.add(e.payload.clone());
         }
         // Placeholders only; every value is bound.
         sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
-            .persistent(false)
+            .persistent(shapes)
             .execute(&mut *db)
             .await?;
     }
     Ok(rows.iter().map(|r| inserted.contains(&r.id)).collect())
 }
 
-/// The payloads of the rows `ids` (claimed rows come without: they are read apart, off the
-/// writer).
-pub async fn payloads(
-    db: &mut crate::Conn,
-    ids: &[&str],
-) -> Result<std::collections::HashMap<String, String>> {
+/// The rows `ids` with their payloads, in the order Stripe created their events (a claim
+/// returns ids only: the rows are read here, off the writer).
+pub async fn claimed(db: &mut crate::Conn, ids: &[&str]) -> Result<Vec<InboxRow>> {
     let backend = Backend::of(db);
-    let mut out = std::collections::HashMap::with_capacity(ids.len());
+    let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
         let list = crate::query::List::new(backend, chunk);
         let args = list.args(&[]);
+        // A row without its payload (none is written apart from its row) gets an empty one,
+        // which is read as not JSON.
         let sql = format!(
-            "SELECT id, payload FROM webhook_event_payloads WHERE id IN ({})",
+            "SELECT e.*, COALESCE(p.payload, '') AS payload FROM webhook_events e
+             LEFT JOIN webhook_event_payloads p USING (id) WHERE e.id IN ({})",
             list.sql(1)
         );
-        let q = sqlx::query_as_with::<_, (String, String), _>(sqlx::AssertSqlSafe(sql), args)
-            .persistent(list.persistent());
-        out.extend(q.fetch_all(&mut *db).await?);
+        let q = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(list.persistent());
+        for row in q.fetch_all(&mut *db).await? {
+            out.push(InboxRow::from_row(&row)?);
+        }
     }
+    out.sort_by(|a, b| (a.stripe_created, &a.id).cmp(&(b.stripe_created, &b.id)));
     Ok(out)
 }
 
@@ -193,10 +204,10 @@ pub async fn lock_due<'c, E: Executor<'c, Database = Any>>(
 /// One row's outcome for [`finish_each`]: its id, status, note and next attempt.
 pub type Outcome<'a> = (&'a str, &'static str, Option<&'a str>, i64);
 
-/// [`finish`] for many rows, each with its own outcome, 100 rows per statement.
+/// [`finish`] for many rows, each with its own outcome, in [`crate::query::row_chunks`].
 pub async fn finish_each(db: &mut crate::Conn, outcomes: &[Outcome<'_>], now: i64) -> Result<()> {
     let backend = crate::Backend::of(db);
-    for chunk in outcomes.chunks(100) {
+    for chunk in crate::query::row_chunks(backend, outcomes, MAX_ROWS) {
         let mut sql =
             String::from("WITH v (id, status, note, next_attempt_at, applied_at) AS (VALUES ");
         let mut args = AnyArguments::default();
@@ -220,7 +231,7 @@ pub async fn finish_each(db: &mut crate::Conn, outcomes: &[Outcome<'_>], now: i6
         let _ = args.add(now);
         // Placeholders only; every value is bound.
         sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
-            .persistent(false)
+            .persistent(crate::query::keeps_shapes(backend))
             .execute(&mut *db)
             .await?;
     }
@@ -228,46 +239,92 @@ pub async fn finish_each(db: &mut crate::Conn, outcomes: &[Outcome<'_>], now: i6
 }
 
 /// Claims up to `limit` due rows for `lease_ms`: they are invisible to other workers until
-/// the lease ends (a crashed worker's rows come back then). Counts the attempt.
-pub async fn claim<'c, E: Executor<'c, Database = Any>>(
-    db: E,
+/// the lease ends (a crashed worker's rows come back then). Counts the attempt. Returns the
+/// rows' ids; [`claimed`] reads the rows.
+///
+/// On SQLite the claim is two statements that each return one row: the ids joined by commas
+/// (`group_concat`), then the update of those rows. SQLite's rows come back from its connection
+/// thread one by one through a channel, and a batch's rows with every column cost the writer
+/// more than the update itself (the writer is the one thing every SQLite write waits for).
+/// Nothing else writes between the two statements: they run on the one write connection, and
+/// a second process on the same file could only claim a row twice, which the batch's own
+/// check ([`lock_due`]) turns into one application. On PostgreSQL one statement with
+/// `FOR UPDATE SKIP LOCKED`, returning the ids.
+pub async fn claim(
+    db: &mut crate::Conn,
     backend: Backend,
     now: i64,
     lease_ms: i64,
     limit: i64,
-) -> Result<Vec<InboxRow>> {
+) -> Result<Vec<String>> {
+    let until = now + lease_ms;
+    let update =
+        "UPDATE webhook_events SET locked_until = $1, attempts = attempts + 1, updated_at = $2";
     // Only our own fixed fragments are formatted in; values are bound.
-    let rows = sqlx::query(sqlx::AssertSqlSafe(claim_sql(backend)))
-        .bind(now + lease_ms)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(db)
-        .await?;
-    let mut out = rows
-        .iter()
-        .map(InboxRow::from_row)
-        .collect::<Result<Vec<_>>>()?;
-    // RETURNING gives no order; apply in the order Stripe created the events.
-    out.sort_by(|a, b| (a.stripe_created, &a.id).cmp(&(b.stripe_created, &b.id)));
-    Ok(out)
+    let ids = match backend {
+        Backend::Postgres => {
+            let sql = format!(
+                "{update} WHERE id IN ({}) RETURNING id",
+                waiting_sql(backend, 2, 3)
+            );
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(until)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut *db)
+                .await?
+        }
+        Backend::Sqlite => {
+            let sql = format!(
+                "SELECT group_concat(id, ',') FROM ({})",
+                waiting_sql(backend, 1, 2)
+            );
+            let joined: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(now)
+                .bind(limit)
+                .fetch_one(&mut *db)
+                .await?;
+            // Row ids are UUIDs, which hold no comma.
+            let ids: Vec<String> = joined
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .filter(|id| !id.is_empty())
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                // An array of strings always serialises.
+                let list = serde_json::to_string(&refs).unwrap_or_default();
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{update} WHERE id IN (SELECT value FROM json_each($3))"
+                )))
+                .bind(until)
+                .bind(now)
+                .bind(list)
+                .execute(&mut *db)
+                .await?;
+            }
+            ids
+        }
+    };
+    Ok(ids)
 }
 
-/// The claim: `$1` the lease's end, `$2` now, `$3` the batch size.
-fn claim_sql(backend: Backend) -> String {
+/// The ids of the first `LIMIT ${limit}` rows due at `${now}`, in claim order.
+fn waiting_sql(backend: Backend, now: usize, limit: usize) -> String {
     // The waiting rows in claim order (`webhook_events_waiting`): the claim stops after
     // `limit` of them instead of sorting the whole backlog. SQLite has no statistics to
-    // prefer it over `webhook_events_due` by itself, so it is named there.
+    // prefer it over the others by itself, so it is named there.
     let (index, lock) = match backend {
         Backend::Postgres => ("", " FOR UPDATE SKIP LOCKED"),
         Backend::Sqlite => (" INDEXED BY webhook_events_waiting", ""),
     };
     format!(
-        "UPDATE webhook_events SET locked_until = $1, attempts = attempts + 1, updated_at = $2
-         WHERE id IN (SELECT id FROM webhook_events{index}
-             WHERE status IN ('received', 'failed') AND next_attempt_at <= $2
-               AND (locked_until IS NULL OR locked_until <= $2)
-             ORDER BY next_attempt_at, id LIMIT $3{lock})
-         RETURNING *"
+        "SELECT id FROM webhook_events{index}
+         WHERE status IN ('received', 'failed') AND next_attempt_at <= ${now}
+           AND (locked_until IS NULL OR locked_until <= ${now})
+         ORDER BY next_attempt_at, id LIMIT ${limit}{lock}"
     )
 }
 
@@ -470,9 +527,8 @@ mod tests {
         let mut conn = store.hold_reader().await.unwrap();
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "EXPLAIN QUERY PLAN {}",
-            claim_sql(Backend::Sqlite)
+            waiting_sql(Backend::Sqlite, 1, 2)
         )))
-        .bind(2_i64)
         .bind(1_i64)
         .bind(256_i64)
         .fetch_all(&mut *conn)
@@ -524,7 +580,7 @@ mod tests {
             .execute(&mut *conn)
             .await
             .unwrap();
-        let new = insert_many(&mut conn, &[row("a"), row("b"), row("c")])
+        let new = insert_many(&mut conn, &[&row("a"), &row("b"), &row("c")])
             .await
             .unwrap();
         assert_eq!(new, [true, true, true]);
@@ -535,11 +591,11 @@ mod tests {
         let mut due: Vec<String> = due.into_iter().collect();
         due.sort();
         assert_eq!(due, ["a", "c"]);
-        let found = payloads(&mut conn, &["b", "c", "zz"]).await.unwrap();
-        let mut ids: Vec<&String> = found.keys().collect();
-        ids.sort();
+        let found = claimed(&mut conn, &["c", "b", "zz"]).await.unwrap();
+        let ids: Vec<&str> = found.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["b", "c"]);
-        assert_eq!(found["b"], "{\"id\": \"evt_b\"}");
+        assert_eq!(found[0].payload, "{\"id\": \"evt_b\"}");
+        assert_eq!(found[0].stripe_event_id, "evt_b");
 
         let one = crate::query::List::new(Backend::Sqlite, &["a"]);
         let three = crate::query::List::new(Backend::Sqlite, &["a", "b", "c"]);
@@ -559,5 +615,53 @@ mod tests {
         let plan = plan.join(" | ");
         assert!(plan.contains("SEARCH webhook_events USING"), "{plan}");
         assert!(!plan.contains("SCAN webhook_events"), "{plan}");
+    }
+
+    /// A claim takes the first due rows in order, counts the attempt and leases them: the next
+    /// claim takes the rows after them, and the lease's end gives them back.
+    #[tokio::test]
+    async fn a_claim_leases_the_first_due_rows_and_counts_the_attempt() {
+        let (_dir, store) = sqlite_store().await;
+        let mut conn = store.hold_writer().await.unwrap();
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let mut later = row("a");
+        later.next_attempt_at = 5;
+        insert_many(&mut conn, &[&later, &row("c"), &row("b")])
+            .await
+            .unwrap();
+
+        let first = claim(&mut conn, Backend::Sqlite, 1, 100, 2).await.unwrap();
+        assert_eq!(first, ["b", "c"]);
+        // "a" is not due until 5.
+        assert!(
+            claim(&mut conn, Backend::Sqlite, 2, 100, 2)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let second = claim(&mut conn, Backend::Sqlite, 5, 100, 2).await.unwrap();
+        assert_eq!(second, ["a"]);
+        let rows = claimed(&mut conn, &["a", "b", "c"]).await.unwrap();
+        for r in &rows {
+            assert_eq!(r.attempts, 1, "{}", r.id);
+        }
+        assert_eq!(
+            rows.iter().find(|r| r.id == "b").unwrap().locked_until,
+            Some(101)
+        );
+        // The leases end at 101 and 105.
+        assert!(
+            claim(&mut conn, Backend::Sqlite, 100, 100, 5)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let again = claim(&mut conn, Backend::Sqlite, 105, 100, 5)
+            .await
+            .unwrap();
+        assert_eq!(again, ["b", "c", "a"]);
     }
 }

@@ -90,6 +90,44 @@ pub(crate) fn value_rows(backend: crate::Backend, rows: usize, columns: usize) -
         .join(", ")
 }
 
+/// The most rows of one multi-row statement on SQLite (see [`row_chunks`]).
+const SQLITE_CHUNK: usize = 64;
+
+/// The statements a multi-row write of `rows` is cut into, at most `max` rows each.
+///
+/// On SQLite each holds a power of two rows, at most 64, the largest first (45 rows: 32, 8,
+/// 4 and 1), so
+/// that a statement's text has one of a few shapes per table: sqlx keeps each shape prepared
+/// ([`keeps_shapes`]), where a text that changed with the number of rows was parsed and
+/// planned again by every write (about a tenth of the write connection's thread in the
+/// webhooks benchmark). The extra statements cost a hand-off each, tens of microseconds. On
+/// PostgreSQL chunks of `max`, as one statement costs a network round trip there.
+pub(crate) fn row_chunks<T>(backend: crate::Backend, rows: &[T], max: usize) -> Vec<&[T]> {
+    match backend {
+        crate::Backend::Postgres => rows.chunks(max.max(1)).collect(),
+        crate::Backend::Sqlite => {
+            let mut out = Vec::new();
+            let mut rest = rows;
+            while !rest.is_empty() {
+                let fits = rest.len().min(max.clamp(1, SQLITE_CHUNK));
+                // The largest power of two not above `fits` (which is at least 1).
+                let n = 1usize << (usize::BITS - 1 - fits.leading_zeros());
+                let (head, tail) = rest.split_at(n);
+                out.push(head);
+                rest = tail;
+            }
+            out
+        }
+    }
+}
+
+/// Whether sqlx should keep a statement of [`row_chunks`] prepared: on SQLite it has one of a
+/// few shapes; on PostgreSQL a new text for each number of rows would push the fixed
+/// statements out of the connection's cache.
+pub(crate) fn keeps_shapes(backend: crate::Backend) -> bool {
+    backend == crate::Backend::Sqlite
+}
+
 /// A list of text values for `IN (…)`.
 ///
 /// On SQLite it is one parameter, a JSON array read by `json_each`: the statement's text is
@@ -143,5 +181,33 @@ impl<'a> List<'a> {
     /// connection's cache.
     pub fn persistent(&self) -> bool {
         self.backend == crate::Backend::Sqlite
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Backend;
+
+    #[test]
+    fn sqlite_writes_rows_in_chunks_of_a_power_of_two() {
+        let rows: Vec<usize> = (0..45).collect();
+        let sizes =
+            |b, max| -> Vec<usize> { row_chunks(b, &rows, max).iter().map(|c| c.len()).collect() };
+        assert_eq!(sizes(Backend::Sqlite, 100), [32, 8, 4, 1]);
+        assert_eq!(sizes(Backend::Sqlite, 512), [32, 8, 4, 1]);
+        assert_eq!(sizes(Backend::Sqlite, 16), [16, 16, 8, 4, 1]);
+        assert_eq!(sizes(Backend::Postgres, 100), [45]);
+        assert_eq!(sizes(Backend::Postgres, 20), [20, 20, 5]);
+        // Every row once, in order.
+        let flat: Vec<usize> = row_chunks(Backend::Sqlite, &rows, 100).concat();
+        assert_eq!(flat, rows);
+        assert!(row_chunks(Backend::Sqlite, &rows[..0], 100).is_empty());
+        let all: Vec<usize> = (0..300).collect();
+        assert!(
+            row_chunks(Backend::Sqlite, &all, 100)
+                .iter()
+                .all(|c| c.len() <= 64)
+        );
     }
 }

@@ -195,12 +195,13 @@ impl TransactionRow {
 }
 
 /// Writes the state-applied columns of each row (as [`TransactionRow::after`] left them) over
-/// the stored row, if that is still at the given version; one statement per 100 rows.
+/// the stored row, if that is still at the given version; one statement per
+/// [`crate::query::row_chunks`] chunk.
 /// [`StoreError::Conflict`] if any row moved meanwhile.
 pub async fn update_many(db: &mut crate::Conn, rows: &[(i64, &TransactionRow)]) -> Result<()> {
     let backend = crate::Backend::of(db);
     const COLUMNS: usize = 15;
-    for chunk in rows.chunks(100) {
+    for chunk in crate::query::row_chunks(backend, rows, 100) {
         let mut sql = String::from(
             "WITH v (id, version, status, authorized_amount, captured_amount, refunded_amount,
                 disputed, error_code, raw_response_code, raw_response_description, state,
@@ -238,7 +239,7 @@ pub async fn update_many(db: &mut crate::Conn, rows: &[(i64, &TransactionRow)]) 
         );
         // Placeholders only; every value is bound.
         let done = sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
-            .persistent(false)
+            .persistent(crate::query::keeps_shapes(backend))
             .execute(&mut *db)
             .await?;
         if done.rows_affected() != chunk.len() as u64 {
@@ -586,16 +587,17 @@ pub async fn insert_event(db: &mut crate::Conn, e: &EventRow) -> Result<()> {
     insert_events(db, std::slice::from_ref(e)).await
 }
 
-/// Several events, up to 100 per statement.
+/// Several events, in [`crate::query::row_chunks`].
 pub async fn insert_events(db: &mut crate::Conn, events: &[EventRow]) -> Result<()> {
     let backend = crate::Backend::of(db);
-    for chunk in events.chunks(100) {
+    for chunk in crate::query::row_chunks(backend, events, 100) {
         let values = crate::query::value_rows(backend, chunk.len(), 6);
         let sql = format!(
             "INSERT INTO transaction_events (id, transaction_id, merchant_account_id, name, data, created_at)
              VALUES {values}"
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+        let mut q =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(crate::query::keeps_shapes(backend));
         for e in chunk {
             q = q
                 .bind(&e.id)

@@ -230,8 +230,8 @@ pub async fn reread_ties(
         }
         let work: Vec<Work> = fresh
             .into_iter()
-            .map(|(at, o)| Work::Object(at, o))
-            .collect();
+            .map(|(at, o)| Work::object(at, o))
+            .collect::<ApiResult<_>>()?;
         let refs: Vec<&Work> = work.iter().collect();
         let mut tx = ctx.store.begin().await?;
         let again = apply_in(ctx, &mut tx, connection, &refs, None).await?.ties;
@@ -247,11 +247,22 @@ pub async fn reread_ties(
 /// What one event gives entitlements to write, read before the write transaction opens (the
 /// Stripe reads happen here, so no write lock waits for the network).
 pub enum Work {
-    /// An object to store, at its event's stamp (seconds).
-    Object(i64, Value),
+    /// An object to store, at its event's stamp (seconds), with the text stored of it.
+    Object(i64, Value, String),
     /// A test clock that moved (its frozen time already stored by [`prepare_events`]): its
     /// customers are re-evaluated at it. Empty: a clock event with nothing to move.
     Clock(String),
+}
+
+impl Work {
+    /// An object to store at stamp `at`. Its text is written here, before the write
+    /// transaction: on SQLite every write waits for the one writer, so what can be done
+    /// before it is done before it.
+    pub fn object(at: i64, object: Value) -> ApiResult<Work> {
+        let data = serde_json::to_string(&object)
+            .map_err(|e| ApiError::Internal(format!("serialising a Stripe object: {e}")))?;
+        Ok(Work::Object(at, object, data))
+    }
 }
 
 /// Reads `events` of one connection: per event, `None` when entitlements do not read it, else
@@ -310,7 +321,7 @@ async fn take(
     }
     let mut object = object.clone();
     prepare(ctx, connection, &mut object).await?;
-    Ok(Some(Work::Object(at, object)))
+    Ok(Some(Work::object(at, object)?))
 }
 
 /// Reads what an object needs from Stripe before it is stored: a Checkout Session's line items
@@ -380,8 +391,8 @@ pub async fn ingest(
 ) -> ApiResult<Vec<Notice>> {
     let work: Vec<Work> = objects
         .into_iter()
-        .map(|(at, o)| Work::Object(at, o))
-        .collect();
+        .map(|(at, o)| Work::object(at, o))
+        .collect::<ApiResult<_>>()?;
     let refs: Vec<&Work> = work.iter().collect();
     write(ctx, connection, &refs, also).await
 }
@@ -431,7 +442,7 @@ pub async fn apply_in(
     let customers: BTreeSet<String> = work
         .iter()
         .filter_map(|w| match w {
-            Work::Object(_, object) => map::customer_of(object),
+            Work::Object(_, object, _) => map::customer_of(object),
             Work::Clock(_) => None,
         })
         .collect();
@@ -447,8 +458,8 @@ pub async fn apply_in(
         }
     }
     for w in work {
-        let (at, object) = match w {
-            Work::Object(at, object) => (at, object),
+        let (at, object, data) = match w {
+            Work::Object(at, object, data) => (at, object, data),
             Work::Clock(_) => continue,
         };
         let customer = map::customer_of(object);
@@ -522,8 +533,6 @@ pub async fn apply_in(
         let Some(main) = records.first() else {
             continue;
         };
-        let data = serde_json::to_string(object)
-            .map_err(|e| ApiError::Internal(format!("serialising a Stripe object: {e}")))?;
         let row = ObjectRow {
             connection_id: connection.id.clone(),
             object_type: main.kind().to_string(),
@@ -538,7 +547,7 @@ pub async fn apply_in(
             } else {
                 None
             },
-            data,
+            data: data.clone(),
             created_at: now,
             updated_at: now,
         };
@@ -824,36 +833,46 @@ pub async fn load_purchases_of(
     customids: &[&str],
 ) -> ApiResult<Vec<Purchases>> {
     type Key = (String, String, String);
+    /// An object read, with its records (its document is parsed once).
+    struct Read {
+        row: ObjectRow,
+        records: Vec<Record>,
+    }
     #[derive(Default)]
     struct Walk {
         links: Vec<LinkRow>,
-        objects: BTreeMap<Key, ObjectRow>,
+        objects: BTreeMap<Key, Read>,
         frontier: Vec<(String, String)>,
         seen: BTreeSet<(String, String)>,
     }
     impl Walk {
-        // The first version read of an object is kept.
-        fn add(&mut self, o: ObjectRow) -> bool {
+        // The first version read of an object is kept; what it points at, when it is new.
+        fn add(&mut self, o: ObjectRow) -> Option<Vec<(String, String)>> {
             let k = (
                 o.connection_id.clone(),
                 o.object_type.clone(),
                 o.object_id.clone(),
             );
             if self.objects.contains_key(&k) {
-                return false;
+                return None;
             }
-            self.objects.insert(k, o);
-            true
+            let read = Read {
+                records: map::records_of(&parse(&o.data), None),
+                row: o,
+            };
+            let ids = ids_of(&read);
+            self.objects.insert(k, read);
+            Some(ids)
         }
     }
     // What a purchase points at (its payment intent) and what points at it (the intent's
     // charge, the charge's dispute, an invoice's credit notes).
-    fn ids_of(o: &ObjectRow) -> Vec<(String, String)> {
+    fn ids_of(o: &Read) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        for r in map::records_of(&parse(&o.data), None) {
-            out.push((o.connection_id.clone(), r.id().to_string()));
-            for rf in map::refs_of(&r) {
-                out.push((o.connection_id.clone(), rf));
+        for r in &o.records {
+            out.push((o.row.connection_id.clone(), r.id().to_string()));
+            for rf in map::refs_of(r) {
+                out.push((o.row.connection_id.clone(), rf));
             }
         }
         out
@@ -875,20 +894,21 @@ pub async fn load_purchases_of(
     for (conn_id, of) in &customers {
         let ids: Vec<&str> = of.keys().map(String::as_str).collect();
         for o in es::objects_of_customers(&mut *conn, conn_id, &ids).await? {
-            if let Some(&i) = o.stripe_customer_id.as_deref().and_then(|c| of.get(c)) {
-                walks[i].add(o);
+            if let Some(&i) = o.stripe_customer_id.as_deref().and_then(|c| of.get(c))
+                && let Some(ids) = walks[i].add(o)
+            {
+                walks[i].frontier.extend(ids);
             }
         }
     }
     for o in es::objects_of_customids(&mut *conn, merchant, customids).await? {
-        if let Some(&i) = o.customid.as_deref().and_then(|c| walk_of.get(c)) {
-            walks[i].add(o);
+        if let Some(&i) = o.customid.as_deref().and_then(|c| walk_of.get(c))
+            && let Some(ids) = walks[i].add(o)
+        {
+            walks[i].frontier.extend(ids);
         }
     }
     // Attached objects, breadth first, every customer's walk a step at a time together.
-    for w in &mut walks {
-        w.frontier = w.objects.values().flat_map(ids_of).collect();
-    }
     for _ in 0..4 {
         let mut need: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for w in &mut walks {
@@ -918,8 +938,8 @@ pub async fn load_purchases_of(
             let mut next = Vec::new();
             for k in std::mem::take(&mut w.frontier) {
                 for o in found.get(&k).into_iter().flatten() {
-                    if w.add(o.clone()) {
-                        next.extend(ids_of(o));
+                    if let Some(ids) = w.add(o.clone()) {
+                        next.extend(ids);
                     }
                 }
             }
@@ -929,10 +949,12 @@ pub async fn load_purchases_of(
     let mut out = Vec::with_capacity(walks.len());
     for w in walks {
         let mut ledger = Ledger::new();
-        for o in w.objects.values() {
-            for r in map::records_of(&parse(&o.data), None) {
-                ledger.observe(o.stamp_at, r);
+        let mut objects = Vec::with_capacity(w.objects.len());
+        for o in w.objects.into_values() {
+            for r in o.records {
+                ledger.observe(o.row.stamp_at, r);
             }
+            objects.push(o.row);
         }
         let mut frozen_time = None;
         for l in &w.links {
@@ -946,7 +968,7 @@ pub async fn load_purchases_of(
             ledger,
             links: w.links,
             frozen_time,
-            objects: w.objects.into_values().collect(),
+            objects,
         });
     }
     Ok(out)
