@@ -83,47 +83,64 @@ const MAX_GROUP_ROWS: usize = 512;
 const MAX_ROWS: usize = 100;
 
 /// Stores many events (a group commit's rows) with their payloads, inside the caller's
-/// transaction: two statements per [`crate::query::row_chunks`] chunk. Returns, per row, whether it is new (`false`: an event with
-/// the same Stripe account and id is stored already, or comes earlier in `rows`).
+/// transaction. Returns, per row, whether it is new (`false`: an event with the same Stripe
+/// account and id is stored already, or comes earlier in `rows`).
+///
+/// On SQLite the stored duplicates are read first, in one statement that returns one row
+/// (the keys found, as a JSON array), and only the new rows are inserted. A `RETURNING` of
+/// the inserted ids came back as a row per event, each handed over from SQLite's connection
+/// thread on its own, which cost the writer more than the insert. Nothing can insert between
+/// the read and the insert: SQLite has one writer, and a write from another process after
+/// the read fails this transaction's insert (which then stores the events one by one). On
+/// PostgreSQL, where several writers insert at once, `ON CONFLICT DO NOTHING RETURNING id`.
 pub async fn insert_many(db: &mut crate::Conn, rows: &[&InboxRow]) -> Result<Vec<bool>> {
     let backend = crate::Backend::of(db);
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let shapes = crate::query::keeps_shapes(backend);
-    let mut inserted = std::collections::HashSet::with_capacity(rows.len());
-    for chunk in crate::query::row_chunks(backend, rows, MAX_GROUP_ROWS) {
-        let mut sql = format!("INSERT INTO webhook_events ({COLUMNS}) VALUES ");
-        let mut args = AnyArguments::default();
-        sql.push_str(&crate::query::value_rows(backend, chunk.len(), 17));
-        for e in chunk {
-            let _ = args.add(e.id.clone());
-            let _ = args.add(e.connection_id.clone());
-            let _ = args.add(e.merchant_account_id.clone());
-            let _ = args.add(e.stripe_account.clone());
-            let _ = args.add(e.stripe_event_id.clone());
-            let _ = args.add(e.event_type.clone());
-            let _ = args.add(e.api_version.clone());
-            let _ = args.add(e.source.clone());
-            let _ = args.add(e.status.clone());
-            let _ = args.add(e.attempts);
-            let _ = args.add(e.next_attempt_at);
-            let _ = args.add(e.locked_until);
-            let _ = args.add(e.note.clone());
-            let _ = args.add(e.stripe_created);
-            let _ = args.add(e.received_at);
-            let _ = args.add(e.applied_at);
-            let _ = args.add(e.updated_at);
+    let news: Vec<bool> = match backend {
+        Backend::Sqlite => {
+            let stored = stored_keys(db, rows).await?;
+            let mut seen = std::collections::HashSet::with_capacity(rows.len());
+            let news: Vec<bool> = rows
+                .iter()
+                .map(|r| {
+                    let key = (r.stripe_account.as_str(), r.stripe_event_id.as_str());
+                    !stored.contains(&(key.0.to_string(), key.1.to_string())) && seen.insert(key)
+                })
+                .collect();
+            let new: Vec<&InboxRow> = rows
+                .iter()
+                .zip(&news)
+                .filter(|(_, new)| **new)
+                .map(|(r, _)| *r)
+                .collect();
+            for chunk in crate::query::row_chunks(backend, &new, MAX_GROUP_ROWS) {
+                insert_rows(db, chunk, "").await?;
+            }
+            news
         }
-        sql.push_str(" ON CONFLICT (stripe_account, stripe_event_id) DO NOTHING RETURNING id");
-        // Placeholders only; every value is bound.
-        let ids: Vec<String> = sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql), args)
-            .persistent(shapes)
-            .fetch_all(&mut *db)
-            .await?;
-        inserted.extend(ids);
-    }
-    let new: Vec<&&InboxRow> = rows.iter().filter(|r| inserted.contains(&r.id)).collect();
+        Backend::Postgres => {
+            let mut inserted = std::collections::HashSet::with_capacity(rows.len());
+            for chunk in crate::query::row_chunks(backend, rows, MAX_GROUP_ROWS) {
+                let ids = insert_rows(
+                    db,
+                    chunk,
+                    " ON CONFLICT (stripe_account, stripe_event_id) DO NOTHING RETURNING id",
+                )
+                .await?;
+                inserted.extend(ids);
+            }
+            rows.iter().map(|r| inserted.contains(&r.id)).collect()
+        }
+    };
+    let new: Vec<&InboxRow> = rows
+        .iter()
+        .zip(&news)
+        .filter(|(_, new)| **new)
+        .map(|(r, _)| *r)
+        .collect();
+    let shapes = crate::query::keeps_shapes(backend);
     for chunk in crate::query::row_chunks(backend, &new, MAX_GROUP_ROWS) {
         let mut sql = String::from("INSERT INTO webhook_event_payloads (id, payload) VALUES ");
         let mut args = AnyArguments::default();
@@ -138,7 +155,65 @@ pub async fn insert_many(db: &mut crate::Conn, rows: &[&InboxRow]) -> Result<Vec
             .execute(&mut *db)
             .await?;
     }
-    Ok(rows.iter().map(|r| inserted.contains(&r.id)).collect())
+    Ok(news)
+}
+
+/// Inserts `rows` (without payloads) in one statement ending with `tail`; the ids it returns.
+async fn insert_rows(db: &mut crate::Conn, rows: &[&InboxRow], tail: &str) -> Result<Vec<String>> {
+    let backend = crate::Backend::of(db);
+    let mut sql = format!("INSERT INTO webhook_events ({COLUMNS}) VALUES ");
+    let mut args = AnyArguments::default();
+    sql.push_str(&crate::query::value_rows(backend, rows.len(), 17));
+    for e in rows {
+        let _ = args.add(e.id.clone());
+        let _ = args.add(e.connection_id.clone());
+        let _ = args.add(e.merchant_account_id.clone());
+        let _ = args.add(e.stripe_account.clone());
+        let _ = args.add(e.stripe_event_id.clone());
+        let _ = args.add(e.event_type.clone());
+        let _ = args.add(e.api_version.clone());
+        let _ = args.add(e.source.clone());
+        let _ = args.add(e.status.clone());
+        let _ = args.add(e.attempts);
+        let _ = args.add(e.next_attempt_at);
+        let _ = args.add(e.locked_until);
+        let _ = args.add(e.note.clone());
+        let _ = args.add(e.stripe_created);
+        let _ = args.add(e.received_at);
+        let _ = args.add(e.applied_at);
+        let _ = args.add(e.updated_at);
+    }
+    sql.push_str(tail);
+    // Placeholders only (and our own fixed tail); every value is bound.
+    Ok(sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql), args)
+        .persistent(crate::query::keeps_shapes(backend))
+        .fetch_all(&mut *db)
+        .await?)
+}
+
+/// SQLite: which of `rows`' (Stripe account, event id) keys are stored already, read in one
+/// statement through the dedupe index that returns one row.
+async fn stored_keys(
+    db: &mut crate::Conn,
+    rows: &[&InboxRow],
+) -> Result<std::collections::HashSet<(String, String)>> {
+    let keys: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.stripe_account.as_str(), r.stripe_event_id.as_str()))
+        .collect();
+    // Pairs of strings always serialise.
+    let keys = serde_json::to_string(&keys).unwrap_or_default();
+    let found: String = sqlx::query_scalar(
+        "SELECT json_group_array(json_array(stripe_account, stripe_event_id)) FROM webhook_events
+         WHERE (stripe_account, stripe_event_id) IN
+             (SELECT value ->> 0, value ->> 1 FROM json_each($1))",
+    )
+    .bind(keys)
+    .fetch_one(&mut *db)
+    .await?;
+    let found: Vec<(String, String)> = serde_json::from_str(&found)
+        .map_err(|e| crate::StoreError::Corrupt(format!("stored inbox keys: {e}")))?;
+    Ok(found.into_iter().collect())
 }
 
 /// The rows `ids` with their payloads, in the order Stripe created their events (a claim
@@ -663,5 +738,44 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again, ["b", "c", "a"]);
+    }
+
+    /// A group's event is new unless its (Stripe account, event id) is stored already or comes
+    /// earlier in the group; only new events are stored, each with its payload.
+    #[tokio::test]
+    async fn a_group_stores_each_event_once() {
+        let (_dir, store) = sqlite_store().await;
+        let mut conn = store.hold_writer().await.unwrap();
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let new = insert_many(&mut conn, &[&row("a"), &row("b")])
+            .await
+            .unwrap();
+        assert_eq!(new, [true, true]);
+
+        // "b" again under another row id; "c" twice in the group; "a" for another account.
+        let mut b_again = row("b2");
+        b_again.stripe_event_id = "evt_b".into();
+        let mut c_again = row("c2");
+        c_again.stripe_event_id = "evt_c".into();
+        let mut a_elsewhere = row("a2");
+        a_elsewhere.stripe_event_id = "evt_a".into();
+        a_elsewhere.stripe_account = "acct_2".into();
+        let group = [&b_again, &row("c"), &c_again, &a_elsewhere];
+        let new = insert_many(&mut conn, &group).await.unwrap();
+        assert_eq!(new, [false, true, false, true]);
+
+        let stored: Vec<String> = sqlx::query_scalar("SELECT id FROM webhook_events ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(stored, ["a", "a2", "b", "c"]);
+        let payloads: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_event_payloads")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(payloads, 4);
     }
 }
