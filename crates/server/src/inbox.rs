@@ -28,7 +28,7 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tollgate_domain::{DisputeSnapshot, Observation, TransactionState, apply};
 use tollgate_store::inbox::{self, InboxRow};
 use tollgate_store::{
-    Backend, Conn, ConnectionRow, HeldConn, Store, TransactionRow, Tx, connections,
+    Backend, Conn, ConnectionRow, HeldConn, RefundRow, Store, TransactionRow, Tx, connections,
     transactions as store_tx,
 };
 
@@ -688,10 +688,12 @@ async fn apply_rows(
         );
     }
     let found = transactions_named(ctx, &rows, &mut readings).await;
-    let mut plans = Vec::with_capacity(rows.len());
-    for (row, reading) in rows.iter().zip(readings) {
-        plans.push(plan(ctx, row, reading, &found).await);
-    }
+    let refunds = refunds_named(ctx, &readings).await;
+    let mut plans: Vec<Plan> = rows
+        .iter()
+        .zip(readings)
+        .map(|(row, reading)| plan(row, reading, &found, &refunds))
+        .collect();
     let mut work = entitlements(ctx, &conns, &rows, &events, &mut plans).await;
     if ctx.store.backend() == Backend::Postgres {
         entitlements_apart(ctx, &conns, &rows, &mut plans, &mut work).await;
@@ -1137,9 +1139,44 @@ async fn transactions_named(
     found
 }
 
+/// The refunds the events of a batch name, by Stripe refund id (one read), or why they could
+/// not be read (those events are retried).
+async fn refunds_named(
+    ctx: &ApiContext,
+    readings: &[Reading],
+) -> Result<HashMap<String, RefundRow>, String> {
+    let mut ids: Vec<&str> = readings
+        .iter()
+        .filter_map(|r| match r {
+            Reading::About {
+                refund: Some((rid, _)),
+                ..
+            } => Some(rid.as_str()),
+            _ => None,
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    match store_tx::refunds_by_stripe_ids(&ctx.store, &ids).await {
+        Ok(found) => Ok(found
+            .into_iter()
+            .filter_map(|r| r.stripe_refund_id.clone().map(|id| (id, r)))
+            .collect()),
+        Err(e) => Err(format!("looking up refunds: {e}")),
+    }
+}
+
 /// What `row` means for the connection's transactions (SPEC §3.5), given what it says and the
-/// transactions of its batch.
-async fn plan(ctx: &ApiContext, row: &InboxRow, reading: Reading, found: &Named) -> Plan {
+/// transactions and refunds of its batch.
+fn plan(
+    row: &InboxRow,
+    reading: Reading,
+    found: &Named,
+    refunds: &Result<HashMap<String, RefundRow>, String>,
+) -> Plan {
     let (pi_id, observations, refund_named) = match reading {
         Reading::Decided(plan) => return plan,
         Reading::About {
@@ -1154,14 +1191,14 @@ async fn plan(ctx: &ApiContext, row: &InboxRow, reading: Reading, found: &Named)
     let mut refund = None;
     let mut refund_row_status: Option<String> = None;
     if let Some((rid, stripe_status)) = refund_named {
-        match store_tx::get_refund_by_stripe_id(ctx.store.reader(), &rid).await {
+        match refunds.as_ref().map(|found| found.get(&rid)) {
             Ok(Some(r)) if r.transaction_id == t.id => {
                 let status = stripe_map::refund_status(&stripe_status);
                 refund_row_status = Some(r.status.clone());
-                refund = Some((r.id, status));
+                refund = Some((r.id.clone(), status));
             }
             Ok(_) => {}
-            Err(e) => return Plan::Retry(format!("looking up refund {rid}: {e}")),
+            Err(e) => return Plan::Retry(format!("{e} (refund {rid})")),
         }
     }
     // Most events teach nothing new (copies, stale snapshots, shuffled order): found out on

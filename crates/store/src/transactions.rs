@@ -664,14 +664,24 @@ pub async fn get_by_payment_intents(
     Ok(out)
 }
 
-/// A refund by its Stripe id (webhooks updating refund statuses).
-pub async fn get_refund_by_stripe_id<'c, E: Executor<'c, Database = Any>>(
-    db: E,
-    stripe_refund_id: &str,
-) -> Result<Option<RefundRow>> {
-    let row = sqlx::query("SELECT * FROM refunds WHERE stripe_refund_id = $1")
-        .bind(stripe_refund_id)
-        .fetch_optional(db)
-        .await?;
-    row.as_ref().map(RefundRow::from_row).transpose()
+/// The refunds with these Stripe ids (webhooks updating refund statuses): one read of a
+/// reader per 500 ids.
+pub async fn refunds_by_stripe_ids(
+    store: &crate::Store,
+    stripe_refund_ids: &[&str],
+) -> Result<Vec<RefundRow>> {
+    let mut out = Vec::with_capacity(stripe_refund_ids.len());
+    for chunk in stripe_refund_ids.chunks(500) {
+        let list = crate::query::List::new(store.backend(), chunk);
+        let args = list.args(&[]);
+        let sql = format!(
+            "SELECT * FROM refunds WHERE stripe_refund_id IN ({})",
+            list.sql(1)
+        );
+        let q = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(list.persistent());
+        for row in q.fetch_all(store.reader()).await? {
+            out.push(RefundRow::from_row(&row)?);
+        }
+    }
+    Ok(out)
 }
