@@ -197,7 +197,7 @@ pub async fn put_objects(
     type Key = (String, String);
     let ids: std::collections::BTreeSet<&str> = rows.iter().map(|o| o.object_id.as_str()).collect();
     let ids: Vec<&str> = ids.into_iter().collect();
-    let sql = "SELECT * FROM ent_stripe_objects WHERE connection_id = $1 AND object_id IN ({ids})";
+    let sql = "SELECT * FROM ent_stripe_objects WHERE connection_id = $1 AND object_id IN ({list})";
     let mut current: std::collections::BTreeMap<Key, ObjectRow> = std::collections::BTreeMap::new();
     for r in rows_over_ids(db, sql, connection_id, &ids).await? {
         let o = ObjectRow::from_row(&r)?;
@@ -289,7 +289,7 @@ pub async fn objects_of_customer<'c, E: Executor<'c, Database = Any>>(
 /// Ids per statement in the owners walk's queries.
 pub const WALK_CHUNK: usize = 200;
 
-/// Rows of `sql` (`$1` is `scope`, `{ids}` the inside of an `IN (…)` of some of `ids`) over
+/// Rows of `sql` (`$1` is `scope`, `{list}` the inside of an `IN (…)` of some of `ids`) over
 /// all of `ids`, [`WALK_CHUNK`] ids per statement.
 async fn rows_over_ids(
     db: &mut crate::Conn,
@@ -297,17 +297,7 @@ async fn rows_over_ids(
     scope: &str,
     ids: &[&str],
 ) -> Result<Vec<AnyRow>> {
-    let backend = crate::Backend::of(db);
-    let mut out = Vec::new();
-    for chunk in ids.chunks(WALK_CHUNK) {
-        let list = crate::query::List::new(backend, chunk);
-        let args = list.args(&[scope]);
-        // Placeholders only; every value is bound.
-        let sql = sql.replace("{ids}", &list.sql(2));
-        let q = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(list.persistent());
-        out.extend(q.fetch_all(&mut *db).await?);
-    }
-    Ok(out)
+    crate::query::rows_in_list(db, sql, &[scope], ids, WALK_CHUNK).await
 }
 
 /// The links of a connection's Stripe `customers` (those linked).
@@ -317,7 +307,7 @@ pub async fn links_of_customers(
     customers: &[&str],
 ) -> Result<Vec<LinkRow>> {
     let sql =
-        "SELECT * FROM ent_customers WHERE connection_id = $1 AND stripe_customer_id IN ({ids})";
+        "SELECT * FROM ent_customers WHERE connection_id = $1 AND stripe_customer_id IN ({list})";
     let rows = rows_over_ids(db, sql, connection_id, customers).await?;
     rows.iter().map(LinkRow::from_row).collect()
 }
@@ -328,7 +318,7 @@ pub async fn links_of_customids(
     merchant_account_id: &str,
     customids: &[&str],
 ) -> Result<Vec<LinkRow>> {
-    let sql = "SELECT * FROM ent_customers WHERE merchant_account_id = $1 AND customid IN ({ids})
+    let sql = "SELECT * FROM ent_customers WHERE merchant_account_id = $1 AND customid IN ({list})
                ORDER BY created_at, connection_id, stripe_customer_id";
     let rows = rows_over_ids(db, sql, merchant_account_id, customids).await?;
     rows.iter().map(LinkRow::from_row).collect()
@@ -341,7 +331,7 @@ pub async fn objects_of_customers(
     customers: &[&str],
 ) -> Result<Vec<ObjectRow>> {
     let sql = "SELECT * FROM ent_stripe_objects
-               WHERE connection_id = $1 AND stripe_customer_id IN ({ids})";
+               WHERE connection_id = $1 AND stripe_customer_id IN ({list})";
     let rows = rows_over_ids(db, sql, connection_id, customers).await?;
     rows.iter().map(ObjectRow::from_row).collect()
 }
@@ -354,7 +344,7 @@ pub async fn objects_of_customids(
     customids: &[&str],
 ) -> Result<Vec<ObjectRow>> {
     let sql =
-        "SELECT * FROM ent_stripe_objects WHERE merchant_account_id = $1 AND customid IN ({ids})";
+        "SELECT * FROM ent_stripe_objects WHERE merchant_account_id = $1 AND customid IN ({list})";
     let rows = rows_over_ids(db, sql, merchant_account_id, customids).await?;
     rows.iter().map(ObjectRow::from_row).collect()
 }
@@ -365,7 +355,7 @@ pub async fn objects_by_ids(
     connection_id: &str,
     object_ids: &[&str],
 ) -> Result<Vec<ObjectRow>> {
-    let sql = "SELECT * FROM ent_stripe_objects WHERE connection_id = $1 AND object_id IN ({ids})";
+    let sql = "SELECT * FROM ent_stripe_objects WHERE connection_id = $1 AND object_id IN ({list})";
     let rows = rows_over_ids(db, sql, connection_id, object_ids).await?;
     rows.iter().map(ObjectRow::from_row).collect()
 }
@@ -381,7 +371,7 @@ pub async fn objects_referring_any(
     // of scanning the connection's objects; PostgreSQL plans it as any join.
     let sql = "SELECT r.ref_id AS via_ref, o.* FROM ent_object_refs r
                CROSS JOIN ent_stripe_objects o
-               WHERE r.connection_id = $1 AND r.ref_id IN ({ids})
+               WHERE r.connection_id = $1 AND r.ref_id IN ({list})
                  AND o.connection_id = $1 AND o.object_id = r.object_id";
     let rows = rows_over_ids(db, sql, connection_id, ref_ids).await?;
     rows.iter()
@@ -400,12 +390,12 @@ pub async fn owners_of_objects(
     pairs_over_ids(
         db,
         "SELECT object_id AS a, customid AS b FROM ent_stripe_objects
-         WHERE connection_id = $1 AND object_id IN ({ids}) AND customid IS NOT NULL
+         WHERE connection_id = $1 AND object_id IN ({list}) AND customid IS NOT NULL
          UNION ALL
          SELECT o.object_id, c.customid FROM ent_stripe_objects o
          JOIN ent_customers c
            ON c.connection_id = o.connection_id AND c.stripe_customer_id = o.stripe_customer_id
-         WHERE o.connection_id = $1 AND o.object_id IN ({ids})",
+         WHERE o.connection_id = $1 AND o.object_id IN ({list})",
         connection_id,
         object_ids,
     )
@@ -423,10 +413,10 @@ pub async fn neighbours_of(
     pairs_over_ids(
         db,
         "SELECT object_id AS a, ref_id AS b FROM ent_object_refs
-         WHERE connection_id = $1 AND object_id IN ({ids})
+         WHERE connection_id = $1 AND object_id IN ({list})
          UNION ALL
          SELECT r.ref_id, r.object_id FROM ent_object_refs r
-         WHERE r.connection_id = $1 AND r.ref_id IN ({ids}) AND EXISTS
+         WHERE r.connection_id = $1 AND r.ref_id IN ({list}) AND EXISTS
              (SELECT 1 FROM ent_stripe_objects o
               WHERE o.connection_id = $1 AND o.object_id = r.object_id)",
         connection_id,
@@ -435,7 +425,7 @@ pub async fn neighbours_of(
     .await
 }
 
-/// Runs `sql` (`$1` the connection, each `{ids}` the inside of an `IN (…)` of `ids`) for its
+/// Runs `sql` (`$1` the connection, each `{list}` the inside of an `IN (…)` of `ids`) for its
 /// pairs of text columns, named `a` and `b`.
 ///
 /// On SQLite the pairs come back as one row, a JSON array of them: SQLite's rows are handed
@@ -455,7 +445,7 @@ async fn pairs_over_ids(
     let list = crate::query::List::new(backend, ids);
     let args = list.args(&[connection_id]);
     // Placeholders only; every value is bound.
-    let sql = sql.replace("{ids}", &list.sql(2));
+    let sql = sql.replace("{list}", &list.sql(2));
     match backend {
         crate::Backend::Sqlite => {
             let sql = format!("SELECT json_group_array(json_array(a, b)) FROM ({sql})");
@@ -909,7 +899,7 @@ pub async fn permissions_of_customids(
 ) -> Result<Vec<(String, PermissionRow)>> {
     let sql = "SELECT customid, identifier, is_valid, entitlement, expires_at, valid_until, skus,
                       updated_at
-               FROM ent_permissions WHERE merchant_account_id = $1 AND customid IN ({ids})
+               FROM ent_permissions WHERE merchant_account_id = $1 AND customid IN ({list})
                ORDER BY customid, identifier";
     let rows = rows_over_ids(db, sql, merchant_account_id, customids).await?;
     rows.iter()

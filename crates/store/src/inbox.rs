@@ -98,6 +98,14 @@ pub async fn insert_many(db: &mut crate::Conn, rows: &[&InboxRow]) -> Result<Vec
     if rows.is_empty() {
         return Ok(Vec::new());
     }
+    // The rows whose flag in `news` is set.
+    let only_new = |news: &[bool]| -> Vec<&InboxRow> {
+        rows.iter()
+            .zip(news)
+            .filter(|(_, new)| **new)
+            .map(|(r, _)| *r)
+            .collect()
+    };
     let news: Vec<bool> = match backend {
         Backend::Sqlite => {
             let stored = stored_keys(db, rows).await?;
@@ -109,13 +117,7 @@ pub async fn insert_many(db: &mut crate::Conn, rows: &[&InboxRow]) -> Result<Vec
                     !stored.contains(&(key.0.to_string(), key.1.to_string())) && seen.insert(key)
                 })
                 .collect();
-            let new: Vec<&InboxRow> = rows
-                .iter()
-                .zip(&news)
-                .filter(|(_, new)| **new)
-                .map(|(r, _)| *r)
-                .collect();
-            for chunk in crate::query::row_chunks(backend, &new, MAX_GROUP_ROWS) {
+            for chunk in crate::query::row_chunks(backend, &only_new(&news), MAX_GROUP_ROWS) {
                 insert_rows(db, chunk, "").await?;
             }
             news
@@ -134,12 +136,7 @@ pub async fn insert_many(db: &mut crate::Conn, rows: &[&InboxRow]) -> Result<Vec
             rows.iter().map(|r| inserted.contains(&r.id)).collect()
         }
     };
-    let new: Vec<&InboxRow> = rows
-        .iter()
-        .zip(&news)
-        .filter(|(_, new)| **new)
-        .map(|(r, _)| *r)
-        .collect();
+    let new = only_new(&news);
     let shapes = crate::query::keeps_shapes(backend);
     for chunk in crate::query::row_chunks(backend, &new, MAX_GROUP_ROWS) {
         let mut sql = String::from("INSERT INTO webhook_event_payloads (id, payload) VALUES ");
@@ -219,23 +216,15 @@ async fn stored_keys(
 /// The rows `ids` with their payloads, in the order Stripe created their events (a claim
 /// returns ids only: the rows are read here, off the writer).
 pub async fn claimed(db: &mut crate::Conn, ids: &[&str]) -> Result<Vec<InboxRow>> {
-    let backend = Backend::of(db);
-    let mut out = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(500) {
-        let list = crate::query::List::new(backend, chunk);
-        let args = list.args(&[]);
-        // A row without its payload (none is written apart from its row) gets an empty one,
-        // which is read as not JSON.
-        let sql = format!(
-            "SELECT e.*, COALESCE(p.payload, '') AS payload FROM webhook_events e
-             LEFT JOIN webhook_event_payloads p USING (id) WHERE e.id IN ({})",
-            list.sql(1)
-        );
-        let q = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(list.persistent());
-        for row in q.fetch_all(&mut *db).await? {
-            out.push(InboxRow::from_row(&row)?);
-        }
-    }
+    // A row without its payload (none is written apart from its row) gets an empty one, which
+    // is read as not JSON.
+    let sql = "SELECT e.*, COALESCE(p.payload, '') AS payload FROM webhook_events e
+               LEFT JOIN webhook_event_payloads p USING (id) WHERE e.id IN ({list})";
+    let rows = crate::query::rows_in_list(db, sql, &[], ids, 500).await?;
+    let mut out = rows
+        .iter()
+        .map(InboxRow::from_row)
+        .collect::<Result<Vec<_>>>()?;
     out.sort_by(|a, b| (a.stripe_created, &a.id).cmp(&(b.stripe_created, &b.id)));
     Ok(out)
 }
@@ -621,6 +610,18 @@ mod tests {
         assert!(!steps.contains("TEMP B-TREE"), "{steps}");
     }
 
+    /// The write connection of a migrated SQLite store, without foreign keys: the rows'
+    /// connection and merchant are not what these tests are about.
+    async fn sqlite_writer() -> (tempfile::TempDir, crate::HeldConn) {
+        let (dir, store) = sqlite_store().await;
+        let mut conn = store.hold_writer().await.unwrap();
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        (dir, conn)
+    }
+
     fn row(id: &str) -> InboxRow {
         InboxRow {
             id: id.into(),
@@ -648,13 +649,7 @@ mod tests {
     /// for any number of ids; it finds exactly the ids given, through the table's index.
     #[tokio::test]
     async fn an_id_list_finds_exactly_its_ids_through_the_index() {
-        let (_dir, store) = sqlite_store().await;
-        let mut conn = store.hold_writer().await.unwrap();
-        // The rows' connection and merchant are not what this test is about.
-        sqlx::query("PRAGMA foreign_keys = OFF")
-            .execute(&mut *conn)
-            .await
-            .unwrap();
+        let (_dir, mut conn) = sqlite_writer().await;
         let new = insert_many(&mut conn, &[&row("a"), &row("b"), &row("c")])
             .await
             .unwrap();
@@ -696,12 +691,7 @@ mod tests {
     /// claim takes the rows after them, and the lease's end gives them back.
     #[tokio::test]
     async fn a_claim_leases_the_first_due_rows_and_counts_the_attempt() {
-        let (_dir, store) = sqlite_store().await;
-        let mut conn = store.hold_writer().await.unwrap();
-        sqlx::query("PRAGMA foreign_keys = OFF")
-            .execute(&mut *conn)
-            .await
-            .unwrap();
+        let (_dir, mut conn) = sqlite_writer().await;
         let mut later = row("a");
         later.next_attempt_at = 5;
         insert_many(&mut conn, &[&later, &row("c"), &row("b")])
@@ -744,12 +734,7 @@ mod tests {
     /// earlier in the group; only new events are stored, each with its payload.
     #[tokio::test]
     async fn a_group_stores_each_event_once() {
-        let (_dir, store) = sqlite_store().await;
-        let mut conn = store.hold_writer().await.unwrap();
-        sqlx::query("PRAGMA foreign_keys = OFF")
-            .execute(&mut *conn)
-            .await
-            .unwrap();
+        let (_dir, mut conn) = sqlite_writer().await;
         let new = insert_many(&mut conn, &[&row("a"), &row("b")])
             .await
             .unwrap();

@@ -96,12 +96,11 @@ const SQLITE_CHUNK: usize = 64;
 /// The statements a multi-row write of `rows` is cut into, at most `max` rows each.
 ///
 /// On SQLite each holds a power of two rows, at most 64, the largest first (45 rows: 32, 8,
-/// 4 and 1), so
-/// that a statement's text has one of a few shapes per table: sqlx keeps each shape prepared
-/// ([`keeps_shapes`]), where a text that changed with the number of rows was parsed and
-/// planned again by every write (about a tenth of the write connection's thread in the
-/// webhooks benchmark). The extra statements cost a hand-off each, tens of microseconds. On
-/// PostgreSQL chunks of `max`, as one statement costs a network round trip there.
+/// 4 and 1), so that a statement's text has one of a few shapes per table: sqlx keeps each
+/// shape prepared ([`keeps_shapes`]), where a text that changed with the number of rows was
+/// parsed and planned again by every write (about a tenth of the write connection's thread in
+/// the webhooks benchmark). The extra statements cost a hand-off each, tens of microseconds.
+/// On PostgreSQL chunks of `max`, as one statement costs a network round trip there.
 pub(crate) fn row_chunks<T>(backend: crate::Backend, rows: &[T], max: usize) -> Vec<&[T]> {
     match backend {
         crate::Backend::Postgres => rows.chunks(max.max(1)).collect(),
@@ -182,6 +181,28 @@ impl<'a> List<'a> {
     pub fn persistent(&self) -> bool {
         self.backend == crate::Backend::Sqlite
     }
+}
+
+/// The rows of `sql` over every value of `list`, `chunk` values per statement: `sql` holds
+/// `{list}` for the inside of its `IN (…)`, after its text parameters `leading` (`$1`, …).
+/// Only the code's own fragments go into `sql`; every value is bound.
+pub(crate) async fn rows_in_list(
+    db: &mut crate::Conn,
+    sql: &str,
+    leading: &[&str],
+    list: &[&str],
+    chunk: usize,
+) -> crate::Result<Vec<sqlx::any::AnyRow>> {
+    let backend = crate::Backend::of(db);
+    let mut out = Vec::new();
+    for part in list.chunks(chunk.max(1)) {
+        let list = List::new(backend, part);
+        let args = list.args(leading);
+        let sql = sql.replace("{list}", &list.sql(leading.len() + 1));
+        let q = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(list.persistent());
+        out.extend(q.fetch_all(&mut *db).await?);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -102,21 +102,10 @@ pub async fn get_many(
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
-    let mut out = Vec::with_capacity(ids.len());
-    let backend = crate::Backend::of(db);
-    for chunk in ids.chunks(500) {
-        let list = crate::query::List::new(backend, chunk);
-        let args = list.args(&[]);
-        let sql = format!(
-            "SELECT * FROM transactions WHERE id IN ({}) ORDER BY id{lock}",
-            list.sql(1)
-        );
-        let q = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(list.persistent());
-        for row in q.fetch_all(&mut *db).await? {
-            out.push(TransactionRow::from_row(&row)?);
-        }
-    }
-    Ok(out)
+    // Only our own lock clause is formatted in.
+    let sql = format!("SELECT * FROM transactions WHERE id IN ({{list}}) ORDER BY id{lock}");
+    let rows = crate::query::rows_in_list(db, &sql, &[], &ids, 500).await?;
+    rows.iter().map(TransactionRow::from_row).collect()
 }
 
 /// The only ways a transaction row changes.
@@ -648,20 +637,13 @@ pub async fn get_by_payment_intents(
     connection_id: &str,
     payment_intent_ids: &[&str],
 ) -> Result<Vec<TransactionRow>> {
-    let mut out = Vec::with_capacity(payment_intent_ids.len());
-    for chunk in payment_intent_ids.chunks(500) {
-        let list = crate::query::List::new(store.backend(), chunk);
-        let args = list.args(&[connection_id]);
-        let sql = format!(
-            "SELECT * FROM transactions WHERE connection_id = $1 AND payment_intent_id IN ({})",
-            list.sql(2)
-        );
-        let q = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(list.persistent());
-        for row in q.fetch_all(store.reader()).await? {
-            out.push(TransactionRow::from_row(&row)?);
-        }
-    }
-    Ok(out)
+    let mut conn = store.hold_reader().await?;
+    let sql =
+        "SELECT * FROM transactions WHERE connection_id = $1 AND payment_intent_id IN ({list})";
+    let rows =
+        crate::query::rows_in_list(&mut conn, sql, &[connection_id], payment_intent_ids, 500)
+            .await?;
+    rows.iter().map(TransactionRow::from_row).collect()
 }
 
 /// The refunds with these Stripe ids (webhooks updating refund statuses): one read of a
@@ -670,18 +652,8 @@ pub async fn refunds_by_stripe_ids(
     store: &crate::Store,
     stripe_refund_ids: &[&str],
 ) -> Result<Vec<RefundRow>> {
-    let mut out = Vec::with_capacity(stripe_refund_ids.len());
-    for chunk in stripe_refund_ids.chunks(500) {
-        let list = crate::query::List::new(store.backend(), chunk);
-        let args = list.args(&[]);
-        let sql = format!(
-            "SELECT * FROM refunds WHERE stripe_refund_id IN ({})",
-            list.sql(1)
-        );
-        let q = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(list.persistent());
-        for row in q.fetch_all(store.reader()).await? {
-            out.push(RefundRow::from_row(&row)?);
-        }
-    }
-    Ok(out)
+    let mut conn = store.hold_reader().await?;
+    let sql = "SELECT * FROM refunds WHERE stripe_refund_id IN ({list})";
+    let rows = crate::query::rows_in_list(&mut conn, sql, &[], stripe_refund_ids, 500).await?;
+    rows.iter().map(RefundRow::from_row).collect()
 }
