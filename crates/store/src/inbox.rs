@@ -763,4 +763,23 @@ mod tests {
             .unwrap();
         assert_eq!(payloads, 4);
     }
+
+    /// The write connection keeps a larger page cache than SQLite's default (2 MiB); readers
+    /// keep the default.
+    #[tokio::test]
+    async fn the_write_connection_has_a_larger_page_cache() {
+        let (_dir, store) = sqlite_store().await;
+        let mut writer = store.hold_writer().await.unwrap();
+        let pages: i64 = sqlx::query_scalar("PRAGMA cache_size")
+            .fetch_one(&mut *writer)
+            .await
+            .unwrap();
+        assert_eq!(pages, -32768);
+        let mut reader = store.hold_reader().await.unwrap();
+        let pages: i64 = sqlx::query_scalar("PRAGMA cache_size")
+            .fetch_one(&mut *reader)
+            .await
+            .unwrap();
+        assert_eq!(pages, -2000);
+    }
 }
