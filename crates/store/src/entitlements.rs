@@ -443,9 +443,8 @@ async fn pairs_over_ids(
     }
     let backend = crate::Backend::of(db);
     let list = crate::query::List::new(backend, ids);
-    let args = list.args(&[connection_id]);
     // Placeholders only; every value is bound.
-    let sql = sql.replace("{list}", &list.sql(2));
+    let (sql, args) = list.fill(sql, &[connection_id]);
     match backend {
         crate::Backend::Sqlite => {
             let sql = format!("SELECT json_group_array(json_array(a, b)) FROM ({sql})");
@@ -453,8 +452,7 @@ async fn pairs_over_ids(
                 .persistent(list.persistent())
                 .fetch_one(db)
                 .await?;
-            serde_json::from_str(&pairs)
-                .map_err(|e| crate::StoreError::Corrupt(format!("pairs of stored ids: {e}")))
+            crate::query::json_array(&pairs, "pairs of stored ids")
         }
         crate::Backend::Postgres => Ok(sqlx::query_as_with::<_, (String, String), _>(
             sqlx::AssertSqlSafe(sql),

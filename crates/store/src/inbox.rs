@@ -109,13 +109,14 @@ pub async fn insert_many(db: &mut crate::Conn, rows: &[&InboxRow]) -> Result<Vec
     let news: Vec<bool> = match backend {
         Backend::Sqlite => {
             let stored = stored_keys(db, rows).await?;
-            let mut seen = std::collections::HashSet::with_capacity(rows.len());
+            // A key is new once: stored keys and those seen earlier in `rows` are not.
+            let mut seen: std::collections::HashSet<(&str, &str)> = stored
+                .iter()
+                .map(|(a, e)| (a.as_str(), e.as_str()))
+                .collect();
             let news: Vec<bool> = rows
                 .iter()
-                .map(|r| {
-                    let key = (r.stripe_account.as_str(), r.stripe_event_id.as_str());
-                    !stored.contains(&(key.0.to_string(), key.1.to_string())) && seen.insert(key)
-                })
+                .map(|r| seen.insert((r.stripe_account.as_str(), r.stripe_event_id.as_str())))
                 .collect();
             for chunk in crate::query::row_chunks(backend, &only_new(&news), MAX_GROUP_ROWS) {
                 insert_rows(db, chunk, "").await?;
@@ -190,10 +191,7 @@ async fn insert_rows(db: &mut crate::Conn, rows: &[&InboxRow], tail: &str) -> Re
 
 /// SQLite: which of `rows`' (Stripe account, event id) keys are stored already, read in one
 /// statement through the dedupe index that returns one row.
-async fn stored_keys(
-    db: &mut crate::Conn,
-    rows: &[&InboxRow],
-) -> Result<std::collections::HashSet<(String, String)>> {
+async fn stored_keys(db: &mut crate::Conn, rows: &[&InboxRow]) -> Result<Vec<(String, String)>> {
     let keys: Vec<(&str, &str)> = rows
         .iter()
         .map(|r| (r.stripe_account.as_str(), r.stripe_event_id.as_str()))
@@ -208,9 +206,7 @@ async fn stored_keys(
     .bind(keys)
     .fetch_one(&mut *db)
     .await?;
-    let found: Vec<(String, String)> = serde_json::from_str(&found)
-        .map_err(|e| crate::StoreError::Corrupt(format!("stored inbox keys: {e}")))?;
-    Ok(found.into_iter().collect())
+    crate::query::json_array(&found, "stored inbox keys")
 }
 
 /// The rows `ids` with their payloads, in the order Stripe created their events (a claim
@@ -240,29 +236,27 @@ pub async fn lock_due<'c, E: Executor<'c, Database = Any>>(
         return Ok(Default::default());
     }
     // On SQLite one row holding every id rather than a row per id: sqlx hands SQLite's rows
-    // over from its connection thread 50 at a time, and a batch's few hundred rows cost that
+    // over from its connection thread one at a time, and a batch's few hundred rows cost that
     // thread more in hand-offs than the lookups themselves (measured: 3.9 ms against 2.5 ms
-    // per 256 ids). Row ids are UUIDs, which hold no comma. On PostgreSQL a row per id, each
-    // locked.
+    // per 256 ids). On PostgreSQL a row per id, each locked.
     let (column, lock) = match backend {
-        Backend::Sqlite => ("group_concat(id, ',')", ""),
+        Backend::Sqlite => ("json_group_array(id)", ""),
         Backend::Postgres => ("id", backend.for_update()),
     };
     let list = crate::query::List::new(backend, ids);
-    let args = list.args(&[]);
-    let sql = format!(
-        "SELECT {column} FROM webhook_events WHERE id IN ({}) AND status IN ('received', 'failed'){lock}",
-        list.sql(1),
+    let (sql, args) = list.fill(
+        &format!(
+            "SELECT {column} FROM webhook_events WHERE id IN ({{list}}) AND status IN ('received', 'failed'){lock}"
+        ),
+        &[],
     );
-    let q = sqlx::query_scalar_with::<_, Option<String>, _>(sqlx::AssertSqlSafe(sql), args)
+    let q = sqlx::query_scalar_with::<_, String, _>(sqlx::AssertSqlSafe(sql), args)
         .persistent(list.persistent());
-    Ok(q.fetch_all(db)
-        .await?
-        .into_iter()
-        .flatten()
-        .flat_map(|ids| ids.split(',').map(str::to_string).collect::<Vec<_>>())
-        .filter(|id| !id.is_empty())
-        .collect())
+    let due: Vec<String> = match backend {
+        Backend::Sqlite => crate::query::json_array(&q.fetch_one(db).await?, "due inbox rows")?,
+        Backend::Postgres => q.fetch_all(db).await?,
+    };
+    Ok(due.into_iter().collect())
 }
 
 /// One row's outcome for [`finish_each`]: its id, status, note and next attempt.
@@ -306,8 +300,8 @@ pub async fn finish_each(db: &mut crate::Conn, outcomes: &[Outcome<'_>], now: i6
 /// the lease ends (a crashed worker's rows come back then). Counts the attempt. Returns the
 /// rows' ids; [`claimed`] reads the rows.
 ///
-/// On SQLite the claim is two statements that each return one row: the ids joined by commas
-/// (`group_concat`), then the update of those rows. SQLite's rows come back from its connection
+/// On SQLite the claim is two statements that each return one row: the ids as a JSON array
+/// (`json_group_array`), then the update of those rows. SQLite's rows come back from its connection
 /// thread one by one through a channel, and a batch's rows with every column cost the writer
 /// more than the update itself (the writer is the one thing every SQLite write waits for).
 /// Nothing else writes between the two statements: they run on the one write connection, and
@@ -340,26 +334,17 @@ pub async fn claim(
         }
         Backend::Sqlite => {
             let sql = format!(
-                "SELECT group_concat(id, ',') FROM ({})",
+                "SELECT json_group_array(id) FROM ({})",
                 waiting_sql(backend, 1, 2)
             );
-            let joined: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            let list: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                 .bind(now)
                 .bind(limit)
                 .fetch_one(&mut *db)
                 .await?;
-            // Row ids are UUIDs, which hold no comma.
-            let ids: Vec<String> = joined
-                .as_deref()
-                .unwrap_or_default()
-                .split(',')
-                .filter(|id| !id.is_empty())
-                .map(str::to_string)
-                .collect();
+            let ids: Vec<String> = crate::query::json_array(&list, "claimed inbox rows")?;
             if !ids.is_empty() {
-                let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-                // An array of strings always serialises.
-                let list = serde_json::to_string(&refs).unwrap_or_default();
+                // The update reads the same JSON array of ids.
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "{update} WHERE id IN (SELECT value FROM json_each($3))"
                 )))
@@ -768,18 +753,16 @@ mod tests {
     /// keep the default.
     #[tokio::test]
     async fn the_write_connection_has_a_larger_page_cache() {
+        async fn cache_size(conn: &mut crate::Conn) -> i64 {
+            sqlx::query_scalar("PRAGMA cache_size")
+                .fetch_one(conn)
+                .await
+                .unwrap()
+        }
         let (_dir, store) = sqlite_store().await;
         let mut writer = store.hold_writer().await.unwrap();
-        let pages: i64 = sqlx::query_scalar("PRAGMA cache_size")
-            .fetch_one(&mut *writer)
-            .await
-            .unwrap();
-        assert_eq!(pages, -32768);
+        assert_eq!(cache_size(&mut writer).await, -32768);
         let mut reader = store.hold_reader().await.unwrap();
-        let pages: i64 = sqlx::query_scalar("PRAGMA cache_size")
-            .fetch_one(&mut *reader)
-            .await
-            .unwrap();
-        assert_eq!(pages, -2000);
+        assert_eq!(cache_size(&mut reader).await, -2000);
     }
 }

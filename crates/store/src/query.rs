@@ -175,6 +175,15 @@ impl<'a> List<'a> {
         args
     }
 
+    /// `sql` with its `{list}` filled in, and its arguments: the text values `leading` (`$1`,
+    /// …, before the list), then the list's.
+    pub fn fill(&self, sql: &str, leading: &[&str]) -> (String, AnyArguments) {
+        (
+            sql.replace("{list}", &self.sql(leading.len() + 1)),
+            self.args(leading),
+        )
+    }
+
     /// Whether sqlx should keep the statement prepared: on SQLite its text is the same every
     /// time; on PostgreSQL a new text for each length would push the others out of the
     /// connection's cache.
@@ -197,12 +206,22 @@ pub(crate) async fn rows_in_list(
     let mut out = Vec::new();
     for part in list.chunks(chunk.max(1)) {
         let list = List::new(backend, part);
-        let args = list.args(leading);
-        let sql = sql.replace("{list}", &list.sql(leading.len() + 1));
+        let (sql, args) = list.fill(sql, leading);
         let q = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).persistent(list.persistent());
         out.extend(q.fetch_all(&mut *db).await?);
     }
     Ok(out)
+}
+
+/// The values of a JSON array that SQLite built in one row (`json_group_array`): on SQLite,
+/// statements on the writer that would return a row per value return this one row instead,
+/// as sqlx hands SQLite's rows over from its connection thread one at a time. `what` names
+/// the values in the error.
+pub(crate) fn json_array<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &str,
+) -> crate::Result<Vec<T>> {
+    serde_json::from_str(text).map_err(|e| crate::StoreError::Corrupt(format!("{what}: {e}")))
 }
 
 #[cfg(test)]
