@@ -778,8 +778,12 @@ impl BenchServer {
         let server = tokio::spawn(tollgate_server::serve(config, listener, opts, async move {
             let _ = stopped.await;
         }));
+        // Like Stripe's senders: no redirect followed, no request retried (a retry would count
+        // one event twice). Each policy also cost the senders work on every request.
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(concurrency)
+            .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never())
             .build()
             .context("http client")?;
         let key = wait_ready(&client, &public_url, data_dir, &server).await?;

@@ -6,7 +6,6 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde_json::{Value, json};
 use tollgate_store::{ConnectionRow, connections};
 
 use crate::ApiContext;
@@ -20,7 +19,7 @@ pub async fn receive(
     Path(connection_id): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Received>)> {
     let body = axum::body::to_bytes(body, MAX_EVENT_BYTES)
         .await
         .map_err(|_| {
@@ -58,8 +57,20 @@ pub async fn receive(
     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok((
         StatusCode::OK,
-        Json(json!({"received": true, "duplicate": !new, "id": new.then_some(id)})),
+        Json(Received {
+            received: true,
+            duplicate: !new,
+            id: new.then_some(id),
+        }),
     ))
+}
+
+/// The answer to an event: `id` is the inbox row's, for a new event.
+#[derive(serde::Serialize)]
+pub struct Received {
+    received: bool,
+    duplicate: bool,
+    id: Option<String>,
 }
 
 fn refused(why: &str) -> ApiError {

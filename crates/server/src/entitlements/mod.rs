@@ -16,6 +16,7 @@ pub mod runtime;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use futures_util::{StreamExt, TryStreamExt, stream};
 use serde_json::{Map, Value, json};
 use tollgate_domain::entitlements::{
     self as dom, Catalog, ChangeKind, Grace, Ledger, PermissionDef, PermissionState, Policy,
@@ -217,10 +218,7 @@ pub async fn reread_ties(
             };
             let path = format!("{base}/{}", seg(id));
             match stripe.retrieve(&path).await {
-                Ok(mut object) => {
-                    prepare(ctx, connection, &mut object).await?;
-                    fresh.push(((ctx.now() / 1000).max(*at), object));
-                }
+                Ok(object) => fresh.push(((ctx.now() / 1000).max(*at), object)),
                 Err(e) if e.status() == Some(404) => {}
                 Err(e) => return Err(stripe_error(ctx, &e)),
             }
@@ -228,6 +226,8 @@ pub async fn reread_ties(
         if fresh.is_empty() {
             return Ok(());
         }
+        let mut objects: Vec<&mut Value> = fresh.iter_mut().map(|(_, o)| o).collect();
+        prepare_all(ctx, connection, &mut objects).await?;
         let work: Vec<Work> = fresh
             .into_iter()
             .map(|(at, o)| Work::object(at, o))
@@ -272,32 +272,38 @@ pub async fn prepare_events(
     connection: &ConnectionRow,
     events: &[&Value],
 ) -> ApiResult<Vec<Option<Work>>> {
+    let objects = events.iter().filter_map(|e| object_read(connection, e));
+    let mut items = line_items_for(ctx, connection, objects).await?;
     let mut out = Vec::with_capacity(events.len());
     for event in events {
-        out.push(take(ctx, connection, event).await?);
+        out.push(take(ctx, connection, event, &mut items).await?);
     }
     Ok(out)
+}
+
+/// The object of `event` when entitlements read it: a type they read, of this connection's
+/// Stripe account (another account's event is not this connection's to apply).
+fn object_read<'e>(connection: &ConnectionRow, event: &'e Value) -> Option<&'e Value> {
+    if !is_relevant(event["type"].as_str().unwrap_or_default()) {
+        return None;
+    }
+    if let Some(acct) = event["account"].as_str()
+        && connection.stripe_account.as_deref() != Some(acct)
+    {
+        return None;
+    }
+    Some(&event["data"]["object"]).filter(|o| o.is_object())
 }
 
 async fn take(
     ctx: &ApiContext,
     connection: &ConnectionRow,
     event: &Value,
+    line_items: &mut LineItems,
 ) -> ApiResult<Option<Work>> {
-    let kind = event["type"].as_str().unwrap_or_default();
-    if !is_relevant(kind) {
+    let Some(object) = object_read(connection, event) else {
         return Ok(None);
-    }
-    // Another Stripe account's event is not this connection's to apply.
-    if let Some(acct) = event["account"].as_str()
-        && connection.stripe_account.as_deref() != Some(acct)
-    {
-        return Ok(None);
-    }
-    let object = &event["data"]["object"];
-    if !object.is_object() {
-        return Ok(None);
-    }
+    };
     let at = event["created"]
         .as_i64()
         .unwrap_or_else(|| ctx.now() / 1000);
@@ -320,28 +326,41 @@ async fn take(
         return Ok(Some(Work::Clock(id.to_string())));
     }
     let mut object = object.clone();
-    prepare(ctx, connection, &mut object).await?;
+    prepare(ctx, connection, &mut object, line_items).await?;
     Ok(Some(Work::object(at, object)?))
 }
 
+/// [`prepare`] for several objects: their line items are read first, together.
+async fn prepare_all(
+    ctx: &ApiContext,
+    connection: &ConnectionRow,
+    objects: &mut [&mut Value],
+) -> ApiResult<()> {
+    let mut items = line_items_for(ctx, connection, objects.iter().map(|o| &**o)).await?;
+    for o in objects.iter_mut() {
+        prepare(ctx, connection, o, &mut items).await?;
+    }
+    Ok(())
+}
+
 /// Reads what an object needs from Stripe before it is stored: a Checkout Session's line items
-/// (the event does not carry them), and its test clock's frozen time if unknown.
+/// (the event does not carry them; from `line_items` when read already), and its test clock's
+/// frozen time if unknown.
 async fn prepare(
     ctx: &ApiContext,
     connection: &ConnectionRow,
     object: &mut Value,
+    line_items: &mut LineItems,
 ) -> ApiResult<()> {
-    if object["object"] == "checkout.session"
-        && object["mode"] == "payment"
-        && object["line_items"].is_null()
-        && let Some(id) = object["id"].as_str()
-    {
-        let stripe = ctx.stripe_for(connection)?;
-        let path = format!("/v1/checkout/sessions/{}/line_items", seg(id));
-        let items = stripe
-            .list_all(&path, &Map::new(), 1000)
-            .await
-            .map_err(|e| stripe_error(ctx, &e))?;
+    if let Some(id) = needs_line_items(object) {
+        let items = match line_items.get(id) {
+            Some(items) => items.clone(),
+            None => {
+                let read = read_line_items(ctx, connection, vec![id.to_string()]).await?;
+                line_items.extend(read);
+                line_items.get(id).cloned().unwrap_or_default()
+            }
+        };
         object["line_items"] = json!({"object": "list", "data": items, "has_more": false});
     }
     if let Some(clock) = map::test_clock_of(object)
@@ -370,6 +389,106 @@ async fn fetch_clock(ctx: &ApiContext, connection: &ConnectionRow, clock: &str) 
         }
         Err(e) => tracing::warn!(clock, error = %e.message(), "reading a test clock failed"),
     }
+}
+
+/// Line items of Checkout Sessions, by session id.
+type LineItems = HashMap<String, Vec<Value>>;
+
+/// How many line-item reads go to Stripe at once (a batch of events can name many sessions;
+/// one after another, each read's round trip held the batch up).
+const LINE_ITEM_READS: usize = 8;
+
+/// A Checkout Session's id when its line items must be read: a purchase (`payment` mode) whose
+/// object does not carry them (Stripe's events never do).
+fn needs_line_items(object: &Value) -> Option<&str> {
+    if object["object"] == "checkout.session"
+        && object["mode"] == "payment"
+        && object["line_items"].is_null()
+    {
+        object["id"].as_str()
+    } else {
+        None
+    }
+}
+
+/// The line items of the sessions among `objects` that need them. A session stored complete
+/// or expired keeps the line items stored with it: Stripe changes a session's line items only
+/// while it is open, so reading them again (a second event for the session, a replay, a
+/// sync) would read the same list. The others are read from Stripe, [`LINE_ITEM_READS`] at a
+/// time.
+async fn line_items_for<'o>(
+    ctx: &ApiContext,
+    connection: &ConnectionRow,
+    objects: impl Iterator<Item = &'o Value>,
+) -> ApiResult<LineItems> {
+    let ids: BTreeSet<&str> = objects.filter_map(needs_line_items).collect();
+    if ids.is_empty() {
+        return Ok(LineItems::new());
+    }
+    let ids: Vec<&str> = ids.into_iter().collect();
+    let mut conn = ctx
+        .store
+        .reader()
+        .acquire()
+        .await
+        .map_err(tollgate_store::StoreError::from)?;
+    let mut known = LineItems::new();
+    for row in es::objects_by_ids(&mut conn, &connection.id, &ids).await? {
+        if row.object_type == "checkout.session"
+            && let Some(items) = final_line_items(&row.data)
+        {
+            known.insert(row.object_id, items);
+        }
+    }
+    drop(conn);
+    let missing: Vec<String> = ids
+        .into_iter()
+        .filter(|id| !known.contains_key(*id))
+        .map(str::to_string)
+        .collect();
+    known.extend(read_line_items(ctx, connection, missing).await?);
+    Ok(known)
+}
+
+/// The whole line-item list stored with a session that is final (complete or expired).
+fn final_line_items(stored: &str) -> Option<Vec<Value>> {
+    #[derive(serde::Deserialize)]
+    struct Session {
+        status: Option<String>,
+        line_items: Option<List>,
+    }
+    #[derive(serde::Deserialize)]
+    struct List {
+        data: Vec<Value>,
+        #[serde(default)]
+        has_more: bool,
+    }
+    let s: Session = serde_json::from_str(stored).ok()?;
+    let list = s.line_items.filter(|l| !l.has_more)?;
+    matches!(s.status.as_deref(), Some("complete" | "expired")).then_some(list.data)
+}
+
+/// Reads the line items of sessions `ids` from Stripe, [`LINE_ITEM_READS`] at a time.
+async fn read_line_items(
+    ctx: &ApiContext,
+    connection: &ConnectionRow,
+    ids: Vec<String>,
+) -> ApiResult<Vec<(String, Vec<Value>)>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stripe = ctx.stripe_for(connection)?;
+    let stripe = &stripe;
+    stream::iter(ids)
+        .map(|id| async move {
+            let path = format!("/v1/checkout/sessions/{}/line_items", seg(&id));
+            let items = stripe.list_all(&path, &Map::new(), 1000).await?;
+            Ok((id, items))
+        })
+        .buffer_unordered(LINE_ITEM_READS)
+        .try_collect()
+        .await
+        .map_err(|e| stripe_error(ctx, &e))
 }
 
 fn seg(id: &str) -> String {
@@ -1299,9 +1418,8 @@ pub async fn link_customer(
             Err(e) => return Err(stripe_error(ctx, &e)),
         }
     }
-    for (_, o) in objects.iter_mut() {
-        prepare(ctx, connection, o).await?;
-    }
+    let mut refs: Vec<&mut Value> = objects.iter_mut().map(|(_, o)| o).collect();
+    prepare_all(ctx, connection, &mut refs).await?;
     if let Some(clock) = map::test_clock_of(&cus) {
         fetch_clock(ctx, connection, &clock).await;
     }
