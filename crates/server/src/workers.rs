@@ -17,7 +17,9 @@ pub fn spawn(ctx: ApiContext) {
         let store = ctx.store.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // Often, so that what is left when the writer must checkpoint itself (see
+                // `wal_autocheckpoint` in `tollgate_store`) is small, and each sync short.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 if let Err(e) = store.checkpoint().await {
                     tracing::warn!(error = %e, "SQLite checkpoint failed");
                 }
