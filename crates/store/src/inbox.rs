@@ -749,20 +749,23 @@ mod tests {
         assert_eq!(payloads, 4);
     }
 
-    /// The write connection keeps a larger page cache than SQLite's default (2 MiB); readers
-    /// keep the default.
+    /// The write connection keeps a larger page cache than SQLite's default (2 MiB), and
+    /// checkpoints inside its own commits only past 100,000 pages of log (SQLite's default:
+    /// 1,000); readers keep the defaults.
     #[tokio::test]
-    async fn the_write_connection_has_a_larger_page_cache() {
-        async fn cache_size(conn: &mut crate::Conn) -> i64 {
-            sqlx::query_scalar("PRAGMA cache_size")
-                .fetch_one(conn)
-                .await
-                .unwrap()
+    async fn the_write_connection_has_a_larger_page_cache_and_log() {
+        async fn pragma(conn: &mut crate::Conn, sql: &'static str) -> i64 {
+            sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
         }
         let (_dir, store) = sqlite_store().await;
         let mut writer = store.hold_writer().await.unwrap();
-        assert_eq!(cache_size(&mut writer).await, -32768);
+        assert_eq!(pragma(&mut writer, "PRAGMA cache_size").await, -32768);
+        assert_eq!(
+            pragma(&mut writer, "PRAGMA wal_autocheckpoint").await,
+            100_000
+        );
         let mut reader = store.hold_reader().await.unwrap();
-        assert_eq!(cache_size(&mut reader).await, -2000);
+        assert_eq!(pragma(&mut reader, "PRAGMA cache_size").await, -2000);
+        assert_eq!(pragma(&mut reader, "PRAGMA wal_autocheckpoint").await, 1000);
     }
 }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tollgate_server::ApiContext;
 use tollgate_server::auth::KeyKind;
 use tollgate_server::clock::SystemClock;
-use tollgate_server::entitlements::on_stripe_event;
+use tollgate_server::entitlements::{on_stripe_event, on_stripe_events};
 use tollgate_store::ConnectionRow;
 
 use crate::common::{Db, Resp, TestServer, assert_bad_field, assert_error, now_ms};
@@ -28,6 +28,7 @@ crate::both_dbs!(
     events_in_any_order_give_the_same_permissions,
     the_expiry_job_expires_at_period_end,
     the_permission_cache_follows_every_change,
+    checkout_line_items_are_read_from_stripe_once_per_session,
 );
 
 const DAY: i64 = 86_400;
@@ -1219,4 +1220,119 @@ async fn the_permission_cache_follows_every_change(db: Db) {
         .await
         .expect("hit counter");
     assert!(hits >= 3, "{hits} hits");
+}
+
+/// A Stripe API POST at the sandbox (form-encoded, as Stripe's libraries send it).
+async fn stripe_post(s: &TestServer, path: &str, form: &[(&str, &str)]) -> Value {
+    let rb = s
+        .http
+        .post(s.url(&format!("/sandbox/stripe{path}")))
+        .bearer_auth(s.sandbox.secret_key())
+        .form(form);
+    s.send(rb).await.expect(200)
+}
+
+/// A paid Checkout Session in `payment` mode for `customid`, as its `completed` event carries
+/// it: without line items (the sandbox's own session, read back).
+async fn paid_session(s: &TestServer, price: &str, customid: &str) -> Value {
+    let cs = stripe_post(
+        s,
+        "/v1/checkout/sessions",
+        &[
+            ("mode", "payment"),
+            ("success_url", "https://merchant.example/done"),
+            ("client_reference_id", customid),
+            ("line_items[0][price]", price),
+            ("line_items[0][quantity]", "1"),
+        ],
+    )
+    .await;
+    let mut cs = s
+        .stripe_get(&format!(
+            "/v1/checkout/sessions/{}",
+            cs["id"].as_str().unwrap()
+        ))
+        .await;
+    cs["status"] = json!("complete");
+    cs["payment_status"] = json!("paid");
+    assert!(cs["line_items"].is_null(), "{cs}");
+    cs
+}
+
+/// A purchase's line items are not in its event: they are read from Stripe, for several
+/// sessions of one batch together, and once a session is stored complete they are not read
+/// again (a replay, a second event of the session) — so applying those works while Stripe
+/// does not answer.
+async fn checkout_line_items_are_read_from_stripe_once_per_session(db: Db) {
+    let s = TestServer::start(db).await;
+    let pk = s.bound_key(KeyKind::Public, "default").await;
+    let (ctx, conn) = inbox(&s).await;
+    let product = stripe_post(&s, "/v1/products", &[("name", "Lifetime")]).await;
+    let product = product["id"].as_str().unwrap().to_string();
+    let price = stripe_post(
+        &s,
+        "/v1/prices",
+        &[
+            ("product", &product),
+            ("unit_amount", "4900"),
+            ("currency", "usd"),
+        ],
+    )
+    .await;
+    let price = price["id"].as_str().unwrap().to_string();
+    s.post(
+        "/v1/skus",
+        json!({"identifier": "life", "store": "stripe", "product_id": product, "kind": "one_time"}),
+    )
+    .await
+    .expect(201);
+    s.post(
+        "/v1/permissions/definitions",
+        json!({"identifier": "premium", "skus": ["life"]}),
+    )
+    .await
+    .expect(201);
+    let t = now_ms() / 1000;
+
+    // Three sessions in one batch: each one's line items are read, and each buyer is granted.
+    let mut sessions = Vec::new();
+    for (i, user) in ["cs-a", "cs-b", "cs-c"].iter().enumerate() {
+        let cs = paid_session(&s, &price, user).await;
+        sessions.push(event(
+            &format!("evt_cs_{i}"),
+            "checkout.session.completed",
+            t,
+            cs,
+            CURRENT,
+        ));
+    }
+    let refs: Vec<&Value> = sessions.iter().collect();
+    let read = on_stripe_events(&ctx, &conn, &refs).await.expect("applied");
+    assert_eq!(read, vec![true, true, true]);
+    for user in ["cs-a", "cs-b", "cs-c"] {
+        let p = permissions_of(&s, &pk, user).await;
+        assert_eq!(p.len(), 1, "{user}: {p:?}");
+        assert_eq!(p[0]["identifier"], "premium", "{user}: {p:?}");
+        assert_eq!(p[0]["is_valid"], true, "{user}: {p:?}");
+    }
+
+    // Stripe stops answering. The stored sessions are complete: a replay of their events
+    // needs no read.
+    s.faults("500", 1.0, 0).await;
+    let replayed = on_stripe_events(&ctx, &conn, &refs)
+        .await
+        .expect("applied without Stripe");
+    assert_eq!(replayed, vec![true, true, true]);
+    let p = permissions_of(&s, &pk, "cs-a").await;
+    assert_eq!(p[0]["is_valid"], true, "{p:?}");
+    // A session not stored yet must be read: its event fails (the inbox retries it).
+    s.faults_off().await;
+    let new = paid_session(&s, &price, "cs-d").await;
+    s.faults("500", 1.0, 0).await;
+    let new = event("evt_cs_d", "checkout.session.completed", t, new, CURRENT);
+    assert!(on_stripe_event(&ctx, &conn, &new).await.is_err());
+    s.faults_off().await;
+    assert!(on_stripe_event(&ctx, &conn, &new).await.expect("applied"));
+    let p = permissions_of(&s, &pk, "cs-d").await;
+    assert_eq!(p[0]["is_valid"], true, "{p:?}");
 }
