@@ -426,12 +426,7 @@ async fn line_items_for<'o>(
         return Ok(LineItems::new());
     }
     let ids: Vec<&str> = ids.into_iter().collect();
-    let mut conn = ctx
-        .store
-        .reader()
-        .acquire()
-        .await
-        .map_err(tollgate_store::StoreError::from)?;
+    let mut conn = ctx.store.hold_reader().await?;
     let mut known = LineItems::new();
     for row in es::objects_by_ids(&mut conn, &connection.id, &ids).await? {
         if row.object_type == "checkout.session"

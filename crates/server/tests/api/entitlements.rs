@@ -345,15 +345,7 @@ async fn sandbox_customer(s: &TestServer, metadata: &[(&str, &str)]) -> String {
     for (k, v) in metadata {
         form.push((format!("metadata[{k}]"), v.to_string()));
     }
-    let r = s
-        .send(
-            s.http
-                .post(s.url("/sandbox/stripe/v1/customers"))
-                .bearer_auth(s.sandbox.secret_key())
-                .form(&form),
-        )
-        .await
-        .expect(200);
+    let r = s.stripe_post("/v1/customers", &form).await;
     r["id"].as_str().unwrap().to_string()
 }
 
@@ -398,22 +390,19 @@ async fn connect_stripe_404_409_force(db: Db) {
 /// A succeeded bare PaymentIntent of `customer` selling `sku` (`metadata.sku`), at the sandbox.
 async fn paid_intent(s: &TestServer, customer: &str, sku: &str, amount: i64) -> Value {
     let r = s
-        .send(
-            s.http
-                .post(s.url("/sandbox/stripe/v1/payment_intents"))
-                .bearer_auth(s.sandbox.secret_key())
-                .form(&[
-                    ("amount", amount.to_string()),
-                    ("currency", "usd".into()),
-                    ("customer", customer.into()),
-                    ("metadata[sku]", sku.into()),
-                    ("payment_method", "pm_card_visa".into()),
-                    ("confirm", "true".into()),
-                    ("return_url", "https://example.com/r".into()),
-                ]),
+        .stripe_post(
+            "/v1/payment_intents",
+            &[
+                ("amount", amount.to_string()),
+                ("currency", "usd".into()),
+                ("customer", customer.into()),
+                ("metadata[sku]", sku.into()),
+                ("payment_method", "pm_card_visa".into()),
+                ("confirm", "true".into()),
+                ("return_url", "https://example.com/r".into()),
+            ],
         )
-        .await
-        .expect(200);
+        .await;
     assert_eq!(r["status"], "succeeded", "{r}");
     r
 }
@@ -1222,31 +1211,21 @@ async fn the_permission_cache_follows_every_change(db: Db) {
     assert!(hits >= 3, "{hits} hits");
 }
 
-/// A Stripe API POST at the sandbox (form-encoded, as Stripe's libraries send it).
-async fn stripe_post(s: &TestServer, path: &str, form: &[(&str, &str)]) -> Value {
-    let rb = s
-        .http
-        .post(s.url(&format!("/sandbox/stripe{path}")))
-        .bearer_auth(s.sandbox.secret_key())
-        .form(form);
-    s.send(rb).await.expect(200)
-}
-
 /// A paid Checkout Session in `payment` mode for `customid`, as its `completed` event carries
 /// it: without line items (the sandbox's own session, read back).
 async fn paid_session(s: &TestServer, price: &str, customid: &str) -> Value {
-    let cs = stripe_post(
-        s,
-        "/v1/checkout/sessions",
-        &[
-            ("mode", "payment"),
-            ("success_url", "https://merchant.example/done"),
-            ("client_reference_id", customid),
-            ("line_items[0][price]", price),
-            ("line_items[0][quantity]", "1"),
-        ],
-    )
-    .await;
+    let cs = s
+        .stripe_post(
+            "/v1/checkout/sessions",
+            &[
+                ("mode", "payment"),
+                ("success_url", "https://merchant.example/done"),
+                ("client_reference_id", customid),
+                ("line_items[0][price]", price),
+                ("line_items[0][quantity]", "1"),
+            ],
+        )
+        .await;
     let mut cs = s
         .stripe_get(&format!(
             "/v1/checkout/sessions/{}",
@@ -1267,18 +1246,18 @@ async fn checkout_line_items_are_read_from_stripe_once_per_session(db: Db) {
     let s = TestServer::start(db).await;
     let pk = s.bound_key(KeyKind::Public, "default").await;
     let (ctx, conn) = inbox(&s).await;
-    let product = stripe_post(&s, "/v1/products", &[("name", "Lifetime")]).await;
+    let product = s.stripe_post("/v1/products", &[("name", "Lifetime")]).await;
     let product = product["id"].as_str().unwrap().to_string();
-    let price = stripe_post(
-        &s,
-        "/v1/prices",
-        &[
-            ("product", &product),
-            ("unit_amount", "4900"),
-            ("currency", "usd"),
-        ],
-    )
-    .await;
+    let price = s
+        .stripe_post(
+            "/v1/prices",
+            &[
+                ("product", product.as_str()),
+                ("unit_amount", "4900"),
+                ("currency", "usd"),
+            ],
+        )
+        .await;
     let price = price["id"].as_str().unwrap().to_string();
     s.post(
         "/v1/skus",

@@ -432,12 +432,11 @@ async fn old_api_versions_are_understood(db: Db) {
             )))
             .bearer_auth(s.sandbox.secret_key());
         s.send(rb).await.expect(200);
-        let rb = s
-            .http
-            .post(s.url("/sandbox/stripe/v1/refunds"))
-            .bearer_auth(s.sandbox.secret_key())
-            .form(&[("payment_intent", pi_id.as_str()), ("amount", "500")]);
-        s.send(rb).await.expect(200);
+        s.stripe_post(
+            "/v1/refunds",
+            &[("payment_intent", pi_id.as_str()), ("amount", "500")],
+        )
+        .await;
         let pi = s
             .stripe_get(&format!(
                 "/v1/payment_intents/{pi_id}?expand[]=latest_charge"

@@ -460,6 +460,17 @@ impl TestServer {
         self.send(rb).await.expect(200)
     }
 
+    /// A Stripe API POST at the sandbox with its secret key, form-encoded as Stripe's libraries
+    /// send it (asserts 200).
+    pub async fn stripe_post<F: serde::Serialize + ?Sized>(&self, path: &str, form: &F) -> Value {
+        let rb = self
+            .http
+            .post(self.url(&format!("/sandbox/stripe{path}")))
+            .bearer_auth(self.sandbox.secret_key())
+            .form(form);
+        self.send(rb).await.expect(200)
+    }
+
     /// The PaymentIntents at the sandbox made for transaction `id` (by metadata).
     pub async fn intents_of(&self, id: &str) -> Vec<Value> {
         let list = self.stripe_get("/v1/payment_intents?limit=100").await;
