@@ -48,7 +48,7 @@ pub enum BenchCommand {
     },
     /// Signed Stripe events into `POST /webhooks/stripe/{id}` over loopback: acknowledged
     /// (durable in the inbox) and applied per second, acknowledgement latency, and whether the
-    /// stored transactions match the stream.
+    /// stored transactions and subscribers' permissions match the stream.
     Webhooks {
         #[arg(long, value_enum, default_value_t = BenchDb::Sqlite)]
         db: BenchDb,

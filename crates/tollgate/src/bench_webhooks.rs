@@ -7,11 +7,14 @@
 //! a PaymentIntent at the in-process sandbox) a lifecycle of payment-intent and charge events
 //! (authorized, charge succeeded, succeeded, captured, then refunds rising step by step, each
 //! `charge.refunded` with the cumulative amount and a `charge.refund.updated`), mixed with
-//! subscription, invoice and checkout events over objects that repeat (stored, not needed by
-//! transactions: marked ignored). The whole stream is shuffled, and a few percent of it is sent
+//! subscription, invoice and checkout events over objects that repeat, which the entitlement
+//! half applies: each subscription goes through versions (incomplete, active, and for some a
+//! final cancellation) in distinct seconds, and each completed Checkout Session's line items
+//! are read from the sandbox. The whole stream is shuffled, and a few percent of it is sent
 //! twice. Reported: events/s acknowledged (each 200 means the event is committed durably),
 //! events/s applied (until the inbox holds nothing waiting), acknowledgement latency, and
-//! whether every transaction ended in the state the stream implies.
+//! whether every transaction and every subscriber's purchases ended in the state the stream
+//! implies (an older version applied last would show as a wrong state).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -106,7 +109,8 @@ async fn bench(
         sessions.len()
     );
 
-    let (stream, expected) = build_stream(&objs, &sessions, events);
+    catalogue(&client, &base, &auth).await?;
+    let (stream, expected, holders) = build_stream(&objs, &sessions, events);
     let payment = stream
         .iter()
         .filter(|e| {
@@ -234,6 +238,41 @@ async fn bench(
             ));
         }
     }
+    let mut wrong = Vec::new();
+    for h in &holders {
+        let sub: Value = client
+            .get(format!("{base}/v1/subscribers/{}", h.customid))
+            .header("authorization", &auth)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let purchase = sub["purchases"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["id"] == h.source.as_str()));
+        let permission = sub["permissions"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["identifier"] == h.permission));
+        let held = permission.is_some_and(|p| p["is_valid"] == true);
+        if purchase.map(|p| (&p["is_valid"], &p["entitlement"]))
+            != Some((&json!(h.held), &json!(h.code)))
+            || held != h.held
+        {
+            wrong.push(format!(
+                "{}: {} is {} and {} {} (expected held {} code {})",
+                h.customid,
+                h.source,
+                purchase.map_or("absent".into(), |p| format!(
+                    "valid {} code {}",
+                    p["is_valid"], p["entitlement"]
+                )),
+                h.permission,
+                if held { "held" } else { "not held" },
+                h.held,
+                h.code
+            ));
+        }
+    }
     let dead: Value = client
         .get(format!("{base}/webhook-events?status=dead&limit=1"))
         .header("authorization", &auth)
@@ -269,8 +308,10 @@ async fn bench(
         distinct as f64 / applied_in.as_secs_f64()
     );
     println!(
-        "  state: {}/{objects} transactions match the stream; dead letters: {}",
+        "  state: {}/{objects} transactions and {}/{} subscribers' purchases and permissions match the stream; dead letters: {}",
         objects - stale.len(),
+        holders.len() - wrong.len(),
+        holders.len(),
         if dead["items"].as_array().is_some_and(Vec::is_empty) {
             "none"
         } else {
@@ -297,6 +338,12 @@ async fn bench(
         bail!(
             "{} transactions do not match the stream; the first: {s}",
             stale.len()
+        );
+    }
+    if let Some(w) = wrong.first() {
+        bail!(
+            "{} subscribers do not match the stream; the first: {w}",
+            wrong.len()
         );
     }
     Ok(())
@@ -363,13 +410,64 @@ async fn make_objects(
     Ok(all)
 }
 
-/// `n` Checkout Sessions (payment mode, one line) in the sandbox; their ids.
+/// The product of the subscriptions (not read from Stripe: their events carry their items)
+/// and of the Checkout Sessions' line items (read from the sandbox, where it is created).
+const SUB_PRODUCT: &str = "prod_bench";
+const ONCE_PRODUCT: &str = "prod_bench_once";
+
+/// SKUs and permissions for the two products, so the entitlement half evaluates what the
+/// billing events give (with no catalogue, purchases grant no permission).
+async fn catalogue(client: &reqwest::Client, base: &str, auth: &str) -> anyhow::Result<()> {
+    let posts = [
+        (
+            "/v1/skus",
+            json!({"identifier": "bench_monthly", "store": "stripe", "product_id": SUB_PRODUCT, "kind": "subscription"}),
+        ),
+        (
+            "/v1/skus",
+            json!({"identifier": "bench_once", "store": "stripe", "product_id": ONCE_PRODUCT, "kind": "one_time"}),
+        ),
+        (
+            "/v1/permissions/definitions",
+            json!({"identifier": SUB_PERMISSION, "skus": ["bench_monthly"]}),
+        ),
+        (
+            "/v1/permissions/definitions",
+            json!({"identifier": ONCE_PERMISSION, "skus": ["bench_once"]}),
+        ),
+    ];
+    for (path, body) in posts {
+        client
+            .post(format!("{base}{path}"))
+            .header("authorization", auth)
+            .json(&body)
+            .send()
+            .await?
+            .error_for_status()
+            .with_context(|| format!("POST {path}"))?;
+    }
+    Ok(())
+}
+
+const SUB_PERMISSION: &str = "bench_sub";
+const ONCE_PERMISSION: &str = "bench_once";
+
+/// `n` Checkout Sessions (payment mode, one line of [`ONCE_PRODUCT`]) in the sandbox; their
+/// ids.
 async fn make_sessions(
     client: &reqwest::Client,
     base: &str,
     n: usize,
     concurrency: usize,
 ) -> anyhow::Result<Vec<String>> {
+    client
+        .post(format!("{base}/sandbox/stripe/v1/products"))
+        .bearer_auth("sk_test_benchmark0123456789")
+        .form(&[("id", ONCE_PRODUCT), ("name", "Bench")])
+        .send()
+        .await?
+        .error_for_status()
+        .context("creating the product")?;
     let per = n.div_ceil(concurrency.max(1));
     let mut tasks = Vec::new();
     for chunk in 0..concurrency.max(1) {
@@ -383,7 +481,7 @@ async fn make_sessions(
                     ("success_url", "https://merchant.example/done"),
                     ("line_items[0][price_data][currency]", "eur"),
                     ("line_items[0][price_data][unit_amount]", "1999"),
-                    ("line_items[0][price_data][product_data][name]", "Bench"),
+                    ("line_items[0][price_data][product]", ONCE_PRODUCT),
                     ("line_items[0][quantity]", "1"),
                 ];
                 let cs: Value = client
@@ -408,15 +506,23 @@ async fn make_sessions(
     Ok(all)
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 fn event(id: String, kind: &str, object: Value) -> Value {
+    event_at(id, kind, object, unix_now())
+}
+
+fn event_at(id: String, kind: &str, object: Value, created: i64) -> Value {
     json!({
         "id": id,
         "object": "event",
         "api_version": API_VERSION,
-        "created": std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
+        "created": created,
         "data": {"object": object},
         "livemode": false,
         "pending_webhooks": 1,
@@ -450,12 +556,24 @@ fn charge(pi: &Value, ch_id: &str, amount: i64, captured: bool, refunded: i64) -
     })
 }
 
-/// The stream, and per object the (captured, refunded) amounts it implies.
+/// What a subscriber should have of one purchase once the stream is applied.
+struct Holder {
+    customid: String,
+    /// The subscription or Checkout Session.
+    source: String,
+    permission: &'static str,
+    held: bool,
+    /// The purchase's entitlement code (SPEC §5.3).
+    code: i64,
+}
+
+/// The stream; per object the (captured, refunded) amounts it implies; and what the billing
+/// events give their subscribers.
 fn build_stream(
     objs: &[Object],
     sessions: &[String],
     events: usize,
-) -> (Vec<Value>, Vec<(i64, i64)>) {
+) -> (Vec<Value>, Vec<(i64, i64)>, Vec<Holder>) {
     let payment_target = ((events as f64) * (1.0 - BILLING_SHARE)) as usize;
     let mut out = Vec::with_capacity(events);
     let mut expected = Vec::with_capacity(objs.len());
@@ -516,19 +634,55 @@ fn build_stream(
         expected.push((o.amount, refunded));
     }
     // Billing events over repeating subscriptions, invoices and checkout sessions.
-    let mut k = 0usize;
-    while out.len() < events {
-        let obj = k % (objs.len() / 2 + 1);
-        let (kind, object) = match k % 3 {
-            0 => (
-                "customer.subscription.updated",
-                json!({"id": format!("sub_bench{obj}"), "object": "subscription",
-                  "status": "active", "customer": format!("cus_bench{obj}"), "metadata": {"customid": format!("user-{obj}")},
-                  "items": {"object": "list", "data": [{"id": format!("si_bench{obj}"), "object": "subscription_item",
-                  "current_period_start": 1767225600, "current_period_end": 1769904000,
-                  "price": {"id": "price_bench", "object": "price", "product": "prod_bench", "unit_amount": 999,
-                  "currency": "eur", "recurring": {"interval": "month", "interval_count": 1}}, "quantity": 1}]}}),
-            ),
+    let billing = events.saturating_sub(out.len());
+    let owners = objs.len() / 2 + 1;
+    let now = unix_now();
+    // How many versions each subscription gets: each is one event, a second apart (Stripe's
+    // `created`), so the newest is known without reading it again.
+    let mut versions = vec![0usize; owners];
+    for k in (0..billing).step_by(3) {
+        versions[k % owners] += 1;
+    }
+    let mut seen = vec![0usize; owners];
+    let mut holders = Vec::new();
+    for k in 0..billing {
+        let obj = k % owners;
+        let customid = format!("user-{obj}");
+        let (kind, object, created) = match k % 3 {
+            0 => {
+                let (v, last) = (seen[obj], versions[obj]);
+                seen[obj] += 1;
+                // A quarter of the subscriptions end canceled by the customer.
+                let cancels = obj % 4 == 1;
+                let status = match v {
+                    _ if v + 1 == last && cancels => "canceled",
+                    0 if last > 1 => "incomplete",
+                    _ => "active",
+                };
+                if v == 0 {
+                    holders.push(Holder {
+                        customid: customid.clone(),
+                        source: format!("sub_bench{obj}"),
+                        permission: SUB_PERMISSION,
+                        held: !cancels,
+                        code: if cancels { -5 } else { 5 },
+                    });
+                }
+                let created = now - 3600 + v as i64;
+                (
+                    "customer.subscription.updated",
+                    json!({"id": format!("sub_bench{obj}"), "object": "subscription", "created": now - 7200,
+                      "status": status, "customer": format!("cus_bench{obj}"), "metadata": {"customid": customid},
+                      "cancel_at_period_end": false, "ended_at": if status == "canceled" { json!(created) } else { Value::Null },
+                      "cancellation_details": {"comment": null, "feedback": null,
+                        "reason": if status == "canceled" { json!("cancellation_requested") } else { Value::Null }},
+                      "items": {"object": "list", "data": [{"id": format!("si_bench{obj}"), "object": "subscription_item",
+                      "current_period_start": now - 7200, "current_period_end": now + 30 * 86_400,
+                      "price": {"id": "price_bench", "object": "price", "product": SUB_PRODUCT, "unit_amount": 999,
+                      "currency": "eur", "recurring": {"interval": "month", "interval_count": 1}}, "quantity": 1}]}}),
+                    created,
+                )
+            }
             1 => (
                 "invoice.paid",
                 json!({"id": format!("in_bench{obj}_{k}"), "object": "invoice", "status": "paid",
@@ -536,17 +690,30 @@ fn build_stream(
                   "billing_reason": "subscription_cycle",
                   "parent": {"type": "subscription_details", "subscription_details": {"subscription": format!("sub_bench{obj}"), "metadata": {}}},
                   "lines": {"object": "list", "data": []}}),
+                now,
             ),
-            _ => (
-                "checkout.session.completed",
-                json!({"id": sessions[obj % sessions.len().max(1)], "object": "checkout.session",
-                  "mode": "payment", "status": "complete", "payment_status": "paid", "amount_total": 1999,
-                  "currency": "eur", "client_reference_id": format!("user-{obj}"), "customer": format!("cus_bench{obj}"),
-                  "metadata": {}}),
-            ),
+            _ => {
+                let session = &sessions[obj % sessions.len().max(1)];
+                if !holders.iter().any(|h| &h.source == session) {
+                    holders.push(Holder {
+                        customid: customid.clone(),
+                        source: session.clone(),
+                        permission: ONCE_PERMISSION,
+                        held: true,
+                        code: 3,
+                    });
+                }
+                (
+                    "checkout.session.completed",
+                    json!({"id": session, "object": "checkout.session",
+                      "mode": "payment", "status": "complete", "payment_status": "paid", "amount_total": 1999,
+                      "currency": "eur", "client_reference_id": customid, "customer": format!("cus_bench{obj}"),
+                      "metadata": {}}),
+                    now,
+                )
+            }
         };
-        out.push(event(next_id(), kind, object));
-        k += 1;
+        out.push(event_at(next_id(), kind, object, created));
     }
-    (out, expected)
+    (out, expected, holders)
 }
