@@ -195,15 +195,12 @@ async fn bench(
     let acked_in = started.elapsed();
     // Applied: nothing left waiting in the inbox.
     loop {
-        let waiting: Value = client
-            .get(format!(
-                "{base}/webhook-events?status=received&status=failed&limit=1"
-            ))
-            .header("authorization", &auth)
-            .send()
-            .await?
-            .json()
-            .await?;
+        let waiting = get_json(
+            &client,
+            &auth,
+            format!("{base}/webhook-events?status=received&status=failed&limit=1"),
+        )
+        .await?;
         if waiting["items"].as_array().is_some_and(Vec::is_empty) {
             break;
         }
@@ -221,13 +218,12 @@ async fn bench(
     // The stored state against the stream.
     let mut stale = Vec::new();
     for (o, (captured, refunded)) in objs.iter().zip(&expected) {
-        let t: Value = client
-            .get(format!("{base}/transactions/{}", o.transaction_id))
-            .header("authorization", &auth)
-            .send()
-            .await?
-            .json()
-            .await?;
+        let t = get_json(
+            &client,
+            &auth,
+            format!("{base}/transactions/{}", o.transaction_id),
+        )
+        .await?;
         if t["status"] != "capture_succeeded"
             || t["captured_amount"] != *captured
             || t["refunded_amount"] != *refunded
@@ -240,13 +236,12 @@ async fn bench(
     }
     let mut wrong = Vec::new();
     for h in &holders {
-        let sub: Value = client
-            .get(format!("{base}/v1/subscribers/{}", h.customid))
-            .header("authorization", &auth)
-            .send()
-            .await?
-            .json()
-            .await?;
+        let sub = get_json(
+            &client,
+            &auth,
+            format!("{base}/v1/subscribers/{}", h.customid),
+        )
+        .await?;
         let purchase = sub["purchases"]
             .as_array()
             .and_then(|ps| ps.iter().find(|p| p["id"] == h.source.as_str()));
@@ -273,13 +268,12 @@ async fn bench(
             ));
         }
     }
-    let dead: Value = client
-        .get(format!("{base}/webhook-events?status=dead&limit=1"))
-        .header("authorization", &auth)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let dead = get_json(
+        &client,
+        &auth,
+        format!("{base}/webhook-events?status=dead&limit=1"),
+    )
+    .await?;
 
     let cores = cores();
     let db_name = match db {
@@ -347,6 +341,17 @@ async fn bench(
         );
     }
     Ok(())
+}
+
+/// A GET of Tollgate's API with the secret key, read as JSON.
+async fn get_json(client: &reqwest::Client, auth: &str, url: String) -> anyhow::Result<Value> {
+    Ok(client
+        .get(url)
+        .header("authorization", auth)
+        .send()
+        .await?
+        .json()
+        .await?)
 }
 
 /// Creates `n` transactions on the connection and reads each one's PaymentIntent.
