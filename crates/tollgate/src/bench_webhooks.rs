@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use rand::seq::{IndexedRandom, SliceRandom};
 use serde_json::{Value, json};
+use tollgate_domain::entitlements::code;
 use tollgate_stripe::signature;
 
 use crate::bench::{
@@ -569,7 +570,7 @@ struct Holder {
     permission: &'static str,
     held: bool,
     /// The purchase's entitlement code (SPEC §5.3).
-    code: i64,
+    code: i32,
 }
 
 /// The stream; per object the (captured, refunded) amounts it implies; and what the billing
@@ -670,7 +671,11 @@ fn build_stream(
                         source: format!("sub_bench{obj}"),
                         permission: SUB_PERMISSION,
                         held: !cancels,
-                        code: if cancels { -5 } else { 5 },
+                        code: if cancels {
+                            code::EXPIRED
+                        } else {
+                            code::RENEWING
+                        },
                     });
                 }
                 let created = now - 3600 + v as i64;
@@ -705,7 +710,7 @@ fn build_stream(
                         source: session.clone(),
                         permission: ONCE_PERMISSION,
                         held: true,
-                        code: 3,
+                        code: code::LIFETIME,
                     });
                 }
                 (
