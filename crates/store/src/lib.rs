@@ -12,6 +12,7 @@ pub mod connections;
 pub mod entitlements;
 pub mod idempotency;
 pub mod inbox;
+mod nodelay;
 pub mod operators;
 pub mod outbox;
 mod query;
@@ -136,6 +137,9 @@ impl Store {
                         Box::pin(async move {
                             // Durability as SPEC §4 defines it.
                             conn.execute("SET synchronous_commit = on").await?;
+                            if !nodelay::set_on(conn).await? {
+                                tracing::debug!("PostgreSQL connection without TCP_NODELAY (a Unix socket, or its port not found)");
+                            }
                             Ok(())
                         })
                     })
