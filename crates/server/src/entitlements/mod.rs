@@ -560,6 +560,15 @@ pub async fn apply_in(
             Work::Clock(_) => None,
         })
         .collect();
+    if ctx.store.backend() == Backend::Postgres {
+        // Each customer's link lock before any link is read, all in one order (the set's):
+        // two batches that share customers then wait for each other instead of deadlocking
+        // (taken object by object, two workers' batches deadlocked, and PostgreSQL broke
+        // each deadlock only after `deadlock_timeout`, 1 s).
+        for cus in &customers {
+            es::lock_stripe_customer(&mut **tx, &connection.id, cus).await?;
+        }
+    }
     links.prefetch(tx, &connection.id, &customers).await?;
     let stored_clocks = links.stored_clocks(tx, &connection.id, &customers).await?;
     let mut objects: Vec<ObjectRow> = Vec::new();
@@ -578,11 +587,6 @@ pub async fn apply_in(
         };
         let customer = map::customer_of(object);
         let customid = map::customid_of(object, &key);
-        if let Some(cus) = &customer
-            && ctx.store.backend() == Backend::Postgres
-        {
-            es::lock_stripe_customer(&mut **tx, &connection.id, cus).await?;
-        }
         // Metadata links a customer not linked yet; it never moves an existing link.
         if let (Some(cus), Some(cid)) = (&customer, &customid) {
             let existing = links.get(tx, &connection.id, cus).await?;
@@ -1186,9 +1190,11 @@ pub async fn reevaluate_all<'a>(
     merchant: &str,
     customids: impl IntoIterator<Item = &'a str>,
 ) -> ApiResult<Vec<Notice>> {
+    // Sorted: the customers' locks (PostgreSQL) are taken in this order, the same in every
+    // transaction, so two that share customers wait for each other instead of deadlocking.
     let mut customids: Vec<&str> = customids.into_iter().collect();
-    let mut once = BTreeSet::new();
-    customids.retain(|c| once.insert(*c));
+    customids.sort_unstable();
+    customids.dedup();
     if customids.is_empty() {
         return Ok(Vec::new());
     }

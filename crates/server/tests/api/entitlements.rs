@@ -1315,3 +1315,92 @@ async fn checkout_line_items_are_read_from_stripe_once_per_session(db: Db) {
     let p = permissions_of(&s, &pk, "cs-d").await;
     assert_eq!(p[0]["is_valid"], true, "{p:?}");
 }
+
+/// PostgreSQL: one batch's customers are locked in one order, all before any link is read, so
+/// two workers' batches that share customers wait for each other instead of deadlocking
+/// (PostgreSQL breaks a deadlock only after `deadlock_timeout`, a second, and fails one side).
+/// Here another transaction holds customer A's lock while a batch of B's then A's objects
+/// arrives: the batch must wait for A without holding B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_locks_its_customers_in_one_order_on_postgres() {
+    if crate::common::skip_postgres() {
+        return;
+    }
+    let s = TestServer::start(Db::Postgres).await;
+    let (ctx, conn) = inbox(&s).await;
+    let key = |cus: &str| format!("link\u{1f}{}\u{1f}{cus}", conn.id);
+    let t = now_ms() / 1000;
+
+    let mut holder = ctx.store.begin().await.expect("a transaction");
+    tollgate_store::entitlements::lock_stripe_customer(&mut *holder, &conn.id, "cus_lock_a")
+        .await
+        .expect("A's lock");
+    let events = [
+        event(
+            "evt_lock_b",
+            "customer.subscription.updated",
+            t,
+            subscription(
+                "sub_lock_b",
+                "cus_lock_b",
+                "active",
+                "prod_lock",
+                t,
+                t + 30 * DAY,
+            ),
+            CURRENT,
+        ),
+        event(
+            "evt_lock_a",
+            "customer.subscription.updated",
+            t,
+            subscription(
+                "sub_lock_a",
+                "cus_lock_a",
+                "active",
+                "prod_lock",
+                t,
+                t + 30 * DAY,
+            ),
+            CURRENT,
+        ),
+    ];
+    let batch = {
+        let (ctx, conn) = (ctx.clone(), conn.clone());
+        tokio::spawn(async move {
+            let refs: Vec<&Value> = events.iter().collect();
+            on_stripe_events(&ctx, &conn, &refs).await
+        })
+    };
+    // Until the batch waits for a lock.
+    let started = std::time::Instant::now();
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        )
+        .fetch_one(&s.pool)
+        .await
+        .expect("pg_locks");
+        if waiting > 0 {
+            break;
+        }
+        assert!(!batch.is_finished(), "the batch did not wait for A's lock");
+        assert!(started.elapsed().as_secs() < 10, "the batch never waited");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // B's lock is free: the batch waits for A before taking it.
+    let mut other = ctx.store.begin().await.expect("a transaction");
+    let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext($1))")
+        .bind(key("cus_lock_b"))
+        .fetch_one(&mut *other)
+        .await
+        .expect("try B's lock");
+    assert!(free, "the batch took B's lock before A's");
+    other.rollback().await.expect("rollback");
+    holder.rollback().await.expect("rollback");
+    let read = batch
+        .await
+        .expect("the batch's task")
+        .expect("the batch applied");
+    assert_eq!(read, vec![true, true]);
+}
