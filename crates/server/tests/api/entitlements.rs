@@ -1335,6 +1335,10 @@ async fn a_batch_locks_its_customers_in_one_order_on_postgres() {
     tollgate_store::entitlements::lock_stripe_customer(&mut *holder, &conn.id, "cus_lock_a")
         .await
         .expect("A's lock");
+    let holder_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *holder)
+        .await
+        .expect("the holder's backend");
     let events = [
         event(
             "evt_lock_b",
@@ -1372,12 +1376,15 @@ async fn a_batch_locks_its_customers_in_one_order_on_postgres() {
             on_stripe_events(&ctx, &conn, &refs).await
         })
     };
-    // Until the batch waits for a lock.
+    // Until the batch waits for A's lock (other tests share the server: only a wait on this
+    // holder counts).
     let started = std::time::Instant::now();
     loop {
         let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+               AND $1 = ANY(pg_blocking_pids(pid))",
         )
+        .bind(holder_pid)
         .fetch_one(&s.pool)
         .await
         .expect("pg_locks");
