@@ -29,6 +29,7 @@ use tollgate_stripe::signature;
 use crate::bench::{
     BenchDb, BenchServer, cores, latency_line, on_fresh_db, peak_rss_mib, process_cpu,
 };
+use crate::demo::unix_now;
 
 const SECRET: &str = "whsec_benchmark_secret_0123456789";
 /// Share of the stream that is billing events (subscriptions, invoices, checkout).
@@ -156,11 +157,7 @@ async fn bench(
                     break;
                 };
                 // Stripe signs each attempt at send time.
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or(0);
-                let header = signature::header(&[SECRET], now, &body);
+                let header = signature::header(&[SECRET], unix_now(), &body);
                 let t = Instant::now();
                 let r = client
                     .post(url.clone())
@@ -420,6 +417,9 @@ async fn make_objects(
 /// and of the Checkout Sessions' line items (read from the sandbox, where it is created).
 const SUB_PRODUCT: &str = "prod_bench";
 const ONCE_PRODUCT: &str = "prod_bench_once";
+/// The permissions they give (see [`catalogue`]).
+const SUB_PERMISSION: &str = "bench_sub";
+const ONCE_PERMISSION: &str = "bench_once";
 
 /// SKUs and permissions for the two products, so the entitlement half evaluates what the
 /// billing events give (with no catalogue, purchases grant no permission).
@@ -454,9 +454,6 @@ async fn catalogue(client: &reqwest::Client, base: &str, auth: &str) -> anyhow::
     }
     Ok(())
 }
-
-const SUB_PERMISSION: &str = "bench_sub";
-const ONCE_PERMISSION: &str = "bench_once";
 
 /// `n` Checkout Sessions (payment mode, one line of [`ONCE_PRODUCT`]) in the sandbox; their
 /// ids.
@@ -510,13 +507,6 @@ async fn make_sessions(
         all.extend(t.await??);
     }
     Ok(all)
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 fn event(id: String, kind: &str, object: Value) -> Value {

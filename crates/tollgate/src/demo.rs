@@ -643,7 +643,8 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-fn unix_now() -> i64 {
+/// The wall clock in whole seconds (Stripe's `created` and signature timestamps).
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)

@@ -6,6 +6,9 @@
 
 use std::process::Command;
 
+mod common;
+use common::postgres_url;
+
 const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 
 /// Runs the benchmark with `args` and returns its `state:` line.
@@ -58,10 +61,8 @@ fn the_webhooks_benchmark_ends_with_every_object_matching_the_stream_on_sqlite()
 
 #[test]
 fn the_webhooks_benchmark_ends_with_every_object_matching_the_stream_on_postgres() {
-    if std::env::var("TOLLGATE_TEST_SKIP_POSTGRES").as_deref() == Ok("1") {
+    let Some(url) = postgres_url() else {
         return;
-    }
-    let url = std::env::var("TOLLGATE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    };
     assert_all_match(&state_line(&["--db", "postgres", "--database-url", &url]));
 }

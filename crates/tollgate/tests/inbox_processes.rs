@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tollgate_stripe::signature;
 
+mod common;
+use common::postgres_url;
+
 const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 const SECRET: &str = "whsec_process_tests_0123456789";
 const MASTER_KEY: &str = "101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f";
@@ -391,16 +394,6 @@ async fn a_killed_server_loses_no_acknowledged_event_and_applies_none_twice() {
         assert_eq!(row["status"], "applied", "{row}");
     }
     assert_applied_once(&api, &server.base, &pays).await;
-}
-
-fn postgres_url() -> Option<String> {
-    if std::env::var("TOLLGATE_TEST_SKIP_POSTGRES").as_deref() == Ok("1") {
-        return None;
-    }
-    Some(
-        std::env::var("TOLLGATE_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
-    )
 }
 
 /// A fresh schema on the test database, as a URL whose connections use it.

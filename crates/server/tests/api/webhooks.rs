@@ -425,13 +425,11 @@ async fn old_api_versions_are_understood(db: Db) {
         );
 
         // Captured and partly refunded at Stripe behind Tollgate's back.
-        let rb = s
-            .http
-            .post(s.url(&format!(
-                "/sandbox/stripe/v1/payment_intents/{pi_id}/capture"
-            )))
-            .bearer_auth(s.sandbox.secret_key());
-        s.send(rb).await.expect(200);
+        s.stripe_post(
+            &format!("/v1/payment_intents/{pi_id}/capture"),
+            &[] as &[(&str, &str)],
+        )
+        .await;
         s.stripe_post(
             "/v1/refunds",
             &[("payment_intent", pi_id.as_str()), ("amount", "500")],
