@@ -97,8 +97,8 @@ impl Inbox {
         }
     }
 
-    /// Stores `row` durably; `true` when it is new, `false` for a duplicate (same Stripe
-    /// account and event id).
+    /// Stores `row` durably; `true` when it is new, `false` for a duplicate (the same event id
+    /// stored already for the same connection).
     pub async fn accept(&self, row: InboxRow) -> ApiResult<bool> {
         let (done, answer) = oneshot::channel();
         self.tx
@@ -339,8 +339,8 @@ async fn store_events(
     // One order for every server's inserts, so two servers storing the same events at once
     // (PostgreSQL) wait for each other instead of deadlocking.
     accepts.sort_by(|a, b| {
-        (&a.row.stripe_account, &a.row.stripe_event_id)
-            .cmp(&(&b.row.stripe_account, &b.row.stripe_event_id))
+        (&a.row.connection_id, &a.row.stripe_event_id)
+            .cmp(&(&b.row.connection_id, &b.row.stripe_event_id))
     });
     let conn = &mut h.conn;
     let answer = |told: Vec<Told>| match syncer {
@@ -1037,9 +1037,17 @@ fn read_event(conn: &ConnectionRow, row: &InboxRow, event: Option<&Value>) -> Re
     // Tenant isolation: an event of another Stripe account is not ours to apply.
     let own = conn.stripe_account.as_deref().unwrap_or_default();
     if row.stripe_account != own {
+        let name = |acct: &str| {
+            if acct.is_empty() {
+                "the platform account (no connected account)".to_string()
+            } else {
+                format!("Stripe account {acct}")
+            }
+        };
         return ignore(format!(
-            "the event belongs to Stripe account {}, not this connection's",
-            row.stripe_account
+            "the event belongs to {}, but this connection is for {}",
+            name(&row.stripe_account),
+            name(own)
         ));
     }
     let kind = row.event_type.as_str();

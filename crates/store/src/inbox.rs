@@ -83,8 +83,11 @@ const MAX_GROUP_ROWS: usize = 512;
 const MAX_ROWS: usize = 100;
 
 /// Stores many events (a group commit's rows) with their payloads, inside the caller's
-/// transaction. Returns, per row, whether it is new (`false`: an event with the same Stripe
-/// account and id is stored already, or comes earlier in `rows`).
+/// transaction. Returns, per row, whether it is new (`false`: the same event id is stored
+/// already for the same connection, or comes earlier in `rows`). Each connection is its own
+/// namespace: two connections to one Stripe account (of one merchant account or of two) each
+/// store and apply the event Stripe delivers to both, and nothing in the event's body (such as
+/// its `account`) chooses where it is deduplicated.
 ///
 /// On SQLite the stored duplicates are read first, in one statement that returns one row
 /// (the keys found, as a JSON array), and only the new rows are inserted. A `RETURNING` of
@@ -116,7 +119,7 @@ pub async fn insert_many(db: &mut crate::Conn, rows: &[&InboxRow]) -> Result<Vec
                 .collect();
             let news: Vec<bool> = rows
                 .iter()
-                .map(|r| seen.insert((r.stripe_account.as_str(), r.stripe_event_id.as_str())))
+                .map(|r| seen.insert((r.connection_id.as_str(), r.stripe_event_id.as_str())))
                 .collect();
             for chunk in crate::query::row_chunks(backend, &only_new(&news), MAX_GROUP_ROWS) {
                 insert_rows(db, chunk, "").await?;
@@ -129,7 +132,7 @@ pub async fn insert_many(db: &mut crate::Conn, rows: &[&InboxRow]) -> Result<Vec
                 let ids = insert_rows(
                     db,
                     chunk,
-                    " ON CONFLICT (stripe_account, stripe_event_id) DO NOTHING RETURNING id",
+                    " ON CONFLICT (connection_id, stripe_event_id) DO NOTHING RETURNING id",
                 )
                 .await?;
                 inserted.extend(ids);
@@ -189,18 +192,18 @@ async fn insert_rows(db: &mut crate::Conn, rows: &[&InboxRow], tail: &str) -> Re
         .await?)
 }
 
-/// SQLite: which of `rows`' (Stripe account, event id) keys are stored already, read in one
+/// SQLite: which of `rows`' (connection, event id) keys are stored already, read in one
 /// statement through the dedupe index that returns one row.
 async fn stored_keys(db: &mut crate::Conn, rows: &[&InboxRow]) -> Result<Vec<(String, String)>> {
     let keys: Vec<(&str, &str)> = rows
         .iter()
-        .map(|r| (r.stripe_account.as_str(), r.stripe_event_id.as_str()))
+        .map(|r| (r.connection_id.as_str(), r.stripe_event_id.as_str()))
         .collect();
     // Pairs of strings always serialise.
     let keys = serde_json::to_string(&keys).unwrap_or_default();
     let found: String = sqlx::query_scalar(
-        "SELECT json_group_array(json_array(stripe_account, stripe_event_id)) FROM webhook_events
-         WHERE (stripe_account, stripe_event_id) IN
+        "SELECT json_group_array(json_array(connection_id, stripe_event_id)) FROM webhook_events
+         WHERE (connection_id, stripe_event_id) IN
              (SELECT value ->> 0, value ->> 1 FROM json_each($1))",
     )
     .bind(keys)
@@ -715,8 +718,9 @@ mod tests {
         assert_eq!(again, ["b", "c", "a"]);
     }
 
-    /// A group's event is new unless its (Stripe account, event id) is stored already or comes
-    /// earlier in the group; only new events are stored, each with its payload.
+    /// A group's event is new unless its (connection, event id) is stored already or comes
+    /// earlier in the group; only new events are stored, each with its payload. The Stripe
+    /// account an event names does not choose its namespace.
     #[tokio::test]
     async fn a_group_stores_each_event_once() {
         let (_dir, mut conn) = sqlite_writer().await;
@@ -725,17 +729,27 @@ mod tests {
             .unwrap();
         assert_eq!(new, [true, true]);
 
-        // "b" again under another row id; "c" twice in the group; "a" for another account.
+        // "b" again under another row id; "c" twice in the group; "a" for another connection;
+        // "b" again naming another Stripe account.
         let mut b_again = row("b2");
         b_again.stripe_event_id = "evt_b".into();
         let mut c_again = row("c2");
         c_again.stripe_event_id = "evt_c".into();
         let mut a_elsewhere = row("a2");
         a_elsewhere.stripe_event_id = "evt_a".into();
-        a_elsewhere.stripe_account = "acct_2".into();
-        let group = [&b_again, &row("c"), &c_again, &a_elsewhere];
+        a_elsewhere.connection_id = "conn_2".into();
+        let mut b_other_account = row("b3");
+        b_other_account.stripe_event_id = "evt_b".into();
+        b_other_account.stripe_account = "acct_2".into();
+        let group = [
+            &b_again,
+            &row("c"),
+            &c_again,
+            &a_elsewhere,
+            &b_other_account,
+        ];
         let new = insert_many(&mut conn, &group).await.unwrap();
-        assert_eq!(new, [false, true, false, true]);
+        assert_eq!(new, [false, true, false, true, false]);
 
         let stored: Vec<String> = sqlx::query_scalar("SELECT id FROM webhook_events ORDER BY id")
             .fetch_all(&mut *conn)
