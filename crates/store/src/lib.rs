@@ -15,6 +15,7 @@ pub mod inbox;
 mod nodelay;
 pub mod operators;
 pub mod outbox;
+mod private_file;
 mod query;
 pub mod rows;
 pub mod transactions;
@@ -114,6 +115,7 @@ impl Store {
         };
         match backend {
             Backend::Sqlite => {
+                private_file::create_sqlite_file(url)?;
                 // SQLite has one writer at a time. A single-connection write pool makes writers
                 // queue in the pool instead of failing with SQLITE_BUSY when a deferred
                 // transaction upgrades; readers use WAL snapshots and never wait for it. Eight
