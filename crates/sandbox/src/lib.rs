@@ -392,9 +392,29 @@ fn save(inner: &Inner) -> anyhow_like::Result<()> {
         serde_json::to_vec(&*st).map_err(|e| anyhow_like::Error(e.to_string()))?
     };
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, &bytes)
+    write_private(&tmp, &bytes)
         .and_then(|_| std::fs::rename(&tmp, path))
         .map_err(|e| anyhow_like::Error(format!("writing {}: {e}", path.display())))
+}
+
+/// Writes `path` readable by its owner only (mode 0600): the state holds the sandbox's API keys
+/// and webhook signing secrets. A file left from an earlier run is made 0600 too.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut file = opts.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(bytes)
 }
 
 /// The sandbox's own error type for start-up problems (kept std-only: no anyhow in a library).

@@ -85,3 +85,22 @@ async fn a_corrupt_state_file_is_refused_not_overwritten() {
     assert!(err.is_err());
     assert_eq!(std::fs::read(&file).unwrap(), b"{not json");
 }
+
+/// The state file holds the sandbox's keys and signing secrets: owner only (mode 0600).
+#[cfg(unix)]
+#[tokio::test]
+async fn the_state_file_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state.json");
+    let sb = Sandbox::start(SandboxConfig {
+        state_file: Some(file.clone()),
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    let (s, _) = call(&sb, "POST", "/v1/customers", "email=b%40example.com").await;
+    assert_eq!(s, 200);
+    sb.flush().unwrap();
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
+}
