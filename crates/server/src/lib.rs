@@ -69,12 +69,17 @@ pub struct Context {
     /// A client whose connection pool every per-connection client shares.
     pub stripe: StripeClient,
     pub public_url: Arc<str>,
-    /// The API base of the built-in sandbox when it is mounted (`http://127.0.0.1:PORT/sandbox/stripe`).
+    /// The API base of the built-in sandbox when it was mounted at start
+    /// (`http://127.0.0.1:PORT/sandbox/stripe`); [`Context::sandbox_running`] says whether it
+    /// still is.
     pub sandbox_base: Option<Arc<str>>,
     pub metrics: Arc<Metrics>,
     /// Where verified Stripe events are stored before they are answered.
     pub inbox: inbox::Inbox,
     /// Key/settings cache and rate limits of the permission check.
+    /// Set when live Stripe keys were added while the sandbox was mounted: its routes answer
+    /// 404 from then on, and it is not mounted at the next start either.
+    pub sandbox_stopped: std::sync::atomic::AtomicBool,
     pub entitlements: Arc<entitlements::Runtime>,
 }
 
@@ -87,6 +92,23 @@ impl Context {
     pub fn stripe_for(&self, conn: &ConnectionRow) -> Result<StripeClient, ApiError> {
         let secret = self
             .keys
+    /// Whether the built-in sandbox is mounted and serving.
+    pub fn sandbox_running(&self) -> bool {
+        self.sandbox_base.is_some()
+            && !self
+                .sandbox_stopped
+                .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Unmounts the built-in sandbox (live keys were added; it never runs beside them).
+    pub fn stop_sandbox(&self) {
+        if self.sandbox_running() {
+            self.sandbox_stopped
+                .store(true, std::sync::atomic::Ordering::Release);
+            tracing::warn!("live Stripe keys were added: the built-in sandbox is stopped");
+        }
+    }
+
             .open(&conn.id, &conn.secret_key_enc)
             .map_err(|e| ApiError::Internal(format!("connection {}: {e}", conn.id)))?;
         let base = if conn.sandbox {
@@ -96,6 +118,7 @@ impl Context {
                     message: "This connection uses the built-in sandbox, which is not running (live keys are configured).".into(),
                     transaction_id: None,
                 })?
+                .filter(|_| self.sandbox_running())
                 .to_string()
         } else {
             self.config.stripe_api_base.clone()
@@ -134,7 +157,8 @@ pub fn app(ctx: ApiContext, sandbox: Option<Router>) -> Router {
         .merge(dashboard::router(&ctx))
         .with_state(ctx.clone());
     if let Some(sb) = sandbox {
-        router = router.nest("/sandbox/stripe", sb);
+        let gate = axum::middleware::from_fn_with_state(ctx.clone(), sandbox_gate);
+        router = router.nest("/sandbox/stripe", sb.layer(gate));
     }
     router
         .layer(axum::middleware::from_fn_with_state(ctx, observe))
@@ -150,6 +174,19 @@ async fn observe(State(ctx): State<ApiContext>, req: Request, next: Next) -> Res
     let path = req.uri().path().to_string();
     let request_id = req
         .headers()
+/// The sandbox's routes while it runs; a 404 once live keys stopped it.
+async fn sandbox_gate(State(ctx): State<ApiContext>, req: Request, next: Next) -> Response {
+    if ctx.sandbox_running() {
+        next.run(req).await
+    } else {
+        use axum::response::IntoResponse;
+        ApiError::NotFound(
+            "The built-in Stripe sandbox is stopped: live Stripe keys are configured.".into(),
+        )
+        .into_response()
+    }
+}
+
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
@@ -292,6 +329,7 @@ pub async fn context(
         )),
         config: Arc::new(config),
     })))
+        sandbox_stopped: std::sync::atomic::AtomicBool::new(false),
 }
 
 /// What `serve` needs besides the configuration.

@@ -1417,7 +1417,11 @@ fn connection_schema() -> S {
         .req("webhook_secret", S::string().nullable().desc("Masked."))
         .req(
             "has_previous_webhook_secret",
-            S::boolean().desc("A rotated-out secret still verifies until the next rotation."),
+            S::boolean().desc("A rotated-out secret still verifies (until `previous_webhook_secret_expires_at`)."),
+        )
+        .req(
+            "previous_webhook_secret_expires_at",
+            S::datetime().nullable().desc("When the rotated-out secret stops verifying; null when there is none."),
         )
         .req("stripe_account", S::string().nullable().desc("`acct_…` (Connect), sent as `Stripe-Account`."))
         .req("api_version", S::string().nullable().desc("Pins `Stripe-Version`."))
@@ -1441,10 +1445,10 @@ fn connection_body(create: bool) -> S {
         S::constant(json!("stripe")).desc("Only `stripe` connections exist."),
     );
     let o = if create {
-        o.desc("A new Stripe connection. The first one of a merchant account becomes its default.")
+        o.desc("A new Stripe connection. The first one of a merchant account becomes its default, and so does a live one (`sk_live_`/`rk_live_`) while the default is the built-in sandbox: live keys stop the sandbox at once.")
             .req("secret_key", secret)
     } else {
-        o.desc("Fields to change; absent ones are kept. Setting `webhook_secret` again rotates it (the previous one keeps verifying).")
+        o.desc("Fields to change; absent ones are kept. Setting `webhook_secret` again rotates it: the previous one keeps verifying for `previous_webhook_secret_expires_in` seconds (24 h by default). Live keys (`sk_live_`/`rk_live_`) stop the built-in sandbox and take over the default from it.")
             .opt("secret_key", secret)
     };
     o.opt("display_name", S::string().with("maxLength", 500))
@@ -1470,6 +1474,13 @@ fn connection_body(create: bool) -> S {
         .opt(
             "default",
             S::boolean().desc("Make this the default payments connection (unsetting it on the default is refused: make another the default)."),
+        )
+        .opt(
+            "previous_webhook_secret_expires_in",
+            S::integer()
+                .with("minimum", 0)
+                .with("maximum", 604_800)
+                .desc("Seconds the webhook secret replaced by this request's `webhook_secret` keeps verifying (default 86400, 24 h; 0: it stops at once). Without `webhook_secret`, sets a new end for the secret replaced earlier."),
         )
         .closed()
         .build()
@@ -1656,7 +1667,7 @@ fn operations() -> Vec<Op> {
             .err("400", "BadRequest")
             .err("404", "NotFound"),
         op("delete", "/connections/{id}", "delete_connection", "connections", "Delete a connection")
-            .desc("Only a connection without transactions (else 409 `duplicate_record`).")
+            .desc("Deletes the connection with the Stripe events it received. A connection with transactions is kept: 409 `duplicate_record` saying how many.")
             .auth(Secret)
             .param("ConnectionId")
             .raw("204", json!({"description": "Deleted."}))

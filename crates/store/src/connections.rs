@@ -2,15 +2,16 @@
 
 use sqlx::{Any, Executor};
 
-use crate::Result;
 use crate::rows::ConnectionRow;
+use crate::{Result, Tx};
 
 pub async fn insert<'c, E: Executor<'c, Database = Any>>(db: E, c: &ConnectionRow) -> Result<()> {
     sqlx::query(
         "INSERT INTO connections (id, merchant_account_id, kind, display_name, secret_key_enc,
             secret_key_hint, publishable_key, webhook_secret_enc, webhook_secret_old_enc,
-            stripe_account, api_version, sandbox, is_default, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            stripe_account, api_version, sandbox, is_default, created_at, updated_at,
+            webhook_secret_old_expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(&c.id)
     .bind(&c.merchant_account_id)
@@ -27,6 +28,7 @@ pub async fn insert<'c, E: Executor<'c, Database = Any>>(db: E, c: &ConnectionRo
     .bind(c.is_default as i64)
     .bind(c.created_at)
     .bind(c.updated_at)
+    .bind(c.webhook_secret_old_expires_at)
     .execute(db)
     .await?;
     Ok(())
@@ -37,7 +39,8 @@ pub async fn update<'c, E: Executor<'c, Database = Any>>(db: E, c: &ConnectionRo
     sqlx::query(
         "UPDATE connections SET display_name = $2, secret_key_enc = $3, secret_key_hint = $4,
             publishable_key = $5, webhook_secret_enc = $6, webhook_secret_old_enc = $7,
-            stripe_account = $8, api_version = $9, is_default = $10, updated_at = $11
+            stripe_account = $8, api_version = $9, is_default = $10, updated_at = $11,
+            webhook_secret_old_expires_at = $12
          WHERE id = $1",
     )
     .bind(&c.id)
@@ -51,6 +54,7 @@ pub async fn update<'c, E: Executor<'c, Database = Any>>(db: E, c: &ConnectionRo
     .bind(&c.api_version)
     .bind(c.is_default as i64)
     .bind(c.updated_at)
+    .bind(c.webhook_secret_old_expires_at)
     .execute(db)
     .await?;
     Ok(())
@@ -116,10 +120,41 @@ pub async fn set_default<'c, E: Executor<'c, Database = Any>>(
     Ok(())
 }
 
-pub async fn delete<'c, E: Executor<'c, Database = Any>>(db: E, id: &str) -> Result<bool> {
+/// How many transactions were made through a connection (they keep it from being deleted).
+pub async fn transaction_count<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    id: &str,
+) -> Result<i64> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM transactions WHERE connection_id = $1")
+        .bind(id)
+        .fetch_one(db)
+        .await?;
+    Ok(n)
+}
+
+/// Deletes a connection together with the rows only it refers to: the Stripe events it
+/// received (inbox rows and their payloads) and its sync position. Transactions keep a
+/// connection: with any, the last statement fails on their foreign key, and the caller rolls
+/// `tx` back.
+pub async fn delete(tx: &mut Tx<'_>, id: &str) -> Result<bool> {
+    sqlx::query(
+        "DELETE FROM webhook_event_payloads
+          WHERE id IN (SELECT id FROM webhook_events WHERE connection_id = $1)",
+    )
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("DELETE FROM webhook_events WHERE connection_id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM connection_sync WHERE connection_id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
     let done = sqlx::query("DELETE FROM connections WHERE id = $1")
         .bind(id)
-        .execute(db)
+        .execute(&mut **tx)
         .await?;
     Ok(done.rows_affected() == 1)
 }

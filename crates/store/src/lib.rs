@@ -60,6 +60,11 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// A foreign-key violation (a row still referred to, or referring to one that is gone).
+    pub fn is_foreign_key_violation(&self) -> bool {
+        matches!(self, StoreError::Db(sqlx::Error::Database(e)) if e.is_foreign_key_violation())
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

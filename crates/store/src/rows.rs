@@ -70,6 +70,8 @@ pub struct ConnectionRow {
     pub publishable_key: Option<String>,
     pub webhook_secret_enc: Option<Vec<u8>>,
     pub webhook_secret_old_enc: Option<Vec<u8>>,
+    /// When the previous webhook secret stops verifying (unix ms); set with it.
+    pub webhook_secret_old_expires_at: Option<i64>,
     pub stripe_account: Option<String>,
     pub api_version: Option<String>,
     pub sandbox: bool,
@@ -89,6 +91,23 @@ impl std::fmt::Debug for ConnectionRow {
 }
 
 impl ConnectionRow {
+    /// Whether this connection holds live (`sk_live_` / `rk_live_`) keys, as [`any_live`]
+    /// counts them.
+    ///
+    /// [`any_live`]: crate::connections::any_live
+    pub fn is_live(&self) -> bool {
+        !self.sandbox
+            && (self.secret_key_hint.starts_with("sk_live_")
+                || self.secret_key_hint.starts_with("rk_live_"))
+    }
+
+    /// The previous webhook secret while it still verifies at `now` (unix ms).
+    pub fn previous_webhook_secret(&self, now: i64) -> Option<&Vec<u8>> {
+        self.webhook_secret_old_enc
+            .as_ref()
+            .filter(|_| self.webhook_secret_old_expires_at.is_some_and(|t| now < t))
+    }
+
     pub fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(Self {
             id: r.try_get("id")?,
@@ -100,6 +119,7 @@ impl ConnectionRow {
             publishable_key: r.try_get("publishable_key")?,
             webhook_secret_enc: r.try_get("webhook_secret_enc")?,
             webhook_secret_old_enc: r.try_get("webhook_secret_old_enc")?,
+            webhook_secret_old_expires_at: r.try_get("webhook_secret_old_expires_at")?,
             stripe_account: r.try_get("stripe_account")?,
             api_version: r.try_get("api_version")?,
             sandbox: flag(r, "sandbox")?,

@@ -9,14 +9,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tollgate_stripe::signature;
 
 mod common;
-use common::postgres_url;
+use common::{Proc, first_key, free_port, fresh_schema, postgres_url};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 const SECRET: &str = "whsec_process_tests_0123456789";
@@ -27,15 +27,6 @@ fn now_s() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A standalone sandbox: (process, base URL, secret key).
@@ -60,13 +51,6 @@ fn start_sandbox() -> (Proc, String, String) {
     }
     assert!(!url.is_empty() && !key.is_empty(), "sandbox start-up lines");
     (Proc(child), url, key)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 struct Server {
@@ -127,13 +111,6 @@ async fn start_server(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Server { proc, base }
-}
-
-fn first_key(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("first-secret-key"))
-        .expect("first-secret-key")
-        .trim()
-        .to_string()
 }
 
 struct Api {
@@ -394,28 +371,6 @@ async fn a_killed_server_loses_no_acknowledged_event_and_applies_none_twice() {
         assert_eq!(row["status"], "applied", "{row}");
     }
     assert_applied_once(&api, &server.base, &pays).await;
-}
-
-/// A fresh schema on the test database, as a URL whose connections use it.
-async fn fresh_schema(base: &str) -> String {
-    use sqlx::Executor;
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(base)
-        .await
-        .expect("PostgreSQL (set TOLLGATE_TEST_SKIP_POSTGRES=1 to skip)");
-    let schema = format!("tg_proc_{}", uuid_like());
-    pool.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .await
-        .expect("CREATE SCHEMA");
-    pool.close().await;
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}options=-c%20search_path%3D{schema}")
-}
-
-fn uuid_like() -> String {
-    format!("{:016x}{:08x}", rand::random::<u64>(), std::process::id())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

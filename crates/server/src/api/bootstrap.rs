@@ -52,6 +52,7 @@ pub async fn sandbox_connection(ctx: &ApiContext, sb: &SandboxHandle) -> Result<
             publishable_key: None,
             webhook_secret_enc: None,
             webhook_secret_old_enc: None,
+            webhook_secret_old_expires_at: None,
             stripe_account: None,
             api_version: None,
             sandbox: true,
@@ -67,6 +68,7 @@ pub async fn sandbox_connection(ctx: &ApiContext, sb: &SandboxHandle) -> Result<
     let url = format!("{}/webhooks/stripe/{}", ctx.public_url, c.id);
     let (_endpoint, secret) = (sb.register_webhook)(&url);
     c.webhook_secret_old_enc = None;
+    c.webhook_secret_old_expires_at = None;
     c.webhook_secret_enc = Some(ctx.keys.seal(&c.id, &secret));
     c.updated_at = now;
     let has_default = connections::default_for(ctx.store.reader(), DEFAULT_MERCHANT_ACCOUNT)

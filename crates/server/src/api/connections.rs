@@ -25,9 +25,20 @@ const FIELDS: &[&str] = &[
     "stripe_account",
     "api_version",
     "default",
+    "previous_webhook_secret_expires_in",
 ];
 
+/// How long a replaced webhook secret keeps verifying when the request does not say
+/// (`previous_webhook_secret_expires_in`): 24 hours, as when Stripe rolls a secret.
+const PREVIOUS_SECRET_SECS: i64 = 24 * 3600;
+/// The longest a replaced webhook secret may keep verifying: 7 days.
+const PREVIOUS_SECRET_MAX_SECS: i64 = 7 * 24 * 3600;
+
 pub fn render(ctx: &ApiContext, c: &ConnectionRow) -> Value {
+    let previous_expires_at = c
+        .previous_webhook_secret(ctx.now())
+        .and(c.webhook_secret_old_expires_at)
+        .map(rfc3339);
     let webhook_secret = c
         .webhook_secret_enc
         .as_ref()
@@ -43,7 +54,8 @@ pub fn render(ctx: &ApiContext, c: &ConnectionRow) -> Value {
         "secret_key": c.secret_key_hint,
         "publishable_key": c.publishable_key,
         "webhook_secret": webhook_secret,
-        "has_previous_webhook_secret": c.webhook_secret_old_enc.is_some(),
+        "has_previous_webhook_secret": previous_expires_at.is_some(),
+        "previous_webhook_secret_expires_at": previous_expires_at,
         "stripe_account": c.stripe_account,
         "api_version": c.api_version,
         "webhook_url": format!("{}/webhooks/stripe/{}", ctx.public_url, c.id),
@@ -108,13 +120,38 @@ fn apply_fields(
         check_prefix("publishable_key", pk, &["pk_test_", "pk_live_"])?;
         c.publishable_key = Some(pk.to_string());
     }
+    let previous_secs = match body.get("previous_webhook_secret_expires_in") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_i64() {
+            Some(n) if (0..=PREVIOUS_SECRET_MAX_SECS).contains(&n) => Some(n),
+            _ => {
+                return Err(ApiError::field(
+                    "/previous_webhook_secret_expires_in",
+                    "Seconds the replaced webhook secret keeps verifying: from 0 (it stops at once) to 604800 (7 days).",
+                ));
+            }
+        },
+    };
+    let now = ctx.now();
     if let Some(ws) = str_field(body, "webhook_secret")? {
         check_prefix("webhook_secret", ws, &["whsec_"])?;
-        // Rotation: the previous secret keeps verifying until the next rotation.
-        if c.webhook_secret_enc.is_some() {
-            c.webhook_secret_old_enc = c.webhook_secret_enc.take();
+        // Rotation: the replaced secret keeps verifying for a while (24 h unless the request
+        // says), so events Stripe signed before the switch still arrive.
+        if let Some(current) = c.webhook_secret_enc.take() {
+            c.webhook_secret_old_enc = Some(current);
+            c.webhook_secret_old_expires_at =
+                Some(now + previous_secs.unwrap_or(PREVIOUS_SECRET_SECS) * 1000);
         }
         c.webhook_secret_enc = Some(ctx.keys.seal(&c.id, ws));
+    } else if let Some(secs) = previous_secs
+        && c.previous_webhook_secret(now).is_some()
+    {
+        // A new end for the secret replaced earlier (0: now).
+        c.webhook_secret_old_expires_at = Some(now + secs * 1000);
+    }
+    if c.previous_webhook_secret(now).is_none() {
+        c.webhook_secret_old_enc = None;
+        c.webhook_secret_old_expires_at = None;
     }
     if let Some(a) = str_field(body, "stripe_account")? {
         check_prefix("stripe_account", a, &["acct_"])?;
@@ -178,6 +215,7 @@ pub async fn create_for(
         publishable_key: None,
         webhook_secret_enc: None,
         webhook_secret_old_enc: None,
+        webhook_secret_old_expires_at: None,
         stripe_account: None,
         api_version: None,
         sandbox: false,
@@ -187,10 +225,10 @@ pub async fn create_for(
     };
     apply_fields(ctx, &mut c, body)?;
     let mut tx = ctx.store.begin().await?;
-    let has_default = connections::default_for(&mut *tx, &c.merchant_account_id)
-        .await?
-        .is_some();
-    if !has_default {
+    let default = connections::default_for(&mut *tx, &c.merchant_account_id).await?;
+    // The first connection is the default; so is a live one replacing the sandbox, which
+    // stops now (it never runs beside live keys).
+    if default.is_none_or(|d| d.sandbox && c.is_live()) {
         c.is_default = true;
     }
     connections::insert(&mut *tx, &c).await?;
@@ -198,6 +236,9 @@ pub async fn create_for(
         connections::set_default(&mut *tx, &c.merchant_account_id, &c.id).await?;
     }
     tollgate_store::commit(tx).await?;
+    if c.is_live() {
+        ctx.stop_sandbox();
+    }
     Ok(c)
 }
 
@@ -248,12 +289,25 @@ pub async fn update(
     }
     c.updated_at = ctx.now();
     let mut tx = ctx.store.begin().await?;
+    // Live keys given to a connection replace the sandbox as the default, as a new live
+    // connection does.
+    if c.is_live()
+        && !c.is_default
+        && connections::default_for(&mut *tx, &c.merchant_account_id)
+            .await?
+            .is_none_or(|d| d.sandbox)
+    {
+        c.is_default = true;
+    }
     connections::update(&mut *tx, &c).await?;
     if c.is_default && !was_default {
         connections::set_default(&mut *tx, &c.merchant_account_id, &c.id).await?;
     }
     tollgate_store::commit(tx).await?;
     ctx.entitlements.forget_connection(&c.id);
+    if c.is_live() {
+        ctx.stop_sandbox();
+    }
     Ok(Json(render(&ctx, &c)))
 }
 
@@ -264,17 +318,50 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     caller.require_secret()?;
     let c = load(&ctx, &caller, &id).await?;
-    let deleted = connections::delete(ctx.store.writer(), &c.id).await;
+    // Only transactions keep a connection: the Stripe events it received (and where its sync
+    // stopped) go with it.
+    let mut tx = ctx.store.begin().await?;
+    let made = connections::transaction_count(&mut *tx, &c.id).await?;
+    if made > 0 {
+        tollgate_store::rollback(tx).await?;
+        return Err(kept_by_transactions(made));
+    }
+    // Forgotten before and after the commit: an event verified against the cached connection
+    // in between would be stored for a connection that is gone.
     ctx.entitlements.forget_connection(&c.id);
+    let deleted = connections::delete(&mut tx, &c.id).await;
     match deleted {
-        Ok(_) => Ok(StatusCode::NO_CONTENT),
-        Err(e) if matches!(&e, tollgate_store::StoreError::Db(sqlx_err) if sqlx_err.to_string().contains("FOREIGN KEY") || sqlx_err.to_string().contains("foreign key")) => {
-            Err(ApiError::DuplicateRecord(
-                "This connection has transactions and cannot be deleted.".into(),
-            ))
+        Ok(_) => {
+            tollgate_store::commit(tx).await?;
+            ctx.entitlements.forget_connection(&c.id);
+            Ok(StatusCode::NO_CONTENT)
+        }
+        // A row referring to it arrived meanwhile (PostgreSQL: another request committed
+        // between the count and the delete): a transaction, or a Stripe event.
+        Err(e) if e.is_foreign_key_violation() => {
+            tollgate_store::rollback(tx).await?;
+            let made = connections::transaction_count(ctx.store.reader(), &c.id).await?;
+            Err(if made > 0 {
+                kept_by_transactions(made)
+            } else {
+                ApiError::DuplicateRecord(
+                    "This connection received a Stripe event while it was being deleted; try again.".into(),
+                )
+            })
         }
         Err(e) => Err(e.into()),
     }
+}
+
+fn kept_by_transactions(n: i64) -> ApiError {
+    let what = if n == 1 {
+        "1 transaction was".to_string()
+    } else {
+        format!("{n} transactions were")
+    };
+    ApiError::DuplicateRecord(format!(
+        "This connection cannot be deleted: {what} made through it, and transactions keep their connection."
+    ))
 }
 
 /// (Stripe list path, what it enables) for the read checks of `verify`.

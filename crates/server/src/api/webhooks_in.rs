@@ -85,7 +85,8 @@ fn verify(
     body: &[u8],
 ) -> ApiResult<()> {
     let mut secrets = Vec::new();
-    for sealed in [&conn.webhook_secret_enc, &conn.webhook_secret_old_enc]
+    let previous = conn.previous_webhook_secret(ctx.now());
+    for sealed in [conn.webhook_secret_enc.as_ref(), previous]
         .into_iter()
         .flatten()
     {

@@ -53,7 +53,7 @@ fn head(title: &str) -> String {
 }
 
 fn sandbox_banner(ctx: &ApiContext) -> &'static str {
-    if ctx.sandbox_base.is_some() {
+    if ctx.sandbox_running() {
         "<div class=\"sandbox-banner\" role=\"status\" data-testid=\"sandbox-banner\">Sandbox mode: \
          payments go to Tollgate's built-in Stripe sandbox. No real money moves.</div>"
     } else {

@@ -13,7 +13,8 @@ crate::both_dbs!(
     default_connection_and_payment_service_id,
     merchant_accounts_need_an_operator_key,
     wrong_master_key_refuses_to_start,
-    health_metrics_openapi
+    health_metrics_openapi,
+    live_keys_stop_the_sandbox
 );
 
 const SK: &str = "sk_test_connectionsecret4242424242";
@@ -280,4 +281,56 @@ async fn health_metrics_openapi(db: Db) {
         r.header("x-request-id").is_some(),
         "every answer carries a request id"
     );
+}
+
+/// Live keys given to a connection at runtime stop the built-in sandbox at once (it never runs
+/// beside them) and make that connection the default in place of the sandbox's. A later live
+/// connection does not take the default from it. (After a restart the sandbox stays off and the
+/// default stays live: `crates/tollgate/tests/live_keys.rs`.)
+async fn live_keys_stop_the_sandbox(db: Db) {
+    let s = TestServer::start(db).await;
+    let sandbox_customers = || s.send(s.http.get(s.url("/sandbox/stripe/v1/customers")));
+    // Mounted: it answers (here, that a key is missing).
+    assert_eq!(sandbox_customers().await.status, 401);
+    let listed = s.get("/connections").await.expect(200);
+    let sandbox_conn = listed["items"][0].clone();
+    assert_eq!(sandbox_conn["sandbox"], true);
+    assert_eq!(sandbox_conn["default"], true);
+    let sandbox_id = sandbox_conn["id"].as_str().unwrap().to_string();
+
+    let c = s
+        .post("/connections", json!({"secret_key": SK}))
+        .await
+        .expect(201);
+    assert_eq!(c["default"], false, "test keys leave the sandbox running");
+    assert_eq!(sandbox_customers().await.status, 401);
+    let id = c["id"].as_str().unwrap().to_string();
+    let live = s
+        .send(
+            s.request(reqwest::Method::PATCH, &format!("/connections/{id}"))
+                .json(&json!({"secret_key": "sk_live_nowlive1234567890"})),
+        )
+        .await
+        .expect(200);
+    assert_eq!(live["default"], true, "{live}");
+
+    let r = sandbox_customers().await;
+    let b = assert_error(&r, 404, "not_found");
+    assert!(b["message"].as_str().unwrap().contains("live"), "{b}");
+    let sandbox_conn = s
+        .get(&format!("/connections/{sandbox_id}"))
+        .await
+        .expect(200);
+    assert_eq!(sandbox_conn["default"], false);
+
+    let second = s
+        .post(
+            "/connections",
+            json!({"secret_key": "sk_live_secondlive1234567"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(second["default"], false, "the first live connection stays");
+    let live = s.get(&format!("/connections/{id}")).await.expect(200);
+    assert_eq!(live["default"], true);
 }

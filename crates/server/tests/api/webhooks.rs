@@ -7,9 +7,10 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tollgate_server::clock::Clock;
 use tollgate_stripe::signature;
 
-use crate::common::{Db, TestServer, assert_error, now_ms, wait_for};
+use crate::common::{Db, TestServer, assert_bad_field, assert_error, now_ms, wait_for};
 
 crate::both_dbs!(
     sandbox_deliveries_drive_transactions,
@@ -20,7 +21,9 @@ crate::both_dbs!(
     failing_events_are_dead_lettered_and_replayable,
     the_inbox_is_listable,
     sync_applies_what_webhooks_missed,
-    a_deleted_connection_refuses_at_once
+    a_deleted_connection_refuses_at_once,
+    a_replaced_secret_stops_verifying_when_it_expires,
+    a_connection_with_only_events_can_be_deleted
 );
 
 const SECRET: &str = "whsec_testsecret1234567890";
@@ -276,6 +279,12 @@ async fn foreign_account_events_are_ignored(db: Db) {
     )
     .await;
     assert_eq!(row["stripe_account"], "acct_someoneelse");
+    // The note names both accounts: the event's and the connection's.
+    let note = row["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("Stripe account acct_someoneelse") && note.contains("the platform account"),
+        "{note}"
+    );
     assert_eq!(
         s.get_tx(tx["id"].as_str().unwrap()).await["status"],
         "buyer_approval_pending"
@@ -739,4 +748,176 @@ async fn a_deleted_connection_refuses_at_once(db: Db) {
     let r = send(&s, &conn_id, &body, signed()).await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.text.contains("unknown connection"), "{}", r.text);
+}
+
+/// Sends a signed `balance.available` event `evt` to `conn_id`, signed with `secret` at the
+/// server's time (which a test may have moved forward).
+async fn signed_at_server_time(
+    s: &TestServer,
+    conn_id: &str,
+    secret: &str,
+    evt: &str,
+) -> crate::common::Resp {
+    let now = s.clock.now_ms() / 1000;
+    let event = json!({"id": evt, "object": "event", "api_version": "2026-10-28.endive",
+                       "created": now, "type": "balance.available",
+                       "data": {"object": {"object": "balance", "available": [], "pending": [],
+                                           "livemode": false}},
+                       "livemode": false, "pending_webhooks": 1,
+                       "request": {"id": null, "idempotency_key": null}});
+    let body = serde_json::to_vec(&event).unwrap();
+    send(
+        s,
+        conn_id,
+        &body,
+        Some(signature::header(&[secret], now, &body)),
+    )
+    .await
+}
+
+async fn patch_connection(s: &TestServer, conn_id: &str, body: Value) -> crate::common::Resp {
+    s.send(
+        s.request(reqwest::Method::PATCH, &format!("/connections/{conn_id}"))
+            .json(&body),
+    )
+    .await
+}
+
+#[track_caller]
+fn assert_refused_signature(r: &crate::common::Resp) {
+    assert_error(r, 400, "bad_request");
+    assert!(r.text.contains("bad signature"), "{}", r.text);
+}
+
+/// A rotated-out webhook secret verifies for 24 hours by default, or as long as the rotation
+/// says (`previous_webhook_secret_expires_in`, 0: not at all), and a later PATCH may end it
+/// early; then only the current secret verifies.
+async fn a_replaced_secret_stops_verifying_when_it_expires(db: Db) {
+    let s = TestServer::start(db).await;
+    let conn_id = connection(&s, "rotationends1234").await;
+    const NEW: &str = "whsec_rotatedsecret0001";
+    let before = s.clock.now_ms();
+    let c = patch_connection(&s, &conn_id, json!({"webhook_secret": NEW}))
+        .await
+        .expect(200);
+    let after = s.clock.now_ms();
+    assert_eq!(c["has_previous_webhook_secret"], true, "{c}");
+    let ends = tollgate_server::clock::parse_rfc3339(
+        c["previous_webhook_secret_expires_at"].as_str().unwrap(),
+    )
+    .unwrap();
+    let day = 24 * 3600 * 1000;
+    assert!(
+        before + day - 1 <= ends && ends <= after + day,
+        "24 hours by default: {c}"
+    );
+    for (secret, evt) in [(SECRET, "evt_rot_1"), (NEW, "evt_rot_2")] {
+        let r = signed_at_server_time(&s, &conn_id, secret, evt).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+
+    // A day and a second later the replaced secret is refused (the receiver's cached
+    // connection included); the current one goes on.
+    s.clock.advance_ms(day + 1000);
+    assert_refused_signature(&signed_at_server_time(&s, &conn_id, SECRET, "evt_rot_3").await);
+    let r = signed_at_server_time(&s, &conn_id, NEW, "evt_rot_3").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let c = s.get(&format!("/connections/{conn_id}")).await.expect(200);
+    assert_eq!(c["has_previous_webhook_secret"], false, "{c}");
+    assert_eq!(c["previous_webhook_secret_expires_at"], Value::Null, "{c}");
+
+    // Expiring at once.
+    const THIRD: &str = "whsec_rotatedsecret0003";
+    let c = patch_connection(
+        &s,
+        &conn_id,
+        json!({"webhook_secret": THIRD, "previous_webhook_secret_expires_in": 0}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(c["has_previous_webhook_secret"], false, "{c}");
+    assert_refused_signature(&signed_at_server_time(&s, &conn_id, NEW, "evt_rot_4").await);
+    let r = signed_at_server_time(&s, &conn_id, THIRD, "evt_rot_4").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // An hour, ended early by a PATCH of the expiry alone.
+    const FOURTH: &str = "whsec_rotatedsecret0004";
+    patch_connection(
+        &s,
+        &conn_id,
+        json!({"webhook_secret": FOURTH, "previous_webhook_secret_expires_in": 3600}),
+    )
+    .await
+    .expect(200);
+    let r = signed_at_server_time(&s, &conn_id, THIRD, "evt_rot_5").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let c = patch_connection(
+        &s,
+        &conn_id,
+        json!({"previous_webhook_secret_expires_in": 0}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(c["has_previous_webhook_secret"], false, "{c}");
+    assert_refused_signature(&signed_at_server_time(&s, &conn_id, THIRD, "evt_rot_6").await);
+    let r = signed_at_server_time(&s, &conn_id, FOURTH, "evt_rot_6").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    for bad in [json!(-1), json!(604_801), json!("3600"), json!(1.5)] {
+        let r = patch_connection(
+            &s,
+            &conn_id,
+            json!({"webhook_secret": "whsec_rotatedsecret0005", "previous_webhook_secret_expires_in": bad}),
+        )
+        .await;
+        assert_bad_field(&r, "body", "/previous_webhook_secret_expires_in");
+    }
+}
+
+/// The Stripe events a connection received (and where its sync stopped) do not keep it: it is
+/// deleted with them. Transactions do, and the 409 says so.
+async fn a_connection_with_only_events_can_be_deleted(db: Db) {
+    let s = TestServer::start(db).await;
+    let conn_id = connection(&s, "onlyevents123456").await;
+    let r = signed_at_server_time(&s, &conn_id, SECRET, "evt_only_1").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    settled(&s, "evt_only_1").await;
+    sqlx::query(
+        "INSERT INTO connection_sync (connection_id, last_sync_at, last_report) VALUES ($1, 0, '{}')",
+    )
+    .bind(&conn_id)
+    .execute(&s.pool)
+    .await
+    .unwrap();
+    let del = s
+        .send(s.request(reqwest::Method::DELETE, &format!("/connections/{conn_id}")))
+        .await;
+    assert_eq!(del.status, 204, "{}", del.text);
+    let rows = s
+        .get("/webhook-events?stripe_event_id=evt_only_1")
+        .await
+        .expect(200);
+    assert_eq!(rows["items"], json!([]), "{rows}");
+    assert_eq!(s.db_snapshot().await.inbox, 0);
+
+    // The sandbox connection, once a transaction was made through it, stays.
+    let tx = s.create_redirect(1000, "authorize").await;
+    let sandbox_id = tx["payment_service"]["id"].as_str().unwrap().to_string();
+    let del = s
+        .send(s.request(
+            reqwest::Method::DELETE,
+            &format!("/connections/{sandbox_id}"),
+        ))
+        .await;
+    let b = assert_error(&del, 409, "duplicate_record");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 transaction was made through it"),
+        "{b}"
+    );
+    s.get(&format!("/connections/{sandbox_id}"))
+        .await
+        .expect(200);
 }

@@ -19,7 +19,7 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use tollgate_sandbox::{Sandbox, SandboxConfig};
 use tollgate_server::auth::{KeyKind, new_key};
-use tollgate_server::clock::SystemClock;
+use tollgate_server::clock::ShiftedClock;
 use tollgate_server::{Config, SandboxHandle, ServeOptions};
 
 /// A fixed master key for every test server (tests never share a database).
@@ -117,6 +117,8 @@ pub struct TestServer {
     pub config: Config,
     /// The test's own connection to the server's database.
     pub pool: AnyPool,
+    /// The server's clock: the system time until a test moves it forward.
+    pub clock: Arc<ShiftedClock>,
     pg_schema: Option<String>,
     _dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -198,8 +200,9 @@ impl TestServer {
             }),
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let clock = ShiftedClock::new();
         let opts = ServeOptions {
-            clock: Arc::new(SystemClock),
+            clock: clock.clone(),
             sandbox: Some(handle),
         };
         let task = tokio::spawn(tollgate_server::serve(config, listener, opts, async move {
@@ -253,6 +256,7 @@ impl TestServer {
             data_dir: dir.path().to_path_buf(),
             config: started_config,
             pool,
+            clock,
             pg_schema,
             _dir: dir,
             shutdown: Some(tx),
