@@ -73,13 +73,13 @@ pub struct Context {
     /// (`http://127.0.0.1:PORT/sandbox/stripe`); [`Context::sandbox_running`] says whether it
     /// still is.
     pub sandbox_base: Option<Arc<str>>,
+    /// Set when live Stripe keys were added while the sandbox was mounted: its routes answer
+    /// 404 from then on, and it is not mounted at the next start either.
+    pub sandbox_stopped: std::sync::atomic::AtomicBool,
     pub metrics: Arc<Metrics>,
     /// Where verified Stripe events are stored before they are answered.
     pub inbox: inbox::Inbox,
     /// Key/settings cache and rate limits of the permission check.
-    /// Set when live Stripe keys were added while the sandbox was mounted: its routes answer
-    /// 404 from then on, and it is not mounted at the next start either.
-    pub sandbox_stopped: std::sync::atomic::AtomicBool,
     pub entitlements: Arc<entitlements::Runtime>,
 }
 
@@ -88,10 +88,6 @@ impl Context {
         self.clock.now_ms()
     }
 
-    /// A Stripe client for one connection (its key, account and API version).
-    pub fn stripe_for(&self, conn: &ConnectionRow) -> Result<StripeClient, ApiError> {
-        let secret = self
-            .keys
     /// Whether the built-in sandbox is mounted and serving.
     pub fn sandbox_running(&self) -> bool {
         self.sandbox_base.is_some()
@@ -109,16 +105,20 @@ impl Context {
         }
     }
 
+    /// A Stripe client for one connection (its key, account and API version).
+    pub fn stripe_for(&self, conn: &ConnectionRow) -> Result<StripeClient, ApiError> {
+        let secret = self
+            .keys
             .open(&conn.id, &conn.secret_key_enc)
             .map_err(|e| ApiError::Internal(format!("connection {}: {e}", conn.id)))?;
         let base = if conn.sandbox {
             self.sandbox_base
                 .as_deref()
+                .filter(|_| self.sandbox_running())
                 .ok_or_else(|| ApiError::BadGateway {
                     message: "This connection uses the built-in sandbox, which is not running (live keys are configured).".into(),
                     transaction_id: None,
                 })?
-                .filter(|_| self.sandbox_running())
                 .to_string()
         } else {
             self.config.stripe_api_base.clone()
@@ -166,14 +166,6 @@ pub fn app(ctx: ApiContext, sandbox: Option<Router>) -> Router {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
-/// Logs one line per request (method, path without its query string, so tokens never reach
-/// the log, status, latency, request id) and counts it.
-async fn observe(State(ctx): State<ApiContext>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let request_id = req
-        .headers()
 /// The sandbox's routes while it runs; a 404 once live keys stopped it.
 async fn sandbox_gate(State(ctx): State<ApiContext>, req: Request, next: Next) -> Response {
     if ctx.sandbox_running() {
@@ -187,6 +179,14 @@ async fn sandbox_gate(State(ctx): State<ApiContext>, req: Request, next: Next) -
     }
 }
 
+/// Logs one line per request (method, path without its query string, so tokens never reach
+/// the log, status, latency, request id) and counts it.
+async fn observe(State(ctx): State<ApiContext>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let request_id = req
+        .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
@@ -321,6 +321,7 @@ pub async fn context(
         stripe,
         public_url: Arc::from(public_url),
         sandbox_base: sandbox_base.map(Arc::from),
+        sandbox_stopped: std::sync::atomic::AtomicBool::new(false),
         metrics: Arc::new(Metrics::default()),
         entitlements: Arc::new(entitlements::Runtime::new(
             config.auth_cache_ms,
@@ -329,7 +330,6 @@ pub async fn context(
         )),
         config: Arc::new(config),
     })))
-        sandbox_stopped: std::sync::atomic::AtomicBool::new(false),
 }
 
 /// What `serve` needs besides the configuration.
