@@ -466,30 +466,52 @@ async fn insert_events(
 }
 
 /// What the inbox stores of an event beside its payload (and checks before storing it).
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default)]
 pub struct EventHead {
     pub object: Option<String>,
     pub id: Option<String>,
-    #[serde(rename = "type")]
     pub kind: Option<String>,
     pub account: Option<String>,
     pub api_version: Option<String>,
+    /// `created` when it is an integer that fits an `i64`.
     pub created: Option<i64>,
+    /// Whether the event has a `created` at all (of any type).
+    pub created_given: bool,
+}
+
+/// How deep a received event may nest objects and arrays. Stripe's events nest about ten
+/// levels; the workers' JSON reader stops at 128.
+pub const MAX_DEPTH: usize = 64;
+
+/// The last `created` an event may have: 9999-12-31T23:59:59Z, in seconds.
+pub const MAX_CREATED: i64 = 253_402_300_799;
+
+/// Why a received body cannot be stored as an event, found while reading its head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unfit {
+    /// Not JSON, or JSON the workers could not read back (a lone UTF-16 surrogate escape, a
+    /// number beyond a double's range).
+    NotJson,
+    /// Objects and arrays nested deeper than [`MAX_DEPTH`].
+    TooDeep,
+    /// A NUL character (U+0000) in a string or an object key, which PostgreSQL's text cannot
+    /// hold.
+    Nul,
 }
 
 impl EventHead {
-    /// The head of a raw event body, or `None` when the body is not JSON. Read without
-    /// building the whole document (the payload is stored as it came and parsed by the
-    /// workers): the rest of the body is checked for syntax only. A body whose head does not
-    /// read as those types (a number for an id, a key twice) is read whole instead, so
-    /// what is accepted and refused does not depend on which way it was read.
-    pub fn parse(body: &[u8]) -> Option<EventHead> {
-        match serde_json::from_slice::<EventHead>(body) {
-            Ok(head) => Some(head),
-            Err(_) => serde_json::from_slice::<Value>(body)
-                .ok()
-                .map(|v| EventHead::of(&v)),
-        }
+    /// The head of a raw event body (UTF-8 text), read in one pass without building the whole
+    /// document (the payload is stored as it came and parsed by the workers). The rest of the
+    /// body is checked on the way: every string and key is read (so escapes are valid and
+    /// decode to no NUL) and the nesting is at most [`MAX_DEPTH`], so whatever is accepted the
+    /// workers can read. A key given twice counts with its last value, and a head field not
+    /// of its type is absent, as [`EventHead::of`] reads the parsed document.
+    pub fn parse(text: &str) -> Result<EventHead, Unfit> {
+        let why = std::cell::Cell::new(None);
+        let mut de = serde_json::Deserializer::from_str(text);
+        let head = serde::Deserializer::deserialize_any(&mut de, HeadReader(&why))
+            .and_then(|head| de.end().map(|()| head));
+        head.map_err(|_| why.get().unwrap_or(Unfit::NotJson))
     }
 
     /// The head of a parsed event (fields that are not of their type are absent).
@@ -502,12 +524,246 @@ impl EventHead {
             account: text("account"),
             api_version: text("api_version"),
             created: event["created"].as_i64(),
+            created_given: event.get("created").is_some(),
         }
     }
 
     /// An event object, with an id and a type.
     pub fn is_event(&self) -> bool {
         self.object.as_deref() == Some("event") && self.id.is_some() && self.kind.is_some()
+    }
+
+    /// Whether `created`, when given, is a Unix time in seconds from 0 to [`MAX_CREATED`].
+    pub fn created_fits(&self) -> bool {
+        !self.created_given || self.created.is_some_and(|t| (0..=MAX_CREATED).contains(&t))
+    }
+}
+
+/// The JSON pointer of the first string or object key of `text` that holds a NUL (`""` when
+/// none is found, e.g. in a value a later copy of its key replaced).
+pub fn nul_pointer(text: &str) -> String {
+    fn walk(v: &Value, at: &mut String) -> bool {
+        let within = |at: &mut String, token: &str, v: &Value, key_nul: bool| {
+            let len = at.len();
+            at.push('/');
+            at.push_str(&token.replace('~', "~0").replace('/', "~1"));
+            if key_nul || walk(v, at) {
+                return true;
+            }
+            at.truncate(len);
+            false
+        };
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .any(|(i, item)| within(at, &i.to_string(), item, false)),
+            Value::Object(m) => m
+                .iter()
+                .any(|(k, item)| within(at, k, item, k.contains('\0'))),
+            _ => false,
+        }
+    }
+    let mut at = String::new();
+    match serde_json::from_str::<Value>(text) {
+        Ok(v) if walk(&v, &mut at) => at,
+        _ => String::new(),
+    }
+}
+
+/// Reads the top of an event body: the head fields of an object, the rest checked by [`Check`].
+struct HeadReader<'a>(&'a std::cell::Cell<Option<Unfit>>);
+
+impl<'de> serde::de::Visitor<'de> for HeadReader<'_> {
+    type Value = EventHead;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<EventHead, A::Error> {
+        let mut head = EventHead::default();
+        let check = |keep| Check {
+            depth: 1,
+            keep,
+            why: self.0,
+        };
+        while let Some(key) = map.next_key_seed(check(true))? {
+            let Seen::Text(key) = key else {
+                map.next_value_seed(check(false))?;
+                continue;
+            };
+            let field = match key.as_ref() {
+                "object" => &mut head.object,
+                "id" => &mut head.id,
+                "type" => &mut head.kind,
+                "account" => &mut head.account,
+                "api_version" => &mut head.api_version,
+                "created" => {
+                    head.created_given = true;
+                    head.created = match map.next_value_seed(check(false))? {
+                        Seen::Int(t) => Some(t),
+                        _ => None,
+                    };
+                    continue;
+                }
+                _ => {
+                    map.next_value_seed(check(false))?;
+                    continue;
+                }
+            };
+            *field = match map.next_value_seed(check(true))? {
+                Seen::Text(t) => Some(t.into_owned()),
+                _ => None,
+            };
+        }
+        Ok(head)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<EventHead, A::Error> {
+        serde::de::Visitor::visit_seq(self.top(), seq).map(|_| EventHead::default())
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EventHead, E> {
+        serde::de::Visitor::visit_str(self.top(), v).map(|_| EventHead::default())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<EventHead, E> {
+        Ok(EventHead::default())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<EventHead, E> {
+        Ok(EventHead::default())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<EventHead, E> {
+        Ok(EventHead::default())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<EventHead, E> {
+        Ok(EventHead::default())
+    }
+
+    fn visit_unit<E>(self) -> Result<EventHead, E> {
+        Ok(EventHead::default())
+    }
+}
+
+impl<'a> HeadReader<'a> {
+    fn top(&self) -> Check<'a> {
+        Check {
+            depth: 0,
+            keep: false,
+            why: self.0,
+        }
+    }
+}
+
+/// What [`Check`] saw: a string (kept only when asked), an integer that fits an `i64`, or
+/// anything else.
+enum Seen<'de> {
+    Text(std::borrow::Cow<'de, str>),
+    Int(i64),
+    Other,
+}
+
+/// Reads one JSON value inside an event body, building nothing: refuses a NUL in a string or
+/// key and nesting beyond [`MAX_DEPTH`] (`depth` is the nesting of the value read), and
+/// notes why in `why`.
+#[derive(Clone, Copy)]
+struct Check<'a> {
+    depth: usize,
+    keep: bool,
+    why: &'a std::cell::Cell<Option<Unfit>>,
+}
+
+impl Check<'_> {
+    fn refuse<E: serde::de::Error>(&self, why: Unfit) -> E {
+        self.why.set(Some(why));
+        E::custom("unfit")
+    }
+
+    /// The check of a value nested one level deeper.
+    fn inner<E: serde::de::Error>(&self) -> Result<Self, E> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.refuse(Unfit::TooDeep));
+        }
+        Ok(Check {
+            depth: self.depth + 1,
+            keep: false,
+            why: self.why,
+        })
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Check<'_> {
+    type Value = Seen<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Seen<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Check<'_> {
+    type Value = Seen<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Seen<'de>, E> {
+        if v.contains('\0') {
+            return Err(self.refuse(Unfit::Nul));
+        }
+        Ok(match self.keep {
+            true => Seen::Text(std::borrow::Cow::Borrowed(v)),
+            false => Seen::Other,
+        })
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Seen<'de>, E> {
+        if v.contains('\0') {
+            return Err(self.refuse(Unfit::Nul));
+        }
+        Ok(match self.keep {
+            true => Seen::Text(std::borrow::Cow::Owned(v.to_string())),
+            false => Seen::Other,
+        })
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Seen<'de>, E> {
+        Ok(Seen::Int(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Seen<'de>, E> {
+        Ok(i64::try_from(v).map_or(Seen::Other, Seen::Int))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Seen<'de>, E> {
+        Ok(Seen::Other)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Seen<'de>, E> {
+        Ok(Seen::Other)
+    }
+
+    fn visit_unit<E>(self) -> Result<Seen<'de>, E> {
+        Ok(Seen::Other)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Seen<'de>, A::Error> {
+        let inner = self.inner()?;
+        while seq.next_element_seed(inner)?.is_some() {}
+        Ok(Seen::Other)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Seen<'de>, A::Error> {
+        let inner = self.inner()?;
+        while map.next_key_seed(inner)?.is_some() {
+            map.next_value_seed(inner)?;
+        }
+        Ok(Seen::Other)
     }
 }
 
@@ -1236,55 +1492,154 @@ fn plan(
 mod tests {
     use super::*;
 
-    /// The head read off the raw body, the fast way or the fallback, is what the whole parsed
-    /// document says; what is not JSON has none.
+    /// The head read off the raw body is what the whole parsed document says; what is not
+    /// JSON has none.
     #[test]
     fn an_event_head_reads_the_same_as_the_parsed_event() {
-        let bodies: [&[u8]; 9] = [
-            br#"{"id":"evt_1","object":"event","type":"charge.succeeded","account":"acct_1","api_version":"2024-06-20","created":1700000000,"data":{"object":{"id":"ch_1","nested":[1,{"a":null}]}}}"#,
-            br#"{"object":"event","id":"evt_2","type":"x","api_version":null}"#,
-            br#"{"object":"event","id":42,"type":"x"}"#,
-            br#"{"object":"event","id":"evt_3","id":"evt_4","type":"x"}"#,
-            br#"{"object":"event","id":"evt_5","type":"x","created":1.5}"#,
-            br#"[{"object":"event"}]"#,
-            br#""event""#,
-            br#"{"hello": "world"}"#,
-            br#"{"object":"event","id":"evt_6","type":"x","data":{}}"#,
+        let bodies = [
+            r#"{"id":"evt_1","object":"event","type":"charge.succeeded","account":"acct_1","api_version":"2024-06-20","created":1700000000,"data":{"object":{"id":"ch_1","nested":[1,{"a":null}]}}}"#,
+            r#"{"object":"event","id":"evt_2","type":"x","api_version":null}"#,
+            r#"{"object":"event","id":42,"type":"x"}"#,
+            r#"{"object":"event","id":"evt_3","id":"evt_4","type":"x"}"#,
+            r#"{"object":"event","id":"evt_5","type":"x","created":1.5}"#,
+            r#"{"object":"event","id":"evt_5","type":"x","created":99999999999999999999}"#,
+            r#"{"object":"event","id":"evt_5","type":"x","created":1,"created":"2"}"#,
+            r#"{"object":"event","id":"evt_\u00e9\n","type":"x","created":-1}"#,
+            r#"[{"object":"event"}]"#,
+            r#""event""#,
+            r#"{"hello": "world"}"#,
+            r#"{"object":"event","id":"evt_6","type":"x","data":{}}"#,
         ];
         for body in bodies {
-            let whole: Value = serde_json::from_slice(body).unwrap();
+            let whole: Value = serde_json::from_str(body).unwrap();
             let want = EventHead::of(&whole);
             let got = EventHead::parse(body).unwrap();
-            assert_eq!(
-                format!("{got:?}"),
-                format!("{want:?}"),
-                "{}",
-                String::from_utf8_lossy(body)
-            );
+            assert_eq!(format!("{got:?}"), format!("{want:?}"), "{body}");
         }
+        let head = EventHead::parse(r#"{"id":"evt_1","object":"event","type":"x"}"#).unwrap();
+        assert!(head.is_event());
+        assert!(head.created_fits(), "no created at all");
         assert!(
-            EventHead::parse(br#"{"id":"evt_1","object":"event","type":"x"}"#)
+            !EventHead::parse(r#"{"object":"event","id":42,"type":"x"}"#)
                 .unwrap()
                 .is_event()
         );
         assert!(
-            !EventHead::parse(br#"{"object":"event","id":42,"type":"x"}"#)
-                .unwrap()
-                .is_event()
-        );
-        assert!(
-            !EventHead::parse(br#"{"hello": "world"}"#)
+            !EventHead::parse(r#"{"hello": "world"}"#)
                 .unwrap()
                 .is_event()
         );
         for not_json in [
-            &b"not json"[..],
-            b"{\"id\":\"evt_1\"} trailing",
-            b"",
-            b"{\"id\":",
+            "not json",
+            "{\"id\":\"evt_1\"} trailing",
+            "",
+            "{\"id\":",
+            // What the workers' reader refuses: a lone surrogate, a number out of range.
+            r#"{"id":"evt_1","object":"event","type":"x","data":{"a":"\ud800"}}"#,
+            r#"{"id":"evt_1","object":"event","type":"x","data":{"a":1e400}}"#,
         ] {
-            assert!(EventHead::parse(not_json).is_none());
+            assert_eq!(
+                EventHead::parse(not_json).unwrap_err(),
+                Unfit::NotJson,
+                "{not_json}"
+            );
+            assert!(
+                serde_json::from_str::<Value>(not_json).is_err(),
+                "{not_json}"
+            );
         }
+    }
+
+    /// `created` fits when absent or a Unix time in seconds up to the year 9999.
+    #[test]
+    fn created_must_be_a_plausible_time() {
+        let head = |created: &str| {
+            EventHead::parse(&format!(
+                r#"{{"id":"evt_1","object":"event","type":"x","created":{created}}}"#
+            ))
+            .unwrap()
+        };
+        for fits in ["0", "1700000000", "253402300799"] {
+            assert!(head(fits).created_fits(), "{fits}");
+        }
+        for absurd in [
+            "-1",
+            "253402300800",
+            "9223372036854775807",
+            "9223372036854775808",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "1e30",
+            "1700000000.5",
+            "\"1700000000\"",
+            "null",
+        ] {
+            assert!(!head(absurd).created_fits(), "{absurd}");
+        }
+    }
+
+    /// Nesting up to [`MAX_DEPTH`] levels is read (and the workers read it too); one more is
+    /// refused, however deep it goes, without exhausting the stack.
+    #[test]
+    fn nesting_is_bounded() {
+        let nested = |levels: usize| {
+            // The event object is the first level.
+            let inner = levels - 1;
+            format!(
+                r#"{{"id":"evt_1","object":"event","type":"x","data":{}1{}}}"#,
+                "[".repeat(inner),
+                "]".repeat(inner)
+            )
+        };
+        let deepest = nested(MAX_DEPTH);
+        assert!(EventHead::parse(&deepest).unwrap().is_event());
+        assert!(serde_json::from_str::<Value>(&deepest).is_ok());
+        for levels in [MAX_DEPTH + 1, 10_000, 200_000] {
+            assert_eq!(
+                EventHead::parse(&nested(levels)).unwrap_err(),
+                Unfit::TooDeep,
+                "{levels}"
+            );
+        }
+        let objects = format!(
+            "{}1{}",
+            r#"{"a":"#.repeat(MAX_DEPTH + 1),
+            "}".repeat(MAX_DEPTH + 1)
+        );
+        assert_eq!(EventHead::parse(&objects).unwrap_err(), Unfit::TooDeep);
+    }
+
+    /// A NUL in any string or key, escaped (raw, it is not JSON), is refused and found.
+    #[test]
+    fn a_nul_anywhere_is_refused_and_named() {
+        for (body, pointer) in [
+            (r#"{"id":"evt_\u0000","object":"event","type":"x"}"#, "/id"),
+            (
+                r#"{"id":"evt_1","object":"event","type":"x","account":"acct_\u0000"}"#,
+                "/account",
+            ),
+            (
+                r#"{"id":"evt_1","object":"event","type":"x","data":{"object":{"metadata":{"a/b":["ok","x\u0000"]}}}}"#,
+                "/data/object/metadata/a~1b/1",
+            ),
+            (
+                r#"{"id":"evt_1","object":"event","type":"x","data":{"k\u0000":1}}"#,
+                "/data/k\u{0}",
+            ),
+            (r#""\u0000""#, ""),
+        ] {
+            assert_eq!(EventHead::parse(body).unwrap_err(), Unfit::Nul, "{body}");
+            assert_eq!(nul_pointer(body), pointer, "{body}");
+        }
+        // An escaped backslash before `u0000` is no NUL.
+        let text = r#"{"id":"evt_1","object":"event","type":"x","note":"\\u0000"}"#;
+        assert!(EventHead::parse(text).unwrap().is_event());
+        // A raw NUL is not JSON at all.
+        assert_eq!(
+            EventHead::parse("{\"id\":\"evt_\u{0}\",\"object\":\"event\",\"type\":\"x\"}")
+                .unwrap_err(),
+            Unfit::NotJson
+        );
     }
 
     async fn synchronous(db: &sqlx::AnyPool) -> i64 {

@@ -1,25 +1,35 @@
 //! `POST /webhooks/stripe/{connection_id}`: Stripe's events, verified on the raw body and
 //! stored in the inbox before the answer (SPEC §4); workers apply them later (`crate::inbox`).
-//! Nothing is stored for a refused request.
+//! Nothing is stored for a refused request. What cannot be stored or read back is refused at
+//! the edge, identically on both databases: a connection id or event with a NUL character
+//! (PostgreSQL's text cannot hold one), a body that is not UTF-8, nested deeper than
+//! [`inbox::MAX_DEPTH`], or whose `created` is not a plausible Unix time.
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use tollgate_store::{ConnectionRow, connections};
 
 use crate::ApiContext;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Detail};
 use crate::inbox;
 
 const MAX_EVENT_BYTES: usize = 1024 * 1024;
 
 pub async fn receive(
     State(ctx): State<ApiContext>,
-    Path(connection_id): Path<String>,
+    connection_id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<Received>)> {
+    // Before any lookup: a NUL would fail the read on PostgreSQL.
+    let connection_id = match connection_id {
+        Ok(Path(id)) if !id.contains('\0') => id,
+        Ok(_) => return Err(bad_path("Must not contain the NUL character (U+0000).")),
+        Err(_) => return Err(bad_path("Must be UTF-8 text.")),
+    };
     let body = axum::body::to_bytes(body, MAX_EVENT_BYTES)
         .await
         .map_err(|_| {
@@ -41,11 +51,20 @@ pub async fn receive(
         }
     };
     let conn = &verified;
-    let head = inbox::EventHead::parse(&body).ok_or_else(|| refused("the body is not JSON"))?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| refused_at("", "the body is not UTF-8 text", "Must be UTF-8 text."))?;
+    let head = inbox::EventHead::parse(text).map_err(|unfit| unreadable(unfit, text))?;
     if !head.is_event() {
         return Err(refused("the body is not a Stripe event"));
     }
-    let payload = String::from_utf8_lossy(&body).into_owned();
+    if !head.created_fits() {
+        return Err(refused_at(
+            "/created",
+            "`created` is not a Unix time in seconds",
+            &format!("Must be an integer from 0 to {}.", inbox::MAX_CREATED),
+        ));
+    }
+    let payload = text.to_owned();
     let row = inbox::row_for(conn, &head, payload, "webhook", ctx.now());
     let id = row.id.clone();
     let new = ctx.inbox.accept(row).await?;
@@ -75,6 +94,47 @@ pub struct Received {
 
 fn refused(why: &str) -> ApiError {
     ApiError::bad_request(format!("Webhook refused: {why}."))
+}
+
+/// A refusal about one place in the body (`pointer`, a JSON pointer; `""` is the whole body).
+fn refused_at(pointer: &str, why: &str, detail: &str) -> ApiError {
+    ApiError::BadRequest {
+        message: format!("Webhook refused: {why}."),
+        details: vec![Detail::body(pointer, detail)],
+    }
+}
+
+/// The refusal of a connection id in the path.
+fn bad_path(detail: &str) -> ApiError {
+    ApiError::BadRequest {
+        message: format!("Webhook refused: the connection id is not valid. {detail}"),
+        details: vec![Detail {
+            location: "path",
+            pointer: "/connection_id".into(),
+            message: detail.into(),
+            kind: "value_error",
+        }],
+    }
+}
+
+/// The refusal of a body the inbox could not store or its workers read back.
+fn unreadable(unfit: inbox::Unfit, text: &str) -> ApiError {
+    match unfit {
+        inbox::Unfit::NotJson => refused_at("", "the body is not JSON", "Must be JSON."),
+        inbox::Unfit::TooDeep => refused_at(
+            "",
+            &format!(
+                "the body nests objects and arrays more than {} levels deep",
+                inbox::MAX_DEPTH
+            ),
+            &format!("Must nest at most {} levels deep.", inbox::MAX_DEPTH),
+        ),
+        inbox::Unfit::Nul => refused_at(
+            &inbox::nul_pointer(text),
+            "the event contains a NUL character (U+0000)",
+            "Must not contain the NUL character (U+0000).",
+        ),
+    }
 }
 
 /// Checks the Stripe-Signature of `body` against the connection's current and rotated secrets.

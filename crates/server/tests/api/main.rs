@@ -15,3 +15,4 @@ mod idempotency;
 mod outage;
 mod outbound;
 mod webhooks;
+mod webhooks_hardening;
