@@ -183,7 +183,8 @@ async fn live_keys_outlast_a_restart(database_url: Option<String>) {
         ),
     )
     .await;
-    assert_eq!(status, 502, "{answer}");
+    // Refused by the stand-in (whatever status that maps to), not by a missing sandbox.
+    assert_eq!(answer["status"], status, "{answer}");
     let message = answer["message"].as_str().unwrap_or_default();
     assert!(message.contains(REFUSAL), "{answer}");
     assert!(!message.contains("sandbox"), "{answer}");
