@@ -153,10 +153,12 @@ pub(crate) fn verify_key(
 /// The merchant account a key acts for: its own, or for an operator key the one named by
 /// `X-Merchant-Account-Id` (alias `x-gr4vy-merchant-account-id`; default `default`).
 pub(crate) fn acting_account(row: &ApiKeyRow, headers: &HeaderMap) -> Result<String, ApiError> {
+    // A value that is not text names no account (it never falls back to the default).
     let asked = headers
         .get("x-merchant-account-id")
         .or_else(|| headers.get("x-gr4vy-merchant-account-id"))
-        .and_then(|v| v.to_str().ok());
+        .map(|v| String::from_utf8_lossy(v.as_bytes()));
+    let asked = asked.as_deref();
     Ok(match (&row.merchant_account_id, asked) {
         (Some(bound), None) => bound.clone(),
         (Some(bound), Some(asked)) if bound == asked => bound.clone(),
@@ -168,6 +170,26 @@ pub(crate) fn acting_account(row: &ApiKeyRow, headers: &HeaderMap) -> Result<Str
         (None, Some(asked)) => asked.to_string(),
         (None, None) => crate::DEFAULT_MERCHANT_ACCOUNT.to_string(),
     })
+}
+
+/// An operator key may name any merchant account that exists; one that does not is a 404 (never
+/// another account's data, nor the defaults of an account that is not there). A key bound to
+/// an account acts for that account, which exists.
+pub(crate) async fn account_exists(
+    ctx: &ApiContext,
+    row: &ApiKeyRow,
+    merchant_account_id: &str,
+) -> Result<(), ApiError> {
+    if row.merchant_account_id.is_none()
+        && tollgate_store::accounts::get_merchant_account(ctx.store.reader(), merchant_account_id)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::NotFound(format!(
+            "There is no merchant account '{merchant_account_id}'."
+        )));
+    }
+    Ok(())
 }
 
 /// Extracts the caller from `Authorization: Bearer tg_…` and `X-Merchant-Account-Id`
@@ -184,18 +206,7 @@ impl FromRequestParts<ApiContext> for Caller {
         let row = verify_key(row, kind, secret)?;
         let merchant_account_id = acting_account(&row, &parts.headers)?;
         let operator = row.merchant_account_id.is_none();
-        if operator
-            && tollgate_store::accounts::get_merchant_account(
-                ctx.store.reader(),
-                &merchant_account_id,
-            )
-            .await?
-            .is_none()
-        {
-            return Err(ApiError::Forbidden(format!(
-                "There is no merchant account '{merchant_account_id}'."
-            )));
-        }
+        account_exists(ctx, &row, &merchant_account_id).await?;
         Ok(Caller {
             key_id: row.id,
             kind,

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod dashboard;
+pub mod edge;
 pub mod entitlements;
 pub mod error;
 pub mod idempotency;
@@ -150,11 +151,15 @@ pub struct SandboxHandle {
 
 /// The whole HTTP application.
 pub fn app(ctx: ApiContext, sandbox: Option<Router>) -> Router {
+    use axum::middleware::from_fn;
     let mut router: Router = api::router(&ctx)
-        .merge(pay::router())
-        .merge(page::router())
+        .merge(
+            pay::router()
+                .merge(page::router())
+                .route_layer(from_fn(edge::pay)),
+        )
         .merge(openapi::router())
-        .merge(dashboard::router(&ctx))
+        .merge(dashboard::router(&ctx).route_layer(from_fn(edge::dashboard)))
         .with_state(ctx.clone());
     if let Some(sb) = sandbox {
         let gate = axum::middleware::from_fn_with_state(ctx.clone(), sandbox_gate);

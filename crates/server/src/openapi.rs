@@ -525,7 +525,7 @@ pub fn document(public_url: &str) -> Value {
 
 const INFO_DESCRIPTION: &str = "Tollgate's transactions API over Stripe. Money is an integer in minor units with an ISO-4217 currency; timestamps are RFC 3339 UTC.\n\n\
 The seed orchestrator's SDKs work unmodified against it: its paths, objects and error envelope are kept, and its header `x-gr4vy-merchant-account-id` is an alias of `X-Merchant-Account-Id`.\n\n\
-Every error is the envelope `{type: \"error\", code, status, message, details[]}`; there are no 422s. POSTs honour an optional `Idempotency-Key`: a replay returns the first answer, the same key while the first request runs is 409 `concurrent_request`, with another body 409 `idempotency_key_mismatch`; 5xx answers are not kept, so a retry resumes the work.";
+Every error is the envelope `{type: \"error\", code, status, message, details[]}`; there are no 422s. Text Tollgate cannot store is refused before anything else runs: a NUL character (U+0000) in a path or query parameter, in a form field or in any JSON string or object key, or a path parameter that is not UTF-8, is a 400 whose `details[].pointer` names it. POSTs honour an optional `Idempotency-Key`: a replay returns the first answer, the same key while the first request runs is 409 `concurrent_request`, with another body 409 `idempotency_key_mismatch`; 5xx answers are not kept, so a retry resumes the work.";
 
 fn parameters() -> Value {
     json!({
@@ -533,7 +533,7 @@ fn parameters() -> Value {
             "name": "X-Merchant-Account-Id",
             "in": "header",
             "required": false,
-            "description": "The merchant account to act for. A key bound to an account acts for it: naming another answers 403. An operator key may name any existing account (default `default`). Alias: `x-gr4vy-merchant-account-id`.",
+            "description": "The merchant account to act for. A key bound to an account acts for it: naming another answers 403. An operator key may name any existing account (default `default`); naming one that does not exist answers 404. Alias: `x-gr4vy-merchant-account-id`.",
             "schema": {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"},
         },
         "Gr4vyMerchantAccountId": {
@@ -736,7 +736,7 @@ fn schemas() -> Value {
             )
             .opt(
                 "redirect_url",
-                S::uri().desc("Required for the redirect flow. `https://` (`http://localhost` for development)."),
+                S::uri().desc("Required for the redirect flow. An absolute `https://` URL of at most 2048 characters (`http://` only for localhost and loopback addresses, for development), without a user name or password, spaces or control characters."),
             )
             .opt("country", S::string().desc("Must equal the transaction's `country` when both are given."))
             .opt("currency", S::string().desc("Must equal the transaction's `currency`."))
@@ -1495,7 +1495,7 @@ on completion the buyer lands on `redirect_url?transaction_id=…&transaction_st
 - **Direct flow** (`integration_client`: `web`, `ios` or `android`): the answer carries `session_token` for `POST /transactions/{{id}}/session`.\n\n\
 **Raw card data is refused**: a `payment_method` containing {raw} answers 400 before anything is logged or stored. Card details go from the buyer to Stripe, never through Tollgate.\n\n\
 A field neither Tollgate nor the seed orchestrator's create schema defines, a non-positive or non-integer amount, an unknown currency, \
-a country or currency different from `payment_method`'s, or a missing or non-https `redirect_url` is a 400 with the error envelope; nothing is created.\n\n\
+a country or currency different from `payment_method`'s, or a missing, non-https or malformed `redirect_url` (one with a user name or password, spaces or control characters) is a 400 with the error envelope; nothing is created.\n\n\
 **Accepted but ignored** (fields of the seed orchestrator's create schema with no meaning over Stripe): {ignored}.\n\n\
 With an `Idempotency-Key` the transaction's id is derived from the key. If Stripe fails, the transaction is saved as `processing` first \
 and the 502/504 carries its `id`: `POST /transactions/{{id}}/sync` or a retry with the same key finishes it (never a second PaymentIntent).",

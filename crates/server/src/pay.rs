@@ -11,7 +11,7 @@ use subtle::ConstantTimeEq;
 use tollgate_store::transactions as store_tx;
 
 use crate::ApiContext;
-use crate::api::transactions::{spend_tokens, sync_row, token_matches};
+use crate::api::transactions::{redirect_target, spend_tokens, sync_row, token_matches};
 use crate::error::ApiError;
 
 pub fn router() -> Router<ApiContext> {
@@ -78,16 +78,27 @@ async fn complete(
         && q.redirect_status.as_deref() == Some("failed")
         && let Some(tok) = q.token.as_deref()
     {
+        // Encoded: the request may be authorised by the client secret, whatever `token` holds.
+        let tok: String = form_urlencoded::byte_serialize(tok.as_bytes()).collect();
         let target = format!("/pay/{}?token={tok}&failed=1", t.id);
         return no_referrer((StatusCode::SEE_OTHER, [(header::LOCATION, target)]).into_response());
     }
     match (&t.redirect_url, direct) {
         (Some(url), false) => {
-            let sep = if url.contains('?') { '&' } else { '?' };
-            let target = format!(
-                "{url}{sep}transaction_id={}&transaction_status={}",
-                t.id, t.status
-            );
+            let target =
+                redirect_target(url, &t.id, &t.status).and_then(|u| HeaderValue::from_str(&u).ok());
+            let Some(target) = target else {
+                // A redirect URL stored before URLs were parsed, that no browser could follow:
+                // the buyer still learns the payment went through, never a bare 303.
+                return crate::page::notice(
+                    StatusCode::OK,
+                    "Payment finished",
+                    &format!(
+                        "The payment is {}. Please return to the merchant's site.",
+                        t.status.replace('_', " ")
+                    ),
+                );
+            };
             let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, target)]).into_response();
             r.headers_mut()
                 .insert("cache-control", HeaderValue::from_static("no-store"));

@@ -96,7 +96,7 @@ pub async fn sync_connection(
             }
             json!({"status": "read", "read": events.len(), "new": new})
         }
-        Err(e) => unavailable(ctx, &e, "/v1/events")?,
+        Err(e) => unavailable(ctx, conn, &e, "/v1/events")?,
     };
 
     // 2. Objects from the list endpoints.
@@ -117,7 +117,7 @@ pub async fn sync_connection(
                 }
                 json!({"status": "read", "read": objects.len(), "new": new})
             }
-            Err(e) => unavailable(ctx, &e, path)?,
+            Err(e) => unavailable(ctx, conn, &e, path)?,
         };
         lists.insert(path.trim_start_matches("/v1/").to_string(), report);
     }
@@ -162,9 +162,35 @@ pub async fn sync_connection(
 
 /// A list the key may not read (or that this Stripe does not have) is reported, not fatal;
 /// an outage is.
-fn unavailable(ctx: &ApiContext, e: &StripeError, path: &str) -> ApiResult<Value> {
+fn unavailable(
+    ctx: &ApiContext,
+    conn: &ConnectionRow,
+    e: &StripeError,
+    path: &str,
+) -> ApiResult<Value> {
     if e.is_retryable_outage() {
-        return Err(crate::api::transactions::outage(ctx, e, None));
+        ctx.metrics
+            .stripe_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // About the connection being synced: no transaction was saved by this request.
+        let next = format!(
+            "nothing read so far is lost; sync the connection again (POST /connections/{}/sync) once Stripe answers.",
+            conn.id
+        );
+        return Err(if e.is_timeout() {
+            ApiError::GatewayTimeout {
+                message: format!("Stripe did not answer in time while reading {path}; {next}"),
+                transaction_id: None,
+            }
+        } else {
+            ApiError::BadGateway {
+                message: format!(
+                    "Stripe could not be reached or failed ({}) while reading {path}; {next}",
+                    e.kind().unwrap_or("connection error")
+                ),
+                transaction_id: None,
+            }
+        });
     }
     tracing::warn!(path, error = %e.message(), "reconcile: cannot read this list");
     Ok(json!({"status": "unavailable", "message": e.message(), "http_status": e.status()}))

@@ -158,14 +158,16 @@ fn apply_fields(
         c.stripe_account = Some(a.to_string());
     }
     if let Some(v) = str_field(body, "api_version")? {
-        let ok = v.len() >= 10
-            && v[..10].chars().enumerate().all(|(i, ch)| {
+        // `get`, not `[..10]`: the tenth byte may fall inside a multi-byte character.
+        let ok = v.get(..10).is_some_and(|date| {
+            date.chars().enumerate().all(|(i, ch)| {
                 if i == 4 || i == 7 {
                     ch == '-'
                 } else {
                     ch.is_ascii_digit()
                 }
-            });
+            })
+        });
         if !ok {
             return Err(ApiError::field(
                 "/api_version",

@@ -454,6 +454,7 @@ async fn check_caller(ctx: &ApiContext, headers: &HeaderMap) -> ApiResult<(Strin
     };
     let row = crate::auth::verify_key(row, kind, secret)?;
     let merchant = crate::auth::acting_account(&row, headers)?;
+    crate::auth::account_exists(ctx, &row, &merchant).await?;
     Ok((row.id, merchant))
 }
 

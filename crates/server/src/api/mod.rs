@@ -112,6 +112,8 @@ pub fn router(ctx: &ApiContext) -> Router<ApiContext> {
     api.merge(health::router())
         // The permission check (public keys): no idempotency layer, its own auth cache.
         .route("/v1/permissions", get(ent::permissions))
+        // Path and query parameters Tollgate cannot store are refused before anything else.
+        .route_layer(axum::middleware::from_fn(crate::edge::api))
         .route(
             "/webhooks/stripe/{connection_id}",
             post(webhooks_in::receive),
@@ -154,7 +156,10 @@ pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
         return Ok(Map::new());
     }
     match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(m)) => Ok(m),
+        Ok(Value::Object(m)) => match crate::edge::check_json(&m) {
+            Some(refusal) => Err(refusal.into_api_error()),
+            None => Ok(m),
+        },
         Ok(_) => Err(ApiError::field(
             "",
             "The request body must be a JSON object.",

@@ -129,23 +129,47 @@ fn direct_flow(client: Option<&str>) -> bool {
     matches!(client, Some("web" | "ios" | "android"))
 }
 
-fn check_redirect_url(ctx: &ApiContext, url: &str) -> Result<(), String> {
-    let lower = url.to_ascii_lowercase();
-    if lower.starts_with("https://") && url.len() > "https://".len() {
-        return Ok(());
+/// Longest accepted `redirect_url`.
+const MAX_REDIRECT_URL: usize = 2048;
+
+/// A `redirect_url` the completion page can send a buyer to: parsed as browsers do (the `url`
+/// crate, WHATWG rules), https (http only for localhost, or when configured), no user name or
+/// password (`http://localhost:80@evil.com/` names the host `evil.com`), and no spaces or
+/// control characters, which a parser would drop or encode silently.
+fn check_redirect_url(ctx: &ApiContext, raw: &str) -> Result<(), String> {
+    if raw.len() > MAX_REDIRECT_URL {
+        return Err(format!("At most {MAX_REDIRECT_URL} characters."));
     }
-    if let Some(rest) = lower.strip_prefix("http://") {
-        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
-        if host == "localhost"
-            || host == "127.0.0.1"
-            || host == "[::1]"
-            || ctx.config.allow_http_redirect_urls
-        {
-            return Ok(());
-        }
+    if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("Must not contain spaces or control characters (percent-encode them).".into());
     }
-    Err("Must be an https:// URL (http://localhost is allowed for development).".into())
+    let https_only = "Must be an https:// URL (http://localhost is allowed for development).";
+    let url = url::Url::parse(raw).map_err(|_| https_only.to_string())?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("Must not contain a user name or password.".into());
+    }
+    let local = match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(()),
+        "http" if local || ctx.config.allow_http_redirect_urls => Ok(()),
+        _ => Err(https_only.into()),
+    }
+}
+
+/// Where the completion page sends the buyer: `redirect_url` with `transaction_id` and
+/// `transaction_status` added to its query (before any fragment), serialised as a valid
+/// `Location`. `None` for a stored URL that is not one (kept from before it was checked).
+pub(crate) fn redirect_target(redirect_url: &str, id: &str, status: &str) -> Option<String> {
+    let mut url = url::Url::parse(redirect_url).ok()?;
+    url.query_pairs_mut()
+        .append_pair("transaction_id", id)
+        .append_pair("transaction_status", status);
+    Some(url.into())
 }
 
 fn string_field(body: &Map<String, Value>, key: &str, max: usize) -> ApiResult<Option<String>> {
@@ -460,15 +484,21 @@ pub fn outage(ctx: &ApiContext, e: &StripeError, transaction_id: Option<&str>) -
         .stripe_errors
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tid = transaction_id.map(str::to_string);
+    // What to do next: about the saved transaction when there is one, else just try again.
+    let next = if tid.is_some() {
+        "the transaction is saved, call POST /transactions/{id}/sync or retry with the same Idempotency-Key."
+    } else {
+        "try again once Stripe answers."
+    };
     if e.is_timeout() {
         ApiError::GatewayTimeout {
-            message: "Stripe did not answer in time; the transaction is saved, call POST /transactions/{id}/sync or retry with the same Idempotency-Key.".into(),
+            message: format!("Stripe did not answer in time; {next}"),
             transaction_id: tid,
         }
     } else if e.is_retryable_outage() {
         ApiError::BadGateway {
             message: format!(
-                "Stripe could not be reached or failed ({}); the transaction is saved, call POST /transactions/{{id}}/sync or retry with the same Idempotency-Key.",
+                "Stripe could not be reached or failed ({}); {next}",
                 e.kind().unwrap_or("connection error")
             ),
             transaction_id: tid,

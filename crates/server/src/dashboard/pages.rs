@@ -286,10 +286,9 @@ fn text(v: &Value) -> String {
 /// `2026-11-24T05:07:04.123Z` → `2026-11-24 05:07:04`.
 fn when(v: &Value) -> String {
     let s = text(v);
-    if s.len() >= 19 {
-        format!("{} {}", &s[..10], &s[11..19])
-    } else {
-        s
+    match (s.get(..10), s.get(11..19)) {
+        (Some(date), Some(time)) => format!("{date} {time}"),
+        _ => s,
     }
 }
 

@@ -17,6 +17,7 @@ crate::both_dbs!(
     capture_during_outage,
     refund_during_outage_finished_by_sync,
     refund_during_outage_finished_by_keyed_retry,
+    connection_sync_during_outage,
 );
 
 /// Asserts a 502/504 that names the saved transaction; returns its id.
@@ -299,4 +300,31 @@ async fn refund_during_outage_finished_by_keyed_retry(db: Db) {
     // What is left is 300.
     let r = s.post(&path, json!({"amount": 301})).await;
     assert_error(&r, 400, "bad_request");
+}
+
+/// `POST /connections/{id}/sync` during an outage: a 502 about the connection (sync it again),
+/// not about a transaction, which it never saved.
+async fn connection_sync_during_outage(db: Db) {
+    let s = TestServer::start(db).await;
+    let conn = s.get("/connections").await.expect(200)["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.faults("500-retry", 1.0, 0).await;
+    let r = s
+        .post(&format!("/connections/{conn}/sync"), json!({}))
+        .await;
+    s.faults_off().await;
+    let b = assert_error(&r, 502, "bad_gateway");
+    let message = b["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("/connections/{conn}/sync")),
+        "{message}"
+    );
+    assert!(!message.contains("transaction"), "{message}");
+    assert!(b.get("transaction_id").is_none(), "{b}");
+    // Once Stripe answers, the same sync works.
+    s.post(&format!("/connections/{conn}/sync"), json!({}))
+        .await
+        .expect(200);
 }
