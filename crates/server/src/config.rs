@@ -22,6 +22,10 @@ pub struct Config {
     pub approval_ttl_secs: u64,
     pub session_ttl_secs: u64,
     pub idempotency_ttl_secs: u64,
+    /// A keyed request's claim on its `Idempotency-Key` lapses this long after the request
+    /// last renewed it (a running request renews it every third of this), so a retry can
+    /// resume the work of a server that died mid-request. At least 1.
+    pub idempotency_lease_secs: u64,
     pub stripe_timeout_ms: u64,
     pub stripe_max_retries: u32,
     pub stripe_retry_base_ms: u64,
@@ -113,6 +117,7 @@ impl Default for Config {
             approval_ttl_secs: 3600,
             session_ttl_secs: 3600,
             idempotency_ttl_secs: 24 * 3600,
+            idempotency_lease_secs: 10,
             stripe_timeout_ms: 30_000,
             stripe_max_retries: 2,
             stripe_retry_base_ms: 500,

@@ -547,7 +547,7 @@ fn parameters() -> Value {
             "name": "Idempotency-Key",
             "in": "header",
             "required": false,
-            "description": "Optional, 1 to 255 characters. Scoped to (merchant account, API key, method, path, key) with a hash of the body and kept 24 h (configurable). A replay returns the first response; while the first request runs: 409 `concurrent_request`; with another body: 409 `idempotency_key_mismatch`. 5xx answers are not kept.",
+            "description": "Optional, 1 to 255 characters. Scoped to (merchant account, API key, method, path, key) with a hash of the body and kept 24 h (configurable). A replay returns the first response; while the first request runs: 409 `concurrent_request`; with another body: 409 `idempotency_key_mismatch`. A retry resumes the work of a first request that left no answer: one that ended in a 5xx (not kept), one cut off when its client went away, and one whose server stopped mid-request once its claim lapses (`idempotency_lease_secs`, 10 s by default). Kept answers are stored encrypted.",
             "schema": {"type": "string", "minLength": 1, "maxLength": 255},
         },
         "WebhookEventId": {

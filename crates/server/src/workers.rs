@@ -1,5 +1,6 @@
-//! Background jobs: approval expiry (SPEC §3.3 item 6), pruning of idempotency records, the
-//! permission cache's feed and, on SQLite, WAL checkpoints beside the writer.
+//! Background jobs: approval expiry (SPEC §3.3 item 6), pruning of idempotency records (and
+//! sealing the answers older versions kept in clear), the permission cache's feed and, on
+//! SQLite, WAL checkpoints beside the writer.
 //! Each pass works from the database, so several servers may run them side by side: a second
 //! server expiring the same transaction finds it already final and does nothing.
 
@@ -34,6 +35,9 @@ pub fn spawn(ctx: ApiContext) {
                 tracing::warn!(error = %e, "approval expiry pass failed");
             }
             let _ = idempotency::prune(ctx.store.writer(), ctx.now()).await;
+            if let Err(e) = crate::idempotency::seal_clear_answers(&ctx).await {
+                tracing::warn!(error = %e, "sealing stored idempotent answers failed");
+            }
         }
     });
 }

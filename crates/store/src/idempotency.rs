@@ -1,5 +1,8 @@
 //! Idempotency records of the API (SPEC §8): scoped to (merchant account, key id, method,
-//! path, key), with a hash of the body; a row without a status is a request still running.
+//! path, key), with a hash of the body. A row without a status is a request still running; it
+//! holds the key under a lease (`lease_owner`, `lease_expires_at`) that the request renews
+//! while it runs, so the claim of a request whose process died lapses and a retry takes it
+//! over. Answers are stored sealed by the caller (`response_enc`).
 
 use sqlx::{Any, Executor};
 
@@ -12,6 +15,16 @@ pub struct Scope {
     pub method: String,
     pub path: String,
     pub idem_key: String,
+}
+
+impl Scope {
+    /// The record's identity as one string (what a sealed answer is bound to).
+    pub fn row_id(&self) -> String {
+        format!(
+            "idempotency\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
+            self.merchant_account_id, self.key_id, self.method, self.path, self.idem_key
+        )
+    }
 }
 
 /// A statement whose `$1`…`$5` are the scope's columns, bound here once.
@@ -27,23 +40,48 @@ fn scoped<'q>(
         .bind(scope.idem_key.as_str())
 }
 
+/// The answer kept for replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// Sealed by the caller (every answer stored by this version).
+    Sealed(Vec<u8>),
+    /// In clear: an answer stored before answers were sealed.
+    Clear(String),
+}
+
+/// body_hash, status_code, response, response_enc, lease_expires_at
+type RecordRow = (String, Option<i64>, Option<String>, Option<Vec<u8>>, i64);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// No record existed: this request runs and must [`finish`] or [`release`] it.
+    /// This request holds the key (a new record, or one whose earlier request stopped without
+    /// an answer): it must [`finish`] or [`release`] it, and [`renew`] the lease meanwhile.
     Started,
     /// Same key, same body, finished: replay this answer.
-    Replay { status: u16, body: String },
-    /// Same key, same body, still running.
+    Replay { status: u16, body: Stored },
+    /// Same key, same body, another request holds it and its lease has not lapsed.
     InProgress,
     /// Same key, another body.
     Mismatch,
 }
 
-/// Claims `scope` for a request with `body_hash`. Expired records are replaced.
+/// The lease a claim is held under: who holds it, and until when unless renewed.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease<'a> {
+    /// Random, one per request.
+    pub owner: &'a str,
+    /// Unix ms at which it lapses.
+    pub until: i64,
+}
+
+/// Claims `scope` for a request with `body_hash` under `lease`. Expired records are replaced;
+/// a record left without an answer (a 5xx, a request dropped or whose lease lapsed) is taken
+/// over by the same request (same body).
 pub async fn claim<'c, E: Executor<'c, Database = Any> + Copy>(
     db: E,
     scope: &Scope,
     body_hash: &str,
+    lease: Lease<'_>,
     now: i64,
     ttl_ms: i64,
 ) -> Result<Claim> {
@@ -57,22 +95,25 @@ pub async fn claim<'c, E: Executor<'c, Database = Any> + Copy>(
     .await?;
     let inserted = scoped(
         "INSERT INTO idempotency_keys (merchant_account_id, key_id, method, path, idem_key, body_hash,
-            status_code, response, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8)
+            status_code, response, created_at, expires_at, lease_owner, lease_expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8, $9, $10)
          ON CONFLICT (merchant_account_id, key_id, method, path, idem_key) DO NOTHING",
         scope,
     )
     .bind(body_hash)
     .bind(now)
     .bind(now + ttl_ms)
+    .bind(lease.owner)
+    .bind(lease.until)
     .execute(db)
     .await?;
     if inserted.rows_affected() == 1 {
         return Ok(Claim::Started);
     }
-    let row: Option<(String, Option<i64>, Option<String>)> = sqlx::query_as(
-        "SELECT body_hash, status_code, response FROM idempotency_keys WHERE merchant_account_id = $1
-            AND key_id = $2 AND method = $3 AND path = $4 AND idem_key = $5",
+    let row: Option<RecordRow> = sqlx::query_as(
+        "SELECT body_hash, status_code, response, response_enc, lease_expires_at
+               FROM idempotency_keys WHERE merchant_account_id = $1
+                AND key_id = $2 AND method = $3 AND path = $4 AND idem_key = $5",
     )
     .bind(&scope.merchant_account_id)
     .bind(&scope.key_id)
@@ -84,16 +125,24 @@ pub async fn claim<'c, E: Executor<'c, Database = Any> + Copy>(
     Ok(match row {
         // Deleted between our insert and read (expired and pruned): treat as running.
         None => Claim::InProgress,
-        Some((hash, _, _)) if hash != body_hash => Claim::Mismatch,
-        // A 5xx left the work unfinished: the same request resumes it, exactly one retry at a
-        // time (the UPDATE is the lock).
-        Some((_, Some(RESUMABLE), _)) => {
+        Some((hash, ..)) if hash != body_hash => Claim::Mismatch,
+        // Left unfinished: a 5xx, a request dropped, or a lease that lapsed (its process
+        // died). The same request resumes the work, exactly one retry at a time (the UPDATE
+        // is the lock).
+        Some((_, status, _, _, lease_expires_at))
+            if status == Some(RESUMABLE) || (status.is_none() && lease_expires_at <= now) =>
+        {
             let taken = scoped(
-                "UPDATE idempotency_keys SET status_code = NULL WHERE merchant_account_id = $1
-                    AND key_id = $2 AND method = $3 AND path = $4 AND idem_key = $5 AND status_code = $6",
+                "UPDATE idempotency_keys SET status_code = NULL, lease_owner = $6, lease_expires_at = $7
+                  WHERE merchant_account_id = $1 AND key_id = $2 AND method = $3 AND path = $4
+                    AND idem_key = $5
+                    AND (status_code = $8 OR (status_code IS NULL AND lease_expires_at <= $9))",
                 scope,
             )
+            .bind(lease.owner)
+            .bind(lease.until)
             .bind(RESUMABLE)
+            .bind(now)
             .execute(db)
             .await?;
             if taken.rows_affected() == 1 {
@@ -102,57 +151,146 @@ pub async fn claim<'c, E: Executor<'c, Database = Any> + Copy>(
                 Claim::InProgress
             }
         }
-        Some((_, Some(status), Some(body))) => Claim::Replay {
+        Some((_, Some(status), _, Some(sealed), _)) => Claim::Replay {
             status: status as u16,
-            body,
+            body: Stored::Sealed(sealed),
+        },
+        Some((_, Some(status), Some(body), None, _)) => Claim::Replay {
+            status: status as u16,
+            body: Stored::Clear(body),
         },
         Some(_) => Claim::InProgress,
     })
 }
 
-/// Stores the answer of a finished request under its key.
+/// Pushes the lease of a running request to `until`; `false` if `owner` no longer holds the
+/// claim (it lapsed and a retry took it over, or it was released).
+pub async fn renew<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    scope: &Scope,
+    owner: &str,
+    until: i64,
+) -> Result<bool> {
+    let done = scoped(
+        "UPDATE idempotency_keys SET lease_expires_at = $7 WHERE merchant_account_id = $1
+            AND key_id = $2 AND method = $3 AND path = $4 AND idem_key = $5
+            AND lease_owner = $6 AND status_code IS NULL",
+        scope,
+    )
+    .bind(owner)
+    .bind(until)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Stores the (sealed) answer of a finished request under its key; `false` if `owner` no
+/// longer held the claim (nothing is stored then).
 pub async fn finish<'c, E: Executor<'c, Database = Any>>(
     db: E,
     scope: &Scope,
+    owner: &str,
     status: u16,
-    body: &str,
-) -> Result<()> {
-    scoped(
-        "UPDATE idempotency_keys SET status_code = $6, response = $7 WHERE merchant_account_id = $1
-            AND key_id = $2 AND method = $3 AND path = $4 AND idem_key = $5",
+    sealed: &[u8],
+) -> Result<bool> {
+    let done = scoped(
+        "UPDATE idempotency_keys SET status_code = $7, response = NULL, response_enc = $8,
+                lease_owner = NULL
+          WHERE merchant_account_id = $1 AND key_id = $2 AND method = $3 AND path = $4
+            AND idem_key = $5 AND lease_owner = $6 AND status_code IS NULL",
         scope,
     )
+    .bind(owner)
     .bind(status as i64)
-    .bind(body)
+    .bind(sealed)
     .execute(db)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
-/// Status stored for a request that ended in a 5xx: its answer is not kept, and the same
-/// request (same body) may run again to resume the work; another body is still a mismatch.
+/// Status stored for a request that ended without an answer to keep (a 5xx, or dropped): the
+/// same request (same body) may run again to resume the work; another body is still a
+/// mismatch.
 const RESUMABLE: i64 = 0;
 
-/// Marks a claim resumable (5xx answers are not stored, so a retry resumes the work).
-pub async fn release<'c, E: Executor<'c, Database = Any>>(db: E, scope: &Scope) -> Result<()> {
+/// Marks a claim resumable (5xx answers are not stored, and a request dropped before its
+/// answer leaves none), so a retry resumes the work at once. Only `owner`'s claim.
+pub async fn release<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    scope: &Scope,
+    owner: &str,
+) -> Result<()> {
     scoped(
-        "UPDATE idempotency_keys SET status_code = $6, response = NULL WHERE merchant_account_id = $1
-            AND key_id = $2 AND method = $3 AND path = $4 AND idem_key = $5",
+        "UPDATE idempotency_keys SET status_code = $7, response = NULL, response_enc = NULL,
+                lease_owner = NULL
+          WHERE merchant_account_id = $1 AND key_id = $2 AND method = $3 AND path = $4
+            AND idem_key = $5 AND lease_owner = $6 AND status_code IS NULL",
         scope,
     )
+    .bind(owner)
     .bind(RESUMABLE)
     .execute(db)
     .await?;
     Ok(())
 }
 
-/// Deletes expired records.
+/// Deletes expired records: answered ones, and unanswered ones whose lease lapsed too.
 pub async fn prune<'c, E: Executor<'c, Database = Any>>(db: E, now: i64) -> Result<u64> {
     let done = sqlx::query(
-        "DELETE FROM idempotency_keys WHERE expires_at <= $1 AND status_code IS NOT NULL",
+        "DELETE FROM idempotency_keys WHERE expires_at <= $1
+            AND (status_code IS NOT NULL OR lease_expires_at <= $1)",
     )
     .bind(now)
     .execute(db)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// Up to `limit` answers stored in clear (before answers were sealed), with their records.
+pub async fn clear_answers<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    limit: i64,
+) -> Result<Vec<(Scope, String)>> {
+    let rows: Vec<(String, String, String, String, String, String)> = sqlx::query_as(
+        "SELECT merchant_account_id, key_id, method, path, idem_key, response
+           FROM idempotency_keys WHERE response IS NOT NULL ORDER BY expires_at LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(merchant_account_id, key_id, method, path, idem_key, response)| {
+                (
+                    Scope {
+                        merchant_account_id,
+                        key_id,
+                        method,
+                        path,
+                        idem_key,
+                    },
+                    response,
+                )
+            },
+        )
+        .collect())
+}
+
+/// Replaces an answer kept in clear with its sealed form.
+pub async fn seal_answer<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    scope: &Scope,
+    sealed: &[u8],
+) -> Result<()> {
+    scoped(
+        "UPDATE idempotency_keys SET response = NULL, response_enc = $6
+          WHERE merchant_account_id = $1 AND key_id = $2 AND method = $3 AND path = $4
+            AND idem_key = $5 AND response IS NOT NULL",
+        scope,
+    )
+    .bind(sealed)
+    .execute(db)
+    .await?;
+    Ok(())
 }

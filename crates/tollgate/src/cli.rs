@@ -53,6 +53,10 @@ pub struct ServerArgs {
     /// Seconds an idempotency key is remembered.
     #[arg(long, env = "TOLLGATE_IDEMPOTENCY_TTL_SECS")]
     idempotency_ttl_secs: Option<u64>,
+    /// Seconds after which the claim of a keyed request that stopped renewing it (its server
+    /// died) lapses, so a retry resumes the work.
+    #[arg(long, env = "TOLLGATE_IDEMPOTENCY_LEASE_SECS")]
+    idempotency_lease_secs: Option<u64>,
     /// Stripe request timeout in milliseconds.
     #[arg(long, env = "TOLLGATE_STRIPE_TIMEOUT_MS")]
     stripe_timeout_ms: Option<u64>,
@@ -127,6 +131,9 @@ impl ServerArgs {
         }
         if let Some(v) = self.idempotency_ttl_secs {
             c.idempotency_ttl_secs = v;
+        }
+        if let Some(v) = self.idempotency_lease_secs {
+            c.idempotency_lease_secs = v;
         }
         if let Some(v) = self.stripe_timeout_ms {
             c.stripe_timeout_ms = v;
