@@ -137,7 +137,8 @@ fn unreadable(unfit: inbox::Unfit, text: &str) -> ApiError {
     }
 }
 
-/// Checks the Stripe-Signature of `body` against the connection's current and rotated secrets.
+/// Checks the Stripe-Signature of `body` against the connection's current secret and the one
+/// it replaced, until that one expires.
 fn verify(
     ctx: &ApiContext,
     conn: &ConnectionRow,
