@@ -36,6 +36,7 @@ HOUR = 3600
 
 # Entitlement codes of SPEC §5.3.
 RENEWING, CANCELING, GRACE, LIFETIME = 5, 4, 1, 3
+NEVER_EXPIRES = 253402300799  # expires_date of a permission held with no end
 PAYMENT_FAILED, EXPIRED, REVOKED = -2, -5, -8
 
 
@@ -265,8 +266,11 @@ def check_shape(p: Dict[str, Any]) -> None:
     """The SPEC §5.4 shape of one permission."""
     assert set(p) == {"identifier", "is_valid", "entitlement", "expires_date", "expires_at", "skuarray"}, p
     assert isinstance(p["is_valid"], bool) and isinstance(p["entitlement"], int)
-    if p["expires_date"] is None:
-        assert p["expires_at"] is None
+    # expires_date is never null (Glassfy's SDK needs a number): with no expiry it is
+    # 253402300799 for a held permission, 0 for one not held, and expires_at is null.
+    assert isinstance(p["expires_date"], int), p
+    if p["expires_at"] is None:
+        assert p["expires_date"] == (NEVER_EXPIRES if p["is_valid"] else 0), p
     else:
         assert time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p["expires_date"])) == p["expires_at"]
     for s in p["skuarray"]:
@@ -398,7 +402,7 @@ def test_one_time_checkout_is_lifetime(world: World):
     w.expect("nothing before", absent=True)
     done = w.checkout(life, "payment")
     assert done["payment_status"] == "paid" and done["customer"].startswith("cus_")
-    p = w.expect("lifetime", is_valid=True, entitlement=LIFETIME, expires_date=None)
+    p = w.expect("lifetime", is_valid=True, entitlement=LIFETIME, expires_date=NEVER_EXPIRES)
     assert p["expires_at"] is None and [s["identifier"] for s in p["skuarray"]] == [f"lifetime_{w.uid}"]
     # Tollgate read the session's line items escaping the id (`cs%5Ftest…`); Stripe (and the
     # sandbox) decode path segments.
@@ -691,7 +695,7 @@ def test_old_and_current_webhook_versions_give_identical_permissions(version_pai
 
     # A one-time purchase of the same customer: lifetime wins; a partial refund keeps it.
     bought = old.checkout(life, "payment", cus.id)
-    step("lifetime", is_valid=True, entitlement=LIFETIME, expires_date=None)
+    step("lifetime", is_valid=True, entitlement=LIFETIME, expires_date=NEVER_EXPIRES)
     s.v1.refunds.create({"payment_intent": bought["payment_intent"], "amount": 1000})
     step("partially refunded", is_valid=True, entitlement=LIFETIME)
     s.v1.refunds.create({"payment_intent": bought["payment_intent"]})

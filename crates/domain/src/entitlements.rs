@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 /// `entitlement` codes of SPEC §5.3.
 pub mod code {
     pub const GRACE: i32 = 1;
+    /// Held by a manual grant (support, promotions): non-renewing, with or without an end.
+    pub const GRANTED: i32 = 2;
     pub const LIFETIME: i32 = 3;
     pub const CANCELING: i32 = 4;
     pub const RENEWING: i32 = 5;
@@ -180,6 +182,17 @@ pub struct CreditNoteRec {
     pub amount: i64,
 }
 
+/// A Radar early fraud warning (`radar.early_fraud_warning.*`): the card issuer reported the
+/// charge as fraudulent; a dispute or a refund usually follows.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FraudWarningRec {
+    pub id: String,
+    pub charge: Option<String>,
+    pub payment_intent: Option<String>,
+    /// `false` once the charge was refunded or disputed (Stripe's `actionable`).
+    pub actionable: bool,
+}
+
 /// `/v1/invoice_payments` (basil): which payment intent or charge paid which invoice.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct InvoicePaymentRec {
@@ -202,6 +215,7 @@ pub enum Record {
     Dispute(DisputeRec),
     CreditNote(CreditNoteRec),
     InvoicePayment(InvoicePaymentRec),
+    FraudWarning(FraudWarningRec),
 }
 
 impl Record {
@@ -215,6 +229,7 @@ impl Record {
             Record::Dispute(r) => &r.id,
             Record::CreditNote(r) => &r.id,
             Record::InvoicePayment(r) => &r.id,
+            Record::FraudWarning(r) => &r.id,
         }
     }
 
@@ -229,6 +244,7 @@ impl Record {
             Record::Dispute(_) => "dispute",
             Record::CreditNote(_) => "credit_note",
             Record::InvoicePayment(_) => "invoice_payment",
+            Record::FraudWarning(_) => "radar.early_fraud_warning",
         }
     }
 
@@ -259,6 +275,8 @@ impl Record {
             Record::Dispute(d) => i64::from(matches!(d.status.as_str(), "won" | "lost")),
             Record::CreditNote(c) => i64::from(c.status == "void"),
             Record::InvoicePayment(p) => i64::from(p.status == "paid"),
+            // Only stops being actionable.
+            Record::FraudWarning(w) => i64::from(!w.actionable),
         }
     }
 }
@@ -375,6 +393,10 @@ pub struct Policy {
     /// Seconds an active, renewing subscription stays held past its stored period end (webhook
     /// lag at renewal). Default 2 h.
     pub renewal_leeway_secs: i64,
+    /// A dispute revokes as soon as it opens (restored if it is won), not only once lost.
+    pub revoke_on_dispute_open: bool,
+    /// An actionable early fraud warning revokes.
+    pub revoke_on_fraud_warning: bool,
 }
 
 impl Default for Policy {
@@ -383,6 +405,8 @@ impl Default for Policy {
             grace: Grace::WhileRetrying,
             revoke_on_partial_refund: false,
             renewal_leeway_secs: 2 * 3600,
+            revoke_on_dispute_open: false,
+            revoke_on_fraud_warning: false,
         }
     }
 }
@@ -392,8 +416,10 @@ impl Default for Policy {
 /// What one purchase gives at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
-    /// The object that is the purchase (`sub_`, `cs_`, `in_`, `pi_`).
+    /// The object that is the purchase (`sub_`, `cs_`, `in_`, `pi_`), or a manual grant's id.
     pub source: String,
+    /// A manual grant's permission (it names its permission, not a product).
+    pub permission: Option<String>,
     pub products: BTreeSet<String>,
     pub sku: Option<String>,
     pub held: bool,
@@ -437,6 +463,7 @@ struct PaymentFacts {
 struct Index<'a> {
     charges: Vec<&'a ChargeRec>,
     disputes: Vec<&'a DisputeRec>,
+    warnings: Vec<&'a FraudWarningRec>,
     credit_notes: Vec<&'a CreditNoteRec>,
     invoices: BTreeMap<&'a str, &'a InvoiceRec>,
     invoice_payments: Vec<&'a InvoicePaymentRec>,
@@ -447,6 +474,7 @@ impl<'a> Index<'a> {
         let mut ix = Index {
             charges: Vec::new(),
             disputes: Vec::new(),
+            warnings: Vec::new(),
             credit_notes: Vec::new(),
             invoices: BTreeMap::new(),
             invoice_payments: Vec::new(),
@@ -455,6 +483,7 @@ impl<'a> Index<'a> {
             match r {
                 Record::Charge(c) => ix.charges.push(c),
                 Record::Dispute(d) => ix.disputes.push(d),
+                Record::FraudWarning(w) => ix.warnings.push(w),
                 Record::CreditNote(c) => ix.credit_notes.push(c),
                 Record::Invoice(i) => {
                     ix.invoices.insert(&i.id, i);
@@ -517,8 +546,17 @@ impl<'a> Index<'a> {
         for d in &self.disputes {
             let ours = d.charge.as_deref().is_some_and(|c| charge_ids.contains(c))
                 || d.payment_intent.as_deref().is_some_and(|p| pis.contains(p));
-            if ours && d.status == "lost" {
+            if ours && dispute_revokes(&d.status, policy) {
                 revoked = true;
+            }
+        }
+        if policy.revoke_on_fraud_warning {
+            for w in &self.warnings {
+                let ours = w.charge.as_deref().is_some_and(|c| charge_ids.contains(c))
+                    || w.payment_intent.as_deref().is_some_and(|p| pis.contains(p));
+                if ours && w.actionable {
+                    revoked = true;
+                }
             }
         }
         if let Some(inv) = invoice {
@@ -543,9 +581,21 @@ impl<'a> Index<'a> {
     }
 }
 
+/// Whether a dispute in `status` takes its payment back: once lost, or under
+/// [`Policy::revoke_on_dispute_open`] while it is open (`needs_response`, `under_review`; an
+/// inquiry, `warning_*`, is not a dispute yet). A won dispute gives the payment back.
+fn dispute_revokes(status: &str, policy: &Policy) -> bool {
+    match status {
+        "lost" => true,
+        "needs_response" | "under_review" => policy.revoke_on_dispute_open,
+        _ => false,
+    }
+}
+
 fn revoked_grant(source: &str, products: BTreeSet<String>, sku: Option<String>, at: i64) -> Grant {
     Grant {
         source: source.to_string(),
+        permission: None,
         products,
         sku,
         held: false,
@@ -560,6 +610,7 @@ fn revoked_grant(source: &str, products: BTreeSet<String>, sku: Option<String>, 
 fn subscription_grant(s: &SubscriptionRec, ix: &Index, policy: &Policy, now: i64) -> Grant {
     let mut g = Grant {
         source: s.id.clone(),
+        permission: None,
         products: s.products.clone(),
         sku: None,
         held: false,
@@ -686,6 +737,7 @@ fn one_time(
     }
     Grant {
         source: source.to_string(),
+        permission: None,
         products,
         sku,
         held: true,
@@ -752,12 +804,64 @@ pub fn grants(ledger: &Ledger, policy: &Policy, now: i64) -> Vec<Grant> {
     out
 }
 
-/// Rank of a held code: the best one names a permission held by several purchases.
+/// A permission given by hand (support desk, promotion), one more purchase source: held from
+/// `starts_at` while not expired and not revoked. Times in seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManualGrant {
+    pub id: String,
+    pub permission: String,
+    pub starts_at: i64,
+    /// `None`: no end.
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// What a manual grant gives at `now`; `None` before it starts (it did not exist yet).
+pub fn manual_grant(m: &ManualGrant, now: i64) -> Option<Grant> {
+    if m.starts_at > now {
+        return None;
+    }
+    let mut g = Grant {
+        source: m.id.clone(),
+        permission: Some(m.permission.clone()),
+        products: BTreeSet::new(),
+        sku: None,
+        held: false,
+        expires: None,
+        valid_until: None,
+        code: code::GRANTED,
+        trial: false,
+        as_of: m.starts_at,
+    };
+    let revoked = m.revoked_at.filter(|r| *r <= now);
+    let expired = m.expires_at.filter(|e| *e <= now);
+    match (revoked, expired) {
+        (Some(r), e) if e.is_none_or(|e| r <= e) => {
+            g.code = code::REVOKED;
+            g.as_of = r;
+        }
+        (_, Some(e)) => {
+            g.code = code::EXPIRED;
+            g.as_of = e;
+        }
+        (_, None) => {
+            g.held = true;
+            g.expires = m.expires_at;
+            g.valid_until = m.expires_at;
+            g.as_of = m.expires_at.unwrap_or(m.starts_at);
+        }
+    }
+    Some(g)
+}
+
+/// Rank of a held code: the best one names a permission held by several purchases
+/// (3 > 5 > 4 > 2 > 1).
 fn held_rank(code: i32) -> i32 {
     match code {
-        code::LIFETIME => 4,
-        code::RENEWING => 3,
-        code::CANCELING => 2,
+        code::LIFETIME => 5,
+        code::RENEWING => 4,
+        code::CANCELING => 3,
+        code::GRANTED => 2,
         code::GRACE => 1,
         _ => 0,
     }
@@ -771,7 +875,26 @@ pub fn evaluate(
     policy: &Policy,
     now: i64,
 ) -> Vec<PermissionState> {
+    evaluate_with(ledger, &[], catalog, policy, now)
+}
+
+/// [`evaluate`] with manual grants besides the Stripe purchases: a grant is one more purchase
+/// of its permission (a permission not in the catalogue gives nothing).
+pub fn evaluate_with(
+    ledger: &Ledger,
+    manual: &[ManualGrant],
+    catalog: &Catalog,
+    policy: &Policy,
+    now: i64,
+) -> Vec<PermissionState> {
     let grants = grants(ledger, policy, now);
+    let manual: Vec<Grant> = manual.iter().filter_map(|m| manual_grant(m, now)).collect();
+    // Manual grants name no SKU: they are listed with no SKU in `skus`.
+    let no_sku = Sku {
+        identifier: String::new(),
+        product_id: String::new(),
+        kind: String::new(),
+    };
     let mut out = Vec::new();
     for def in &catalog.permissions {
         let skus: Vec<&Sku> = catalog
@@ -793,6 +916,11 @@ pub fn evaluate(
                 }
             }
         }
+        for g in &manual {
+            if g.permission.as_deref() == Some(def.identifier.as_str()) {
+                matched.push((g, &no_sku));
+            }
+        }
         if matched.is_empty() {
             continue;
         }
@@ -806,6 +934,7 @@ pub fn evaluate(
                 .unwrap_or((matched[0].0, matched[0].1));
             let mut used: Vec<SkuUse> = matched
                 .iter()
+                .filter(|(_, s)| !s.identifier.is_empty())
                 .map(|(g, s)| SkuUse {
                     identifier: s.identifier.clone(),
                     product_id: s.product_id.clone(),
@@ -842,6 +971,7 @@ pub fn evaluate(
                 .unwrap_or(code::NEVER);
             let mut used: Vec<SkuUse> = held
                 .iter()
+                .filter(|(_, s)| !s.identifier.is_empty())
                 .map(|(g, s)| SkuUse {
                     identifier: s.identifier.clone(),
                     product_id: s.product_id.clone(),
@@ -1231,6 +1361,101 @@ mod tests {
         let d: Ledger = [(5, old), (5, new.clone())].into_iter().collect();
         assert_eq!(c, d);
         assert_eq!(c.records().next(), Some(&new));
+    }
+
+    #[test]
+    fn manual_grants_are_one_more_purchase() {
+        let grant = |id: &str, expires: Option<i64>, revoked: Option<i64>| ManualGrant {
+            id: id.into(),
+            permission: "premium".into(),
+            starts_at: NOW,
+            expires_at: expires,
+            revoked_at: revoked,
+        };
+        let ledger = Ledger::new();
+        let eval_at = |grants: &[ManualGrant], now: i64| {
+            evaluate_with(&ledger, grants, &catalog(), &Policy::default(), now)
+        };
+        // Before it starts it does not exist.
+        assert!(eval_at(&[grant("g1", Some(NOW + DAY), None)], NOW - 1).is_empty());
+        let p = eval_at(&[grant("g1", Some(NOW + DAY), None)], NOW).remove(0);
+        assert!(p.is_valid);
+        assert_eq!(p.entitlement, code::GRANTED);
+        assert_eq!(p.expires, Some(NOW + DAY));
+        assert_eq!(p.valid_until, Some(NOW + DAY));
+        assert!(p.skus.is_empty());
+        // Expired by the clock, revoked by hand.
+        let p = eval_at(&[grant("g1", Some(NOW + DAY), None)], NOW + DAY).remove(0);
+        assert!(!p.is_valid);
+        assert_eq!(p.entitlement, code::EXPIRED);
+        let p = eval_at(&[grant("g1", None, Some(NOW + 5))], NOW + 5).remove(0);
+        assert!(!p.is_valid);
+        assert_eq!(p.entitlement, code::REVOKED);
+        assert!(eval_at(&[grant("g1", None, Some(NOW + 5))], NOW + 4)[0].is_valid);
+        // Combined with a subscription: latest expiry, best code.
+        let sub = Record::Subscription(sub("sub_1", "active", "prod_monthly", NOW + DAY));
+        let ledger: Ledger = [(1, sub)].into_iter().collect();
+        let p = evaluate_with(
+            &ledger,
+            &[grant("g1", Some(NOW + 9 * DAY), None)],
+            &catalog(),
+            &Policy::default(),
+            NOW,
+        )
+        .remove(0);
+        assert_eq!(p.entitlement, code::RENEWING);
+        assert_eq!(p.expires, Some(NOW + 9 * DAY));
+        assert_eq!(p.skus.len(), 1);
+        // A grant of a permission the catalogue does not define gives nothing.
+        let mut other = grant("g2", None, None);
+        other.permission = "gold".into();
+        assert!(eval_at(&[other], NOW).is_empty());
+    }
+
+    #[test]
+    fn dispute_policy_and_fraud_warnings() {
+        let cs = Record::Checkout(checkout("cs_1", "paid", "pi_1"));
+        let dispute = |status: &str| {
+            Record::Dispute(DisputeRec {
+                id: "dp_1".into(),
+                charge: Some("ch_pi_1".into()),
+                payment_intent: None,
+                status: status.into(),
+            })
+        };
+        let opened = Policy {
+            revoke_on_dispute_open: true,
+            ..Policy::default()
+        };
+        let ch = Record::Charge(charge("pi_1", 0));
+        let with = |d: Record, policy: &Policy| eval(vec![cs.clone(), ch.clone(), d], policy, NOW);
+        assert!(with(dispute("needs_response"), &Policy::default()).is_valid);
+        let p = with(dispute("needs_response"), &opened);
+        assert!(!p.is_valid);
+        assert_eq!(p.entitlement, code::REVOKED);
+        assert!(!with(dispute("under_review"), &opened).is_valid);
+        assert!(with(dispute("warning_needs_response"), &opened).is_valid);
+        assert!(with(dispute("won"), &opened).is_valid, "restored when won");
+        assert!(!with(dispute("lost"), &opened).is_valid);
+
+        let efw = |actionable| {
+            Record::FraudWarning(FraudWarningRec {
+                id: "issfr_1".into(),
+                charge: Some("ch_pi_1".into()),
+                payment_intent: None,
+                actionable,
+            })
+        };
+        assert!(
+            with(efw(true), &Policy::default()).is_valid,
+            "recorded only"
+        );
+        let strict = Policy {
+            revoke_on_fraud_warning: true,
+            ..Policy::default()
+        };
+        assert!(!with(efw(true), &strict).is_valid);
+        assert!(with(efw(false), &strict).is_valid);
     }
 
     #[test]

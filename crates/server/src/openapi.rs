@@ -599,6 +599,13 @@ fn parameters() -> Value {
             "description": "The business's own id of its user.",
             "schema": {"type": "string", "minLength": 1, "maxLength": 255},
         },
+        "GrantId": {
+            "name": "id",
+            "in": "path",
+            "required": true,
+            "description": "The grant's id.",
+            "schema": {"type": "string"},
+        },
         "WebhookSubscriptionId": {
             "name": "id",
             "in": "path",
@@ -1026,7 +1033,7 @@ fn webhook_schemas(add: &mut impl FnMut(&str, S)) {
     add(
         "WebhookEventName",
         S::one_of(EVENT_NAMES).desc(
-            "`transaction.*` when a transaction reaches authorization_succeeded (authorized), capture_succeeded (captured), capture_pending, authorization_declined (declined), authorization_failed (failed), authorization_void_pending, authorization_voided; `refund.*` when a refund is accepted by Stripe while pending (processing) or reaches succeeded, failed, declined (Stripe refused it) or voided; `permission.*` and `customer.linked` from entitlements.",
+            "`transaction.*` when a transaction reaches authorization_succeeded (authorized), capture_succeeded (captured), capture_pending, authorization_declined (declined), authorization_failed (failed), authorization_void_pending, authorization_voided; `refund.*` when a refund is accepted by Stripe while pending (processing) or reaches succeeded, failed, declined (Stripe refused it) or voided; `permission.*`, `customer.linked` and `customer.state_changed` (the customer's whole permission set with a `version` that strictly increases per customer: keep only the highest) from entitlements.",
         ),
     );
     add(
@@ -1867,22 +1874,53 @@ fn operations() -> Vec<Op> {
             .err("404", "NotFound")
             .stripe(),
         op("get", "/v1/permissions", "check_permissions", "entitlements", "Check a user's permissions (public key)")
-            .desc("The apps' check, with a **public** key (`tg_pk_…`; secret keys work too). Served from the read model. Rate-limited per key and client address (429 with `Retry-After`). When the account requires it, `X-Customer-Token` (hex HMAC-SHA256 of the customid under the account's secret) must match, else 401. A permission never bought is absent.")
+            .desc("The apps' check, with a **public** key (`tg_pk_…`; secret keys work too). Served from the read model. Rate-limited per key and client address (429 with `Retry-After`). When the account requires it, `X-Customer-Token` (hex HMAC-SHA256 of the customid under the account's secret) must match, else 401. A permission never bought is absent. The `ETag` is the customer's state version (the `version` of `customer.state_changed`; `\"5\"`, or `\"5.1\"` once one of its permissions has lapsed by the clock since); `If-None-Match` with it answers 304 without a body. With `at` (an RFC 3339 moment; secret keys only, else 403) the answer is what the check answered at that moment, from the customer's history (no `ETag`).")
             .auth(Secret)
             .query("customid", S::string(), true, "The business's own id of its user.")
-            .raw("200", json!({"description": "The permissions.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Permissions"}}}}))
+            .query("at", S::datetime(), false, "A moment: answer as the check did then (secret keys only).")
+            .raw("200", json!({"description": "The permissions.", "headers": {"ETag": {"description": "The customer's state version (absent with `at`).", "schema": {"type": "string"}}}, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Permissions"}}}}))
+            .raw("304", json!({"description": "`If-None-Match` named the current `ETag`: nothing changed."}))
             .err("400", "BadRequest")
+            .err("403", "Forbidden")
             .err("429", "TooManyRequests"),
         op("get", "/v1/subscribers/{customid}", "get_subscriber", "entitlements", "A subscriber: links, permissions, purchases")
             .auth(Secret)
             .param("Customid")
             .ok("200", "The subscriber.", tx("Subscriber"))
             .err("404", "NotFound"),
+        op("post", "/v1/subscribers/{customid}/grants", "create_grant", "entitlements", "Grant a permission by hand")
+            .desc("A manual grant (support, promotions): one more purchase of `permission` (a defined permission, else 400 naming `/permission`), held from now while not expired (`expires_at`, whole seconds, in the future; null: no end) and not revoked, with its own `entitlement` code 2, combined with Stripe purchases by the usual rule (latest expiry, best code). `created_by` names the key (`key:…`) or the dashboard operator (`operator:…`).")
+            .auth(Secret)
+            .idempotent()
+            .param("Customid")
+            .body(tx("GrantCreate"), true, Some(json!({"permission": "premium", "expires_at": "2026-12-31T00:00:00Z", "reason": "support ticket 4711"})))
+            .ok("201", "The grant.", tx("Grant"))
+            .err("400", "BadRequest"),
+        op("get", "/v1/subscribers/{customid}/grants", "list_grants", "entitlements", "A customer's grants")
+            .desc("Every grant of the customer, oldest first, revoked ones with `revoked_at`.")
+            .auth(Secret)
+            .param("Customid")
+            .ok("200", "The grants.", tx("Grants")),
+        op("delete", "/v1/subscribers/{customid}/grants/{id}", "revoke_grant", "entitlements", "Revoke a grant")
+            .desc("The grant stays, with `revoked_at` and `revoked_by`; the customer is re-evaluated. Revoking a revoked grant changes nothing.")
+            .auth(Secret)
+            .param("Customid")
+            .param("GrantId")
+            .ok("200", "The revoked grant.", tx("Grant"))
+            .err("404", "NotFound"),
+        op("get", "/v1/subscribers/{customid}/history", "get_permission_history", "entitlements", "A customer's permission history")
+            .desc("Every change of every permission of the customer as the check answered it, newest first: a Stripe event (`cause.event_id`, `cause.event_type`), a grant, a link, the clock (a lapse at its moment, recorded once a re-evaluation saw it), a catalogue or settings change. Cursor paged (`limit` 1 to 100, default 20; `next_cursor`).")
+            .auth(Secret)
+            .param("Customid")
+            .query("limit", S::integer(), false, "1 to 100 (default 20).")
+            .query("cursor", S::string(), false, "`next_cursor` of the page before.")
+            .ok("200", "The changes.", tx("PermissionHistory"))
+            .err("400", "BadRequest"),
         op("get", "/v1/entitlements/settings", "get_entitlement_settings", "entitlements", "Entitlement settings")
             .auth(Secret)
             .ok("200", "The merchant account's entitlement settings.", tx("EntitlementSettings")),
         op("patch", "/v1/entitlements/settings", "update_entitlement_settings", "entitlements", "Change entitlement settings")
-            .desc("Grace for `past_due` (`grace_days`; null: while Stripe retries), the partial-refund policy, the renewal leeway, the customer-token requirement and secret, and a connection's `customid` metadata key. Every customer is re-evaluated.")
+            .desc("Grace for `past_due` (`grace_days`; null: while Stripe retries), the partial-refund policy, the dispute policy (`revoke_on_dispute`: `lost`, the default, or `opened`: revoked while a dispute is open, restored if won), whether an early fraud warning revokes (`revoke_on_fraud_warning`), the renewal leeway, the customer-token requirement and secret, and a connection's `customid` metadata key. Every customer is re-evaluated.")
             .auth(Secret)
             .body(tx("EntitlementSettingsUpdate"), true, Some(json!({"grace_days": 3})))
             .ok("200", "The settings.", tx("EntitlementSettings"))
@@ -2055,8 +2093,8 @@ fn entitlement_schemas(add: &mut dyn FnMut(&str, S)) {
         Obj::new()
             .req("identifier", S::string())
             .req("is_valid", S::boolean())
-            .req("entitlement", S::integer().desc("SPEC §5.3: 5 renewing, 4 canceling at period end, 3 lifetime, 1 grace, 0 incomplete, -1 grace over, -2 payment failed, -5 expired/canceled, -8 refunded/credited/dispute lost, -9 never bought, -10 paused."))
-            .req("expires_date", S::integer().nullable().desc("Epoch seconds; null: never."))
+            .req("entitlement", S::integer().desc("5 renewing, 4 canceling at period end, 3 lifetime, 2 granted by hand, 1 grace, 0 incomplete, -1 grace over, -2 payment failed, -5 expired/canceled, -8 refunded/credited/disputed/revoked, -9 never bought, -10 paused."))
+            .req("expires_date", S::integer().desc("Epoch seconds, never null (Glassfy's SDK needs a number): the expiry; 253402300799 (9999-12-31T23:59:59Z) for a permission held with no end; 0 for one not held with no expiry."))
             .req("expires_at", S::datetime().nullable())
             .req("skuarray", S::array(S::reference("SkuUse")))
             .build(),
@@ -2087,7 +2125,59 @@ fn entitlement_schemas(add: &mut dyn FnMut(&str, S)) {
             .req("stripe_customers", S::array(S::any()))
             .req("permissions", S::array(S::reference("Permission")))
             .req("purchases", S::array(S::any()))
+            .req("grants", S::array(S::reference("Grant")))
             .req("evaluated_at", S::datetime())
+            .build(),
+    );
+    add(
+        "GrantCreate",
+        Obj::new()
+            .req("permission", S::string())
+            .opt("expires_at", S::datetime().nullable())
+            .req("reason", S::string())
+            .closed()
+            .build(),
+    );
+    add(
+        "Grant",
+        Obj::new()
+            .req("type", S::constant(json!("grant")))
+            .req("id", S::string())
+            .req("customid", S::string())
+            .req("permission", S::string())
+            .req("starts_at", S::datetime())
+            .req("expires_at", S::datetime().nullable())
+            .req("reason", S::string())
+            .req("created_by", S::string())
+            .req("revoked_at", S::datetime().nullable())
+            .req("revoked_by", S::string().nullable())
+            .build(),
+    );
+    add(
+        "Grants",
+        Obj::new()
+            .req("items", S::array(S::reference("Grant")))
+            .build(),
+    );
+    add(
+        "PermissionChange",
+        Obj::new()
+            .req("permission", S::string())
+            .req("at", S::datetime())
+            .req("is_valid", S::boolean())
+            .req("entitlement", S::integer())
+            .req("expires_at", S::datetime().nullable())
+            .req("removed", S::boolean().desc("The permission left the answer (the catalogue changed)."))
+            .req("cause", S::any().desc("What did it: `{type: stripe_event, event_id, event_type, events}`, `{type: grant, grant_id, action}`, `{type: link, connection_id, stripe_customer_id}`, `{type: clock}`, `{type: test_clock, test_clock}`, `{type: stripe_read}`, `{type: catalogue}`, `{type: settings}`."))
+            .req("version", S::integer().desc("The customer's state version of this change."))
+            .build(),
+    );
+    add(
+        "PermissionHistory",
+        Obj::new()
+            .req("items", S::array(S::reference("PermissionChange")))
+            .req("limit", S::integer())
+            .req("next_cursor", S::string().nullable())
             .build(),
     );
     add(
@@ -2100,6 +2190,8 @@ fn entitlement_schemas(add: &mut dyn FnMut(&str, S)) {
             .req("renewal_leeway_secs", S::integer())
             .req("require_customer_token", S::boolean())
             .req("has_customer_token_secret", S::boolean())
+            .req("revoke_on_dispute", S::one_of(&["lost", "opened"]))
+            .req("revoke_on_fraud_warning", S::boolean())
             .build(),
     );
     add(
@@ -2112,6 +2204,8 @@ fn entitlement_schemas(add: &mut dyn FnMut(&str, S)) {
             .opt("customer_token_secret", S::string())
             .opt("connection_id", S::string())
             .opt("customid_metadata_key", S::string())
+            .opt("revoke_on_dispute", S::one_of(&["lost", "opened"]))
+            .opt("revoke_on_fraud_warning", S::boolean())
             .closed()
             .build(),
     );

@@ -1233,6 +1233,7 @@ fn entitlement_bodies_follow_the_handlers() {
         valid_until: None,
         skus: r#"[{"identifier":"web_monthly","product_id":"prod_1","trial":false}]"#.into(),
         updated_at: 0,
+        version: 0,
     };
     let rendered = tollgate_server::entitlements::permission_json(&row, 0);
     let keys: BTreeSet<String> = rendered.as_object().unwrap().keys().cloned().collect();

@@ -744,6 +744,9 @@ pub struct SettingsRow {
     pub renewal_leeway_secs: i64,
     pub require_customer_token: bool,
     pub customer_token_secret: Option<String>,
+    /// `lost` (default) or `opened`.
+    pub revoke_on_dispute: String,
+    pub revoke_on_fraud_warning: bool,
     pub updated_at: i64,
 }
 
@@ -756,6 +759,8 @@ impl SettingsRow {
             renewal_leeway_secs: 7200,
             require_customer_token: false,
             customer_token_secret: None,
+            revoke_on_dispute: "lost".into(),
+            revoke_on_fraud_warning: false,
             updated_at: 0,
         }
     }
@@ -778,6 +783,8 @@ pub async fn get_settings<'c, E: Executor<'c, Database = Any>>(
             renewal_leeway_secs: r.try_get("renewal_leeway_secs")?,
             require_customer_token: r.try_get::<i64, _>("require_customer_token")? != 0,
             customer_token_secret: r.try_get("customer_token_secret")?,
+            revoke_on_dispute: r.try_get("revoke_on_dispute")?,
+            revoke_on_fraud_warning: r.try_get::<i64, _>("revoke_on_fraud_warning")? != 0,
             updated_at: r.try_get("updated_at")?,
         }),
     }
@@ -789,14 +796,16 @@ pub async fn put_settings<'c, E: Executor<'c, Database = Any>>(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO ent_settings (merchant_account_id, grace_days, revoke_on_partial_refund,
-            renewal_leeway_secs, require_customer_token, customer_token_secret, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+            renewal_leeway_secs, require_customer_token, customer_token_secret, updated_at,
+            revoke_on_dispute, revoke_on_fraud_warning)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (merchant_account_id) DO UPDATE SET grace_days = excluded.grace_days,
             revoke_on_partial_refund = excluded.revoke_on_partial_refund,
             renewal_leeway_secs = excluded.renewal_leeway_secs,
             require_customer_token = excluded.require_customer_token,
             customer_token_secret = excluded.customer_token_secret,
-            updated_at = excluded.updated_at",
+            updated_at = excluded.updated_at, revoke_on_dispute = excluded.revoke_on_dispute,
+            revoke_on_fraud_warning = excluded.revoke_on_fraud_warning",
     )
     .bind(&s.merchant_account_id)
     .bind(s.grace_days)
@@ -805,6 +814,8 @@ pub async fn put_settings<'c, E: Executor<'c, Database = Any>>(
     .bind(s.require_customer_token as i64)
     .bind(&s.customer_token_secret)
     .bind(s.updated_at)
+    .bind(&s.revoke_on_dispute)
+    .bind(s.revoke_on_fraud_warning as i64)
     .execute(db)
     .await?;
     Ok(())
@@ -857,11 +868,14 @@ pub struct PermissionRow {
     /// JSON array of `{identifier, product_id, trial}`.
     pub skus: String,
     pub updated_at: i64,
+    /// The customer's state version when this row was last written (see
+    /// [`bump_customer_version`]); every row of a customer carries the newest.
+    pub version: i64,
 }
 
 /// The check query: one customer's permissions (primary-key range scan).
 pub const PERMISSIONS_SQL: &str =
-    "SELECT identifier, is_valid, entitlement, expires_at, valid_until, skus, updated_at
+    "SELECT identifier, is_valid, entitlement, expires_at, valid_until, skus, updated_at, version
      FROM ent_permissions WHERE merchant_account_id = $1 AND customid = $2 ORDER BY identifier";
 
 pub async fn permissions_of<'c, E: Executor<'c, Database = Any>>(
@@ -886,6 +900,7 @@ fn permission_of(r: &AnyRow) -> Result<PermissionRow> {
         valid_until: r.try_get("valid_until")?,
         skus: r.try_get("skus")?,
         updated_at: r.try_get("updated_at")?,
+        version: r.try_get("version")?,
     })
 }
 
@@ -896,7 +911,7 @@ pub async fn permissions_of_customids(
     customids: &[&str],
 ) -> Result<Vec<(String, PermissionRow)>> {
     let sql = "SELECT customid, identifier, is_valid, entitlement, expires_at, valid_until, skus,
-                      updated_at
+                      updated_at, version
                FROM ent_permissions WHERE merchant_account_id = $1 AND customid IN ({list})
                ORDER BY customid, identifier";
     let rows = rows_over_ids(db, sql, merchant_account_id, customids).await?;
@@ -913,12 +928,12 @@ pub async fn put_permission<'c, E: Executor<'c, Database = Any>>(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO ent_permissions (merchant_account_id, customid, identifier, is_valid,
-            entitlement, expires_at, valid_until, skus, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            entitlement, expires_at, valid_until, skus, updated_at, version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          ON CONFLICT (merchant_account_id, customid, identifier) DO UPDATE SET
             is_valid = excluded.is_valid, entitlement = excluded.entitlement,
             expires_at = excluded.expires_at, valid_until = excluded.valid_until,
-            skus = excluded.skus, updated_at = excluded.updated_at",
+            skus = excluded.skus, updated_at = excluded.updated_at, version = excluded.version",
     )
     .bind(merchant_account_id)
     .bind(customid)
@@ -929,6 +944,7 @@ pub async fn put_permission<'c, E: Executor<'c, Database = Any>>(
     .bind(p.valid_until)
     .bind(&p.skus)
     .bind(p.updated_at)
+    .bind(p.version)
     .execute(db)
     .await?;
     Ok(())
@@ -1114,6 +1130,7 @@ pub async fn customids<'c, E: Executor<'c, Database = Any>>(
         "SELECT customid FROM ent_customers WHERE merchant_account_id = $1
          UNION SELECT customid FROM ent_stripe_objects WHERE merchant_account_id = $1 AND customid IS NOT NULL
          UNION SELECT customid FROM ent_permissions WHERE merchant_account_id = $1
+         UNION SELECT customid FROM ent_grants WHERE merchant_account_id = $1
          ORDER BY 1",
     )
     .bind(merchant_account_id)
@@ -1150,4 +1167,313 @@ pub async fn lock_customer<'c, E: Executor<'c, Database = Any>>(
         .execute(db)
         .await?;
     Ok(())
+}
+
+// ---- manual grants ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRow {
+    pub id: String,
+    pub merchant_account_id: String,
+    pub customid: String,
+    pub permission: String,
+    /// Unix milliseconds.
+    pub starts_at: i64,
+    pub expires_at: Option<i64>,
+    pub reason: String,
+    pub created_by: String,
+    pub revoked_at: Option<i64>,
+    pub revoked_by: Option<String>,
+}
+
+impl GrantRow {
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(Self {
+            id: r.try_get("id")?,
+            merchant_account_id: r.try_get("merchant_account_id")?,
+            customid: r.try_get("customid")?,
+            permission: r.try_get("permission")?,
+            starts_at: r.try_get("starts_at")?,
+            expires_at: r.try_get("expires_at")?,
+            reason: r.try_get("reason")?,
+            created_by: r.try_get("created_by")?,
+            revoked_at: r.try_get("revoked_at")?,
+            revoked_by: r.try_get("revoked_by")?,
+        })
+    }
+}
+
+pub async fn insert_grant<'c, E: Executor<'c, Database = Any>>(db: E, g: &GrantRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO ent_grants (id, merchant_account_id, customid, permission, starts_at,
+            expires_at, reason, created_by, revoked_at, revoked_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&g.id)
+    .bind(&g.merchant_account_id)
+    .bind(&g.customid)
+    .bind(&g.permission)
+    .bind(g.starts_at)
+    .bind(g.expires_at)
+    .bind(&g.reason)
+    .bind(&g.created_by)
+    .bind(g.revoked_at)
+    .bind(&g.revoked_by)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A customer's grants, oldest first.
+pub async fn grants_of<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    customid: &str,
+) -> Result<Vec<GrantRow>> {
+    let rows = sqlx::query(
+        "SELECT * FROM ent_grants WHERE merchant_account_id = $1 AND customid = $2
+         ORDER BY starts_at, id",
+    )
+    .bind(merchant_account_id)
+    .bind(customid)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(GrantRow::from_row).collect()
+}
+
+/// The grants of each of `customids`.
+pub async fn grants_of_customids(
+    db: &mut crate::Conn,
+    merchant_account_id: &str,
+    customids: &[&str],
+) -> Result<Vec<GrantRow>> {
+    let sql = "SELECT * FROM ent_grants WHERE merchant_account_id = $1 AND customid IN ({list})
+               ORDER BY starts_at, id";
+    let rows = rows_over_ids(db, sql, merchant_account_id, customids).await?;
+    rows.iter().map(GrantRow::from_row).collect()
+}
+
+/// Marks a grant revoked (once: a revoked grant keeps its first revocation). Returns whether
+/// it was revoked now.
+pub async fn revoke_grant<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    customid: &str,
+    id: &str,
+    at: i64,
+    by: &str,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE ent_grants SET revoked_at = $4, revoked_by = $5
+         WHERE merchant_account_id = $1 AND customid = $2 AND id = $3 AND revoked_at IS NULL",
+    )
+    .bind(merchant_account_id)
+    .bind(customid)
+    .bind(id)
+    .bind(at)
+    .bind(by)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+// ---- history and versions ------------------------------------------------------------------
+
+/// One change of one permission as the check answers it (see migration 0014 on SQLite).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRow {
+    pub seq: i64,
+    pub identifier: String,
+    /// Unix milliseconds.
+    pub at: i64,
+    pub is_valid: bool,
+    pub entitlement: i64,
+    pub expires_at: Option<i64>,
+    pub valid_until: Option<i64>,
+    pub skus: String,
+    /// The permission left the answer.
+    pub removed: bool,
+    /// JSON.
+    pub cause: String,
+    pub version: i64,
+}
+
+impl HistoryRow {
+    fn from_row(r: &AnyRow) -> Result<Self> {
+        Ok(Self {
+            seq: r.try_get("seq")?,
+            identifier: r.try_get("identifier")?,
+            at: r.try_get("at")?,
+            is_valid: r.try_get::<i64, _>("is_valid")? != 0,
+            entitlement: r.try_get("entitlement")?,
+            expires_at: r.try_get("expires_at")?,
+            valid_until: r.try_get("valid_until")?,
+            skus: r.try_get("skus")?,
+            removed: r.try_get::<i64, _>("removed")? != 0,
+            cause: r.try_get("cause")?,
+            version: r.try_get("version")?,
+        })
+    }
+
+    /// The permission this entry left in the read model.
+    pub fn permission(&self) -> PermissionRow {
+        PermissionRow {
+            identifier: self.identifier.clone(),
+            is_valid: self.is_valid,
+            entitlement: self.entitlement,
+            expires_at: self.expires_at,
+            valid_until: self.valid_until,
+            skus: self.skus.clone(),
+            updated_at: self.at,
+            version: self.version,
+        }
+    }
+}
+
+/// Appends history entries of one customer (`seq` of each is ignored).
+pub async fn insert_history(
+    db: &mut crate::Conn,
+    merchant_account_id: &str,
+    customid: &str,
+    rows: &[HistoryRow],
+) -> Result<()> {
+    let backend = crate::Backend::of(db);
+    for chunk in rows.chunks(50) {
+        let mut sql = String::from(
+            "INSERT INTO ent_permission_history (merchant_account_id, customid, identifier, at,
+                is_valid, entitlement, expires_at, valid_until, skus, removed, cause, version)
+             VALUES ",
+        );
+        sql.push_str(&crate::query::value_rows(backend, chunk.len(), 12));
+        let mut args = sqlx::any::AnyArguments::default();
+        for h in chunk {
+            let _ = args.add(merchant_account_id.to_string());
+            let _ = args.add(customid.to_string());
+            let _ = args.add(h.identifier.clone());
+            let _ = args.add(h.at);
+            let _ = args.add(h.is_valid as i64);
+            let _ = args.add(h.entitlement);
+            let _ = args.add(h.expires_at);
+            let _ = args.add(h.valid_until);
+            let _ = args.add(h.skus.clone());
+            let _ = args.add(h.removed as i64);
+            let _ = args.add(h.cause.clone());
+            let _ = args.add(h.version);
+        }
+        // Placeholders only; every value is bound.
+        sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+            .persistent(chunk.len() == 1)
+            .execute(&mut *db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A page of a customer's history, newest first (by `at`, then `seq`): entries before the
+/// cursor `(at, seq)` when given.
+pub async fn history_page<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    customid: &str,
+    before: Option<(i64, i64)>,
+    limit: i64,
+) -> Result<Vec<HistoryRow>> {
+    let (at, seq) = before.unwrap_or((i64::MAX, i64::MAX));
+    let rows = sqlx::query(
+        "SELECT * FROM ent_permission_history
+         WHERE merchant_account_id = $1 AND customid = $2
+           AND (at < $3 OR (at = $3 AND seq < $4))
+         ORDER BY at DESC, seq DESC LIMIT $5",
+    )
+    .bind(merchant_account_id)
+    .bind(customid)
+    .bind(at)
+    .bind(seq)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(HistoryRow::from_row).collect()
+}
+
+/// Per permission, the newest history entry at or before `at` (ms), by identifier.
+pub async fn history_at<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    customid: &str,
+    at: i64,
+) -> Result<Vec<HistoryRow>> {
+    let rows = sqlx::query(
+        "SELECT * FROM ent_permission_history
+         WHERE merchant_account_id = $1 AND customid = $2 AND at <= $3
+         ORDER BY identifier, at DESC, seq DESC",
+    )
+    .bind(merchant_account_id)
+    .bind(customid)
+    .bind(at)
+    .fetch_all(db)
+    .await?;
+    let mut out: Vec<HistoryRow> = Vec::new();
+    for r in &rows {
+        let h = HistoryRow::from_row(r)?;
+        if out.last().is_none_or(|l| l.identifier != h.identifier) {
+            out.push(h);
+        }
+    }
+    Ok(out)
+}
+
+/// Takes the next version of a customer's permission set (1 for the first change), inside the
+/// transaction that changes it.
+pub async fn bump_customer_version(
+    db: &mut crate::Conn,
+    merchant_account_id: &str,
+    customid: &str,
+    now: i64,
+) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO ent_customer_state (merchant_account_id, customid, version, updated_at)
+         VALUES ($1, $2, 1, $3)
+         ON CONFLICT (merchant_account_id, customid) DO UPDATE SET
+            version = ent_customer_state.version + 1, updated_at = excluded.updated_at
+         RETURNING version",
+    )
+    .bind(merchant_account_id)
+    .bind(customid)
+    .bind(now)
+    .fetch_one(&mut *db)
+    .await?)
+}
+
+/// Writes `version` on every read-model row of a customer.
+pub async fn set_permissions_version<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    customid: &str,
+    version: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE ent_permissions SET version = $3 WHERE merchant_account_id = $1 AND customid = $2",
+    )
+    .bind(merchant_account_id)
+    .bind(customid)
+    .bind(version)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A customer's current state version (0: never changed).
+pub async fn customer_version<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    customid: &str,
+) -> Result<i64> {
+    let v: Option<i64> = sqlx::query_scalar(
+        "SELECT version FROM ent_customer_state WHERE merchant_account_id = $1 AND customid = $2",
+    )
+    .bind(merchant_account_id)
+    .bind(customid)
+    .fetch_optional(db)
+    .await?;
+    Ok(v.unwrap_or(0))
 }

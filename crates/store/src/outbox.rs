@@ -33,6 +33,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "permission.revoked",
     "permission.expired",
     "customer.linked",
+    "customer.state_changed",
 ];
 
 /// The name prefixes a `prefix.*` filter may name.

@@ -187,7 +187,7 @@ pub async fn sku_update(
     sku_fields(&mut row, &body, false)?;
     row.updated_at = ctx.now();
     es::update_sku(ctx.store.writer(), &row).await?;
-    ent::reevaluate_account(&ctx, &caller.merchant_account_id).await?;
+    ent::reevaluate_account(&ctx, &caller.merchant_account_id, &ent::Cause::Catalogue).await?;
     Ok(Json(render_sku(&row)))
 }
 
@@ -306,7 +306,7 @@ pub async fn definition_create(
     }
     write_definition_skus(&mut tx, merchant, &id, &skus).await?;
     tollgate_store::commit(tx).await?;
-    ent::reevaluate_account(&ctx, merchant).await?;
+    ent::reevaluate_account(&ctx, merchant, &ent::Cause::Catalogue).await?;
     let d = load_definition(&ctx, merchant, &id).await?;
     Ok((StatusCode::CREATED, Json(render_definition(&d))))
 }
@@ -346,7 +346,7 @@ pub async fn definition_update(
     es::touch_permission_def(&mut *tx, merchant, &id, ctx.now()).await?;
     write_definition_skus(&mut tx, merchant, &id, &skus).await?;
     tollgate_store::commit(tx).await?;
-    ent::reevaluate_account(&ctx, merchant).await?;
+    ent::reevaluate_account(&ctx, merchant, &ent::Cause::Catalogue).await?;
     let d = load_definition(&ctx, merchant, &id).await?;
     Ok(Json(render_definition(&d)))
 }
@@ -363,7 +363,7 @@ pub async fn definition_delete(
     es::clear_permission_skus(&mut *tx, merchant, &id).await?;
     es::delete_permission_def(&mut *tx, merchant, &id).await?;
     tollgate_store::commit(tx).await?;
-    ent::reevaluate_account(&ctx, merchant).await?;
+    ent::reevaluate_account(&ctx, merchant, &ent::Cause::Catalogue).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -439,10 +439,13 @@ pub async fn connect_stripe(
 
 // ---- the permission check (public key) -------------------------------------------------------
 
-pub const PERMISSIONS_QUERY: &[&str] = &["customid"];
+pub const PERMISSIONS_QUERY: &[&str] = &["customid", "at"];
 
 /// Authenticates a permission read: a public (or secret) key, from the short cache.
-async fn check_caller(ctx: &ApiContext, headers: &HeaderMap) -> ApiResult<(String, String)> {
+async fn check_caller(
+    ctx: &ApiContext,
+    headers: &HeaderMap,
+) -> ApiResult<(String, String, crate::auth::KeyKind)> {
     let (kind, id, secret) = crate::auth::presented_key(headers)?;
     let row: Option<ApiKeyRow> = match ctx.entitlements.cached_key(id) {
         Some(r) => r,
@@ -455,7 +458,7 @@ async fn check_caller(ctx: &ApiContext, headers: &HeaderMap) -> ApiResult<(Strin
     let row = crate::auth::verify_key(row, kind, secret)?;
     let merchant = crate::auth::acting_account(&row, headers)?;
     crate::auth::account_exists(ctx, &row, &merchant).await?;
-    Ok((row.id, merchant))
+    Ok((row.id, merchant, kind))
 }
 
 async fn settings_of(ctx: &ApiContext, merchant: &str) -> ApiResult<SettingsRow> {
@@ -481,12 +484,34 @@ pub async fn permissions(
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
     match check(&ctx, addr, &headers, &query).await {
-        Ok(body) => (
+        Ok(Checked { body, etag: None }) => (
             StatusCode::OK,
             [(axum::http::header::CONTENT_TYPE, "application/json")],
             body,
         )
             .into_response(),
+        Ok(Checked {
+            body,
+            etag: Some(etag),
+        }) => {
+            let tag = format!("\"{etag}\"");
+            if if_none_match(&headers, &tag) {
+                return (StatusCode::NOT_MODIFIED, [(axum::http::header::ETAG, tag)])
+                    .into_response();
+            }
+            (
+                StatusCode::OK,
+                [
+                    (
+                        axum::http::header::CONTENT_TYPE,
+                        "application/json".to_string(),
+                    ),
+                    (axum::http::header::ETAG, tag),
+                ],
+                body,
+            )
+                .into_response()
+        }
         Err((e, retry)) => {
             let mut r = e.into_response();
             if let Some(s) = retry
@@ -499,13 +524,45 @@ pub async fn permissions(
     }
 }
 
+/// Whether `If-None-Match` names `tag` (or `*`); weak tags compare as strong ones.
+fn if_none_match(headers: &HeaderMap, tag: &str) -> bool {
+    headers
+        .get_all(axum::http::header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim())
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == tag)
+}
+
+/// The check's answer, with its ETag (the customer's state version; absent for `?at=`).
+struct Checked {
+    body: String,
+    etag: Option<String>,
+}
+
+/// The ETag of an answer: the customer's state version, and the number of its permissions
+/// that have lapsed by the clock since (a lapse changes the answer without a new version).
+fn etag_of(rows: &[tollgate_store::entitlements::PermissionRow], now_ms: i64) -> String {
+    let version = rows.iter().map(|r| r.version).max().unwrap_or(0);
+    let lapsed = rows
+        .iter()
+        .filter(|r| r.is_valid && r.valid_until.is_some_and(|v| now_ms >= v))
+        .count();
+    if lapsed == 0 {
+        version.to_string()
+    } else {
+        format!("{version}.{lapsed}")
+    }
+}
+
 async fn check(
     ctx: &ApiContext,
     addr: SocketAddr,
     headers: &HeaderMap,
     query: &[(String, String)],
-) -> Result<String, (ApiError, Option<u64>)> {
-    let (key_id, merchant) = check_caller(ctx, headers).await.map_err(|e| (e, None))?;
+) -> Result<Checked, (ApiError, Option<u64>)> {
+    let (key_id, merchant, kind) = check_caller(ctx, headers).await.map_err(|e| (e, None))?;
     ctx.entitlements.take(&key_id, addr.ip()).map_err(|wait| {
         (
             ApiError::TooManyRequests(format!(
@@ -533,6 +590,26 @@ async fn check(
                 None,
             )
         })?;
+    if let Some((_, at)) = query.iter().find(|(k, _)| k == "at") {
+        if kind != crate::auth::KeyKind::Secret {
+            return Err((
+                ApiError::Forbidden(
+                    "Permissions at a past moment are for secret keys only.".into(),
+                ),
+                None,
+            ));
+        }
+        let at_ms = crate::clock::parse_rfc3339(at).ok_or_else(|| {
+            (
+                ApiError::query("/at", "Must be an RFC 3339 date-time."),
+                None,
+            )
+        })?;
+        let body = permissions_at(ctx, &merchant, customid, at_ms)
+            .await
+            .map_err(|e| (e, None))?;
+        return Ok(Checked { body, etag: None });
+    }
     let settings = settings_of(ctx, &merchant).await.map_err(|e| (e, None))?;
     if settings.require_customer_token {
         let presented = headers
@@ -567,6 +644,27 @@ async fn check(
     };
     let now = ctx.now();
     let permissions: Vec<Value> = rows.iter().map(|r| ent::permission_json(r, now)).collect();
+    Ok(Checked {
+        body: json!({"customid": customid, "permissions": permissions}).to_string(),
+        etag: Some(etag_of(&rows, now)),
+    })
+}
+
+/// What the check answered at `at_ms`: per permission the newest history entry at or before
+/// that moment, judged against the clock at that moment (a held permission past its
+/// `valid_until` was answered lapsed).
+async fn permissions_at(
+    ctx: &ApiContext,
+    merchant: &str,
+    customid: &str,
+    at_ms: i64,
+) -> ApiResult<String> {
+    let entries = es::history_at(ctx.store.reader(), merchant, customid, at_ms).await?;
+    let permissions: Vec<Value> = entries
+        .iter()
+        .filter(|h| !h.removed)
+        .map(|h| ent::permission_json(&h.permission(), at_ms))
+        .collect();
     Ok(json!({"customid": customid, "permissions": permissions}).to_string())
 }
 
@@ -582,8 +680,13 @@ pub async fn subscriber(
     let mut conn = ctx.store.hold_reader().await?;
     let purchases = ent::load_purchases(&mut conn, merchant, &customid).await?;
     let perms = es::permissions_of(&mut *conn, merchant, &customid).await?;
+    let grant_rows = es::grants_of(&mut *conn, merchant, &customid).await?;
     drop(conn);
-    if purchases.links.is_empty() && purchases.objects.is_empty() && perms.is_empty() {
+    if purchases.links.is_empty()
+        && purchases.objects.is_empty()
+        && perms.is_empty()
+        && grant_rows.is_empty()
+    {
         return Err(ApiError::not_found("subscriber"));
     }
     let settings = es::get_settings(ctx.store.reader(), merchant).await?;
@@ -636,6 +739,7 @@ pub async fn subscriber(
         "stripe_customers": customers,
         "permissions": permissions,
         "purchases": history,
+        "grants": grant_rows.iter().map(render_grant).collect::<Vec<_>>(),
         "evaluated_at": ent::rfc3339_secs(now),
     })))
 }
@@ -650,6 +754,8 @@ pub const SETTINGS_FIELDS: &[&str] = &[
     "customer_token_secret",
     "connection_id",
     "customid_metadata_key",
+    "revoke_on_dispute",
+    "revoke_on_fraud_warning",
 ];
 
 fn render_settings(s: &SettingsRow) -> Value {
@@ -661,6 +767,8 @@ fn render_settings(s: &SettingsRow) -> Value {
         "renewal_leeway_secs": s.renewal_leeway_secs,
         "require_customer_token": s.require_customer_token,
         "has_customer_token_secret": s.customer_token_secret.is_some(),
+        "revoke_on_dispute": s.revoke_on_dispute,
+        "revoke_on_fraud_warning": s.revoke_on_fraud_warning,
     })
 }
 
@@ -703,6 +811,19 @@ pub async fn settings_update(
     }
     if let Some(b) = opt_bool(&body, "revoke_on_partial_refund")? {
         s.revoke_on_partial_refund = b;
+    }
+    match opt_str(&body, "revoke_on_dispute")? {
+        Some(p @ ("opened" | "lost")) => s.revoke_on_dispute = p.to_string(),
+        Some(_) => {
+            return Err(ApiError::field(
+                "/revoke_on_dispute",
+                "Must be 'opened' or 'lost'.",
+            ));
+        }
+        None => {}
+    }
+    if let Some(b) = opt_bool(&body, "revoke_on_fraud_warning")? {
+        s.revoke_on_fraud_warning = b;
     }
     if let Some(n) = int_field(&body, "renewal_leeway_secs", 0, 7 * 86_400)? {
         s.renewal_leeway_secs = n;
@@ -759,6 +880,336 @@ pub async fn settings_update(
     s.updated_at = ctx.now();
     es::put_settings(ctx.store.writer(), &s).await?;
     ctx.entitlements.forget_settings(merchant);
-    ent::reevaluate_account(&ctx, merchant).await?;
+    ent::reevaluate_account(&ctx, merchant, &ent::Cause::Settings).await?;
     Ok(Json(render_settings(&s)))
+}
+
+// ---- typed bodies ----------------------------------------------------------------------------
+
+/// Reads `body` as `T`: a field not in `fields` is refused naming it, as is a field of the
+/// wrong type or a missing one (a 400 whose detail points at it).
+fn typed<T: serde::de::DeserializeOwned>(
+    body: Map<String, Value>,
+    fields: &[&str],
+) -> ApiResult<T> {
+    super::unknown_fields(&body, fields)?;
+    serde_path_to_error::deserialize::<_, T>(Value::Object(body)).map_err(|e| {
+        let message = e.inner().to_string();
+        let path = e.path().to_string();
+        let pointer = match message.strip_prefix("missing field `") {
+            Some(rest) if path == "." => format!("/{}", rest.split('`').next().unwrap_or("")),
+            _ if path == "." => String::new(),
+            _ => format!("/{}", path.replace('.', "/")),
+        };
+        let message = if message.starts_with("missing field") {
+            "Required.".to_string()
+        } else {
+            // serde's words ("invalid type: integer `5`, expected a string"); the pointer
+            // names the field.
+            message
+        };
+        ApiError::field(&pointer, message)
+    })
+}
+
+fn path_error(pointer: &str, message: &str) -> ApiError {
+    ApiError::BadRequest {
+        message: format!("Request failed validation: {message}"),
+        details: vec![Detail {
+            location: "path",
+            pointer: pointer.to_string(),
+            message: message.to_string(),
+            kind: "value_error",
+        }],
+    }
+}
+
+fn customid_of_path(customid: &str) -> ApiResult<()> {
+    if customid_ok(customid) {
+        Ok(())
+    } else {
+        Err(path_error("/customid", "Must be 1 to 255 characters."))
+    }
+}
+
+// ---- manual grants ---------------------------------------------------------------------------
+
+pub const GRANT_FIELDS: &[&str] = &["permission", "expires_at", "reason"];
+
+/// `POST /v1/subscribers/{customid}/grants`.
+#[derive(Debug, serde::Deserialize)]
+pub struct GrantCreate {
+    pub permission: String,
+    /// RFC 3339; `null` or absent: no end.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    pub reason: String,
+}
+
+/// A grant as the API shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct GrantOut {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub id: String,
+    pub customid: String,
+    pub permission: String,
+    pub starts_at: String,
+    pub expires_at: Option<String>,
+    pub reason: String,
+    pub created_by: String,
+    pub revoked_at: Option<String>,
+    pub revoked_by: Option<String>,
+}
+
+pub fn render_grant(g: &es::GrantRow) -> GrantOut {
+    GrantOut {
+        kind: "grant",
+        id: g.id.clone(),
+        customid: g.customid.clone(),
+        permission: g.permission.clone(),
+        starts_at: rfc3339(g.starts_at),
+        expires_at: g.expires_at.map(rfc3339),
+        reason: g.reason.clone(),
+        created_by: g.created_by.clone(),
+        revoked_at: g.revoked_at.map(rfc3339),
+        revoked_by: g.revoked_by.clone(),
+    }
+}
+
+/// Who made a change through the API: the key.
+pub fn key_actor(caller: &Caller) -> String {
+    format!("key:{}", caller.key_id)
+}
+
+/// Gives `customid` a permission by hand, re-evaluates it, all in one transaction. Used by the
+/// API and the dashboard.
+pub async fn grant(
+    ctx: &ApiContext,
+    merchant: &str,
+    customid: &str,
+    body: GrantCreate,
+    created_by: String,
+) -> ApiResult<es::GrantRow> {
+    let now = ctx.now();
+    let reason = body.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+        return Err(ApiError::field(
+            "/reason",
+            "Must be 1 to 500 characters without control characters.",
+        ));
+    }
+    let expires_at = match body.expires_at.as_deref() {
+        None => None,
+        Some(t) => {
+            let ms = crate::clock::parse_rfc3339(t)
+                .ok_or_else(|| ApiError::field("/expires_at", "Must be an RFC 3339 date-time."))?;
+            // Permissions expire in whole seconds (`expires_date`): so does a grant.
+            let ms = ms - ms.rem_euclid(1000);
+            if ms <= now {
+                return Err(ApiError::field(
+                    "/expires_at",
+                    "Must be in the future (null: no end).",
+                ));
+            }
+            Some(ms)
+        }
+    };
+    let defs = es::list_permission_defs(ctx.store.reader(), merchant).await?;
+    if !defs.iter().any(|d| d.identifier == body.permission) {
+        return Err(ApiError::field(
+            "/permission",
+            format!(
+                "Unknown permission '{}': define it with POST /v1/permissions/definitions first.",
+                body.permission
+            ),
+        ));
+    }
+    let row = es::GrantRow {
+        id: tollgate_store::new_id(),
+        merchant_account_id: merchant.to_string(),
+        customid: customid.to_string(),
+        permission: body.permission,
+        starts_at: now,
+        expires_at,
+        reason: reason.to_string(),
+        created_by,
+        revoked_at: None,
+        revoked_by: None,
+    };
+    let mut tx = ctx.store.begin().await?;
+    es::insert_grant(&mut *tx, &row).await?;
+    let cause = ent::Cause::Grant {
+        id: row.id.clone(),
+        action: "granted",
+    };
+    let notices = ent::reevaluate(ctx, &mut tx, merchant, customid, &cause).await?;
+    ent::notify(&mut tx, &notices, ctx.now()).await?;
+    tollgate_store::commit(tx).await?;
+    Ok(row)
+}
+
+/// Revokes grant `id` of `customid` (a revoked grant stays as it was revoked), re-evaluates.
+pub async fn revoke(
+    ctx: &ApiContext,
+    merchant: &str,
+    customid: &str,
+    id: &str,
+    by: &str,
+) -> ApiResult<es::GrantRow> {
+    let mut tx = ctx.store.begin().await?;
+    if es::revoke_grant(&mut *tx, merchant, customid, id, ctx.now(), by).await? {
+        let cause = ent::Cause::Grant {
+            id: id.to_string(),
+            action: "revoked",
+        };
+        let notices = ent::reevaluate(ctx, &mut tx, merchant, customid, &cause).await?;
+        ent::notify(&mut tx, &notices, ctx.now()).await?;
+    }
+    let found = es::grants_of(&mut *tx, merchant, customid)
+        .await?
+        .into_iter()
+        .find(|g| g.id == id);
+    tollgate_store::commit(tx).await?;
+    found.ok_or_else(|| ApiError::not_found("grant"))
+}
+
+pub async fn grant_create(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    Path(customid): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<(StatusCode, Json<GrantOut>)> {
+    caller.require_secret()?;
+    customid_of_path(&customid)?;
+    let body: GrantCreate = typed(body, GRANT_FIELDS)?;
+    let row = grant(
+        &ctx,
+        &caller.merchant_account_id,
+        &customid,
+        body,
+        key_actor(&caller),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(render_grant(&row))))
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct GrantList {
+    pub items: Vec<GrantOut>,
+}
+
+pub async fn grant_list(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    Path(customid): Path<String>,
+) -> ApiResult<Json<GrantList>> {
+    caller.require_secret()?;
+    customid_of_path(&customid)?;
+    let rows = es::grants_of(ctx.store.reader(), &caller.merchant_account_id, &customid).await?;
+    Ok(Json(GrantList {
+        items: rows.iter().map(render_grant).collect(),
+    }))
+}
+
+pub async fn grant_revoke(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    Path((customid, id)): Path<(String, String)>,
+) -> ApiResult<Json<GrantOut>> {
+    caller.require_secret()?;
+    customid_of_path(&customid)?;
+    let row = revoke(
+        &ctx,
+        &caller.merchant_account_id,
+        &customid,
+        &id,
+        &key_actor(&caller),
+    )
+    .await?;
+    Ok(Json(render_grant(&row)))
+}
+
+// ---- history ---------------------------------------------------------------------------------
+
+pub const HISTORY_QUERY: &[&str] = &["limit", "cursor"];
+
+/// One change of one permission.
+#[derive(Debug, serde::Serialize)]
+pub struct HistoryEntry {
+    pub permission: String,
+    pub at: String,
+    pub is_valid: bool,
+    pub entitlement: i64,
+    pub expires_at: Option<String>,
+    /// The permission left the answer (its SKUs or definition left the catalogue).
+    pub removed: bool,
+    pub cause: Value,
+    /// The customer's state version this change is part of.
+    pub version: i64,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct HistoryPage {
+    pub items: Vec<HistoryEntry>,
+    pub limit: i64,
+    pub next_cursor: Option<String>,
+}
+
+pub async fn history(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    Path(customid): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> ApiResult<Json<HistoryPage>> {
+    caller.require_secret()?;
+    customid_of_path(&customid)?;
+    let mut q: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for (k, v) in query {
+        if !HISTORY_QUERY.contains(&k.as_str()) {
+            return Err(ApiError::query(&format!("/{k}"), "Unknown parameter."));
+        }
+        q.entry(k).or_default().push(v);
+    }
+    let (cursor, limit) = super::page_params(&q)?;
+    let not_ours = || ApiError::query("/cursor", "Not a cursor this server made.");
+    let before = match cursor {
+        None => None,
+        Some((at, seq, true)) => Some((at, seq.parse::<i64>().map_err(|_| not_ours())?)),
+        Some((_, _, false)) => return Err(not_ours()),
+    };
+    let mut rows = es::history_page(
+        ctx.store.reader(),
+        &caller.merchant_account_id,
+        &customid,
+        before,
+        limit + 1,
+    )
+    .await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = match (more, rows.last()) {
+        (true, Some(last)) => Some(super::cursor::encode(last.at, &last.seq.to_string(), true)),
+        _ => None,
+    };
+    let items = rows
+        .iter()
+        .map(|h| HistoryEntry {
+            permission: h.identifier.clone(),
+            at: rfc3339(h.at),
+            is_valid: h.is_valid,
+            entitlement: h.entitlement,
+            expires_at: h
+                .expires_at
+                .map(|ms| ent::rfc3339_secs(ms.div_euclid(1000))),
+            removed: h.removed,
+            cause: serde_json::from_str(&h.cause).unwrap_or(Value::Null),
+            version: h.version,
+        })
+        .collect();
+    Ok(Json(HistoryPage {
+        items,
+        limit,
+        next_cursor,
+    }))
 }

@@ -80,6 +80,15 @@ pub fn router(ctx: &ApiContext) -> Router<ApiContext> {
         .route("/v1/connect_stripe", post(ent::connect_stripe))
         .route("/v1/subscribers/{customid}", get(ent::subscriber))
         .route(
+            "/v1/subscribers/{customid}/grants",
+            post(ent::grant_create).get(ent::grant_list),
+        )
+        .route(
+            "/v1/subscribers/{customid}/grants/{id}",
+            axum::routing::delete(ent::grant_revoke),
+        )
+        .route("/v1/subscribers/{customid}/history", get(ent::history))
+        .route(
             "/v1/entitlements/settings",
             get(ent::settings_get).patch(ent::settings_update),
         )

@@ -19,8 +19,8 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 use tollgate_domain::entitlements::{
-    ChargeRec, CheckoutRec, CreditNoteRec, DisputeRec, InvoicePaymentRec, InvoiceRec,
-    PaymentIntentRec, Record, SubStatus, SubscriptionRec,
+    ChargeRec, CheckoutRec, CreditNoteRec, DisputeRec, FraudWarningRec, InvoicePaymentRec,
+    InvoiceRec, PaymentIntentRec, Record, SubStatus, SubscriptionRec,
 };
 
 /// An id field: a string, or an expanded object's `id`.
@@ -280,6 +280,13 @@ pub fn records_of(o: &Value, line_items: Option<&[Value]>) -> Vec<Record> {
             }
         }
         "dispute" => out.push(Record::Dispute(dispute(o))),
+        "radar.early_fraud_warning" => out.push(Record::FraudWarning(FraudWarningRec {
+            id: s(&o["id"]).unwrap_or_default(),
+            charge: id_of(&o["charge"]),
+            payment_intent: id_of(&o["payment_intent"])
+                .or_else(|| id_of(&o["charge"]["payment_intent"])),
+            actionable: o["actionable"].as_bool().unwrap_or(true),
+        })),
         "credit_note" => out.push(Record::CreditNote(credit_note(o))),
         "invoice_payment" => out.push(Record::InvoicePayment(invoice_payment(o))),
         _ => {}
@@ -312,6 +319,10 @@ pub fn refs_of(r: &Record) -> Vec<String> {
             out.extend(d.payment_intent.clone());
         }
         Record::CreditNote(c) => out.extend(c.invoice.clone()),
+        Record::FraudWarning(w) => {
+            out.extend(w.charge.clone());
+            out.extend(w.payment_intent.clone());
+        }
         Record::InvoicePayment(p) => {
             out.extend(p.invoice.clone());
             out.extend(p.payment_intent.clone());

@@ -54,6 +54,10 @@ pub const EVENT_TYPES: &[&str] = &[
     "charge.dispute.created",
     "charge.dispute.updated",
     "charge.dispute.closed",
+    "charge.dispute.funds_reinstated",
+    "charge.dispute.funds_withdrawn",
+    "radar.early_fraud_warning.created",
+    "radar.early_fraud_warning.updated",
     "credit_note.created",
     "credit_note.updated",
     "credit_note.voided",
@@ -77,6 +81,83 @@ pub const SYNCED_TYPES: &[&str] = &[
     "customer.synced",
 ];
 
+/// What made a re-evaluation: recorded with every permission change in the customer's history
+/// (`cause`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// Stripe events (of one batch); per customer, those of its own objects.
+    Stripe(Vec<Origin>),
+    /// Objects read again from Stripe (a sync, a renewal check, a tie).
+    StripeRead,
+    /// A manual grant given (`granted`) or revoked (`revoked`).
+    Grant { id: String, action: &'static str },
+    /// A Stripe customer linked to (or moved away from) the customid.
+    Link {
+        connection_id: String,
+        stripe_customer_id: String,
+    },
+    /// The catalogue (SKUs, permission definitions) changed.
+    Catalogue,
+    /// The account's entitlement settings changed.
+    Settings,
+    /// Time passed: the expiry job, on the server's clock.
+    Clock,
+    /// A Stripe test clock moved.
+    TestClock(String),
+}
+
+/// The Stripe event an object came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub event_id: String,
+    pub event_type: String,
+    pub object_id: String,
+}
+
+impl Cause {
+    /// The cause as the history shows it, for one customer whose purchases are `purchases`.
+    fn json(&self, purchases: &Purchases) -> Value {
+        match self {
+            Cause::Stripe(origins) => {
+                let ours: Vec<&Origin> = origins
+                    .iter()
+                    .filter(|o| {
+                        purchases.objects.iter().any(|r| r.object_id == o.object_id)
+                            || purchases.ledger.records().any(|r| r.id() == o.object_id)
+                    })
+                    .collect();
+                let ours = if ours.is_empty() {
+                    origins.iter().collect()
+                } else {
+                    ours
+                };
+                let events: Vec<Value> = ours
+                    .iter()
+                    .map(|o| json!({"id": o.event_id, "type": o.event_type}))
+                    .collect();
+                match ours.first() {
+                    Some(first) => json!({"type": "stripe_event", "event_id": first.event_id,
+                        "event_type": first.event_type, "events": events}),
+                    None => json!({"type": "stripe_read"}),
+                }
+            }
+            Cause::StripeRead => json!({"type": "stripe_read"}),
+            Cause::Grant { id, action } => {
+                json!({"type": "grant", "grant_id": id, "action": action})
+            }
+            Cause::Link {
+                connection_id,
+                stripe_customer_id,
+            } => json!({"type": "link", "connection_id": connection_id,
+                        "stripe_customer_id": stripe_customer_id}),
+            Cause::Catalogue => json!({"type": "catalogue"}),
+            Cause::Settings => json!({"type": "settings"}),
+            Cause::Clock => json!({"type": "clock"}),
+            Cause::TestClock(id) => json!({"type": "test_clock", "test_clock": id}),
+        }
+    }
+}
+
 /// Something to announce once the transaction that caused it commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
@@ -96,6 +177,13 @@ pub enum Notice {
         stripe_customer_id: String,
         linked_by: String,
     },
+    /// `customer.state_changed`: the customer's whole permission set at `version`.
+    StateChanged {
+        merchant_account_id: String,
+        customid: String,
+        version: i64,
+        permissions: Vec<Value>,
+    },
 }
 
 impl Notice {
@@ -103,6 +191,7 @@ impl Notice {
         match self {
             Notice::Permission { change, .. } => change.event_name(),
             Notice::CustomerLinked { .. } => "customer.linked",
+            Notice::StateChanged { .. } => "customer.state_changed",
         }
     }
 }
@@ -136,6 +225,16 @@ pub async fn notify(tx: &mut Tx<'_>, notices: &[Notice], now: i64) -> ApiResult<
                 json!({"type": "customer-link", "customid": customid,
                        "connection_id": connection_id,
                        "stripe_customer_id": stripe_customer_id, "linked_by": linked_by}),
+            ),
+            Notice::StateChanged {
+                merchant_account_id,
+                customid,
+                version,
+                permissions,
+            } => (
+                merchant_account_id,
+                json!({"type": "customer-state", "customid": customid, "version": version,
+                       "permissions": permissions}),
             ),
         };
         tracing::info!(event = n.event_name(), merchant_account_id = %merchant, "entitlement notice");
@@ -234,7 +333,16 @@ pub async fn reread_ties(
             .collect::<ApiResult<_>>()?;
         let refs: Vec<&Work> = work.iter().collect();
         let mut tx = ctx.store.begin().await?;
-        let again = apply_in(ctx, &mut tx, connection, &refs, None).await?.ties;
+        let again = apply_because(
+            ctx,
+            &mut tx,
+            connection,
+            &refs,
+            None,
+            Some(Cause::StripeRead),
+        )
+        .await?
+        .ties;
         tollgate_store::commit(tx).await?;
         if round == 1 {
             break;
@@ -247,8 +355,9 @@ pub async fn reread_ties(
 /// What one event gives entitlements to write, read before the write transaction opens (the
 /// Stripe reads happen here, so no write lock waits for the network).
 pub enum Work {
-    /// An object to store, at its event's stamp (seconds), with the text stored of it.
-    Object(i64, Value, String),
+    /// An object to store, at its event's stamp (seconds), with the text stored of it and
+    /// the event it came with (none for a read from Stripe).
+    Object(i64, Value, String, Option<Origin>),
     /// A test clock that moved (its frozen time already stored by [`prepare_events`]): its
     /// customers are re-evaluated at it. Empty: a clock event with nothing to move.
     Clock(String),
@@ -261,7 +370,7 @@ impl Work {
     pub fn object(at: i64, object: Value) -> ApiResult<Work> {
         let data = serde_json::to_string(&object)
             .map_err(|e| ApiError::Internal(format!("serialising a Stripe object: {e}")))?;
-        Ok(Work::Object(at, object, data))
+        Ok(Work::Object(at, object, data, None))
     }
 }
 
@@ -327,7 +436,16 @@ async fn take(
     }
     let mut object = object.clone();
     prepare(ctx, connection, &mut object, line_items).await?;
-    Ok(Some(Work::object(at, object)?))
+    let origin = Origin {
+        event_id: event["id"].as_str().unwrap_or_default().to_string(),
+        event_type: event["type"].as_str().unwrap_or_default().to_string(),
+        object_id: object["id"].as_str().unwrap_or_default().to_string(),
+    };
+    let mut work = Work::object(at, object)?;
+    if let Work::Object(_, _, _, o) = &mut work {
+        *o = Some(origin);
+    }
+    Ok(Some(work))
 }
 
 /// [`prepare`] for several objects: their line items are read first, together.
@@ -502,13 +620,18 @@ pub async fn ingest(
     connection: &ConnectionRow,
     objects: Vec<(i64, Value)>,
     also: Option<&str>,
+    cause: Cause,
 ) -> ApiResult<Vec<Notice>> {
     let work: Vec<Work> = objects
         .into_iter()
         .map(|(at, o)| Work::object(at, o))
         .collect::<ApiResult<_>>()?;
     let refs: Vec<&Work> = work.iter().collect();
-    write(ctx, connection, &refs, also).await
+    let mut tx = ctx.store.begin().await?;
+    let applied = apply_because(ctx, &mut tx, connection, &refs, also, Some(cause)).await?;
+    tollgate_store::commit(tx).await?;
+    reread_ties(ctx, connection, applied.ties).await?;
+    Ok(applied.notices)
 }
 
 /// [`apply_in`] in a transaction of its own, committed, then [`reread_ties`]. Returns the
@@ -545,6 +668,37 @@ pub async fn apply_in(
     work: &[&Work],
     also: Option<&str>,
 ) -> ApiResult<Applied> {
+    apply_because(ctx, tx, connection, work, also, None).await
+}
+
+/// [`apply_in`], with the cause recorded in the history: `cause`, else the events the work
+/// came with (a test clock's move, or a read from Stripe, when none).
+async fn apply_because(
+    ctx: &ApiContext,
+    tx: &mut Tx<'_>,
+    connection: &ConnectionRow,
+    work: &[&Work],
+    also: Option<&str>,
+    cause: Option<Cause>,
+) -> ApiResult<Applied> {
+    let cause = cause.unwrap_or_else(|| {
+        let origins: Vec<Origin> = work
+            .iter()
+            .filter_map(|w| match w {
+                Work::Object(_, _, _, o) => o.clone(),
+                Work::Clock(_) => None,
+            })
+            .collect();
+        let clock = work.iter().find_map(|w| match w {
+            Work::Clock(id) if !id.is_empty() => Some(id.clone()),
+            _ => None,
+        });
+        match (origins.is_empty(), clock) {
+            (false, _) => Cause::Stripe(origins),
+            (true, Some(c)) => Cause::TestClock(c),
+            (true, None) => Cause::StripeRead,
+        }
+    });
     let merchant = connection.merchant_account_id.as_str();
     let now = ctx.now();
     let key = es::customid_key(&mut **tx, &connection.id).await?;
@@ -556,7 +710,7 @@ pub async fn apply_in(
     let customers: BTreeSet<String> = work
         .iter()
         .filter_map(|w| match w {
-            Work::Object(_, object, _) => map::customer_of(object),
+            Work::Object(_, object, _, _) => map::customer_of(object),
             Work::Clock(_) => None,
         })
         .collect();
@@ -582,7 +736,7 @@ pub async fn apply_in(
     }
     for w in work {
         let (at, object, data) = match w {
-            Work::Object(at, object, data) => (at, object, data),
+            Work::Object(at, object, data, _) => (at, object, data),
             Work::Clock(_) => continue,
         };
         let customer = map::customer_of(object);
@@ -704,7 +858,16 @@ pub async fn apply_in(
     // The walks share objects (a charge's payment intent, an invoice's subscription); nothing
     // is written between them, so each object is read once.
     touched.extend(owners(tx, &connection.id, &touched_ids).await?);
-    notices.extend(reevaluate_all(ctx, tx, merchant, touched.iter().map(String::as_str)).await?);
+    notices.extend(
+        reevaluate_all(
+            ctx,
+            tx,
+            merchant,
+            touched.iter().map(String::as_str),
+            &cause,
+        )
+        .await?,
+    );
     notify(tx, &notices, ctx.now()).await?;
     Ok(Applied { notices, ties })
 }
@@ -1125,7 +1288,29 @@ pub fn policy(s: &es::SettingsRow) -> Policy {
         },
         revoke_on_partial_refund: s.revoke_on_partial_refund,
         renewal_leeway_secs: s.renewal_leeway_secs,
+        revoke_on_dispute_open: s.revoke_on_dispute == "opened",
+        revoke_on_fraud_warning: s.revoke_on_fraud_warning,
     }
+}
+
+/// Manual grants as the domain evaluates them at `now` (seconds). A customer on a Stripe
+/// test clock lives in the clock's time: a grant counts for it from the moment it is given.
+pub fn manual_grants(rows: &[es::GrantRow], on_clock: bool, now: i64) -> Vec<dom::ManualGrant> {
+    rows.iter()
+        .map(|g| {
+            let starts = g.starts_at.div_euclid(1000);
+            dom::ManualGrant {
+                id: g.id.clone(),
+                permission: g.permission.clone(),
+                starts_at: if on_clock { starts.min(now) } else { starts },
+                expires_at: g.expires_at.map(|e| e.div_euclid(1000)),
+                revoked_at: g.revoked_at.map(|r| {
+                    let r = r.div_euclid(1000);
+                    if on_clock { r.min(now) } else { r }
+                }),
+            }
+        })
+        .collect()
 }
 
 /// A domain permission as a read-model row (times in milliseconds).
@@ -1148,6 +1333,7 @@ fn to_row(p: &PermissionState, on_clock: bool, now: i64) -> PermissionRow {
         },
         skus: Value::Array(skus).to_string(),
         updated_at: now,
+        version: 0,
     }
 }
 
@@ -1178,8 +1364,9 @@ pub async fn reevaluate(
     tx: &mut Tx<'_>,
     merchant: &str,
     customid: &str,
+    cause: &Cause,
 ) -> ApiResult<Vec<Notice>> {
-    reevaluate_all(ctx, tx, merchant, [customid]).await
+    reevaluate_all(ctx, tx, merchant, [customid], cause).await
 }
 
 /// [`reevaluate`] for several customers of one account, which share one reading of the
@@ -1189,6 +1376,7 @@ pub async fn reevaluate_all<'a>(
     tx: &mut Tx<'_>,
     merchant: &str,
     customids: impl IntoIterator<Item = &'a str>,
+    cause: &Cause,
 ) -> ApiResult<Vec<Notice>> {
     // Sorted: the customers' locks (PostgreSQL) are taken in this order, the same in every
     // transaction, so two that share customers wait for each other instead of deadlocking.
@@ -1211,46 +1399,109 @@ pub async fn reevaluate_all<'a>(
     for (c, p) in es::permissions_of_customids(tx, merchant, &customids).await? {
         permissions.entry(c).or_default().push(p);
     }
+    let mut grants: HashMap<String, Vec<es::GrantRow>> = HashMap::new();
+    for g in es::grants_of_customids(tx, merchant, &customids).await? {
+        grants.entry(g.customid.clone()).or_default().push(g);
+    }
     let mut notices = Vec::new();
     for (customid, purchases) in customids.iter().zip(purchases) {
         let existing = permissions.remove(*customid).unwrap_or_default();
-        notices.extend(
-            reevaluate_with(
-                ctx, tx, merchant, customid, &catalog, &policy, purchases, existing,
-            )
-            .await?,
-        );
+        let grants = grants.remove(*customid).unwrap_or_default();
+        let customer = Customer {
+            merchant,
+            customid,
+            purchases,
+            grants,
+            existing,
+        };
+        notices.extend(reevaluate_with(ctx, tx, &catalog, &policy, customer, cause).await?);
     }
     Ok(notices)
 }
 
-/// Writes what `purchases` now give `customid`, against its `existing` permissions.
-#[allow(clippy::too_many_arguments)]
+/// One customer as [`reevaluate_with`] reads it.
+struct Customer<'a> {
+    merchant: &'a str,
+    customid: &'a str,
+    purchases: Purchases,
+    grants: Vec<es::GrantRow>,
+    /// Its permissions in the read model.
+    existing: Vec<PermissionRow>,
+}
+
+/// A history entry of `row` at `at` (ms).
+fn history_of(row: &PermissionRow, at: i64, removed: bool, cause: &Value) -> es::HistoryRow {
+    es::HistoryRow {
+        seq: 0,
+        identifier: row.identifier.clone(),
+        at,
+        is_valid: row.is_valid,
+        entitlement: row.entitlement,
+        expires_at: row.expires_at,
+        valid_until: row.valid_until,
+        skus: row.skus.clone(),
+        removed,
+        cause: cause.to_string(),
+        version: 0,
+    }
+}
+
+/// What the check answers for `row` once its `valid_until` has passed (see [`permission_json`]).
+fn lapsed(row: &PermissionRow) -> PermissionRow {
+    PermissionRow {
+        is_valid: false,
+        entitlement: i64::from(dom::code::EXPIRED),
+        valid_until: None,
+        ..row.clone()
+    }
+}
+
+/// Writes what a customer's purchases and grants now give it, against its permissions in the
+/// read model; records each change in its history and, when anything changed, takes the next
+/// version of its permission set (`customer.state_changed`).
 async fn reevaluate_with(
     ctx: &ApiContext,
     tx: &mut Tx<'_>,
-    merchant: &str,
-    customid: &str,
     catalog: &Catalog,
     policy: &Policy,
-    purchases: Purchases,
-    existing: Vec<PermissionRow>,
+    c: Customer<'_>,
+    cause: &Cause,
 ) -> ApiResult<Vec<Notice>> {
+    let Customer {
+        merchant,
+        customid,
+        purchases,
+        grants,
+        existing,
+    } = c;
     let now_ms = ctx.now();
+    let on_clock = purchases.frozen_time.is_some();
     let now = purchases.frozen_time.unwrap_or(now_ms / 1000);
-    let states = dom::evaluate(&purchases.ledger, catalog, policy, now);
-    let mut wrote = false;
+    let manual = manual_grants(&grants, on_clock, now);
+    let states = dom::evaluate_with(&purchases.ledger, &manual, catalog, policy, now);
+    let cause_json = cause.json(&purchases);
+    let clock_json = json!({"type": "clock"});
+    let mut written: Vec<PermissionRow> = Vec::new();
+    let mut history: Vec<es::HistoryRow> = Vec::new();
     let mut notices = Vec::new();
+    let mut after: Vec<PermissionRow> = Vec::new();
     let mut kept: BTreeSet<&str> = BTreeSet::new();
     for st in &states {
         kept.insert(&st.identifier);
-        let row = to_row(st, purchases.frozen_time.is_some(), now_ms);
+        let row = to_row(st, on_clock, now_ms);
         let before = existing.iter().find(|e| e.identifier == st.identifier);
-        if before.is_some_and(|b| same(b, &row)) {
+        if let Some(b) = before.filter(|b| same(b, &row)) {
+            after.push(b.clone());
             continue;
         }
-        es::put_permission(&mut **tx, merchant, customid, &row).await?;
-        wrote = true;
+        // A held permission that lapsed by the clock before this re-evaluation: the check has
+        // answered it lapsed since its `valid_until`, which the history says first.
+        let lapse = before.filter(|b| b.is_valid && b.valid_until.is_some_and(|v| v <= now_ms));
+        if let Some(b) = lapse {
+            let at = b.valid_until.unwrap_or(now_ms);
+            history.push(history_of(&lapsed(b), at, false, &clock_json));
+        }
+        history.push(history_of(&row, now_ms, false, &cause_json));
         let before_state = before.map(from_row);
         if let Some(change) = dom::change(before_state.as_ref(), st) {
             notices.push(Notice::Permission {
@@ -1260,18 +1511,21 @@ async fn reevaluate_with(
                 permission: permission_json(&row, now_ms),
             });
         }
+        after.push(row.clone());
+        written.push(row);
     }
+    let mut removed: Vec<&PermissionRow> = Vec::new();
     for e in &existing {
         if kept.contains(e.identifier.as_str()) {
             continue;
         }
         // The permission or its SKUs left the catalogue.
-        es::delete_permission(&mut **tx, merchant, customid, &e.identifier).await?;
-        wrote = true;
+        removed.push(e);
+        let mut gone = e.clone();
+        gone.is_valid = false;
+        gone.entitlement = i64::from(dom::code::REVOKED);
+        history.push(history_of(&gone, now_ms, true, &cause_json));
         if e.is_valid {
-            let mut gone = e.clone();
-            gone.is_valid = false;
-            gone.entitlement = i64::from(dom::code::REVOKED);
             notices.push(Notice::Permission {
                 merchant_account_id: merchant.to_string(),
                 customid: customid.to_string(),
@@ -1280,18 +1534,40 @@ async fn reevaluate_with(
             });
         }
     }
-    if wrote {
-        // The permission caches' feed (see runtime.rs); marked pending here until it shows.
-        match ctx.store.backend() {
-            Backend::Sqlite => {
-                es::note_permission_change(&mut **tx, merchant, customid, now_ms).await?
-            }
-            Backend::Postgres => {
-                es::notify_permission_change(&mut **tx, merchant, customid).await?
-            }
-        }
-        ctx.entitlements.invalidate(merchant, customid);
+    if written.is_empty() && removed.is_empty() {
+        return Ok(notices);
     }
+    // The next version of the customer's permission set, in this transaction.
+    let version = es::bump_customer_version(tx, merchant, customid, now_ms).await?;
+    for row in &mut written {
+        row.version = version;
+        es::put_permission(&mut **tx, merchant, customid, row).await?;
+    }
+    for e in &removed {
+        es::delete_permission(&mut **tx, merchant, customid, &e.identifier).await?;
+    }
+    if after.len() > written.len() {
+        es::set_permissions_version(&mut **tx, merchant, customid, version).await?;
+    }
+    for h in &mut history {
+        h.version = version;
+    }
+    es::insert_history(tx, merchant, customid, &history).await?;
+    after.sort_by(|a, b| a.identifier.cmp(&b.identifier));
+    notices.push(Notice::StateChanged {
+        merchant_account_id: merchant.to_string(),
+        customid: customid.to_string(),
+        version,
+        permissions: after.iter().map(|r| permission_json(r, now_ms)).collect(),
+    });
+    // The permission caches' feed (see runtime.rs); marked pending here until it shows.
+    match ctx.store.backend() {
+        Backend::Sqlite => {
+            es::note_permission_change(&mut **tx, merchant, customid, now_ms).await?
+        }
+        Backend::Postgres => es::notify_permission_change(&mut **tx, merchant, customid).await?,
+    }
+    ctx.entitlements.invalidate(merchant, customid);
     Ok(notices)
 }
 
@@ -1300,19 +1576,24 @@ pub async fn reevaluate_now(
     ctx: &ApiContext,
     merchant: &str,
     customid: &str,
+    cause: &Cause,
 ) -> ApiResult<Vec<Notice>> {
     let mut tx = ctx.store.begin().await?;
-    let notices = reevaluate(ctx, &mut tx, merchant, customid).await?;
+    let notices = reevaluate(ctx, &mut tx, merchant, customid, cause).await?;
     notify(&mut tx, &notices, ctx.now()).await?;
     tollgate_store::commit(tx).await?;
     Ok(notices)
 }
 
 /// Re-evaluates every customer of an account (after the catalogue or the policies changed).
-pub async fn reevaluate_account(ctx: &ApiContext, merchant: &str) -> ApiResult<usize> {
+pub async fn reevaluate_account(
+    ctx: &ApiContext,
+    merchant: &str,
+    cause: &Cause,
+) -> ApiResult<usize> {
     let ids = es::customids(ctx.store.reader(), merchant).await?;
     for c in &ids {
-        reevaluate_now(ctx, merchant, c).await?;
+        reevaluate_now(ctx, merchant, c, cause).await?;
     }
     Ok(ids.len())
 }
@@ -1326,6 +1607,21 @@ pub fn rfc3339_secs(secs: i64) -> String {
     let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     t.format(&f).unwrap_or_default()
 }
+
+/// `expires_date` of the check, never null (Glassfy's Android SDK refuses a permission without
+/// one): the expiry when there is one; a permission held with no end (a lifetime purchase, an
+/// open-ended grant) [`NEVER_EXPIRES`]; one not held without an expiry (revoked, refunded) 0.
+/// `expires_at` stays null when there is no expiry.
+pub fn expires_date(expires_secs: Option<i64>, is_valid: bool) -> i64 {
+    match expires_secs {
+        Some(s) => s,
+        None if is_valid => NEVER_EXPIRES,
+        None => 0,
+    }
+}
+
+/// `expires_date` of a permission held with no end: 9999-12-31T23:59:59Z.
+pub const NEVER_EXPIRES: i64 = 253_402_300_799;
 
 /// One permission as SPEC §5.4 shows it. A held permission past its `valid_until` (not yet
 /// re-evaluated by the expiry job) is shown lapsed.
@@ -1345,11 +1641,12 @@ pub fn permission_json(r: &PermissionRow, now_ms: i64) -> Value {
         })
         .collect();
     let expires_secs = r.expires_at.map(|ms| ms.div_euclid(1000));
+    let is_valid = r.is_valid && !lapsed;
     json!({
         "identifier": r.identifier,
-        "is_valid": r.is_valid && !lapsed,
+        "is_valid": is_valid,
         "entitlement": if lapsed { i64::from(dom::code::EXPIRED) } else { r.entitlement },
-        "expires_date": expires_secs,
+        "expires_date": expires_date(expires_secs, is_valid),
         "expires_at": expires_secs.map(rfc3339_secs),
         "skuarray": skus,
     })
@@ -1458,12 +1755,17 @@ pub async fn link_customer(
             linked_by: "api".into(),
         });
     }
+    let cause = Cause::Link {
+        connection_id: connection.id.clone(),
+        stripe_customer_id: customer.to_string(),
+    };
     if let Some(old) = &moved_from {
-        notices.extend(reevaluate(ctx, &mut tx, &connection.merchant_account_id, old).await?);
+        notices
+            .extend(reevaluate(ctx, &mut tx, &connection.merchant_account_id, old, &cause).await?);
     }
     notify(&mut tx, &notices, ctx.now()).await?;
     tollgate_store::commit(tx).await?;
-    let mut more = ingest(ctx, connection, objects, Some(customid)).await?;
+    let mut more = ingest(ctx, connection, objects, Some(customid), cause).await?;
     notices.append(&mut more);
     Ok(LinkOutcome {
         moved_from,
@@ -1491,7 +1793,7 @@ pub async fn expire_once(ctx: &ApiContext) -> ApiResult<usize> {
             tracing::warn!(customid = %customid, error = %e, "re-reading subscriptions failed; will retry");
             continue;
         }
-        reevaluate_now(ctx, merchant, customid).await?;
+        reevaluate_now(ctx, merchant, customid, &Cause::Clock).await?;
         done += 1;
     }
     Ok(done)
@@ -1550,6 +1852,7 @@ async fn reread_subscriptions(ctx: &ApiContext, merchant: &str, customid: &str) 
                 &conn_row,
                 subs.into_iter().map(|s| (stamp, s)).collect(),
                 None,
+                Cause::StripeRead,
             )
             .await?;
         }

@@ -343,6 +343,7 @@ mod tests {
             valid_until: None,
             skus: "[]".into(),
             updated_at: 0,
+            version: 0,
         }])
     }
 

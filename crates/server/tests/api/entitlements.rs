@@ -31,9 +31,9 @@ crate::both_dbs!(
     checkout_line_items_are_read_from_stripe_once_per_session,
 );
 
-const DAY: i64 = 86_400;
+pub(crate) const DAY: i64 = 86_400;
 
-async fn catalog(s: &TestServer) {
+pub(crate) async fn catalog(s: &TestServer) {
     for (id, prod, kind) in [
         ("web_monthly", "prod_monthly", "subscription"),
         ("web_yearly", "prod_yearly", "subscription"),
@@ -205,7 +205,7 @@ async fn catalog_crud_and_validation(db: Db) {
     assert_error(&s.get("/v1/skus/life").await, 404, "not_found");
 }
 
-async fn get_with(s: &TestServer, key: &str, path: &str) -> Resp {
+pub(crate) async fn get_with(s: &TestServer, key: &str, path: &str) -> Resp {
     s.send(s.http.get(s.url(path)).bearer_auth(key)).await
 }
 
@@ -427,7 +427,9 @@ async fn purchase_before_link_counts_after_connect_stripe(db: Db) {
     assert_eq!(perm["identifier"], "premium");
     assert_eq!(perm["is_valid"], true);
     assert_eq!(perm["entitlement"], 3);
-    assert_eq!(perm["expires_date"], Value::Null);
+    // Glassfy's SDK needs a number: a lifetime purchase never expires.
+    assert_eq!(perm["expires_date"], 253_402_300_799_i64);
+    assert_eq!(perm["expires_at"], Value::Null);
     assert_eq!(
         perm["skuarray"],
         json!([{"identifier": "lifetime", "productid": "prod_life", "store": 4,
@@ -442,7 +444,7 @@ async fn purchase_before_link_counts_after_connect_stripe(db: Db) {
 
 /// A context on the test server's database (as the inbox worker has) and its sandbox
 /// connection.
-async fn inbox(s: &TestServer) -> (ApiContext, ConnectionRow) {
+pub(crate) async fn inbox(s: &TestServer) -> (ApiContext, ConnectionRow) {
     let ctx = tollgate_server::context(
         s.config.clone(),
         Arc::new(SystemClock),
@@ -457,18 +459,18 @@ async fn inbox(s: &TestServer) -> (ApiContext, ConnectionRow) {
     (ctx, conn)
 }
 
-fn event(id: &str, kind: &str, created: i64, object: Value, version: &str) -> Value {
+pub(crate) fn event(id: &str, kind: &str, created: i64, object: Value, version: &str) -> Value {
     json!({"id": id, "object": "event", "api_version": version, "created": created,
            "type": kind, "livemode": false, "pending_webhooks": 1,
            "request": {"id": null, "idempotency_key": null},
            "data": {"object": object}})
 }
 
-const CURRENT: &str = "2026-10-28.endive";
+pub(crate) const CURRENT: &str = "2026-10-28.endive";
 const OLD: &str = "2022-11-15";
 
 /// A subscription in the current shape (periods on the items).
-fn subscription(
+pub(crate) fn subscription(
     id: &str,
     customer: &str,
     status: &str,
@@ -515,13 +517,13 @@ fn subscription_old(current: &Value) -> Value {
 
 /// The permission check, once the server has followed every permission change committed so far
 /// (the tests write through a context of their own: another process, for the server's cache).
-async fn permissions_of(s: &TestServer, pk: &str, customid: &str) -> Vec<Value> {
+pub(crate) async fn permissions_of(s: &TestServer, pk: &str, customid: &str) -> Vec<Value> {
     followed(s).await;
     check_now(s, pk, customid).await
 }
 
 /// The permission check, at once.
-async fn check_now(s: &TestServer, pk: &str, customid: &str) -> Vec<Value> {
+pub(crate) async fn check_now(s: &TestServer, pk: &str, customid: &str) -> Vec<Value> {
     get_with(s, pk, &format!("/v1/permissions?customid={customid}"))
         .await
         .expect(200)["permissions"]
@@ -533,7 +535,7 @@ async fn check_now(s: &TestServer, pk: &str, customid: &str) -> Vec<Value> {
 /// Waits until the server's permission cache has heard of every permission change committed so
 /// far: on SQLite it has followed the change log to its end; on PostgreSQL it has heard a sync
 /// marker sent now (notifications arrive in commit order).
-async fn followed(s: &TestServer) {
+pub(crate) async fn followed(s: &TestServer) {
     let target: i64 = match s.db {
         Db::Sqlite => {
             let last: Option<i64> =
@@ -726,7 +728,7 @@ async fn subscription_events_grant_and_revoke(db: Db) {
 }
 
 /// A paid one-time Checkout Session of a guest (no customer) with its line items expanded.
-fn checkout(id: &str, customid: &str, pi: &str, created: i64) -> Value {
+pub(crate) fn checkout(id: &str, customid: &str, pi: &str, created: i64) -> Value {
     json!({
         "id": id, "object": "checkout.session", "mode": "payment", "status": "complete",
         "payment_status": "paid", "customer": null, "client_reference_id": customid,
@@ -739,7 +741,7 @@ fn checkout(id: &str, customid: &str, pi: &str, created: i64) -> Value {
     })
 }
 
-fn charge(id: &str, pi: &str, refunded: i64, disputed: bool) -> Value {
+pub(crate) fn charge(id: &str, pi: &str, refunded: i64, disputed: bool) -> Value {
     json!({
         "id": id, "object": "charge", "amount": 4900, "amount_captured": 4900,
         "amount_refunded": refunded, "captured": true, "customer": null,
@@ -1097,7 +1099,9 @@ async fn the_expiry_job_expires_at_period_end(db: Db) {
     let p = permissions_of(&s, &pk, "user-exp").await;
     assert_eq!(p[0]["is_valid"], false);
     assert_eq!(p[0]["entitlement"], -5);
-    assert_eq!(p[0]["expires_date"], Value::Null);
+    // Not held and no expiry: 0 (Glassfy's SDK refuses a null), `expires_at` null.
+    assert_eq!(p[0]["expires_date"], 0);
+    assert_eq!(p[0]["expires_at"], Value::Null);
     // No Stripe event came: the expiry job alone emitted `permission.expired`, after the
     // `permission.granted` and `customer.linked` of the subscription.
     for name in [

@@ -11,6 +11,7 @@ mod dashboard;
 mod entitlements;
 mod expiry;
 mod flows;
+mod grants;
 mod idempotency;
 mod outage;
 mod outbound;

@@ -1,0 +1,650 @@
+//! Entitlements for support desks and the business's own database (issue 26): manual grants,
+//! the history of every permission change, permissions at a past moment (`?at=`), the
+//! per-customer state version (`customer.state_changed`, `ETag`/304), Glassfy-parsable
+//! `expires_date`, and the dispute policies.
+
+use std::sync::Arc;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use tollgate_server::ApiContext;
+use tollgate_server::auth::KeyKind;
+use tollgate_server::clock::{Clock, ManualClock};
+use tollgate_server::entitlements::on_stripe_event;
+use tollgate_store::ConnectionRow;
+
+use crate::common::{Db, TestServer, assert_bad_field, assert_error, now_ms};
+use crate::entitlements::{
+    CURRENT, DAY, catalog, charge, checkout, event, followed, get_with, permissions_of,
+    subscription,
+};
+
+crate::both_dbs!(
+    grants_give_and_revoke_permissions,
+    grant_bodies_are_validated,
+    history_names_every_change_and_its_cause,
+    permissions_at_a_moment_follow_the_history_and_the_clock,
+    state_versions_etag_and_state_changed_events,
+    dispute_policy_opened_revokes_and_a_win_restores,
+);
+
+const NEVER: i64 = 253_402_300_799;
+
+/// A context on the test server's database whose clock the test moves (as another server
+/// process writing on the same database), and the sandbox connection.
+async fn clocked(s: &TestServer) -> (ApiContext, ConnectionRow, Arc<ManualClock>) {
+    let clock = ManualClock::new();
+    let ctx = tollgate_server::context(
+        s.config.clone(),
+        clock.clone(),
+        Some(format!("{}/sandbox/stripe", s.base)),
+    )
+    .await
+    .expect("context");
+    let conn = tollgate_store::connections::default_for(ctx.store.reader(), "default")
+        .await
+        .expect("connections")
+        .expect("the sandbox connection");
+    (ctx, conn, clock)
+}
+
+fn rfc(ms: i64) -> String {
+    tollgate_server::clock::rfc3339(ms)
+}
+
+async fn grant(s: &TestServer, customid: &str, body: Value) -> Value {
+    s.post(&format!("/v1/subscribers/{customid}/grants"), body)
+        .await
+        .expect(201)
+}
+
+async fn revoke(s: &TestServer, customid: &str, id: &str) -> crate::common::Resp {
+    s.send(s.request(
+        Method::DELETE,
+        &format!("/v1/subscribers/{customid}/grants/{id}"),
+    ))
+    .await
+}
+
+async fn grants_give_and_revoke_permissions(db: Db) {
+    let s = TestServer::start(db).await;
+    catalog(&s).await;
+    let pk = s.bound_key(KeyKind::Public, "default").await;
+    let until = now_ms() + 10 * DAY * 1000;
+    let g = grant(
+        &s,
+        "user-g",
+        json!({"permission": "premium", "expires_at": rfc(until), "reason": "support ticket 42"}),
+    )
+    .await;
+    assert_eq!(g["permission"], "premium");
+    assert_eq!(g["reason"], "support ticket 42");
+    assert_eq!(g["revoked_at"], Value::Null);
+    assert!(g["created_by"].as_str().unwrap().starts_with("key:"), "{g}");
+    assert!(
+        g["starts_at"].is_string() && g["expires_at"].is_string(),
+        "{g}"
+    );
+    let id = g["id"].as_str().unwrap().to_string();
+
+    let p = permissions_of(&s, &pk, "user-g").await;
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0]["is_valid"], true);
+    assert_eq!(p[0]["entitlement"], 2, "a grant's own code");
+    assert_eq!(p[0]["expires_date"], until / 1000);
+    assert_eq!(p[0]["skuarray"], json!([]));
+
+    // An open-ended grant beside it: never expires (Glassfy reads a far-future number).
+    let open = grant(
+        &s,
+        "user-g",
+        json!({"permission": "premium", "expires_at": null, "reason": "lifetime promo"}),
+    )
+    .await;
+    let p = permissions_of(&s, &pk, "user-g").await;
+    assert_eq!(p[0]["is_valid"], true);
+    assert_eq!(p[0]["expires_date"], NEVER);
+    assert_eq!(p[0]["expires_at"], Value::Null);
+
+    let list = s.get("/v1/subscribers/user-g/grants").await.expect(200);
+    assert_eq!(list["items"].as_array().unwrap().len(), 2, "{list}");
+
+    // Revoked: kept in the list with revoked_at; the permission goes with the last grant.
+    let r = revoke(&s, "user-g", &id).await.expect(200);
+    assert!(r["revoked_at"].is_string(), "{r}");
+    assert!(permissions_of(&s, &pk, "user-g").await[0]["is_valid"] == true);
+    let r2 = revoke(&s, "user-g", open["id"].as_str().unwrap())
+        .await
+        .expect(200);
+    assert!(r2["revoked_at"].is_string());
+    // Revoking again changes nothing.
+    let again = revoke(&s, "user-g", &id).await.expect(200);
+    assert_eq!(again["revoked_at"], r["revoked_at"]);
+    let p = permissions_of(&s, &pk, "user-g").await;
+    assert_eq!(p[0]["is_valid"], false);
+    assert_eq!(p[0]["entitlement"], -8);
+    // Revoked, and its last grant had an end: that end stays the expiry shown; with none the
+    // number is 0.
+    assert!(p[0]["expires_date"].is_i64(), "{p:?}");
+    let list = s.get("/v1/subscribers/user-g/grants").await.expect(200);
+    assert!(
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["revoked_at"].is_string())
+    );
+    assert_error(&revoke(&s, "user-g", "nope").await, 404, "not_found");
+    assert_error(&revoke(&s, "someone-else", &id).await, 404, "not_found");
+
+    // With a Stripe subscription: held by both, latest expiry, best code (5 over 2).
+    let (ctx, conn, _) = clocked(&s).await;
+    let now = now_ms() / 1000;
+    let sub = subscription(
+        "sub_G",
+        "cus_G",
+        "active",
+        "prod_monthly",
+        now,
+        now + 5 * DAY,
+    );
+    let mut sub = sub;
+    sub["metadata"]["customid"] = json!("user-h");
+    let ev = event("evt_g1", "customer.subscription.created", now, sub, CURRENT);
+    assert!(on_stripe_event(&ctx, &conn, &ev).await.expect("applied"));
+    let later = now_ms() + 20 * DAY * 1000;
+    grant(
+        &s,
+        "user-h",
+        json!({"permission": "premium", "expires_at": rfc(later), "reason": "goodwill"}),
+    )
+    .await;
+    let p = permissions_of(&s, &pk, "user-h").await;
+    assert_eq!(p[0]["is_valid"], true);
+    assert_eq!(p[0]["entitlement"], 5);
+    assert_eq!(p[0]["expires_date"], later / 1000);
+    assert_eq!(p[0]["skuarray"][0]["identifier"], "web_monthly");
+    // The subscriber view lists the grants too.
+    let sb = s.get("/v1/subscribers/user-h").await.expect(200);
+    assert_eq!(sb["grants"][0]["reason"], "goodwill", "{sb}");
+    // Only for secret keys.
+    let r = get_with(&s, &pk, "/v1/subscribers/user-h/grants").await;
+    assert_error(&r, 403, "forbidden");
+}
+
+async fn grant_bodies_are_validated(db: Db) {
+    let s = TestServer::start(db).await;
+    catalog(&s).await;
+    let path = "/v1/subscribers/user-v/grants";
+    let ok = json!({"permission": "premium", "reason": "x"});
+    let with = |k: &str, v: Value| {
+        let mut b = ok.clone();
+        b[k] = v;
+        b
+    };
+    assert_bad_field(
+        &s.post(path, with("colour", json!(1))).await,
+        "body",
+        "/colour",
+    );
+    assert_bad_field(
+        &s.post(path, with("permission", json!(5))).await,
+        "body",
+        "/permission",
+    );
+    assert_bad_field(
+        &s.post(path, with("reason", json!([]))).await,
+        "body",
+        "/reason",
+    );
+    assert_bad_field(
+        &s.post(path, with("reason", json!(" "))).await,
+        "body",
+        "/reason",
+    );
+    assert_bad_field(
+        &s.post(path, json!({"permission": "premium"})).await,
+        "body",
+        "/reason",
+    );
+    assert_bad_field(
+        &s.post(path, json!({"reason": "x"})).await,
+        "body",
+        "/permission",
+    );
+    assert_bad_field(
+        &s.post(path, with("permission", json!("gold"))).await,
+        "body",
+        "/permission",
+    );
+    assert_bad_field(
+        &s.post(path, with("expires_at", json!("tomorrow"))).await,
+        "body",
+        "/expires_at",
+    );
+    assert_bad_field(
+        &s.post(path, with("expires_at", json!(12))).await,
+        "body",
+        "/expires_at",
+    );
+    assert_bad_field(
+        &s.post(path, with("expires_at", json!(rfc(now_ms() - 1000))))
+            .await,
+        "body",
+        "/expires_at",
+    );
+    let pk = s.bound_key(KeyKind::Public, "default").await;
+    let r = s
+        .send(s.http.post(s.url(path)).bearer_auth(&pk).json(&ok))
+        .await;
+    assert_error(&r, 403, "forbidden");
+    // Nothing was granted.
+    let list = s.get(path).await.expect(200);
+    assert_eq!(list["items"], json!([]));
+}
+
+async fn history(s: &TestServer, customid: &str, query: &str) -> Value {
+    s.get(&format!("/v1/subscribers/{customid}/history{query}"))
+        .await
+        .expect(200)
+}
+
+async fn history_names_every_change_and_its_cause(db: Db) {
+    let s = TestServer::start(db).await;
+    catalog(&s).await;
+    let (ctx, conn, _) = clocked(&s).await;
+    let now = now_ms() / 1000;
+    let sub = subscription(
+        "sub_H",
+        "cus_H",
+        "active",
+        "prod_monthly",
+        now,
+        now + 30 * DAY,
+    );
+    let ev = event(
+        "evt_h1",
+        "customer.subscription.created",
+        now,
+        sub.clone(),
+        CURRENT,
+    );
+    on_stripe_event(&ctx, &conn, &ev).await.expect("applied");
+    let mut canceled = sub;
+    canceled["status"] = json!("canceled");
+    canceled["ended_at"] = json!(now + 1);
+    let ev2 = event(
+        "evt_h2",
+        "customer.subscription.deleted",
+        now + 1,
+        canceled,
+        CURRENT,
+    );
+    on_stripe_event(&ctx, &conn, &ev2).await.expect("applied");
+    let g = grant(
+        &s,
+        "user-sub",
+        json!({"permission": "premium", "reason": "sorry"}),
+    )
+    .await;
+    // The catalogue drops the permission: it leaves the answer.
+    s.send(s.request(Method::DELETE, "/v1/permissions/definitions/premium"))
+        .await;
+
+    let h = history(&s, "user-sub", "").await;
+    let items = h["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 4, "{h}");
+    // Newest first.
+    assert_eq!(items[0]["removed"], true);
+    assert_eq!(items[0]["cause"]["type"], "catalogue");
+    assert_eq!(items[1]["is_valid"], true);
+    assert_eq!(items[1]["entitlement"], 2);
+    assert_eq!(
+        items[1]["cause"],
+        json!({"type": "grant", "grant_id": g["id"], "action": "granted"})
+    );
+    assert_eq!(items[2]["is_valid"], false);
+    assert_eq!(items[2]["entitlement"], -5);
+    assert_eq!(items[2]["cause"]["event_id"], "evt_h2");
+    assert_eq!(
+        items[2]["cause"]["event_type"],
+        "customer.subscription.deleted"
+    );
+    assert_eq!(items[3]["is_valid"], true);
+    assert_eq!(items[3]["entitlement"], 5);
+    assert_eq!(items[3]["cause"]["type"], "stripe_event");
+    assert_eq!(items[3]["cause"]["event_id"], "evt_h1");
+    assert!(items[3]["expires_at"].is_string());
+    for (i, it) in items.iter().enumerate() {
+        assert_eq!(it["permission"], "premium");
+        if i > 0 {
+            assert!(
+                it["version"].as_i64() < items[i - 1]["version"].as_i64(),
+                "{h}"
+            );
+        }
+    }
+    // Cursor paging: two pages of two, the same entries in the same order.
+    let p1 = history(&s, "user-sub", "?limit=2").await;
+    let next = p1["next_cursor"].as_str().expect("a next page").to_string();
+    let p2 = history(&s, "user-sub", &format!("?limit=2&cursor={next}")).await;
+    assert_eq!(p2["next_cursor"], Value::Null);
+    let paged: Vec<Value> = p1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(p2["items"].as_array().unwrap())
+        .cloned()
+        .collect();
+    assert_eq!(paged, items);
+    assert_bad_field(
+        &s.get("/v1/subscribers/user-sub/history?cursor=zzz").await,
+        "query",
+        "/cursor",
+    );
+    assert_bad_field(
+        &s.get("/v1/subscribers/user-sub/history?colour=1").await,
+        "query",
+        "/colour",
+    );
+    // Another customer's history is empty.
+    assert_eq!(history(&s, "nobody", "").await["items"], json!([]));
+}
+
+async fn at(s: &TestServer, customid: &str, ms: i64) -> Vec<Value> {
+    let t = rfc(ms).replace('+', "%2B");
+    s.get(&format!("/v1/permissions?customid={customid}&at={t}"))
+        .await
+        .expect(200)["permissions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn permissions_at_a_moment_follow_the_history_and_the_clock(db: Db) {
+    let s = TestServer::start(db).await;
+    catalog(&s).await;
+    let (ctx, conn, clock) = clocked(&s).await;
+    let t0 = clock.now_ms();
+    // A grant of one hour (given through the same code path as the API, on the test's clock).
+    let g = tollgate_server::api::entitlements::grant(
+        &ctx,
+        "default",
+        "user-t",
+        serde_json::from_value(json!({"permission": "premium", "reason": "trial",
+            "expires_at": rfc(t0 + 3_600_000)}))
+        .expect("body"),
+        "key:test".into(),
+    )
+    .await
+    .expect("granted");
+    // Two hours later, with no event: the grant expired by the clock.
+    clock.advance_ms(2 * 3_600_000);
+    let t1 = clock.now_ms();
+    // Then a one-time purchase (an event at t1).
+    let cs = checkout("cs_T", "user-t", "pi_T", t1 / 1000);
+    on_stripe_event(
+        &ctx,
+        &conn,
+        &event(
+            "evt_t1",
+            "checkout.session.completed",
+            t1 / 1000,
+            cs,
+            CURRENT,
+        ),
+    )
+    .await
+    .expect("applied");
+    clock.advance_ms(60_000);
+    // And a full refund.
+    let t2 = clock.now_ms();
+    on_stripe_event(
+        &ctx,
+        &conn,
+        &event(
+            "evt_t2",
+            "charge.refunded",
+            t2 / 1000,
+            charge("ch_T", "pi_T", 4900, false),
+            CURRENT,
+        ),
+    )
+    .await
+    .expect("applied");
+
+    assert!(
+        at(&s, "user-t", t0 - 1000).await.is_empty(),
+        "before anything"
+    );
+    let p = at(&s, "user-t", t0 + 1000).await;
+    assert_eq!(p[0]["is_valid"], true);
+    assert_eq!(p[0]["entitlement"], 2);
+    // Lapsed by the clock, no event: the check answered it expired from its end on.
+    let p = at(&s, "user-t", (t0 + 3_600_000) / 1000 * 1000).await;
+    assert_eq!(p[0]["is_valid"], false);
+    assert_eq!(p[0]["entitlement"], -5);
+    let p = at(&s, "user-t", t1 - 1).await;
+    assert_eq!(p[0]["is_valid"], false);
+    let p = at(&s, "user-t", t1).await;
+    assert_eq!(p[0]["is_valid"], true);
+    assert_eq!(p[0]["entitlement"], 3);
+    assert_eq!(p[0]["expires_date"], NEVER);
+    let p = at(&s, "user-t", t2 + 1).await;
+    assert_eq!(p[0]["is_valid"], false);
+    assert_eq!(p[0]["entitlement"], -8);
+    assert_eq!(p[0]["expires_date"], 0);
+    // The present moment agrees with the check.
+    followed(&s).await;
+    let now = s.get("/v1/permissions?customid=user-t").await.expect(200)["permissions"].clone();
+    assert_eq!(json!(at(&s, "user-t", t2 + 5).await), now);
+    // The lapse is in the history once a re-evaluation has seen it, at the moment it lapsed.
+    let h = history(&s, "user-t", "").await;
+    let lapse = h["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["cause"]["type"] == "clock")
+        .cloned()
+        .unwrap_or_else(|| panic!("no lapse by the clock: {h}"));
+    // Grants end in whole seconds.
+    let end = (t0 + 3_600_000) / 1000 * 1000;
+    assert_eq!(lapse["at"], rfc(end));
+    assert_eq!(lapse["entitlement"], -5);
+    let _ = g;
+
+    // Secret keys only; the moment must be a date-time.
+    let pk = s.bound_key(KeyKind::Public, "default").await;
+    let r = get_with(
+        &s,
+        &pk,
+        "/v1/permissions?customid=user-t&at=2026-01-01T00:00:00Z",
+    )
+    .await;
+    assert_error(&r, 403, "forbidden");
+    assert_bad_field(
+        &s.get("/v1/permissions?customid=user-t&at=yesterday").await,
+        "query",
+        "/at",
+    );
+}
+
+/// The `customer.state_changed` payloads enqueued so far for `customid`, oldest first.
+async fn state_events(s: &TestServer, customid: &str) -> Vec<Value> {
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT payload FROM webhook_deliveries WHERE event_name = 'customer.state_changed'
+         ORDER BY created_at, id",
+    )
+    .fetch_all(&s.pool)
+    .await
+    .expect("deliveries");
+    rows.iter()
+        .map(|p| serde_json::from_str::<Value>(p).expect("payload")["target"].clone())
+        .filter(|t| t["customid"] == customid)
+        .collect()
+}
+
+async fn state_versions_etag_and_state_changed_events(db: Db) {
+    let s = TestServer::start_with(db, |c| {
+        c.allow_private_webhook_targets = true;
+    })
+    .await;
+    catalog(&s).await;
+    s.post(
+        "/webhook-subscriptions",
+        json!({"url": "http://127.0.0.1:9/hook", "events": ["customer.state_changed"]}),
+    )
+    .await
+    .expect(201);
+    let pk = s.bound_key(KeyKind::Public, "default").await;
+    let check = |tag: Option<String>| {
+        let mut rb = s
+            .http
+            .get(s.url("/v1/permissions?customid=user-e"))
+            .bearer_auth(&pk);
+        if let Some(t) = tag {
+            rb = rb.header("if-none-match", t);
+        }
+        s.send(rb)
+    };
+    let empty = check(None).await;
+    assert_eq!(empty.status, 200);
+    assert_eq!(empty.header("etag"), Some("\"0\""));
+    let g = grant(
+        &s,
+        "user-e",
+        json!({"permission": "premium", "reason": "a"}),
+    )
+    .await;
+    let r = check(None).await;
+    assert_eq!(r.status, 200);
+    let tag = r.header("etag").expect("etag").to_string();
+    assert_eq!(tag, "\"1\"");
+    let same = check(Some(tag.clone())).await;
+    assert_eq!(same.status, 304, "{}", same.text);
+    assert_eq!(same.text, "");
+    assert_eq!(same.header("etag"), Some(tag.as_str()));
+    assert_eq!(check(Some(format!("W/{tag}"))).await.status, 304);
+    grant(
+        &s,
+        "user-e",
+        json!({"permission": "premium", "reason": "b",
+        "expires_at": rfc(now_ms() + 3_600_000)}),
+    )
+    .await;
+    revoke(&s, "user-e", g["id"].as_str().unwrap())
+        .await
+        .expect(200);
+    let r = check(Some(tag.clone())).await;
+    assert_eq!(r.status, 200, "a new version answers in full");
+    // The second grant changed nothing the check shows (the first has no end): no version.
+    assert_eq!(r.header("etag"), Some("\"2\""));
+    let last = r.body["permissions"].clone();
+
+    let events = state_events(&s, "user-e").await;
+    let versions: Vec<i64> = events
+        .iter()
+        .map(|e| e["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(events[0]["type"], "customer-state");
+    assert_eq!(events.last().unwrap()["permissions"], last);
+}
+
+async fn dispute_policy_opened_revokes_and_a_win_restores(db: Db) {
+    let s = TestServer::start(db).await;
+    catalog(&s).await;
+    let pk = s.bound_key(KeyKind::Public, "default").await;
+    let r = s
+        .send(
+            s.request(Method::PATCH, "/v1/entitlements/settings")
+                .json(&json!({"revoke_on_dispute": "sometimes"})),
+        )
+        .await;
+    assert_bad_field(&r, "body", "/revoke_on_dispute");
+    let r = s
+        .send(
+            s.request(Method::PATCH, "/v1/entitlements/settings")
+                .json(&json!({"revoke_on_dispute": "opened", "revoke_on_fraud_warning": true})),
+        )
+        .await
+        .expect(200);
+    assert_eq!(r["revoke_on_dispute"], "opened");
+    assert_eq!(r["revoke_on_fraud_warning"], true);
+    let (ctx, conn, _) = clocked(&s).await;
+    let t = now_ms() / 1000;
+    let feed = |id: &str, kind: &str, at: i64, obj: Value| event(id, kind, at, obj, CURRENT);
+    let dispute = |status: &str| {
+        json!({"id": "dp_D", "object": "dispute", "charge": "ch_D", "payment_intent": "pi_D",
+               "amount": 4900, "status": status, "livemode": false})
+    };
+    for ev in [
+        feed(
+            "evt_d1",
+            "checkout.session.completed",
+            t,
+            checkout("cs_D", "user-d", "pi_D", t),
+        ),
+        feed(
+            "evt_d2",
+            "charge.succeeded",
+            t,
+            charge("ch_D", "pi_D", 0, false),
+        ),
+    ] {
+        on_stripe_event(&ctx, &conn, &ev).await.expect("applied");
+    }
+    assert_eq!(permissions_of(&s, &pk, "user-d").await[0]["is_valid"], true);
+    on_stripe_event(
+        &ctx,
+        &conn,
+        &feed(
+            "evt_d3",
+            "charge.dispute.created",
+            t + 1,
+            dispute("needs_response"),
+        ),
+    )
+    .await
+    .expect("applied");
+    let p = permissions_of(&s, &pk, "user-d").await;
+    assert_eq!(p[0]["is_valid"], false, "revoked when the dispute opens");
+    assert_eq!(p[0]["entitlement"], -8);
+    assert_eq!(p[0]["expires_date"], 0);
+    on_stripe_event(
+        &ctx,
+        &conn,
+        &feed(
+            "evt_d4",
+            "charge.dispute.funds_reinstated",
+            t + 2,
+            dispute("won"),
+        ),
+    )
+    .await
+    .expect("applied");
+    let p = permissions_of(&s, &pk, "user-d").await;
+    assert_eq!(p[0]["is_valid"], true, "restored when won");
+    // An early fraud warning on the same charge, under revoke_on_fraud_warning.
+    on_stripe_event(
+        &ctx,
+        &conn,
+        &feed(
+            "evt_d5",
+            "radar.early_fraud_warning.created",
+            t + 3,
+            json!({"id": "issfr_D", "object": "radar.early_fraud_warning", "actionable": true,
+                   "charge": "ch_D", "payment_intent": "pi_D", "fraud_type": "misc",
+                   "livemode": false}),
+        ),
+    )
+    .await
+    .expect("applied");
+    let p = permissions_of(&s, &pk, "user-d").await;
+    assert_eq!(p[0]["is_valid"], false, "revoked by the fraud warning");
+    let h = history(&s, "user-d", "?limit=1").await;
+    assert_eq!(
+        h["items"][0]["cause"]["event_type"],
+        "radar.early_fraud_warning.created"
+    );
+}
