@@ -98,6 +98,9 @@ pub struct Config {
     /// times as many) is locked out for `dashboard_lockout_secs`.
     pub dashboard_max_failures: u32,
     pub dashboard_lockout_secs: u64,
+    /// Dashboard password checks computed at once (each argon2 check holds 19 MiB); further
+    /// logins wait their turn. At least 1.
+    pub dashboard_hash_concurrency: usize,
     /// The master key (64 hex digits or base64 of 32 bytes) for embedders and tests that pass
     /// it in code; wins over `TOLLGATE_MASTER_KEY`. Never read from a configuration file
     /// (secrets come from the environment, stdin or a key file, SPEC §2).
@@ -151,6 +154,7 @@ impl Default for Config {
             dashboard_session_secs: 12 * 3600,
             dashboard_max_failures: 5,
             dashboard_lockout_secs: 900,
+            dashboard_hash_concurrency: 2,
             master_key: None,
         }
     }

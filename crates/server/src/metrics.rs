@@ -16,6 +16,11 @@ pub struct Metrics {
     /// Stripe events stored in the inbox, and duplicates answered without storing.
     pub webhooks_received: AtomicU64,
     pub webhooks_duplicate: AtomicU64,
+    /// Dashboard passwords checked (argon2 runs, known usernames or not).
+    pub password_checks: AtomicU64,
+    /// Dashboard password checks running now, and the most ever running at once.
+    pub password_checks_running: AtomicU64,
+    pub password_checks_running_max: AtomicU64,
 }
 
 impl Metrics {
@@ -88,6 +93,24 @@ impl Metrics {
                 ("kind=\"new\"", load(&self.webhooks_received)),
                 ("kind=\"duplicate\"", load(&self.webhooks_duplicate)),
             ],
+        );
+        family(
+            &mut out,
+            ("tollgate_dashboard_password_checks_total", "counter"),
+            "Dashboard login passwords checked.",
+            &[("", load(&self.password_checks))],
+        );
+        family(
+            &mut out,
+            ("tollgate_dashboard_password_checks_running", "gauge"),
+            "Dashboard password checks running now.",
+            &[("", load(&self.password_checks_running))],
+        );
+        family(
+            &mut out,
+            ("tollgate_dashboard_password_checks_running_max", "gauge"),
+            "The most dashboard password checks that ever ran at once (bounded by dashboard_hash_concurrency).",
+            &[("", load(&self.password_checks_running_max))],
         );
         out
     }

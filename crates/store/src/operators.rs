@@ -126,28 +126,35 @@ pub async fn list<'c, E: Executor<'c, Database = Any>>(db: E) -> Result<Vec<Oper
     rows.iter().map(OperatorRow::from_row).collect()
 }
 
-/// Counts a failed login of the operator; from the `max`-th consecutive one the account is
-/// locked until `lock_until`.
-pub async fn record_failure<'c, E: Executor<'c, Database = Any>>(
+/// Counts a login attempt of the operator before its password is checked, in one statement, so
+/// that simultaneous attempts each count and none slips past the limit. The attempt is refused
+/// (`None`) while the operator is locked; the `max`-th consecutive attempt locks the operator
+/// until `lock_until` (a successful one then lifts it with [`reset_failures`]). Returns the
+/// attempt's number among the consecutive ones.
+pub async fn reserve_attempt<'c, E: Executor<'c, Database = Any>>(
     db: E,
     id: &str,
     max: i64,
     lock_until: i64,
     now: i64,
-) -> Result<()> {
-    sqlx::query(
+) -> Result<Option<i64>> {
+    let row = sqlx::query(
         "UPDATE operators SET failed_logins = failed_logins + 1,
              locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3 ELSE locked_until END,
              updated_at = $4
-         WHERE id = $1",
+         WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $4)
+         RETURNING failed_logins",
     )
     .bind(id)
     .bind(max)
     .bind(lock_until)
     .bind(now)
-    .execute(db)
+    .fetch_optional(db)
     .await?;
-    Ok(())
+    match row {
+        Some(r) => Ok(Some(r.try_get("failed_logins")?)),
+        None => Ok(None),
+    }
 }
 
 pub async fn reset_failures<'c, E: Executor<'c, Database = Any>>(
@@ -186,23 +193,59 @@ pub async fn address_failures<'c, E: Executor<'c, Database = Any>>(
     }
 }
 
-/// Stores the failure count of an address (the caller computes window and lock).
-pub async fn put_address_failures<'c, E: Executor<'c, Database = Any>>(
+/// Counts a login attempt from `address` before its password is checked, in one statement (so
+/// that simultaneous attempts each count: no read-modify-write to lose updates). A window of
+/// `window_ms` starts at the first attempt; the `max`-th attempt within it locks the address
+/// for `window_ms`, and attempts go on being counted while it is locked. Returns the attempt's
+/// number in its window: above `max`, the attempt must be refused.
+pub async fn count_address_attempt<'c, E: Executor<'c, Database = Any>>(
     db: E,
     address: &str,
-    failures: i64,
-    window_start: i64,
-    locked_until: Option<i64>,
+    now: i64,
+    window_ms: i64,
+    max: i64,
+) -> Result<i64> {
+    // `fresh`: the window is over and no lock holds, so this attempt starts a new window.
+    const FRESH: &str = "(login_failures.window_start + $3 <= $2
+        AND (login_failures.locked_until IS NULL OR login_failures.locked_until <= $2))";
+    let sql = format!(
+        "INSERT INTO login_failures (address, failures, window_start, locked_until)
+         VALUES ($1, 1, $2, CASE WHEN 1 >= $4 THEN $2 + $3 ELSE NULL END)
+         ON CONFLICT (address) DO UPDATE SET
+             failures = CASE WHEN {FRESH} THEN 1 ELSE login_failures.failures + 1 END,
+             window_start = CASE WHEN {FRESH} THEN $2 ELSE login_failures.window_start END,
+             locked_until = CASE
+                 WHEN {FRESH} THEN CASE WHEN 1 >= $4 THEN $2 + $3 ELSE NULL END
+                 WHEN login_failures.locked_until > $2 THEN login_failures.locked_until
+                 WHEN login_failures.failures + 1 >= $4 THEN $2 + $3
+                 ELSE login_failures.locked_until END
+         RETURNING failures"
+    );
+    // Built from constants only.
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(address)
+        .bind(now)
+        .bind(window_ms)
+        .bind(max)
+        .fetch_one(db)
+        .await?;
+    Ok(row.try_get("failures")?)
+}
+
+/// Takes back an attempt counted by [`count_address_attempt`] that turned out to be a successful
+/// login (only failures count against an address); a lock that only it caused is lifted.
+pub async fn forgive_address_attempt<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    address: &str,
+    max: i64,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO login_failures (address, failures, window_start, locked_until)
-         VALUES ($1, $2, $3, $4)
-         ON CONFLICT (address) DO UPDATE SET failures = $2, window_start = $3, locked_until = $4",
+        "UPDATE login_failures SET failures = failures - 1,
+             locked_until = CASE WHEN failures - 1 >= $2 THEN locked_until ELSE NULL END
+         WHERE address = $1 AND failures > 0",
     )
     .bind(address)
-    .bind(failures)
-    .bind(window_start)
-    .bind(locked_until)
+    .bind(max)
     .execute(db)
     .await?;
     Ok(())

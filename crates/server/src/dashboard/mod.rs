@@ -95,7 +95,11 @@ pub fn router(ctx: &ApiContext) -> Router<ApiContext> {
     Router::new()
         .route(
             "/dashboard/login",
-            get(session::login_page).post(session::login),
+            get(session::login_page)
+                .post(session::login)
+                .layer(axum::Extension(session::PasswordChecks::new(
+                    ctx.config.dashboard_hash_concurrency,
+                ))),
         )
         .route(
             "/dashboard/assets/dashboard.css",

@@ -10,7 +10,8 @@
 //!   login form, which has no session yet, uses a double-submit cookie.
 //! - Throttling: `dashboard_max_failures` consecutive failures lock the operator for
 //!   `dashboard_lockout_secs`; four times as many from one client address within that time
-//!   lock the address.
+//!   lock the address. Attempts are counted atomically before the password is checked, and at
+//!   most `dashboard_hash_concurrency` checks run at once ([`PasswordChecks`]).
 
 use std::net::SocketAddr;
 
@@ -348,26 +349,43 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-/// Client-address throttle: (refused now, the stored row to update on failure).
-async fn address_locked(ctx: &ApiContext, address: &str, now: i64) -> bool {
-    matches!(
-        operators::address_failures(ctx.store.reader(), address).await,
-        Ok(Some((_, _, Some(until)))) if until > now
-    )
-}
+/// The bound on dashboard password checks running at once: each argon2 check holds 19 MiB, so
+/// a burst of logins must wait in line rather than each take its own memory and thread.
+#[derive(Clone)]
+pub struct PasswordChecks(std::sync::Arc<tokio::sync::Semaphore>);
 
-async fn count_address_failure(ctx: &ApiContext, address: &str, now: i64) {
-    let window = (ctx.config.dashboard_lockout_secs as i64).saturating_mul(1000);
-    let max = i64::from(ctx.config.dashboard_max_failures).saturating_mul(4);
-    let (failures, start) = match operators::address_failures(ctx.store.reader(), address).await {
-        Ok(Some((f, start, _))) if now - start < window => (f + 1, start),
-        _ => (1, now),
-    };
-    let lock = (failures >= max).then_some(now + window);
-    if let Err(e) =
-        operators::put_address_failures(ctx.store.writer(), address, failures, start, lock).await
-    {
-        tracing::warn!(error = %e, "recording a failed dashboard login");
+impl PasswordChecks {
+    /// At most `concurrency` (at least 1) checks at once.
+    pub fn new(concurrency: usize) -> Self {
+        Self(std::sync::Arc::new(tokio::sync::Semaphore::new(
+            concurrency.max(1),
+        )))
+    }
+
+    /// Checks `password` against `hash` (the dummy hash for an unknown username) on a blocking
+    /// thread once a slot is free; false if it does not match or could not be checked.
+    async fn verify(&self, ctx: &ApiContext, hash: Option<String>, password: String) -> bool {
+        let Ok(permit) = self.0.clone().acquire_owned().await else {
+            return false;
+        };
+        let metrics = ctx.metrics.clone();
+        // The permit goes with the work: a client that hangs up does not free its slot while
+        // its hash is still being computed.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            use std::sync::atomic::Ordering::Relaxed;
+            let running = metrics.password_checks_running.fetch_add(1, Relaxed) + 1;
+            metrics
+                .password_checks_running_max
+                .fetch_max(running, Relaxed);
+            metrics.password_checks.fetch_add(1, Relaxed);
+            let hash = hash.as_deref().unwrap_or_else(|| dummy_hash());
+            let ok = verify_password(hash, &password);
+            metrics.password_checks_running.fetch_sub(1, Relaxed);
+            ok
+        })
+        .await
+        .unwrap_or(false)
     }
 }
 
@@ -378,9 +396,23 @@ fn dummy_hash() -> &'static str {
     H.get_or_init(|| hash_password("tollgate-dummy-password").unwrap_or_default())
 }
 
+fn login_unavailable() -> Response {
+    super::pages::message(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Login unavailable",
+        "The login could not be checked. Please try again.",
+    )
+}
+
 /// `POST /dashboard/login`.
+///
+/// Every attempt is counted (for its client address, and for the operator when the username
+/// exists) in one database statement each, before the password is checked: simultaneous
+/// attempts cannot all pass the limit, and no update is lost. A successful login takes its
+/// counts back.
 pub async fn login(
     State(ctx): State<ApiContext>,
+    axum::Extension(checks): axum::Extension<PasswordChecks>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     axum::Form(form): axum::Form<LoginForm>,
@@ -398,61 +430,49 @@ pub async fn login(
     }
     let now = ctx.now();
     let address = peer.ip().to_string();
-    let locked_msg = "Too many failed logins. Try again later.";
-    if address_locked(&ctx, &address, now).await {
-        return login_form(
-            &ctx,
+    let window = (ctx.config.dashboard_lockout_secs as i64).saturating_mul(1000);
+    let max = i64::from(ctx.config.dashboard_max_failures);
+    let address_max = max.saturating_mul(4);
+    let too_many = |ctx: &ApiContext| {
+        login_form(
+            ctx,
             &headers,
             next,
             StatusCode::TOO_MANY_REQUESTS,
-            Some(locked_msg),
-        );
+            Some("Too many failed logins. Try again later."),
+        )
+    };
+    match operators::count_address_attempt(ctx.store.writer(), &address, now, window, address_max)
+        .await
+    {
+        Ok(n) if n > address_max => return too_many(&ctx),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "counting a dashboard login attempt");
+            return login_unavailable();
+        }
     }
     let operator = match operators::by_username(ctx.store.reader(), form.username.trim()).await {
         Ok(o) => o,
         Err(e) => {
             tracing::error!(error = %e, "reading operators");
-            return super::pages::message(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Login unavailable",
-                "The login could not be checked. Please try again.",
-            );
+            return login_unavailable();
         }
     };
-    if let Some(op) = &operator
-        && op.locked_until.is_some_and(|t| t > now)
-    {
-        count_address_failure(&ctx, &address, now).await;
-        return login_form(
-            &ctx,
-            &headers,
-            next,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(locked_msg),
-        );
-    }
-    let hash = operator
-        .as_ref()
-        .map(|o| o.password_hash.clone())
-        .unwrap_or_else(|| dummy_hash().to_string());
-    let password = form.password;
-    let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
-        .await
-        .unwrap_or(false);
-    let Some(op) = operator.filter(|_| ok) else {
-        count_address_failure(&ctx, &address, now).await;
-        if let Some(op) = operators::by_username(ctx.store.reader(), form.username.trim())
-            .await
-            .ok()
-            .flatten()
-        {
-            let lock = now + (ctx.config.dashboard_lockout_secs as i64).saturating_mul(1000);
-            let max = i64::from(ctx.config.dashboard_max_failures);
-            if let Err(e) =
-                operators::record_failure(ctx.store.writer(), &op.id, max, lock, now).await
-            {
-                tracing::warn!(error = %e, "recording a failed dashboard login");
+    if let Some(op) = &operator {
+        match operators::reserve_attempt(ctx.store.writer(), &op.id, max, now + window, now).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return too_many(&ctx),
+            Err(e) => {
+                tracing::error!(error = %e, "counting a dashboard login attempt");
+                return login_unavailable();
             }
+        }
+    }
+    let hash = operator.as_ref().map(|o| o.password_hash.clone());
+    let ok = checks.verify(&ctx, hash, form.password).await;
+    let Some(op) = operator.as_ref().filter(|_| ok) else {
+        if let Some(op) = &operator {
             tracing::info!(operator = %op.username, "dashboard login failed");
         }
         return login_form(
@@ -463,6 +483,11 @@ pub async fn login(
             Some("Wrong username or password."),
         );
     };
+    if let Err(e) =
+        operators::forgive_address_attempt(ctx.store.writer(), &address, address_max).await
+    {
+        tracing::warn!(error = %e, "taking back a successful login's attempt");
+    }
     // Success: a brand-new session id (any session the browser had is ended: rotation).
     let secure = over_tls(&ctx, &headers);
     if let Some(old) = cookie(&headers, SESSION_COOKIE) {
@@ -470,7 +495,9 @@ pub async fn login(
     }
     let idle_ms = (ctx.config.dashboard_idle_secs as i64).saturating_mul(1000);
     let _ = operators::prune_sessions(ctx.store.writer(), now, idle_ms).await;
-    let _ = operators::reset_failures(ctx.store.writer(), &op.id, now).await;
+    if let Err(e) = operators::reset_failures(ctx.store.writer(), &op.id, now).await {
+        tracing::warn!(error = %e, "resetting an operator's failed logins");
+    }
     let id = random_token();
     let row = SessionRow {
         id_hash: session_hash(&id),
@@ -483,7 +510,7 @@ pub async fn login(
     if let Err(e) = operators::insert_session(ctx.store.writer(), &row).await {
         tracing::error!(error = %e, "storing a dashboard session");
         return super::pages::message(
-            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::SERVICE_UNAVAILABLE,
             "Login unavailable",
             "The session could not be stored. Please try again.",
         );

@@ -22,6 +22,8 @@ crate::both_dbs!(
     webhook_payloads_render_inert,
     repeated_failures_lock_the_operator,
     failures_from_one_address_lock_the_address,
+    simultaneous_wrong_passwords_are_counted_before_any_check,
+    password_checks_run_a_few_at_a_time,
     every_page_renders_and_the_account_switches,
     the_cookie_is_secure_behind_a_trusted_proxy,
     actions_go_through_the_api,
@@ -525,6 +527,136 @@ async fn failures_from_one_address_lock_the_address(db: Db) {
     let r = try_login(&s, PASSWORD, None).await;
     assert_eq!(r.status, 429, "{}", r.text);
     assert!(cookie_value(&r, "tg_session").is_none());
+}
+
+/// Sends `n` login forms at once (each in its own task, released together); returns the
+/// answers' statuses. `user(i)` is the username of the `i`-th.
+async fn simultaneous_logins(
+    s: &TestServer,
+    n: usize,
+    user: impl Fn(usize) -> String,
+    password: &str,
+) -> Vec<u16> {
+    let page = get_with(s, "/dashboard/login", None).await;
+    let token = cookie_value(&page, "tg_login_csrf").unwrap();
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(n));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let form = [
+            ("username", user(i)),
+            ("password", password.to_string()),
+            ("csrf", token.clone()),
+        ];
+        let rb = s
+            .http
+            .post(s.url("/dashboard/login"))
+            .header("cookie", format!("tg_login_csrf={token}"))
+            .form(&form);
+        let start = start.clone();
+        tasks.spawn(async move {
+            start.wait().await;
+            rb.send().await.map(|r| r.status().as_u16())
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        statuses.push(done.unwrap().unwrap());
+    }
+    statuses
+}
+
+/// A sample without labels of the server's `/metrics`.
+async fn metric(s: &TestServer, name: &str) -> i64 {
+    let text = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The failed attempts counted for the test client's address.
+async fn address_attempts(s: &TestServer) -> (i64, Option<i64>) {
+    let (n, _, locked) = tollgate_store::operators::address_failures(&s.pool, "127.0.0.1")
+        .await
+        .unwrap()
+        .expect("a row for 127.0.0.1");
+    (n, locked)
+}
+
+async fn simultaneous_wrong_passwords_are_counted_before_any_check(db: Db) {
+    // Five per operator (twenty per address).
+    let s = TestServer::start_with(db, |c| {
+        c.dashboard_max_failures = 5;
+        c.dashboard_lockout_secs = 600;
+    })
+    .await;
+    operator(&s).await;
+    let statuses = simultaneous_logins(&s, 24, |_| USER.to_string(), "wrong password!").await;
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((checked, refused), (5, 19), "{statuses:?}");
+    // Exactly the limit were checked: the others were refused before their hash was computed.
+    assert_eq!(
+        metric(&s, "tollgate_dashboard_password_checks_total").await,
+        5
+    );
+    // Every attempt counted once: none lost to another written at the same time.
+    let (failed, locked): (i64, Option<i64>) =
+        sqlx::query_as("SELECT failed_logins, locked_until FROM operators WHERE username = $1")
+            .bind(USER)
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+    assert_eq!(failed, 5);
+    assert!(locked.is_some_and(|t| t > now_ms()));
+    let (attempts, address_lock) = address_attempts(&s).await;
+    assert_eq!(attempts, 24);
+    assert!(address_lock.is_some_and(|t| t > now_ms()));
+    // Locked: the right password is refused too, and costs no check.
+    let r = try_login(&s, PASSWORD, None).await;
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert_eq!(
+        metric(&s, "tollgate_dashboard_password_checks_total").await,
+        5
+    );
+}
+
+async fn password_checks_run_a_few_at_a_time(db: Db) {
+    let s = TestServer::start_with(db, |c| {
+        c.dashboard_max_failures = 100;
+        c.dashboard_hash_concurrency = 2;
+    })
+    .await;
+    operator(&s).await;
+    // Twelve unknown usernames at once: each is checked (against the stand-in hash), at most
+    // two at a time, and each counts against the address exactly once.
+    let statuses = simultaneous_logins(&s, 12, |i| format!("guess{i}"), "x").await;
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(
+        metric(&s, "tollgate_dashboard_password_checks_total").await,
+        12
+    );
+    let most = metric(&s, "tollgate_dashboard_password_checks_running_max").await;
+    assert!((1..=2).contains(&most), "{most} checks ran at once");
+    assert_eq!(
+        metric(&s, "tollgate_dashboard_password_checks_running").await,
+        0
+    );
+    assert_eq!(address_attempts(&s).await, (12, None));
+    // A successful login takes its own attempt back (only failures count against an address).
+    login(&s).await;
+    assert_eq!(address_attempts(&s).await, (12, None));
 }
 
 async fn every_page_renders_and_the_account_switches(db: Db) {
