@@ -7,8 +7,6 @@ import assert from 'node:assert/strict';
 import { startServer, startMerchant, browser, fillCard, shot } from './harness.mjs';
 
 let server, merchant, chrome, stripeBase;
-// Without --strict-keys the sandbox accepts any well-formed test key as its account.
-const SK = 'sk_test_browsercheckout0000000000';
 
 before(async () => {
   server = await startServer();
@@ -28,7 +26,7 @@ async function stripe(method, path, params = {}) {
   const body = new URLSearchParams(params).toString();
   const r = await fetch(stripeBase + path + (method === 'GET' && body ? `?${body}` : ''), {
     method,
-    headers: { authorization: `Bearer ${SK}`, 'content-type': 'application/x-www-form-urlencoded' },
+    headers: { authorization: `Bearer ${server.sk}`, 'content-type': 'application/x-www-form-urlencoded' },
     body: method === 'GET' ? undefined : body,
   });
   const json = await r.json();

@@ -1,6 +1,7 @@
 //! The control API (`/_sandbox/…`, JSON): test switches and buyer actions, kept apart from
 //! Stripe's paths. Every route but the 3-D Secure buyer page (which a browser reaches from
-//! `next_action.redirect_to_url.url`) answers only loopback peers or the operator key.
+//! `next_action.redirect_to_url.url`) needs the operator key, or a direct loopback peer when
+//! the sandbox is reachable on loopback only (`SandboxConfig::trust_loopback`).
 //! The hosted Checkout page (`/checkout/{id}`, reached from a session's `url`) is open too.
 
 // Helpers here return `Result<_, Response>` whose error is the finished answer, handed straight
@@ -23,7 +24,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, StripeError};
-use crate::http::{error_response, is_loopback};
+use crate::http::{error_response, is_loopback, relayed};
 use crate::resources::{charges, checkout, format_amount, payment_intents, refunds};
 use crate::state::{Access, RestrictedKey, random_string};
 use crate::{ChaosConfig, FaultConfig, Inner, lock};
@@ -86,7 +87,7 @@ pub fn router() -> Router<Arc<Inner>> {
 // ---------------------------------------------------------------------------------------------
 // Access
 
-/// Proof that the caller may use the control API: a loopback peer or the operator key.
+/// Proof that the caller may use the control API: the operator key, or a trusted loopback peer.
 struct Operator;
 
 impl FromRequestParts<Arc<Inner>> for Operator {
@@ -96,7 +97,8 @@ impl FromRequestParts<Arc<Inner>> for Operator {
         parts: &mut Parts,
         inner: &Arc<Inner>,
     ) -> std::result::Result<Self, Response> {
-        if is_loopback(&parts.extensions) {
+        if inner.config.trust_loopback && is_loopback(&parts.extensions) && !relayed(&parts.headers)
+        {
             return Ok(Operator);
         }
         let given = parts
@@ -110,7 +112,7 @@ impl FromRequestParts<Arc<Inner>> for Operator {
             _ => Err(fail(StripeError::new(
                 StatusCode::FORBIDDEN,
                 "invalid_request_error",
-                "The sandbox control API answers only loopback peers or requests carrying a valid X-Sandbox-Control-Key header.",
+                "The sandbox control API needs a valid X-Sandbox-Control-Key header. Without one it answers only requests made directly from this machine, and only when the sandbox is reachable on loopback only.",
             ))),
         }
     }

@@ -252,9 +252,20 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
     Some(s.split(':').next().unwrap_or_default().to_string())
 }
 
+/// A test key as Stripe's own fakes write them: the prefix and at least one letter or digit
+/// (`sk_test_123`, the key of Stripe's docs and stripe-mock's examples, as well as real-looking
+/// `sk_test_51H…` keys).
 fn well_formed(key: &str, prefix: &str) -> bool {
-    key.strip_prefix(prefix)
-        .is_some_and(|rest| rest.len() >= 10 && rest.chars().all(|c| c.is_ascii_alphanumeric()))
+    key.strip_prefix(prefix).is_some_and(|rest| {
+        !rest.is_empty() && rest.len() <= 255 && rest.chars().all(|c| c.is_ascii_alphanumeric())
+    })
+}
+
+/// Whether a proxy relayed the request (it then came from loopback only in appearance).
+pub(crate) fn relayed(headers: &HeaderMap) -> bool {
+    ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|h| headers.contains_key(*h))
 }
 
 /// Resolves the key and `Stripe-Account` to a caller and the account it acts for.

@@ -38,14 +38,19 @@ pub const CURRENT_API_VERSION: &str = "2026-10-28.endive";
 
 #[derive(Clone, Debug)]
 pub struct SandboxConfig {
-    /// Refuse `sk_test_` keys other than the printed one.
+    /// Accept only the sandbox's own keys (the printed `sk_test_`/`pk_test_` pair and the
+    /// restricted keys it made), not any well-formed test key.
     pub strict_keys: bool,
     /// Where state is saved (atomically, at most every 100 ms while it changes) and loaded from.
     pub state_file: Option<PathBuf>,
     /// The URL under which this router is reachable by a browser (for 3-D Secure pages).
     pub public_url: String,
-    /// When set, control requests from non-loopback peers must carry this in `X-Sandbox-Control-Key`.
+    /// When set, control requests carrying it in `X-Sandbox-Control-Key` are accepted.
     pub control_key: Option<String>,
+    /// Accept control requests without the key from loopback peers (not relayed by a proxy).
+    /// Only safe when the sandbox is reachable on loopback only ([`reachable_only_locally`]):
+    /// behind a reverse proxy on the same host every request comes from loopback.
+    pub trust_loopback: bool,
     /// Delay before the first webhook retry (doubles per attempt).
     pub webhook_retry_base: Duration,
     /// Attempts per delivery before giving up.
@@ -59,10 +64,29 @@ impl Default for SandboxConfig {
             state_file: None,
             public_url: "http://127.0.0.1:12111".into(),
             control_key: None,
+            trust_loopback: true,
             webhook_retry_base: Duration::from_secs(1),
             webhook_max_attempts: 8,
         }
     }
+}
+
+/// Whether a server listening on `listen` and reached at `public_url` is reachable from this
+/// machine only: a loopback listening address, and a public URL naming a loopback host (a public
+/// URL elsewhere means something, such as a reverse proxy, relays other people's requests).
+pub fn reachable_only_locally(listen: std::net::SocketAddr, public_url: &str) -> bool {
+    let public_loopback = reqwest::Url::parse(public_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .is_some_and(|host| {
+            host == "localhost"
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        });
+    listen.ip().is_loopback() && public_loopback
 }
 
 /// Fault injection by rate (per-request faults use the `Sandbox-Fault` header).

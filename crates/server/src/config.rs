@@ -17,6 +17,10 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Mount the built-in sandbox; default: when no connection has live keys.
     pub sandbox: Option<bool>,
+    /// The built-in sandbox accepts any well-formed `sk_test_…`/`pk_test_…` key as its account
+    /// (local scripts), not only the keys Tollgate holds (its printed pair and the restricted
+    /// keys it made).
+    pub sandbox_any_test_key: bool,
     /// Stripe's API base for real connections (a proxy may be put here); never per connection.
     pub stripe_api_base: String,
     pub approval_ttl_secs: u64,
@@ -116,6 +120,7 @@ impl Default for Config {
             database_url: None,
             public_url: None,
             sandbox: None,
+            sandbox_any_test_key: false,
             stripe_api_base: "https://api.stripe.com".into(),
             approval_ttl_secs: 3600,
             session_ttl_secs: 3600,

@@ -41,6 +41,10 @@ pub struct ServerArgs {
     /// Mount the built-in sandbox (`true`/`false`); default: when no live connection exists.
     #[arg(long, env = "TOLLGATE_SANDBOX", num_args = 0..=1, default_missing_value = "true")]
     sandbox: Option<bool>,
+    /// Let the built-in sandbox accept any well-formed `sk_test_…` key (local scripts only);
+    /// by default it accepts only the keys it printed.
+    #[arg(long, env = "TOLLGATE_SANDBOX_ANY_TEST_KEY")]
+    sandbox_any_test_key: bool,
     /// Stripe's API base for real connections (a proxy, or a standalone sandbox in tests).
     #[arg(long, env = "TOLLGATE_STRIPE_API_BASE")]
     stripe_api_base: Option<String>,
@@ -119,6 +123,9 @@ impl ServerArgs {
         }
         if let Some(v) = self.sandbox {
             c.sandbox = Some(v);
+        }
+        if self.sandbox_any_test_key {
+            c.sandbox_any_test_key = true;
         }
         if let Some(v) = &self.stripe_api_base {
             c.stripe_api_base = v.clone();
@@ -201,10 +208,23 @@ pub async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         None => !live,
     };
     let sandbox = if want_sandbox {
+        // Only the keys Tollgate holds open the sandbox, and its control API needs the control
+        // key unless nobody but this machine can reach the server.
+        let control_key = std::env::var("TOLLGATE_SANDBOX_CONTROL_KEY")
+            .ok()
+            .filter(|k| !k.is_empty());
+        let local_only = tollgate_sandbox::reachable_only_locally(addr, &public_url);
+        if !local_only && control_key.is_none() {
+            tracing::warn!(
+                "the sandbox control API (/sandbox/stripe/_sandbox/…) is closed: this server is reachable from other machines and TOLLGATE_SANDBOX_CONTROL_KEY is not set"
+            );
+        }
         let sb = Sandbox::start(SandboxConfig {
+            strict_keys: !config.sandbox_any_test_key,
             state_file: Some(config.data_dir.join("sandbox-state.json")),
             public_url: format!("{public_url}/sandbox/stripe"),
-            control_key: std::env::var("TOLLGATE_SANDBOX_CONTROL_KEY").ok(),
+            control_key,
+            trust_loopback: local_only,
             ..SandboxConfig::default()
         })
         .map_err(|e| anyhow!("{e}"))?;

@@ -80,7 +80,7 @@ struct SandboxArgs {
     /// Keep state in this file across restarts.
     #[arg(long, env = "TOLLGATE_SANDBOX_STATE_FILE")]
     state_file: Option<PathBuf>,
-    /// Accept only the printed keys (not any well-formed `sk_test_…`).
+    /// Accept only the printed keys (not any well-formed `sk_test_…` such as `sk_test_123`).
     #[arg(long)]
     strict_keys: bool,
     /// URL browsers reach the sandbox at (default: http://{listen}).
@@ -148,12 +148,17 @@ async fn run_sandbox(args: SandboxArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let public_url = args.public_url.unwrap_or_else(|| format!("http://{addr}"));
     let config = SandboxConfig {
         strict_keys: args.strict_keys,
         state_file: args.state_file,
-        public_url: args.public_url.unwrap_or_else(|| format!("http://{addr}")),
+        // Control requests without the key only when nobody but this machine reaches it.
+        trust_loopback: tollgate_sandbox::reachable_only_locally(addr, &public_url),
+        public_url,
         // Read from the environment only, so it never appears in a process list.
-        control_key: std::env::var("TOLLGATE_SANDBOX_CONTROL_KEY").ok(),
+        control_key: std::env::var("TOLLGATE_SANDBOX_CONTROL_KEY")
+            .ok()
+            .filter(|k| !k.is_empty()),
         ..SandboxConfig::default()
     };
     let sandbox = Sandbox::start(config).map_err(|e| anyhow::anyhow!("{e}"))?;
