@@ -46,6 +46,9 @@ use crate::metrics::Metrics;
 /// The merchant account every installation starts with.
 pub const DEFAULT_MERCHANT_ACCOUNT: &str = "default";
 
+/// The setting holding the public URL of the server last started on this database.
+pub const PUBLIC_URL_SETTING: &str = "public_url";
+
 /// Everything a handler needs: [`Context`] behind one reference count. Every request and task
 /// clones it (axum's `State` clones per request); cloning the fields one by one cost about 1.4 %
 /// of the CPU in the webhooks benchmark (a dozen reference counts and the Stripe client's
@@ -363,6 +366,11 @@ pub async fn serve(
         config.public_url = Some(format!("http://{addr}"));
     }
     let ctx = context(config, opts.clock, sandbox_base).await?;
+    // Where this server answers, for the commands run beside it on the same database
+    // (`tollgate operator create` prints the dashboard's login URL).
+    tollgate_store::accounts::put_setting(ctx.store.writer(), PUBLIC_URL_SETTING, &ctx.public_url)
+        .await
+        .map_err(|e| anyhow_free::err(format!("saving the public URL: {e}")))?;
     let sandbox_router = match &opts.sandbox {
         Some(sb) => {
             api::bootstrap::sandbox_connection(&ctx, sb).await?;

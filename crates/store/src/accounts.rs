@@ -120,6 +120,23 @@ pub async fn get_setting<'c, E: Executor<'c, Database = Any>>(
     )
 }
 
+/// Sets a setting, replacing any value it had.
+pub async fn put_setting<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    key: &str,
+    value: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO settings (key, value) VALUES ($1, $2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(key)
+    .bind(value)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// Sets a setting if it is not set yet; returns the value now stored.
 pub async fn init_setting<'c, E: Executor<'c, Database = Any> + Copy>(
     db: E,
