@@ -20,7 +20,8 @@ use tollgate_store::{accounts, connections};
 /// directory) and walks through the product over the public HTTP APIs (see `demo.rs`).
 pub use crate::demo::{DemoArgs, run as demo};
 
-/// Flags shared by every command that opens the database (SPEC §11).
+// Flags shared by every command that opens the database. (A plain comment: a doc comment
+// here would become the help text of every subcommand that has none of its own.)
 #[derive(Args, Clone)]
 pub struct ServerArgs {
     /// Address to listen on.
@@ -396,13 +397,17 @@ pub async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
 
 #[derive(Subcommand)]
 pub enum MerchantCommand {
+    /// Create a merchant account (a tenant with its own connections, keys and transactions).
     Create {
         #[command(flatten)]
         server: ServerArgs,
+        /// The account's id: 1 to 64 lower-case letters, digits, '-' or '_'.
         id: String,
+        /// A name for people (default: the id).
         #[arg(long)]
         display_name: Option<String>,
     },
+    /// List merchant accounts (id and display name).
     List {
         #[command(flatten)]
         server: ServerArgs,
@@ -506,6 +511,7 @@ pub enum ConnectionsCommand {
         #[arg(long)]
         default: bool,
     },
+    /// List a merchant account's connections (id, status, masked secret key, default).
     List {
         #[command(flatten)]
         server: ServerArgs,
@@ -688,6 +694,28 @@ pub enum OperatorCommand {
     },
 }
 
+/// Where the dashboard answers: the public URL when one is configured, else the one the server
+/// last started on this database announced, else `http://{listen}` (a wildcard address as
+/// loopback, which a browser can open).
+async fn login_base(ctx: &tollgate_server::ApiContext) -> anyhow::Result<String> {
+    let configured = ctx.config.public_url.is_some();
+    let served = accounts::get_setting(ctx.store.reader(), tollgate_server::PUBLIC_URL_SETTING)
+        .await?
+        .filter(|u| !u.is_empty());
+    let url = match served {
+        Some(url) if !configured => url,
+        _ if configured => ctx.public_url.to_string(),
+        _ => {
+            let mut listen = ctx.config.listen;
+            if listen.ip().is_unspecified() {
+                listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{listen}")
+        }
+    };
+    Ok(url.trim_end_matches('/').to_string())
+}
+
 /// The first line of `text`, without its line ending (spaces inside are kept).
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
@@ -725,10 +753,7 @@ pub async fn operator(cmd: OperatorCommand) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow!("{e}"))?;
             println!("operator {username}: {done}");
-            println!(
-                "log in at {}/dashboard/login",
-                ctx.public_url.trim_end_matches('/')
-            );
+            println!("log in at {}/dashboard/login", login_base(&ctx).await?);
         }
         OperatorCommand::List { server } => {
             let ctx = context(&server).await?;
