@@ -18,6 +18,8 @@ pub enum Behaviour {
     Requires3dsThenDecline,
     /// Succeeds, then a dispute opens with this reason.
     Disputed(&'static str),
+    /// Succeeds, then the issuer reports it as fraud: an early fraud warning (4000000000005423).
+    EarlyFraudWarning,
     /// Succeeds; refunds start `succeeded` then move to `failed`.
     RefundFails,
 }
@@ -225,6 +227,10 @@ pub const CARDS: &[(&str, TestCard)] = &[
             "visa",
             Behaviour::Disputed("fraudulent"),
         ),
+    ),
+    (
+        "createIssuerFraudRecord",
+        card("4000000000005423", "visa", Behaviour::EarlyFraudWarning),
     ),
     (
         "refundFail",

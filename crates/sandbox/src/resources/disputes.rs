@@ -1,5 +1,7 @@
-//! Disputes: opened by the dispute test cards; evidence `winning_evidence` wins,
-//! `losing_evidence` loses (a moment after submission, as on Stripe); closing concedes.
+//! Disputes: opened by the dispute test cards; evidence `winning_evidence` wins (with
+//! `charge.dispute.funds_reinstated`), `losing_evidence` loses (a moment after submission, as on
+//! Stripe); closing concedes. Early fraud warnings: created by the `createIssuerFraudRecord`
+//! test card (4000000000005423); a dispute opening on the charge makes them not actionable.
 
 use std::time::Duration;
 
@@ -71,12 +73,75 @@ pub fn open(ctx: &mut Ctx, charge_id: &str, reason: &str) {
         "reason": reason, "status": "needs_response",
     });
     ctx.put("dispute", dispute.clone());
+    // An early fraud warning stops being actionable once the charge is disputed.
+    let warnings: Vec<Value> = ctx
+        .acct()
+        .collection("radar.early_fraud_warning")
+        .map(|c| {
+            c.ids
+                .iter()
+                .filter_map(|id| c.objects.get(id))
+                .filter(|w| w["charge"] == charge_id && w["actionable"] == true)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    for w in warnings {
+        let mut after = w.clone();
+        after["actionable"] = json!(false);
+        ctx.put("radar.early_fraud_warning", after.clone());
+        ctx.emit(
+            "radar.early_fraud_warning.updated",
+            &after,
+            Some(previous(&w, &after)),
+        );
+    }
     let mut ch = before.clone();
     ch["disputed"] = json!(true);
     ctx.put("charge", ch.clone());
     ctx.emit("charge.dispute.created", &dispute, None);
     ctx.emit("charge.dispute.funds_withdrawn", &dispute, None);
     ctx.emit("charge.updated", &ch, Some(previous(&before, &ch)));
+}
+
+/// The issuer reports a successful charge as fraudulent (the `createIssuerFraudRecord` card).
+pub fn early_fraud_warning(ctx: &mut Ctx, charge_id: &str) {
+    let Some(ch) = ctx.get("charge", charge_id) else {
+        return;
+    };
+    let warning = json!({
+        "id": format!("issfr_{}", crate::state::random_string(24)),
+        "object": "radar.early_fraud_warning", "actionable": true, "charge": charge_id,
+        "created": ctx.now, "fraud_type": "made_with_stolen_card", "livemode": false,
+        "payment_intent": ch["payment_intent"],
+    });
+    ctx.put("radar.early_fraud_warning", warning.clone());
+    ctx.emit("radar.early_fraud_warning.created", &warning, None);
+}
+
+pub fn retrieve_warning(ctx: &mut Ctx, p: Params, ids: &[String]) -> Result<Value> {
+    no_params(p)?;
+    fetch(
+        ctx,
+        "radar.early_fraud_warning",
+        &ids[0],
+        "radar.early_fraud_warning",
+    )
+}
+
+pub fn list_warnings(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> {
+    let charge = p.opt_str("charge")?;
+    let pi = p.opt_str("payment_intent")?;
+    super::list(
+        ctx,
+        p,
+        "radar.early_fraud_warning",
+        "/v1/radar/early_fraud_warnings",
+        |w| {
+            charge.as_deref().is_none_or(|c| w["charge"] == c)
+                && pi.as_deref().is_none_or(|x| w["payment_intent"] == x)
+        },
+    )
 }
 
 fn open_statuses(status: &str) -> bool {

@@ -145,6 +145,12 @@ pub fn route(method: &Method, segs: &[&str]) -> Option<Route> {
         ("GET", ["v1", "disputes", id]) => r("disputes", R, disputes::retrieve, &[id]),
         ("POST", ["v1", "disputes", id]) => r("disputes", W, disputes::update, &[id]),
         ("POST", ["v1", "disputes", id, "close"]) => r("disputes", W, disputes::close, &[id]),
+        ("GET", ["v1", "radar", "early_fraud_warnings"]) => {
+            r("disputes", R, disputes::list_warnings, &[])
+        }
+        ("GET", ["v1", "radar", "early_fraud_warnings", id]) => {
+            r("disputes", R, disputes::retrieve_warning, &[id])
+        }
 
         ("POST", ["v1", "checkout", "sessions"]) => {
             r("checkout_sessions", W, checkout::create, &[])

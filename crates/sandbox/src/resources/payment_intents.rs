@@ -438,6 +438,7 @@ fn charge(
         Behaviour::Succeeds
         | Behaviour::Requires3ds
         | Behaviour::Disputed(_)
+        | Behaviour::EarlyFraudWarning
         | Behaviour::RefundFails => {
             let ch = charges::attempt(ctx, &pi, pm, &charges::Outcome::Authorized, three_ds);
             let amount = pi["amount"].clone();
@@ -461,6 +462,9 @@ fn charge(
             }
             if let Behaviour::Disputed(reason) = behaviour {
                 super::disputes::open(ctx, ch["id"].as_str().unwrap_or_default(), reason);
+            }
+            if behaviour == Behaviour::EarlyFraudWarning {
+                super::disputes::early_fraud_warning(ctx, ch["id"].as_str().unwrap_or_default());
             }
             Ok(pi)
         }

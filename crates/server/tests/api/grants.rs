@@ -26,6 +26,8 @@ crate::both_dbs!(
     permissions_at_a_moment_follow_the_history_and_the_clock,
     state_versions_etag_and_state_changed_events,
     dispute_policy_opened_revokes_and_a_win_restores,
+    disputed_test_card_on_the_sandbox_revoked_on_open_restored_when_won,
+    early_fraud_warning_test_card_on_the_sandbox_revokes_by_policy,
 );
 
 const NEVER: i64 = 253_402_300_799;
@@ -647,4 +649,124 @@ async fn dispute_policy_opened_revokes_and_a_win_restores(db: Db) {
         h["items"][0]["cause"]["event_type"],
         "radar.early_fraud_warning.created"
     );
+}
+
+/// A bare PaymentIntent selling the `lifetime` SKU to `customid`, paid at the sandbox with
+/// `pm` (its events reach the server through the sandbox's signed deliveries).
+async fn sandbox_purchase(s: &TestServer, customid: &str, pm: &str) -> Value {
+    s.stripe_post(
+        "/v1/payment_intents",
+        &[
+            ("amount", "4900"),
+            ("currency", "usd"),
+            ("confirm", "true"),
+            ("payment_method", pm),
+            ("payment_method_types[]", "card"),
+            ("metadata[customid]", customid),
+            ("metadata[sku]", "lifetime"),
+        ],
+    )
+    .await
+}
+
+/// Waits until the check answers `customid`'s premium with `code`.
+async fn until_code(s: &TestServer, customid: &str, code: i64, what: &str) -> Value {
+    crate::common::wait_for(std::time::Duration::from_secs(20), what, || async {
+        let r = s
+            .get(&format!("/v1/permissions?customid={customid}"))
+            .await
+            .expect(200);
+        let p = r["permissions"][0].clone();
+        (p["entitlement"] == code).then_some(p)
+    })
+    .await
+}
+
+async fn disputed_test_card_on_the_sandbox_revoked_on_open_restored_when_won(db: Db) {
+    let s = TestServer::start_with_webhooks(db).await;
+    catalog(&s).await;
+    s.send(
+        s.request(Method::PATCH, "/v1/entitlements/settings")
+            .json(&json!({"revoke_on_dispute": "opened"})),
+    )
+    .await
+    .expect(200);
+    let pi = sandbox_purchase(&s, "user-card", "pm_card_createDispute").await;
+    assert_eq!(pi["status"], "succeeded", "{pi}");
+    // The card's dispute opens right after the payment: revoked under `opened`.
+    let p = until_code(&s, "user-card", -8, "the dispute to revoke").await;
+    assert_eq!(p["is_valid"], false);
+    let disputes = s
+        .stripe_get(&format!(
+            "/v1/disputes?payment_intent={}",
+            pi["id"].as_str().unwrap()
+        ))
+        .await;
+    let dp = disputes["data"][0]["id"]
+        .as_str()
+        .expect("a dispute")
+        .to_string();
+    // Winning evidence: the sandbox closes it won (funds reinstated); the purchase is back.
+    s.stripe_post(
+        &format!("/v1/disputes/{dp}"),
+        &[("evidence[uncategorized_text]", "winning_evidence")],
+    )
+    .await;
+    let p = until_code(&s, "user-card", 3, "the won dispute to restore").await;
+    assert_eq!(p["is_valid"], true);
+    let h = history(&s, "user-card", "").await;
+    let causes: Vec<String> = h["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["cause"]["events"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e["type"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        causes.iter().any(|t| t.starts_with("charge.dispute.")),
+        "the history names the dispute's events: {h}"
+    );
+}
+
+async fn early_fraud_warning_test_card_on_the_sandbox_revokes_by_policy(db: Db) {
+    let s = TestServer::start_with_webhooks(db).await;
+    catalog(&s).await;
+    // Recorded only by default: the purchase stays.
+    let pi = sandbox_purchase(&s, "user-efw", "pm_card_createIssuerFraudRecord").await;
+    assert_eq!(pi["status"], "succeeded", "{pi}");
+    let warnings = s
+        .stripe_get(&format!(
+            "/v1/radar/early_fraud_warnings?payment_intent={}",
+            pi["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(warnings["data"][0]["actionable"], true, "{warnings}");
+    until_code(&s, "user-efw", 3, "the purchase").await;
+    crate::common::wait_for(
+        std::time::Duration::from_secs(20),
+        "the warning to be recorded",
+        || async {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM ent_stripe_objects WHERE object_type = 'radar.early_fraud_warning'",
+            )
+            .fetch_one(&s.pool)
+            .await
+            .expect("objects");
+            (n == 1).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        s.get("/v1/permissions?customid=user-efw").await.expect(200)["permissions"][0]["is_valid"],
+        true
+    );
+    // Under the policy the same warning revokes.
+    s.send(
+        s.request(Method::PATCH, "/v1/entitlements/settings")
+            .json(&json!({"revoke_on_fraud_warning": true})),
+    )
+    .await
+    .expect(200);
+    let p = until_code(&s, "user-efw", -8, "the warning to revoke").await;
+    assert_eq!(p["is_valid"], false);
 }
