@@ -204,10 +204,21 @@ impl StripeError {
 
     /// Stripe was unreachable or failing even after retries: the server answers 502/504 (and
     /// the outcome is unknown, so the caller must be able to sync or retry with the same key).
+    /// A 409 for lock contention or an idempotency key still in use is one too: an earlier
+    /// request under the same key (one whose client went away) is still running at Stripe, and
+    /// a later retry gets its result.
     pub fn is_retryable_outage(&self) -> bool {
         match self {
             Self::Timeout | Self::Connection(_) => true,
-            Self::Api(e) => e.status >= 500 || e.status == 429,
+            Self::Api(e) => {
+                e.status >= 500
+                    || e.status == 429
+                    || (e.status == 409
+                        && matches!(
+                            e.code.as_deref(),
+                            Some("lock_timeout" | "idempotency_key_in_use")
+                        ))
+            }
             Self::Decode(_) | Self::Config(_) => false,
         }
     }

@@ -686,3 +686,30 @@ async fn slow_create_is_retried_under_its_key() {
     assert_eq!(all.len(), 1);
     assert_eq!(all[0]["id"], pi["id"]);
 }
+
+/// An earlier request under the same key still running at Stripe (its client went away) past
+/// every retry: 409 `idempotency_key_in_use` is an outage (retry later with the same key), not
+/// a refusal.
+#[tokio::test]
+async fn a_key_still_in_use_after_every_retry_is_an_outage() {
+    let env = Env::start().await;
+    let c = StripeClient::new(ClientConfig {
+        timeout: Duration::from_millis(300),
+        max_retries: 1,
+        ..env.config()
+    })
+    .unwrap();
+    let err = c
+        .request(
+            Method::POST,
+            "/v1/payment_intents",
+            &manual_intent(100),
+            fault("latency=3000", Some(1)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err:?}");
+    assert_eq!(err.code(), Some("idempotency_key_in_use"));
+    assert!(err.is_retryable_outage());
+    one_key(&env.seen("POST", "/v1/payment_intents"));
+}
