@@ -21,6 +21,7 @@ crate::both_dbs!(
     refund_idempotent,
     keys_are_scoped,
     a_dropped_request_is_resumed_by_its_retry,
+    a_retry_while_stripe_still_runs_the_first_try_resumes,
     a_lapsed_claim_is_taken_over_by_a_retry,
     stored_answers_are_sealed,
     answers_kept_in_clear_are_sealed,
@@ -271,6 +272,54 @@ async fn a_dropped_request_is_resumed_by_its_retry(db: Db) {
     let replay = s.post_idem("/transactions", Some(&body), "drop-1").await;
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
     assert_eq!(replay.body, retry.body);
+}
+
+/// The retry comes while Stripe still runs the dropped first try (same Stripe key): Stripe
+/// answers 409 `idempotency_key_in_use`, which is no refusal. The retry is a 502 that is not
+/// kept (the transaction saved), and a later one finishes it on the one PaymentIntent.
+async fn a_retry_while_stripe_still_runs_the_first_try_resumes(db: Db) {
+    let s = TestServer::start_with(db, |c| c.idempotency_lease_secs = 3600).await;
+    let body = TestServer::redirect_body(1100, "authorize");
+    s.faults("latency", 1.0, 3000).await;
+    let gave_up = s
+        .request(reqwest::Method::POST, "/transactions")
+        .header("idempotency-key", "busy-1")
+        .json(&body)
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(
+        gave_up.as_ref().is_err_and(reqwest::Error::is_timeout),
+        "{gave_up:?}"
+    );
+    s.faults_off().await;
+    wait_for(
+        Duration::from_secs(10),
+        "the dropped request to give its claim back",
+        || async { (!s.idempotency_in_progress("busy-1").await).then_some(()) },
+    )
+    .await;
+    let tx = wait_for(Duration::from_secs(30), "a retry to finish", || async {
+        let r = s.post_idem("/transactions", Some(&body), "busy-1").await;
+        match r.status {
+            201 => Some(r.body),
+            502 => {
+                let e = assert_error(&r, 502, "bad_gateway");
+                assert!(e["message"].as_str().unwrap().contains("retry"), "{e}");
+                None
+            }
+            _ => panic!("retry: {} {}", r.status, r.text),
+        }
+    })
+    .await;
+    let id = tx["id"].as_str().unwrap();
+    assert_eq!(tx["status"], "buyer_approval_pending");
+    let all = s.stripe_get("/v1/payment_intents?limit=100").await;
+    let all = all["data"].as_array().unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["metadata"]["tollgate_transaction_id"], id);
+    assert_eq!(tx["additional_identifiers"]["payment_id"], all[0]["id"]);
+    assert_eq!(s.db_snapshot().await.transactions.len(), 1);
 }
 
 /// A server that died mid-request leaves its claim behind, unanswered, under a lease nobody
