@@ -1909,7 +1909,7 @@ fn operations() -> Vec<Op> {
             .ok("200", "The revoked grant.", tx("Grant"))
             .err("404", "NotFound"),
         op("get", "/v1/subscribers/{customid}/history", "get_permission_history", "entitlements", "A customer's permission history")
-            .desc("Every change of every permission of the customer as the check answered it, newest first: a Stripe event (`cause.event_id`, `cause.event_type`), a grant, a link, the clock (a lapse at its moment, recorded once a re-evaluation saw it), a catalogue or settings change. Cursor paged (`limit` 1 to 100, default 20; `next_cursor`).")
+            .desc("Every change of every permission of the customer as the check answered it, newest first: a Stripe event (`cause.event_id`, `cause.event_type`), a grant, a link, the clock (a period, grace or grant ending, dated at its moment), a catalogue or settings change. Cursor paged (`limit` 1 to 100, default 20; `next_cursor`).")
             .auth(Secret)
             .param("Customid")
             .query("limit", S::integer(), false, "1 to 100 (default 20).")

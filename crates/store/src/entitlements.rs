@@ -1369,16 +1369,18 @@ pub async fn insert_history(
     Ok(())
 }
 
-/// A page of a customer's history, newest first (by `at`, then `seq`): entries before the
-/// cursor `(at, seq)` when given.
+/// A page of a customer's history up to `now` (ms; later entries are foreseen, not happened),
+/// newest first (by `at`, then `seq`): entries before the cursor `(at, seq)` when given.
 pub async fn history_page<'c, E: Executor<'c, Database = Any>>(
     db: E,
     merchant_account_id: &str,
     customid: &str,
     before: Option<(i64, i64)>,
+    now: i64,
     limit: i64,
 ) -> Result<Vec<HistoryRow>> {
-    let (at, seq) = before.unwrap_or((i64::MAX, i64::MAX));
+    let (at, seq) = before.unwrap_or((now, i64::MAX));
+    let (at, seq) = if at > now { (now, i64::MAX) } else { (at, seq) };
     let rows = sqlx::query(
         "SELECT * FROM ent_permission_history
          WHERE merchant_account_id = $1 AND customid = $2
@@ -1393,6 +1395,26 @@ pub async fn history_page<'c, E: Executor<'c, Database = Any>>(
     .fetch_all(db)
     .await?;
     rows.iter().map(HistoryRow::from_row).collect()
+}
+
+/// Forgets a customer's foreseen history entries (those after `now`, ms): a re-evaluation
+/// writes them again from what it knows.
+pub async fn forget_foreseen<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    customid: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM ent_permission_history
+         WHERE merchant_account_id = $1 AND customid = $2 AND at > $3",
+    )
+    .bind(merchant_account_id)
+    .bind(customid)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// Per permission, the newest history entry at or before `at` (ms), by identifier.

@@ -1183,6 +1183,7 @@ pub async fn history(
         &caller.merchant_account_id,
         &customid,
         before,
+        ctx.now(),
         limit + 1,
     )
     .await?;

@@ -1446,14 +1446,49 @@ fn history_of(row: &PermissionRow, at: i64, removed: bool, cause: &Value) -> es:
     }
 }
 
-/// What the check answers for `row` once its `valid_until` has passed (see [`permission_json`]).
-fn lapsed(row: &PermissionRow) -> PermissionRow {
-    PermissionRow {
-        is_valid: false,
-        entitlement: i64::from(dom::code::EXPIRED),
-        valid_until: None,
-        ..row.clone()
+/// How many coming changes by the clock a re-evaluation foresees at most.
+const FORESEEN: usize = 16;
+
+/// The history entries the clock alone will make: at each moment a held purchase or grant
+/// ends (`valid_until`, seconds, after `now`), the permissions as they will then evaluate,
+/// where they differ from the moment before. `states` are the permissions at `now`.
+#[allow(clippy::too_many_arguments)]
+fn foresee(
+    ledger: &Ledger,
+    manual: &[dom::ManualGrant],
+    catalog: &Catalog,
+    policy: &Policy,
+    now: i64,
+    states: &[PermissionState],
+    now_ms: i64,
+) -> Vec<es::HistoryRow> {
+    let mut moments: BTreeSet<i64> = dom::grants(ledger, policy, now)
+        .into_iter()
+        .chain(manual.iter().filter_map(|m| dom::manual_grant(m, now)))
+        .filter(|g| g.held)
+        .filter_map(|g| g.valid_until)
+        .filter(|u| *u > now)
+        .collect();
+    let clock = json!({"type": "clock"});
+    let mut prev: HashMap<String, PermissionRow> = states
+        .iter()
+        .map(|st| (st.identifier.clone(), to_row(st, false, now_ms)))
+        .collect();
+    let mut out = Vec::new();
+    while let Some(at) = moments.pop_first() {
+        if out.len() >= FORESEEN {
+            break;
+        }
+        let at_ms = at.saturating_mul(1000);
+        for st in dom::evaluate_with(ledger, manual, catalog, policy, at) {
+            let row = to_row(&st, false, at_ms);
+            if prev.get(&st.identifier).is_none_or(|p| !same(p, &row)) {
+                out.push(history_of(&row, at_ms, false, &clock));
+                prev.insert(st.identifier.clone(), row);
+            }
+        }
     }
+    out
 }
 
 /// Writes what a customer's purchases and grants now give it, against its permissions in the
@@ -1480,7 +1515,6 @@ async fn reevaluate_with(
     let manual = manual_grants(&grants, on_clock, now);
     let states = dom::evaluate_with(&purchases.ledger, &manual, catalog, policy, now);
     let cause_json = cause.json(&purchases);
-    let clock_json = json!({"type": "clock"});
     let mut written: Vec<PermissionRow> = Vec::new();
     let mut history: Vec<es::HistoryRow> = Vec::new();
     let mut notices = Vec::new();
@@ -1493,13 +1527,6 @@ async fn reevaluate_with(
         if let Some(b) = before.filter(|b| same(b, &row)) {
             after.push(b.clone());
             continue;
-        }
-        // A held permission that lapsed by the clock before this re-evaluation: the check has
-        // answered it lapsed since its `valid_until`, which the history says first.
-        let lapse = before.filter(|b| b.is_valid && b.valid_until.is_some_and(|v| v <= now_ms));
-        if let Some(b) = lapse {
-            let at = b.valid_until.unwrap_or(now_ms);
-            history.push(history_of(&lapsed(b), at, false, &clock_json));
         }
         history.push(history_of(&row, now_ms, false, &cause_json));
         let before_state = before.map(from_row);
@@ -1549,9 +1576,36 @@ async fn reevaluate_with(
     if after.len() > written.len() {
         es::set_permissions_version(&mut **tx, merchant, customid, version).await?;
     }
+    // What the clock will change with no event (a period, a grace, a grant ending): the
+    // coming entries, replacing those this customer's last change foresaw. Changes the clock
+    // already made were foreseen then and stay; an entry equal to the newest one at or before
+    // now (the clock's change, now written by the expiry job) is not repeated.
+    let foreseen = if on_clock {
+        Vec::new()
+    } else {
+        foresee(
+            &purchases.ledger,
+            &manual,
+            catalog,
+            policy,
+            now,
+            &states,
+            now_ms,
+        )
+    };
+    let last = es::history_at(&mut **tx, merchant, customid, now_ms).await?;
+    history.retain(|h| {
+        !last.iter().any(|l| {
+            l.identifier == h.identifier
+                && l.removed == h.removed
+                && same(&l.permission(), &h.permission())
+        })
+    });
+    history.extend(foreseen);
     for h in &mut history {
         h.version = version;
     }
+    es::forget_foreseen(&mut **tx, merchant, customid, now_ms).await?;
     es::insert_history(tx, merchant, customid, &history).await?;
     after.sort_by(|a, b| a.identifier.cmp(&b.identifier));
     notices.push(Notice::StateChanged {

@@ -363,10 +363,17 @@ async fn at(s: &TestServer, customid: &str, ms: i64) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// A server whose expiry job does not run during the test: the test's own context moves
+/// its clock (from four hours ago, so that what it writes is in the server's past).
+async fn quiet(db: Db) -> TestServer {
+    TestServer::start_with(db, |c| c.expiry_interval_ms = 3_600_000).await
+}
+
 async fn permissions_at_a_moment_follow_the_history_and_the_clock(db: Db) {
-    let s = TestServer::start(db).await;
+    let s = quiet(db).await;
     catalog(&s).await;
     let (ctx, conn, clock) = clocked(&s).await;
+    clock.set_ms((now_ms() - 4 * 3_600_000) / 1000 * 1000);
     let t0 = clock.now_ms();
     // A grant of one hour (given through the same code path as the API, on the test's clock).
     let g = tollgate_server::api::entitlements::grant(
@@ -769,4 +776,296 @@ async fn early_fraud_warning_test_card_on_the_sandbox_revokes_by_policy(db: Db) 
     .expect(200);
     let p = until_code(&s, "user-efw", -8, "the warning to revoke").await;
     assert_eq!(p["is_valid"], false);
+}
+
+// ---- properties ------------------------------------------------------------------------------
+
+mod properties {
+    //! Random streams of Stripe events, grants, revocations and clock moves, applied on the
+    //! test's clock: `?at=T` answers what the domain evaluates from the log truncated at `T`
+    //! (purchases seen by then, grants given by then, judged at `T`), and the customer's
+    //! `customer.state_changed` versions strictly increase, the highest one's permissions being
+    //! the final answer of the check.
+
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    use serde_json::{Value, json};
+    use tollgate_domain::entitlements::{
+        self as dom, Catalog, Ledger, ManualGrant, PermissionDef, Policy, Sku,
+    };
+    use tollgate_server::clock::Clock;
+    use tollgate_server::entitlements::{self as ent, map};
+
+    use super::{CURRENT, at, charge, checkout, clocked, event, quiet, subscription};
+    use crate::common::{Db, TestServer, now_ms};
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// The clock moves this many seconds, nothing else happens.
+        Advance(i64),
+        /// A version of the one subscription: status, period end relative to now (s), cancel
+        /// at period end.
+        Sub(usize, i64, bool),
+        /// The one-time purchase (once).
+        Buy,
+        /// Its charge refunded in full.
+        Refund,
+        /// A grant ending this many seconds from now (none: no end).
+        Grant(Option<i64>),
+        /// Revokes the grant of this index (modulo the grants given).
+        Revoke(usize),
+    }
+
+    const STATUSES: &[&str] = &["active", "trialing", "past_due", "canceled", "unpaid"];
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => (1i64..=7200).prop_map(Step::Advance),
+            3 => (0..STATUSES.len(), -3600i64..=7200, any::<bool>())
+                .prop_map(|(s, e, c)| Step::Sub(s, e, c)),
+            1 => Just(Step::Buy),
+            1 => Just(Step::Refund),
+            2 => prop::option::of(1i64..=7200).prop_map(Step::Grant),
+            1 => (0usize..8).prop_map(Step::Revoke),
+        ]
+    }
+
+    fn catalog() -> Catalog {
+        let sku = |id: &str, prod: &str, kind: &str| Sku {
+            identifier: id.into(),
+            product_id: prod.into(),
+            kind: kind.into(),
+        };
+        Catalog {
+            skus: vec![
+                sku("web_monthly", "prod_monthly", "subscription"),
+                sku("web_yearly", "prod_yearly", "subscription"),
+                sku("lifetime", "prod_life", "one_time"),
+            ],
+            permissions: vec![PermissionDef {
+                identifier: "premium".into(),
+                skus: vec!["web_monthly".into(), "web_yearly".into(), "lifetime".into()],
+            }],
+        }
+    }
+
+    /// What the domain says at `t` (seconds) from the events created by then and the grants
+    /// given by then: (identifier, is_valid, entitlement, expires_date when valid).
+    fn truth(
+        log: &[(i64, Value)],
+        grants: &[ManualGrant],
+        t: i64,
+    ) -> Vec<(String, bool, i64, Option<i64>)> {
+        let mut ledger = Ledger::new();
+        for (created, object) in log.iter().filter(|(c, _)| *c <= t) {
+            for r in map::records_of(object, None) {
+                ledger.observe(*created, r);
+            }
+        }
+        dom::evaluate_with(&ledger, grants, &catalog(), &Policy::default(), t)
+            .into_iter()
+            .map(|p| {
+                let shown = ent::expires_date(p.expires, p.is_valid);
+                (
+                    p.identifier,
+                    p.is_valid,
+                    i64::from(p.entitlement),
+                    p.is_valid.then_some(shown),
+                )
+            })
+            .collect()
+    }
+
+    fn answered(perms: &[Value]) -> Vec<(String, bool, i64, Option<i64>)> {
+        perms
+            .iter()
+            .map(|p| {
+                let valid = p["is_valid"].as_bool().unwrap_or(false);
+                (
+                    p["identifier"].as_str().unwrap_or_default().to_string(),
+                    valid,
+                    p["entitlement"].as_i64().unwrap_or(0),
+                    if valid {
+                        p["expires_date"].as_i64()
+                    } else {
+                        None
+                    },
+                )
+            })
+            .collect()
+    }
+
+    async fn run(s: &TestServer, steps: &[Step]) {
+        let (ctx, conn, clock) = clocked(s).await;
+        // Two days ago, in whole seconds: everything the stream writes is in the server's past.
+        clock.set_ms((now_ms() - 48 * 3_600_000) / 1000 * 1000);
+        let customid = "user-p";
+        let mut log: Vec<(i64, Value)> = Vec::new();
+        let mut grants: Vec<ManualGrant> = Vec::new();
+        let mut moments: Vec<i64> = vec![clock.now_ms() / 1000];
+        let mut bought = false;
+        let mut n = 0;
+        for st in steps {
+            if let Step::Advance(d) = st {
+                clock.advance_ms(d * 1000);
+                moments.push(clock.now_ms() / 1000);
+                continue;
+            }
+            // Every change in a second of its own (Stripe stamps events in seconds).
+            clock.advance_ms(1000);
+            let now = clock.now_ms() / 1000;
+            n += 1;
+            let object = match st {
+                Step::Advance(_) => continue,
+                Step::Sub(status, end, cancel) => {
+                    let mut o = subscription(
+                        "sub_P",
+                        "cus_P",
+                        STATUSES[*status],
+                        "prod_monthly",
+                        now - 60,
+                        now + end,
+                    );
+                    o["metadata"]["customid"] = json!(customid);
+                    o["cancel_at_period_end"] = json!(cancel);
+                    if STATUSES[*status] == "canceled" {
+                        o["ended_at"] = json!(now);
+                    }
+                    Some(("customer.subscription.updated", o))
+                }
+                Step::Buy if !bought => {
+                    bought = true;
+                    Some((
+                        "checkout.session.completed",
+                        checkout("cs_P", customid, "pi_P", now),
+                    ))
+                }
+                Step::Buy => None,
+                Step::Refund if bought => {
+                    Some(("charge.refunded", charge("ch_P", "pi_P", 4900, false)))
+                }
+                Step::Refund => None,
+                Step::Grant(ends) => {
+                    let body = json!({"permission": "premium", "reason": "property",
+                        "expires_at": ends.map(|e| super::rfc((now + e) * 1000))});
+                    let g = tollgate_server::api::entitlements::grant(
+                        &ctx,
+                        "default",
+                        customid,
+                        serde_json::from_value(body).expect("body"),
+                        "key:property".into(),
+                    )
+                    .await
+                    .expect("granted");
+                    grants.push(ManualGrant {
+                        id: g.id,
+                        permission: g.permission,
+                        starts_at: g.starts_at / 1000,
+                        expires_at: g.expires_at.map(|e| e / 1000),
+                        revoked_at: None,
+                    });
+                    None
+                }
+                Step::Revoke(i) => {
+                    if !grants.is_empty() {
+                        let k = i % grants.len();
+                        let g = tollgate_server::api::entitlements::revoke(
+                            &ctx,
+                            "default",
+                            customid,
+                            &grants[k].id,
+                            "key:property",
+                        )
+                        .await
+                        .expect("revoked");
+                        grants[k].revoked_at = g.revoked_at.map(|r| r / 1000);
+                    }
+                    None
+                }
+            };
+            if let Some((kind, object)) = object {
+                let ev = event(&format!("evt_p{n}"), kind, now, object.clone(), CURRENT);
+                ent::on_stripe_event(&ctx, &conn, &ev)
+                    .await
+                    .expect("applied");
+                log.push((now, object));
+            }
+            moments.push(now);
+            moments.push(now - 1);
+        }
+        let end = clock.now_ms() / 1000;
+        moments.extend([end + 3600, end + 3 * 3600, end + 24 * 3600]);
+        for w in moments.clone().windows(2) {
+            moments.push((w[0] + w[1]) / 2);
+        }
+        moments.sort_unstable();
+        moments.dedup();
+        for t in moments {
+            let got = answered(&at(s, customid, t * 1000).await);
+            let want = truth(&log, &grants, t);
+            assert_eq!(got, want, "at {t} (stream {steps:?})");
+        }
+
+        // The versions: the present re-evaluated on the server's clock, then every
+        // customer.state_changed of the customer, by version.
+        clock.set_ms(now_ms());
+        ent::reevaluate_now(&ctx, "default", customid, &ent::Cause::Clock)
+            .await
+            .expect("re-evaluated");
+        let events = super::state_events(s, customid).await;
+        let versions: Vec<i64> = events
+            .iter()
+            .map(|e| e["version"].as_i64().expect("version"))
+            .collect();
+        assert!(
+            versions.windows(2).all(|w| w[0] < w[1]),
+            "versions in the order they were taken: {versions:?}"
+        );
+        let check = s
+            .get(&format!("/v1/permissions?customid={customid}"))
+            .await
+            .expect(200);
+        match events.last() {
+            Some(last) => {
+                assert_eq!(last["permissions"], check["permissions"], "{steps:?}");
+                assert_eq!(
+                    check_etag(s, customid).await,
+                    format!("\"{}\"", versions[versions.len() - 1])
+                );
+            }
+            None => assert_eq!(check["permissions"], json!([])),
+        }
+    }
+
+    async fn check_etag(s: &TestServer, customid: &str) -> String {
+        s.get(&format!("/v1/permissions?customid={customid}"))
+            .await
+            .header("etag")
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    async fn streams(db: Db, cases: usize) {
+        let mut runner = TestRunner::default();
+        let strategy = prop::collection::vec(step(), 1..24);
+        for _ in 0..cases {
+            let steps = strategy.new_tree(&mut runner).expect("a stream").current();
+            let s = quiet(db).await;
+            super::catalog(&s).await;
+            s.post(
+                "/webhook-subscriptions",
+                json!({"url": "https://hooks.example/state", "events": ["customer.state_changed"]}),
+            )
+            .await
+            .expect(201);
+            run(&s, &steps).await;
+        }
+    }
+
+    async fn at_equals_the_truncated_log_and_versions_increase(db: Db) {
+        streams(db, 8).await;
+    }
+
+    crate::both_dbs!(at_equals_the_truncated_log_and_versions_increase);
 }
