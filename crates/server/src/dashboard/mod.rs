@@ -73,6 +73,14 @@ pub fn router(ctx: &ApiContext) -> Router<ApiContext> {
         )
         .route("/dashboard/customers", get(pages::customers))
         .route("/dashboard/customers/{customid}", get(pages::customer))
+        .route(
+            "/dashboard/customers/{customid}/grants",
+            post(pages::grant_create),
+        )
+        .route(
+            "/dashboard/customers/{customid}/grants/{id}/revoke",
+            post(pages::grant_revoke),
+        )
         .route("/dashboard/catalogue", get(pages::catalogue))
         .route("/dashboard/skus", post(pages::sku_create))
         .route("/dashboard/skus/{id}", post(pages::sku_update))

@@ -1497,13 +1497,62 @@ pub async fn customer(
             yes(&p["istrial"])
         )
     });
+    let path = format!("/dashboard/customers/{}", seg(&customid));
+    let csrf = csrf_input(&s);
+    let grants = rows("grants", &|g| {
+        let action = if g["revoked_at"].is_null() {
+            format!(
+                "<form method=\"post\" action=\"{}/grants/{}/revoke\">{csrf}\
+                 <label><input type=\"checkbox\" name=\"confirm\" value=\"yes\" required> sure</label> \
+                 <button type=\"submit\">Revoke</button></form>",
+                esc(&path),
+                esc(&seg(&text(&g["id"])))
+            )
+        } else {
+            format!(
+                "revoked {} by {}",
+                esc(&when(&g["revoked_at"])),
+                esc(&text(&g["revoked_by"]))
+            )
+        };
+        format!(
+            "<tr><td><strong>{}</strong></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&text(&g["permission"])),
+            esc(&when(&g["starts_at"])),
+            esc(&when(&g["expires_at"])),
+            esc(&text(&g["reason"])),
+            esc(&text(&g["created_by"])),
+            action
+        )
+    });
+    let grant_form = format!(
+        "<form method=\"post\" action=\"{p}/grants\" class=\"filters\">{csrf}\
+         <label>Permission <input name=\"permission\" required></label>\
+         <label>Until (UTC, empty: no end) <input type=\"datetime-local\" name=\"expires_at\"></label>\
+         <label>Reason <input name=\"reason\" required maxlength=\"500\"></label>\
+         <button type=\"submit\">Grant</button></form>",
+        p = esc(&path)
+    );
     let body = format!(
         "<p><a href=\"/dashboard/transactions?customid={cq}\">Transactions of this customer</a></p>\
          <h2>Permissions</h2>{perms}\
-         <p class=\"hint\">Entitlement codes: 3 lifetime, 5 renewing, 4 canceling, 1 grace, 0 incomplete, \
+         <p class=\"hint\">Entitlement codes: 3 lifetime, 5 renewing, 4 canceling, 2 granted by hand, 1 grace, 0 incomplete, \
          -1 grace over, -2 payment failed, -5 expired, -8 revoked, -9 never, -10 paused.</p>\
+         <h2>Grants</h2>{grants}<h3>Grant a permission</h3>{grant_form}\
          <h2>Linked Stripe customers</h2>{linked}<h2>Purchase history</h2>{purchases}\
          <p class=\"hint\">Evaluated at {at}.</p>",
+        grants = table(
+            &[
+                "Permission",
+                "From (UTC)",
+                "Until (UTC)",
+                "Reason",
+                "Given by",
+                ""
+            ],
+            &grants,
+            "No grants."
+        ),
         cq = esc(&form_urlencoded::byte_serialize(customid.as_bytes()).collect::<String>()),
         perms = table(
             &[
@@ -1543,6 +1592,53 @@ pub async fn customer(
     );
     let title = format!("Customer {customid}");
     page(&ctx, &s, StatusCode::OK, &title, "customers", &body).await
+}
+
+/// The dashboard's grant: given by the operator of the session.
+pub async fn grant_create(
+    State(ctx): State<ApiContext>,
+    Extension(s): Extension<Session>,
+    Path(customid): Path<String>,
+    axum::Form(form): Form,
+) -> Response {
+    // `datetime-local` sends `2026-12-31T00:00`: UTC, seconds added.
+    let expires_at = param(&form, "expires_at").map(|t| match t.len() {
+        16 => format!("{t}:00Z"),
+        _ => t.to_string(),
+    });
+    let body = api::entitlements::GrantCreate {
+        permission: param(&form, "permission").unwrap_or_default().to_string(),
+        expires_at,
+        reason: param(&form, "reason").unwrap_or_default().to_string(),
+    };
+    let created_by = format!("operator:{}", s.username);
+    match api::entitlements::grant(&ctx, &s.merchant_account_id, &customid, body, created_by).await
+    {
+        Ok(g) => {
+            tracing::info!(grant = %g.id, operator = %s.username, "permission granted in the dashboard");
+            see_other(&format!("/dashboard/customers/{}", seg(&customid)))
+        }
+        Err(e) => fail(&ctx, &s, "customers", e).await,
+    }
+}
+
+pub async fn grant_revoke(
+    State(ctx): State<ApiContext>,
+    Extension(s): Extension<Session>,
+    Path((customid, id)): Path<(String, String)>,
+    axum::Form(form): Form,
+) -> Response {
+    if let Err(e) = confirmed(&form) {
+        return fail(&ctx, &s, "customers", e).await;
+    }
+    let by = format!("operator:{}", s.username);
+    match api::entitlements::revoke(&ctx, &s.merchant_account_id, &customid, &id, &by).await {
+        Ok(_) => {
+            tracing::info!(grant = %id, operator = %s.username, "grant revoked in the dashboard");
+            see_other(&format!("/dashboard/customers/{}", seg(&customid)))
+        }
+        Err(e) => fail(&ctx, &s, "customers", e).await,
+    }
 }
 
 // ---- catalogue -------------------------------------------------------------------------------

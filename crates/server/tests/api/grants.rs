@@ -28,6 +28,7 @@ crate::both_dbs!(
     dispute_policy_opened_revokes_and_a_win_restores,
     disputed_test_card_on_the_sandbox_revoked_on_open_restored_when_won,
     early_fraud_warning_test_card_on_the_sandbox_revokes_by_policy,
+    the_dashboard_grants_and_revokes_as_its_operator,
 );
 
 const NEVER: i64 = 253_402_300_799;
@@ -776,6 +777,150 @@ async fn early_fraud_warning_test_card_on_the_sandbox_revokes_by_policy(db: Db) 
     .expect(200);
     let p = until_code(&s, "user-efw", -8, "the warning to revoke").await;
     assert_eq!(p["is_valid"], false);
+}
+
+// ---- the dashboard ---------------------------------------------------------------------------
+
+/// Logs an operator (`support`) into the dashboard; returns the session cookie.
+async fn dashboard_session(s: &TestServer) -> String {
+    const PASSWORD: &str = "a long enough password";
+    let hash = tollgate_server::dashboard::session::hash_password(PASSWORD).expect("hash");
+    let now = now_ms();
+    tollgate_store::operators::insert_operator(
+        &s.pool,
+        &tollgate_store::operators::OperatorRow {
+            id: format!("op-{now}"),
+            username: "support".into(),
+            password_hash: hash,
+            failed_logins: 0,
+            locked_until: None,
+            created_at: now,
+            updated_at: now,
+        },
+    )
+    .await
+    .expect("operator");
+    let page = s.send(s.http.get(s.url("/dashboard/login"))).await;
+    let token = csrf_of(&page.text);
+    let r = s
+        .send(
+            s.http
+                .post(s.url("/dashboard/login"))
+                .header("cookie", format!("tg_login_csrf={token}"))
+                .form(&[
+                    ("username", "support"),
+                    ("password", PASSWORD),
+                    ("csrf", token.as_str()),
+                ]),
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    r.headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("tg_session="))
+        .map(|rest| format!("tg_session={}", rest.split(';').next().unwrap_or_default()))
+        .expect("session cookie")
+}
+
+fn csrf_of(html: &str) -> String {
+    let key = "name=\"csrf\" value=\"";
+    let at = html
+        .find(key)
+        .unwrap_or_else(|| panic!("no csrf field in {html}"));
+    let rest = &html[at + key.len()..];
+    rest[..rest.find('"').unwrap_or(0)].to_string()
+}
+
+async fn the_dashboard_grants_and_revokes_as_its_operator(db: Db) {
+    let s = TestServer::start(db).await;
+    catalog(&s).await;
+    let cookie = dashboard_session(&s).await;
+    let page = |path: String| s.send(s.http.get(s.url(&path)).header("cookie", cookie.clone()));
+    // A customer nobody knows yet: the grant form is on its page all the same.
+    let p = page("/dashboard/customers/user-dash".into()).await;
+    let token = csrf_of(&p.text);
+    let post = |path: &str, form: Vec<(&str, String)>| {
+        s.send(
+            s.http
+                .post(s.url(path))
+                .header("cookie", cookie.clone())
+                .form(&form),
+        )
+    };
+    let r = post(
+        "/dashboard/customers/user-dash/grants",
+        vec![
+            ("csrf", token.clone()),
+            ("permission", "premium".into()),
+            ("expires_at", "2099-01-01T00:00".into()),
+            ("reason", "make-good for an outage".into()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    let grants = s.get("/v1/subscribers/user-dash/grants").await.expect(200);
+    let g = grants["items"][0].clone();
+    assert_eq!(g["created_by"], "operator:support", "{grants}");
+    assert_eq!(g["expires_at"], "2099-01-01T00:00:00.000000Z");
+    followed(&s).await;
+    let p = s
+        .get("/v1/permissions?customid=user-dash")
+        .await
+        .expect(200);
+    assert_eq!(p["permissions"][0]["is_valid"], true);
+    let html = page("/dashboard/customers/user-dash".into()).await.text;
+    assert!(
+        html.contains("make-good for an outage") && html.contains("Revoke"),
+        "{html}"
+    );
+    // An unknown permission is refused with the reason shown; nothing granted.
+    let r = post(
+        "/dashboard/customers/user-dash/grants",
+        vec![
+            ("csrf", token.clone()),
+            ("permission", "gold".into()),
+            ("reason", "x".into()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    // Revoked by the operator (the confirmation box is required).
+    let revoke_path = format!(
+        "/dashboard/customers/user-dash/grants/{}/revoke",
+        g["id"].as_str().unwrap()
+    );
+    let r = post(&revoke_path, vec![("csrf", token.clone())]).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = post(
+        &revoke_path,
+        vec![("csrf", token.clone()), ("confirm", "yes".into())],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    let grants = s.get("/v1/subscribers/user-dash/grants").await.expect(200);
+    assert_eq!(grants["items"].as_array().unwrap().len(), 1);
+    assert_eq!(grants["items"][0]["revoked_by"], "operator:support");
+    let p = s
+        .get("/v1/permissions?customid=user-dash")
+        .await
+        .expect(200);
+    assert_eq!(p["permissions"][0]["is_valid"], false);
+    // Without the session's token nothing happens.
+    let r = post(
+        "/dashboard/customers/user-dash/grants",
+        vec![("permission", "premium".into()), ("reason", "x".into())],
+    )
+    .await;
+    assert_ne!(r.status, 303, "{}", r.text);
+    assert_eq!(
+        s.get("/v1/subscribers/user-dash/grants").await.expect(200)["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 // ---- properties ------------------------------------------------------------------------------
