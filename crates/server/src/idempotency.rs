@@ -36,26 +36,27 @@ pub async fn middleware(State(ctx): State<ApiContext>, req: Request, next: Next)
     if req.method() != Method::POST {
         return next.run(req).await;
     }
-    let Some(key) = req
-        .headers()
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-    else {
+    let Some(raw) = req.headers().get("idempotency-key") else {
         return next.run(req).await;
     };
-    if key.is_empty() || key.len() > 255 {
+    // 1 to 255 visible ASCII characters. A key with other bytes (spaces, non-ASCII) is refused:
+    // it was ignored before, so a retry with it ran the work twice.
+    let bytes = raw.as_bytes();
+    if bytes.is_empty() || bytes.len() > 255 || !bytes.iter().all(|b| (b'!'..=b'~').contains(b)) {
         return ApiError::BadRequest {
-            message: "The Idempotency-Key header must be 1 to 255 characters.".into(),
+            message:
+                "The Idempotency-Key header must be 1 to 255 visible ASCII characters (no spaces)."
+                    .into(),
             details: vec![crate::error::Detail {
                 location: "header",
                 pointer: "/idempotency-key".into(),
-                message: "1 to 255 characters".into(),
+                message: "1 to 255 visible ASCII characters (no spaces)".into(),
                 kind: "value_error",
             }],
         }
         .into_response();
     }
+    let key = String::from_utf8_lossy(bytes).into_owned();
     let (mut parts, body) = req.into_parts();
     // Authentication decides the scope; an unauthenticated request fails here as it would in
     // the handler.

@@ -143,6 +143,22 @@ pub fn inline_element<'a>(html: &'a str, tag: &str) -> Option<&'a str> {
 
 // ---- schema builder ---------------------------------------------------------------------------
 
+/// The characters `str::trim` removes (Unicode White_Space), as a regex class body.
+const WS: &str = r"\t\n\x0b\x0c\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+/// A string the server trims: `body` with optional white space around it.
+fn trimmed(body: &str) -> String {
+    format!("^[{WS}]*{body}[{WS}]*$")
+}
+
+/// A string with at least one character that is not white space.
+fn not_blank() -> String {
+    format!("[^{WS}]")
+}
+
+/// A customid: 1 to 255 characters, none of them a control character.
+const CUSTOMID: &str = r"^[^\u0000-\u001f\u007f-\u009f]{1,255}$";
+
 /// One JSON Schema (2020-12, as OpenAPI 3.1 uses it).
 #[derive(Clone)]
 struct S(Value);
@@ -371,19 +387,21 @@ impl Op {
                     .insert("security".into(), json!([{ "bearerAuth": [] }]));
                 self.params.push(param_ref("MerchantAccountId"));
                 self.params.push(param_ref("Gr4vyMerchantAccountId"));
+                // 404: an operator key naming a merchant account that does not exist.
                 self = self
                     .err("401", "Unauthorized")
                     .err("403", "Forbidden")
+                    .err("404", "NotFound")
                     .err("500", "ServerError");
             }
         }
         self
     }
 
-    /// POSTs under the idempotency middleware (SPEC §8).
+    /// POSTs under the idempotency middleware (SPEC §8); a malformed key is a 400.
     fn idempotent(mut self) -> Op {
         self.params.push(param_ref("IdempotencyKey"));
-        self.err("409", "Conflict")
+        self.err("400", "BadRequest").err("409", "Conflict")
     }
 
     fn param(mut self, name: &str) -> Op {
@@ -420,6 +438,16 @@ impl Op {
             S(json!({"type": "object"})).desc(
                 "No body is needed; an empty body or any JSON object is accepted and ignored.",
             ),
+            false,
+            None,
+        )
+    }
+
+    /// A bodiless POST that refuses fields: no body, an empty body or `{}`.
+    fn empty_body(self) -> Op {
+        self.body(
+            S(json!({"type": "object", "additionalProperties": false, "maxProperties": 0}))
+                .desc("No body is needed; an empty body or `{}` (any field is a 400)."),
             false,
             None,
         )
@@ -547,8 +575,8 @@ fn parameters() -> Value {
             "name": "Idempotency-Key",
             "in": "header",
             "required": false,
-            "description": "Optional, 1 to 255 characters. Scoped to (merchant account, API key, method, path, key) with a hash of the body and kept 24 h (configurable). A replay returns the first response; while the first request runs: 409 `concurrent_request`; with another body: 409 `idempotency_key_mismatch`. A retry resumes the work of a first request that left no answer: one that ended in a 5xx (not kept), one cut off when its client went away, and one whose server stopped mid-request once its claim lapses (`idempotency_lease_secs`, 10 s by default). Kept answers are stored encrypted.",
-            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            "description": "Optional, 1 to 255 visible ASCII characters (`!` to `~`, no spaces); anything else is a 400. Scoped to (merchant account, API key, method, path, key) with a hash of the body and kept 24 h (configurable). A replay returns the first response; while the first request runs: 409 `concurrent_request`; with another body: 409 `idempotency_key_mismatch`. A retry resumes the work of a first request that left no answer: one that ended in a 5xx (not kept), one cut off when its client went away, and one whose server stopped mid-request once its claim lapses (`idempotency_lease_secs`, 10 s by default). Kept answers are stored encrypted.",
+            "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
         },
         "WebhookEventId": {
             "name": "id",
@@ -596,8 +624,8 @@ fn parameters() -> Value {
             "name": "customid",
             "in": "path",
             "required": true,
-            "description": "The business's own id of its user.",
-            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            "description": "The business's own id of its user: 1 to 255 characters, no control characters.",
+            "schema": {"type": "string", "pattern": CUSTOMID},
         },
         "GrantId": {
             "name": "id",
@@ -639,7 +667,7 @@ fn error_responses() -> Value {
         "BadRequest": r("`bad_request`: the request failed validation; `details` points at each problem (`location` body/query/path/header, `pointer` a JSON pointer). Nothing was changed."),
         "Unauthorized": r("`unauthorized`: no valid API key (or session token)."),
         "Forbidden": r("`forbidden`: a public key on a secret endpoint, a key bound to another merchant account than the one named, an unknown merchant account, or an operator-only action."),
-        "NotFound": r("`not_found`: no such object in this merchant account."),
+        "NotFound": r("`not_found`: no such object in this merchant account, or (an operator key naming one) no such merchant account."),
         "Conflict": r("`concurrent_request` (the same Idempotency-Key is still being processed), `idempotency_key_mismatch` (the key was used with another body) or `duplicate_record`."),
         "ServerError": r("`server_error`: something of Tollgate's failed; the cause is logged, never returned."),
         "BadGateway": r("`bad_gateway`: Stripe could not be reached, failed or refused. When a transaction was saved first, the body carries its `id` (and `transaction_id`): call `POST /transactions/{id}/sync` or retry with the same Idempotency-Key."),
@@ -892,7 +920,7 @@ fn schemas() -> Value {
     add(
         "SyncRequest",
         Obj::new()
-            .opt("since", S::any().desc("Unix seconds or RFC 3339; default where the last reconcile stopped (at most 30 days back, Stripe's event retention)."))
+            .opt("since", S(json!({"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "format": "date-time"}, {"type": "null"}]})).desc("Unix seconds or RFC 3339, not in the future; default where the last reconcile stopped (at most 30 days back, Stripe's event retention)."))
             .closed()
             .build(),
     );
@@ -1063,8 +1091,13 @@ fn webhook_schemas(add: &mut impl FnMut(&str, S)) {
     add("WebhookSubscriptionCreate", body(true));
     add(
         "WebhookSubscriptionUpdate",
-        body(false).desc("PATCH sets the fields given. PUT replaces the settings: `url` and `events` are required, `active` defaults to true and `description` to null."),
+        body(false).desc("PATCH sets the fields given."),
     );
+    let mut replace = body(true).desc("PUT replaces the settings: `url` and `events` are required, `active` defaults to true and `description` to null.");
+    if let Some(Value::Array(r)) = replace.0.get_mut("required") {
+        r.push(json!("events"));
+    }
+    add("WebhookSubscriptionReplace", replace);
     add(
         "WebhookSubscription",
         Obj::new()
@@ -1344,7 +1377,14 @@ fn transaction_create_schema() -> S {
                 .desc("Accepted for compatibility with the seed orchestrator's API and ignored."),
         );
     }
-    o.closed().build()
+    // The redirect flow (no `integration_client`, or `redirect`) needs `payment_method`.
+    o.closed().build().with(
+        "anyOf",
+        json!([
+            {"required": ["payment_method"], "properties": {"payment_method": {"type": "object"}}},
+            {"required": ["integration_client"], "properties": {"integration_client": {"enum": ["web", "ios", "android"]}}},
+        ]),
+    )
 }
 
 fn refund_schema() -> S {
@@ -1444,7 +1484,7 @@ fn connection_schema() -> S {
 }
 
 fn connection_body(create: bool) -> S {
-    let secret = S::string().with("pattern", "^(sk|rk)_(test|live)_").desc(
+    let secret = S::string().with("pattern", trimmed("(sk|rk)_(test|live)_[A-Za-z0-9]{1,255}")).with("maxLength", 500).desc(
         "`sk_…` or restricted `rk_…`. Write-only. The sandbox connection's keys cannot be changed.",
     );
     let o = Obj::new().opt(
@@ -1458,24 +1498,26 @@ fn connection_body(create: bool) -> S {
         o.desc("Fields to change; absent ones are kept. Setting `webhook_secret` again rotates it: the previous one keeps verifying for `previous_webhook_secret_expires_in` seconds (24 h by default). Live keys (`sk_live_`/`rk_live_`) stop the built-in sandbox and take over the default from it.")
             .opt("secret_key", secret)
     };
-    o.opt("display_name", S::string().with("maxLength", 500))
+    o.opt("display_name", S::string().with("pattern", not_blank()).with("maxLength", 500))
         .opt(
             "publishable_key",
             S::string()
-                .with("pattern", "^pk_(test|live)_")
+                .with("pattern", trimmed("pk_(test|live)_[A-Za-z0-9]{1,255}"))
+                .with("maxLength", 500)
                 .desc("`pk_…`; needed for payments (hosted page, direct flow)."),
         )
         .opt(
             "webhook_secret",
             S::string()
-                .with("pattern", "^whsec_")
+                .with("pattern", trimmed("whsec_[A-Za-z0-9_.-]+"))
+                .with("maxLength", 500)
                 .desc("`whsec_…`, issued by Stripe once `webhook_url` is registered. Write-only."),
         )
-        .opt("stripe_account", S::string().with("pattern", "^acct_"))
+        .opt("stripe_account", S::string().with("pattern", trimmed("acct_[A-Za-z0-9_.-]+")).with("maxLength", 500))
         .opt(
             "api_version",
             S::string()
-                .with("pattern", "^[0-9]{4}-[0-9]{2}-[0-9]{2}")
+                .with("pattern", trimmed("[0-9]{4}-[0-9]{2}-[0-9]{2}[A-Za-z0-9._-]{0,40}"))
                 .desc("A Stripe API version, e.g. `2026-10-28.endive`."),
         )
         .opt(
@@ -1654,7 +1696,7 @@ fn operations() -> Vec<Op> {
             .desc("Secrets are encrypted at rest and never returned. Register the answer's `webhook_url` in Stripe, then set `webhook_secret` with PATCH; until then the connection is `awaiting_webhook_secret`.")
             .auth(Secret)
             .idempotent()
-            .body(tx("ConnectionCreate"), true, Some(json!({"type": "stripe", "secret_key": "sk_test_…", "publishable_key": "pk_test_…"})))
+            .body(tx("ConnectionCreate"), true, Some(json!({"type": "stripe", "secret_key": "sk_test_51Example", "publishable_key": "pk_test_51Example"})))
             .ok("201", "The connection.", tx("Connection"))
             .err("400", "BadRequest"),
         op("get", "/connections", "list_connections", "connections", "List connections")
@@ -1669,7 +1711,7 @@ fn operations() -> Vec<Op> {
             .desc("Sets the given fields: add the webhook secret (or rotate it), change keys, make it the default.")
             .auth(Secret)
             .param("ConnectionId")
-            .body(tx("ConnectionUpdate"), true, Some(json!({"webhook_secret": "whsec_…"})))
+            .body(tx("ConnectionUpdate"), false, Some(json!({"webhook_secret": "whsec_Example"})))
             .ok("200", "The connection.", tx("Connection"))
             .err("400", "BadRequest")
             .err("404", "NotFound"),
@@ -1720,7 +1762,7 @@ fn operations() -> Vec<Op> {
             .auth(Secret)
             .idempotent()
             .param("WebhookEventId")
-            .no_body()
+            .empty_body()
             .ok("200", "The row, back in `received`.", tx("WebhookEvent"))
             .err("404", "NotFound"),
         // -- outbound webhooks
@@ -1745,14 +1787,14 @@ fn operations() -> Vec<Op> {
         op("put", "/webhook-subscriptions/{id}", "replace_webhook_subscription", "webhooks", "Replace a webhook subscription's settings")
             .auth(Secret)
             .param("WebhookSubscriptionId")
-            .body(tx("WebhookSubscriptionUpdate"), true, Some(json!({"url": "https://shop.example/hooks/tollgate", "events": ["*"], "active": true})))
+            .body(tx("WebhookSubscriptionReplace"), true, Some(json!({"url": "https://shop.example/hooks/tollgate", "events": ["*"], "active": true})))
             .ok("200", "The subscription.", tx("WebhookSubscription"))
             .err("400", "BadRequest")
             .err("404", "NotFound"),
         op("patch", "/webhook-subscriptions/{id}", "update_webhook_subscription", "webhooks", "Update a webhook subscription")
             .auth(Secret)
             .param("WebhookSubscriptionId")
-            .body(tx("WebhookSubscriptionUpdate"), true, Some(json!({"active": false})))
+            .body(tx("WebhookSubscriptionUpdate"), false, Some(json!({"active": false})))
             .ok("200", "The subscription.", tx("WebhookSubscription"))
             .err("400", "BadRequest")
             .err("404", "NotFound"),
@@ -1767,7 +1809,7 @@ fn operations() -> Vec<Op> {
             .auth(Secret)
             .idempotent()
             .param("WebhookSubscriptionId")
-            .no_body()
+            .empty_body()
             .ok("200", "The subscription, with the new `secret`.", tx("WebhookSubscription"))
             .err("404", "NotFound"),
         op("get", "/webhook-deliveries", "list_webhook_deliveries", "webhooks", "List webhook deliveries")
@@ -1791,7 +1833,7 @@ fn operations() -> Vec<Op> {
             .auth(Secret)
             .idempotent()
             .param("WebhookDeliveryId")
-            .no_body()
+            .empty_body()
             .ok("202", "The delivery, due now.", tx("WebhookDelivery"))
             .err("404", "NotFound"),
         // -- merchant accounts
@@ -1811,7 +1853,7 @@ fn operations() -> Vec<Op> {
             .desc("A Stripe product made sellable. `identifier` unique per merchant account (409 `duplicate_record` names it); `product_id` must be a `prod_…` id; `kind` `subscription` or `one_time`; `store` is `stripe` (the default).")
             .auth(Secret)
             .idempotent()
-            .body(tx("SkuCreate"), true, Some(json!({"identifier": "web_monthly", "store": "stripe", "product_id": "prod_…", "kind": "subscription"})))
+            .body(tx("SkuCreate"), true, Some(json!({"identifier": "web_monthly", "store": "stripe", "product_id": "prod_Example", "kind": "subscription"})))
             .ok("201", "The SKU.", tx("Sku"))
             .err("400", "BadRequest"),
         op("get", "/v1/skus", "list_skus", "entitlements", "List SKUs")
@@ -1826,7 +1868,7 @@ fn operations() -> Vec<Op> {
             .desc("Changes `product_id`, `kind` or `store`; every customer is re-evaluated.")
             .auth(Secret)
             .param("SkuIdentifier")
-            .body(tx("SkuUpdate"), true, None)
+            .body(tx("SkuUpdate"), false, None)
             .ok("200", "The SKU.", tx("Sku"))
             .err("400", "BadRequest")
             .err("404", "NotFound"),
@@ -1868,7 +1910,7 @@ fn operations() -> Vec<Op> {
             .desc("Checks the customer at Stripe (404 when unknown), links it (409 when it belongs to another customid, unless `force`), reads its subscriptions, invoices, checkout sessions, payment intents, charges and credit notes so earlier purchases count, and answers the customid's permissions.")
             .auth(Secret)
             .idempotent()
-            .body(tx("ConnectStripe"), true, Some(json!({"customid": "user-7", "customerid": "cus_…"})))
+            .body(tx("ConnectStripe"), true, Some(json!({"customid": "user-7", "customerid": "cus_Example"})))
             .ok("200", "The link and the customid's permissions.", tx("CustomerLink"))
             .err("400", "BadRequest")
             .err("404", "NotFound")
@@ -1876,7 +1918,7 @@ fn operations() -> Vec<Op> {
         op("get", "/v1/permissions", "check_permissions", "entitlements", "Check a user's permissions (public key)")
             .desc("The apps' check, with a **public** key (`tg_pk_…`; secret keys work too). Served from the read model. Rate-limited per key and client address (429 with `Retry-After`). When the account requires it, `X-Customer-Token` (hex HMAC-SHA256 of the customid under the account's secret) must match, else 401. A permission never bought is absent. The `ETag` is the customer's state version (the `version` of `customer.state_changed`; `\"5\"`, or `\"5.1\"` once one of its permissions has lapsed by the clock since); `If-None-Match` with it answers 304 without a body. With `at` (an RFC 3339 moment; secret keys only, else 403) the answer is what the check answered at that moment, from the customer's history (no `ETag`).")
             .auth(Secret)
-            .query("customid", S::string(), true, "The business's own id of its user.")
+            .query("customid", S::string().with("pattern", CUSTOMID), true, "The business's own id of its user: 1 to 255 characters, no control characters.")
             .query("at", S::datetime(), false, "A moment: answer as the check did then (secret keys only).")
             .raw("200", json!({"description": "The permissions.", "headers": {"ETag": {"description": "The customer's state version (absent with `at`).", "schema": {"type": "string"}}}, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Permissions"}}}}))
             .raw("304", json!({"description": "`If-None-Match` named the current `ETag`: nothing changed."}))
@@ -1886,6 +1928,7 @@ fn operations() -> Vec<Op> {
         op("get", "/v1/subscribers/{customid}", "get_subscriber", "entitlements", "A subscriber: links, permissions, purchases")
             .auth(Secret)
             .param("Customid")
+            .err("400", "BadRequest")
             .ok("200", "The subscriber.", tx("Subscriber"))
             .err("404", "NotFound"),
         op("post", "/v1/subscribers/{customid}/grants", "create_grant", "entitlements", "Grant a permission by hand")
@@ -1900,11 +1943,13 @@ fn operations() -> Vec<Op> {
             .desc("Every grant of the customer, oldest first, revoked ones with `revoked_at`.")
             .auth(Secret)
             .param("Customid")
+            .err("400", "BadRequest")
             .ok("200", "The grants.", tx("Grants")),
         op("delete", "/v1/subscribers/{customid}/grants/{id}", "revoke_grant", "entitlements", "Revoke a grant")
             .desc("The grant stays, with `revoked_at` and `revoked_by`; the customer is re-evaluated. Revoking a revoked grant changes nothing.")
             .auth(Secret)
             .param("Customid")
+            .err("400", "BadRequest")
             .param("GrantId")
             .ok("200", "The revoked grant.", tx("Grant"))
             .err("404", "NotFound"),
@@ -1912,7 +1957,7 @@ fn operations() -> Vec<Op> {
             .desc("Every change of every permission of the customer as the check answered it, newest first: a Stripe event (`cause.event_id`, `cause.event_type`), a grant, a link, the clock (a period, grace or grant ending, dated at its moment), a catalogue or settings change. Cursor paged (`limit` 1 to 100, default 20; `next_cursor`).")
             .auth(Secret)
             .param("Customid")
-            .query("limit", S::integer(), false, "1 to 100 (default 20).")
+            .query("limit", S::integer().with("minimum", 1).with("maximum", 100).with("default", 20), false, "1 to 100 (default 20).")
             .query("cursor", S::string(), false, "`next_cursor` of the page before.")
             .ok("200", "The changes.", tx("PermissionHistory"))
             .err("400", "BadRequest"),
@@ -1922,7 +1967,7 @@ fn operations() -> Vec<Op> {
         op("patch", "/v1/entitlements/settings", "update_entitlement_settings", "entitlements", "Change entitlement settings")
             .desc("Grace for `past_due` (`grace_days`; null: while Stripe retries), the partial-refund policy, the dispute policy (`revoke_on_dispute`: `lost`, the default, or `opened`: revoked while a dispute is open, restored if won), whether an early fraud warning revokes (`revoke_on_fraud_warning`), the renewal leeway, the customer-token requirement and secret, and a connection's `customid` metadata key. Every customer is re-evaluated.")
             .auth(Secret)
-            .body(tx("EntitlementSettingsUpdate"), true, Some(json!({"grace_days": 3})))
+            .body(tx("EntitlementSettingsUpdate"), false, Some(json!({"grace_days": 3})))
             .ok("200", "The settings.", tx("EntitlementSettings"))
             .err("400", "BadRequest"),
         // -- buyer-facing
@@ -1936,6 +1981,10 @@ fn operations() -> Vec<Op> {
             .raw("303", json!({
                 "description": "Redirect flow: back to the merchant's `redirect_url`.",
                 "headers": {"Location": {"description": "`redirect_url` with `transaction_id` and `transaction_status` appended.", "schema": {"type": "string", "format": "uri"}}},
+            }))
+            .raw("400", json!({
+                "description": "A query parameter holding the NUL character or text that is not UTF-8: a plain page saying the link is not valid.",
+                "content": {"text/html": {"schema": {"type": "string"}}},
             }))
             .err("404", "NotFound")
             .err("500", "ServerError")
@@ -2000,9 +2049,15 @@ fn entitlement_schemas(add: &mut dyn FnMut(&str, S)) {
     add(
         "SkuCreate",
         Obj::new()
-            .req("identifier", S::string())
+            .req(
+                "identifier",
+                S::string().with("pattern", "^[A-Za-z0-9._-]{1,100}$"),
+            )
             .opt("store", S::constant(json!("stripe")))
-            .req("product_id", S::string())
+            .req(
+                "product_id",
+                S::string().with("pattern", "^prod_[A-Za-z0-9._-]{0,95}$"),
+            )
             .req("kind", sku_kind.clone())
             .closed()
             .build(),
@@ -2011,7 +2066,10 @@ fn entitlement_schemas(add: &mut dyn FnMut(&str, S)) {
         "SkuUpdate",
         Obj::new()
             .opt("store", S::constant(json!("stripe")))
-            .opt("product_id", S::string())
+            .opt(
+                "product_id",
+                S::string().with("pattern", "^prod_[A-Za-z0-9._-]{0,95}$"),
+            )
             .opt("kind", sku_kind)
             .closed()
             .build(),
@@ -2059,10 +2117,12 @@ fn entitlement_schemas(add: &mut dyn FnMut(&str, S)) {
     add(
         "ConnectStripe",
         Obj::new()
-            .req("customid", S::string())
+            .req("customid", S::string().with("pattern", CUSTOMID))
             .req(
                 "customerid",
-                S::string().desc("A Stripe customer id (`cus_…`)."),
+                S::string()
+                    .with("pattern", "^cus_[A-Za-z0-9._-]{0,96}$")
+                    .desc("A Stripe customer id (`cus_…`)."),
             )
             .opt(
                 "force",

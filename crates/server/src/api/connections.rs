@@ -69,7 +69,9 @@ pub fn render(ctx: &ApiContext, c: &ConnectionRow) -> Value {
 fn str_field<'a>(body: &'a Map<String, Value>, key: &str) -> ApiResult<Option<&'a str>> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 500 => Ok(Some(s.trim())),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= 500 => {
+            Ok(Some(s.trim()))
+        }
         Some(_) => Err(ApiError::field(
             &format!("/{key}"),
             "Must be a non-empty string.",
@@ -77,17 +79,48 @@ fn str_field<'a>(body: &'a Map<String, Value>, key: &str) -> ApiResult<Option<&'
     }
 }
 
+/// `value` is one of `prefixes` and then at least one letter, digit, `_`, `-` or `.`.
 fn check_prefix(key: &str, value: &str, prefixes: &[&str]) -> ApiResult<()> {
-    if prefixes.iter().any(|p| value.starts_with(p))
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
-    {
+    let ok = prefixes
+        .iter()
+        .filter_map(|p| value.strip_prefix(p))
+        .any(|rest| {
+            !rest.is_empty()
+                && rest
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        });
+    if ok {
         Ok(())
     } else {
         Err(ApiError::field(
             &format!("/{key}"),
-            format!("Must start with {}.", prefixes.join(" or ")),
+            format!(
+                "Must start with {}, then letters, digits, '_', '-' or '.'.",
+                prefixes.join(" or ")
+            ),
+        ))
+    }
+}
+
+/// A Stripe API key: one of `prefixes` and then 1 to 255 letters or digits, as Stripe writes
+/// them (a key Stripe could never accept is refused here rather than at the first payment).
+fn check_api_key(key: &str, value: &str, prefixes: &[&str]) -> ApiResult<()> {
+    let ok = prefixes
+        .iter()
+        .filter_map(|p| value.strip_prefix(p))
+        .any(|rest| {
+            !rest.is_empty() && rest.len() <= 255 && rest.chars().all(|c| c.is_ascii_alphanumeric())
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            &format!("/{key}"),
+            format!(
+                "Must start with {}, then 1 to 255 letters or digits.",
+                prefixes.join(" or ")
+            ),
         ))
     }
 }
@@ -108,7 +141,7 @@ fn apply_fields(
         c.display_name = n.to_string();
     }
     if let Some(sk) = str_field(body, "secret_key")? {
-        check_prefix(
+        check_api_key(
             "secret_key",
             sk,
             &["sk_test_", "sk_live_", "rk_test_", "rk_live_"],
@@ -117,7 +150,7 @@ fn apply_fields(
         c.secret_key_hint = mask(sk);
     }
     if let Some(pk) = str_field(body, "publishable_key")? {
-        check_prefix("publishable_key", pk, &["pk_test_", "pk_live_"])?;
+        check_api_key("publishable_key", pk, &["pk_test_", "pk_live_"])?;
         c.publishable_key = Some(pk.to_string());
     }
     let previous_secs = match body.get("previous_webhook_secret_expires_in") {
@@ -158,7 +191,9 @@ fn apply_fields(
         c.stripe_account = Some(a.to_string());
     }
     if let Some(v) = str_field(body, "api_version")? {
-        // `get`, not `[..10]`: the tenth byte may fall inside a multi-byte character.
+        // `get`, not `[..10]`: the tenth byte may fall inside a multi-byte character. The rest
+        // (`.endive`) is sent as the Stripe-Version header, so it is held to letters, digits,
+        // '.', '_' and '-' (other text made every Stripe call of the connection fail).
         let ok = v.get(..10).is_some_and(|date| {
             date.chars().enumerate().all(|(i, ch)| {
                 if i == 4 || i == 7 {
@@ -167,7 +202,10 @@ fn apply_fields(
                     ch.is_ascii_digit()
                 }
             })
-        });
+        }) && v[10..].len() <= 40
+            && v[10..]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-');
         if !ok {
             return Err(ApiError::field(
                 "/api_version",
@@ -409,6 +447,9 @@ pub async fn verify(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(id): Path<String>,
+    // No body is needed; one that is there must be a JSON object (its fields are ignored), as
+    // for the other bodiless POSTs.
+    JsonBody(_body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require_secret()?;
     let c = load(&ctx, &caller, &id).await?;

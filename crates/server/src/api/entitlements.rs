@@ -372,7 +372,9 @@ pub async fn definition_delete(
 pub const CONNECT_FIELDS: &[&str] = &["customid", "customerid", "force", "connection_id"];
 
 fn customid_ok(c: &str) -> bool {
-    !c.is_empty() && c.len() <= 255 && !c.chars().any(char::is_control)
+    // Characters, not bytes: the documented limit (a 255-letter customid in a script with
+    // multi-byte letters was refused).
+    !c.is_empty() && c.chars().count() <= 255 && !c.chars().any(char::is_control)
 }
 
 /// The connection a request names (`connection_id`), or the account's default one.

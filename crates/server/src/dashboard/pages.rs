@@ -608,8 +608,13 @@ pub async fn connection(
         .map(|e| format!("<li><code>{e}</code></li>"))
         .collect();
     let verify = if param(&params, "verify").is_some() {
-        match api::connections::verify(State(ctx.clone()), super::caller(&s), Path(id.clone()))
-            .await
+        match api::connections::verify(
+            State(ctx.clone()),
+            super::caller(&s),
+            Path(id.clone()),
+            api::JsonBody(Default::default()),
+        )
+        .await
         {
             Ok(j) => render_verification(&j.0),
             Err(e) => format!(

@@ -7,6 +7,7 @@ pub mod common;
 
 mod bad_input;
 mod connections;
+mod contract;
 mod dashboard;
 mod entitlements;
 mod expiry;

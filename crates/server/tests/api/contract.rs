@@ -1,0 +1,183 @@
+//! Places where the server and its OpenAPI document disagreed, found by the API fuzzer
+//! (`scripts/schemathesis`) and fixed on the server's side: each test is one finding.
+
+use reqwest::Method;
+use reqwest::header::HeaderValue;
+use serde_json::json;
+
+use crate::common::{Db, TestServer, assert_bad_field};
+
+crate::both_dbs!(
+    idempotency_keys_outside_visible_ascii_are_refused,
+    verify_refuses_a_body_that_is_not_an_object,
+    connection_keys_are_checked_as_stripe_writes_them,
+    lengths_are_counted_in_characters,
+    integers_written_with_a_zero_fraction_are_integers,
+);
+
+/// An `Idempotency-Key` with a space or a byte outside ASCII was ignored (the request ran
+/// unkeyed, so its retry ran the work again); the document says 1 to 255 visible ASCII
+/// characters, and anything else is now a 400 naming the header, with nothing created.
+async fn idempotency_keys_outside_visible_ascii_are_refused(db: Db) {
+    let s = TestServer::start(db).await;
+    let body = TestServer::redirect_body(1000, "authorize");
+    for key in [
+        HeaderValue::from_static("order 42"),
+        HeaderValue::from_bytes(b"caf\xe9").expect("a header value"),
+        HeaderValue::from_bytes(&[b'k'; 256]).expect("a header value"),
+    ] {
+        let r = s
+            .send(
+                s.request(Method::POST, "/transactions")
+                    .header("idempotency-key", key.clone())
+                    .json(&body),
+            )
+            .await;
+        assert_bad_field(&r, "header", "/idempotency-key");
+    }
+    let list = s.get("/transactions").await.expect(200);
+    assert_eq!(
+        list["items"],
+        json!([]),
+        "a refused request created something"
+    );
+
+    // The longest key there is, and every visible ASCII character, still work.
+    let long = "k".repeat(255);
+    s.post_idem("/transactions", Some(&body), &long)
+        .await
+        .expect(201);
+    let all: String = ('!'..='~').collect();
+    s.post_idem("/transactions", Some(&body), &all)
+        .await
+        .expect(201);
+}
+
+/// `POST /connections/{id}/verify` is documented as a bodiless POST whose body, when there is
+/// one, is a JSON object; it answered 200 to any body (a number, say) where the other bodiless
+/// POSTs answer 400.
+async fn verify_refuses_a_body_that_is_not_an_object(db: Db) {
+    let s = TestServer::start(db).await;
+    let list = s.get("/connections").await.expect(200);
+    let id = list["items"][0]["id"]
+        .as_str()
+        .expect("the sandbox connection");
+    let path = format!("/connections/{id}/verify");
+    let r = s
+        .send(
+            s.request(Method::POST, &path)
+                .header("content-type", "application/json")
+                .body("-40777380578541559808"),
+        )
+        .await;
+    assert_bad_field(&r, "body", "");
+    s.post(&path, json!({})).await.expect(200);
+    s.post_empty(&path).await.expect(200);
+}
+
+/// Stripe's keys are a prefix and letters or digits: `sk_test_` alone or `sk_test_a_b` was
+/// stored, and every Stripe call with it then failed (502). An `api_version` is sent as the
+/// Stripe-Version header: text that cannot be a header value made every call fail too.
+async fn connection_keys_are_checked_as_stripe_writes_them(db: Db) {
+    let s = TestServer::start(db).await;
+    for (body, pointer) in [
+        (json!({"secret_key": "sk_test_"}), "/secret_key"),
+        (json!({"secret_key": "sk_test_a_b"}), "/secret_key"),
+        (json!({"secret_key": "rk_live_a-b"}), "/secret_key"),
+        (
+            json!({"secret_key": "sk_test_abc123", "publishable_key": "pk_test_"}),
+            "/publishable_key",
+        ),
+        (
+            json!({"secret_key": "sk_test_abc123", "publishable_key": "pk_test_x.y"}),
+            "/publishable_key",
+        ),
+        (
+            json!({"secret_key": "sk_test_abc123", "webhook_secret": "whsec_"}),
+            "/webhook_secret",
+        ),
+        (
+            json!({"secret_key": "sk_test_abc123", "api_version": "2026-10-28.endivé"}),
+            "/api_version",
+        ),
+        (
+            json!({"secret_key": "sk_test_abc123", "api_version": "0550-15-47\u{19}b"}),
+            "/api_version",
+        ),
+    ] {
+        let r = s.post("/connections", body.clone()).await;
+        assert_bad_field(&r, "body", pointer);
+    }
+    let list = s.get("/connections").await.expect(200);
+    assert_eq!(
+        list["items"].as_array().map(Vec::len),
+        Some(1),
+        "only the sandbox connection: {list}"
+    );
+
+    let c = s
+        .post(
+            "/connections",
+            json!({"secret_key": "sk_test_abc123", "publishable_key": "pk_test_abc123",
+                   "webhook_secret": "whsec_a_b-c.d", "api_version": "2026-10-28.endive"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(c["api_version"], "2026-10-28.endive");
+}
+
+/// Limits the document gives in characters were checked in bytes: a customid of 200 `Ü` (400
+/// bytes) and a connection name of 300 `é` were refused.
+async fn lengths_are_counted_in_characters(db: Db) {
+    let s = TestServer::start(db).await;
+    // `Ü` percent-encoded: 255 of them pass, 256 do not.
+    let path = |n: usize| format!("/v1/permissions?customid={}", "%C3%9C".repeat(n));
+    s.get(&path(255)).await.expect(200);
+    assert_bad_field(&s.get(&path(256)).await, "query", "/customid");
+
+    let name = "é".repeat(500);
+    let c = s
+        .post(
+            "/connections",
+            json!({"secret_key": "sk_test_abc123", "display_name": name}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(c["display_name"], name);
+    let r = s
+        .post(
+            "/connections",
+            json!({"secret_key": "sk_test_abc123", "display_name": "é".repeat(501)}),
+        )
+        .await;
+    assert_bad_field(&r, "body", "/display_name");
+}
+
+/// JSON Schema counts `3.0` as the integer 3, and so does the document's `integer`; the
+/// handlers refused it.
+async fn integers_written_with_a_zero_fraction_are_integers(db: Db) {
+    let s = TestServer::start(db).await;
+    let r = s
+        .send(
+            s.request(Method::PATCH, "/v1/entitlements/settings")
+                .json(&json!({"grace_days": 3.0, "renewal_leeway_secs": 60.0})),
+        )
+        .await;
+    let settings = r.expect(200);
+    assert_eq!(settings["grace_days"], 3);
+    assert_eq!(settings["renewal_leeway_secs"], 60);
+
+    let mut body = TestServer::redirect_body(1000, "authorize");
+    body["amount"] = json!(1299.0);
+    let t = s.post("/transactions", body).await.expect(201);
+    assert_eq!(t["amount"], 1299);
+
+    // A fraction is still refused.
+    let r = s
+        .send(
+            s.request(Method::PATCH, "/v1/entitlements/settings")
+                .json(&json!({"grace_days": 3.5})),
+        )
+        .await;
+    assert_bad_field(&r, "body", "/grace_days");
+}
