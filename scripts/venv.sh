@@ -2,11 +2,13 @@
 # Creates (or refreshes) the Python virtualenv at <repo>/.venv used by tests/python.
 # Idempotent: the install step is skipped when .venv/.requirements.sha256 matches the
 # hash of tests/python/requirements.txt. Usage: bash scripts/venv.sh  (prints the venv's python)
+# VENV and REQUIREMENTS choose another venv and requirements file (scripts/schemathesis uses them
+# so the fuzzer's dependencies stay out of the main suite's install).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="$repo/.venv"
-req="$repo/tests/python/requirements.txt"
+venv="${VENV:-$repo/.venv}"
+req="${REQUIREMENTS:-$repo/tests/python/requirements.txt}"
 stamp="$venv/.requirements.sha256"
 python="${PYTHON:-python3}"
 
