@@ -161,20 +161,14 @@ pub fn unknown_fields(body: &Map<String, Value>, allowed: &[&str]) -> ApiResult<
 }
 
 pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    // No body at all is `{}`; white space alone is not JSON (it was taken for no body).
+    if bytes.is_empty() {
         return Ok(Map::new());
     }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(m)) => match crate::edge::check_json(&m) {
             Some(refusal) => Err(refusal.into_api_error()),
-            None => {
-                let mut v = Value::Object(m);
-                integral_floats(&mut v);
-                match v {
-                    Value::Object(m) => Ok(m),
-                    _ => Ok(Map::new()),
-                }
-            }
+            None => Ok(m),
         },
         Ok(_) => Err(ApiError::field(
             "",
@@ -188,25 +182,6 @@ pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
                 e.column()
             ),
         )),
-    }
-}
-
-/// A number written with a zero fraction (`1299.0`) becomes that integer, as JSON Schema counts
-/// it: handlers read integers with `as_i64`, which refused it.
-fn integral_floats(v: &mut Value) {
-    match v {
-        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
-            if let Some(f) = n.as_f64()
-                && f.fract() == 0.0
-                && f >= i64::MIN as f64
-                && f < i64::MAX as f64
-            {
-                *v = Value::from(f as i64);
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(integral_floats),
-        Value::Object(m) => m.values_mut().for_each(integral_floats),
-        _ => {}
     }
 }
 

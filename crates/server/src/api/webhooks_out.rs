@@ -431,12 +431,26 @@ pub async fn list_deliveries(
             ));
         }
     }
+    let event_names = q.get("event_name").cloned().unwrap_or_default();
+    // As documented (an event name): a misspelt one would otherwise list nothing, silently.
+    if let Some(n) = event_names
+        .iter()
+        .find(|n| !outbox::EVENT_NAMES.contains(&n.as_str()))
+    {
+        return Err(ApiError::query(
+            "/event_name",
+            format!(
+                "'{n}' is not an event name ({}).",
+                outbox::EVENT_NAMES.join(", ")
+            ),
+        ));
+    }
     let one = |k: &str| q.get(k).and_then(|v| v.last()).cloned();
     let filter = DeliveryFilter {
         merchant_account_id: caller.merchant_account_id.clone(),
         statuses,
         subscription_id: one("subscription_id"),
-        event_names: q.get("event_name").cloned().unwrap_or_default(),
+        event_names,
         event_id: one("event_id"),
         cursor: cursor.clone(),
         limit,

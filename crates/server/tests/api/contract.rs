@@ -12,7 +12,8 @@ crate::both_dbs!(
     verify_refuses_a_body_that_is_not_an_object,
     connection_keys_are_checked_as_stripe_writes_them,
     lengths_are_counted_in_characters,
-    integers_written_with_a_zero_fraction_are_integers,
+    a_body_of_white_space_is_not_json,
+    delivery_filters_name_known_events,
 );
 
 /// An `Idempotency-Key` with a space or a byte outside ASCII was ignored (the request ran
@@ -153,31 +154,36 @@ async fn lengths_are_counted_in_characters(db: Db) {
     assert_bad_field(&r, "body", "/display_name");
 }
 
-/// JSON Schema counts `3.0` as the integer 3, and so does the document's `integer`; the
-/// handlers refused it.
-async fn integers_written_with_a_zero_fraction_are_integers(db: Db) {
+/// A body of white space only was taken for no body (`{}`); it is not JSON, and is a 400 like
+/// any other body that is not. No body at all is still `{}`.
+async fn a_body_of_white_space_is_not_json(db: Db) {
+    let s = TestServer::start(db).await;
+    for body in ["\n", "  ", "\r\n\t"] {
+        let r = s
+            .send(
+                s.request(Method::PATCH, "/v1/entitlements/settings")
+                    .header("content-type", "application/json")
+                    .body(body),
+            )
+            .await;
+        assert_bad_field(&r, "body", "");
+    }
+    s.send(s.request(Method::PATCH, "/v1/entitlements/settings"))
+        .await
+        .expect(200);
+}
+
+/// `event_name` of the delivery log is documented as an event name: an unknown one listed
+/// nothing, silently; it is a 400 naming the parameter, as an unknown `status` is.
+async fn delivery_filters_name_known_events(db: Db) {
     let s = TestServer::start(db).await;
     let r = s
-        .send(
-            s.request(Method::PATCH, "/v1/entitlements/settings")
-                .json(&json!({"grace_days": 3.0, "renewal_leeway_secs": 60.0})),
-        )
+        .get("/webhook-deliveries?event_name=transaction.captured&event_name=transaction.capture")
         .await;
-    let settings = r.expect(200);
-    assert_eq!(settings["grace_days"], 3);
-    assert_eq!(settings["renewal_leeway_secs"], 60);
-
-    let mut body = TestServer::redirect_body(1000, "authorize");
-    body["amount"] = json!(1299.0);
-    let t = s.post("/transactions", body).await.expect(201);
-    assert_eq!(t["amount"], 1299);
-
-    // A fraction is still refused.
-    let r = s
-        .send(
-            s.request(Method::PATCH, "/v1/entitlements/settings")
-                .json(&json!({"grace_days": 3.5})),
-        )
-        .await;
-    assert_bad_field(&r, "body", "/grace_days");
+    assert_bad_field(&r, "query", "/event_name");
+    let list = s
+        .get("/webhook-deliveries?event_name=transaction.captured&event_name=refund.succeeded")
+        .await
+        .expect(200);
+    assert_eq!(list["items"], json!([]));
 }
