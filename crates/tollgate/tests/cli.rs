@@ -6,8 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+use common::BIN;
 
 fn run(args: &[&str]) -> String {
     let out = Command::new(BIN)
@@ -50,17 +49,10 @@ async fn operator_create_prints_the_servers_login_url() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = common::free_port();
     let _server = common::Proc(
-        Command::new(BIN)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env_remove("DATABASE_URL")
+        common::serve_command(dir.path(), port, None)
             .env_remove("TOLLGATE_CONFIG")
             .env_remove("TOLLGATE_PUBLIC_URL")
-            .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("starting tollgate serve"),
     );

@@ -8,43 +8,20 @@
 //!   `-shm`, the master key, the first API key, the sandbox's state) are readable by their
 //!   owner only.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 mod common;
-use common::{Proc, first_key, free_port, fresh_schema, postgres_url};
+use common::{
+    Proc, first_key, free_port, fresh_schema, postgres_url, serve_command, start_ready,
+    start_sandbox, status_json,
+};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 const MASTER_KEY: &str = "303132333435363738393a3b3c3d3e3f404142434445464748494a4b4c4d4e4f";
 /// The lease of a keyed request's claim in these tests (seconds).
 const LEASE_SECS: u64 = 2;
-
-/// A standalone sandbox: (process, base URL, secret key).
-fn start_sandbox() -> (Proc, String, String) {
-    let mut child = Command::new(BIN)
-        .args(["sandbox", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting the sandbox");
-    let out = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(out).lines();
-    let (mut url, mut key) = (String::new(), String::new());
-    for _ in 0..4 {
-        let line = lines.next().expect("a line").expect("utf-8");
-        if let Some(u) = line.strip_prefix("sandbox listening on ") {
-            url = u.trim().to_string();
-        } else if let Some(k) = line.strip_prefix("secret key: ") {
-            key = k.trim().to_string();
-        }
-    }
-    assert!(!url.is_empty() && !key.is_empty(), "sandbox start-up lines");
-    (Proc(child), url, key)
-}
 
 /// `tollgate serve` on `port` with `dir` as its data directory and `args` added; waits until
 /// it is ready.
@@ -56,41 +33,13 @@ async fn serve(dir: &Path, port: u16, args: &[&str], database_url: Option<&str>)
         format!("idempotency_lease_secs = {LEASE_SECS}\nreconcile_interval_secs = 0\n"),
     )
     .expect("config file");
-    let mut cmd = Command::new(BIN);
-    cmd.arg("serve")
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--config")
-        .arg(&config)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let mut cmd = serve_command(dir, port, database_url);
+    cmd.arg("--config").arg(&config).args(args);
     match database_url {
-        Some(u) => cmd
-            .env("DATABASE_URL", u)
-            .env("TOLLGATE_MASTER_KEY", MASTER_KEY),
-        None => cmd
-            .env_remove("DATABASE_URL")
-            .env_remove("TOLLGATE_MASTER_KEY"),
+        Some(_) => cmd.env("TOLLGATE_MASTER_KEY", MASTER_KEY),
+        None => cmd.env_remove("TOLLGATE_MASTER_KEY"),
     };
-    let proc = Proc(cmd.spawn().expect("starting the server"));
-    let http = reqwest::Client::new();
-    let started = Instant::now();
-    while !http
-        .get(format!("http://127.0.0.1:{port}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "server start-up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    proc
+    start_ready(&mut cmd, port).await.0
 }
 
 /// Whether the server's database holds a claim on `key` that has no answer yet.
@@ -102,12 +51,6 @@ async fn claimed(pool: &sqlx::AnyPool, key: &str) -> bool {
     .fetch_one(pool)
     .await
     .is_ok_and(|n| n == 1)
-}
-
-async fn send(rb: reqwest::RequestBuilder) -> (u16, Value) {
-    let r = rb.send().await.expect("request");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 async fn killed_mid_request(database_url: Option<String>) {
@@ -122,7 +65,7 @@ async fn killed_mid_request(database_url: Option<String>) {
     let mut server = serve(&data, port, &args, database_url.as_deref()).await;
     let key = first_key(&data);
     let http = reqwest::Client::new();
-    let (status, conn) = send(
+    let (status, conn) = status_json(
         http.post(format!("{base}/connections"))
             .bearer_auth(&key)
             .json(&json!({"secret_key": sk})),
@@ -140,7 +83,7 @@ async fn killed_mid_request(database_url: Option<String>) {
     };
 
     // Stripe answers in 5 s; the server is SIGKILLed while the create waits for it.
-    let (status, _) = send(
+    let (status, _) = status_json(
         http.post(format!("{sandbox}/_sandbox/faults"))
             .bearer_auth(&sk)
             .json(&json!({"kind": "latency", "rate": 1.0, "latency_ms": 5000})),
@@ -168,14 +111,13 @@ async fn killed_mid_request(database_url: Option<String>) {
     // Give the create the moment it needs to reach Stripe (the checks below hold either way:
     // Stripe finishes a request whose client died, and the retry sends the same Stripe key).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = server.0.kill();
-    let _ = server.0.wait();
+    server.kill();
     assert!(
         first.await.expect("task").is_err(),
         "the first try got no answer"
     );
     pool.close().await;
-    let (status, _) = send(
+    let (status, _) = status_json(
         http.post(format!("{sandbox}/_sandbox/faults"))
             .bearer_auth(&sk)
             .json(&json!({"rate": 0})),
@@ -188,7 +130,7 @@ async fn killed_mid_request(database_url: Option<String>) {
     server = serve(&data, port, &args, database_url.as_deref()).await;
     let started = Instant::now();
     let tx = loop {
-        let (status, v) = send(create()).await;
+        let (status, v) = status_json(create()).await;
         match status {
             201 => break v,
             // The dead request's lease has not lapsed yet.
@@ -206,7 +148,7 @@ async fn killed_mid_request(database_url: Option<String>) {
     let id = tx["id"].as_str().expect("id");
     assert_eq!(tx["status"], "buyer_approval_pending", "{tx}");
     assert!(tx["payment_method"]["approval_url"].is_string(), "{tx}");
-    let (status, intents) = send(
+    let (status, intents) = status_json(
         http.get(format!("{sandbox}/v1/payment_intents?limit=100"))
             .bearer_auth(&sk),
     )
@@ -216,7 +158,7 @@ async fn killed_mid_request(database_url: Option<String>) {
     assert_eq!(intents.len(), 1, "one PaymentIntent: {intents:?}");
     assert_eq!(intents[0]["metadata"]["tollgate_transaction_id"], id);
     assert_eq!(tx["additional_identifiers"]["payment_id"], intents[0]["id"]);
-    let (_, list) = send(http.get(format!("{base}/transactions")).bearer_auth(&key)).await;
+    let (_, list) = status_json(http.get(format!("{base}/transactions")).bearer_auth(&key)).await;
     assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
     let replay = create().send().await.expect("replay");
     assert_eq!(

@@ -7,18 +7,19 @@
 //! - reconcile: the server is down while the sandbox moves payments; `tollgate stripe sync`
 //!   puts every transaction right.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tollgate_stripe::signature;
 
 mod common;
-use common::{Proc, first_key, free_port, fresh_schema, postgres_url};
+use common::{
+    BIN, Proc, first_key, free_port, fresh_schema, postgres_url, serve_command, start_ready,
+    start_sandbox,
+};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 const SECRET: &str = "whsec_process_tests_0123456789";
 const MASTER_KEY: &str = "101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f";
 
@@ -27,30 +28,6 @@ fn now_s() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-/// A standalone sandbox: (process, base URL, secret key).
-fn start_sandbox() -> (Proc, String, String) {
-    let mut child = Command::new(BIN)
-        .args(["sandbox", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting the sandbox");
-    let out = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(out).lines();
-    let mut url = String::new();
-    let mut key = String::new();
-    for _ in 0..4 {
-        let line = lines.next().expect("a line").expect("utf-8");
-        if let Some(u) = line.strip_prefix("sandbox listening on ") {
-            url = u.trim().to_string();
-        } else if let Some(k) = line.strip_prefix("secret key: ") {
-            key = k.trim().to_string();
-        }
-    }
-    assert!(!url.is_empty() && !key.is_empty(), "sandbox start-up lines");
-    (Proc(child), url, key)
 }
 
 struct Server {
@@ -75,41 +52,12 @@ async fn start_server(
     database_url: Option<&str>,
 ) -> Server {
     std::fs::create_dir_all(dir).expect("data dir");
-    let mut cmd = Command::new(BIN);
-    cmd.arg("serve")
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--config")
+    let mut cmd = serve_command(dir, port, database_url);
+    cmd.arg("--config")
         .arg(config_file(dir))
         .args(["--sandbox", "false", "--stripe-api-base", sandbox_url])
-        .env("TOLLGATE_MASTER_KEY", MASTER_KEY)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    match database_url {
-        Some(u) => cmd.env("DATABASE_URL", u),
-        None => cmd.env_remove("DATABASE_URL"),
-    };
-    let proc = Proc(cmd.spawn().expect("starting the server"));
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let started = Instant::now();
-    loop {
-        if http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "server start-up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        .env("TOLLGATE_MASTER_KEY", MASTER_KEY);
+    let (proc, base) = start_ready(&mut cmd, port).await;
     Server { proc, base }
 }
 
@@ -335,8 +283,7 @@ async fn a_killed_server_loses_no_acknowledged_event_and_applies_none_twice() {
         }
         if !killed && acked.len() >= events.len() / 3 {
             // SIGKILL: no shutdown, no flush.
-            let _ = server.proc.0.kill();
-            let _ = server.proc.0.wait();
+            server.proc.kill();
             killed = true;
         }
     }

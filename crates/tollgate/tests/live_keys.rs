@@ -8,17 +8,16 @@
 //! every request and records the key each came with.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 mod common;
-use common::{Proc, first_key, free_port, fresh_schema, postgres_url};
+use common::{
+    Proc, first_key, free_port, fresh_schema, postgres_url, serve_command, start_ready, status_json,
+};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 const MASTER_KEY: &str = "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f";
 const LIVE_KEY: &str = "sk_live_restartedlive1234567890";
 const REFUSAL: &str = "This stand-in for Stripe creates nothing.";
@@ -55,37 +54,10 @@ async fn stripe_stand_in() -> (String, Arc<Mutex<Vec<String>>>) {
 async fn start_server(data: &Path, stripe: &str, database_url: Option<&str>) -> (Proc, String) {
     std::fs::create_dir_all(data).expect("data dir");
     let port = free_port();
-    let mut cmd = Command::new(BIN);
-    cmd.arg("serve")
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--stripe-api-base", stripe])
-        .env("TOLLGATE_MASTER_KEY", MASTER_KEY)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    match database_url {
-        Some(u) => cmd.env("DATABASE_URL", u),
-        None => cmd.env_remove("DATABASE_URL"),
-    };
-    let proc = Proc(cmd.spawn().expect("starting the server"));
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let started = Instant::now();
-    while !http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "server start-up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (proc, base)
+    let mut cmd = serve_command(data, port, database_url);
+    cmd.args(["--stripe-api-base", stripe])
+        .env("TOLLGATE_MASTER_KEY", MASTER_KEY);
+    start_ready(&mut cmd, port).await
 }
 
 /// (status, body) of one request with the operator key.
@@ -100,9 +72,7 @@ async fn call(
     if let Some(b) = body {
         rb = rb.json(&b);
     }
-    let r = rb.send().await.expect("request");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    status_json(rb).await
 }
 
 /// The connections of the default merchant account: (sandbox one, the others).

@@ -4,34 +4,21 @@
 //! `TOLLGATE_SANDBOX_CONTROL_KEY` unless the server is reachable on loopback only.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+mod common;
+use common::{Proc, free_port, serve_command, wait_until_up};
+
 const CONTROL_KEY: &str = "sandbox-control-key-0123456789";
 
 struct Serve {
-    child: Child,
+    _proc: Proc,
     base: String,
     secret_key: String,
     publishable_key: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// `tollgate serve` on 127.0.0.1 (SQLite in a fresh data directory) with `extra` flags and
@@ -40,23 +27,12 @@ async fn serve(extra: &[&str], env: &[(&str, &str)]) -> Serve {
     tollgate_stripe::install_crypto_provider();
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
-    let mut cmd = Command::new(BIN);
-    cmd.arg("serve")
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--sandbox",
-            "true",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
+    let mut cmd = serve_command(dir.path(), port, None);
+    cmd.args(["--sandbox", "true"])
         .args(extra)
-        .env_remove("DATABASE_URL")
         .env_remove("TOLLGATE_SANDBOX_CONTROL_KEY")
         .env_remove("TOLLGATE_SANDBOX_ANY_TEST_KEY")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stdout(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -78,22 +54,9 @@ async fn serve(extra: &[&str], env: &[(&str, &str)]) -> Serve {
     // Keep draining stdout so that the server never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let started = Instant::now();
-    while !http
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "tollgate serve did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_up(&base, "/healthz").await;
     Serve {
-        child,
+        _proc: Proc(child),
         base,
         secret_key: sk,
         publishable_key: pk,

@@ -2,17 +2,104 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 
 /// A child process, killed when dropped.
 pub struct Proc(pub Child);
 
-impl Drop for Proc {
-    fn drop(&mut self) {
+impl Proc {
+    /// SIGKILL (no shutdown, no flush), then reaps the process.
+    pub fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A standalone sandbox: (process, base URL, secret key).
+pub fn start_sandbox() -> (Proc, String, String) {
+    let mut child = Command::new(BIN)
+        .args(["sandbox", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the sandbox");
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(out).lines();
+    let (mut url, mut key) = (String::new(), String::new());
+    for _ in 0..4 {
+        let line = lines.next().expect("a line").expect("utf-8");
+        if let Some(u) = line.strip_prefix("sandbox listening on ") {
+            url = u.trim().to_string();
+        } else if let Some(k) = line.strip_prefix("secret key: ") {
+            key = k.trim().to_string();
+        }
+    }
+    assert!(!url.is_empty() && !key.is_empty(), "sandbox start-up lines");
+    (Proc(child), url, key)
+}
+
+/// `tollgate serve` on 127.0.0.1:`port` with `dir` as its data directory, logging warnings
+/// only, its output discarded; on `database_url`, or on SQLite in `dir` when `None`.
+pub fn serve_command(dir: &Path, port: u16, database_url: Option<&str>) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    match database_url {
+        Some(u) => cmd.env("DATABASE_URL", u),
+        None => cmd.env_remove("DATABASE_URL"),
+    };
+    cmd
+}
+
+/// Waits until `GET {base}{path}` answers a 2xx.
+pub async fn wait_until_up(base: &str, path: &str) {
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    while !http
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "server start-up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts `cmd` (a `tollgate serve` on `port`) and waits until it is ready: (process, base URL).
+pub async fn start_ready(cmd: &mut Command, port: u16) -> (Proc, String) {
+    let proc = Proc(cmd.spawn().expect("starting the server"));
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until_up(&base, "/readyz").await;
+    (proc, base)
+}
+
+/// (status, body) of a request; the body is `null` when it is not JSON.
+pub async fn status_json(rb: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = rb.send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 pub fn free_port() -> u16 {
