@@ -215,17 +215,14 @@ async fn keys_are_scoped(db: Db) {
     assert_eq!(r2.header("idempotent-replayed"), Some("true"));
 }
 
-/// The client gives up after 0.5 s while Stripe takes 2 s; hyper drops the request, which gives
-/// its claim back (the lease is an hour here, so only that can free it within the test). The
-/// retry finishes the same transaction on the one PaymentIntent Stripe made for the first try.
-async fn a_dropped_request_is_resumed_by_its_retry(db: Db) {
-    let s = TestServer::start_with(db, |c| c.idempotency_lease_secs = 3600).await;
-    let body = TestServer::redirect_body(1000, "authorize");
-    s.faults("latency", 1.0, 2000).await;
+/// A keyed create of `body` whose client gives up after 0.5 s while Stripe takes `latency_ms`;
+/// returns once the dropped request gave its claim back.
+async fn drop_a_keyed_create(s: &TestServer, body: &Value, key: &str, latency_ms: u64) {
+    s.faults("latency", 1.0, latency_ms).await;
     let gave_up = s
         .request(reqwest::Method::POST, "/transactions")
-        .header("idempotency-key", "drop-1")
-        .json(&body)
+        .header("idempotency-key", key)
+        .json(body)
         .timeout(Duration::from_millis(500))
         .send()
         .await;
@@ -238,9 +235,25 @@ async fn a_dropped_request_is_resumed_by_its_retry(db: Db) {
     wait_for(
         Duration::from_secs(10),
         "the dropped request to give its claim back",
-        || async { (!s.idempotency_in_progress("drop-1").await).then_some(()) },
+        || async { (!s.idempotency_in_progress(key).await).then_some(()) },
     )
     .await;
+}
+
+/// `body` sent again to `/transactions` under `key` is a replay of the answer `first`.
+async fn assert_replayed(s: &TestServer, body: &Value, key: &str, first: &Value) {
+    let replay = s.post_idem("/transactions", Some(body), key).await;
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(&replay.body, first);
+}
+
+/// The client gives up after 0.5 s while Stripe takes 2 s; hyper drops the request, which gives
+/// its claim back (the lease is an hour here, so only that can free it within the test). The
+/// retry finishes the same transaction on the one PaymentIntent Stripe made for the first try.
+async fn a_dropped_request_is_resumed_by_its_retry(db: Db) {
+    let s = TestServer::start_with(db, |c| c.idempotency_lease_secs = 3600).await;
+    let body = TestServer::redirect_body(1000, "authorize");
+    drop_a_keyed_create(&s, &body, "drop-1", 2000).await;
     // Stripe finishes what it was asked even though its client went away.
     let first_try = wait_for(
         Duration::from_secs(10),
@@ -269,9 +282,7 @@ async fn a_dropped_request_is_resumed_by_its_retry(db: Db) {
     assert_eq!(all["data"].as_array().unwrap().len(), 1, "{all}");
     assert_eq!(s.db_snapshot().await.transactions.len(), 1);
 
-    let replay = s.post_idem("/transactions", Some(&body), "drop-1").await;
-    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
-    assert_eq!(replay.body, retry.body);
+    assert_replayed(&s, &body, "drop-1", &retry.body).await;
 }
 
 /// The retry comes while Stripe still runs the dropped first try (same Stripe key): Stripe
@@ -280,25 +291,7 @@ async fn a_dropped_request_is_resumed_by_its_retry(db: Db) {
 async fn a_retry_while_stripe_still_runs_the_first_try_resumes(db: Db) {
     let s = TestServer::start_with(db, |c| c.idempotency_lease_secs = 3600).await;
     let body = TestServer::redirect_body(1100, "authorize");
-    s.faults("latency", 1.0, 3000).await;
-    let gave_up = s
-        .request(reqwest::Method::POST, "/transactions")
-        .header("idempotency-key", "busy-1")
-        .json(&body)
-        .timeout(Duration::from_millis(500))
-        .send()
-        .await;
-    assert!(
-        gave_up.as_ref().is_err_and(reqwest::Error::is_timeout),
-        "{gave_up:?}"
-    );
-    s.faults_off().await;
-    wait_for(
-        Duration::from_secs(10),
-        "the dropped request to give its claim back",
-        || async { (!s.idempotency_in_progress("busy-1").await).then_some(()) },
-    )
-    .await;
+    drop_a_keyed_create(&s, &body, "busy-1", 3000).await;
     let tx = wait_for(Duration::from_secs(30), "a retry to finish", || async {
         let r = s.post_idem("/transactions", Some(&body), "busy-1").await;
         match r.status {
@@ -360,9 +353,7 @@ async fn a_lapsed_claim_is_taken_over_by_a_retry(db: Db) {
     assert!(retry.body["payment_method"]["approval_url"].is_string());
     assert_eq!(s.intents_of(id).await.len(), 1);
     assert_eq!(s.db_snapshot().await.transactions.len(), 1);
-    let replay = s.post_idem("/transactions", Some(&body), "crash-1").await;
-    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
-    assert_eq!(replay.body, retry.body);
+    assert_replayed(&s, &body, "crash-1", &retry.body).await;
     // Another body under the key is still a mismatch.
     let mut other = body.clone();
     other["amount"] = json!(701);
@@ -422,9 +413,7 @@ async fn stored_answers_are_sealed(db: Db) {
         ("seal-1", &redirect_body, &redirect),
         ("seal-2", &direct_body, &direct),
     ] {
-        let replay = s.post_idem("/transactions", Some(body), key).await;
-        assert_eq!(replay.header("idempotent-replayed"), Some("true"));
-        assert_eq!(&replay.body, first);
+        assert_replayed(&s, body, key, first).await;
     }
 }
 
@@ -443,9 +432,7 @@ async fn answers_kept_in_clear_are_sealed(db: Db) {
     .execute(&s.pool)
     .await
     .unwrap();
-    let replay = s.post_idem("/transactions", Some(&body), "old-1").await;
-    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
-    assert_eq!(replay.body, first.body);
+    assert_replayed(&s, &body, "old-1", &first.body).await;
     wait_for(
         Duration::from_secs(10),
         "the answer kept in clear to be sealed",
@@ -460,7 +447,5 @@ async fn answers_kept_in_clear_are_sealed(db: Db) {
         },
     )
     .await;
-    let replay = s.post_idem("/transactions", Some(&body), "old-1").await;
-    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
-    assert_eq!(replay.body, first.body);
+    assert_replayed(&s, &body, "old-1", &first.body).await;
 }
