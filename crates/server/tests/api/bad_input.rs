@@ -310,6 +310,15 @@ async fn two_megabyte_body(db: Db) {
     s.post("/transactions", oversized(1000)).await.expect(201);
 }
 
+/// `rb` with an empty JSON object as its body when `method` is POST.
+fn empty_body_if_post(rb: reqwest::RequestBuilder, method: &Method) -> reqwest::RequestBuilder {
+    if *method == Method::POST {
+        rb.json(&json!({}))
+    } else {
+        rb
+    }
+}
+
 async fn other_merchant_accounts_transaction(db: Db) {
     let s = TestServer::start(db).await;
     let tx = s.authorized(500).await;
@@ -326,22 +335,20 @@ async fn other_merchant_accounts_transaction(db: Db) {
         (Method::POST, format!("/transactions/{id}/sync")),
         (Method::POST, format!("/transactions/{id}/refunds")),
     ] {
-        let mut rb = s
-            .http
-            .request(method.clone(), s.url(&path))
-            .bearer_auth(&other);
-        if method == Method::POST {
-            rb = rb.json(&json!({}));
-        }
+        let rb = empty_body_if_post(
+            s.http
+                .request(method.clone(), s.url(&path))
+                .bearer_auth(&other),
+            &method,
+        );
         let r = s.send(rb).await;
         assert_error(&r, 404, "not_found");
         // Nor does the operator key see it when it acts for the other account.
-        let mut rb = s
-            .request(method.clone(), &path)
-            .header("x-merchant-account-id", "shop-b");
-        if method == Method::POST {
-            rb = rb.json(&json!({}));
-        }
+        let rb = empty_body_if_post(
+            s.request(method.clone(), &path)
+                .header("x-merchant-account-id", "shop-b"),
+            &method,
+        );
         assert_error(&s.send(rb).await, 404, "not_found");
     }
     let list = s
@@ -498,10 +505,7 @@ async fn nul_in_json_bodies(db: Db) {
     let body = body_with(|b| b["external_identifier"] = json!(NUL));
     let r = unchanged(&s, || s.post_idem("/transactions", Some(&body), "nul-1")).await;
     assert_bad_field(&r, "body", "/external_identifier");
-    let conn = s.get("/connections").await.expect(200)["items"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let conn = first_connection_id(&s).await;
     let others: Vec<(Method, String, Value, &str)> = vec![
         (
             Method::POST,
@@ -616,10 +620,7 @@ async fn nul_or_bad_text_in_paths_and_queries(db: Db) {
         ),
     ];
     for (method, path, location, pointer) in cases {
-        let mut rb = s.request(method.clone(), &path);
-        if method == Method::POST {
-            rb = rb.json(&json!({}));
-        }
+        let rb = empty_body_if_post(s.request(method.clone(), &path), &method);
         let r = unchanged(&s, || s.send(rb)).await;
         assert_bad_field(&r, location, pointer);
     }
@@ -656,20 +657,7 @@ async fn nul_in_pages_and_dashboard_forms(db: Db) {
     }
     let (cookie, csrf) = dashboard_session(&s).await;
     // The login form: looking the name up used to fail on PostgreSQL (500).
-    let page = s.send(s.http.get(s.url("/dashboard/login"))).await;
-    let token = hidden_csrf(&page.text);
-    let r = s
-        .send(
-            s.http
-                .post(s.url("/dashboard/login"))
-                .header("cookie", format!("tg_login_csrf={token}"))
-                .form(&[
-                    ("username", format!("adm{NUL}in").as_str()),
-                    ("password", "whatever it is"),
-                    ("csrf", &token),
-                ]),
-        )
-        .await;
+    let r = post_login(&s, &format!("adm{NUL}in"), "whatever it is").await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.text.contains("NUL"), "{}", r.text);
     // A signed-in operator's forms, and a page's path and query.
@@ -731,6 +719,23 @@ fn hidden_csrf(html: &str) -> String {
     html[at..].split('"').next().unwrap_or_default().to_string()
 }
 
+/// The dashboard's login form, posted with the CSRF token of the login page it came from.
+async fn post_login(s: &TestServer, username: &str, password: &str) -> Resp {
+    let page = s.send(s.http.get(s.url("/dashboard/login"))).await;
+    let token = hidden_csrf(&page.text);
+    s.send(
+        s.http
+            .post(s.url("/dashboard/login"))
+            .header("cookie", format!("tg_login_csrf={token}"))
+            .form(&[
+                ("username", username),
+                ("password", password),
+                ("csrf", &token),
+            ]),
+    )
+    .await
+}
+
 /// A signed-in dashboard operator: (session cookie, a form's CSRF token).
 async fn dashboard_session(s: &TestServer) -> (String, String) {
     const PASSWORD: &str = "a long enough password";
@@ -749,20 +754,7 @@ async fn dashboard_session(s: &TestServer) -> (String, String) {
     )
     .await
     .unwrap();
-    let page = s.send(s.http.get(s.url("/dashboard/login"))).await;
-    let token = hidden_csrf(&page.text);
-    let r = s
-        .send(
-            s.http
-                .post(s.url("/dashboard/login"))
-                .header("cookie", format!("tg_login_csrf={token}"))
-                .form(&[
-                    ("username", "admin"),
-                    ("password", PASSWORD),
-                    ("csrf", &token),
-                ]),
-        )
-        .await;
+    let r = post_login(s, "admin", PASSWORD).await;
     assert_eq!(r.status, 303, "{}", r.text);
     let session = r
         .headers
@@ -900,13 +892,18 @@ async fn stored_unusable_redirect_url_still_ends_the_payment(db: Db) {
     assert_eq!(s.get_tx(id).await["status"], "capture_succeeded");
 }
 
+/// The id of the first connection `/connections` lists.
+async fn first_connection_id(s: &TestServer) -> String {
+    s.get("/connections").await.expect(200)["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// `api_version` is checked by characters: a multi-byte one where the date ends used to panic.
 async fn multibyte_api_version(db: Db) {
     let s = TestServer::start(db).await;
-    let conn = s.get("/connections").await.expect(200)["items"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let conn = first_connection_id(&s).await;
     for v in [
         "2026-10-2é.endive",
         "éééééééééé",
@@ -992,10 +989,7 @@ async fn json_handlers_survive_random_input(db: Db) {
     let s = TestServer::start(db).await;
     let tx = s.authorized(5000).await;
     let tid = tx["id"].as_str().unwrap().to_string();
-    let conn = s.get("/connections").await.expect(200)["items"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let conn = first_connection_id(&s).await;
     s.post(
         "/v1/skus",
         json!({"identifier": "pro", "product_id": "prod_1", "kind": "subscription"}),
