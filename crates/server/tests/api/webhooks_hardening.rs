@@ -40,6 +40,14 @@ async fn connection(s: &TestServer, key: &str, keys: &str) -> String {
     conn["id"].as_str().unwrap().to_string()
 }
 
+/// [`server`] with a connection of its default merchant account (see [`connection`]).
+async fn server_with_connection(db: Db, keys: &str) -> (TestServer, String) {
+    let s = server(db).await;
+    let key = s.key.clone();
+    let conn = connection(&s, &key, keys).await;
+    (s, conn)
+}
+
 /// Posts `body` to connection `conn_id`'s webhook URL (`conn_id` is put in the path as given),
 /// signed with [`SECRET`] now.
 async fn send(s: &TestServer, conn_id: &str, body: &[u8]) -> Resp {
@@ -203,9 +211,7 @@ async fn tenants_never_share_the_inbox(db: Db) {
 /// A signed event that is an event but absurd: 400 naming the place, nothing stored, the same
 /// on both databases; a connection that works goes on receiving events.
 async fn absurd_signed_events_are_refused(db: Db) {
-    let s = server(db).await;
-    let key = s.key.clone();
-    let conn = connection(&s, &key, "absurdevents1234").await;
+    let (s, conn) = server_with_connection(db, "absurdevents1234").await;
     let now = now_ms() / 1000;
     let event = |id: &str| {
         json!({"id": id, "object": "event", "api_version": "2026-10-28.endive", "created": now,
@@ -214,20 +220,24 @@ async fn absurd_signed_events_are_refused(db: Db) {
                "request": {"id": null, "idempotency_key": null}})
     };
     let text = |v: &Value| serde_json::to_vec(v).unwrap();
+    // The JSON text of `event(id)` with its first `from` made `to`.
+    let edited = |id: &str, from: &str, to: &str| {
+        String::from_utf8(text(&event(id)))
+            .unwrap()
+            .replacen(from, to, 1)
+    };
+    // `event(id)` with an array nested `depth` deep inside.
+    let nested = |id: &str, depth: usize| {
+        edited(
+            id,
+            r#""available":[]"#,
+            &format!(r#""available":{}1{}"#, "[".repeat(depth), "]".repeat(depth)),
+        )
+    };
 
     let mut cases: Vec<(&str, Vec<u8>, &str)> = Vec::new();
     // Nested 10,000 deep inside the event.
-    let deep = String::from_utf8(text(&event("evt_deep")))
-        .unwrap()
-        .replacen(
-            r#""available":[]"#,
-            &format!(
-                r#""available":{}1{}"#,
-                "[".repeat(10_000),
-                "]".repeat(10_000)
-            ),
-            1,
-        );
+    let deep = nested("evt_deep", 10_000);
     cases.push(("nested 10,000 deep", deep.into_bytes(), ""));
     // Invalid UTF-8 in a string deep in the event (a byte 0xFF).
     let mut bad_utf8 = event("evt_bad_utf8");
@@ -241,13 +251,11 @@ async fn absurd_signed_events_are_refused(db: Db) {
         .into_iter()
         .enumerate()
     {
-        let body = String::from_utf8(text(&event(&format!("evt_created_{n}"))))
-            .unwrap()
-            .replacen(
-                &format!(r#""created":{now}"#),
-                &format!(r#""created":{created}"#),
-                1,
-            );
+        let body = edited(
+            &format!("evt_created_{n}"),
+            &format!(r#""created":{now}"#),
+            &format!(r#""created":{created}"#),
+        );
         assert!(body.contains(created));
         cases.push(("an absurd created", body.into_bytes(), "/created"));
     }
@@ -280,13 +288,7 @@ async fn absurd_signed_events_are_refused(db: Db) {
     assert_eq!(s.db_snapshot().await, before, "nothing stored");
 
     // Up to 64 levels is an event like any other, and the connection still receives.
-    let fine = String::from_utf8(text(&event("evt_fine")))
-        .unwrap()
-        .replacen(
-            r#""available":[]"#,
-            &format!(r#""available":{}1{}"#, "[".repeat(60), "]".repeat(60)),
-            1,
-        );
+    let fine = nested("evt_fine", 60);
     let r = send(&s, &conn, fine.as_bytes()).await.expect(200);
     assert_eq!(r["duplicate"], false, "{r}");
     assert_eq!(s.db_snapshot().await.inbox, before.inbox + 1);
@@ -295,9 +297,7 @@ async fn absurd_signed_events_are_refused(db: Db) {
 /// The connection id in the path is checked before it is looked up: with a NUL character or
 /// bytes that are not UTF-8 it is a 400 naming it (on PostgreSQL the lookup itself failed).
 async fn a_nul_or_non_utf8_connection_id_is_refused(db: Db) {
-    let s = server(db).await;
-    let key = s.key.clone();
-    let conn = connection(&s, &key, "nulconnection123").await;
+    let (s, conn) = server_with_connection(db, "nulconnection123").await;
     let body = br#"{"id":"evt_1","object":"event","type":"balance.available","created":1}"#;
     let before = s.db_snapshot().await;
     for path in [
