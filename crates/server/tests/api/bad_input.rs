@@ -160,6 +160,13 @@ async fn missing_payment_method_in_redirect_flow(db: Db) {
     .await;
 }
 
+/// A create with `url` as its redirect URL is refused naming the field, and changes nothing.
+async fn assert_redirect_url_refused(s: &TestServer, url: &str) {
+    let body = body_with(|b| b["payment_method"]["redirect_url"] = json!(url));
+    let r = unchanged(s, || s.post("/transactions", body)).await;
+    assert_bad_field(&r, "body", "/payment_method/redirect_url");
+}
+
 async fn non_https_redirect_url(db: Db) {
     let (s, _) = server_with_one_transaction(db).await;
     for url in [
@@ -168,9 +175,7 @@ async fn non_https_redirect_url(db: Db) {
         "merchant.example",
         "https://",
     ] {
-        let body = body_with(|b| b["payment_method"]["redirect_url"] = json!(url));
-        let r = unchanged(&s, || s.post("/transactions", body)).await;
-        assert_bad_field(&r, "body", "/payment_method/redirect_url");
+        assert_redirect_url_refused(&s, url).await;
     }
 }
 
@@ -798,14 +803,10 @@ async fn redirect_url_is_a_parsed_url(db: Db) {
         "javascript:alert(1)",
         "//merchant.example/cb",
     ] {
-        let body = body_with(|b| b["payment_method"]["redirect_url"] = json!(url));
-        let r = unchanged(&s, || s.post("/transactions", body)).await;
-        assert_bad_field(&r, "body", "/payment_method/redirect_url");
+        assert_redirect_url_refused(&s, url).await;
     }
     let long = format!("https://merchant.example/{}", "a".repeat(2100));
-    let body = body_with(|b| b["payment_method"]["redirect_url"] = json!(long));
-    let r = unchanged(&s, || s.post("/transactions", body)).await;
-    assert_bad_field(&r, "body", "/payment_method/redirect_url");
+    assert_redirect_url_refused(&s, &long).await;
     for url in [
         "http://localhost:3000/cb",
         "http://127.0.0.1/cb",
