@@ -86,6 +86,10 @@ pub enum BenchCommand {
         /// Unmeasured seconds first (connections, caches, database warm).
         #[arg(long, default_value_t = 2)]
         warmup_seconds: u64,
+        /// Each connection remembers the `ETag` of every customer it checked and sends it back
+        /// (`If-None-Match`): an unchanged answer is a 304 without a body.
+        #[arg(long)]
+        if_none_match: bool,
     },
     /// Outbound webhook deliveries/s: the real outbox and delivery worker to a fast local
     /// receiver.
@@ -182,6 +186,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             connections,
             seconds,
             warmup_seconds,
+            if_none_match,
         } => {
             crate::bench_permissions::run(
                 db,
@@ -190,6 +195,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 connections,
                 seconds,
                 warmup_seconds,
+                if_none_match,
             )
             .await
         }

@@ -25,16 +25,17 @@ pub async fn run(
     connections: usize,
     seconds: u64,
     warmup_seconds: u64,
+    if_none_match: bool,
 ) -> anyhow::Result<()> {
     on_fresh_db(db, admin_url, |url, dir| async move {
         run_on(
             db,
             url,
             &dir,
-            customers.max(1),
-            connections.max(1),
+            (customers.max(1), connections.max(1)),
             seconds.max(1),
             warmup_seconds,
+            if_none_match,
         )
         .await
     })
@@ -45,10 +46,10 @@ async fn run_on(
     db: BenchDb,
     database_url: Option<String>,
     data_dir: &std::path::Path,
-    customers: usize,
-    connections: usize,
+    (customers, connections): (usize, usize),
     seconds: u64,
     warmup_seconds: u64,
+    if_none_match: bool,
 ) -> anyhow::Result<()> {
     let srv = BenchServer::start(database_url, data_dir, connections, |c| {
         // The limiter runs on every check but does not refuse the benchmark's one client.
@@ -68,7 +69,12 @@ async fn run_on(
     for c in 0..connections {
         let (pk, stop_flag, measuring) = (pk.clone(), stop_flag.clone(), measuring.clone());
         tasks.push(tokio::spawn(async move {
-            client(addr, pk, customers, c as u64 + 1, stop_flag, measuring).await
+            let opts = ClientOptions {
+                customers,
+                seed: c as u64 + 1,
+                if_none_match,
+            };
+            client(addr, pk, opts, stop_flag, measuring).await
         }));
     }
     tokio::time::sleep(Duration::from_secs(warmup_seconds)).await;
@@ -83,11 +89,13 @@ async fn run_on(
     let mut errors = 0usize;
     let mut first_error = None;
     let mut valid = 0usize;
+    let mut not_modified = 0usize;
     for t in tasks {
-        let (l, e, f, v) = t.await?;
+        let (l, e, f, v, n) = t.await?;
         lat.extend(l);
         errors += e;
         valid += v;
+        not_modified += n;
         if first_error.is_none() {
             first_error = f;
         }
@@ -108,6 +116,12 @@ async fn run_on(
         "  throughput: {:.0} checks/s",
         ok as f64 / elapsed.as_secs_f64()
     );
+    if if_none_match {
+        println!(
+            "  If-None-Match: {not_modified} answered 304 Not Modified ({:.1} % of the checks)",
+            not_modified as f64 * 100.0 / ok.max(1) as f64
+        );
+    }
     println!("  latency: {}", latency_line(&lat));
     let (hits, misses) = (
         cache_after.0.saturating_sub(cache_before.0),
@@ -221,21 +235,37 @@ async fn seed(url: &str, customers: usize) -> anyhow::Result<String> {
     Ok(pk)
 }
 
-type ClientResult = (Vec<Duration>, usize, Option<String>, usize);
+/// (latencies, failures, the first failure, answers with a held permission, 304 answers).
+type ClientResult = (Vec<Duration>, usize, Option<String>, usize, usize);
+
+struct ClientOptions {
+    customers: usize,
+    seed: u64,
+    /// Send back each customer's last `ETag` (`If-None-Match`).
+    if_none_match: bool,
+}
 
 /// One keep-alive connection sending checks of random customers until told to stop.
 async fn client(
     addr: std::net::SocketAddr,
     pk: String,
-    customers: usize,
-    seed: u64,
+    opts: ClientOptions,
     stop: Arc<AtomicBool>,
     measuring: Arc<AtomicBool>,
 ) -> ClientResult {
+    let ClientOptions {
+        customers,
+        seed,
+        if_none_match,
+    } = opts;
     let mut lat = Vec::with_capacity(1 << 16);
     let mut errors = 0;
     let mut first_error = None;
     let mut valid = 0;
+    let mut not_modified = 0;
+    // The ETag each customer last answered with (this connection's copy).
+    let mut etags: std::collections::HashMap<usize, String> = Default::default();
+    let mut etag = String::new();
     let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut conn: Option<BufReader<tokio::net::TcpStream>> = None;
     let mut head = String::new();
@@ -245,9 +275,15 @@ async fn client(
         rng ^= rng >> 7;
         rng ^= rng << 17;
         let c = (rng % customers as u64) as usize;
+        let cached = etags
+            .get(&c)
+            .filter(|_| if_none_match)
+            .map(|t| format!("If-None-Match: {t}\r\n"))
+            .unwrap_or_default();
         let req = format!(
-            "GET /v1/permissions?customid=user-{c} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {pk}\r\n\r\n"
+            "GET /v1/permissions?customid=user-{c} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {pk}\r\n{cached}\r\n"
         );
+        etag.clear();
         let t = Instant::now();
         let r = async {
             if conn.is_none() {
@@ -278,10 +314,12 @@ async fn client(
                     first_line = false;
                 } else if line.is_empty() {
                     break;
-                } else if let Some((k, v)) = line.split_once(':')
-                    && k.eq_ignore_ascii_case("content-length")
-                {
-                    len = v.trim().parse().unwrap_or(0);
+                } else if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap_or(0);
+                    } else if k.eq_ignore_ascii_case("etag") {
+                        etag.push_str(v.trim());
+                    }
                 }
             }
             body.resize(len, 0);
@@ -289,6 +327,9 @@ async fn client(
             Ok::<u16, std::io::Error>(status)
         }
         .await;
+        if if_none_match && !etag.is_empty() {
+            etags.insert(c, etag.clone());
+        }
         match r {
             Ok(200) => {
                 if measuring.load(Ordering::Relaxed) {
@@ -296,6 +337,12 @@ async fn client(
                     if body.windows(15).any(|w| w == b"\"is_valid\":true") {
                         valid += 1;
                     }
+                }
+            }
+            Ok(304) if if_none_match => {
+                if measuring.load(Ordering::Relaxed) {
+                    lat.push(t.elapsed());
+                    not_modified += 1;
                 }
             }
             Ok(other) => {
@@ -311,7 +358,7 @@ async fn client(
             }
         }
     }
-    (lat, errors, first_error, valid)
+    (lat, errors, first_error, valid, not_modified)
 }
 
 /// The server's permission cache counters (hits, misses) from `/metrics`.
