@@ -365,9 +365,14 @@ async fn at(s: &TestServer, customid: &str, ms: i64) -> Vec<Value> {
 }
 
 /// A server whose expiry job does not run during the test: the test's own context moves
-/// its clock (from four hours ago, so that what it writes is in the server's past).
+/// its clock (from four hours ago, so that what it writes is in the server's past). Its tests
+/// check permissions many times a second, more than the default rate limit allows.
 async fn quiet(db: Db) -> TestServer {
-    TestServer::start_with(db, |c| c.expiry_interval_ms = 3_600_000).await
+    TestServer::start_with(db, |c| {
+        c.expiry_interval_ms = 3_600_000;
+        c.permissions_rate_per_sec = 100_000;
+    })
+    .await
 }
 
 async fn permissions_at_a_moment_follow_the_history_and_the_clock(db: Db) {
