@@ -2257,15 +2257,15 @@ fn entitlement_schemas(add: &mut dyn FnMut(&str, S)) {
     add(
         "EntitlementSettingsUpdate",
         Obj::new()
-            .opt("grace_days", S::integer().nullable())
-            .opt("revoke_on_partial_refund", S::boolean())
-            .opt("renewal_leeway_secs", S::integer())
-            .opt("require_customer_token", S::boolean())
-            .opt("customer_token_secret", S::string())
-            .opt("connection_id", S::string())
-            .opt("customid_metadata_key", S::string())
-            .opt("revoke_on_dispute", S::one_of(&["lost", "opened"]))
-            .opt("revoke_on_fraud_warning", S::boolean())
+            .opt("grace_days", S::integer().with("minimum", 0).with("maximum", 365).nullable())
+            .opt("revoke_on_partial_refund", S::boolean().nullable())
+            .opt("renewal_leeway_secs", S::integer().with("minimum", 0).with("maximum", 604_800))
+            .opt("require_customer_token", S::boolean().nullable().desc("True needs a `customer_token_secret`, set before or in the same request."))
+            .opt("customer_token_secret", S::string().with("pattern", not_blank()).with("minLength", 16).with("maxLength", 255).nullable().desc("At least 16 characters (without surrounding white space)."))
+            .opt("connection_id", S::string().with("pattern", not_blank()).with("maxLength", 255).nullable().desc("With `customid_metadata_key`: the connection whose metadata key it is."))
+            .opt("customid_metadata_key", S::string().with("pattern", trimmed("[A-Za-z0-9._-]{1,40}")).with("maxLength", 255).nullable().desc("With `connection_id`: the Stripe metadata key holding the customid (1 to 40 letters, digits, '.', '_' or '-')."))
+            .opt("revoke_on_dispute", S::one_of(&["lost", "opened"]).nullable())
+            .opt("revoke_on_fraud_warning", S::boolean().nullable())
             .closed()
             .build(),
     );

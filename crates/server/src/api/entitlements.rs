@@ -49,7 +49,9 @@ fn valid_identifier(v: &str) -> bool {
 fn opt_str<'a>(body: &'a Map<String, Value>, key: &str) -> ApiResult<Option<&'a str>> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 255 => Ok(Some(s.trim())),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= 255 => {
+            Ok(Some(s.trim()))
+        }
         Some(_) => Err(ApiError::field(
             &format!("/{key}"),
             "Must be a non-empty string of at most 255 characters.",
@@ -831,7 +833,7 @@ pub async fn settings_update(
         s.renewal_leeway_secs = n;
     }
     if let Some(secret) = opt_str(&body, "customer_token_secret")? {
-        if secret.len() < 16 {
+        if secret.chars().count() < 16 {
             return Err(ApiError::field(
                 "/customer_token_secret",
                 "Use at least 16 characters.",

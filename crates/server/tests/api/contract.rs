@@ -127,14 +127,34 @@ async fn connection_keys_are_checked_as_stripe_writes_them(db: Db) {
     assert_eq!(c["api_version"], "2026-10-28.endive");
 }
 
-/// Limits the document gives in characters were checked in bytes: a customid of 200 `Ü` (400
-/// bytes) and a connection name of 300 `é` were refused.
+/// Limits the document gives in characters were checked in bytes: a customid of 255 `Ü` (510
+/// bytes), a customer-token secret of 255 `é` and a connection name of 500 `é` were refused,
+/// and a secret of 8 `é` (16 bytes) was taken for 16 characters.
 async fn lengths_are_counted_in_characters(db: Db) {
     let s = TestServer::start(db).await;
     // `Ü` percent-encoded: 255 of them pass, 256 do not.
     let path = |n: usize| format!("/v1/permissions?customid={}", "%C3%9C".repeat(n));
     s.get(&path(255)).await.expect(200);
     assert_bad_field(&s.get(&path(256)).await, "query", "/customid");
+
+    // The customer-token secret: at least 16 and at most 255 characters, not bytes.
+    for (secret, ok) in [
+        ("é".repeat(8), false),
+        ("é".repeat(16), true),
+        ("é".repeat(255), true),
+    ] {
+        let r = s
+            .send(
+                s.request(Method::PATCH, "/v1/entitlements/settings")
+                    .json(&json!({"customer_token_secret": secret})),
+            )
+            .await;
+        if ok {
+            r.expect(200);
+        } else {
+            assert_bad_field(&r, "body", "/customer_token_secret");
+        }
+    }
 
     let name = "é".repeat(500);
     let c = s
