@@ -269,14 +269,17 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Sandbox {
     /// Starts a sandbox (loading the state file if there is one) and its background tasks.
     /// Must be called inside a Tokio runtime.
-    pub fn start(config: SandboxConfig) -> anyhow_like::Result<Self> {
+    pub fn start(config: SandboxConfig) -> Result<Self, Error> {
         tollgate_stripe::install_crypto_provider();
         let state = match &config.state_file {
             Some(path) if path.exists() => {
-                let bytes = std::fs::read(path)
-                    .map_err(|e| anyhow_like::Error(format!("reading {}: {e}", path.display())))?;
-                serde_json::from_slice(&bytes).map_err(|e| {
-                    anyhow_like::Error(format!("state file {} is not valid: {e}", path.display()))
+                let bytes = std::fs::read(path).map_err(|source| Error::ReadState {
+                    path: path.clone(),
+                    source,
+                })?;
+                serde_json::from_slice(&bytes).map_err(|source| Error::InvalidState {
+                    path: path.clone(),
+                    source,
                 })?
             }
             _ => State::fresh(),
@@ -286,7 +289,7 @@ impl Sandbox {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent("Stripe/1.0 (+https://stripe.com/docs/webhooks)")
             .build()
-            .map_err(|e| anyhow_like::Error(format!("http client: {e}")))?;
+            .map_err(Error::HttpClient)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             state: Mutex::new(state),
@@ -325,7 +328,7 @@ impl Sandbox {
     }
 
     /// Writes the state file now (if configured). Call at shutdown.
-    pub fn flush(&self) -> anyhow_like::Result<()> {
+    pub fn flush(&self) -> Result<(), Error> {
         save(&self.inner)
     }
 
@@ -402,23 +405,26 @@ async fn persist_loop(inner: Arc<Inner>) {
         if inner.dirty.swap(false, Ordering::AcqRel)
             && let Err(e) = save(&inner)
         {
-            tracing::error!(error = %e.0, "sandbox: saving the state file failed");
+            tracing::error!(error = %e, "sandbox: saving the state file failed");
         }
     }
 }
 
-fn save(inner: &Inner) -> anyhow_like::Result<()> {
+fn save(inner: &Inner) -> Result<(), Error> {
     let Some(path) = &inner.config.state_file else {
         return Ok(());
     };
     let bytes = {
         let st = lock(&inner.state);
-        serde_json::to_vec(&*st).map_err(|e| anyhow_like::Error(e.to_string()))?
+        serde_json::to_vec(&*st).map_err(Error::EncodeState)?
     };
     let tmp = path.with_extension("tmp");
     write_private(&tmp, &bytes)
         .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| anyhow_like::Error(format!("writing {}: {e}", path.display())))
+        .map_err(|source| Error::WriteState {
+            path: path.clone(),
+            source,
+        })
 }
 
 /// Writes `path` readable by its owner only (mode 0600): the state holds the sandbox's API keys
@@ -441,17 +447,28 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     file.write_all(bytes)
 }
 
-/// The sandbox's own error type for start-up problems (kept std-only: no anyhow in a library).
-pub mod anyhow_like {
-    #[derive(Debug)]
-    pub struct Error(pub String);
-    impl std::fmt::Display for Error {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(&self.0)
-        }
-    }
-    impl std::error::Error for Error {}
-    pub type Result<T> = std::result::Result<T, Error>;
+/// Why the sandbox could not start or save its state file.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {}: {source}", path.display())]
+    ReadState {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state file {} is not valid: {source}", path.display())]
+    InvalidState {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("encoding the state: {0}")]
+    EncodeState(serde_json::Error),
+    #[error("writing {}: {source}", path.display())]
+    WriteState {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("http client: {0}")]
+    HttpClient(reqwest::Error),
 }
 
 /// Builds Stripe's list object.

@@ -82,7 +82,11 @@ async fn a_corrupt_state_file_is_refused_not_overwritten() {
         state_file: Some(file.clone()),
         ..SandboxConfig::default()
     });
-    assert!(err.is_err());
+    assert!(
+        matches!(err, Err(tollgate_sandbox::Error::InvalidState { ref path, .. }) if *path == file),
+        "{:?}",
+        err.err()
+    );
     assert_eq!(std::fs::read(&file).unwrap(), b"{not json");
 }
 

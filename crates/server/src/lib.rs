@@ -220,9 +220,9 @@ async fn observe(State(ctx): State<ApiContext>, req: Request, next: Next) -> Res
 }
 
 /// Opens the database, applies migrations, loads the master key (SPEC §2 rules).
-pub async fn open_store(config: &Config) -> anyhow_free::Result<(Store, MasterKey)> {
+pub async fn open_store(config: &Config) -> startup::Result<(Store, MasterKey)> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        anyhow_free::err(format!(
+        startup::err(format!(
             "creating data directory {}: {e}",
             config.data_dir.display()
         ))
@@ -230,16 +230,16 @@ pub async fn open_store(config: &Config) -> anyhow_free::Result<(Store, MasterKe
     let url = config.database_url();
     let store = Store::connect(&url)
         .await
-        .map_err(|e| anyhow_free::err(format!("connecting to the database: {e}")))?;
+        .map_err(|e| startup::err(format!("connecting to the database: {e}")))?;
     store
         .migrate()
         .await
-        .map_err(|e| anyhow_free::err(format!("migrating the database: {e}")))?;
+        .map_err(|e| startup::err(format!("migrating the database: {e}")))?;
     let key = master_key(config, &store).await?;
     Ok((store, key))
 }
 
-async fn master_key(config: &Config, store: &Store) -> anyhow_free::Result<MasterKey> {
+async fn master_key(config: &Config, store: &Store) -> startup::Result<MasterKey> {
     use secrecy::ExposeSecret;
     let given = match &config.master_key {
         Some(k) => Ok(("master_key", k.expose_secret().to_string())),
@@ -247,7 +247,7 @@ async fn master_key(config: &Config, store: &Store) -> anyhow_free::Result<Maste
     };
     let key = match given {
         Ok((source, text)) => {
-            MasterKey::parse(&text).map_err(|e| anyhow_free::err(format!("{source}: {e}")))?
+            MasterKey::parse(&text).map_err(|e| startup::err(format!("{source}: {e}")))?
         }
         Err(_) if store.backend() == tollgate_store::Backend::Sqlite => {
             let path = config.data_dir.join("master.key");
@@ -255,12 +255,11 @@ async fn master_key(config: &Config, store: &Store) -> anyhow_free::Result<Maste
                 write_private(&path, &MasterKey::generate_hex())?;
             }
             let text = std::fs::read_to_string(&path)
-                .map_err(|e| anyhow_free::err(format!("reading {}: {e}", path.display())))?;
-            MasterKey::parse(&text)
-                .map_err(|e| anyhow_free::err(format!("{}: {e}", path.display())))?
+                .map_err(|e| startup::err(format!("reading {}: {e}", path.display())))?;
+            MasterKey::parse(&text).map_err(|e| startup::err(format!("{}: {e}", path.display())))?
         }
         Err(_) => {
-            return Err(anyhow_free::err(
+            return Err(startup::err(
                 "TOLLGATE_MASTER_KEY must be set when the database is PostgreSQL (64 hex digits; generate one with `openssl rand -hex 32`)".into(),
             ));
         }
@@ -271,9 +270,9 @@ async fn master_key(config: &Config, store: &Store) -> anyhow_free::Result<Maste
         key.check_value(),
     )
     .await
-    .map_err(|e| anyhow_free::err(format!("reading settings: {e}")))?;
+    .map_err(|e| startup::err(format!("reading settings: {e}")))?;
     if stored != key.check_value() {
-        return Err(anyhow_free::err(
+        return Err(startup::err(
             "the master key does not match the one this database was set up with; refusing to start".into(),
         ));
     }
@@ -290,7 +289,7 @@ pub fn say(line: std::fmt::Arguments<'_>) {
 }
 
 /// Writes a file readable by its owner only (mode 0600).
-pub fn write_private(path: &Path, contents: &str) -> anyhow_free::Result<()> {
+pub fn write_private(path: &Path, contents: &str) -> startup::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
@@ -301,9 +300,9 @@ pub fn write_private(path: &Path, contents: &str) -> anyhow_free::Result<()> {
     }
     let mut f = opts
         .open(path)
-        .map_err(|e| anyhow_free::err(format!("writing {}: {e}", path.display())))?;
+        .map_err(|e| startup::err(format!("writing {}: {e}", path.display())))?;
     f.write_all(contents.as_bytes())
-        .map_err(|e| anyhow_free::err(format!("writing {}: {e}", path.display())))
+        .map_err(|e| startup::err(format!("writing {}: {e}", path.display())))
 }
 
 /// Opens the store and builds the context (the server, and CLI commands that act like it).
@@ -311,7 +310,7 @@ pub async fn context(
     config: Config,
     clock: Arc<dyn Clock>,
     sandbox_base: Option<String>,
-) -> anyhow_free::Result<ApiContext> {
+) -> startup::Result<ApiContext> {
     let (store, keys) = open_store(&config).await?;
     let public_url = config
         .public_url
@@ -320,7 +319,7 @@ pub async fn context(
         .trim_end_matches('/')
         .to_string();
     let stripe = StripeClient::new(ClientConfig::new(String::from("sk_unset")))
-        .map_err(|e| anyhow_free::err(format!("stripe client: {e}")))?;
+        .map_err(|e| startup::err(format!("stripe client: {e}")))?;
     Ok(ApiContext(Arc::new(Context {
         inbox: inbox::Inbox::start(store.clone()),
         store,
@@ -352,10 +351,10 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     opts: ServeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow_free::Result<()> {
+) -> startup::Result<()> {
     let addr = listener
         .local_addr()
-        .map_err(|e| anyhow_free::err(e.to_string()))?;
+        .map_err(|e| startup::err(e.to_string()))?;
     let loopback = SocketAddr::from(([127, 0, 0, 1], addr.port()));
     let sandbox_base = opts
         .sandbox
@@ -370,7 +369,7 @@ pub async fn serve(
     // (`tollgate operator create` prints the dashboard's login URL).
     tollgate_store::accounts::put_setting(ctx.store.writer(), PUBLIC_URL_SETTING, &ctx.public_url)
         .await
-        .map_err(|e| anyhow_free::err(format!("saving the public URL: {e}")))?;
+        .map_err(|e| startup::err(format!("saving the public URL: {e}")))?;
     let sandbox_router = match &opts.sandbox {
         Some(sb) => {
             api::bootstrap::sandbox_connection(&ctx, sb).await?;
@@ -387,19 +386,15 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|e| anyhow_free::err(format!("serving: {e}")))
+        .map_err(|e| startup::err(format!("serving: {e}")))
 }
 
-/// Start-up errors as plain messages (the library has no anyhow).
-pub mod anyhow_free {
-    #[derive(Debug)]
+/// Why the server could not start (the database, the master key, files) or stopped serving:
+/// one line for the operator.
+pub mod startup {
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
     pub struct Error(pub String);
-    impl std::fmt::Display for Error {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(&self.0)
-        }
-    }
-    impl std::error::Error for Error {}
     pub type Result<T> = std::result::Result<T, Error>;
     pub fn err(msg: String) -> Error {
         Error(msg)

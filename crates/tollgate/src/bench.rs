@@ -739,7 +739,7 @@ pub(crate) struct BenchServer {
     pub key: String,
     pub client: reqwest::Client,
     stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<tollgate_server::anyhow_free::Result<()>>,
+    server: tokio::task::JoinHandle<tollgate_server::startup::Result<()>>,
 }
 
 impl BenchServer {
@@ -818,7 +818,7 @@ async fn wait_ready(
     client: &reqwest::Client,
     base: &str,
     data_dir: &std::path::Path,
-    server: &tokio::task::JoinHandle<tollgate_server::anyhow_free::Result<()>>,
+    server: &tokio::task::JoinHandle<tollgate_server::startup::Result<()>>,
 ) -> anyhow::Result<String> {
     let path = data_dir.join("first-secret-key");
     let deadline = Instant::now() + Duration::from_secs(60);

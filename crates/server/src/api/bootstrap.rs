@@ -3,9 +3,9 @@
 
 use tollgate_store::{ConnectionRow, accounts, connections};
 
-use crate::anyhow_free::{Result, err};
 use crate::auth::{KeyKind, new_key};
 use crate::crypto::mask;
+use crate::startup::{Result, err};
 use crate::{ApiContext, DEFAULT_MERCHANT_ACCOUNT, SandboxHandle};
 
 pub async fn default_merchant(ctx: &ApiContext) -> Result<()> {

@@ -246,7 +246,7 @@ async fn wrong_master_key_refuses_to_start(db: Db) {
     let s = TestServer::start(db).await;
     let mut config = s.config.clone();
     config.master_key = Some("ff".repeat(32).into());
-    let err = tollgate_server::open_store(&config)
+    let err: tollgate_server::startup::Error = tollgate_server::open_store(&config)
         .await
         .err()
         .expect("a wrong master key is refused");
