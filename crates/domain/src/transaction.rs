@@ -171,7 +171,19 @@ impl TransactionStatus {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    /// Every status's name, in the order of [`TransactionStatus::ALL`]: the one list the API
+    /// document, the dashboard and the store read.
+    pub const NAMES: [&'static str; 9] = {
+        let mut names = [""; 9];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = TransactionStatus::ALL[i].as_str();
+            i += 1;
+        }
+        names
+    };
+
+    pub const fn as_str(self) -> &'static str {
         use TransactionStatus::*;
         match self {
             Processing => "processing",
@@ -488,6 +500,22 @@ mod tests {
             }
         }
         assert_eq!(allowed_count, 19);
+    }
+
+    #[test]
+    fn names_are_the_wire_names_of_all_in_order() {
+        assert_eq!(TransactionStatus::NAMES.len(), TransactionStatus::ALL.len());
+        for (status, name) in TransactionStatus::ALL
+            .into_iter()
+            .zip(TransactionStatus::NAMES)
+        {
+            assert_eq!(serde_json::to_value(status).unwrap(), name);
+            assert_eq!(name.parse::<TransactionStatus>(), Ok(status));
+        }
+        let mut unique = TransactionStatus::NAMES.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), 9);
     }
 
     #[test]

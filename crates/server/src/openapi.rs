@@ -26,17 +26,7 @@ pub const REFERENCE_HTML: &str = include_str!("../assets/reference.html");
 /// data: the handler's own lists, so the document cannot drift from what the code does.
 pub use crate::api::transactions::{IGNORED_CREATE_FIELDS, RAW_CARD_FIELDS};
 
-const STATUSES: &[&str] = &[
-    "processing",
-    "buyer_approval_pending",
-    "authorization_succeeded",
-    "authorization_declined",
-    "authorization_failed",
-    "authorization_void_pending",
-    "authorization_voided",
-    "capture_pending",
-    "capture_succeeded",
-];
+const STATUSES: &[&str] = &tollgate_domain::TransactionStatus::NAMES;
 
 const ERROR_CODES: &[&str] = &[
     "bad_request",

@@ -3,7 +3,10 @@
 //! A transaction row changes only through [`update`] with a [`TransactionUpdate`]: the typed
 //! list of what may change, each guarded by the row's `version` (optimistic concurrency).
 
+use std::sync::LazyLock;
+
 use sqlx::{Any, Arguments, Executor};
+use tollgate_domain::TransactionStatus;
 
 use crate::query::Filtered;
 use crate::rows::{EventRow, RefundRow, TransactionRow};
@@ -477,18 +480,27 @@ pub async fn unsettled_of_connection<'c, E: Executor<'c, Database = Any>>(
     connection_id: &str,
     limit: i64,
 ) -> Result<Vec<TransactionRow>> {
-    let rows = sqlx::query(
-        "SELECT * FROM transactions t WHERE connection_id = $1
-            AND (status IN ('processing', 'buyer_approval_pending', 'authorization_succeeded',
-                            'authorization_void_pending', 'capture_pending')
-                 OR EXISTS (SELECT 1 FROM refunds r WHERE r.transaction_id = t.id
-                            AND r.status = 'processing'))
-         ORDER BY created_at LIMIT $2",
-    )
-    .bind(connection_id)
-    .bind(limit)
-    .fetch_all(db)
-    .await?;
+    // The statuses that are not final, from the domain's one list of statuses.
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        let open: Vec<String> = TransactionStatus::ALL
+            .into_iter()
+            .filter(|s| !s.is_final())
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        format!(
+            "SELECT * FROM transactions t WHERE connection_id = $1
+                AND (status IN ({})
+                     OR EXISTS (SELECT 1 FROM refunds r WHERE r.transaction_id = t.id
+                                AND r.status = 'processing'))
+             ORDER BY created_at LIMIT $2",
+            open.join(", ")
+        )
+    });
+    let rows = sqlx::query(SQL.as_str())
+        .bind(connection_id)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
     rows.iter().map(TransactionRow::from_row).collect()
 }
 

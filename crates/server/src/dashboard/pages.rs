@@ -740,17 +740,7 @@ pub async fn connection_webhook_secret(
 
 // ---- transactions ----------------------------------------------------------------------------
 
-const TX_STATUSES: &[&str] = &[
-    "processing",
-    "buyer_approval_pending",
-    "authorization_succeeded",
-    "authorization_declined",
-    "authorization_failed",
-    "authorization_void_pending",
-    "authorization_voided",
-    "capture_pending",
-    "capture_succeeded",
-];
+const TX_STATUSES: &[&str] = &tollgate_domain::TransactionStatus::NAMES;
 
 fn valid_date(d: &str) -> bool {
     d.len() == 10
