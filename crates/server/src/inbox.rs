@@ -33,10 +33,10 @@ use tollgate_store::{
 };
 
 use crate::ApiContext;
-use crate::api::transactions::decide;
 use crate::entitlements::Work;
 use crate::error::{ApiError, ApiResult};
 use crate::stripe_map;
+use crate::transactions::decide;
 
 /// Rows written per commit at most (the rest wait for the next one).
 const MAX_GROUP: usize = 512;

@@ -20,6 +20,7 @@ pub mod page;
 pub mod pay;
 pub mod reconcile;
 pub mod stripe_map;
+pub mod transactions;
 pub mod workers;
 
 use std::net::SocketAddr;

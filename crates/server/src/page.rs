@@ -11,7 +11,7 @@ use axum::routing::get;
 use tollgate_store::{accounts, connections, transactions as store_tx};
 
 use crate::ApiContext;
-use crate::api::transactions::{expire_approval, sync_row, token_matches};
+use crate::transactions::{expire_approval, sync_row, token_matches};
 
 pub fn router() -> Router<ApiContext> {
     Router::new()

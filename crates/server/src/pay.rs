@@ -11,8 +11,8 @@ use subtle::ConstantTimeEq;
 use tollgate_store::transactions as store_tx;
 
 use crate::ApiContext;
-use crate::api::transactions::{redirect_target, spend_tokens, sync_row, token_matches};
 use crate::error::ApiError;
+use crate::transactions::{redirect_target, spend_tokens, sync_row, token_matches};
 
 pub fn router() -> Router<ApiContext> {
     Router::new().route("/pay/{id}/complete", get(complete))

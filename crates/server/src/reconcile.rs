@@ -22,8 +22,8 @@ use tollgate_store::{ConnectionRow, connections, transactions as store_tx};
 use tollgate_stripe::client::StripeError;
 
 use crate::ApiContext;
-use crate::api::transactions::sync_row;
 use crate::error::{ApiError, ApiResult};
+use crate::transactions::sync_row;
 
 /// Stripe keeps events 30 days.
 const EVENT_WINDOW_SECS: i64 = 30 * 86_400;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tollgate_store::{idempotency, transactions as store_tx};
 
 use crate::ApiContext;
-use crate::api::transactions::expire_approval;
+use crate::transactions::expire_approval;
 
 pub fn spawn(ctx: ApiContext) {
     crate::entitlements::spawn_expiry(ctx.clone());

@@ -609,7 +609,7 @@ fn seg(id: &str) -> String {
 }
 
 pub(crate) fn stripe_error(ctx: &ApiContext, e: &StripeError) -> ApiError {
-    crate::api::transactions::outage(ctx, e, None)
+    crate::transactions::outage(ctx, e, None)
 }
 
 /// Stores Stripe objects (each at stamp `at`, seconds) of a connection, links customers named
