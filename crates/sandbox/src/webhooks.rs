@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rand::Rng;
 use rand::seq::SliceRandom;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
+use tollgate_stripe::backoff::Jitter;
 
 use crate::resources::events::PRIVATE;
 use crate::state::{self, Account, new_id};
@@ -350,10 +350,8 @@ fn error_text(e: &reqwest::Error) -> String {
 
 /// `base * 2^(attempt-1)`, capped, with ±20% jitter.
 fn backoff(base: Duration, attempt: u32) -> Duration {
-    let exp = attempt.saturating_sub(1).min(31);
-    let plain = base.saturating_mul(1u32 << exp).min(MAX_BACKOFF);
-    let jitter = rand::rng().random_range(0.8..=1.2);
-    Duration::try_from_secs_f64(plain.as_secs_f64() * jitter).unwrap_or(plain)
+    let doublings = attempt.saturating_sub(1).min(31);
+    tollgate_stripe::backoff::delay(base, doublings, MAX_BACKOFF, Jitter::Spread(0.2))
 }
 
 /// Counts a successful delivery down in the event's `pending_webhooks` (best effort: the event

@@ -1252,17 +1252,25 @@ async fn write_plans(
 
 const NOTHING_NEW: &str = "nothing new for the transaction";
 
-/// Backoff for the next attempt: base · 2^(attempts−1), ±25 % jitter, at most an hour; after
-/// the last attempt the row is `dead`.
+/// Backoff for the next attempt; after the last attempt the row is `dead`.
 fn retry_after(ctx: &ApiContext, row: &InboxRow, now: i64) -> (&'static str, i64) {
     if row.attempts >= ctx.config.inbox_max_attempts as i64 {
         return (inbox::DEAD, now);
     }
-    let base = ctx.config.inbox_retry_base_ms as i64;
-    let exp = base.saturating_mul(1i64 << (row.attempts - 1).clamp(0, 20));
-    let delay = exp.min(3_600_000);
-    let jitter = (rand::random::<u64>() % 1000) as i64 * delay / 4000;
-    (inbox::FAILED, now + delay - delay / 8 + jitter)
+    let delay = retry_delay_ms(ctx.config.inbox_retry_base_ms, row.attempts);
+    (inbox::FAILED, now.saturating_add(delay))
+}
+
+/// The wait after `attempts` failures: base · 2^(attempts−1), at most an hour, ±12.5 % jitter
+/// (a quarter of the delay wide).
+fn retry_delay_ms(base_ms: u64, attempts: i64) -> i64 {
+    let delay = tollgate_stripe::backoff::delay(
+        Duration::from_millis(base_ms),
+        attempts.saturating_sub(1).clamp(0, 20) as u32,
+        Duration::from_secs(3600),
+        tollgate_stripe::backoff::Jitter::Spread(0.125),
+    );
+    i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)
 }
 
 async fn fail(ctx: &ApiContext, row: &InboxRow, why: &str) -> ApiResult<()> {
@@ -1491,6 +1499,24 @@ fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_delay_doubles_from_the_base_within_an_eighth_up_to_an_hour() {
+        for _ in 0..100 {
+            for (attempts, plain) in [
+                (0, 5_000),
+                (1, 5_000),
+                (2, 10_000),
+                (3, 20_000),
+                (11, 3_600_000),
+                (40, 3_600_000),
+            ] {
+                let d = retry_delay_ms(5_000, attempts);
+                assert!(d >= plain * 7 / 8 && d <= plain * 9 / 8, "{attempts}: {d}");
+            }
+        }
+        assert_eq!(retry_delay_ms(0, 3), 0);
+    }
 
     /// The head read off the raw body is what the whole parsed document says; what is not
     /// JSON has none.

@@ -13,6 +13,7 @@ use secrecy::ExposeSecret;
 pub use secrecy::SecretString;
 use serde_json::{Map, Value, json};
 
+use crate::backoff::{self, Jitter};
 use crate::form;
 
 /// The API version every request pins unless the connection names another.
@@ -462,12 +463,7 @@ impl StripeClient {
     /// Exponential backoff with full jitter, but never shorter than a (capped) `Retry-After`.
     fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         let cap = self.config.max_retry_delay;
-        let exp = self
-            .config
-            .retry_base
-            .saturating_mul(1u32 << attempt.min(20))
-            .min(cap);
-        let jittered = exp.mul_f64(rand::random::<f64>());
+        let jittered = backoff::delay(self.config.retry_base, attempt.min(20), cap, Jitter::Full);
         retry_after.map_or(jittered, |ra| jittered.max(ra.min(cap)))
     }
 

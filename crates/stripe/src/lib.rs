@@ -4,6 +4,7 @@
 //!
 //! It knows nothing of Tollgate's domain.
 
+pub mod backoff;
 pub mod client;
 pub mod form;
 pub mod signature;

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use rand::Rng;
 use serde_json::Value;
 use tollgate_store::outbox::{self, AttemptRow, DeliveryRow, Finished, Outcome};
 use tollgate_store::{RefundRow, TransactionRow, Tx};
+use tollgate_stripe::backoff::{self, Jitter};
 
 use crate::ApiContext;
 use crate::api::render::{self, Fresh};
@@ -351,11 +351,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// The delay before attempt `round_attempts + 1` after `round_attempts` failures: base × 2^(n-1),
 /// at most `retry_max_ms`, with ±25 % jitter (so retries of many deliveries spread out).
 pub fn backoff_ms(config: &Config, round_attempts: i64) -> i64 {
-    let base = config.webhook_retry_base_ms.max(1) as f64;
-    let exp = (round_attempts.max(1) - 1).min(40) as i32;
-    let raw = (base * 2f64.powi(exp)).min(config.webhook_retry_max_ms.max(1) as f64);
-    let jitter = rand::rng().random_range(0.75..1.25);
-    (raw * jitter) as i64
+    let doublings = (round_attempts.max(1) - 1).min(40) as u32;
+    let delay = backoff::delay(
+        Duration::from_millis(config.webhook_retry_base_ms.max(1)),
+        doublings,
+        Duration::from_millis(config.webhook_retry_max_ms.max(1)),
+        Jitter::Spread(0.25),
+    );
+    i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// What follows a failed attempt: a retry, or `Dead` when the next one would start after the
