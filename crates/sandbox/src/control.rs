@@ -923,21 +923,8 @@ pub(crate) fn private_html(status: StatusCode, html: String) -> Response {
     r
 }
 
-/// HTML escaping for text and attribute values.
-pub(crate) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+/// HTML escaping for text and attribute values (the escaper Tollgate's own pages use too).
+pub(crate) use tollgate_stripe::html::esc;
 
 #[cfg(test)]
 mod tests {

@@ -46,21 +46,9 @@ pub async fn asset(body: &'static str, kind: &'static str) -> Response {
     r
 }
 
-/// HTML-escapes text for element content and quoted attributes.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+/// HTML-escapes text for element content and quoted attributes (the escaper the sandbox
+/// uses too).
+pub use tollgate_stripe::html::esc;
 
 /// `$12.99`, `€1,234.50`, `¥1,000`, `12.99 CHF`: the amount in its currency's minor units.
 pub fn format_money(amount: i64, currency: &str) -> String {

@@ -1,12 +1,15 @@
 //! Stripe as seen from outside: the pieces of Stripe's wire protocol that both the Tollgate
 //! client and the sandbox need (webhook signatures, form encoding, TLS setup), and the HTTP
-//! client Tollgate calls Stripe with ([`client::StripeClient`]).
+//! client Tollgate calls Stripe with ([`client::StripeClient`]). Being the one crate of Tollgate's
+//! that the sandbox and the server both use, it also holds what they share: the retry schedule
+//! ([`backoff`]) and the HTML escaper ([`html`]).
 //!
 //! It knows nothing of Tollgate's domain.
 
 pub mod backoff;
 pub mod client;
 pub mod form;
+pub mod html;
 pub mod signature;
 
 /// Installs rustls' ring provider as the process default (once).
