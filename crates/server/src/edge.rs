@@ -182,7 +182,7 @@ pub async fn pay(req: Request, next: Next) -> Response {
 /// The dashboard's edge: path, query and, for a posted form, every field.
 pub async fn dashboard(req: Request, next: Next) -> Response {
     let refused = |r: Refusal| {
-        crate::dashboard::pages::message(
+        crate::dashboard::layout::message(
             StatusCode::BAD_REQUEST,
             "Request refused",
             &format!(
@@ -204,7 +204,7 @@ pub async fn dashboard(req: Request, next: Next) -> Response {
     }
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM).await else {
-        return crate::dashboard::pages::message(
+        return crate::dashboard::layout::message(
             StatusCode::PAYLOAD_TOO_LARGE,
             "Form too large",
             "The form was larger than this dashboard accepts.",

@@ -9,6 +9,7 @@
 //! The API itself never reads cookies ([`crate::auth::Caller`] takes bearer keys only), so the
 //! dashboard's session cookie cannot authenticate an API call.
 
+pub mod layout;
 pub mod pages;
 pub mod session;
 

@@ -5,11 +5,12 @@
 
 use axum::Extension;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use tollgate_store::{accounts, connections as store_conn, entitlements as es, operators};
 
+use super::layout::{head, secure};
 use super::session::{Session, see_other};
 use crate::ApiContext;
 use crate::api::{self, JsonBody};
@@ -21,36 +22,6 @@ type Form = axum::Form<Vec<(String, String)>>;
 type Params = Query<Vec<(String, String)>>;
 
 // ---- layout ----------------------------------------------------------------------------------
-
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-
-fn secure(mut r: Response) -> Response {
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert("content-security-policy", HeaderValue::from_static(CSP));
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert("cache-control", HeaderValue::from_static("no-store"));
-    r
-}
-
-fn head(title: &str) -> String {
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} · Tollgate</title>\
-         <link rel=\"stylesheet\" href=\"/dashboard/assets/dashboard.css\">\
-         <script src=\"/dashboard/assets/dashboard.js\" defer></script></head>",
-        esc(title)
-    )
-}
 
 fn sandbox_banner(ctx: &ApiContext) -> &'static str {
     if ctx.sandbox_running() {
@@ -138,18 +109,6 @@ async fn page(
         csrf = csrf_input(s),
         user = esc(&s.username),
         title = esc(title),
-    );
-    secure((status, html).into_response())
-}
-
-/// A bare page with a message (no session needed: also used by the session layer).
-pub fn message(status: StatusCode, title: &str, text: &str) -> Response {
-    let html = format!(
-        "{}<body><main class=\"narrow\"><h1>{}</h1><p>{}</p>\
-         <p><a href=\"/dashboard\">Back to the dashboard</a></p></main></body></html>",
-        head(title),
-        esc(title),
-        esc(text)
     );
     secure((status, html).into_response())
 }

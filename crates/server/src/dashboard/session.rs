@@ -280,7 +280,7 @@ pub async fn require_session(State(ctx): State<ApiContext>, req: Request, next: 
         Request::from_parts(parts, body)
     } else {
         let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM).await else {
-            return super::pages::message(
+            return super::layout::message(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Form too large",
                 "The form was larger than this dashboard accepts.",
@@ -291,7 +291,7 @@ pub async fn require_session(State(ctx): State<ApiContext>, req: Request, next: 
             .map(|(_, v)| v.into_owned())
             .unwrap_or_default();
         if !ct_equal(&sent, &session.csrf) {
-            return super::pages::message(
+            return super::layout::message(
                 StatusCode::FORBIDDEN,
                 "Form refused",
                 "This form did not carry this session's security token (it may come from another site, or from before you logged in again). Nothing was changed.",
@@ -397,7 +397,7 @@ fn dummy_hash() -> &'static str {
 }
 
 fn login_unavailable() -> Response {
-    super::pages::message(
+    super::layout::message(
         StatusCode::SERVICE_UNAVAILABLE,
         "Login unavailable",
         "The login could not be checked. Please try again.",
@@ -509,7 +509,7 @@ pub async fn login(
     };
     if let Err(e) = operators::insert_session(ctx.store.writer(), &row).await {
         tracing::error!(error = %e, "storing a dashboard session");
-        return super::pages::message(
+        return super::layout::message(
             StatusCode::SERVICE_UNAVAILABLE,
             "Login unavailable",
             "The session could not be stored. Please try again.",
