@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
 use tollgate_domain::{
-    Amount, Currency, ErrorCode, Intent, Money, Observation, TransactionState, TransactionStatus,
+    Amount, Currency, ErrorCode, Intent, Money, TransactionState, TransactionStatus,
 };
 use tollgate_store::TransactionRow;
 use tollgate_store::transactions::{self as store_tx, ListFilter, TransactionUpdate};
@@ -25,8 +25,8 @@ use crate::error::{ApiError, ApiResult, Detail};
 use crate::stripe_map;
 use crate::transactions::{
     apply_observations, cancel_intent, connection_for, connection_of, create_payment_intent,
-    end_locally, hash_token, insert_event, load, new_token, outage, request_payment_intent,
-    sync_row, token_matches, transaction_id,
+    end_locally, hash_token, insert_event, load, new_token, request_payment_intent, sync_row,
+    token_matches, transaction_id,
 };
 
 /// Fields of the seed orchestrator's create schema that Tollgate accepts and ignores (they
@@ -711,64 +711,7 @@ pub async fn capture(
         "external_identifier",
     ];
     super::unknown_fields(&body, FIELDS)?;
-    let t = load(&ctx, &caller, &id).await?;
-    if t.status != "authorization_succeeded" {
-        return Err(ApiError::bad_request(format!(
-            "Only an authorized transaction can be captured; this one is {}.",
-            t.status
-        )));
-    }
-    let amount = match body.get("amount") {
-        None | Some(Value::Null) => t.authorized_amount,
-        Some(Value::Number(n)) if n.as_i64().is_some_and(|a| a > 0) => n.as_i64().unwrap_or(0),
-        Some(_) => return Err(ApiError::field("/amount", "Must be a positive integer.")),
-    };
-    if amount > t.authorized_amount {
-        return Err(ApiError::field(
-            "/amount",
-            format!(
-                "Must not exceed the authorized amount ({}).",
-                t.authorized_amount
-            ),
-        ));
-    }
-    let conn = connection_of(&ctx, &t).await?;
-    let stripe = ctx.stripe_for(&conn)?;
-    let pi_id = t.payment_intent_id.clone().unwrap_or_default();
-    let currency =
-        Currency::parse(&t.currency).map_err(|_| ApiError::Internal("stored currency".into()))?;
-    let stripe_amount = Money::new(
-        Amount::new(amount).map_err(|_| ApiError::field("/amount", "Must be positive."))?,
-        currency,
-    )
-    .to_stripe_amount()
-    .map_err(|_| ApiError::field("/amount", "Not expressible in Stripe's units."))?;
-    let result = stripe
-        .capture_payment_intent(
-            &pi_id,
-            Some(stripe_amount),
-            Some(&format!("tollgate-{}-capture", t.id)),
-        )
-        .await;
-    let pi = match result {
-        Ok(pi) => pi,
-        Err(e) if e.is_retryable_outage() => return Err(outage(&ctx, &e, Some(&t.id))),
-        Err(_) => {
-            // Stripe refused (e.g. already captured elsewhere): our view may be stale.
-            let row = sync_row(&ctx, &t).await?;
-            return Err(ApiError::bad_request(format!(
-                "Stripe refused the capture; the transaction is now {}.",
-                row.status
-            )));
-        }
-    };
-    let mut obs = stripe_map::observations_of_intent(&pi, ctx.now());
-    if let Some(ch_id) = pi["latest_charge"].as_str()
-        && let Ok(ch) = stripe.retrieve_charge(ch_id).await
-    {
-        obs.push(Observation::Charge(stripe_map::charge(&ch, ctx.now())));
-    }
-    let row = apply_observations(&ctx, &t, obs).await?;
+    let row = crate::transactions::capture(&ctx, &caller, &id, body.get("amount")).await?;
     Ok(Json(render::transaction(&row, &Fresh::default())))
 }
 
@@ -779,14 +722,7 @@ pub async fn void(
     JsonBody(_body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     caller.require_secret()?;
-    let t = load(&ctx, &caller, &id).await?;
-    if t.status != "authorization_succeeded" {
-        return Err(ApiError::bad_request(format!(
-            "Only an authorized, uncaptured transaction can be voided; this one is {}.",
-            t.status
-        )));
-    }
-    let row = cancel_intent(&ctx, &t, "requested_by_customer", "void").await?;
+    let row = crate::transactions::void(&ctx, &caller, &id).await?;
     Ok(Json(render::transaction(&row, &Fresh::default())))
 }
 

@@ -969,13 +969,8 @@ pub async fn transaction_capture(
     if let Err(e) = confirmed(&form).and_then(|_| amount_field(&form, &mut body)) {
         return fail(&ctx, &s, "transactions", e).await;
     }
-    let done = api::transactions::capture(
-        State(ctx.clone()),
-        super::caller(&s),
-        Path(id.clone()),
-        JsonBody(body),
-    )
-    .await;
+    let done =
+        crate::transactions::capture(&ctx, &super::caller(&s), &id, body.get("amount")).await;
     match done {
         Ok(_) => see_other(&format!(
             "/dashboard/transactions/{}?done=captured",
@@ -994,13 +989,7 @@ pub async fn transaction_void(
     if let Err(e) = confirmed(&form) {
         return fail(&ctx, &s, "transactions", e).await;
     }
-    let done = api::transactions::void(
-        State(ctx.clone()),
-        super::caller(&s),
-        Path(id.clone()),
-        JsonBody(Map::new()),
-    )
-    .await;
+    let done = crate::transactions::void(&ctx, &super::caller(&s), &id).await;
     match done {
         Ok(_) => see_other(&format!("/dashboard/transactions/{}?done=voided", seg(&id))),
         Err(e) => fail(&ctx, &s, "transactions", e).await,

@@ -569,3 +569,83 @@ pub async fn expire_approval(ctx: &ApiContext, t: &TransactionRow) -> ApiResult<
         .await
     }
 }
+
+/// Captures an authorized transaction: all of it, or `amount` (minor units, as the request gave
+/// it: a positive integer up to the authorized amount), then applies Stripe's answer.
+pub async fn capture(
+    ctx: &ApiContext,
+    caller: &Caller,
+    id: &str,
+    amount: Option<&Value>,
+) -> ApiResult<TransactionRow> {
+    let t = load(ctx, caller, id).await?;
+    if t.status != "authorization_succeeded" {
+        return Err(ApiError::bad_request(format!(
+            "Only an authorized transaction can be captured; this one is {}.",
+            t.status
+        )));
+    }
+    let amount = match amount {
+        None | Some(Value::Null) => t.authorized_amount,
+        Some(Value::Number(n)) if n.as_i64().is_some_and(|a| a > 0) => n.as_i64().unwrap_or(0),
+        Some(_) => return Err(ApiError::field("/amount", "Must be a positive integer.")),
+    };
+    if amount > t.authorized_amount {
+        return Err(ApiError::field(
+            "/amount",
+            format!(
+                "Must not exceed the authorized amount ({}).",
+                t.authorized_amount
+            ),
+        ));
+    }
+    let conn = connection_of(ctx, &t).await?;
+    let stripe = ctx.stripe_for(&conn)?;
+    let pi_id = t.payment_intent_id.clone().unwrap_or_default();
+    let currency =
+        Currency::parse(&t.currency).map_err(|_| ApiError::Internal("stored currency".into()))?;
+    let stripe_amount = Money::new(
+        Amount::new(amount).map_err(|_| ApiError::field("/amount", "Must be positive."))?,
+        currency,
+    )
+    .to_stripe_amount()
+    .map_err(|_| ApiError::field("/amount", "Not expressible in Stripe's units."))?;
+    let result = stripe
+        .capture_payment_intent(
+            &pi_id,
+            Some(stripe_amount),
+            Some(&format!("tollgate-{}-capture", t.id)),
+        )
+        .await;
+    let pi = match result {
+        Ok(pi) => pi,
+        Err(e) if e.is_retryable_outage() => return Err(outage(ctx, &e, Some(&t.id))),
+        Err(_) => {
+            // Stripe refused (e.g. already captured elsewhere): our view may be stale.
+            let row = sync_row(ctx, &t).await?;
+            return Err(ApiError::bad_request(format!(
+                "Stripe refused the capture; the transaction is now {}.",
+                row.status
+            )));
+        }
+    };
+    let mut obs = stripe_map::observations_of_intent(&pi, ctx.now());
+    if let Some(ch_id) = pi["latest_charge"].as_str()
+        && let Ok(ch) = stripe.retrieve_charge(ch_id).await
+    {
+        obs.push(Observation::Charge(stripe_map::charge(&ch, ctx.now())));
+    }
+    apply_observations(ctx, &t, obs).await
+}
+
+/// Voids an authorized, uncaptured transaction (cancels its PaymentIntent).
+pub async fn void(ctx: &ApiContext, caller: &Caller, id: &str) -> ApiResult<TransactionRow> {
+    let t = load(ctx, caller, id).await?;
+    if t.status != "authorization_succeeded" {
+        return Err(ApiError::bad_request(format!(
+            "Only an authorized, uncaptured transaction can be voided; this one is {}.",
+            t.status
+        )));
+    }
+    cancel_intent(ctx, &t, "requested_by_customer", "void").await
+}
