@@ -1,7 +1,7 @@
 //! The dashboard's pages and actions. Pages read through the API's handlers and render their
 //! JSON; actions are `POST` + CSRF (checked by the session layer) + redirect (post/redirect/get),
-//! and call the API's handlers too. Everything shown is escaped with [`esc`]: names, ids and
-//! above all webhook payloads come from outside.
+//! and call the API's handlers too, or the service behind them (capture, void). Everything
+//! shown is escaped with [`esc`]: names, ids and above all webhook payloads come from outside.
 
 use axum::Extension;
 use axum::extract::{Path, Query, State};
