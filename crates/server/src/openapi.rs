@@ -513,13 +513,13 @@ pub fn document(public_url: &str) -> Value {
         "servers": [{"url": public_url.trim_end_matches('/'), "description": "This Tollgate server"}],
         "security": [{"bearerAuth": []}],
         "tags": [
-            {"name": "transactions", "description": "Payments: create, approve, capture, void, cancel, sync (SPEC §3)."},
+            {"name": "transactions", "description": "Payments: create, approve, capture, void, cancel, sync."},
             {"name": "refunds", "description": "Money returned on a captured transaction; many per transaction, partial or full."},
-            {"name": "connections", "description": "Stripe accounts and their credentials (SPEC §2)."},
-            {"name": "webhook-events", "description": "Stripe events received (the inbox) and reconcile (SPEC §4)."},
-            {"name": "merchant-accounts", "description": "Tenants (SPEC §1)."},
-            {"name": "entitlements", "description": "SKUs, permission definitions, customer links and the permission check (SPEC §5)."},
-            {"name": "webhooks", "description": "Outbound webhooks (SPEC §7): subscriptions, signed deliveries (Standard Webhooks), the delivery log and resend."},
+            {"name": "connections", "description": "Stripe accounts and their credentials."},
+            {"name": "webhook-events", "description": "Stripe events received (the inbox) and reconcile."},
+            {"name": "merchant-accounts", "description": "Tenants."},
+            {"name": "entitlements", "description": "SKUs, permission definitions, customer links and the permission check."},
+            {"name": "webhooks", "description": "Outbound webhooks: subscriptions, signed deliveries (Standard Webhooks), the delivery log and resend."},
             {"name": "buyer", "description": "URLs the buyer's browser or app reaches, authorised by a token instead of an API key."},
             {"name": "operations", "description": "Health, readiness and metrics."},
             {"name": "reference", "description": "This document and its reference page."},
@@ -542,7 +542,7 @@ pub fn document(public_url: &str) -> Value {
 }
 
 const INFO_DESCRIPTION: &str = "Tollgate's transactions API over Stripe. Money is an integer in minor units with an ISO-4217 currency; timestamps are RFC 3339 UTC.\n\n\
-The seed orchestrator's SDKs work unmodified against it: its paths, objects and error envelope are kept, and its header `x-gr4vy-merchant-account-id` is an alias of `X-Merchant-Account-Id`.\n\n\
+Gr4vy's official SDKs work unmodified against it: its paths, objects and error envelope are kept, and its header `x-gr4vy-merchant-account-id` is an alias of `X-Merchant-Account-Id`.\n\n\
 Every error is the envelope `{type: \"error\", code, status, message, details[]}`; there are no 422s. Text Tollgate cannot store is refused before anything else runs: a NUL character (U+0000) in a path or query parameter, in a form field or in any JSON string or object key, or a path parameter that is not UTF-8, is a 400 whose `details[].pointer` names it. POSTs honour an optional `Idempotency-Key`: a replay returns the first answer, the same key while the first request runs is 409 `concurrent_request`, with another body 409 `idempotency_key_mismatch`; 5xx answers are not kept, so a retry resumes the work.";
 
 fn parameters() -> Value {
@@ -558,7 +558,7 @@ fn parameters() -> Value {
             "name": "x-gr4vy-merchant-account-id",
             "in": "header",
             "required": false,
-            "description": "Alias of `X-Merchant-Account-Id` (sent by the seed orchestrator's SDKs); `X-Merchant-Account-Id` wins when both are present.",
+            "description": "Alias of `X-Merchant-Account-Id` (sent by Gr4vy's SDKs); `X-Merchant-Account-Id` wins when both are present.",
             "schema": {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"},
         },
         "IdempotencyKey": {
@@ -675,7 +675,7 @@ fn schemas() -> Value {
     add(
         "TransactionStatus",
         S::one_of(STATUSES).desc(
-            "One status per transaction, forward-only (SPEC §3.1). A decline while the buyer is still approving is not final: the transaction stays `buyer_approval_pending` until the PaymentIntent is canceled, the approval expires or a server-side confirmation fails.",
+            "One status per transaction, forward-only. A decline while the buyer is still approving is not final: the transaction stays `buyer_approval_pending` until the PaymentIntent is canceled, the approval expires or a server-side confirmation fails.",
         ),
     );
     add("Transaction", transaction_schema());
@@ -733,7 +733,7 @@ fn schemas() -> Value {
     add(
         "AdditionalIdentifiers",
         Obj::new()
-            .desc("Identifiers at the payment service (the seed docs call it `extra_xids`; both names are returned).")
+            .desc("Identifiers at the payment service (Gr4vy calls it `extra_xids`; both names are returned).")
             .opt("payment_id", S::string().desc("The Stripe PaymentIntent id (`pi_…`), once it exists."))
             .build()
             .with("additionalProperties", json!({"type": "string"})),
@@ -999,7 +999,7 @@ fn schemas() -> Value {
     add(
         "Error",
         Obj::new()
-            .desc("The error envelope of every 4xx and 5xx (SPEC §8).")
+            .desc("The error envelope of every 4xx and 5xx.")
             .req("type", S::constant(json!("error")))
             .req("code", S::reference("ErrorCode"))
             .req("status", S::integer().desc("The HTTP status, repeated."))
@@ -1222,7 +1222,7 @@ fn transaction_schema() -> S {
         .req("settled", always_false("Always false."))
         .req("external_identifier", S::string().nullable())
         .req("metadata", S::string_map())
-        .req("customid", S::string().nullable().desc("The business's user (SPEC §5)."))
+        .req("customid", S::string().nullable().desc("The business's user."))
         .req(
             "buyer",
             S::reference("TransactionBuyer")
@@ -1290,7 +1290,7 @@ fn transaction_schema() -> S {
 
 fn transaction_create_schema() -> S {
     let mut o = Obj::new()
-        .desc("A create. Fields neither Tollgate nor the seed orchestrator's create schema defines are refused (400).")
+        .desc("A create. Fields neither Tollgate nor Gr4vy's create schema defines are refused (400).")
         .req(
             "amount",
             S::integer()
@@ -1363,8 +1363,7 @@ fn transaction_create_schema() -> S {
     for f in IGNORED_CREATE_FIELDS {
         o = o.opt(
             f,
-            S::any()
-                .desc("Accepted for compatibility with the seed orchestrator's API and ignored."),
+            S::any().desc("Accepted for compatibility with Gr4vy's API and ignored."),
         );
     }
     // The redirect flow (no `integration_client`, or `redirect`) needs `payment_method`.
@@ -1415,7 +1414,7 @@ fn refund_schema() -> S {
 
 fn webhook_event_schema() -> S {
     Obj::new()
-        .desc("A Stripe event in the inbox (SPEC §4): stored before the webhook was answered, applied by a worker. Every field is always present (possibly `null`); `payload` only on `GET /webhook-events/{id}`.")
+        .desc("A Stripe event in the inbox: stored before the webhook was answered, applied by a worker. Every field is always present (possibly `null`); `payload` only on `GET /webhook-events/{id}`.")
         .req("type", S::constant(json!("webhook-event")))
         .req("id", S::uuid())
         .req("connection_id", S::uuid())
@@ -1533,9 +1532,9 @@ The answer has `status: buyer_approval_pending` and `payment_method.approval_url
 on completion the buyer lands on `redirect_url?transaction_id=…&transaction_status=…`.\n\
 - **Direct flow** (`integration_client`: `web`, `ios` or `android`): the answer carries `session_token` for `POST /transactions/{{id}}/session`.\n\n\
 **Raw card data is refused**: a `payment_method` containing {raw} answers 400 before anything is logged or stored. Card details go from the buyer to Stripe, never through Tollgate.\n\n\
-A field neither Tollgate nor the seed orchestrator's create schema defines, a non-positive or non-integer amount, an unknown currency, \
+A field neither Tollgate nor Gr4vy's create schema defines, a non-positive or non-integer amount, an unknown currency, \
 a country or currency different from `payment_method`'s, or a missing, non-https or malformed `redirect_url` (one with a user name or password, spaces or control characters) is a 400 with the error envelope; nothing is created.\n\n\
-**Accepted but ignored** (fields of the seed orchestrator's create schema with no meaning over Stripe): {ignored}.\n\n\
+**Accepted but ignored** (fields of Gr4vy's create schema with no meaning over Stripe): {ignored}.\n\n\
 With an `Idempotency-Key` the transaction's id is derived from the key. If Stripe fails, the transaction is saved as `processing` first \
 and the 502/504 carries its `id`: `POST /transactions/{{id}}/sync` or a retry with the same key finishes it (never a second PaymentIntent).",
         raw = code_list(RAW_CARD_FIELDS),
@@ -1645,7 +1644,7 @@ fn operations() -> Vec<Op> {
             .ok("200", "The events.", tx("TransactionEvents"))
             .err("404", "NotFound"),
         op("post", "/transactions/{id}/session", "create_transaction_session", "buyer", "Get a direct-flow payment session")
-            .desc("Direct flow (SPEC §3.4): what Stripe.js or Stripe's mobile SDKs need. Authorised by the transaction's `session_token` (no API key, no Idempotency-Key). A wrong, expired or spent token is a 401 that reveals nothing.")
+            .desc("Direct flow: what Stripe.js or Stripe's mobile SDKs need. Authorised by the transaction's `session_token` (no API key, no Idempotency-Key). A wrong, expired or spent token is a 401 that reveals nothing.")
             .auth(Public)
             .param("TransactionId")
             .query("token", S::string(), true, "The `session_token` from the create response.")
@@ -2132,7 +2131,7 @@ fn entitlement_schemas(add: &mut dyn FnMut(&str, S)) {
             .req("productid", S::string())
             .req(
                 "store",
-                S::constant(json!(4)).desc("4: Stripe (the seed platform's store code)."),
+                S::constant(json!(4)).desc("4: Stripe (Glassfy's store code)."),
             )
             .req("istrial", S::boolean())
             .req("isinintrooffer", S::boolean())
