@@ -344,9 +344,10 @@ async fn restricted_keys(_: Operator, State(inner): State<Arc<Inner>>, body: Byt
     ok(json!({"key": key, "account": account}))
 }
 
-/// `POST /faults`: `{"kind", "rate", "latency_ms"?}`; `{"rate": 0}` turns injection off.
+/// `POST /faults`: `{"kind", "rate", "latency_ms"?, "path"?}`; `{"rate": 0}` turns injection
+/// off; `path` limits it to requests whose path contains that text.
 async fn faults(_: Operator, State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
-    let body = match body_json(&body, &["kind", "rate", "latency_ms"]) {
+    let body = match body_json(&body, &["kind", "rate", "latency_ms", "path"]) {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -371,6 +372,18 @@ async fn faults(_: Operator, State(inner): State<Arc<Inner>>, body: Bytes) -> Re
             );
         }
     };
+    let path = match body.get("path") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(p)) if !p.is_empty() && p.len() <= 1000 => Some(p.clone()),
+        Some(_) => {
+            return fail(
+                StripeError::invalid(
+                    "`path` must be a non-empty string of at most 1000 characters.",
+                )
+                .param("path"),
+            );
+        }
+    };
     if rate > 0.0 && kind.is_none() {
         return fail(StripeError::invalid("`kind` is required when `rate` > 0.").param("kind"));
     }
@@ -378,8 +391,10 @@ async fn faults(_: Operator, State(inner): State<Arc<Inner>>, body: Bytes) -> Re
         kind: if rate > 0.0 { kind } else { None },
         rate,
         latency_ms,
+        path: if rate > 0.0 { path } else { None },
     };
-    let out = json!({"kind": config.kind, "rate": config.rate, "latency_ms": config.latency_ms});
+    let out = json!({"kind": config.kind, "rate": config.rate, "latency_ms": config.latency_ms,
+                     "path": config.path});
     *lock(&inner.faults) = config;
     ok(out)
 }

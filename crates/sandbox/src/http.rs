@@ -174,7 +174,7 @@ enum Fault {
     Latency(u64),
 }
 
-fn pick_fault(inner: &Inner, headers: &HeaderMap) -> Result<Option<Fault>> {
+fn pick_fault(inner: &Inner, path: &str, headers: &HeaderMap) -> Result<Option<Fault>> {
     let explicit = headers
         .get("sandbox-fault")
         .and_then(|v| v.to_str().ok())
@@ -184,7 +184,11 @@ fn pick_fault(inner: &Inner, headers: &HeaderMap) -> Result<Option<Fault>> {
         None => {
             let f = lock(&inner.faults).clone();
             match f.kind {
-                Some(k) if f.rate > 0.0 && rand::random::<f64>() < f.rate => {
+                Some(k)
+                    if f.rate > 0.0
+                        && f.path.as_deref().is_none_or(|p| path.contains(p))
+                        && rand::random::<f64>() < f.rate =>
+                {
                     if k == "latency" {
                         Some(format!("latency={}", f.latency_ms))
                     } else {
@@ -367,7 +371,9 @@ async fn api(
     request_id: &str,
 ) -> Response {
     let fail = |e: StripeError| error_response(&e, request_id);
-    let fault = match pick_fault(inner, headers) {
+    // A fault limited to a path matches the path as decoded (ids may arrive escaped).
+    let decoded_path = percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy();
+    let fault = match pick_fault(inner, &decoded_path, headers) {
         Ok(f) => f,
         Err(e) => return fail(e),
     };

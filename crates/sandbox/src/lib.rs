@@ -95,6 +95,9 @@ pub struct FaultConfig {
     pub kind: Option<String>,
     pub rate: f64,
     pub latency_ms: u64,
+    /// Only requests whose path contains this text (a Stripe object's id, say) are faulted;
+    /// `None`: every request.
+    pub path: Option<String>,
 }
 
 /// Webhook delivery chaos.

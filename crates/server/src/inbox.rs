@@ -1040,13 +1040,39 @@ async fn entitlements(
                 }
             }
             Err(e) => {
-                for (i, _) in &items {
-                    plans[*i] = Plan::Retry(format!("entitlements: {e}"));
+                // One event's trouble (a Stripe re-read that failed) must not hold back its
+                // neighbours: each event is prepared on its own, and only those that still
+                // fail are retried, each with a note naming it.
+                tracing::warn!(connection = %conn_id, error = %e, "preparing a batch's events for entitlements failed; preparing them one by one");
+                for (i, event) in &items {
+                    match crate::entitlements::prepare_events(ctx, conn, &[*event]).await {
+                        Ok(mut prepared) => {
+                            let w = prepared.pop().flatten();
+                            if w.is_some() && matches!(plans[*i], Plan::Ignore(_)) {
+                                plans[*i] = Plan::Entitled;
+                            }
+                            work[*i] = w;
+                        }
+                        Err(e) => plans[*i] = Plan::Retry(prepare_failed(event, &e)),
+                    }
                 }
             }
         }
     }
     work
+}
+
+/// The retry note of an event whose entitlement reading failed: the event, its Stripe object,
+/// and why.
+fn prepare_failed(event: &Value, e: &ApiError) -> String {
+    let object = &event["data"]["object"];
+    format!(
+        "event {} ({}): reading its {} {} for entitlements failed: {e}",
+        event["id"].as_str().unwrap_or("?"),
+        event["type"].as_str().unwrap_or("?"),
+        object["object"].as_str().unwrap_or("object"),
+        object["id"].as_str().unwrap_or("?"),
+    )
 }
 
 /// PostgreSQL: the entitlement writes commit on their own, per connection, before the batch.

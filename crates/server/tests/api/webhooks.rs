@@ -23,7 +23,8 @@ crate::both_dbs!(
     sync_applies_what_webhooks_missed,
     a_deleted_connection_refuses_at_once,
     a_replaced_secret_stops_verifying_when_it_expires,
-    a_connection_with_only_events_can_be_deleted
+    a_connection_with_only_events_can_be_deleted,
+    one_failing_read_holds_back_no_other_event
 );
 
 const SECRET: &str = "whsec_testsecret1234567890";
@@ -920,4 +921,166 @@ async fn a_connection_with_only_events_can_be_deleted(db: Db) {
     s.get(&format!("/connections/{sandbox_id}"))
         .await
         .expect(200);
+}
+
+/// Head-of-line (issue 30): a Checkout Session whose line items cannot be read from Stripe (a
+/// sandbox fault on that one session) sits in the same inbox batch as 200 subscription
+/// events of the same connection. The 200 are applied at their first attempt; only the
+/// session's event fails, with a note naming it and its session; once Stripe answers for the
+/// session again, its retry applies it. The events are stored and applied through a context of
+/// the test's own (the server's workers sleep), so which events share a batch is fixed.
+async fn one_failing_read_holds_back_no_other_event(db: Db) {
+    const OTHERS: usize = 200;
+    let s = TestServer::start_with(db, |c| {
+        c.inbox_poll_ms = 600_000;
+        c.inbox_batch = 256;
+        // A failed event waits an hour: only this test makes it due again.
+        c.inbox_retry_base_ms = 3_600_000;
+    })
+    .await;
+    let ctx = tollgate_server::context(
+        s.config.clone(),
+        std::sync::Arc::new(tollgate_server::clock::SystemClock),
+        Some(format!("{}/sandbox/stripe", s.base)),
+    )
+    .await
+    .expect("context");
+    let conn = tollgate_store::connections::default_for(ctx.store.reader(), "default")
+        .await
+        .expect("connections")
+        .expect("the sandbox connection");
+    let product = s.stripe_post("/v1/products", &[("name", "Lifetime")]).await;
+    let product = product["id"].as_str().unwrap().to_string();
+    let price = s
+        .stripe_post(
+            "/v1/prices",
+            &[
+                ("product", product.as_str()),
+                ("unit_amount", "4900"),
+                ("currency", "usd"),
+            ],
+        )
+        .await;
+    let cs = s
+        .stripe_post(
+            "/v1/checkout/sessions",
+            &[
+                ("mode", "payment"),
+                ("success_url", "https://merchant.example/done"),
+                ("client_reference_id", "user-hol"),
+                ("line_items[0][price]", price["id"].as_str().unwrap()),
+                ("line_items[0][quantity]", "1"),
+            ],
+        )
+        .await;
+    let cs_id = cs["id"].as_str().unwrap().to_string();
+    let mut cs = s
+        .stripe_get(&format!("/v1/checkout/sessions/{cs_id}"))
+        .await;
+    cs["status"] = json!("complete");
+    cs["payment_status"] = json!("paid");
+    assert!(cs["line_items"].is_null(), "{cs}");
+
+    let now = now_ms() / 1000;
+    let sub = |i: usize| {
+        json!({
+            "id": format!("sub_hol_{i}"), "object": "subscription", "customer": format!("cus_hol_{i}"),
+            "status": "active", "cancel_at": null, "cancel_at_period_end": false, "canceled_at": null,
+            "created": now, "ended_at": null, "latest_invoice": null, "livemode": false,
+            "metadata": {"customid": format!("user-hol-{i}")}, "test_clock": null, "trial_end": null,
+            "items": {"object": "list", "has_more": false, "data": [{
+                "id": format!("si_hol_{i}"), "object": "subscription_item", "created": now,
+                "current_period_start": now, "current_period_end": now + 30 * 86_400, "quantity": 1,
+                "price": {"id": "price_hol", "object": "price", "product": "prod_hol",
+                          "recurring": {"interval": "month", "interval_count": 1}, "unit_amount": 999},
+                "subscription": format!("sub_hol_{i}"), "discounts": [], "metadata": {}
+            }]}
+        })
+    };
+    // The session's event in the middle of the others.
+    let mut events: Vec<Value> = (0..OTHERS)
+        .map(|i| {
+            event_of(
+                &format!("evt_hol_{i}"),
+                "customer.subscription.created",
+                "2026-10-28.endive",
+                sub(i),
+            )
+        })
+        .collect();
+    events.insert(
+        OTHERS / 2,
+        event_of(
+            "evt_hol_cs",
+            "checkout.session.completed",
+            "2026-10-28.endive",
+            cs,
+        ),
+    );
+    for e in &events {
+        let text = serde_json::to_string(e).unwrap();
+        let head = tollgate_server::inbox::EventHead::parse(&text).expect("an event");
+        let row = tollgate_server::inbox::row_for(&conn, &head, text, "webhook", ctx.now());
+        assert!(ctx.inbox.accept(row).await.expect("stored"));
+    }
+
+    // Stripe fails every read of this one session's line items, and only those.
+    s.sandbox_control(
+        "/faults",
+        json!({"kind": "500", "rate": 1.0, "path": format!("{cs_id}/line_items")}),
+    )
+    .await;
+    while tollgate_server::inbox::run_once(&ctx)
+        .await
+        .expect("a pass")
+        > 0
+    {}
+
+    for i in 0..OTHERS {
+        let evt = format!("evt_hol_{i}");
+        let rows = s
+            .get(&format!("/webhook-events?stripe_event_id={evt}"))
+            .await
+            .expect(200);
+        let row = &rows["items"][0];
+        assert_eq!(row["status"], "applied", "{row}");
+        assert_eq!(row["attempts"], 1, "applied at the first attempt: {row}");
+    }
+    let rows = s
+        .get("/webhook-events?stripe_event_id=evt_hol_cs")
+        .await
+        .expect(200);
+    let row = rows["items"][0].clone();
+    assert_eq!(row["status"], "failed", "{row}");
+    assert_eq!(row["attempts"], 1, "{row}");
+    let note = row["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("evt_hol_cs") && note.contains(&cs_id),
+        "the note names the event and its session: {note}"
+    );
+    assert!(!note.contains("transaction"), "{note}");
+
+    // Stripe answers for the session again, and its retry comes: it is applied.
+    s.faults_off().await;
+    sqlx::query(
+        "UPDATE webhook_events SET next_attempt_at = 0 WHERE stripe_event_id = 'evt_hol_cs'",
+    )
+    .execute(&s.pool)
+    .await
+    .unwrap();
+    let row = wait_for(Duration::from_secs(15), "the retry to apply", || async {
+        tollgate_server::inbox::run_once(&ctx)
+            .await
+            .expect("a pass");
+        let rows = s
+            .get("/webhook-events?stripe_event_id=evt_hol_cs")
+            .await
+            .expect(200);
+        rows["items"]
+            .get(0)
+            .filter(|r| r["status"] == "applied")
+            .cloned()
+    })
+    .await;
+    assert_eq!(row["attempts"], 2, "{row}");
 }
