@@ -1104,16 +1104,21 @@ pub async fn prune_permission_changes<'c, E: Executor<'c, Database = Any>>(
     Ok(done.rows_affected())
 }
 
-/// Customers with a held permission whose `valid_until` has passed (the expiry job).
+/// Customers the clock has changed since their last re-evaluation (the expiry job): a held
+/// permission whose `valid_until` has passed, or a foreseen change that is due (one of several
+/// purchases of a permission lapsing while another still holds it).
 pub async fn due<'c, E: Executor<'c, Database = Any>>(
     db: E,
     now: i64,
     limit: i64,
 ) -> Result<Vec<(String, String)>> {
     Ok(sqlx::query_as(
-        "SELECT DISTINCT merchant_account_id, customid FROM ent_permissions
+        "SELECT merchant_account_id, customid FROM ent_permissions
          WHERE valid_until IS NOT NULL AND valid_until <= $1 AND is_valid = 1
-         ORDER BY merchant_account_id, customid LIMIT $2",
+         UNION
+         SELECT merchant_account_id, customid FROM ent_customer_state
+         WHERE next_change_at IS NOT NULL AND next_change_at <= $1
+         ORDER BY 1, 2 LIMIT $2",
     )
     .bind(now)
     .bind(limit)
@@ -1464,6 +1469,28 @@ pub async fn bump_customer_version(
     .bind(now)
     .fetch_one(&mut *db)
     .await?)
+}
+
+/// Sets when the clock alone next changes a customer's answer: its earliest history entry after
+/// `now` (ms; entries after now are foreseen), or none.
+pub async fn set_next_change<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    customid: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE ent_customer_state SET next_change_at = (
+             SELECT MIN(at) FROM ent_permission_history
+             WHERE merchant_account_id = $1 AND customid = $2 AND at > $3)
+         WHERE merchant_account_id = $1 AND customid = $2",
+    )
+    .bind(merchant_account_id)
+    .bind(customid)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// Writes `version` on every read-model row of a customer.

@@ -1562,6 +1562,10 @@ async fn reevaluate_with(
         }
     }
     if written.is_empty() && removed.is_empty() {
+        if matches!(cause, Cause::Clock) {
+            // Nothing the clock changed after all: the expiry job waits for the next moment.
+            es::set_next_change(&mut **tx, merchant, customid, now_ms).await?;
+        }
         return Ok(notices);
     }
     // The next version of the customer's permission set, in this transaction.
@@ -1607,6 +1611,9 @@ async fn reevaluate_with(
     }
     es::forget_foreseen(&mut **tx, merchant, customid, now_ms).await?;
     es::insert_history(tx, merchant, customid, &history).await?;
+    // When the expiry job is next due for this customer: its first foreseen change, which
+    // may lapse one purchase while another holds the permission (no `valid_until` passes).
+    es::set_next_change(&mut **tx, merchant, customid, now_ms).await?;
     after.sort_by(|a, b| a.identifier.cmp(&b.identifier));
     notices.push(Notice::StateChanged {
         merchant_account_id: merchant.to_string(),
@@ -1836,7 +1843,8 @@ fn unknown_customer(customer: &str) -> ApiError {
 // ---- the expiry job --------------------------------------------------------------------------
 
 /// Re-evaluates customers whose held permissions passed their `valid_until` (a period end
-/// plus the renewal leeway, a grace end, a cancel-at-period-end). Subscriptions still active
+/// plus the renewal leeway, a grace end, a cancel-at-period-end) or whose foreseen change by
+/// the clock is due (one of several purchases lapsing while another holds). Subscriptions still active
 /// past their period are re-read from Stripe first, so a renewal whose webhook is late never
 /// expires a permission. Returns how many customers were re-evaluated.
 pub async fn expire_once(ctx: &ApiContext) -> ApiResult<usize> {

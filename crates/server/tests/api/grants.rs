@@ -29,6 +29,7 @@ crate::both_dbs!(
     disputed_test_card_on_the_sandbox_revoked_on_open_restored_when_won,
     early_fraud_warning_test_card_on_the_sandbox_revokes_by_policy,
     the_dashboard_grants_and_revokes_as_its_operator,
+    a_purchase_lapsing_beside_a_grant_shows_in_the_check_after_the_expiry_job,
 );
 
 const NEVER: i64 = 253_402_300_799;
@@ -481,6 +482,70 @@ async fn permissions_at_a_moment_follow_the_history_and_the_clock(db: Db) {
         &s.get("/v1/permissions?customid=user-t&at=yesterday").await,
         "query",
         "/at",
+    );
+}
+
+/// A subscription (code 5) and an open-ended grant (code 2) of one permission: when the
+/// subscription's period ends with no event, the check answers the grant's code 2 after one
+/// pass of the expiry job (as the history and `?at` do), not 5 forever; the ETag moves on.
+async fn a_purchase_lapsing_beside_a_grant_shows_in_the_check_after_the_expiry_job(db: Db) {
+    let s = quiet(db).await;
+    catalog(&s).await;
+    let pk = s.bound_key(KeyKind::Public, "default").await;
+    let (ctx, conn, clock) = clocked(&s).await;
+    clock.set_ms((now_ms() - 5 * 3_600_000) / 1000 * 1000);
+    let t0 = clock.now_ms() / 1000;
+    // Period end in one hour; held for the renewal leeway (2 h) after it.
+    let mut sub = subscription("sub_L", "cus_L", "active", "prod_monthly", t0, t0 + 3600);
+    sub["metadata"]["customid"] = json!("user-l");
+    let ev = event("evt_l1", "customer.subscription.created", t0, sub, CURRENT);
+    assert!(on_stripe_event(&ctx, &conn, &ev).await.expect("applied"));
+    tollgate_server::api::entitlements::grant(
+        &ctx,
+        "default",
+        "user-l",
+        serde_json::from_value(
+            json!({"permission": "premium", "reason": "support", "expires_at": null}),
+        )
+        .expect("body"),
+        "key:test".into(),
+    )
+    .await
+    .expect("granted");
+    let p = permissions_of(&s, &pk, "user-l").await;
+    assert_eq!(p[0]["is_valid"], true);
+    assert_eq!(p[0]["entitlement"], 5, "{p:?}");
+    let before = s.get("/v1/permissions?customid=user-l").await;
+    let etag_before = before.headers.get("etag").cloned();
+
+    // Past the period end and the leeway, with no event: one expiry pass.
+    clock.advance_ms(4 * 3_600_000);
+    tollgate_server::entitlements::expire_once(&ctx)
+        .await
+        .expect("expiry pass");
+    let p = permissions_of(&s, &pk, "user-l").await;
+    assert_eq!(p[0]["is_valid"], true, "{p:?}");
+    assert_eq!(
+        p[0]["entitlement"], 2,
+        "the grant's code once the period lapsed: {p:?}"
+    );
+    assert_eq!(p[0]["expires_date"], NEVER);
+    // What the history and `?at=` said already.
+    let moment = (t0 + 3600 + 7200) * 1000 + 1000;
+    let a = at(&s, "user-l", moment).await;
+    assert_eq!(a[0]["entitlement"], 2, "{a:?}");
+    let now = s.get("/v1/permissions?customid=user-l").await;
+    assert_ne!(
+        now.headers.get("etag").cloned(),
+        etag_before,
+        "a new version"
+    );
+    // A second pass has nothing left to do.
+    assert_eq!(
+        tollgate_server::entitlements::expire_once(&ctx)
+            .await
+            .expect("expiry pass"),
+        0
     );
 }
 
