@@ -1262,7 +1262,9 @@ mod properties {
     }
 
     async fn streams(db: Db, cases: usize) {
-        let mut runner = TestRunner::default();
+        // A fixed seed: the streams are the same in every run, so CI stays repeatable; change the
+        // seed (or use TestRunner::default()) locally to explore more streams.
+        let mut runner = TestRunner::deterministic();
         let strategy = prop::collection::vec(step(), 1..24);
         for _ in 0..cases {
             let steps = strategy.new_tree(&mut runner).expect("a stream").current();
