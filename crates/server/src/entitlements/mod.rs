@@ -1562,10 +1562,29 @@ async fn reevaluate_with(
         }
     }
     if written.is_empty() && removed.is_empty() {
-        if matches!(cause, Cause::Clock) {
-            // Nothing the clock changed after all: the expiry job waits for the next moment.
-            es::set_next_change(&mut **tx, merchant, customid, now_ms).await?;
+        // The answer now is unchanged, but what the clock will change may not be (an unpaid
+        // subscription beside a grant that still holds: when the grant ends, the permission
+        // shows the subscription's code, not the grant's expiry foreseen before it came), so
+        // the foreseen entries are written again, under the customer's current version.
+        if !on_clock {
+            let mut foreseen = foresee(
+                &purchases.ledger,
+                &manual,
+                catalog,
+                policy,
+                now,
+                &states,
+                now_ms,
+            );
+            let version = es::customer_version(&mut **tx, merchant, customid).await?;
+            for h in &mut foreseen {
+                h.version = version;
+            }
+            es::forget_foreseen(&mut **tx, merchant, customid, now_ms).await?;
+            es::insert_history(tx, merchant, customid, &foreseen).await?;
         }
+        // The expiry job waits for the next foreseen moment.
+        es::set_next_change(&mut **tx, merchant, customid, now_ms).await?;
         return Ok(notices);
     }
     // The next version of the customer's permission set, in this transaction.

@@ -1285,4 +1285,36 @@ mod properties {
     }
 
     crate::both_dbs!(at_equals_the_truncated_log_and_versions_increase);
+
+    /// One stream through the same checks.
+    async fn replay(db: Db, steps: Vec<Step>) {
+        let s = quiet(db).await;
+        super::catalog(&s).await;
+        s.post(
+            "/webhook-subscriptions",
+            json!({"url": "https://hooks.example/state", "events": ["customer.state_changed"]}),
+        )
+        .await
+        .expect(201);
+        run(&s, &steps).await;
+    }
+
+    /// A grant given, then the subscription turning unpaid while the grant still holds (the
+    /// answer now unchanged: 2): when the grant ends, `?at` answers the evaluation with the
+    /// unpaid subscription (-2), not the grant's expiry foreseen before the subscription came.
+    async fn at_after_a_grant_ends_beside_an_unpaid_subscription(db: Db) {
+        replay(
+            db,
+            vec![
+                Step::Advance(3748),
+                Step::Grant(Some(1699)),
+                Step::Sub(4, 4353, false),
+                Step::Advance(3904),
+                Step::Advance(6257),
+            ],
+        )
+        .await;
+    }
+
+    crate::both_dbs!(at_after_a_grant_ends_beside_an_unpaid_subscription);
 }
