@@ -1250,19 +1250,7 @@ async fn checkout_line_items_are_read_from_stripe_once_per_session(db: Db) {
     let s = TestServer::start(db).await;
     let pk = s.bound_key(KeyKind::Public, "default").await;
     let (ctx, conn) = inbox(&s).await;
-    let product = s.stripe_post("/v1/products", &[("name", "Lifetime")]).await;
-    let product = product["id"].as_str().unwrap().to_string();
-    let price = s
-        .stripe_post(
-            "/v1/prices",
-            &[
-                ("product", product.as_str()),
-                ("unit_amount", "4900"),
-                ("currency", "usd"),
-            ],
-        )
-        .await;
-    let price = price["id"].as_str().unwrap().to_string();
+    let (product, price) = s.stripe_product_price("Lifetime", 4900).await;
     s.post(
         "/v1/skus",
         json!({"identifier": "life", "store": "stripe", "product_id": product, "kind": "one_time"}),

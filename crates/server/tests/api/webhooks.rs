@@ -949,18 +949,7 @@ async fn one_failing_read_holds_back_no_other_event(db: Db) {
         .await
         .expect("connections")
         .expect("the sandbox connection");
-    let product = s.stripe_post("/v1/products", &[("name", "Lifetime")]).await;
-    let product = product["id"].as_str().unwrap().to_string();
-    let price = s
-        .stripe_post(
-            "/v1/prices",
-            &[
-                ("product", product.as_str()),
-                ("unit_amount", "4900"),
-                ("currency", "usd"),
-            ],
-        )
-        .await;
+    let (product, price) = s.stripe_product_price("Lifetime", 4900).await;
     let cs = s
         .stripe_post(
             "/v1/checkout/sessions",
@@ -968,7 +957,7 @@ async fn one_failing_read_holds_back_no_other_event(db: Db) {
                 ("mode", "payment"),
                 ("success_url", "https://merchant.example/done"),
                 ("client_reference_id", "user-hol"),
-                ("line_items[0][price]", price["id"].as_str().unwrap()),
+                ("line_items[0][price]", price.as_str()),
                 ("line_items[0][quantity]", "1"),
             ],
         )

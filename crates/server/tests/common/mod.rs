@@ -475,6 +475,26 @@ impl TestServer {
         self.send(rb).await.expect(200)
     }
 
+    /// A product named `name` at the sandbox with one USD price of `unit_amount`: (product id,
+    /// price id).
+    pub async fn stripe_product_price(&self, name: &str, unit_amount: i64) -> (String, String) {
+        let product = self.stripe_post("/v1/products", &[("name", name)]).await;
+        let product = product["id"].as_str().expect("a product id").to_string();
+        let amount = unit_amount.to_string();
+        let price = self
+            .stripe_post(
+                "/v1/prices",
+                &[
+                    ("product", product.as_str()),
+                    ("unit_amount", amount.as_str()),
+                    ("currency", "usd"),
+                ],
+            )
+            .await;
+        let price = price["id"].as_str().expect("a price id").to_string();
+        (product, price)
+    }
+
     /// The PaymentIntents at the sandbox made for transaction `id` (by metadata).
     pub async fn intents_of(&self, id: &str) -> Vec<Value> {
         let list = self.stripe_get("/v1/payment_intents?limit=100").await;
