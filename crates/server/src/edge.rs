@@ -113,36 +113,46 @@ pub fn check_pairs(location: &'static str, encoded: &[u8]) -> Option<Refusal> {
 
 /// The first string or object key of a JSON body that holds a NUL.
 pub fn check_json(body: &Map<String, Value>) -> Option<Refusal> {
+    body.iter()
+        .find_map(|(k, v)| {
+            let at = format!("/{}", token(k));
+            if k.contains('\0') {
+                Some(at)
+            } else {
+                first_nul(v).map(|rest| at + &rest)
+            }
+        })
+        .map(|at| Refusal::new("body", at, NUL))
+}
+
+/// The JSON pointer (relative to `v`) of the first string or object key in `v` that holds a
+/// NUL: `Some("")` when `v` itself is such a string.
+pub fn first_nul(v: &Value) -> Option<String> {
     fn walk(v: &Value, at: &mut String) -> bool {
+        let within = |at: &mut String, step: &str, v: &Value, key_nul: bool| {
+            let len = at.len();
+            at.push('/');
+            at.push_str(step);
+            if key_nul || walk(v, at) {
+                return true;
+            }
+            at.truncate(len);
+            false
+        };
         match v {
             Value::String(s) => s.contains('\0'),
-            Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
-                let len = at.len();
-                at.push_str(&format!("/{i}"));
-                let found = walk(item, at);
-                if !found {
-                    at.truncate(len);
-                }
-                found
-            }),
-            Value::Object(m) => object(m, at),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .any(|(i, item)| within(at, &i.to_string(), item, false)),
+            Value::Object(m) => m
+                .iter()
+                .any(|(k, item)| within(at, &token(k), item, k.contains('\0'))),
             _ => false,
         }
     }
-    fn object(m: &Map<String, Value>, at: &mut String) -> bool {
-        m.iter().any(|(k, v)| {
-            let len = at.len();
-            at.push('/');
-            at.push_str(&token(k));
-            let found = k.contains('\0') || walk(v, at);
-            if !found {
-                at.truncate(len);
-            }
-            found
-        })
-    }
     let mut at = String::new();
-    object(body, &mut at).then(|| Refusal::new("body", at, NUL))
+    walk(v, &mut at).then_some(at)
 }
 
 /// Path parameters and query parameters of `req`.

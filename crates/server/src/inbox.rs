@@ -542,34 +542,10 @@ impl EventHead {
 /// The JSON pointer of the first string or object key of `text` that holds a NUL (`""` when
 /// none is found, e.g. in a value a later copy of its key replaced).
 pub fn nul_pointer(text: &str) -> String {
-    fn walk(v: &Value, at: &mut String) -> bool {
-        let within = |at: &mut String, token: &str, v: &Value, key_nul: bool| {
-            let len = at.len();
-            at.push('/');
-            at.push_str(&token.replace('~', "~0").replace('/', "~1"));
-            if key_nul || walk(v, at) {
-                return true;
-            }
-            at.truncate(len);
-            false
-        };
-        match v {
-            Value::String(s) => s.contains('\0'),
-            Value::Array(items) => items
-                .iter()
-                .enumerate()
-                .any(|(i, item)| within(at, &i.to_string(), item, false)),
-            Value::Object(m) => m
-                .iter()
-                .any(|(k, item)| within(at, k, item, k.contains('\0'))),
-            _ => false,
-        }
-    }
-    let mut at = String::new();
-    match serde_json::from_str::<Value>(text) {
-        Ok(v) if walk(&v, &mut at) => at,
-        _ => String::new(),
-    }
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| crate::edge::first_nul(&v))
+        .unwrap_or_default()
 }
 
 /// Reads the top of an event body: the head fields of an object, the rest checked by [`Check`].
