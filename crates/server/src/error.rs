@@ -5,17 +5,43 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::json;
 
-#[derive(Debug, Clone, Serialize)]
+/// One problem with a request.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorDetail)]
 pub struct Detail {
     /// `body`, `query`, `path` or `header`.
+    #[schema(value_type = String, example = "body")]
     pub location: &'static str,
     /// JSON pointer into the location (`/amount`, `/payment_method/redirect_url`).
+    #[schema(example = "/amount")]
     pub pointer: String,
     pub message: String,
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "value_error")]
     pub kind: &'static str,
+}
+
+/// Every error's body (the envelope Gr4vy's SDKs parse).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorEnvelope {
+    #[serde(rename = "type")]
+    #[schema(value_type = String, pattern = "^error$")]
+    pub kind: &'static str,
+    #[schema(value_type = String, example = "bad_request")]
+    pub code: &'static str,
+    /// The HTTP status, repeated.
+    #[schema(example = 400)]
+    pub status: u16,
+    pub message: String,
+    pub details: Vec<Detail>,
+    /// On 502/504 when a transaction was saved before the call: its id (as `transaction_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// On 502/504 when a transaction was saved before the call: its id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
 }
 
 impl Detail {
@@ -141,7 +167,7 @@ impl ApiError {
         }
     }
 
-    pub fn body(&self) -> serde_json::Value {
+    pub fn envelope(&self) -> ErrorEnvelope {
         let message = match self {
             ApiError::Internal(_) => "The request could not be processed.".to_string(),
             other => other.to_string(),
@@ -150,26 +176,24 @@ impl ApiError {
             ApiError::BadRequest { details, .. } => details.clone(),
             _ => Vec::new(),
         };
-        let mut body = json!({
-            "type": "error",
-            "code": self.code(),
-            "status": self.status().as_u16(),
-            "message": message,
-            "details": details,
-        });
-        if let ApiError::BadGateway {
-            transaction_id: Some(id),
-            ..
+        let transaction_id = match self {
+            ApiError::BadGateway { transaction_id, .. }
+            | ApiError::GatewayTimeout { transaction_id, .. } => transaction_id.clone(),
+            _ => None,
+        };
+        ErrorEnvelope {
+            kind: "error",
+            code: self.code(),
+            status: self.status().as_u16(),
+            message,
+            details,
+            id: transaction_id.clone(),
+            transaction_id,
         }
-        | ApiError::GatewayTimeout {
-            transaction_id: Some(id),
-            ..
-        } = self
-        {
-            body["transaction_id"] = json!(id);
-            body["id"] = json!(id);
-        }
-        body
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::to_value(self.envelope()).unwrap_or_default()
     }
 }
 
@@ -178,7 +202,7 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(cause = %cause, "internal error");
         }
-        (self.status(), axum::Json(self.body())).into_response()
+        (self.status(), axum::Json(self.envelope())).into_response()
     }
 }
 

@@ -489,8 +489,81 @@ fn schema_is_array(s: &Value) -> bool {
 
 // ---- the document -----------------------------------------------------------------------------
 
-/// The whole API's OpenAPI 3.1 document, with `public_url` as its server.
+// ---- the derived document ---------------------------------------------------------------------
+
+/// Marks every POST of `doc` as taking an `Idempotency-Key` (the routes under the idempotency
+/// middleware, SPEC §8): the header, and the 400 for a malformed key and 409 for one in use or
+/// reused with another body.
+pub fn idempotent(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{Ref, RefOr};
+    for item in doc.paths.paths.values_mut() {
+        if let Some(op) = item.post.as_mut() {
+            op.parameters
+                .get_or_insert_with(Vec::new)
+                .push(RefOr::Ref(Ref::new(
+                    "#/components/parameters/IdempotencyKey",
+                )));
+            for (status, name) in [("400", "BadRequest"), ("409", "Conflict")] {
+                op.responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+            }
+        }
+    }
+}
+
+/// The part of the document utoipa derives from the routes and types.
+pub fn derived() -> utoipa::openapi::OpenApi {
+    crate::api::openapi_router(None).into_openapi()
+}
+
+/// The whole API's OpenAPI 3.1 document, with `public_url` as its server: the derived document,
+/// and for the operations and components not yet derived, the hand-written ones.
 pub fn document(public_url: &str) -> Value {
+    let mut doc = serde_json::to_value(derived()).unwrap_or_else(|_| json!({}));
+    let legacy = legacy_document(public_url);
+    for key in ["openapi", "info", "servers", "security", "tags"] {
+        doc[key] = legacy[key].clone();
+    }
+    if let (Some(paths), Some(old)) = (
+        doc["paths"].as_object().cloned(),
+        legacy["paths"].as_object(),
+    ) {
+        let mut merged = Map::new();
+        for (path, item) in old {
+            let mut item = item.as_object().cloned().unwrap_or_default();
+            if let Some(new) = paths.get(path).and_then(Value::as_object) {
+                for (method, op) in new {
+                    item.insert(method.clone(), op.clone());
+                }
+            }
+            merged.insert(path.clone(), Value::Object(item));
+        }
+        for (path, item) in paths {
+            merged.entry(path).or_insert(item);
+        }
+        doc["paths"] = Value::Object(merged);
+    }
+    for part in ["securitySchemes", "parameters", "responses", "schemas"] {
+        let old = legacy["components"][part]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let new = doc["components"][part]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let mut m = old;
+        for (k, v) in new {
+            m.insert(k, v);
+        }
+        doc["components"][part] = Value::Object(m);
+    }
+    doc
+}
+
+fn legacy_document(public_url: &str) -> Value {
     let mut paths = Map::new();
     for o in operations() {
         let (method, path, v) = o.finish();

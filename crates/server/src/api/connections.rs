@@ -15,6 +15,19 @@ use crate::auth::Caller;
 use crate::clock::rfc3339;
 use crate::crypto::mask;
 use crate::error::{ApiError, ApiResult};
+use axum::routing;
+use utoipa_axum::router::OpenApiRouter;
+
+/// This resource's routes and their part of the OpenAPI document.
+pub fn routes() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .route("/connections", routing::post(create).get(list))
+        .route(
+            "/connections/{id}",
+            routing::get(get).patch(update).delete(delete),
+        )
+        .route("/connections/{id}/verify", routing::post(verify))
+}
 
 const FIELDS: &[&str] = &[
     "type",

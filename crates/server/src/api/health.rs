@@ -1,20 +1,21 @@
 //! Liveness, readiness, metrics.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::ApiContext;
 use crate::metrics::family;
 
-pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+/// Health, readiness and metrics, and their part of the OpenAPI document.
+pub fn routes() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .route("/healthz", routing::get(healthz))
+        .route("/readyz", routing::get(readyz))
+        .route("/metrics", routing::get(metrics))
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -2,20 +2,22 @@
 
 pub mod bootstrap;
 pub mod connections;
+pub mod definitions;
 pub mod entitlements;
 pub mod health;
 pub mod merchant_accounts;
 pub mod refunds;
 pub mod render;
 pub mod transactions;
+pub mod typed;
 pub mod webhook_events;
 pub mod webhooks_in;
 pub mod webhooks_out;
 
 use axum::Router;
 use axum::extract::{FromRequest, Request};
-use axum::routing::{get, post};
 use serde_json::{Map, Value};
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::ApiContext;
 use crate::error::{ApiError, ApiResult};
@@ -23,110 +25,40 @@ use crate::error::{ApiError, ApiResult};
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 1024 * 1024;
 
-pub fn router(ctx: &ApiContext) -> Router<ApiContext> {
-    use entitlements as ent;
-    use transactions as tx;
-    let api = Router::new()
-        .route(
-            "/merchant-accounts",
-            post(merchant_accounts::create).get(merchant_accounts::list),
-        )
-        .route(
-            "/connections",
-            post(connections::create).get(connections::list),
-        )
-        .route(
-            "/connections/{id}",
-            get(connections::get)
-                .patch(connections::update)
-                .delete(connections::delete),
-        )
-        .route("/connections/{id}/verify", post(connections::verify))
-        .route("/connections/{id}/sync", post(webhook_events::sync))
-        .route("/webhook-events", get(webhook_events::list))
-        .route("/webhook-events/{id}", get(webhook_events::get))
-        .route("/webhook-events/{id}/replay", post(webhook_events::replay))
-        .route("/transactions", post(tx::create).get(tx::list))
-        .route("/transactions/{id}", get(tx::get))
-        .route("/transactions/{id}/capture", post(tx::capture))
-        .route("/transactions/{id}/void", post(tx::void))
-        .route("/transactions/{id}/cancel", post(tx::cancel))
-        .route("/transactions/{id}/sync", post(tx::sync))
-        .route("/transactions/{id}/events", get(tx::events))
-        .route("/transactions/{id}/session", post(tx::session))
-        .route(
-            "/transactions/{id}/refunds",
-            post(refunds::create).get(refunds::list),
-        )
-        .route("/transactions/{id}/refunds/{refund_id}", get(refunds::get))
-        .route("/refunds/{refund_id}", get(refunds::get_by_id))
-        .route("/v1/skus", post(ent::sku_create).get(ent::sku_list))
-        .route(
-            "/v1/skus/{identifier}",
-            get(ent::sku_get)
-                .patch(ent::sku_update)
-                .delete(ent::sku_delete),
-        )
-        .route(
-            "/v1/permissions/definitions",
-            post(ent::definition_create).get(ent::definition_list),
-        )
-        .route(
-            "/v1/permissions/definitions/{identifier}",
-            get(ent::definition_get)
-                .patch(ent::definition_update)
-                .delete(ent::definition_delete),
-        )
-        .route("/v1/connect_stripe", post(ent::connect_stripe))
-        .route("/v1/subscribers/{customid}", get(ent::subscriber))
-        .route(
-            "/v1/subscribers/{customid}/grants",
-            post(ent::grant_create).get(ent::grant_list),
-        )
-        .route(
-            "/v1/subscribers/{customid}/grants/{id}",
-            axum::routing::delete(ent::grant_revoke),
-        )
-        .route("/v1/subscribers/{customid}/history", get(ent::history))
-        .route(
-            "/v1/entitlements/settings",
-            get(ent::settings_get).patch(ent::settings_update),
-        )
-        .route(
-            "/webhook-subscriptions",
-            post(webhooks_out::create_subscription).get(webhooks_out::list_subscriptions),
-        )
-        .route(
-            "/webhook-subscriptions/{id}",
-            get(webhooks_out::get_subscription)
-                .put(webhooks_out::update_subscription)
-                .patch(webhooks_out::update_subscription)
-                .delete(webhooks_out::delete_subscription),
-        )
-        .route(
-            "/webhook-subscriptions/{id}/rotate-secret",
-            post(webhooks_out::rotate_secret),
-        )
-        .route("/webhook-deliveries", get(webhooks_out::list_deliveries))
-        .route("/webhook-deliveries/{id}", get(webhooks_out::get_delivery))
-        .route(
-            "/webhook-deliveries/{id}/resend",
-            post(webhooks_out::resend),
-        )
-        // Idempotency-Key handling for every POST above (SPEC §8).
-        .route_layer(axum::middleware::from_fn_with_state(
+/// Every route of the API with its part of the OpenAPI document, which utoipa derives from each
+/// handler's `#[utoipa::path]` and the request and response types it names. With `ctx`, the
+/// layers are added too (the document does not depend on them, only on which group a route is in).
+pub fn openapi_router(ctx: Option<&ApiContext>) -> OpenApiRouter<ApiContext> {
+    // Every POST in this group goes through the Idempotency-Key middleware (SPEC §8).
+    let mut keyed = OpenApiRouter::new()
+        .merge(merchant_accounts::routes())
+        .merge(connections::routes())
+        .merge(webhook_events::routes())
+        .merge(transactions::routes())
+        .merge(refunds::routes())
+        .merge(entitlements::routes())
+        .merge(definitions::routes())
+        .merge(webhooks_out::routes());
+    crate::openapi::idempotent(keyed.get_openapi_mut());
+    if let Some(ctx) = ctx {
+        keyed = keyed.route_layer(axum::middleware::from_fn_with_state(
             ctx.clone(),
             crate::idempotency::middleware,
         ));
-    api.merge(health::router())
+    }
+    let mut api = keyed
+        .merge(health::routes())
         // The permission check (public keys): no idempotency layer, its own auth cache.
-        .route("/v1/permissions", get(ent::permissions))
+        .merge(entitlements::check_routes());
+    if ctx.is_some() {
         // Path and query parameters Tollgate cannot store are refused before anything else.
-        .route_layer(axum::middleware::from_fn(crate::edge::api))
-        .route(
-            "/webhooks/stripe/{connection_id}",
-            post(webhooks_in::receive),
-        )
+        api = api.route_layer(axum::middleware::from_fn(crate::edge::api));
+    }
+    api.merge(webhooks_in::routes())
+}
+
+pub fn router(ctx: &ApiContext) -> Router<ApiContext> {
+    openapi_router(Some(ctx)).split_for_parts().0
 }
 
 /// A JSON object body, read with the API's limits and errors: an empty body is `{}` (bodiless
@@ -182,6 +114,31 @@ pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
                 e.column()
             ),
         )),
+    }
+}
+
+/// A list: a page of `items` and the cursors around it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// The page size asked for (or the number of items when the list is not paged).
+    #[schema(minimum = 0)]
+    pub limit: i64,
+    /// Pass as `cursor` for the next (older) page; `null` on the last page.
+    pub next_cursor: Option<String>,
+    /// Pass as `cursor` for the previous (newer) page; `null` on the first page.
+    pub previous_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// A list that is not paged: every item, no cursors.
+    pub fn whole(items: Vec<T>) -> Self {
+        Page {
+            limit: items.len() as i64,
+            items,
+            next_cursor: None,
+            previous_cursor: None,
+        }
     }
 }
 

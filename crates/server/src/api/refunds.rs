@@ -14,6 +14,19 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::transactions::refunds::send;
 use crate::transactions::{connection_for, transaction_id};
+use axum::routing;
+use utoipa_axum::router::OpenApiRouter;
+
+/// This resource's routes and their part of the OpenAPI document.
+pub fn routes() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .route(
+            "/transactions/{id}/refunds",
+            routing::post(create).get(list),
+        )
+        .route("/transactions/{id}/refunds/{refund_id}", routing::get(get))
+        .route("/refunds/{refund_id}", routing::get(get_by_id))
+}
 
 async fn transaction(ctx: &ApiContext, caller: &Caller, id: &str) -> ApiResult<TransactionRow> {
     store_tx::get(ctx.store.reader(), &caller.merchant_account_id, id, "")

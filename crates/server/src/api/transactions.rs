@@ -23,6 +23,22 @@ use crate::auth::Caller;
 use crate::clock::parse_rfc3339;
 use crate::error::{ApiError, ApiResult, Detail};
 use crate::stripe_map;
+use axum::routing;
+use utoipa_axum::router::OpenApiRouter;
+
+/// This resource's routes and their part of the OpenAPI document.
+pub fn routes() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .route("/transactions", routing::post(create).get(list))
+        .route("/transactions/{id}", routing::get(get))
+        .route("/transactions/{id}/capture", routing::post(capture))
+        .route("/transactions/{id}/void", routing::post(void))
+        .route("/transactions/{id}/cancel", routing::post(cancel))
+        .route("/transactions/{id}/sync", routing::post(sync))
+        .route("/transactions/{id}/events", routing::get(events))
+        .route("/transactions/{id}/session", routing::post(session))
+}
+
 use crate::transactions::{
     apply_observations, cancel_intent, connection_for, connection_of, create_payment_intent,
     end_locally, hash_token, insert_event, load, new_token, request_payment_intent, sync_row,

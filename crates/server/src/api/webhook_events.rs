@@ -13,6 +13,17 @@ use crate::ApiContext;
 use crate::auth::Caller;
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
+use axum::routing;
+use utoipa_axum::router::OpenApiRouter;
+
+/// This resource's routes and their part of the OpenAPI document.
+pub fn routes() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .route("/connections/{id}/sync", routing::post(sync))
+        .route("/webhook-events", routing::get(list))
+        .route("/webhook-events/{id}", routing::get(get))
+        .route("/webhook-events/{id}/replay", routing::post(replay))
+}
 
 /// Query parameters of `GET /webhook-events`.
 pub const LIST_PARAMS: &[&str] = &[

@@ -15,6 +15,14 @@ use tollgate_store::{ConnectionRow, connections};
 use crate::ApiContext;
 use crate::error::{ApiError, ApiResult, Detail};
 use crate::inbox;
+use axum::routing;
+use utoipa_axum::router::OpenApiRouter;
+
+/// The Stripe webhook endpoint: outside the API's key and Idempotency-Key handling (Stripe
+/// signs the body).
+pub fn routes() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new().route("/webhooks/stripe/{connection_id}", routing::post(receive))
+}
 
 const MAX_EVENT_BYTES: usize = 1024 * 1024;
 

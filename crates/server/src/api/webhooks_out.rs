@@ -18,6 +18,31 @@ use crate::auth::Caller;
 use crate::clock::rfc3339;
 use crate::error::{ApiError, ApiResult};
 use crate::outbound::{WebhookSecret, ssrf};
+use axum::routing;
+use utoipa_axum::router::OpenApiRouter;
+
+/// This resource's routes and their part of the OpenAPI document.
+pub fn routes() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .route(
+            "/webhook-subscriptions",
+            routing::post(create_subscription).get(list_subscriptions),
+        )
+        .route(
+            "/webhook-subscriptions/{id}",
+            routing::get(get_subscription)
+                .put(update_subscription)
+                .patch(update_subscription)
+                .delete(delete_subscription),
+        )
+        .route(
+            "/webhook-subscriptions/{id}/rotate-secret",
+            routing::post(rotate_secret),
+        )
+        .route("/webhook-deliveries", routing::get(list_deliveries))
+        .route("/webhook-deliveries/{id}", routing::get(get_delivery))
+        .route("/webhook-deliveries/{id}/resend", routing::post(resend))
+}
 
 /// The fields of a subscription create or update.
 const FIELDS: &[&str] = &["url", "events", "active", "description"];

@@ -1595,7 +1595,7 @@ pub async fn catalogue(
         Ok(j) => j.0,
         Err(e) => return fail(&ctx, &s, "catalogue", e).await,
     };
-    let defs = match api::entitlements::definition_list(State(ctx.clone()), super::caller(&s)).await
+    let defs = match api::definitions::definition_list(State(ctx.clone()), super::caller(&s)).await
     {
         Ok(j) => j.0,
         Err(e) => return fail(&ctx, &s, "catalogue", e).await,
@@ -1751,12 +1751,8 @@ pub async fn permission_create(
         body.insert("identifier".into(), json!(v));
     }
     body.insert("skus".into(), json!(all(&form, "skus")));
-    match api::entitlements::definition_create(
-        State(ctx.clone()),
-        super::caller(&s),
-        JsonBody(body),
-    )
-    .await
+    match api::definitions::definition_create(State(ctx.clone()), super::caller(&s), JsonBody(body))
+        .await
     {
         Ok(_) => see_other("/dashboard/catalogue?done=permission_saved"),
         Err(e) => fail(&ctx, &s, "catalogue", e).await,
@@ -1771,7 +1767,7 @@ pub async fn permission_update(
 ) -> Response {
     let mut body = Map::new();
     body.insert("skus".into(), json!(all(&form, "skus")));
-    match api::entitlements::definition_update(
+    match api::definitions::definition_update(
         State(ctx.clone()),
         super::caller(&s),
         Path(id),
