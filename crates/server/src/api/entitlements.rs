@@ -323,7 +323,7 @@ pub async fn connect_stripe(
 pub const PERMISSIONS_QUERY: &[&str] = &["customid", "at"];
 
 /// Authenticates a permission read: a public (or secret) key, from the short cache.
-async fn check_caller(
+pub(crate) async fn check_caller(
     ctx: &ApiContext,
     headers: &HeaderMap,
 ) -> ApiResult<(String, String, crate::auth::KeyKind)> {
@@ -342,7 +342,7 @@ async fn check_caller(
     Ok((row.id, merchant, kind))
 }
 
-async fn settings_of(ctx: &ApiContext, merchant: &str) -> ApiResult<SettingsRow> {
+pub(crate) async fn settings_of(ctx: &ApiContext, merchant: &str) -> ApiResult<SettingsRow> {
     if let Some(s) = ctx.entitlements.cached_settings(merchant) {
         return Ok(s);
     }
@@ -424,7 +424,7 @@ struct Checked {
 
 /// The ETag of an answer: the customer's state version, and the number of its permissions
 /// that have lapsed by the clock since (a lapse changes the answer without a new version).
-fn etag_of(rows: &[tollgate_store::entitlements::PermissionRow], now_ms: i64) -> String {
+pub(crate) fn etag_of(rows: &[tollgate_store::entitlements::PermissionRow], now_ms: i64) -> String {
     let version = rows.iter().map(|r| r.version).max().unwrap_or(0);
     let lapsed = rows
         .iter()
