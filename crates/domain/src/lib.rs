@@ -13,6 +13,7 @@
 //! [`mod@apply`] (that adapter lives with the server), and this crate decides what they mean.
 
 pub mod apply;
+pub mod credits;
 pub mod entitlements;
 pub mod error_code;
 pub mod money;
