@@ -160,13 +160,15 @@ pub struct MerchantAccountHeaders {
         example = "default"
     )]
     merchant_account_id: Option<String>,
-    /// Alias of `X-Merchant-Account-Id` (sent by Gr4vy's SDKs); `X-Merchant-Account-Id` wins
-    /// when both are present.
+    /// Alias of `X-Merchant-Account-Id` (sent by Gr4vy's SDKs), read only when
+    /// `X-Merchant-Account-Id` is absent (then any value is ignored). Read, it names the account
+    /// as `X-Merchant-Account-Id` does: an account id is 1 to 64 lower-case letters, digits, `-`
+    /// or `_`, and any other value names no account (403 for a bound key, 404 for an operator
+    /// key).
     #[param(
         rename = "x-gr4vy-merchant-account-id",
         value_type = String,
         required = false,
-        pattern = "^[a-z0-9_-]{1,64}$",
         example = "default"
     )]
     gr4vy_merchant_account_id: Option<String>,
