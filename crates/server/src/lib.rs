@@ -383,6 +383,12 @@ pub async fn serve(
     inbox::spawn_workers(ctx.clone());
     reconcile::spawn(ctx.clone());
     outbound::spawn(ctx.clone());
+    // Permission streams never end by themselves: end them when shutdown begins.
+    let streams = ctx.entitlements.clone();
+    let shutdown = async move {
+        shutdown.await;
+        streams.close_streams();
+    };
     let app = app(ctx, sandbox_router).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -8,6 +8,7 @@ pub mod health;
 pub mod merchant_accounts;
 pub mod refunds;
 pub mod render;
+pub mod stream;
 pub mod transactions;
 pub mod typed;
 pub mod webhook_events;
@@ -49,7 +50,8 @@ pub fn openapi_router(ctx: Option<&ApiContext>) -> OpenApiRouter<ApiContext> {
     let mut api = keyed
         .merge(health::routes())
         // The permission check (public keys): no idempotency layer, its own auth cache.
-        .merge(entitlements::check_routes());
+        .merge(entitlements::check_routes())
+        .merge(stream::routes());
     if ctx.is_some() {
         // Path and query parameters Tollgate cannot store are refused before anything else.
         api = api.route_layer(axum::middleware::from_fn(crate::edge::api));

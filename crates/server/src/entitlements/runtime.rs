@@ -18,6 +18,11 @@
 //! - a read stores its rows only if no mark or change came in since it began (the `epoch`
 //!   ticket), so a read that raced a commit never stores what it read before it;
 //! - a pending mark whose transaction rolled back lapses after `PENDING_LAPSE`.
+//!
+//! The same feed wakes the permission streams (`GET /v1/permissions/stream`): each stream
+//! holds a [`Watch`] on its customer, bumped by [`Runtime::changed`] for every committed change
+//! of that customer and by [`Runtime::follow`] for every customer (changes may have gone by
+//! unheard while the feed was lost). A stream wakes only for its own customer's changes.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -43,6 +48,60 @@ pub struct Runtime {
     misses: AtomicU64,
     /// The last change-log entry the cache has followed.
     followed: AtomicI64,
+    /// The permission streams' wake-ups, per customer (see the module doc).
+    watchers: Mutex<Watchers>,
+    /// Set when the server shuts down: every permission stream ends (clients reconnect to
+    /// another server, or to this one once it is back, with `Last-Event-ID`).
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct Watchers {
+    senders: HashMap<String, tokio::sync::watch::Sender<u64>>,
+    /// The number of customers after the last sweep of unwatched ones.
+    swept: usize,
+}
+
+/// A permission stream's wake-up: [`Watch::changed`] returns once a change of its customer
+/// committed after the watch began (or the change feed was lost and found again).
+pub struct Watch {
+    rx: tokio::sync::watch::Receiver<u64>,
+    closing: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Why a [`Watch`] woke.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Woke {
+    /// A change of the customer committed (or the feed was found again): read again.
+    Changed,
+    /// The server is shutting down: end the stream.
+    Closing,
+}
+
+impl Watch {
+    /// Waits for the next change of the customer, or the server's shutdown.
+    pub async fn changed(&mut self) -> Woke {
+        if *self.closing.borrow() {
+            return Woke::Closing;
+        }
+        let mut closing = self.closing.clone();
+        let closed = async move {
+            // The guard wait_for hands back is dropped here, not held across an await.
+            let _ = closing.wait_for(|c| *c).await.is_ok();
+        };
+        tokio::select! {
+            r = self.rx.changed() => match r {
+                Ok(()) => Woke::Changed,
+                // Not while a watch holds the channel; should it happen, only shutdown wakes.
+                Err(_) => {
+                    let mut closing = self.closing.clone();
+                    let _ = closing.wait_for(|c| *c).await.is_ok();
+                    Woke::Closing
+                }
+            },
+            () = closed => Woke::Closing,
+        }
+    }
 }
 
 /// A customer's permission rows as the read model holds them.
@@ -143,7 +202,80 @@ impl Runtime {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             followed: AtomicI64::new(0),
+            watchers: Mutex::new(Watchers::default()),
+            closing: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Ends every permission stream (the server is shutting down: a graceful shutdown waits
+    /// for open responses, and a stream never ends by itself).
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Starts watching a customer's committed permission changes. Take the watch before reading
+    /// the customer's permissions: a change committed after the read is then never missed.
+    pub fn watch(&self, merchant: &str, customid: &str) -> Option<Watch> {
+        let mut w = self.watchers.lock().ok()?;
+        // Channels nobody watches any more are dropped once the map doubled since the last
+        // sweep (a stream's receiver goes with its connection).
+        if w.senders.len() >= 2 * w.swept.max(512) {
+            w.senders.retain(|_, tx| tx.receiver_count() > 0);
+            w.swept = w.senders.len();
+        }
+        let tx = w
+            .senders
+            .entry(cache_key(merchant, customid))
+            .or_insert_with(|| tokio::sync::watch::channel(0).0);
+        let mut rx = tx.subscribe();
+        rx.mark_unchanged();
+        Some(Watch {
+            rx,
+            closing: self.closing.subscribe(),
+        })
+    }
+
+    /// The number of customers watched (streams open on them), for `/metrics` and tests.
+    pub fn watched(&self) -> usize {
+        self.watchers.lock().map_or(0, |w| {
+            w.senders
+                .values()
+                .filter(|tx| tx.receiver_count() > 0)
+                .count()
+        })
+    }
+
+    /// Wakes the streams of these customers.
+    fn wake<'a>(&self, keys: impl IntoIterator<Item = &'a String>) {
+        if let Ok(mut w) = self.watchers.lock() {
+            for key in keys {
+                let gone = match w.senders.get(key) {
+                    Some(tx) => {
+                        tx.send_modify(|n| *n = n.wrapping_add(1));
+                        tx.receiver_count() == 0
+                    }
+                    None => false,
+                };
+                if gone {
+                    w.senders.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Wakes every stream.
+    fn wake_all(&self) {
+        if let Ok(w) = self.watchers.lock() {
+            for tx in w.senders.values() {
+                tx.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }
+    }
+
+    /// Whether committed changes are being heard (the permission cache's feed works). While
+    /// not, a permission stream reads its customer again every little while instead.
+    pub fn following(&self) -> bool {
+        self.permissions.lock().is_ok_and(|c| c.live)
     }
 
     /// A cached key row (`Some(None)`: known not to exist), if fresh.
@@ -232,7 +364,11 @@ impl Runtime {
 
     /// Committed changes read from the change log: forgets those customers (and one pending
     /// mark each); lapses stale marks.
+    ///
+    /// Then wakes those customers' permission streams (after the cache forgot them, so a stream
+    /// never reads the rows of before the change from the cache).
     pub fn changed<'a>(&self, customers: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut heard: Vec<String> = Vec::new();
         if let Ok(mut c) = self.permissions.lock() {
             let mut any = false;
             for (merchant, customid) in customers {
@@ -245,16 +381,21 @@ impl Runtime {
                         c.pending.remove(&key);
                     }
                 }
+                heard.push(key);
             }
             c.pending.retain(|_, (_, at)| at.elapsed() < PENDING_LAPSE);
             if any {
                 c.epoch += 1;
             }
         }
+        if !heard.is_empty() {
+            self.wake(&heard);
+        }
     }
 
     /// Starts (`true`) or stops serving from the permission cache; stopping empties it (the
-    /// change log can no longer be trusted to have been followed).
+    /// change log can no longer be trusted to have been followed). Either way every permission
+    /// stream reads its customer again (changes may have gone by unheard).
     pub fn follow(&self, live: bool) {
         if let Ok(mut c) = self.permissions.lock() {
             if !live {
@@ -264,6 +405,7 @@ impl Runtime {
             c.live = live;
             c.epoch += 1;
         }
+        self.wake_all();
     }
 
     /// Records the last change-log entry followed (shown in `/metrics`).
@@ -419,5 +561,63 @@ mod tests {
         rt.changed(std::iter::empty());
         rt.put_permissions("m", "d", rows(2), t);
         assert_eq!(hit(&rt, "d"), Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_watch_wakes_for_its_customer_the_feed_and_shutdown() {
+        let rt = Runtime::new(1000, 0, 0);
+        rt.follow(true);
+        let mut a = rt.watch("m", "a").expect("a watch");
+        let mut b = rt.watch("m", "b").expect("a watch");
+        let quiet = Duration::from_millis(50);
+        // Nothing yet: the watch starts after whatever came before it.
+        assert!(tokio::time::timeout(quiet, a.changed()).await.is_err());
+        // A change of a wakes a, not b (nor another merchant's a).
+        let mut other = rt.watch("n", "a").expect("a watch");
+        rt.changed([("m", "a")]);
+        assert_eq!(
+            tokio::time::timeout(quiet, a.changed()).await,
+            Ok(Woke::Changed)
+        );
+        assert!(tokio::time::timeout(quiet, b.changed()).await.is_err());
+        assert!(tokio::time::timeout(quiet, other.changed()).await.is_err());
+        // Changes while a stream reads are not lost: they wake its next wait.
+        rt.changed([("m", "b")]);
+        rt.changed([("m", "b")]);
+        assert_eq!(
+            tokio::time::timeout(quiet, b.changed()).await,
+            Ok(Woke::Changed)
+        );
+        assert!(tokio::time::timeout(quiet, b.changed()).await.is_err());
+        // The feed lost and found: every stream reads again.
+        rt.follow(false);
+        assert_eq!(
+            tokio::time::timeout(quiet, a.changed()).await,
+            Ok(Woke::Changed)
+        );
+        assert_eq!(
+            tokio::time::timeout(quiet, b.changed()).await,
+            Ok(Woke::Changed)
+        );
+        assert!(!rt.following());
+        rt.follow(true);
+        assert!(rt.following());
+        assert_eq!(rt.watched(), 3);
+        // Unwatched customers' channels go.
+        drop(other);
+        rt.changed([("n", "a")]);
+        assert_eq!(rt.watched(), 2);
+        // Shutdown ends every watch, at once and for good.
+        rt.close_streams();
+        assert_eq!(
+            tokio::time::timeout(quiet, a.changed()).await,
+            Ok(Woke::Closing)
+        );
+        assert_eq!(
+            tokio::time::timeout(quiet, b.changed()).await,
+            Ok(Woke::Closing)
+        );
+        let mut late = rt.watch("m", "c").expect("a watch");
+        assert_eq!(late.changed().await, Woke::Closing);
     }
 }

@@ -16,5 +16,6 @@ mod grants;
 mod idempotency;
 mod outage;
 mod outbound;
+mod stream;
 mod webhooks;
 mod webhooks_hardening;
