@@ -272,7 +272,7 @@ pub const ERROR_RESPONSES: &[(&str, &str)] = &[
         (name = "reference", description = "This document and its reference page."),
     ),
     components(schemas(ErrorEnvelope)),
-    paths(openapi_json, docs),
+    paths(crate::pay::complete, openapi_json, docs),
     modifiers(&Base),
 )]
 pub struct ApiDoc;

@@ -6,7 +6,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::json;
 use subtle::ConstantTimeEq;
 use tollgate_store::transactions as store_tx;
 
@@ -18,13 +17,31 @@ pub fn router() -> Router<ApiContext> {
     Router::new().route("/pay/{id}/complete", get(complete))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CompleteQuery {
+    /// The approval or session token.
+    #[param(value_type = String, required = false)]
     token: Option<String>,
     /// Appended by Stripe.js / Stripe's redirect after confirmation.
+    #[param(value_type = String, required = false)]
     payment_intent_client_secret: Option<String>,
     /// `succeeded` or `failed`, appended by Stripe's redirect.
+    #[param(value_type = String, required = false)]
     redirect_status: Option<String>,
+}
+
+/// The direct flow's completion answer (the redirect flow answers 303 instead).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct PaymentCompletion {
+    pub transaction_id: String,
+    /// The transaction's status after the sync.
+    #[schema(schema_with = transaction_status)]
+    pub transaction_status: String,
+}
+
+fn transaction_status() -> utoipa::openapi::Ref {
+    utoipa::openapi::Ref::from_schema_name("TransactionStatus")
 }
 
 fn no_referrer(mut r: Response) -> Response {
@@ -37,7 +54,31 @@ fn no_referrer(mut r: Response) -> Response {
 /// the merchant (redirect flow, 303) or answers the status as JSON (direct flow). Authorised by
 /// the approval or session token, or by the PaymentIntent's client secret that Stripe appends.
 /// A wrong, expired or spent token reveals nothing.
-async fn complete(
+#[utoipa::path(
+    get,
+    path = "/pay/{id}/complete",
+    operation_id = "complete_payment",
+    tag = "buyer",
+    summary = "Complete a payment (buyer's browser or app)",
+    description = "Where the hosted page and Stripe's redirect land: syncs the transaction from Stripe, then redirects the buyer (303) to `redirect_url?transaction_id=…&transaction_status=…` (redirect flow) or answers the status as JSON (direct flow). Authorised by the approval or session token, or by the PaymentIntent client secret Stripe appends. A wrong, expired or spent token is a 404 that reveals nothing. Sends `Referrer-Policy: no-referrer`.",
+    security(()),
+    params(("id" = String, Path, description = "The transaction's id."), CompleteQuery),
+    responses(
+        (status = 200, description = "Direct flow: the transaction's status (JSON). Redirect flow with a stored redirect URL no browser could follow: a page saying the payment finished (HTML).", content(
+            (PaymentCompletion = "application/json"),
+            (String = "text/html"),
+        )),
+        (status = 303, description = "Redirect flow: back to the merchant's `redirect_url`, or (3-D Secure failed) back to the hosted payment page to try again.", headers(
+            ("Location" = String, description = "`redirect_url` with `transaction_id` and `transaction_status` appended, or the payment page."),
+        )),
+        (status = 400, description = "A path or query parameter holding the NUL character or text that is not UTF-8: a plain page saying the link is not valid.", body = String, content_type = "text/html"),
+        (status = 404, description = "`not_found`: no such transaction, or a wrong, expired or spent token.", body = crate::error::ErrorEnvelope),
+        (status = 500, description = "`server_error`.", body = crate::error::ErrorEnvelope),
+        (status = 502, description = "`bad_gateway`: Stripe could not be reached, failed or refused.", body = crate::error::ErrorEnvelope),
+        (status = 504, description = "`gateway_timeout`: Stripe did not answer in time.", body = crate::error::ErrorEnvelope),
+    ),
+)]
+pub(crate) async fn complete(
     State(ctx): State<ApiContext>,
     Path(id): Path<String>,
     Query(q): Query<CompleteQuery>,
@@ -105,8 +146,11 @@ async fn complete(
             no_referrer(r)
         }
         _ => no_referrer(
-            axum::Json(json!({"transaction_id": t.id, "transaction_status": t.status}))
-                .into_response(),
+            axum::Json(PaymentCompletion {
+                transaction_id: t.id,
+                transaction_status: t.status,
+            })
+            .into_response(),
         ),
     }
 }

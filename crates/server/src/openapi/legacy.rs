@@ -754,14 +754,6 @@ fn schemas() -> Value {
             .build(),
     );
     add(
-        "PaymentCompletion",
-        Obj::new()
-            .desc("The direct flow's completion answer (the redirect flow answers 303 instead).")
-            .req("transaction_id", S::string())
-            .req("transaction_status", S::reference("TransactionStatus"))
-            .build(),
-    );
-    add(
         "RefundStatus",
         S::one_of(&["processing", "succeeded", "failed", "declined", "voided"]).desc(
             "From Stripe's refund status: pending/requires_action → `processing`, succeeded, failed, canceled → `voided`; `declined`: Stripe refused to create it.",
@@ -1838,24 +1830,6 @@ fn operations() -> Vec<Op> {
             .ok("200", "The settings.", tx("EntitlementSettings"))
             .err("400", "BadRequest"),
         // -- buyer-facing
-        op("get", "/pay/{id}/complete", "complete_payment", "buyer", "Complete a payment (buyer's browser or app)")
-            .desc("Where the hosted page and Stripe's redirect land: syncs the transaction from Stripe, then redirects the buyer (303) to `redirect_url?transaction_id=…&transaction_status=…` (redirect flow) or answers the status as JSON (direct flow). Authorised by the approval or session token, or by the PaymentIntent client secret Stripe appends. A wrong, expired or spent token is a 404 that reveals nothing. Sends `Referrer-Policy: no-referrer`.")
-            .auth(Public)
-            .param("TransactionId")
-            .query("token", S::string(), false, "The approval or session token.")
-            .query("payment_intent_client_secret", S::string(), false, "Appended by Stripe.js after confirmation.")
-            .ok("200", "Direct flow: the transaction's status.", tx("PaymentCompletion"))
-            .raw("303", json!({
-                "description": "Redirect flow: back to the merchant's `redirect_url`.",
-                "headers": {"Location": {"description": "`redirect_url` with `transaction_id` and `transaction_status` appended.", "schema": {"type": "string", "format": "uri"}}},
-            }))
-            .raw("400", json!({
-                "description": "A query parameter holding the NUL character or text that is not UTF-8: a plain page saying the link is not valid.",
-                "content": {"text/html": {"schema": {"type": "string"}}},
-            }))
-            .err("404", "NotFound")
-            .err("500", "ServerError")
-            .stripe(),
         op("post", "/webhooks/stripe/{connection_id}", "receive_stripe_webhook", "buyer", "Receive a Stripe event")
             .desc("The address to register in Stripe (`webhook_url` of the connection). The `Stripe-Signature` header is verified on the raw body (HMAC-SHA256 of `{t}.{body}` keyed by the connection's current `whsec_` secret or, until it expires, the one it replaced, any `v1` may match, 300 s tolerance both ways). The event is stored in the inbox (unique per connection and event id: two connections to one Stripe account each store and apply it) before the answer and applied by a background worker to the connection's own transactions (found by their stored PaymentIntent id), forward-only. Unknown connection, missing secret, bad signature, stale or future timestamp, not JSON or not an event: 400, nothing stored; over 1 MiB: 413. Also 400, nothing stored, with `details[].pointer` naming the place: a connection id with a NUL character (U+0000) or not UTF-8; a body that is not UTF-8, nests more than 64 levels deep, holds a NUL in any string or key, or whose `created` is not an integer Unix time from 0 to 253402300799.")
             .auth(Public)
