@@ -3,29 +3,30 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
 use serde_json::Value;
 use tollgate_store::transactions as store_tx;
 use tollgate_store::{RefundRow, TransactionRow};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::JsonBody;
-use super::render;
+use super::Page;
+use super::render::RefundOut;
+use super::transactions::{TransactionPath, closed_body_schema, opt_amount};
+use super::typed::Body;
 use crate::ApiContext;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::transactions::refunds::send;
 use crate::transactions::{connection_for, transaction_id};
-use axum::routing;
-use utoipa_axum::router::OpenApiRouter;
 
 /// This resource's routes and their part of the OpenAPI document.
 pub fn routes() -> OpenApiRouter<ApiContext> {
     OpenApiRouter::new()
-        .route(
-            "/transactions/{id}/refunds",
-            routing::post(create).get(list),
-        )
-        .route("/transactions/{id}/refunds/{refund_id}", routing::get(get))
-        .route("/refunds/{refund_id}", routing::get(get_by_id))
+        .routes(routes!(create, list))
+        .routes(routes!(get))
+        .routes(routes!(get_by_id))
 }
 
 async fn transaction(ctx: &ApiContext, caller: &Caller, id: &str) -> ApiResult<TransactionRow> {
@@ -34,27 +35,80 @@ async fn transaction(ctx: &ApiContext, caller: &Caller, id: &str) -> ApiResult<T
         .ok_or_else(|| ApiError::not_found("transaction"))
 }
 
+/// `POST /transactions/{id}/refunds`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = RefundCreateFields, example = json!({"amount": 300, "reason": "requested_by_customer"}))]
+pub struct RefundCreate {
+    /// Minor units; default: all that is left to refund. Many refunds are allowed up to the
+    /// captured amount.
+    #[serde(default, deserialize_with = "opt_amount")]
+    #[schema(minimum = 1)]
+    pub amount: Option<i64>,
+    /// Free text. `duplicate`, `fraudulent` and `requested_by_customer` are passed to Stripe as
+    /// its reason; anything else is kept in the Stripe refund's metadata.
+    #[schema(max_length = 200)]
+    pub reason: Option<String>,
+    /// Accepted and ignored (always the payment method).
+    #[schema(value_type = Value)]
+    pub target_type: Option<Value>,
+    /// Accepted and ignored.
+    #[schema(value_type = Value)]
+    pub target_id: Option<Value>,
+    /// Accepted and ignored.
+    #[schema(value_type = Value)]
+    pub external_identifier: Option<Value>,
+}
+
+closed_body_schema!(RefundCreateSchema, RefundCreate, "RefundCreate");
+
+/// A refund of a transaction's path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TransactionRefundPath {
+    /// The transaction's id. Another merchant account's transaction is 404.
+    #[param(format = "uuid")]
+    pub id: String,
+    /// The refund's id.
+    #[param(format = "uuid")]
+    pub refund_id: String,
+}
+
+/// A refund's path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RefundPath {
+    /// The refund's id.
+    #[param(format = "uuid")]
+    pub refund_id: String,
+}
+
+/// Full (no `amount`: all that is left) or partial; many per transaction up to the captured
+/// amount. Refunds do not change the transaction's status. A refund Stripe refuses is answered
+/// 201 with `status: declined`.
+#[utoipa::path(
+    post,
+    path = "/transactions/{id}/refunds",
+    operation_id = "create_transaction_refund",
+    tag = "refunds",
+    summary = "Refund a captured transaction",
+    params(TransactionPath),
+    request_body(content = RefundCreateSchema, description = "Optional: no body refunds all that is left."),
+    responses(
+        (status = 201, description = "The refund.", body = RefundOut),
+        (status = 400, description = "`bad_request`: the body is not valid, the transaction is not captured, or `amount` exceeds what is left to refund.", body = ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such transaction in this merchant account.", body = ErrorEnvelope),
+        (status = 502, description = "`bad_gateway`: Stripe could not be reached, failed or refused.", body = ErrorEnvelope),
+        (status = 504, description = "`gateway_timeout`: Stripe did not answer in time.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn create(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    Body(body): Body<RefundCreate>,
+) -> ApiResult<(StatusCode, Json<RefundOut>)> {
     caller.require_secret()?;
-    for k in body.keys() {
-        if ![
-            "amount",
-            "reason",
-            "target_type",
-            "target_id",
-            "external_identifier",
-        ]
-        .contains(&k.as_str())
-        {
-            return Err(ApiError::field(&format!("/{k}"), "Unknown field."));
-        }
-    }
     let t = transaction(&ctx, &caller, &id).await?;
     // Under an Idempotency-Key the refund's id is derived from it, so a retry after an outage
     // finishes the refund the first attempt saved instead of making a second one.
@@ -72,7 +126,7 @@ pub async fn create(
             row
         };
         let t = transaction(&ctx, &caller, &id).await?;
-        return Ok((StatusCode::CREATED, Json(render::refund(&row, Some(&t)))));
+        return Ok((StatusCode::CREATED, Json(RefundOut::new(&row, Some(&t)))));
     }
     let existing = store_tx::refunds_of(ctx.store.reader(), &t.id).await?;
     let committed: i64 = existing
@@ -87,9 +141,9 @@ pub async fn create(
             t.status
         )));
     }
-    let amount = match body.get("amount") {
-        None | Some(Value::Null) => available,
-        Some(Value::Number(n)) if n.as_i64().is_some_and(|a| a > 0) => n.as_i64().unwrap_or(0),
+    let amount = match body.amount {
+        None => available,
+        Some(a) if a > 0 => a,
         Some(_) => return Err(ApiError::field("/amount", "Must be a positive integer.")),
     };
     if amount <= 0 || amount > available {
@@ -98,15 +152,14 @@ pub async fn create(
             format!("Must not exceed what is left to refund ({available})."),
         ));
     }
-    let reason = match body.get("reason") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.len() <= 200 => Some(s.clone()),
-        Some(_) => {
+    let reason = match body.reason {
+        Some(s) if s.len() > 200 => {
             return Err(ApiError::field(
                 "/reason",
                 "A string of at most 200 characters.",
             ));
         }
+        r => r,
     };
     let now = ctx.now();
     let row = RefundRow {
@@ -129,45 +182,86 @@ pub async fn create(
     let stripe = ctx.stripe_for(&conn)?;
     let row = send(&ctx, &stripe, &t, row).await?;
     let t = transaction(&ctx, &caller, &id).await?;
-    Ok((StatusCode::CREATED, Json(render::refund(&row, Some(&t)))))
+    Ok((StatusCode::CREATED, Json(RefundOut::new(&row, Some(&t)))))
 }
 
+/// A transaction's refunds, oldest first; not paged (the cursors are null).
+#[utoipa::path(
+    get,
+    path = "/transactions/{id}/refunds",
+    operation_id = "list_transaction_refunds",
+    tag = "refunds",
+    summary = "List a transaction's refunds",
+    params(TransactionPath),
+    responses(
+        (status = 200, description = "A transaction's refunds (not paged: the cursors are null).", body = Page<RefundOut>),
+        (status = 404, description = "`not_found`: no such transaction in this merchant account.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn list(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Page<RefundOut>>> {
     caller.require_secret()?;
     let t = transaction(&ctx, &caller, &id).await?;
     let rows = store_tx::refunds_of(ctx.store.reader(), &t.id).await?;
-    let items: Vec<Value> = rows.iter().map(|r| render::refund(r, Some(&t))).collect();
-    let n = items.len() as i64;
-    Ok(Json(render::page(items, n.max(1), None, None)))
+    let items: Vec<RefundOut> = rows.iter().map(|r| RefundOut::new(r, Some(&t))).collect();
+    let mut page = Page::whole(items);
+    // Gr4vy's SDK requires a positive `limit`, even for an empty list.
+    page.limit = page.limit.max(1);
+    Ok(Json(page))
 }
 
+/// A refund of this transaction.
+#[utoipa::path(
+    get,
+    path = "/transactions/{id}/refunds/{refund_id}",
+    operation_id = "get_transaction_refund",
+    tag = "refunds",
+    summary = "Get a refund of a transaction",
+    params(TransactionRefundPath),
+    responses(
+        (status = 200, description = "The refund.", body = RefundOut),
+        (status = 404, description = "`not_found`: no such transaction in this merchant account, or no such refund of it.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn get(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path((id, refund_id)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RefundOut>> {
     caller.require_secret()?;
     let t = transaction(&ctx, &caller, &id).await?;
     let r = store_tx::get_refund(ctx.store.reader(), &caller.merchant_account_id, &refund_id)
         .await?
         .filter(|r| r.transaction_id == t.id)
         .ok_or_else(|| ApiError::not_found("refund"))?;
-    Ok(Json(render::refund(&r, Some(&t))))
+    Ok(Json(RefundOut::new(&r, Some(&t))))
 }
 
+/// A refund, by its id alone.
+#[utoipa::path(
+    get,
+    path = "/refunds/{refund_id}",
+    operation_id = "get_refund",
+    tag = "refunds",
+    summary = "Get a refund",
+    params(RefundPath),
+    responses(
+        (status = 200, description = "The refund.", body = RefundOut),
+        (status = 404, description = "`not_found`: no such refund in this merchant account.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn get_by_id(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(refund_id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RefundOut>> {
     caller.require_secret()?;
     let r = store_tx::get_refund(ctx.store.reader(), &caller.merchant_account_id, &refund_id)
         .await?
         .ok_or_else(|| ApiError::not_found("refund"))?;
     let t = transaction(&ctx, &caller, &r.transaction_id).await.ok();
-    Ok(Json(render::refund(&r, t.as_ref())))
+    Ok(Json(RefundOut::new(&r, t.as_ref())))
 }

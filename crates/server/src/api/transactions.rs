@@ -1,42 +1,55 @@
-//! Transactions (SPEC §3): create (redirect and direct flows), read, list, capture, void,
-//! cancel, sync, events, and the direct flow's session.
+//! Transactions: create (redirect and direct flows), read, list, capture, void, cancel, sync,
+//! events, and the direct flow's session.
 //!
 //! The handlers parse and render; every change of a transaction goes through the
-//! transactions service ([`crate::transactions`]).
+//! transactions service ([`crate::transactions`]). Requests are read as the types below
+//! (`Body<T>`, `Params<T>`), answers are the types of [`super::render`], and the OpenAPI
+//! document is derived from both.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value, json};
 use tollgate_domain::{
     Amount, Currency, ErrorCode, Intent, Money, TransactionState, TransactionStatus,
 };
 use tollgate_store::TransactionRow;
 use tollgate_store::transactions::{self as store_tx, ListFilter, TransactionUpdate};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::schema::{
+    AdditionalProperties, AllOfBuilder, AnyOfBuilder, ObjectBuilder, Schema, Type,
+};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::JsonBody;
-use super::render::{self, Fresh};
+use super::render::{
+    self, Fresh, IntegrationClient, TransactionCancel, TransactionEvent, TransactionOut,
+    TransactionSession, TransactionStatusName,
+};
+use super::typed::{self, Body, Params};
+use super::{JsonBody, Page};
 use crate::ApiContext;
 use crate::auth::Caller;
 use crate::clock::parse_rfc3339;
-use crate::error::{ApiError, ApiResult, Detail};
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::stripe_map;
-use axum::routing;
-use utoipa_axum::router::OpenApiRouter;
 
 /// This resource's routes and their part of the OpenAPI document.
 pub fn routes() -> OpenApiRouter<ApiContext> {
     OpenApiRouter::new()
-        .route("/transactions", routing::post(create).get(list))
-        .route("/transactions/{id}", routing::get(get))
-        .route("/transactions/{id}/capture", routing::post(capture))
-        .route("/transactions/{id}/void", routing::post(void))
-        .route("/transactions/{id}/cancel", routing::post(cancel))
-        .route("/transactions/{id}/sync", routing::post(sync))
-        .route("/transactions/{id}/events", routing::get(events))
-        .route("/transactions/{id}/session", routing::post(session))
+        .routes(routes!(create, list))
+        .routes(routes!(get))
+        .routes(routes!(capture))
+        .routes(routes!(void))
+        .routes(routes!(cancel))
+        .routes(routes!(sync))
+        .routes(routes!(events))
+        .routes(routes!(session))
 }
 
 use crate::transactions::{
@@ -45,8 +58,8 @@ use crate::transactions::{
     token_matches, transaction_id,
 };
 
-/// Fields of the seed orchestrator's create schema that Tollgate accepts and ignores (they
-/// have no meaning over Stripe); documented in the OpenAPI description.
+/// Fields of Gr4vy's create schema that Tollgate accepts and ignores (they have no meaning
+/// over Stripe): each is a field of [`TransactionCreate`], listed in the create's description.
 pub const IGNORED_CREATE_FIELDS: &[&str] = &[
     "buyer",
     "buyer_id",
@@ -82,22 +95,7 @@ pub const IGNORED_CREATE_FIELDS: &[&str] = &[
     "is_amount_estimated",
 ];
 
-const CREATE_FIELDS: &[&str] = &[
-    "amount",
-    "currency",
-    "country",
-    "payment_method",
-    "external_identifier",
-    "intent",
-    "metadata",
-    "customid",
-    "buyer_external_identifier",
-    "integration_client",
-    "payment_service_id",
-    "approval_expires_at",
-    "description",
-];
-
+/// Raw card data in a create's `payment_method`: refused before anything else reads the body.
 pub const RAW_CARD_FIELDS: &[&str] = &[
     "number",
     "security_code",
@@ -106,6 +104,374 @@ pub const RAW_CARD_FIELDS: &[&str] = &[
     "cvv",
     "cvc",
 ];
+
+// ---- schema helpers ---------------------------------------------------------------------------
+
+/// `schema` with `additionalProperties: false`: the body's unknown fields are refused.
+pub(crate) fn closed(schema: RefOr<Schema>) -> RefOr<Schema> {
+    match schema {
+        RefOr::T(Schema::Object(mut o)) => {
+            o.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+            RefOr::T(Schema::Object(o))
+        }
+        other => other,
+    }
+}
+
+/// A request body whose schema is `$inner`'s with unknown fields refused, named `$name`.
+macro_rules! closed_body_schema {
+    ($doc:ident, $inner:ty, $name:literal) => {
+        #[doc = concat!("The `", $name, "` schema: [`", stringify!($inner), "`] with unknown fields refused.")]
+        pub struct $doc;
+
+        impl utoipa::PartialSchema for $doc {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                $crate::api::transactions::closed(<$inner as utoipa::PartialSchema>::schema())
+            }
+        }
+
+        impl utoipa::ToSchema for $doc {
+            fn name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed($name)
+            }
+            fn schemas(
+                out: &mut Vec<(
+                    String,
+                    utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+                )>,
+            ) {
+                <$inner as utoipa::ToSchema>::schemas(out)
+            }
+        }
+    };
+}
+pub(crate) use closed_body_schema;
+
+/// A bodiless POST's body (void, cancel, sync, session): none, empty, or any JSON object, which
+/// is not read.
+#[derive(Debug)]
+pub struct AnyBody;
+
+impl<'de> Deserialize<'de> for AnyBody {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Read as a whole value, so no field of it counts as unknown.
+        Value::deserialize(d).map(|_| AnyBody)
+    }
+}
+
+impl PartialSchema for AnyBody {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "No body is needed; an empty body or any JSON object is accepted and ignored.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for AnyBody {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("AnyBody")
+    }
+}
+
+/// An integer amount; anything else (a string, `null`, `10.5`, `1e3`) is refused with `message`.
+fn integer<'de, D: Deserializer<'de>>(d: D, message: &str) -> Result<i64, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Number(n) if n.is_i64() => {
+            n.as_i64().ok_or_else(|| serde::de::Error::custom(message))
+        }
+        _ => Err(serde::de::Error::custom(message)),
+    }
+}
+
+fn minor_units<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    integer(d, "Must be an integer number of minor units.")
+}
+
+/// An optional positive-integer amount (capture, refund): `null` is absent.
+pub(crate) fn opt_amount<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        Value::Number(n) if n.is_i64() => Ok(n.as_i64()),
+        _ => Err(serde::de::Error::custom("Must be a positive integer.")),
+    }
+}
+
+// ---- create -----------------------------------------------------------------------------------
+
+/// `POST /transactions`. A field neither Tollgate nor Gr4vy's create schema defines is refused
+/// (400). The redirect flow (no `integration_client`, or `redirect`) needs `payment_method`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "amount": 1299, "currency": "USD", "country": "US", "intent": "authorize",
+    "external_identifier": "order-42", "metadata": {"k": "v"}, "customid": "user-7",
+    "payment_method": {"method": "stripe", "redirect_url": "https://example.com/callback",
+                       "country": "US", "currency": "USD"}
+}))]
+pub struct TransactionCreate {
+    /// Minor units (integer; zero-decimal currencies respected).
+    #[serde(deserialize_with = "minor_units")]
+    #[schema(minimum = 1, maximum = 99_999_999)]
+    pub amount: i64,
+    /// ISO-4217 (case-insensitive).
+    #[schema(pattern = "^[A-Za-z]{3}$")]
+    pub currency: String,
+    /// ISO-3166 alpha-2; must equal `payment_method.country` when both are given.
+    #[schema(pattern = "^[A-Z]{2}$")]
+    pub country: Option<String>,
+    /// `authorize` (Stripe `capture_method=manual`; capture later) or `capture`; default
+    /// `authorize`.
+    #[schema(value_type = Option<render::Intent>, default = "authorize")]
+    pub intent: Option<render::Intent>,
+    /// Required for the redirect flow (with `redirect_url`); optional for the direct flow.
+    #[schema(value_type = Option<PaymentMethodCreateSchema>)]
+    pub payment_method: Option<PaymentMethodCreate>,
+    /// `web`, `ios`, `android`: the direct flow (the response carries `session_token`);
+    /// `redirect` or none: the redirect flow.
+    pub integration_client: Option<IntegrationClient>,
+    /// The business's own reference (e.g. an order id).
+    #[schema(max_length = 200)]
+    pub external_identifier: Option<String>,
+    /// Up to 20 string values; keys 1 to 40 characters, not starting with `tollgate_`.
+    #[schema(schema_with = metadata_schema)]
+    pub metadata: Option<Map<String, Value>>,
+    /// The business's user; stored in the PaymentIntent's metadata.
+    #[schema(max_length = 200)]
+    pub customid: Option<String>,
+    /// Alias of `customid` (used when `customid` is absent).
+    #[schema(max_length = 200)]
+    pub buyer_external_identifier: Option<String>,
+    /// A connection of this merchant account; default: its default payments connection.
+    #[schema(max_length = 100)]
+    pub payment_service_id: Option<String>,
+    /// When an unfinished approval ends (in the future); default: now + 1 h (configurable).
+    #[schema(format = DateTime)]
+    pub approval_expires_at: Option<String>,
+    /// Validated (at most 1000 characters) and not stored.
+    #[schema(max_length = 1000)]
+    pub description: Option<String>,
+    // Gr4vy's fields with no meaning over Stripe: accepted and ignored (IGNORED_CREATE_FIELDS).
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub buyer: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub buyer_id: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub gift_cards: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub store: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub three_d_secure_data: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub three_d_secure: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub is_subsequent_payment: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub merchant_initiated: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub payment_source: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub airline: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub cart_items: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub statement_descriptor: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub previous_scheme_transaction_id: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub previous_transaction_link_id: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub browser_info: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub shipping_details_id: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub connection_options: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub async_capture: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub anti_fraud_fingerprint: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub account_funding_transaction: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub allow_partial_authorization: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub recipient: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub installment_count: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub tax_amount: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub merchant_tax_id: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub purchase_order_number: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub customer_reference_number: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub amount_includes_tax: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub supplier_order_number: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub duty_amount: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub shipping_amount: Option<Value>,
+    /// Accepted for compatibility with Gr4vy's API and ignored.
+    #[schema(value_type = Value)]
+    pub is_amount_estimated: Option<Value>,
+}
+
+/// The create's schema: [`TransactionCreate`] with unknown fields refused, and the redirect
+/// flow's need for `payment_method`.
+pub struct TransactionCreateSchema;
+
+impl PartialSchema for TransactionCreateSchema {
+    fn schema() -> RefOr<Schema> {
+        let redirect = ObjectBuilder::new().required("payment_method").property(
+            "payment_method",
+            ObjectBuilder::new().schema_type(Type::Object),
+        );
+        let direct = ObjectBuilder::new()
+            .required("integration_client")
+            .property(
+                "integration_client",
+                ObjectBuilder::new().enum_values(Some(["web", "ios", "android"])),
+            );
+        let fields = closed(<TransactionCreate as PartialSchema>::schema());
+        let description = match &fields {
+            RefOr::T(Schema::Object(o)) => o.description.clone(),
+            _ => None,
+        };
+        AllOfBuilder::new()
+            .item(fields)
+            .item(AnyOfBuilder::new().item(redirect).item(direct))
+            .description(description)
+            .into()
+    }
+}
+
+impl ToSchema for TransactionCreateSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("TransactionCreate")
+    }
+    fn schemas(out: &mut Vec<(String, RefOr<Schema>)>) {
+        <TransactionCreate as ToSchema>::schemas(out)
+    }
+}
+
+fn metadata_schema() -> Schema {
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                Type::Object,
+                Type::Null,
+            ]))
+            .max_properties(Some(20))
+            .property_names(Some(
+                ObjectBuilder::new()
+                    .min_length(Some(1))
+                    .max_length(Some(40))
+                    .pattern(Some("^(?!tollgate_)")),
+            ))
+            .additional_properties(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .max_length(Some(500)),
+            ))
+            .description(Some(
+                "Up to 20 string values; keys 1 to 40 characters, not starting with `tollgate_`.",
+            ))
+            .build(),
+    )
+}
+
+/// How the buyer pays. Raw card data (`number`, `security_code`, `expiration_date`,
+/// `card_number`, `cvv`, `cvc`) is refused with 400: card details go from the buyer to Stripe,
+/// never through Tollgate.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = TransactionCreatePaymentMethodFields)]
+pub struct PaymentMethodCreate {
+    /// `stripe` (the hosted page shows Stripe's Payment Element with every method the account
+    /// offers) or one Stripe payment method type (`card`, `klarna`, …) that restricts the
+    /// PaymentIntent's `payment_method_types`.
+    #[schema(pattern = "^[a-z_-]{1,40}$", required = true, nullable = false)]
+    pub method: Option<String>,
+    /// Required for the redirect flow. An absolute `https://` URL of at most 2048 characters
+    /// (`http://` only for localhost and loopback addresses, for development), without a user
+    /// name or password, spaces or control characters.
+    #[schema(format = "uri", max_length = 2048)]
+    pub redirect_url: Option<String>,
+    /// Must equal the transaction's `country` when both are given.
+    pub country: Option<String>,
+    /// Must equal the transaction's `currency`.
+    pub currency: Option<String>,
+    /// Accepted and ignored.
+    #[schema(value_type = Value)]
+    pub buyer_id: Option<Value>,
+    /// Accepted and ignored.
+    #[schema(value_type = Value)]
+    pub buyer_external_identifier: Option<Value>,
+    /// Accepted and ignored.
+    #[schema(value_type = Value)]
+    pub external_identifier: Option<Value>,
+}
+
+closed_body_schema!(
+    PaymentMethodCreateSchema,
+    PaymentMethodCreate,
+    "TransactionCreatePaymentMethod"
+);
+
+/// The create's body: raw card data in `payment_method` is refused first, before anything else
+/// looks at (or logs) the body; then the body is read as [`TransactionCreate`].
+pub struct CreateBody(pub TransactionCreate);
+
+impl<S: Send + Sync> FromRequest<S> for CreateBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let JsonBody(body) = JsonBody::from_request(req, state).await?;
+        if let Some(pm) = body.get("payment_method").and_then(Value::as_object)
+            && let Some(k) = RAW_CARD_FIELDS.iter().find(|k| pm.contains_key(**k))
+        {
+            return Err(ApiError::field(
+                &format!("/payment_method/{k}"),
+                "Raw card data is not accepted: card details go from the buyer to Stripe (hosted page or Stripe.js), never through Tollgate.",
+            ));
+        }
+        typed::from_object(body).map(CreateBody)
+    }
+}
 
 /// A validated create request.
 struct CreateInput {
@@ -158,250 +524,167 @@ fn check_redirect_url(ctx: &ApiContext, raw: &str) -> Result<(), String> {
     }
 }
 
-fn string_field(body: &Map<String, Value>, key: &str, max: usize) -> ApiResult<Option<String>> {
-    match body.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.len() <= max => Ok(Some(s.clone())),
-        Some(Value::String(_)) => Err(ApiError::field(
+/// `value` if it has at most `max` bytes, else a 400 naming `key`.
+fn at_most(key: &str, value: Option<String>, max: usize) -> ApiResult<Option<String>> {
+    match value {
+        Some(s) if s.len() > max => Err(ApiError::field(
             &format!("/{key}"),
             format!("At most {max} characters."),
         )),
-        Some(_) => Err(ApiError::field(&format!("/{key}"), "Must be a string.")),
+        v => Ok(v),
     }
 }
 
-fn parse_create(ctx: &ApiContext, body: &Map<String, Value>) -> ApiResult<CreateInput> {
-    // Raw card data is refused first, before anything else looks at (or logs) the body.
-    if let Some(pm) = body.get("payment_method").and_then(Value::as_object)
-        && let Some(k) = RAW_CARD_FIELDS.iter().find(|k| pm.contains_key(**k))
-    {
-        return Err(ApiError::field(
-            &format!("/payment_method/{k}"),
-            "Raw card data is not accepted: card details go from the buyer to Stripe (hosted page or Stripe.js), never through Tollgate.",
-        ));
-    }
-    let mut details = Vec::new();
-    for k in body.keys() {
-        if !CREATE_FIELDS.contains(&k.as_str()) && !IGNORED_CREATE_FIELDS.contains(&k.as_str()) {
-            details.push(Detail::body(&format!("/{k}"), "Unknown field."));
+impl TransactionCreate {
+    /// The checks serde cannot make, in the order the fields are documented. The redirect URL's
+    /// rules and the approval's "in the future" depend on the server (`ctx`).
+    fn validate(self, ctx: &ApiContext) -> ApiResult<CreateInput> {
+        let amount = Amount::new(self.amount)
+            .map_err(|_| ApiError::field("/amount", "Must be greater than zero."))?;
+        if amount.get() > 99_999_999 {
+            return Err(ApiError::field("/amount", "Must be at most 99999999."));
         }
-    }
-    if !details.is_empty() {
-        return Err(ApiError::BadRequest {
-            message: "Request failed validation: unknown fields.".into(),
-            details,
-        });
-    }
-    let amount = match body.get("amount") {
-        Some(Value::Number(n)) if n.is_i64() => n.as_i64().unwrap_or(0),
-        Some(_) => {
-            return Err(ApiError::field(
-                "/amount",
-                "Must be an integer number of minor units.",
-            ));
-        }
-        None => return Err(ApiError::field("/amount", "Required.")),
-    };
-    let amount = Amount::new(amount)
-        .map_err(|_| ApiError::field("/amount", "Must be greater than zero."))?;
-    if amount.get() > 99_999_999 {
-        return Err(ApiError::field("/amount", "Must be at most 99999999."));
-    }
-    let currency = match body.get("currency") {
-        Some(Value::String(c)) => Currency::parse(c).map_err(|_| {
+        let c = &self.currency;
+        let currency = Currency::parse(c).map_err(|_| {
             ApiError::field(
                 "/currency",
                 format!("'{c}' is not an ISO-4217 currency code."),
             )
-        })?,
-        Some(_) => return Err(ApiError::field("/currency", "Must be a string.")),
-        None => return Err(ApiError::field("/currency", "Required.")),
-    };
-    let country = string_field(body, "country", 2)?;
-    if let Some(c) = &country
-        && (c.len() != 2 || !c.chars().all(|x| x.is_ascii_uppercase()))
-    {
-        return Err(ApiError::field(
-            "/country",
-            "Must be an ISO-3166 alpha-2 code (e.g. US).",
-        ));
-    }
-    let intent = match body.get("intent").and_then(Value::as_str) {
-        None => Intent::Authorize,
-        Some("authorize") => Intent::Authorize,
-        Some("capture") => Intent::Capture,
-        Some(_) => {
+        })?;
+        let country = at_most("country", self.country, 2)?;
+        if let Some(c) = &country
+            && (c.len() != 2 || !c.chars().all(|x| x.is_ascii_uppercase()))
+        {
             return Err(ApiError::field(
-                "/intent",
-                "Must be 'authorize' or 'capture'.",
+                "/country",
+                "Must be an ISO-3166 alpha-2 code (e.g. US).",
             ));
         }
-    };
-    let integration_client = string_field(body, "integration_client", 20)?;
-    if let Some(c) = &integration_client
-        && !["redirect", "web", "ios", "android"].contains(&c.as_str())
-    {
-        return Err(ApiError::field(
-            "/integration_client",
-            "Must be one of redirect, web, ios, android.",
-        ));
-    }
-    let direct = direct_flow(integration_client.as_deref());
-    let mut method = "stripe".to_string();
-    let mut redirect_url = None;
-    match body.get("payment_method") {
-        None | Some(Value::Null) if direct => {}
-        None | Some(Value::Null) => {
-            return Err(ApiError::field(
-                "/payment_method",
-                "Required for the redirect flow: {\"method\": \"stripe\", \"redirect_url\": \"https://…\"}.",
-            ));
-        }
-        Some(Value::Object(pm)) => {
-            const PM_FIELDS: &[&str] = &[
-                "method",
-                "redirect_url",
-                "country",
-                "currency",
-                "buyer_id",
-                "buyer_external_identifier",
-                "external_identifier",
-            ];
-            for k in pm.keys() {
-                if !PM_FIELDS.contains(&k.as_str()) {
-                    return Err(ApiError::field(
-                        &format!("/payment_method/{k}"),
-                        "Unknown or unsupported field.",
-                    ));
-                }
-            }
-            method = match pm.get("method") {
-                Some(Value::String(m))
-                    if !m.is_empty()
-                        && m.len() <= 40
-                        && m.chars()
-                            .all(|c| c.is_ascii_lowercase() || c == '_' || c == '-') =>
-                {
-                    m.clone()
-                }
-                _ => {
-                    return Err(ApiError::field(
-                        "/payment_method/method",
-                        "Required: 'stripe' or a payment method type (card, klarna, …).",
-                    ));
-                }
-            };
-            if let Some(pc) = pm.get("currency").and_then(Value::as_str)
-                && !pc.eq_ignore_ascii_case(currency.code())
-            {
+        let intent = match self.intent {
+            None | Some(render::Intent::Authorize) => Intent::Authorize,
+            Some(render::Intent::Capture) => Intent::Capture,
+        };
+        let integration_client = self.integration_client.map(|c| c.as_str().to_string());
+        let direct = direct_flow(integration_client.as_deref());
+        let mut method = "stripe".to_string();
+        let mut redirect_url = None;
+        match self.payment_method {
+            None if direct => {}
+            None => {
                 return Err(ApiError::field(
-                    "/payment_method/currency",
-                    "Must equal the transaction's currency.",
+                    "/payment_method",
+                    "Required for the redirect flow: {\"method\": \"stripe\", \"redirect_url\": \"https://…\"}.",
                 ));
             }
-            if let (Some(pc), Some(c)) = (pm.get("country").and_then(Value::as_str), &country)
-                && pc != c
-            {
-                return Err(ApiError::field(
-                    "/payment_method/country",
-                    "Must equal the transaction's country.",
-                ));
-            }
-            match pm.get("redirect_url") {
-                Some(Value::String(u)) => {
-                    check_redirect_url(ctx, u)
-                        .map_err(|m| ApiError::field("/payment_method/redirect_url", m))?;
-                    redirect_url = Some(u.clone());
-                }
-                None | Some(Value::Null) if direct => {}
-                None | Some(Value::Null) => {
-                    return Err(ApiError::field(
-                        "/payment_method/redirect_url",
-                        "Required for the redirect flow.",
-                    ));
-                }
-                Some(_) => {
-                    return Err(ApiError::field(
-                        "/payment_method/redirect_url",
-                        "Must be a string.",
-                    ));
-                }
-            }
-        }
-        Some(_) => return Err(ApiError::field("/payment_method", "Must be an object.")),
-    }
-    let metadata = match body.get("metadata") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => {
-            if m.len() > 20 {
-                return Err(ApiError::field("/metadata", "At most 20 keys."));
-            }
-            for (k, v) in m {
-                if k.is_empty() || k.len() > 40 || k.starts_with("tollgate_") {
-                    return Err(ApiError::field(
-                        &format!("/metadata/{k}"),
-                        "Keys are 1 to 40 characters and may not start with 'tollgate_'.",
-                    ));
-                }
-                match v {
-                    Value::String(s) if s.len() <= 500 => {}
+            Some(pm) => {
+                method = match pm.method {
+                    Some(m)
+                        if !m.is_empty()
+                            && m.len() <= 40
+                            && m.chars()
+                                .all(|c| c.is_ascii_lowercase() || c == '_' || c == '-') =>
+                    {
+                        m
+                    }
                     _ => {
                         return Err(ApiError::field(
-                            &format!("/metadata/{k}"),
-                            "Values are strings of at most 500 characters.",
+                            "/payment_method/method",
+                            "Required: 'stripe' or a payment method type (card, klarna, …).",
+                        ));
+                    }
+                };
+                if let Some(pc) = &pm.currency
+                    && !pc.eq_ignore_ascii_case(currency.code())
+                {
+                    return Err(ApiError::field(
+                        "/payment_method/currency",
+                        "Must equal the transaction's currency.",
+                    ));
+                }
+                if let (Some(pc), Some(c)) = (&pm.country, &country)
+                    && pc != c
+                {
+                    return Err(ApiError::field(
+                        "/payment_method/country",
+                        "Must equal the transaction's country.",
+                    ));
+                }
+                match pm.redirect_url {
+                    Some(u) => {
+                        check_redirect_url(ctx, &u)
+                            .map_err(|m| ApiError::field("/payment_method/redirect_url", m))?;
+                        redirect_url = Some(u);
+                    }
+                    None if direct => {}
+                    None => {
+                        return Err(ApiError::field(
+                            "/payment_method/redirect_url",
+                            "Required for the redirect flow.",
                         ));
                     }
                 }
             }
-            m.clone()
         }
-        Some(_) => {
-            return Err(ApiError::field(
-                "/metadata",
-                "Must be an object of strings.",
-            ));
+        let metadata = self.metadata.unwrap_or_default();
+        if metadata.len() > 20 {
+            return Err(ApiError::field("/metadata", "At most 20 keys."));
         }
-    };
-    let customid = match string_field(body, "customid", 200)? {
-        Some(c) => Some(c),
-        None => string_field(body, "buyer_external_identifier", 200)?,
-    };
-    let approval_expires_at = match body.get("approval_expires_at") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => {
-            let at = parse_rfc3339(s).ok_or_else(|| {
-                ApiError::field("/approval_expires_at", "Must be an RFC 3339 timestamp.")
-            })?;
-            if at <= ctx.now() {
+        for (k, v) in &metadata {
+            if k.is_empty() || k.len() > 40 || k.starts_with("tollgate_") {
                 return Err(ApiError::field(
-                    "/approval_expires_at",
-                    "Must be in the future.",
+                    &format!("/metadata/{k}"),
+                    "Keys are 1 to 40 characters and may not start with 'tollgate_'.",
                 ));
             }
-            Some(at)
+            match v {
+                Value::String(s) if s.len() <= 500 => {}
+                _ => {
+                    return Err(ApiError::field(
+                        &format!("/metadata/{k}"),
+                        "Values are strings of at most 500 characters.",
+                    ));
+                }
+            }
         }
-        Some(_) => {
-            return Err(ApiError::field(
-                "/approval_expires_at",
-                "Must be an RFC 3339 timestamp.",
-            ));
-        }
-    };
-    // Validated, then not kept: Tollgate has no use for it (the seed API's field).
-    string_field(body, "description", 1000)?;
-    Ok(CreateInput {
-        money: Money::new(amount, currency),
-        country,
-        intent,
-        method,
-        redirect_url,
-        integration_client,
-        external_identifier: string_field(body, "external_identifier", 200)?,
-        metadata,
-        customid,
-        payment_service_id: string_field(body, "payment_service_id", 100)?,
-        approval_expires_at,
-    })
+        let customid = match at_most("customid", self.customid, 200)? {
+            Some(c) => Some(c),
+            None => at_most(
+                "buyer_external_identifier",
+                self.buyer_external_identifier,
+                200,
+            )?,
+        };
+        let approval_expires_at = match self.approval_expires_at {
+            None => None,
+            Some(s) => {
+                let at = parse_rfc3339(&s).ok_or_else(|| {
+                    ApiError::field("/approval_expires_at", "Must be an RFC 3339 timestamp.")
+                })?;
+                if at <= ctx.now() {
+                    return Err(ApiError::field(
+                        "/approval_expires_at",
+                        "Must be in the future.",
+                    ));
+                }
+                Some(at)
+            }
+        };
+        // Validated, then not kept: Tollgate has no use for it (Gr4vy's field).
+        at_most("description", self.description, 1000)?;
+        Ok(CreateInput {
+            money: Money::new(amount, currency),
+            country,
+            intent,
+            method,
+            redirect_url,
+            integration_client,
+            external_identifier: at_most("external_identifier", self.external_identifier, 200)?,
+            metadata,
+            customid,
+            payment_service_id: at_most("payment_service_id", self.payment_service_id, 100)?,
+            approval_expires_at,
+        })
+    }
 }
 
 fn intent_str(i: Intent) -> &'static str {
@@ -427,16 +710,53 @@ fn fresh_token(ctx: &ApiContext, id: &str, direct: bool, token: String) -> Fresh
     }
 }
 
+/// The transaction id of a path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TransactionPath {
+    /// The transaction's id. Another merchant account's transaction is 404.
+    #[param(format = "uuid")]
+    pub id: String,
+}
+
 // ---- handlers -----------------------------------------------------------------------------
 
+const CREATE_DESCRIPTION: &str = "Creates a transaction and its Stripe PaymentIntent; 201.\n\n\
+- **Redirect flow** (default; `integration_client` absent or `redirect`): `payment_method` with an https `redirect_url` is required. \
+The answer has `status: buyer_approval_pending` and `payment_method.approval_url`, the hosted page to send the buyer to; \
+on completion the buyer lands on `redirect_url?transaction_id=…&transaction_status=…`.\n\
+- **Direct flow** (`integration_client`: `web`, `ios` or `android`): the answer carries `session_token` for `POST /transactions/{id}/session`.\n\n\
+**Raw card data is refused**: a `payment_method` containing `number`, `security_code`, `expiration_date`, `card_number`, `cvv` or `cvc` answers 400 before anything is logged or stored. Card details go from the buyer to Stripe, never through Tollgate.\n\n\
+A field neither Tollgate nor Gr4vy's create schema defines (every one is listed in `details`), a non-positive or non-integer amount, an unknown currency, \
+a country or currency different from `payment_method`'s, or a missing, non-https or malformed `redirect_url` (one with a user name or password, spaces or control characters) is a 400 with the error envelope; nothing is created.\n\n\
+**Accepted but ignored** (fields of Gr4vy's create schema with no meaning over Stripe): `buyer`, `buyer_id`, `gift_cards`, `store`, `three_d_secure_data`, `three_d_secure`, `is_subsequent_payment`, `merchant_initiated`, `payment_source`, `airline`, `cart_items`, `statement_descriptor`, `previous_scheme_transaction_id`, `previous_transaction_link_id`, `browser_info`, `shipping_details_id`, `connection_options`, `async_capture`, `anti_fraud_fingerprint`, `account_funding_transaction`, `allow_partial_authorization`, `recipient`, `installment_count`, `tax_amount`, `merchant_tax_id`, `purchase_order_number`, `customer_reference_number`, `amount_includes_tax`, `supplier_order_number`, `duty_amount`, `shipping_amount`, `is_amount_estimated`.\n\n\
+With an `Idempotency-Key` the transaction's id is derived from the key. If Stripe fails, the transaction is saved as `processing` first \
+and the 502/504 carries its `id`: `POST /transactions/{id}/sync` or a retry with the same key finishes it (never a second PaymentIntent).";
+
+/// Creates a transaction and its Stripe PaymentIntent.
+#[utoipa::path(
+    post,
+    path = "/transactions",
+    operation_id = "create_transaction",
+    tag = "transactions",
+    summary = "Create a transaction",
+    description = CREATE_DESCRIPTION,
+    request_body = TransactionCreateSchema,
+    responses(
+        (status = 201, description = "The transaction, with `approval_url` (redirect flow) or `session_token` (direct flow).", body = TransactionOut),
+        (status = 400, description = "`bad_request`: the request failed validation; `details` points at each problem. Nothing was created.", body = ErrorEnvelope),
+        (status = 502, description = "`bad_gateway`: Stripe could not be reached, failed or refused. When the transaction was saved first, the body carries its `id` (and `transaction_id`): call `POST /transactions/{id}/sync` or retry with the same Idempotency-Key.", body = ErrorEnvelope),
+        (status = 504, description = "`gateway_timeout`: Stripe did not answer in time; as 502, the body carries the saved transaction's `id`.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn create(
     State(ctx): State<ApiContext>,
     caller: Caller,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    CreateBody(body): CreateBody,
+) -> ApiResult<(StatusCode, Json<TransactionOut>)> {
     caller.require_secret()?;
-    let input = parse_create(&ctx, &body)?;
+    let input = body.validate(&ctx)?;
     let conn = connection_for(
         &ctx,
         &caller.merchant_account_id,
@@ -455,7 +775,7 @@ pub async fn create(
         };
         // The first answer (with the approval URL or session token) never reached the client.
         let (row, fresh) = reissue_token(&ctx, &row).await?;
-        return Ok((StatusCode::CREATED, Json(render::transaction(&row, &fresh))));
+        return Ok((StatusCode::CREATED, Json(TransactionOut::new(&row, &fresh))));
     }
     let now = ctx.now();
     let direct = direct_flow(input.integration_client.as_deref());
@@ -555,199 +875,417 @@ pub async fn create(
         row
     };
     let fresh = fresh_token(&ctx, &row.id, direct, token);
-    Ok((StatusCode::CREATED, Json(render::transaction(&row, &fresh))))
+    Ok((StatusCode::CREATED, Json(TransactionOut::new(&row, &fresh))))
 }
 
+/// Gets a transaction.
+#[utoipa::path(
+    get,
+    path = "/transactions/{id}",
+    operation_id = "get_transaction",
+    tag = "transactions",
+    summary = "Get a transaction",
+    params(TransactionPath),
+    responses(
+        (status = 200, description = "The transaction.", body = TransactionOut),
+        (status = 404, description = "`not_found`: no such transaction in this merchant account.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn get(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<TransactionOut>> {
     caller.require_secret()?;
     let t = load(&ctx, &caller, &id).await?;
-    Ok(Json(render::transaction(&t, &Fresh::default())))
+    Ok(Json(TransactionOut::new(&t, &Fresh::default())))
 }
 
-/// Query parameters, repeated keys kept (`status=a&status=b`, `status[]=a`, `currency[]=…`).
-pub(crate) fn query_multi(raw: Option<&str>) -> HashMap<String, Vec<String>> {
-    let mut out: HashMap<String, Vec<String>> = HashMap::new();
-    for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-        let k = k.trim_end_matches("[]").to_string();
-        out.entry(k).or_default().push(v.into_owned());
-    }
-    out
+/// The last value of a parameter given more than once (`limit=5&limit=10` is 10).
+fn last<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Vec::<String>::deserialize(d)?.pop())
 }
 
-pub async fn list(
-    State(ctx): State<ApiContext>,
-    caller: Caller,
-    uri: axum::http::Uri,
-) -> ApiResult<Json<Value>> {
-    caller.require_secret()?;
-    const KNOWN: &[&str] = &[
-        "cursor",
-        "limit",
-        "status",
-        "created_at_gte",
-        "created_at_lte",
-        "updated_at_gte",
-        "updated_at_lte",
-        "external_identifier",
-        "customid",
-        "buyer_external_identifier",
-        "payment_service_transaction_id",
-        "amount_gte",
-        "amount_lte",
-        "amount_eq",
-        "currency",
-        "id",
-        "country",
-        "method",
-        "payment_service_id",
-        "error_code",
-        "has_refunds",
-        "disputed",
-    ];
-    let q = query_multi(uri.query());
-    for k in q.keys() {
-        if !KNOWN.contains(&k.as_str()) {
+/// `GET /transactions`: newest first, with cursor paging. Repeatable filters take `k=a&k=b`
+/// (`k[]=a` is also accepted). Values are checked in [`TransactionListQuery::filter`], with
+/// the messages the API has always given.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TransactionListQuery {
+    /// A `next_cursor` or `previous_cursor` from an earlier page.
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = Option<String>)]
+    pub cursor: Option<String>,
+    /// Page size, 1 to 100.
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100, default = 20)]
+    pub limit: Option<String>,
+    /// Only these statuses (repeatable: `status=a&status=b`; `status[]` also accepted).
+    #[serde(default)]
+    #[param(value_type = Option<Vec<TransactionStatusName>>, explode, style = Form)]
+    pub status: Vec<String>,
+    /// Created at or after (RFC 3339).
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub created_at_gte: Option<String>,
+    /// Created at or before (RFC 3339).
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub created_at_lte: Option<String>,
+    /// Updated at or after (RFC 3339).
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub updated_at_gte: Option<String>,
+    /// Updated at or before (RFC 3339).
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub updated_at_lte: Option<String>,
+    /// Exact match.
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = Option<String>)]
+    pub external_identifier: Option<String>,
+    /// Exact match.
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = Option<String>)]
+    pub customid: Option<String>,
+    /// Alias of `customid`.
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = Option<String>)]
+    pub buyer_external_identifier: Option<String>,
+    /// The PaymentIntent id or client secret, exact match.
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = Option<String>)]
+    pub payment_service_transaction_id: Option<String>,
+    /// Amount at least (minor units).
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = Option<i64>)]
+    pub amount_gte: Option<String>,
+    /// Amount at most (minor units).
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = Option<i64>)]
+    pub amount_lte: Option<String>,
+    /// Amount exactly (overrides `amount_gte`/`amount_lte`).
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = Option<i64>)]
+    pub amount_eq: Option<String>,
+    /// Only these currencies (repeatable; `currency[]` also accepted).
+    #[serde(default)]
+    #[param(value_type = Option<Vec<String>>, explode, style = Form)]
+    pub currency: Vec<String>,
+    /// Only these transaction ids (repeatable).
+    #[serde(default)]
+    #[param(value_type = Option<Vec<String>>, explode, style = Form)]
+    pub id: Vec<String>,
+    /// Only these countries (repeatable).
+    #[serde(default)]
+    #[param(value_type = Option<Vec<String>>, explode, style = Form)]
+    pub country: Vec<String>,
+    /// Only these payment methods (`stripe`, `card`, …; repeatable).
+    #[serde(default)]
+    #[param(value_type = Option<Vec<String>>, explode, style = Form)]
+    pub method: Vec<String>,
+    /// Only transactions of these connections (repeatable).
+    #[serde(default)]
+    #[param(value_type = Option<Vec<String>>, explode, style = Form)]
+    pub payment_service_id: Vec<String>,
+    /// Only these normalised error codes (repeatable).
+    #[serde(default)]
+    #[param(value_type = Option<Vec<String>>, explode, style = Form)]
+    pub error_code: Vec<String>,
+    /// Only transactions with (true) or without (false) refunded money.
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = Option<bool>)]
+    pub has_refunds: Option<String>,
+    /// Only disputed (true) or undisputed (false) transactions.
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = Option<bool>)]
+    pub disputed: Option<String>,
+}
+
+/// Refuses a query parameter [`TransactionListQuery`] does not document (`key[]` is `key`), so
+/// a misspelt filter does not silently list everything.
+fn known_params_only(raw: &str) -> ApiResult<()> {
+    let known: Vec<String> = TransactionListQuery::into_params(|| Some(ParameterIn::Query))
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    for (k, _) in form_urlencoded::parse(raw.as_bytes()) {
+        let k = k.trim_end_matches("[]");
+        if !known.iter().any(|n| n == k) {
             return Err(ApiError::query(
                 &format!("/{k}"),
                 "Unknown query parameter.",
             ));
         }
     }
-    let one = |k: &str| q.get(k).and_then(|v| v.last()).cloned();
-    let int = |k: &str| -> ApiResult<Option<i64>> {
-        one(k)
-            .map(|v| {
+    Ok(())
+}
+
+impl TransactionListQuery {
+    /// The store's filter for `merchant_account_id`, or a 400 naming the parameter.
+    fn filter(self, merchant_account_id: &str) -> ApiResult<ListFilter> {
+        let int = |k: &str, v: Option<String>| -> ApiResult<Option<i64>> {
+            v.map(|v| {
                 v.parse::<i64>()
                     .map_err(|_| ApiError::query(&format!("/{k}"), "Must be an integer."))
             })
             .transpose()
-    };
-    let time = |k: &str| -> ApiResult<Option<i64>> {
-        one(k)
-            .map(|v| {
+        };
+        let time = |k: &str, v: Option<String>| -> ApiResult<Option<i64>> {
+            v.map(|v| {
                 parse_rfc3339(&v).ok_or_else(|| {
                     ApiError::query(&format!("/{k}"), "Must be an RFC 3339 timestamp.")
                 })
             })
             .transpose()
-    };
-    let limit = int("limit")?.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::query("/limit", "Must be between 1 and 100."));
-    }
-    let statuses = q.get("status").cloned().unwrap_or_default();
-    for s in &statuses {
-        if s.parse::<TransactionStatus>().is_err() {
-            return Err(ApiError::query(
-                "/status",
-                format!("'{s}' is not a transaction status."),
-            ));
+        };
+        let flag = |k: &str, v: Option<String>| -> ApiResult<Option<bool>> {
+            match v.as_deref() {
+                None => Ok(None),
+                Some("true") => Ok(Some(true)),
+                Some("false") => Ok(Some(false)),
+                Some(_) => Err(ApiError::query(&format!("/{k}"), "Must be true or false.")),
+            }
+        };
+        let limit = int("limit", self.limit)?.unwrap_or(20);
+        if !(1..=100).contains(&limit) {
+            return Err(ApiError::query("/limit", "Must be between 1 and 100."));
         }
-    }
-    let cursor = match one("cursor") {
-        Some(c) if !c.is_empty() => Some(
-            super::cursor::decode(&c)
-                .ok_or_else(|| ApiError::query("/cursor", "Not a cursor this server made."))?,
-        ),
-        _ => None,
-    };
-    let mut amount_gte = int("amount_gte")?;
-    let mut amount_lte = int("amount_lte")?;
-    if let Some(eq) = int("amount_eq")? {
-        amount_gte = Some(eq);
-        amount_lte = Some(eq);
-    }
-    let many = |k: &str| q.get(k).cloned().unwrap_or_default();
-    let flag = |k: &str| -> ApiResult<Option<bool>> {
-        match one(k).as_deref() {
-            None => Ok(None),
-            Some("true") => Ok(Some(true)),
-            Some("false") => Ok(Some(false)),
-            Some(_) => Err(ApiError::query(&format!("/{k}"), "Must be true or false.")),
+        for s in &self.status {
+            if s.parse::<TransactionStatus>().is_err() {
+                return Err(ApiError::query(
+                    "/status",
+                    format!("'{s}' is not a transaction status."),
+                ));
+            }
         }
-    };
-    let filter = ListFilter {
-        merchant_account_id: caller.merchant_account_id.clone(),
-        statuses,
-        created_gte: time("created_at_gte")?,
-        created_lte: time("created_at_lte")?,
-        updated_gte: time("updated_at_gte")?,
-        updated_lte: time("updated_at_lte")?,
-        external_identifier: one("external_identifier"),
-        customid: one("customid").or_else(|| one("buyer_external_identifier")),
-        payment_service_transaction_id: one("payment_service_transaction_id"),
-        amount_gte,
-        amount_lte,
-        currencies: many("currency")
-            .iter()
-            .map(|c| c.to_ascii_uppercase())
-            .collect(),
-        ids: many("id"),
-        countries: many("country")
-            .iter()
-            .map(|c| c.to_ascii_uppercase())
-            .collect(),
-        methods: many("method"),
-        connection_ids: many("payment_service_id"),
-        error_codes: many("error_code"),
-        has_refunds: flag("has_refunds")?,
-        disputed: flag("disputed")?,
-        cursor: cursor.clone(),
-        limit,
-    };
+        let cursor = match self.cursor {
+            Some(c) if !c.is_empty() => Some(
+                super::cursor::decode(&c)
+                    .ok_or_else(|| ApiError::query("/cursor", "Not a cursor this server made."))?,
+            ),
+            _ => None,
+        };
+        let mut amount_gte = int("amount_gte", self.amount_gte)?;
+        let mut amount_lte = int("amount_lte", self.amount_lte)?;
+        if let Some(eq) = int("amount_eq", self.amount_eq)? {
+            amount_gte = Some(eq);
+            amount_lte = Some(eq);
+        }
+        Ok(ListFilter {
+            merchant_account_id: merchant_account_id.to_string(),
+            statuses: self.status,
+            created_gte: time("created_at_gte", self.created_at_gte)?,
+            created_lte: time("created_at_lte", self.created_at_lte)?,
+            updated_gte: time("updated_at_gte", self.updated_at_gte)?,
+            updated_lte: time("updated_at_lte", self.updated_at_lte)?,
+            external_identifier: self.external_identifier,
+            customid: self.customid.or(self.buyer_external_identifier),
+            payment_service_transaction_id: self.payment_service_transaction_id,
+            amount_gte,
+            amount_lte,
+            currencies: self
+                .currency
+                .iter()
+                .map(|c| c.to_ascii_uppercase())
+                .collect(),
+            ids: self.id,
+            countries: self
+                .country
+                .iter()
+                .map(|c| c.to_ascii_uppercase())
+                .collect(),
+            methods: self.method,
+            connection_ids: self.payment_service_id,
+            error_codes: self.error_code,
+            has_refunds: flag("has_refunds", self.has_refunds)?,
+            disputed: flag("disputed", self.disputed)?,
+            cursor,
+            limit,
+        })
+    }
+}
+
+/// The list's query: only the parameters [`TransactionListQuery`] documents (any other is a
+/// 400 naming it), read as it.
+#[derive(Debug)]
+pub struct ListParams(pub TransactionListQuery);
+
+impl ListParams {
+    /// Reads a raw query string (the dashboard's lists call this too).
+    pub fn parse(raw: &str) -> ApiResult<Self> {
+        known_params_only(raw)?;
+        typed::from_query(raw).map(ListParams)
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ListParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Self::parse(parts.uri.query().unwrap_or(""))
+    }
+}
+
+/// Newest first, with cursor paging. Repeatable filters take `k=a&k=b` (`k[]=a` is also
+/// accepted). An unknown query parameter is a 400.
+#[utoipa::path(
+    get,
+    path = "/transactions",
+    operation_id = "list_transactions",
+    tag = "transactions",
+    summary = "List transactions",
+    params(TransactionListQuery),
+    responses(
+        (status = 200, description = "A page of transactions, newest first, with cursors.", body = Page<TransactionOut>),
+        (status = 400, description = "`bad_request`: a query parameter is unknown or not valid; `details` names it.", body = ErrorEnvelope),
+    ),
+)]
+pub async fn list(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    ListParams(q): ListParams,
+) -> ApiResult<Json<Page<TransactionOut>>> {
+    caller.require_secret()?;
+    let filter = q.filter(&caller.merchant_account_id)?;
+    let (limit, cursor) = (filter.limit, filter.cursor.clone());
     let rows = store_tx::list(ctx.store.reader(), &filter).await?;
     let (rows, next, previous) = super::paginate(rows, limit, cursor.as_ref(), |t| {
         (t.created_at, t.id.clone())
     });
     let items = rows
         .iter()
-        .map(|t| render::transaction(t, &Fresh::default()))
+        .map(|t| TransactionOut::new(t, &Fresh::default()))
         .collect();
-    Ok(Json(render::page(items, limit, next, previous)))
+    Ok(Json(Page {
+        items,
+        limit,
+        next_cursor: next,
+        previous_cursor: previous,
+    }))
 }
 
+/// `POST /transactions/{id}/capture`: Gr4vy's capture fields; only `amount` is used.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = TransactionCaptureRequestFields, example = json!({"amount": 500, "final": true}))]
+pub struct TransactionCapture {
+    /// Minor units, at most the authorized amount; default: all of it. Stripe allows one capture
+    /// per PaymentIntent: a partial capture releases the rest.
+    #[serde(default, deserialize_with = "opt_amount")]
+    #[schema(minimum = 1)]
+    pub amount: Option<i64>,
+    /// Accepted and ignored (every capture is final).
+    #[serde(rename = "final")]
+    pub is_final: Option<bool>,
+    /// Accepted and ignored.
+    pub reauthorize_if_authorization_expired: Option<bool>,
+    /// Accepted and ignored.
+    #[schema(value_type = Value)]
+    pub airline: Option<Value>,
+    /// Accepted and ignored.
+    #[schema(value_type = Value)]
+    pub cart_items: Option<Value>,
+    /// Accepted and ignored.
+    #[schema(value_type = Value)]
+    pub tracking: Option<Value>,
+    /// Accepted and ignored.
+    #[schema(value_type = Value)]
+    pub external_identifier: Option<Value>,
+}
+
+closed_body_schema!(
+    TransactionCaptureSchema,
+    TransactionCapture,
+    "TransactionCaptureRequest"
+);
+
+/// Full (no `amount`) or partial capture of an `authorization_succeeded` transaction; at most
+/// the authorized amount, once (Stripe releases the rest of a partial capture). Answers the
+/// transaction (not the `TransactionCapture` wrapper).
+#[utoipa::path(
+    post,
+    path = "/transactions/{id}/capture",
+    operation_id = "capture_transaction",
+    tag = "transactions",
+    summary = "Capture an authorization",
+    params(TransactionPath),
+    request_body(content = TransactionCaptureSchema, description = "Optional: no body captures all of the authorized amount."),
+    responses(
+        (status = 200, description = "The transaction after the capture.", body = TransactionOut),
+        (status = 400, description = "`bad_request`: the body is not valid, the transaction is not `authorization_succeeded`, or `amount` exceeds the authorized amount.", body = ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such transaction in this merchant account.", body = ErrorEnvelope),
+        (status = 502, description = "`bad_gateway`: Stripe could not be reached, failed or refused.", body = ErrorEnvelope),
+        (status = 504, description = "`gateway_timeout`: Stripe did not answer in time.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn capture(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+    Body(body): Body<TransactionCapture>,
+) -> ApiResult<Json<TransactionOut>> {
     caller.require_secret()?;
-    const FIELDS: &[&str] = &[
-        "amount",
-        "final",
-        "reauthorize_if_authorization_expired",
-        "airline",
-        "cart_items",
-        "tracking",
-        "external_identifier",
-    ];
-    super::unknown_fields(&body, FIELDS)?;
-    let row = crate::transactions::capture(&ctx, &caller, &id, body.get("amount")).await?;
-    Ok(Json(render::transaction(&row, &Fresh::default())))
+    let amount = body.amount.map(Value::from);
+    let row = crate::transactions::capture(&ctx, &caller, &id, amount.as_ref()).await?;
+    Ok(Json(TransactionOut::new(&row, &Fresh::default())))
 }
 
+/// Releases the authorization of an `authorization_succeeded` transaction (Stripe cancels the
+/// PaymentIntent). Not after a capture: use refunds.
+#[utoipa::path(
+    post,
+    path = "/transactions/{id}/void",
+    operation_id = "void_transaction",
+    tag = "transactions",
+    summary = "Void an authorization",
+    params(TransactionPath),
+    request_body(content = AnyBody, description = "No body is needed."),
+    responses(
+        (status = 200, description = "The transaction after the void.", body = TransactionOut),
+        (status = 400, description = "`bad_request`: the transaction is not `authorization_succeeded`.", body = ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such transaction in this merchant account.", body = ErrorEnvelope),
+        (status = 502, description = "`bad_gateway`: Stripe could not be reached, failed or refused.", body = ErrorEnvelope),
+        (status = 504, description = "`gateway_timeout`: Stripe did not answer in time.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn void(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(id): Path<String>,
-    JsonBody(_body): JsonBody,
-) -> ApiResult<Json<Value>> {
+    Body(AnyBody): Body<AnyBody>,
+) -> ApiResult<Json<TransactionOut>> {
     caller.require_secret()?;
     let row = crate::transactions::void(&ctx, &caller, &id).await?;
-    Ok(Json(render::transaction(&row, &Fresh::default())))
+    Ok(Json(TransactionOut::new(&row, &Fresh::default())))
 }
 
+/// Abandons a `processing` or `buyer_approval_pending` transaction (it ends
+/// `authorization_failed` with `error_code: canceled`). Answers the `TransactionCancel` wrapper.
+#[utoipa::path(
+    post,
+    path = "/transactions/{id}/cancel",
+    operation_id = "cancel_transaction",
+    tag = "transactions",
+    summary = "Cancel a transaction not yet authorized",
+    params(TransactionPath),
+    request_body(content = AnyBody, description = "No body is needed."),
+    responses(
+        (status = 200, description = "The outcome and the transaction.", body = TransactionCancel),
+        (status = 400, description = "`bad_request`: the transaction is already authorized or ended (use void or refunds).", body = ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such transaction in this merchant account.", body = ErrorEnvelope),
+        (status = 502, description = "`bad_gateway`: Stripe could not be reached, failed or refused.", body = ErrorEnvelope),
+        (status = 504, description = "`gateway_timeout`: Stripe did not answer in time.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn cancel(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(id): Path<String>,
-    JsonBody(_body): JsonBody,
-) -> ApiResult<Json<Value>> {
+    Body(AnyBody): Body<AnyBody>,
+) -> ApiResult<Json<TransactionCancel>> {
     caller.require_secret()?;
     let t = load(&ctx, &caller, &id).await?;
     if !matches!(t.status.as_str(), "processing" | "buyer_approval_pending") {
@@ -772,22 +1310,39 @@ pub async fn cancel(
         "processing" | "buyer_approval_pending" => "pending",
         _ => "failed",
     };
-    Ok(Json(json!({
-        "type": "transaction-cancel",
-        "status": outcome,
-        "code": row.error_code,
-        "raw_response_code": row.raw_response_code,
-        "raw_response_description": row.raw_response_description,
-        "transaction": render::transaction(&row, &Fresh::default()),
-    })))
+    Ok(Json(TransactionCancel {
+        kind: "transaction-cancel",
+        status: outcome,
+        code: row.error_code.clone(),
+        raw_response_code: row.raw_response_code.clone(),
+        raw_response_description: row.raw_response_description.clone(),
+        transaction: TransactionOut::new(&row, &Fresh::default()),
+    }))
 }
 
+/// Re-reads the PaymentIntent (and refunds still processing) and applies forward transitions
+/// only. Finishes a create or refund that an outage interrupted.
+#[utoipa::path(
+    post,
+    path = "/transactions/{id}/sync",
+    operation_id = "sync_transaction",
+    tag = "transactions",
+    summary = "Sync a transaction from Stripe",
+    params(TransactionPath),
+    request_body(content = AnyBody, description = "No body is needed."),
+    responses(
+        (status = 200, description = "The transaction after the sync; with a new `approval_url` or `session_token` when this sync finished a create an outage interrupted.", body = TransactionOut),
+        (status = 404, description = "`not_found`: no such transaction in this merchant account.", body = ErrorEnvelope),
+        (status = 502, description = "`bad_gateway`: Stripe could not be reached, failed or refused.", body = ErrorEnvelope),
+        (status = 504, description = "`gateway_timeout`: Stripe did not answer in time.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn sync(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(id): Path<String>,
-    JsonBody(_body): JsonBody,
-) -> ApiResult<Json<Value>> {
+    Body(AnyBody): Body<AnyBody>,
+) -> ApiResult<Json<TransactionOut>> {
     caller.require_secret()?;
     let t = load(&ctx, &caller, &id).await?;
     let row = sync_row(&ctx, &t).await?;
@@ -795,44 +1350,82 @@ pub async fn sync(
     // URL or session token, never reached the client, so hand out a new one.
     if t.payment_intent_id.is_none() && row.payment_intent_id.is_some() {
         let (row, fresh) = reissue_token(&ctx, &row).await?;
-        return Ok(Json(render::transaction(&row, &fresh)));
+        return Ok(Json(TransactionOut::new(&row, &fresh)));
     }
-    Ok(Json(render::transaction(&row, &Fresh::default())))
+    Ok(Json(TransactionOut::new(&row, &Fresh::default())))
 }
 
+/// The audit trail: status changes, Stripe events received, ignored backwards transitions;
+/// oldest first, not paged (the cursors are null).
+#[utoipa::path(
+    get,
+    path = "/transactions/{id}/events",
+    operation_id = "list_transaction_events",
+    tag = "transactions",
+    summary = "List a transaction's events",
+    params(TransactionPath),
+    responses(
+        (status = 200, description = "The events, oldest first (not paged: the cursors are null).", body = Page<TransactionEvent>),
+        (status = 404, description = "`not_found`: no such transaction in this merchant account.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn events(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Page<TransactionEvent>>> {
     caller.require_secret()?;
     let t = load(&ctx, &caller, &id).await?;
     let rows = store_tx::events_of(ctx.store.reader(), &t.id).await?;
-    let items: Vec<Value> = rows
+    let items: Vec<TransactionEvent> = rows
         .iter()
-        .map(|e| {
-            json!({"type": "transaction-event", "id": e.id, "name": e.name,
-                   "transaction_id": e.transaction_id,
-                   "created_at": crate::clock::rfc3339(e.created_at),
-                   "context": serde_json::from_str::<Value>(&e.data).unwrap_or(Value::Null)})
+        .map(|e| TransactionEvent {
+            kind: "transaction-event",
+            id: e.id.clone(),
+            name: e.name.clone(),
+            transaction_id: e.transaction_id.clone(),
+            created_at: crate::clock::rfc3339(e.created_at),
+            context: serde_json::from_str::<Value>(&e.data).unwrap_or(Value::Null),
         })
         .collect();
-    let n = items.len() as i64;
-    Ok(Json(render::page(items, n, None, None)))
+    Ok(Json(Page::whole(items)))
 }
 
-#[derive(serde::Deserialize)]
+/// `POST /transactions/{id}/session?token=…`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TokenQuery {
+    /// The `session_token` from the create response. Without it the answer is 401.
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = String, required = true)]
     pub token: Option<String>,
 }
 
-/// `POST /transactions/{id}/session?token=…` (direct flow, SPEC §3.4): what Stripe.js or the
-/// mobile SDKs need. Authorised by the session token only.
+/// Direct flow: what Stripe.js or Stripe's mobile SDKs need. Authorised by the transaction's
+/// `session_token` (no API key, no Idempotency-Key). A wrong, expired or spent token is a 401
+/// that reveals nothing.
+#[utoipa::path(
+    post,
+    path = "/transactions/{id}/session",
+    operation_id = "create_transaction_session",
+    tag = "buyer",
+    summary = "Get a direct-flow payment session",
+    params(TransactionPath, TokenQuery),
+    request_body(content = AnyBody, description = "No body is needed."),
+    security(()),
+    responses(
+        (status = 200, description = "The session.", body = TransactionSession),
+        (status = 401, description = "`unauthorized`: the session token is missing, wrong, expired or spent.", body = ErrorEnvelope),
+        (status = 500, description = "`server_error`: something of Tollgate's failed; the cause is logged, never returned.", body = ErrorEnvelope),
+        (status = 502, description = "`bad_gateway`: Stripe could not be reached, failed or refused.", body = ErrorEnvelope),
+        (status = 504, description = "`gateway_timeout`: Stripe did not answer in time.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn session(
     State(ctx): State<ApiContext>,
     Path(id): Path<String>,
-    Query(q): Query<TokenQuery>,
-) -> ApiResult<Json<Value>> {
+    Params(q): Params<TokenQuery>,
+) -> ApiResult<Json<TransactionSession>> {
     let denied =
         || ApiError::Unauthorized("The session token is not valid for this transaction.".into());
     let t = store_tx::get_any(ctx.store.reader(), &id, "")
@@ -849,15 +1442,15 @@ pub async fn session(
     } else {
         t
     };
-    Ok(Json(json!({
-        "session_data": {
-            "publishableKey": conn.publishable_key,
-            "clientSecret": t.client_secret,
-            "returnUrl": format!("{}/pay/{}/complete", ctx.public_url, t.id),
+    Ok(Json(TransactionSession {
+        session_data: render::SessionData {
+            publishable_key: conn.publishable_key,
+            client_secret: t.client_secret,
+            return_url: format!("{}/pay/{}/complete", ctx.public_url, t.id),
         },
-        "default_completion_url": format!("{}/pay/{}/complete?token={token}", ctx.public_url, t.id),
-        "integration_client": t.integration_client,
-    })))
+        default_completion_url: format!("{}/pay/{}/complete?token={token}", ctx.public_url, t.id),
+        integration_client: t.integration_client,
+    }))
 }
 
 /// A new approval URL (redirect flow) or session token (direct flow) for a transaction whose

@@ -748,14 +748,13 @@ pub async fn transactions(
     if let Some(c) = param(&params, "cursor") {
         q.push(("cursor", c.to_string()));
     }
-    let listed = match api::transactions::list(
-        State(ctx.clone()),
-        super::caller(&s),
-        api_uri("/transactions", &q),
-    )
-    .await
-    {
-        Ok(j) => j.0,
+    let listed = match match api::transactions::ListParams::parse(
+        api_uri("/transactions", &q).query().unwrap_or(""),
+    ) {
+        Ok(p) => api::transactions::list(State(ctx.clone()), super::caller(&s), p).await,
+        Err(e) => Err(e),
+    } {
+        Ok(j) => serde_json::to_value(&j.0).unwrap_or_default(),
         Err(e) => return fail(&ctx, &s, "transactions", e).await,
     };
     let rows = item_rows(&listed, |t| {
@@ -824,15 +823,15 @@ pub async fn transaction(
     let c = || super::caller(&s);
     let st = || State(ctx.clone());
     let t = match api::transactions::get(st(), c(), Path(id.clone())).await {
-        Ok(j) => j.0,
+        Ok(j) => serde_json::to_value(&j.0).unwrap_or_default(),
         Err(e) => return fail(&ctx, &s, "transactions", e).await,
     };
     let events = match api::transactions::events(st(), c(), Path(id.clone())).await {
-        Ok(j) => j.0,
+        Ok(j) => serde_json::to_value(&j.0).unwrap_or_default(),
         Err(e) => return fail(&ctx, &s, "transactions", e).await,
     };
     let refunds = match api::refunds::list(st(), c(), Path(id.clone())).await {
-        Ok(j) => j.0,
+        Ok(j) => serde_json::to_value(&j.0).unwrap_or_default(),
         Err(e) => return fail(&ctx, &s, "transactions", e).await,
     };
     let status = text(&t["status"]);
@@ -1009,14 +1008,19 @@ pub async fn transaction_refund(
     if let Some(r) = param(&form, "reason") {
         body.insert("reason".into(), json!(r));
     }
-    let done = api::refunds::create(
-        State(ctx.clone()),
-        super::caller(&s),
-        Path(id.clone()),
-        HeaderMap::new(),
-        JsonBody(body),
-    )
-    .await;
+    let done = match api::typed::from_object(body) {
+        Ok(body) => {
+            api::refunds::create(
+                State(ctx.clone()),
+                super::caller(&s),
+                Path(id.clone()),
+                HeaderMap::new(),
+                api::typed::Body(body),
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
     match done {
         Ok(_) => see_other(&format!(
             "/dashboard/transactions/{}?done=refunded",

@@ -17,5 +17,6 @@ mod idempotency;
 mod outage;
 mod outbound;
 mod stream;
+mod typed_transactions;
 mod webhooks;
 mod webhooks_hardening;
