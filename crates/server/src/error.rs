@@ -42,6 +42,9 @@ pub struct ErrorEnvelope {
     /// On 502/504 when a transaction was saved before the call: its id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transaction_id: Option<String>,
+    /// On 402 `insufficient_balance`: the balance of the metered permission.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance: Option<i64>,
 }
 
 impl Detail {
@@ -85,6 +88,9 @@ pub enum ApiError {
     IdempotencyKeyMismatch,
     #[error("{0}")]
     TooManyRequests(String),
+    /// A metered permission has fewer units available than asked (402).
+    #[error("{message}")]
+    InsufficientBalance { message: String, balance: i64 },
     /// A body over the limit (413; SPEC §8 has no code of its own for it: `bad_request`).
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -144,6 +150,7 @@ impl ApiError {
             | ApiError::ConcurrentRequest
             | ApiError::IdempotencyKeyMismatch => StatusCode::CONFLICT,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::InsufficientBalance { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ApiError::GatewayTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -161,6 +168,7 @@ impl ApiError {
             ApiError::ConcurrentRequest => "concurrent_request",
             ApiError::IdempotencyKeyMismatch => "idempotency_key_mismatch",
             ApiError::TooManyRequests(_) => "too_many_requests",
+            ApiError::InsufficientBalance { .. } => "insufficient_balance",
             ApiError::BadGateway { .. } => "bad_gateway",
             ApiError::GatewayTimeout { .. } => "gateway_timeout",
             ApiError::Internal(_) => "server_error",
@@ -189,6 +197,10 @@ impl ApiError {
             details,
             id: transaction_id.clone(),
             transaction_id,
+            balance: match self {
+                ApiError::InsufficientBalance { balance, .. } => Some(*balance),
+                _ => None,
+            },
         }
     }
 

@@ -9,6 +9,7 @@
 
 pub mod accounts;
 pub mod connections;
+pub mod credits;
 pub mod entitlements;
 pub mod idempotency;
 pub mod inbox;

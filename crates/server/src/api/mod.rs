@@ -2,6 +2,7 @@
 
 pub mod bootstrap;
 pub mod connections;
+pub mod credits;
 pub mod definitions;
 pub mod entitlements;
 pub mod health;
@@ -39,6 +40,7 @@ pub fn openapi_router(ctx: Option<&ApiContext>) -> OpenApiRouter<ApiContext> {
         .merge(refunds::routes())
         .merge(entitlements::routes())
         .merge(definitions::routes())
+        .merge(credits::routes())
         .merge(webhooks_out::routes());
     crate::openapi::idempotent(keyed.get_openapi_mut());
     if let Some(ctx) = ctx {

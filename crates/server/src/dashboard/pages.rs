@@ -1601,7 +1601,7 @@ pub async fn catalogue(
     };
     let defs = match api::definitions::definition_list(State(ctx.clone()), super::caller(&s)).await
     {
-        Ok(j) => j.0,
+        Ok(j) => serde_json::to_value(&j.0).unwrap_or_default(),
         Err(e) => return fail(&ctx, &s, "catalogue", e).await,
     };
     let csrf = csrf_input(&s);
@@ -1755,8 +1755,16 @@ pub async fn permission_create(
         body.insert("identifier".into(), json!(v));
     }
     body.insert("skus".into(), json!(all(&form, "skus")));
-    match api::definitions::definition_create(State(ctx.clone()), super::caller(&s), JsonBody(body))
-        .await
+    let body = match crate::api::typed::from_object(body) {
+        Ok(b) => b,
+        Err(e) => return fail(&ctx, &s, "catalogue", e).await,
+    };
+    match api::definitions::definition_create(
+        State(ctx.clone()),
+        super::caller(&s),
+        crate::api::typed::Body(body),
+    )
+    .await
     {
         Ok(_) => see_other("/dashboard/catalogue?done=permission_saved"),
         Err(e) => fail(&ctx, &s, "catalogue", e).await,
@@ -1771,11 +1779,15 @@ pub async fn permission_update(
 ) -> Response {
     let mut body = Map::new();
     body.insert("skus".into(), json!(all(&form, "skus")));
+    let body = match crate::api::typed::from_object(body) {
+        Ok(b) => b,
+        Err(e) => return fail(&ctx, &s, "catalogue", e).await,
+    };
     match api::definitions::definition_update(
         State(ctx.clone()),
         super::caller(&s),
         Path(id),
-        JsonBody(body),
+        crate::api::typed::Body(body),
     )
     .await
     {

@@ -11,6 +11,7 @@
 //!   (outbound webhooks: wired at merge with issue 8).
 //! - [`expire_once`] / [`spawn_expiry`]: the expiry job.
 
+pub mod credits;
 pub mod map;
 pub mod runtime;
 
@@ -1389,6 +1390,7 @@ pub async fn reevaluate_all<'a>(
     let catalog = catalog(tx, merchant).await?;
     let settings = es::get_settings(&mut **tx, merchant).await?;
     let policy = policy(&settings);
+    let credit_defs = tollgate_store::credits::definitions(&mut **tx, merchant).await?;
     if ctx.store.backend() == Backend::Postgres {
         for c in &customids {
             es::lock_customer(&mut **tx, merchant, c).await?;
@@ -1413,6 +1415,7 @@ pub async fn reevaluate_all<'a>(
             purchases,
             grants,
             existing,
+            credit_defs: &credit_defs,
         };
         notices.extend(reevaluate_with(ctx, tx, &catalog, &policy, customer, cause).await?);
     }
@@ -1427,6 +1430,8 @@ struct Customer<'a> {
     grants: Vec<es::GrantRow>,
     /// Its permissions in the read model.
     existing: Vec<PermissionRow>,
+    /// The account's metered permissions.
+    credit_defs: &'a [tollgate_store::credits::CreditDefRow],
 }
 
 /// A history entry of `row` at `at` (ms).
@@ -1508,12 +1513,26 @@ async fn reevaluate_with(
         purchases,
         grants,
         existing,
+        credit_defs,
     } = c;
     let now_ms = ctx.now();
     let on_clock = purchases.frozen_time.is_some();
     let now = purchases.frozen_time.unwrap_or(now_ms / 1000);
     let manual = manual_grants(&grants, on_clock, now);
     let states = dom::evaluate_with(&purchases.ledger, &manual, catalog, policy, now);
+    // Metered permissions: grants, resets and claw-backs of units, in this transaction.
+    credits::apply_purchases(
+        ctx,
+        tx,
+        merchant,
+        customid,
+        credit_defs,
+        &purchases.ledger,
+        catalog,
+        policy,
+        now,
+    )
+    .await?;
     let cause_json = cause.json(&purchases);
     let mut written: Vec<PermissionRow> = Vec::new();
     let mut history: Vec<es::HistoryRow> = Vec::new();
@@ -1877,6 +1896,8 @@ pub async fn expire_once(ctx: &ApiContext) -> ApiResult<usize> {
         reevaluate_now(ctx, merchant, customid, &Cause::Clock).await?;
         done += 1;
     }
+    // Metered permissions: lots and reservations that ended.
+    done += credits::settle_due(ctx).await?;
     Ok(done)
 }
 

@@ -1,0 +1,438 @@
+//! Metered permissions (issue 27): consume atomically, reserve then settle, adjust, the ledger;
+//! Stripe purchases and paid periods grant units, renewals reset them, refunds claw them back.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::both_dbs;
+use crate::common::*;
+
+both_dbs!(
+    sixty_four_concurrent_consumers_never_overdraw,
+    consume_reject_cap_replay_and_validation,
+    reservations_hold_commit_release_and_expire,
+    definitions_of_metered_permissions,
+);
+
+/// A metered permission `ai_credits` (one subscription SKU, one pack SKU).
+pub(crate) async fn metered_catalog(s: &TestServer, monthly_product: &str, pack_product: &str) {
+    for (id, prod, kind) in [
+        ("credits_monthly", monthly_product, "subscription"),
+        ("credits_pack", pack_product, "one_time"),
+    ] {
+        s.post(
+            "/v1/skus",
+            json!({"identifier": id, "store": "stripe", "product_id": prod, "kind": kind}),
+        )
+        .await
+        .expect(201);
+    }
+    s.post(
+        "/v1/permissions/definitions",
+        json!({"identifier": "ai_credits", "kind": "metered", "low_balance_threshold": 10,
+               "skus": [{"identifier": "credits_monthly", "units": 1000, "per": "period"},
+                        {"identifier": "credits_pack", "units": 500, "per": "purchase"}]}),
+    )
+    .await
+    .expect(201);
+}
+
+async fn give(s: &TestServer, customid: &str, units: i64) -> Value {
+    s.post(
+        "/v1/permissions/ai_credits/adjustments",
+        json!({"customid": customid, "units": units, "reason": "test"}),
+    )
+    .await
+    .expect(201)
+}
+
+async fn balance_of(s: &TestServer, customid: &str) -> Value {
+    let b = s
+        .get(&format!("/v1/subscribers/{customid}/balances"))
+        .await
+        .expect(200);
+    b["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["permission"] == "ai_credits").cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// Every row of a customer's ledger, oldest first.
+async fn ledger_of(s: &TestServer, customid: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/subscribers/{customid}/ledger?limit=100&cursor={c}"),
+            None => format!("/v1/subscribers/{customid}/ledger?limit=100"),
+        };
+        let page = s.get(&path).await.expect(200);
+        out.extend(page["items"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    out.reverse();
+    out
+}
+
+/// The balance is the sum of the ledger, and each row's `balance_after` is the running sum.
+async fn assert_ledger_adds_up(s: &TestServer, customid: &str) -> i64 {
+    let rows = ledger_of(s, customid).await;
+    let mut sum = 0;
+    for r in &rows {
+        sum += r["units"].as_i64().unwrap();
+        assert_eq!(r["balance_after"].as_i64(), Some(sum), "{rows:#?}");
+    }
+    let b = balance_of(s, customid).await;
+    assert_eq!(b["balance"].as_i64(), Some(sum), "{b} {rows:#?}");
+    sum
+}
+
+async fn sixty_four_concurrent_consumers_never_overdraw(db: Db) {
+    let s = Arc::new(TestServer::start(db).await);
+    metered_catalog(&s, "prod_m", "prod_p").await;
+    give(&s, "hot", 100).await;
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.post_idem(
+                "/v1/permissions/ai_credits/consume",
+                Some(&json!({"customid": "hot", "units": 2})),
+                &format!("consume-{i}"),
+            )
+            .await
+        }));
+    }
+    let (mut ok, mut short) = (0, 0);
+    for t in tasks {
+        let r = t.await.expect("task");
+        match r.status {
+            200 => ok += 1,
+            402 => {
+                let b = assert_error(&r, 402, "insufficient_balance");
+                assert!(b["balance"].as_i64().is_some_and(|b| b < 2), "{b}");
+                short += 1;
+            }
+            other => panic!("unexpected {other}: {}", r.text),
+        }
+    }
+    assert_eq!((ok, short), (50, 14));
+    assert_eq!(balance_of(&s, "hot").await["balance"], 0);
+    assert_eq!(assert_ledger_adds_up(&s, "hot").await, 0);
+    // Replaying every key changes nothing.
+    for i in 0..64 {
+        let r = s
+            .post_idem(
+                "/v1/permissions/ai_credits/consume",
+                Some(&json!({"customid": "hot", "units": 2})),
+                &format!("consume-{i}"),
+            )
+            .await;
+        assert!(r.status == 200 || r.status == 402, "{}", r.text);
+    }
+    assert_eq!(ledger_of(&s, "hot").await.len(), 51);
+}
+
+async fn consume_reject_cap_replay_and_validation(db: Db) {
+    let s = TestServer::start(db).await;
+    metered_catalog(&s, "prod_m", "prod_p").await;
+    // No balance yet: 402 with balance 0.
+    let r = s
+        .post(
+            "/v1/permissions/ai_credits/consume",
+            json!({"customid": "u1", "units": 1}),
+        )
+        .await;
+    assert_eq!(assert_error(&r, 402, "insufficient_balance")["balance"], 0);
+    // Not metered, unknown: 404.
+    let r = s
+        .post(
+            "/v1/permissions/nope/consume",
+            json!({"customid": "u1", "units": 1}),
+        )
+        .await;
+    assert_error(&r, 404, "not_found");
+    give(&s, "u1", 30).await;
+    let c = s
+        .post_idem(
+            "/v1/permissions/ai_credits/consume",
+            Some(&json!({"customid": "u1", "units": 12, "metadata": {"job": "a"}})),
+            "k1",
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        (c["balance"].as_i64(), c["consumed"].as_i64()),
+        (Some(18), Some(12))
+    );
+    // The same key again: the same answer, nothing consumed.
+    let again = s
+        .post_idem(
+            "/v1/permissions/ai_credits/consume",
+            Some(&json!({"customid": "u1", "units": 12, "metadata": {"job": "a"}})),
+            "k1",
+        )
+        .await
+        .expect(200);
+    assert_eq!(again, c);
+    assert_eq!(balance_of(&s, "u1").await["balance"], 18);
+    // reject (default): 402 naming the balance; cap: what is left.
+    let r = s
+        .post(
+            "/v1/permissions/ai_credits/consume",
+            json!({"customid": "u1", "units": 20}),
+        )
+        .await;
+    let e = assert_error(&r, 402, "insufficient_balance");
+    assert_eq!(e["balance"], 18);
+    let c = s
+        .post(
+            "/v1/permissions/ai_credits/consume",
+            json!({"customid": "u1", "units": 20, "overage": "cap"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        (c["balance"].as_i64(), c["consumed"].as_i64()),
+        (Some(0), Some(18))
+    );
+    let r = s
+        .post(
+            "/v1/permissions/ai_credits/consume",
+            json!({"customid": "u1", "units": 1, "overage": "cap"}),
+        )
+        .await;
+    assert_error(&r, 402, "insufficient_balance");
+    // Bad input: 400 naming the field.
+    for (body, pointer) in [
+        (json!({"customid": "u1", "units": 0}), "/units"),
+        (json!({"customid": "u1", "units": -3}), "/units"),
+        (json!({"customid": "u1", "units": 1.5}), "/units"),
+        (json!({"customid": "u1", "units": "2"}), "/units"),
+        (json!({"customid": "", "units": 2}), "/customid"),
+        (json!({"units": 2}), "/customid"),
+        (
+            json!({"customid": "u1", "units": 2, "overage": "all"}),
+            "/overage",
+        ),
+        (json!({"customid": "u1", "units": 2, "extra": 1}), "/extra"),
+    ] {
+        let r = s.post("/v1/permissions/ai_credits/consume", body).await;
+        assert_bad_field(&r, "body", pointer);
+    }
+    // An adjustment may not take more than is available.
+    let r = s
+        .post(
+            "/v1/permissions/ai_credits/adjustments",
+            json!({"customid": "u1", "units": -1, "reason": "oops"}),
+        )
+        .await;
+    assert_error(&r, 402, "insufficient_balance");
+    let rows = ledger_of(&s, "u1").await;
+    let kinds: Vec<&str> = rows.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["adjustment", "consume", "consume"]);
+    assert_eq!(rows[1]["metadata"], json!({"job": "a"}));
+    assert_eq!(rows[0]["reason"], "test");
+    assert_eq!(assert_ledger_adds_up(&s, "u1").await, 0);
+}
+
+async fn reservations_hold_commit_release_and_expire(db: Db) {
+    let s = TestServer::start(db).await;
+    metered_catalog(&s, "prod_m", "prod_p").await;
+    give(&s, "u2", 100).await;
+    let r = s
+        .post(
+            "/v1/permissions/ai_credits/reservations",
+            json!({"customid": "u2", "units": 60, "expires_in": 60}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(
+        (r["status"].as_str(), r["available"].as_i64()),
+        (Some("held"), Some(40))
+    );
+    let id = r["id"].as_str().unwrap().to_string();
+    // The hold lowers what a consumption may take.
+    let e = s
+        .post(
+            "/v1/permissions/ai_credits/consume",
+            json!({"customid": "u2", "units": 41}),
+        )
+        .await;
+    assert_eq!(
+        assert_error(&e, 402, "insufficient_balance")["balance"],
+        100
+    );
+    // More than held: 400; then commit 37 of 60.
+    let e = s
+        .post(
+            &format!("/v1/permissions/ai_credits/reservations/{id}/commit"),
+            json!({"units": 61}),
+        )
+        .await;
+    assert_bad_field(&e, "body", "/units");
+    let c = s
+        .post(
+            &format!("/v1/permissions/ai_credits/reservations/{id}/commit"),
+            json!({"units": 37}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(c["status"], "committed");
+    assert_eq!(c["committed_units"], 37);
+    assert_eq!(
+        (c["balance"].as_i64(), c["available"].as_i64()),
+        (Some(63), Some(63))
+    );
+    // Once only.
+    let e = s
+        .post(
+            &format!("/v1/permissions/ai_credits/reservations/{id}/release"),
+            json!({}),
+        )
+        .await;
+    assert_error(&e, 409, "duplicate_record");
+    // Release gives the units back.
+    let r = s
+        .post(
+            "/v1/permissions/ai_credits/reservations",
+            json!({"customid": "u2", "units": 63}),
+        )
+        .await
+        .expect(201);
+    let id2 = r["id"].as_str().unwrap().to_string();
+    let e = s
+        .post(
+            "/v1/permissions/ai_credits/reservations",
+            json!({"customid": "u2", "units": 1}),
+        )
+        .await;
+    assert_error(&e, 402, "insufficient_balance");
+    let rel = s
+        .post(
+            &format!("/v1/permissions/ai_credits/reservations/{id2}/release"),
+            json!({}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        (rel["status"].as_str(), rel["available"].as_i64()),
+        (Some("released"), Some(63))
+    );
+    // A hold left alone ends by the clock and its units come back.
+    let r = s
+        .post(
+            "/v1/permissions/ai_credits/reservations",
+            json!({"customid": "u2", "units": 50, "expires_in": 30}),
+        )
+        .await
+        .expect(201);
+    let id3 = r["id"].as_str().unwrap().to_string();
+    s.clock.advance_ms(31_000);
+    let c = s
+        .post(
+            "/v1/permissions/ai_credits/consume",
+            json!({"customid": "u2", "units": 63}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(c["balance"], 0);
+    let e = s
+        .post(
+            &format!("/v1/permissions/ai_credits/reservations/{id3}/commit"),
+            json!({}),
+        )
+        .await;
+    assert_error(&e, 409, "duplicate_record");
+    let e = s
+        .post(
+            "/v1/permissions/ai_credits/reservations/rsv_nope/commit",
+            json!({}),
+        )
+        .await;
+    assert_error(&e, 404, "not_found");
+    assert_eq!(assert_ledger_adds_up(&s, "u2").await, 0);
+}
+
+async fn definitions_of_metered_permissions(db: Db) {
+    let s = TestServer::start(db).await;
+    metered_catalog(&s, "prod_m", "prod_p").await;
+    let d = s
+        .get("/v1/permissions/definitions/ai_credits")
+        .await
+        .expect(200);
+    assert_eq!(d["kind"], "metered");
+    assert_eq!(d["skus"], json!(["credits_monthly", "credits_pack"]));
+    assert_eq!(d["metering"]["skus"][0]["units"], 1000);
+    assert_eq!(d["metering"]["skus"][0]["per"], "period");
+    assert_eq!(d["metering"]["low_balance_threshold"], 10);
+    // An access permission stays as it was.
+    let a = s
+        .post(
+            "/v1/permissions/definitions",
+            json!({"identifier": "premium", "skus": ["credits_monthly"]}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(a["kind"], "access");
+    assert!(a.get("metering").is_none(), "{a}");
+    // A metered SKU must name its units; units are for metered permissions.
+    let r = s
+        .post(
+            "/v1/permissions/definitions",
+            json!({"identifier": "m2", "kind": "metered", "skus": ["credits_pack"]}),
+        )
+        .await;
+    assert_bad_field(&r, "body", "/skus/0");
+    let r = s
+        .post(
+            "/v1/permissions/definitions",
+            json!({"identifier": "m3", "skus": [{"identifier": "credits_pack", "units": 5}]}),
+        )
+        .await;
+    assert_bad_field(&r, "body", "/skus/0");
+    let r = s
+        .post(
+            "/v1/permissions/definitions",
+            json!({"identifier": "m4", "kind": "metered",
+                   "skus": [{"identifier": "credits_pack", "units": 0}]}),
+        )
+        .await;
+    assert_bad_field(&r, "body", "/skus/0/units");
+    let r = s
+        .post(
+            "/v1/permissions/definitions",
+            json!({"identifier": "m5", "kind": "counted", "skus": []}),
+        )
+        .await;
+    assert_bad_field(&r, "body", "/kind");
+    let r = s
+        .post(
+            "/v1/permissions/definitions",
+            json!({"identifier": "m6", "skus": [7]}),
+        )
+        .await;
+    assert_bad_field(&r, "body", "/skus/0");
+    // PATCH keeps the kind and may change the units.
+    let d = s
+        .send(
+            s.request(
+                reqwest::Method::PATCH,
+                "/v1/permissions/definitions/ai_credits",
+            )
+            .json(&json!({"skus": [{"identifier": "credits_pack", "units": 250}]})),
+        )
+        .await
+        .expect(200);
+    assert_eq!(d["kind"], "metered");
+    assert_eq!(
+        d["metering"]["skus"],
+        json!([{"identifier": "credits_pack", "units": 250, "per": "purchase", "expires_in": null}])
+    );
+    let list = s.get("/v1/permissions/definitions").await.expect(200);
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(2));
+}
