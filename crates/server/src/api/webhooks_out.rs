@@ -1,131 +1,492 @@
-//! Outbound webhooks (SPEC §7): `/webhook-subscriptions` (CRUD, secret rotation) and the
-//! delivery log `/webhook-deliveries` (list, one with its attempts, resend). Every object is
-//! scoped to the caller's merchant account.
+//! Outbound webhooks: `/webhook-subscriptions` (CRUD, secret rotation) and the delivery log
+//! `/webhook-deliveries` (list, one with its attempts, resend). Every object is scoped to the
+//! caller's merchant account.
+//!
+//! The event a delivery carries ([`OutboundEvent`]) is written by the outbox
+//! (`tollgate_store::outbox::event_payload`) when the change that causes it commits; this module
+//! reads it back for the delivery log and documents it.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 use tollgate_store::outbox::{
     self, AttemptRow, DeliveryFilter, DeliveryRow, Resend, SubscriptionRow,
 };
+use utoipa::openapi::RefOr;
+use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::JsonBody;
-use super::render;
+use super::Page;
+use super::typed::Body;
 use crate::ApiContext;
 use crate::auth::Caller;
 use crate::clock::rfc3339;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::outbound::{WebhookSecret, ssrf};
-use axum::routing;
-use utoipa_axum::router::OpenApiRouter;
 
 /// This resource's routes and their part of the OpenAPI document.
 pub fn routes() -> OpenApiRouter<ApiContext> {
-    OpenApiRouter::new()
-        .route(
-            "/webhook-subscriptions",
-            routing::post(create_subscription).get(list_subscriptions),
-        )
-        .route(
-            "/webhook-subscriptions/{id}",
-            routing::get(get_subscription)
-                .put(update_subscription)
-                .patch(update_subscription)
-                .delete(delete_subscription),
-        )
-        .route(
-            "/webhook-subscriptions/{id}/rotate-secret",
-            routing::post(rotate_secret),
-        )
-        .route("/webhook-deliveries", routing::get(list_deliveries))
-        .route("/webhook-deliveries/{id}", routing::get(get_delivery))
-        .route("/webhook-deliveries/{id}/resend", routing::post(resend))
+    let mut router = OpenApiRouter::new()
+        .routes(routes!(create_subscription, list_subscriptions))
+        .routes(routes!(
+            get_subscription,
+            replace_subscription,
+            update_subscription,
+            delete_subscription
+        ))
+        .routes(routes!(rotate_secret))
+        .routes(routes!(list_deliveries))
+        .routes(routes!(get_delivery))
+        .routes(routes!(resend));
+    // Unknown body fields are refused (every one named), which serde's derive cannot tell utoipa
+    // without also stopping at the first one.
+    if let Some(components) = router.get_openapi_mut().components.as_mut() {
+        for name in [
+            "WebhookSubscriptionCreate",
+            "WebhookSubscriptionReplace",
+            "WebhookSubscriptionUpdate",
+        ] {
+            if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut(name) {
+                o.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+        }
+    }
+    router
 }
 
-/// The fields of a subscription create or update.
-const FIELDS: &[&str] = &["url", "events", "active", "description"];
+// ---- event names, filters and statuses ----------------------------------------------------------
 
-/// The filters of `GET /webhook-deliveries`.
-const DELIVERY_QUERY: &[&str] = &[
-    "cursor",
-    "limit",
-    "status",
-    "subscription_id",
-    "event_name",
-    "event_id",
-];
+/// An event name Tollgate emits (the outbox's own list).
+pub struct EventName;
 
-const DELIVERY_STATUSES: &[&str] = &["pending", "failed", "delivered", "dead"];
-
-fn opt_time(ms: Option<i64>) -> Value {
-    ms.map(|m| json!(rfc3339(m))).unwrap_or(Value::Null)
+impl PartialSchema for EventName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .enum_values(Some(outbox::EVENT_NAMES.iter().copied()))
+            .description(Some(
+                "`transaction.*` when a transaction reaches authorization_succeeded (authorized), capture_succeeded (captured), capture_pending, authorization_declined (declined), authorization_failed (failed), authorization_void_pending, authorization_voided; `refund.*` when a refund is accepted by Stripe while pending (processing) or reaches succeeded, failed, declined (Stripe refused it) or voided; `permission.*`, `customer.linked` and `customer.state_changed` (the customer's whole permission set with a `version` that strictly increases per customer: keep only the highest) from entitlements.",
+            ))
+            .into()
+    }
 }
 
-pub fn render_subscription(s: &SubscriptionRow, now: i64) -> Value {
+impl ToSchema for EventName {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("WebhookEventName")
+    }
+}
+
+/// Which events a subscription receives: an exact event name, a group (`transaction.*`, …) or
+/// `*`. Read from a body, an unknown one is refused naming its index.
+#[derive(Debug, Clone)]
+pub struct EventFilter(pub String);
+
+impl EventFilter {
+    /// Every filter this server knows: `*`, each group's `group.*`, each event name.
+    fn all() -> Vec<String> {
+        let mut all: Vec<String> = vec!["*".into()];
+        all.extend(outbox::EVENT_GROUPS.iter().map(|g| format!("{g}.*")));
+        all.extend(outbox::EVENT_NAMES.iter().map(|n| n.to_string()));
+        all
+    }
+}
+
+impl<'de> Deserialize<'de> for EventFilter {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f = String::deserialize(d)?;
+        if outbox::valid_filter(&f) {
+            return Ok(EventFilter(f));
+        }
+        Err(serde::de::Error::custom(format!(
+            "'{f}' is not an event name or filter: use one of {}, a group filter ({}) or \"*\".",
+            outbox::EVENT_NAMES.join(", "),
+            outbox::EVENT_GROUPS
+                .iter()
+                .map(|g| format!("{g}.*"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+}
+
+impl PartialSchema for EventFilter {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .enum_values(Some(EventFilter::all()))
+            .description(Some(
+                "An exact event name, a group (`transaction.*`, `refund.*`, `permission.*`, `customer.*`) or `*` (every event).",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for EventFilter {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("WebhookEventFilter")
+    }
+}
+
+/// `pending`: not attempted yet; `failed`: the last attempt failed, another is scheduled
+/// (`next_attempt_at`); `delivered`: a 2xx answer; `dead`: given up after the maximum age (3 days
+/// by default) or the subscription was deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = WebhookDeliveryStatus)]
+pub enum DeliveryStatus {
+    Pending,
+    Failed,
+    Delivered,
+    Dead,
+}
+
+impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 4] = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Failed,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+// ---- responses ----------------------------------------------------------------------------------
+
+/// Where and which events to deliver. The signing secret is shown once, in the answer that
+/// makes it (create, rotate-secret).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = WebhookSubscription)]
+pub struct WebhookSubscriptionOut {
+    #[serde(rename = "type")]
+    #[schema(value_type = String, pattern = "^webhook-subscription$", example = "webhook-subscription")]
+    pub kind: &'static str,
+    #[schema(example = "0193f2a4-5b6c-7d8e-9f00-112233445566")]
+    pub id: String,
+    #[schema(example = "default")]
+    pub merchant_account_id: String,
+    #[schema(format = "uri", example = "https://shop.example/hooks/tollgate")]
+    pub url: String,
+    #[schema(value_type = Vec<EventFilter>)]
+    pub events: Vec<String>,
+    #[schema(required = true)]
+    pub description: Option<String>,
+    pub active: bool,
+    /// `whsec_…` and the last four characters.
+    pub secret_hint: String,
+    /// During a rotation: until when the previous secret still signs (both signatures are sent).
+    #[schema(format = DateTime, required = true)]
+    pub previous_secret_expires_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+    /// Only in the answers of create and rotate-secret: `whsec_` + base64 of 32 random bytes.
+    /// The HMAC key is the base64-decoded part (Standard Webhooks). A replay of the request
+    /// under its Idempotency-Key answers null here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^whsec_")]
+    pub secret: Option<String>,
+}
+
+pub fn render_subscription(s: &SubscriptionRow, now: i64) -> WebhookSubscriptionOut {
     let rotating = s
         .old_secret_expires_at
         .filter(|t| *t > now && s.old_secret_enc.is_some());
-    json!({
-        "type": "webhook-subscription",
-        "id": s.id,
-        "merchant_account_id": s.merchant_account_id,
-        "url": s.url,
-        "events": serde_json::from_str::<Value>(&s.events).unwrap_or_else(|_| json!([])),
-        "description": s.description,
-        "active": s.active,
-        "secret_hint": s.secret_hint,
-        "previous_secret_expires_at": opt_time(rotating),
-        "created_at": rfc3339(s.created_at),
-        "updated_at": rfc3339(s.updated_at),
-    })
+    WebhookSubscriptionOut {
+        kind: "webhook-subscription",
+        id: s.id.clone(),
+        merchant_account_id: s.merchant_account_id.clone(),
+        url: s.url.clone(),
+        events: serde_json::from_str::<Vec<String>>(&s.events).unwrap_or_default(),
+        description: s.description.clone(),
+        active: s.active,
+        secret_hint: s.secret_hint.clone(),
+        previous_secret_expires_at: rotating.map(rfc3339),
+        created_at: rfc3339(s.created_at),
+        updated_at: rfc3339(s.updated_at),
+        secret: None,
+    }
 }
 
-pub fn render_delivery(d: &DeliveryRow) -> Value {
+/// The body of every delivery, signed per Standard Webhooks: headers `webhook-id` (= `id`),
+/// `webhook-timestamp` (unix seconds) and `webhook-signature` (`v1,<base64 HMAC-SHA256 of
+/// "{id}.{timestamp}.{body}">`, one per active secret, space-separated).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OutboundEvent {
+    #[serde(rename = "type")]
+    #[schema(pattern = "^event$", example = "event")]
+    pub kind: String,
+    #[schema(pattern = "^evt_", example = "evt_0193f2a45b6c7d8e9f00112233445566")]
+    pub id: String,
+    #[schema(value_type = EventName)]
+    pub name: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    pub merchant_account_id: String,
+    /// The resource exactly as the API returns it (a Transaction, a Refund, …).
+    pub target: Value,
+}
+
+/// One event for one subscription (its `webhook-id` header is `event_id`, the same on every
+/// attempt and resend).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = WebhookDelivery)]
+pub struct WebhookDeliveryOut {
+    #[serde(rename = "type")]
+    #[schema(value_type = String, pattern = "^webhook-delivery$", example = "webhook-delivery")]
+    pub kind: &'static str,
+    pub id: String,
+    pub merchant_account_id: String,
+    pub subscription_id: String,
+    #[schema(pattern = "^evt_")]
+    pub event_id: String,
+    #[schema(value_type = EventName)]
+    pub event_name: String,
+    #[schema(value_type = DeliveryStatus)]
+    pub status: String,
+    /// Attempts made so far (all rounds).
+    #[schema(minimum = 0)]
+    pub attempts: i64,
+    /// When the next attempt is due (`pending` and `failed` only).
+    #[schema(format = DateTime, required = true)]
+    pub next_attempt_at: Option<String>,
+    #[schema(required = true)]
+    pub last_status_code: Option<i64>,
+    #[schema(required = true)]
+    pub last_error: Option<String>,
+    #[schema(format = DateTime, required = true)]
+    pub delivered_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+    /// `GET /webhook-deliveries/{id}` only: the event as sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = OutboundEvent)]
+    pub event: Option<OutboundEvent>,
+    /// `GET /webhook-deliveries/{id}` only: every attempt, oldest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Vec<WebhookDeliveryAttemptOut>)]
+    pub attempt_log: Option<Vec<WebhookDeliveryAttemptOut>>,
+}
+
+pub fn render_delivery(d: &DeliveryRow) -> WebhookDeliveryOut {
     let waiting = matches!(d.status.as_str(), "pending" | "failed");
-    json!({
-        "type": "webhook-delivery",
-        "id": d.id,
-        "merchant_account_id": d.merchant_account_id,
-        "subscription_id": d.subscription_id,
-        "event_id": d.event_id,
-        "event_name": d.event_name,
-        "status": d.status,
-        "attempts": d.attempts,
-        "next_attempt_at": if waiting { json!(rfc3339(d.next_attempt_at)) } else { Value::Null },
-        "last_status_code": d.last_status_code,
-        "last_error": d.last_error,
-        "delivered_at": opt_time(d.delivered_at),
-        "created_at": rfc3339(d.created_at),
-        "updated_at": rfc3339(d.updated_at),
-    })
+    WebhookDeliveryOut {
+        kind: "webhook-delivery",
+        id: d.id.clone(),
+        merchant_account_id: d.merchant_account_id.clone(),
+        subscription_id: d.subscription_id.clone(),
+        event_id: d.event_id.clone(),
+        event_name: d.event_name.clone(),
+        status: d.status.clone(),
+        attempts: d.attempts,
+        next_attempt_at: waiting.then(|| rfc3339(d.next_attempt_at)),
+        last_status_code: d.last_status_code,
+        last_error: d.last_error.clone(),
+        delivered_at: d.delivered_at.map(rfc3339),
+        created_at: rfc3339(d.created_at),
+        updated_at: rfc3339(d.updated_at),
+        event: None,
+        attempt_log: None,
+    }
 }
 
-pub fn render_attempt(a: &AttemptRow) -> Value {
-    json!({
-        "type": "webhook-delivery-attempt",
-        "attempt": a.attempt,
-        "attempted_at": rfc3339(a.attempted_at),
-        "status_code": a.status_code,
-        "latency_ms": a.latency_ms,
-        "response_excerpt": a.response_excerpt,
-        "error": a.error,
-        "next_attempt_at": opt_time(a.next_attempt_at),
-    })
+/// One attempt of a delivery.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = WebhookDeliveryAttempt)]
+pub struct WebhookDeliveryAttemptOut {
+    #[serde(rename = "type")]
+    #[schema(value_type = String, pattern = "^webhook-delivery-attempt$", example = "webhook-delivery-attempt")]
+    pub kind: &'static str,
+    #[schema(minimum = 1)]
+    pub attempt: i64,
+    #[schema(format = DateTime)]
+    pub attempted_at: String,
+    /// null: no answer (refused, connection error, timeout).
+    #[schema(required = true)]
+    pub status_code: Option<i64>,
+    #[schema(minimum = 0)]
+    pub latency_ms: i64,
+    /// At most 1 KiB of the answer's body.
+    #[schema(required = true)]
+    pub response_excerpt: Option<String>,
+    #[schema(required = true)]
+    pub error: Option<String>,
+    /// When the retry after this attempt was scheduled (null: delivered or given up).
+    #[schema(format = DateTime, required = true)]
+    pub next_attempt_at: Option<String>,
+}
+
+pub fn render_attempt(a: &AttemptRow) -> WebhookDeliveryAttemptOut {
+    WebhookDeliveryAttemptOut {
+        kind: "webhook-delivery-attempt",
+        attempt: a.attempt,
+        attempted_at: rfc3339(a.attempted_at),
+        status_code: a.status_code,
+        latency_ms: a.latency_ms,
+        response_excerpt: a.response_excerpt.clone(),
+        error: a.error.clone(),
+        next_attempt_at: a.next_attempt_at.map(rfc3339),
+    }
 }
 
 /// A subscription answer that shows the secret: the one time it is ever shown. The response
 /// is marked so that the idempotency middleware keeps a copy without it.
-fn with_secret(status: StatusCode, mut body: Value, secret: &WebhookSecret) -> Response {
-    body["secret"] = json!(secret.expose());
+fn with_secret(
+    status: StatusCode,
+    mut body: WebhookSubscriptionOut,
+    secret: &WebhookSecret,
+) -> Response {
+    body.secret = Some(secret.expose().to_string());
     let mut r = (status, Json(body)).into_response();
     r.extensions_mut().insert(crate::idempotency::ShownOnce);
     r
 }
 
+// ---- requests -----------------------------------------------------------------------------------
+
+/// A field that may be absent but not null: present means a value of type `T`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// A field where absent (`None`), null (`Some(None)`) and a value differ (PATCH).
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// `POST /webhook-subscriptions`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(
+    as = WebhookSubscriptionCreate,
+    example = json!({"url": "https://shop.example/hooks/tollgate", "events": ["transaction.*", "refund.succeeded"]})
+)]
+pub struct SubscriptionCreate {
+    /// Where events are POSTed. `https://` only, and not to loopback, private, link-local, CGNAT
+    /// or other non-public addresses (checked again at every attempt, on the resolved address),
+    /// unless the server runs with `--allow-private-webhook-targets` (which also allows
+    /// `http://`).
+    #[schema(format = "uri", max_length = 2048)]
+    pub url: String,
+    /// Which events to receive. Default: `["*"]`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Vec<EventFilter>, min_items = 1, max_items = 50)]
+    pub events: Option<Vec<EventFilter>>,
+    /// Inactive subscriptions get no new events; deliveries already queued wait (up to their
+    /// maximum age) until it is active again. Default true.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = bool)]
+    pub active: Option<bool>,
+    #[schema(max_length = 500)]
+    pub description: Option<String>,
+}
+
+/// `PUT /webhook-subscriptions/{id}`: replaces the settings: `url` and `events` are required,
+/// `active` defaults to true and `description` to null.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(
+    as = WebhookSubscriptionReplace,
+    example = json!({"url": "https://shop.example/hooks/tollgate", "events": ["*"], "active": true})
+)]
+pub struct SubscriptionReplace {
+    /// Where events are POSTed. `https://` only, and not to loopback, private, link-local, CGNAT
+    /// or other non-public addresses (checked again at every attempt, on the resolved address),
+    /// unless the server runs with `--allow-private-webhook-targets` (which also allows
+    /// `http://`).
+    #[schema(format = "uri", max_length = 2048)]
+    pub url: String,
+    /// Which events to receive.
+    #[schema(min_items = 1, max_items = 50)]
+    pub events: Vec<EventFilter>,
+    /// Inactive subscriptions get no new events; deliveries already queued wait (up to their
+    /// maximum age) until it is active again. Default true.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = bool)]
+    pub active: Option<bool>,
+    /// Default null.
+    #[schema(max_length = 500)]
+    pub description: Option<String>,
+}
+
+/// `PATCH /webhook-subscriptions/{id}`: sets the fields given; absent ones are kept
+/// (`description: null` removes the description).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = WebhookSubscriptionUpdate, example = json!({"active": false}))]
+pub struct SubscriptionUpdate {
+    #[serde(default, deserialize_with = "present")]
+    /// Where events are POSTed. `https://` only, and not to loopback, private, link-local, CGNAT
+    /// or other non-public addresses (checked again at every attempt, on the resolved address),
+    /// unless the server runs with `--allow-private-webhook-targets` (which also allows
+    /// `http://`).
+    #[schema(value_type = String, format = "uri", max_length = 2048)]
+    pub url: Option<String>,
+    /// Which events to receive.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Vec<EventFilter>, min_items = 1, max_items = 50)]
+    pub events: Option<Vec<EventFilter>>,
+    /// Inactive subscriptions get no new events; deliveries already queued wait (up to their
+    /// maximum age) until it is active again.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = bool)]
+    pub active: Option<bool>,
+    /// null removes it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, max_length = 500)]
+    pub description: Option<Option<String>>,
+}
+
+/// No body is needed; an empty body or `{}` (any field is a 400).
+#[derive(Debug, Default, Deserialize)]
+pub struct NoBody {}
+
+impl ToSchema for NoBody {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("NoBody")
+    }
+}
+
+impl PartialSchema for NoBody {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::Object))
+            .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)))
+            .max_properties(Some(0))
+            .description(Some(
+                "No body is needed; an empty body or `{}` (any field is a 400).",
+            ))
+            .into()
+    }
+}
+
 /// Validated fields of a create or update (`None`: not given).
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Input {
     url: Option<String>,
     events: Option<Vec<String>>,
@@ -133,90 +494,194 @@ struct Input {
     description: Option<Option<String>>,
 }
 
-fn parse_input(ctx: &ApiContext, body: &Map<String, Value>) -> ApiResult<Input> {
-    super::unknown_fields(body, FIELDS)?;
-    let mut input = Input::default();
-    match body.get("url") {
-        None => {}
-        Some(Value::String(u)) if u.len() <= 2048 => {
-            ssrf::check_url(u.trim(), ctx.config.allow_private_webhook_targets)
-                .map_err(|m| ApiError::field("/url", m))?;
-            input.url = Some(u.trim().to_string());
-        }
-        Some(Value::String(_)) => {
-            return Err(ApiError::field("/url", "At most 2048 characters."));
-        }
-        Some(_) => return Err(ApiError::field("/url", "Must be a string.")),
-    }
-    match body.get("events") {
-        None => {}
-        Some(Value::Array(items)) => {
-            if items.is_empty() {
+impl Input {
+    /// The checks serde cannot express: the URL's length and target, the filter list's size
+    /// (duplicates dropped), the description's length.
+    fn validated(self, allow_private_targets: bool) -> ApiResult<Input> {
+        let url = match self.url {
+            None => None,
+            Some(u) if u.len() <= 2048 => {
+                ssrf::check_url(u.trim(), allow_private_targets)
+                    .map_err(|m| ApiError::field("/url", m))?;
+                Some(u.trim().to_string())
+            }
+            Some(_) => return Err(ApiError::field("/url", "At most 2048 characters.")),
+        };
+        let events = match self.events {
+            None => None,
+            Some(items) if items.is_empty() => {
                 return Err(ApiError::field(
                     "/events",
                     "At least one event name or filter (e.g. \"transaction.*\" or \"*\").",
                 ));
             }
-            if items.len() > 50 {
+            Some(items) if items.len() > 50 => {
                 return Err(ApiError::field("/events", "At most 50 filters."));
             }
-            let mut out = Vec::new();
-            for (i, v) in items.iter().enumerate() {
-                match v.as_str() {
-                    Some(f) if outbox::valid_filter(f) => {
-                        if !out.iter().any(|x: &String| x == f) {
-                            out.push(f.to_string());
-                        }
-                    }
-                    Some(f) => {
-                        return Err(ApiError::field(
-                            &format!("/events/{i}"),
-                            format!(
-                                "'{f}' is not an event name or filter: use one of {}, a group filter ({}) or \"*\".",
-                                outbox::EVENT_NAMES.join(", "),
-                                outbox::EVENT_GROUPS
-                                    .iter()
-                                    .map(|g| format!("{g}.*"))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        ));
-                    }
-                    None => {
-                        return Err(ApiError::field(
-                            &format!("/events/{i}"),
-                            "Must be a string.",
-                        ));
+            Some(items) => {
+                let mut out: Vec<String> = Vec::new();
+                for f in items {
+                    if !out.contains(&f) {
+                        out.push(f);
                     }
                 }
+                Some(out)
             }
-            input.events = Some(out);
-        }
-        Some(_) => {
-            return Err(ApiError::field(
-                "/events",
-                "Must be an array of event names or filters.",
-            ));
-        }
-    }
-    match body.get("active") {
-        None => {}
-        Some(Value::Bool(b)) => input.active = Some(*b),
-        Some(_) => return Err(ApiError::field("/active", "Must be true or false.")),
-    }
-    match body.get("description") {
-        None => {}
-        Some(Value::Null) => input.description = Some(None),
-        Some(Value::String(s)) if s.len() <= 500 => input.description = Some(Some(s.clone())),
-        Some(_) => {
+        };
+        if let Some(Some(d)) = &self.description
+            && d.len() > 500
+        {
             return Err(ApiError::field(
                 "/description",
                 "A string of at most 500 characters.",
             ));
         }
+        Ok(Input {
+            url,
+            events,
+            active: self.active,
+            description: self.description,
+        })
     }
-    Ok(input)
 }
+
+fn filters(items: Option<Vec<EventFilter>>) -> Option<Vec<String>> {
+    items.map(|v| v.into_iter().map(|f| f.0).collect())
+}
+
+impl From<SubscriptionCreate> for Input {
+    fn from(b: SubscriptionCreate) -> Input {
+        Input {
+            url: Some(b.url),
+            events: filters(b.events),
+            active: b.active,
+            description: Some(b.description),
+        }
+    }
+}
+
+impl From<SubscriptionReplace> for Input {
+    fn from(b: SubscriptionReplace) -> Input {
+        Input {
+            url: Some(b.url),
+            events: filters(Some(b.events)),
+            active: b.active,
+            description: Some(b.description),
+        }
+    }
+}
+
+impl From<SubscriptionUpdate> for Input {
+    fn from(b: SubscriptionUpdate) -> Input {
+        Input {
+            url: b.url,
+            events: filters(b.events),
+            active: b.active,
+            description: b.description,
+        }
+    }
+}
+
+// ---- queries ------------------------------------------------------------------------------------
+
+/// A typed query whose parameters are exactly those `T` documents: any other is a 400 naming it
+/// ("Unknown query parameter."), so a misspelt filter does not silently list everything.
+/// `key[]` is `key`.
+#[derive(Debug)]
+pub struct KnownParams<T>(pub T);
+
+impl<T: DeserializeOwned + IntoParams> KnownParams<T> {
+    pub fn parse(raw: &str) -> ApiResult<Self> {
+        let known: Vec<String> = T::into_params(|| Some(ParameterIn::Query))
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        for (k, _) in form_urlencoded::parse(raw.as_bytes()) {
+            let k = k.trim_end_matches("[]");
+            if !known.iter().any(|n| n == k) {
+                return Err(ApiError::query(
+                    &format!("/{k}"),
+                    "Unknown query parameter.",
+                ));
+            }
+        }
+        super::typed::from_query(raw).map(KnownParams)
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned + IntoParams> FromRequestParts<S> for KnownParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Self::parse(parts.uri.query().unwrap_or(""))
+    }
+}
+
+/// The last value of a parameter given more than once (as before: `limit=5&limit=10` is 10).
+fn last<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Vec::<String>::deserialize(d)?.pop())
+}
+
+/// `cursor` and `limit` as [`super::page_params`] reads them.
+fn page_of(
+    cursor: Option<String>,
+    limit: Option<String>,
+) -> ApiResult<(Option<super::Cursor>, i64)> {
+    let mut q: HashMap<String, Vec<String>> = HashMap::new();
+    if let Some(c) = cursor {
+        q.insert("cursor".into(), vec![c]);
+    }
+    if let Some(l) = limit {
+        q.insert("limit".into(), vec![l]);
+    }
+    super::page_params(&q)
+}
+
+/// `GET /webhook-subscriptions`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SubscriptionListQuery {
+    /// A `next_cursor` or `previous_cursor` from an earlier page.
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = Option<String>)]
+    pub cursor: Option<String>,
+    /// Page size, 1 to 100.
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100, default = 20)]
+    pub limit: Option<String>,
+}
+
+/// `GET /webhook-deliveries`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryListQuery {
+    /// A `next_cursor` or `previous_cursor` from an earlier page.
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = Option<String>)]
+    pub cursor: Option<String>,
+    /// Page size, 1 to 100.
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100, default = 20)]
+    pub limit: Option<String>,
+    /// Only these statuses (repeatable).
+    #[serde(default)]
+    #[param(value_type = Option<Vec<DeliveryStatus>>)]
+    pub status: Vec<String>,
+    /// Only this subscription's deliveries.
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = Option<String>)]
+    pub subscription_id: Option<String>,
+    /// Only these events (repeatable).
+    #[serde(default)]
+    #[param(value_type = Option<Vec<EventName>>)]
+    pub event_name: Vec<String>,
+    /// Only the deliveries of this event.
+    #[serde(default, deserialize_with = "last")]
+    #[param(value_type = Option<String>)]
+    pub event_id: Option<String>,
+}
+
+// ---- subscriptions ------------------------------------------------------------------------------
 
 async fn load_subscription(
     ctx: &ApiContext,
@@ -228,13 +693,26 @@ async fn load_subscription(
         .ok_or_else(|| ApiError::not_found("webhook subscription"))
 }
 
+/// Makes a subscription and its signing secret, shown in this answer only.
+#[utoipa::path(
+    post,
+    path = "/webhook-subscriptions",
+    operation_id = "create_webhook_subscription",
+    tag = "webhooks",
+    summary = "Subscribe to events",
+    request_body = SubscriptionCreate,
+    responses(
+        (status = 201, description = "The subscription, with `secret`.", body = WebhookSubscriptionOut),
+        (status = 400, description = "`bad_request`: the request failed validation; `details` points at each problem.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn create_subscription(
     State(ctx): State<ApiContext>,
     caller: Caller,
-    JsonBody(body): JsonBody,
+    Body(body): Body<SubscriptionCreate>,
 ) -> ApiResult<Response> {
     caller.require_secret()?;
-    let input = parse_input(&ctx, &body)?;
+    let input = Input::from(body).validated(ctx.config.allow_private_webhook_targets)?;
     let url = input
         .url
         .ok_or_else(|| ApiError::field("/url", "Required."))?;
@@ -246,7 +724,7 @@ pub async fn create_subscription(
         id: id.clone(),
         merchant_account_id: caller.merchant_account_id.clone(),
         url,
-        events: json!(events).to_string(),
+        events: serde_json::to_string(&events).unwrap_or_else(|_| "[]".into()),
         description: input.description.flatten(),
         active: input.active.unwrap_or(true),
         secret_enc: ctx.keys.seal(&id, secret.expose()),
@@ -265,22 +743,26 @@ pub async fn create_subscription(
     ))
 }
 
+/// The merchant account's subscriptions, newest first.
+#[utoipa::path(
+    get,
+    path = "/webhook-subscriptions",
+    operation_id = "list_webhook_subscriptions",
+    tag = "webhooks",
+    summary = "List webhook subscriptions",
+    params(SubscriptionListQuery),
+    responses(
+        (status = 200, description = "A page of subscriptions, newest first.", body = Page<WebhookSubscriptionOut>),
+        (status = 400, description = "`bad_request`: an unknown query parameter, a bad `limit` or a cursor this server did not make.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn list_subscriptions(
     State(ctx): State<ApiContext>,
     caller: Caller,
-    uri: axum::http::Uri,
-) -> ApiResult<Json<Value>> {
+    KnownParams(q): KnownParams<SubscriptionListQuery>,
+) -> ApiResult<Json<Page<WebhookSubscriptionOut>>> {
     caller.require_secret()?;
-    let q = super::transactions::query_multi(uri.query());
-    for k in q.keys() {
-        if !["cursor", "limit"].contains(&k.as_str()) {
-            return Err(ApiError::query(
-                &format!("/{k}"),
-                "Unknown query parameter.",
-            ));
-        }
-    }
-    let (cursor, limit) = super::page_params(&q)?;
+    let (cursor, limit) = page_of(q.cursor, q.limit)?;
     let rows = outbox::list_subscriptions(
         ctx.store.reader(),
         &caller.merchant_account_id,
@@ -292,52 +774,105 @@ pub async fn list_subscriptions(
     let (rows, next, previous) = super::paginate(rows, limit, cursor.as_ref(), |s| {
         (s.created_at, s.id.clone())
     });
-    let items = rows.iter().map(|s| render_subscription(s, now)).collect();
-    Ok(Json(render::page(items, limit, next, previous)))
+    Ok(Json(Page {
+        items: rows.iter().map(|s| render_subscription(s, now)).collect(),
+        limit,
+        next_cursor: next,
+        previous_cursor: previous,
+    }))
 }
 
+/// One subscription (never its secret).
+#[utoipa::path(
+    get,
+    path = "/webhook-subscriptions/{id}",
+    operation_id = "get_webhook_subscription",
+    tag = "webhooks",
+    summary = "Get a webhook subscription",
+    params(("id" = String, Path, description = "The webhook subscription's id.")),
+    responses(
+        (status = 200, description = "The subscription (never its secret).", body = WebhookSubscriptionOut),
+        (status = 404, description = "`not_found`: no such subscription in this merchant account.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn get_subscription(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<WebhookSubscriptionOut>> {
     caller.require_secret()?;
     let s = load_subscription(&ctx, &caller, &id).await?;
     Ok(Json(render_subscription(&s, ctx.now())))
 }
 
-/// PATCH changes the fields given; PUT replaces the subscription's settings (`url` and
-/// `events` required, `active` defaults to true and `description` to none).
+/// Replaces the subscription's settings: `url` and `events` are required, `active` defaults to
+/// true and `description` to null.
+#[utoipa::path(
+    put,
+    path = "/webhook-subscriptions/{id}",
+    operation_id = "replace_webhook_subscription",
+    tag = "webhooks",
+    summary = "Replace a webhook subscription's settings",
+    params(("id" = String, Path, description = "The webhook subscription's id.")),
+    request_body = SubscriptionReplace,
+    responses(
+        (status = 200, description = "The subscription.", body = WebhookSubscriptionOut),
+        (status = 400, description = "`bad_request`: the request failed validation; `details` points at each problem.", body = ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such subscription in this merchant account.", body = ErrorEnvelope),
+    ),
+)]
+pub async fn replace_subscription(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body<SubscriptionReplace>,
+) -> ApiResult<Json<WebhookSubscriptionOut>> {
+    caller.require_secret()?;
+    let input = Input::from(body).validated(ctx.config.allow_private_webhook_targets)?;
+    apply(&ctx, &caller, &id, input, true).await.map(Json)
+}
+
+/// Sets the fields given; absent ones are kept.
+#[utoipa::path(
+    patch,
+    path = "/webhook-subscriptions/{id}",
+    operation_id = "update_webhook_subscription",
+    tag = "webhooks",
+    summary = "Update a webhook subscription",
+    params(("id" = String, Path, description = "The webhook subscription's id.")),
+    request_body(content = SubscriptionUpdate, description = "The fields to change.", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The subscription.", body = WebhookSubscriptionOut),
+        (status = 400, description = "`bad_request`: the request failed validation; `details` points at each problem.", body = ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such subscription in this merchant account.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn update_subscription(
     State(ctx): State<ApiContext>,
     caller: Caller,
-    method: axum::http::Method,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+    Body(body): Body<SubscriptionUpdate>,
+) -> ApiResult<Json<WebhookSubscriptionOut>> {
     caller.require_secret()?;
-    let input = parse_input(&ctx, &body)?;
-    let replace = method == axum::http::Method::PUT;
-    if replace {
-        if input.url.is_none() {
-            return Err(ApiError::field(
-                "/url",
-                "Required (PUT replaces the settings).",
-            ));
-        }
-        if input.events.is_none() {
-            return Err(ApiError::field(
-                "/events",
-                "Required (PUT replaces the settings).",
-            ));
-        }
-    }
+    let input = Input::from(body).validated(ctx.config.allow_private_webhook_targets)?;
+    apply(&ctx, &caller, &id, input, false).await.map(Json)
+}
+
+/// PATCH (`replace` false) changes the fields given; PUT replaces the settings (`active`
+/// defaults to true and `description` to none).
+async fn apply(
+    ctx: &ApiContext,
+    caller: &Caller,
+    id: &str,
+    input: Input,
+    replace: bool,
+) -> ApiResult<WebhookSubscriptionOut> {
     let now = ctx.now();
     let mut tx = ctx.store.begin().await?;
     let mut s = outbox::get_subscription(
         &mut *tx,
         &caller.merchant_account_id,
-        &id,
+        id,
         ctx.store.for_update(),
     )
     .await?
@@ -346,7 +881,7 @@ pub async fn update_subscription(
         s.url = u;
     }
     if let Some(e) = input.events {
-        s.events = json!(e).to_string();
+        s.events = serde_json::to_string(&e).unwrap_or_else(|_| "[]".into());
     }
     match input.active {
         Some(a) => s.active = a,
@@ -361,10 +896,23 @@ pub async fn update_subscription(
     s.updated_at = now;
     outbox::update_subscription(&mut *tx, &s).await?;
     tollgate_store::commit(tx).await?;
-    Ok(Json(render_subscription(&s, now)))
+    Ok(render_subscription(&s, now))
 }
 
-/// Deletes a subscription: no new events for it, and deliveries still waiting end `dead`.
+/// No new events are made for it; its deliveries still waiting end `dead`. The delivery log is
+/// kept.
+#[utoipa::path(
+    delete,
+    path = "/webhook-subscriptions/{id}",
+    operation_id = "delete_webhook_subscription",
+    tag = "webhooks",
+    summary = "Delete a webhook subscription",
+    params(("id" = String, Path, description = "The webhook subscription's id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "`not_found`: no such subscription in this merchant account.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn delete_subscription(
     State(ctx): State<ApiContext>,
     caller: Caller,
@@ -392,16 +940,29 @@ pub async fn delete_subscription(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A new secret, shown once; the previous one keeps signing (both signatures are sent) for
-/// `webhook_secret_grace_secs`, so receivers can switch without losing an event.
+/// A new secret, shown in this answer only. The previous one keeps signing for a grace period
+/// (24 h by default, `webhook_secret_grace_secs`): meanwhile every delivery carries both
+/// signatures, so receivers can switch without losing an event.
+#[utoipa::path(
+    post,
+    path = "/webhook-subscriptions/{id}/rotate-secret",
+    operation_id = "rotate_webhook_secret",
+    tag = "webhooks",
+    summary = "Rotate a subscription's signing secret",
+    params(("id" = String, Path, description = "The webhook subscription's id.")),
+    request_body(content = inline(NoBody), description = "No body is needed.", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The subscription, with the new `secret`.", body = WebhookSubscriptionOut),
+        (status = 404, description = "`not_found`: no such subscription in this merchant account.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn rotate_secret(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody,
+    Body(NoBody {}): Body<NoBody>,
 ) -> ApiResult<Response> {
     caller.require_secret()?;
-    super::unknown_fields(&body, &[])?;
     let now = ctx.now();
     let secret = WebhookSecret::generate();
     let mut tx = ctx.store.begin().await?;
@@ -431,34 +992,35 @@ pub async fn rotate_secret(
 
 // ---- deliveries ---------------------------------------------------------------------------------
 
+/// The delivery log, newest first.
+#[utoipa::path(
+    get,
+    path = "/webhook-deliveries",
+    operation_id = "list_webhook_deliveries",
+    tag = "webhooks",
+    summary = "List webhook deliveries",
+    params(DeliveryListQuery),
+    responses(
+        (status = 200, description = "A page of deliveries, newest first.", body = Page<WebhookDeliveryOut>),
+        (status = 400, description = "`bad_request`: an unknown query parameter or status or event name, a bad `limit` or a cursor this server did not make.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn list_deliveries(
     State(ctx): State<ApiContext>,
     caller: Caller,
-    uri: axum::http::Uri,
-) -> ApiResult<Json<Value>> {
+    KnownParams(q): KnownParams<DeliveryListQuery>,
+) -> ApiResult<Json<Page<WebhookDeliveryOut>>> {
     caller.require_secret()?;
-    let q = super::transactions::query_multi(uri.query());
-    for k in q.keys() {
-        if !DELIVERY_QUERY.contains(&k.as_str()) {
-            return Err(ApiError::query(
-                &format!("/{k}"),
-                "Unknown query parameter.",
-            ));
-        }
+    let (cursor, limit) = page_of(q.cursor, q.limit)?;
+    if let Some(s) = q.status.iter().find(|s| DeliveryStatus::parse(s).is_none()) {
+        return Err(ApiError::query(
+            "/status",
+            format!("'{s}' is not a delivery status (pending, failed, delivered, dead)."),
+        ));
     }
-    let (cursor, limit) = super::page_params(&q)?;
-    let statuses = q.get("status").cloned().unwrap_or_default();
-    for s in &statuses {
-        if !DELIVERY_STATUSES.contains(&s.as_str()) {
-            return Err(ApiError::query(
-                "/status",
-                format!("'{s}' is not a delivery status (pending, failed, delivered, dead)."),
-            ));
-        }
-    }
-    let event_names = q.get("event_name").cloned().unwrap_or_default();
     // As documented (an event name): a misspelt one would otherwise list nothing, silently.
-    if let Some(n) = event_names
+    if let Some(n) = q
+        .event_name
         .iter()
         .find(|n| !outbox::EVENT_NAMES.contains(&n.as_str()))
     {
@@ -470,13 +1032,12 @@ pub async fn list_deliveries(
             ),
         ));
     }
-    let one = |k: &str| q.get(k).and_then(|v| v.last()).cloned();
     let filter = DeliveryFilter {
         merchant_account_id: caller.merchant_account_id.clone(),
-        statuses,
-        subscription_id: one("subscription_id"),
-        event_names,
-        event_id: one("event_id"),
+        statuses: q.status,
+        subscription_id: q.subscription_id,
+        event_names: q.event_name,
+        event_id: q.event_id,
         cursor: cursor.clone(),
         limit,
     };
@@ -484,37 +1045,67 @@ pub async fn list_deliveries(
     let (rows, next, previous) = super::paginate(rows, limit, cursor.as_ref(), |d| {
         (d.created_at, d.id.clone())
     });
-    let items = rows.iter().map(render_delivery).collect();
-    Ok(Json(render::page(items, limit, next, previous)))
+    Ok(Json(Page {
+        items: rows.iter().map(render_delivery).collect(),
+        limit,
+        next_cursor: next,
+        previous_cursor: previous,
+    }))
 }
 
 /// One delivery with the event as sent and its attempts (the delivery log).
+#[utoipa::path(
+    get,
+    path = "/webhook-deliveries/{id}",
+    operation_id = "get_webhook_delivery",
+    tag = "webhooks",
+    summary = "Get a webhook delivery with its attempts",
+    params(("id" = String, Path, description = "The delivery's id.")),
+    responses(
+        (status = 200, description = "The delivery, the event as sent, and every attempt.", body = WebhookDeliveryOut),
+        (status = 404, description = "`not_found`: no such delivery in this merchant account.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn get_delivery(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<WebhookDeliveryOut>> {
     caller.require_secret()?;
     let d = outbox::get_delivery(ctx.store.reader(), &caller.merchant_account_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook delivery"))?;
     let attempts = outbox::attempts_of(ctx.store.reader(), &d.id).await?;
-    let mut v = render_delivery(&d);
-    v["event"] = serde_json::from_str(&d.payload).unwrap_or(Value::Null);
-    v["attempt_log"] = Value::Array(attempts.iter().map(render_attempt).collect());
-    Ok(Json(v))
+    let mut out = render_delivery(&d);
+    out.event = serde_json::from_str(&d.payload).ok();
+    out.attempt_log = Some(attempts.iter().map(render_attempt).collect());
+    Ok(Json(out))
 }
 
-/// Sends the event again (same event id, so `webhook-id` is unchanged and receivers can
-/// deduplicate), with a fresh round of retries, whatever the delivery's status.
+/// Attempts the event again now, with the same event id (`webhook-id`, so receivers can
+/// deduplicate) and a fresh round of retries, whatever its status. 409 while an attempt of it
+/// is in flight.
+#[utoipa::path(
+    post,
+    path = "/webhook-deliveries/{id}/resend",
+    operation_id = "resend_webhook_delivery",
+    tag = "webhooks",
+    summary = "Resend a webhook delivery",
+    params(("id" = String, Path, description = "The delivery's id.")),
+    request_body(content = inline(NoBody), description = "No body is needed.", content_type = "application/json"),
+    responses(
+        (status = 202, description = "The delivery, due now.", body = WebhookDeliveryOut),
+        (status = 404, description = "`not_found`: no such delivery in this merchant account.", body = ErrorEnvelope),
+        (status = 409, description = "`duplicate_record`: an attempt of this delivery is in flight; resend it once the attempt is over.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn resend(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    Body(NoBody {}): Body<NoBody>,
+) -> ApiResult<(StatusCode, Json<WebhookDeliveryOut>)> {
     caller.require_secret()?;
-    super::unknown_fields(&body, &[])?;
     match outbox::resend(
         ctx.store.writer(),
         &caller.merchant_account_id,

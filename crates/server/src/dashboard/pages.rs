@@ -1161,14 +1161,16 @@ pub async fn deliveries(
     Query(params): Params,
 ) -> Response {
     let (filters, q) = status_query(&params);
-    let listed = match api::webhooks_out::list_deliveries(
-        State(ctx.clone()),
-        super::caller(&s),
-        api_uri("/webhook-deliveries", &q),
-    )
-    .await
-    {
-        Ok(j) => j.0,
+    let listed = match api::webhooks_out::KnownParams::parse(
+        api_uri("/webhook-deliveries", &q).query().unwrap_or(""),
+    ) {
+        Ok(query) => {
+            api::webhooks_out::list_deliveries(State(ctx.clone()), super::caller(&s), query).await
+        }
+        Err(e) => Err(e),
+    };
+    let listed = match listed {
+        Ok(j) => serde_json::to_value(&j.0).unwrap_or_default(),
         Err(e) => return fail(&ctx, &s, "deliveries", e).await,
     };
     let rows = item_rows(&listed, |d| {
@@ -1227,7 +1229,7 @@ pub async fn delivery(
     )
     .await
     {
-        Ok(j) => j.0,
+        Ok(j) => serde_json::to_value(&j.0).unwrap_or_default(),
         Err(e) => return fail(&ctx, &s, "deliveries", e).await,
     };
     let attempts: Vec<String> = d["attempt_log"]
@@ -1294,7 +1296,7 @@ pub async fn delivery_resend(
         State(ctx.clone()),
         super::caller(&s),
         Path(id.clone()),
-        JsonBody(Map::new()),
+        api::typed::Body(api::webhooks_out::NoBody {}),
     )
     .await
     {

@@ -19,5 +19,6 @@ mod outage;
 mod outbound;
 mod stream;
 mod typed_transactions;
+mod typed_webhooks_out;
 mod webhooks;
 mod webhooks_hardening;
