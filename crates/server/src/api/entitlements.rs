@@ -1,73 +1,62 @@
-//! Entitlements API (SPEC §5): the catalogue (`/v1/skus`, `/v1/permissions/definitions`),
-//! linking (`POST /v1/connect_stripe`), the permission check (`GET /v1/permissions`, public
-//! key), subscribers (`GET /v1/subscribers/{customid}`) and the account's entitlement settings
-//! (`/v1/entitlements/settings`).
+//! Entitlements API: the catalogue's SKUs (`/v1/skus`), linking (`POST /v1/connect_stripe`),
+//! the Glassfy-compatible permission check (`GET /v1/permissions`, public key), subscribers
+//! (`/v1/subscribers/{customid}`, their manual grants and permission history) and the account's
+//! entitlement settings (`/v1/entitlements/settings`). Permission definitions are
+//! [`super::definitions`].
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 use subtle::ConstantTimeEq;
-use tollgate_store::entitlements::{self as es, SettingsRow, SkuRow};
+use tollgate_store::entitlements::{self as es, PermissionRow, SettingsRow, SkuRow};
 use tollgate_store::{ApiKeyRow, ConnectionRow, connections};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::JsonBody;
+use super::typed::{Body, from_query};
 use crate::ApiContext;
 use crate::auth::Caller;
 use crate::clock::rfc3339;
 use crate::entitlements as ent;
-use crate::error::{ApiError, ApiResult, Detail};
-use axum::routing;
-use utoipa_axum::router::OpenApiRouter;
+use crate::entitlements::map::{Permission, Permissions};
+use crate::error::{ApiError, ApiResult, Detail, ErrorEnvelope};
 
 /// This resource's routes under the Idempotency-Key middleware, and their part of the OpenAPI
 /// document.
 pub fn routes() -> OpenApiRouter<ApiContext> {
     OpenApiRouter::new()
-        .route("/v1/skus", routing::post(sku_create).get(sku_list))
-        .route(
-            "/v1/skus/{identifier}",
-            routing::get(sku_get).patch(sku_update).delete(sku_delete),
-        )
-        .route("/v1/connect_stripe", routing::post(connect_stripe))
-        .route("/v1/subscribers/{customid}", routing::get(subscriber))
-        .route(
-            "/v1/subscribers/{customid}/grants",
-            routing::post(grant_create).get(grant_list),
-        )
-        .route(
-            "/v1/subscribers/{customid}/grants/{id}",
-            routing::delete(grant_revoke),
-        )
-        .route("/v1/subscribers/{customid}/history", routing::get(history))
-        .route(
-            "/v1/entitlements/settings",
-            routing::get(settings_get).patch(settings_update),
-        )
+        .routes(routes!(sku_create, sku_list))
+        .routes(routes!(sku_get, sku_update, sku_delete))
+        .routes(routes!(connect_stripe))
+        .routes(routes!(subscriber))
+        .routes(routes!(grant_create, grant_list))
+        .routes(routes!(grant_revoke))
+        .routes(routes!(history))
+        .routes(routes!(settings_get, settings_update))
 }
 
 /// The permission check (public keys): outside the Idempotency-Key middleware, with its own
 /// auth cache.
 pub fn check_routes() -> OpenApiRouter<ApiContext> {
-    OpenApiRouter::new().route("/v1/permissions", routing::get(permissions))
+    OpenApiRouter::new().routes(routes!(permissions))
 }
 
-// ---- validation helpers ----------------------------------------------------------------------
+// ---- validation helpers -----------------------------------------------------------------
 
-/// Identifiers (SKUs, permissions): 1 to 100 of letters, digits, `.`, `_`, `-`.
-pub(super) fn identifier(body: &Map<String, Value>, key: &str) -> ApiResult<String> {
-    let v = body
-        .get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::field(&format!("/{key}"), "Required: a string."))?;
+/// `v` if it is a valid identifier, else a 400 naming `pointer`.
+fn checked_identifier(v: &str, pointer: &str) -> ApiResult<String> {
     if valid_identifier(v) {
         Ok(v.to_string())
     } else {
         Err(ApiError::field(
-            &format!("/{key}"),
+            pointer,
             "Use 1 to 100 letters, digits, '.', '_' or '-'.",
         ))
     }
@@ -80,108 +69,285 @@ pub(super) fn valid_identifier(v: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
 }
 
-fn opt_str<'a>(body: &'a Map<String, Value>, key: &str) -> ApiResult<Option<&'a str>> {
-    match body.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= 255 => {
-            Ok(Some(s.trim()))
+/// An optional text field: absent or null is `None`; else trimmed, not blank, at most 255
+/// characters.
+fn opt_text(v: Option<String>, pointer: &str) -> ApiResult<Option<String>> {
+    match v {
+        None => Ok(None),
+        Some(s) if !s.trim().is_empty() && s.chars().count() <= 255 => {
+            Ok(Some(s.trim().to_string()))
         }
         Some(_) => Err(ApiError::field(
-            &format!("/{key}"),
+            pointer,
             "Must be a non-empty string of at most 255 characters.",
         )),
     }
 }
 
-fn opt_bool(body: &Map<String, Value>, key: &str) -> ApiResult<Option<bool>> {
-    match body.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(ApiError::field(
-            &format!("/{key}"),
-            "Must be true or false.",
-        )),
+/// A field that, when present, is read as `T` (`Option<T>` with `#[serde(default)]`): with
+/// `T = Option<U>`, null is `Some(None)` (absent and null differ); with any other `T`, null is
+/// refused.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// Reads a query string as `T`, refusing a parameter not in `known` (a 400 naming it): the
+/// permission check and the history name every parameter they do not know.
+fn strict_query<T: serde::de::DeserializeOwned>(raw: &str, known: &[&str]) -> ApiResult<T> {
+    for (k, _) in form_urlencoded::parse(raw.as_bytes()) {
+        let k = k.strip_suffix("[]").unwrap_or(&k);
+        if !known.contains(&k) {
+            return Err(ApiError::query(&format!("/{k}"), "Unknown parameter."));
+        }
     }
+    from_query(raw)
 }
 
 // ---- SKUs ------------------------------------------------------------------------------------
 
-pub const SKU_FIELDS: &[&str] = &["identifier", "store", "product_id", "kind"];
 pub const SKU_KINDS: &[&str] = &["subscription", "one_time"];
 
-pub fn render_sku(s: &SkuRow) -> Value {
-    json!({
-        "type": "sku",
-        "identifier": s.identifier,
-        "store": s.store,
-        "product_id": s.product_id,
-        "kind": s.kind,
-        "created_at": rfc3339(s.created_at),
-        "updated_at": rfc3339(s.updated_at),
-    })
+/// What a SKU sells: a subscription or a one-time purchase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SkuKind {
+    Subscription,
+    OneTime,
 }
 
-/// Applies `store`, `product_id`, `kind` of `body` to `s`.
-fn sku_fields(s: &mut SkuRow, body: &Map<String, Value>, create: bool) -> ApiResult<()> {
-    match opt_str(body, "store")? {
-        Some("stripe") => s.store = "stripe".into(),
-        None => {}
-        Some(_) => return Err(ApiError::field("/store", "Only 'stripe' SKUs exist.")),
-    }
-    match opt_str(body, "product_id")? {
-        Some(p) if p.starts_with("prod_") && valid_identifier(p) => s.product_id = p.to_string(),
-        Some(_) => {
-            return Err(ApiError::field(
-                "/product_id",
-                "Must be a Stripe product id (prod_…).",
-            ));
+impl SkuKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkuKind::Subscription => "subscription",
+            SkuKind::OneTime => "one_time",
         }
-        None if create => return Err(ApiError::field("/product_id", "Required: prod_…")),
-        None => {}
     }
-    match opt_str(body, "kind")? {
-        Some(k) if SKU_KINDS.contains(&k) => s.kind = k.to_string(),
-        Some(_) => {
-            return Err(ApiError::field(
-                "/kind",
-                "Must be 'subscription' or 'one_time'.",
-            ));
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "subscription" => Some(SkuKind::Subscription),
+            "one_time" => Some(SkuKind::OneTime),
+            _ => None,
         }
-        None if create => {
-            return Err(ApiError::field(
+    }
+}
+
+/// Where a SKU is sold: Stripe (the only store).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SkuStore {
+    Stripe,
+}
+
+/// A Stripe product made sellable.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Sku)]
+pub struct SkuOut {
+    #[serde(rename = "type")]
+    #[schema(value_type = String, pattern = "^sku$", example = "sku")]
+    pub object: &'static str,
+    #[schema(example = "web_monthly")]
+    pub identifier: String,
+    #[schema(value_type = SkuStore)]
+    pub store: String,
+    /// A Stripe product id (`prod_…`).
+    #[schema(example = "prod_Example")]
+    pub product_id: String,
+    #[schema(value_type = SkuKind)]
+    pub kind: String,
+    /// RFC 3339 UTC.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// RFC 3339 UTC.
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+pub fn render_sku(s: &SkuRow) -> SkuOut {
+    SkuOut {
+        object: "sku",
+        identifier: s.identifier.clone(),
+        store: s.store.clone(),
+        product_id: s.product_id.clone(),
+        kind: s.kind.clone(),
+        created_at: rfc3339(s.created_at),
+        updated_at: rfc3339(s.updated_at),
+    }
+}
+
+/// The merchant account's SKUs.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Skus)]
+pub struct SkuList {
+    pub items: Vec<SkuOut>,
+}
+
+/// `POST /v1/skus`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"identifier": "web_monthly", "store": "stripe", "product_id": "prod_Example", "kind": "subscription"}))]
+pub struct SkuCreate {
+    /// Unique per merchant account: 1 to 100 letters, digits, `.`, `_` or `-`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,100}$")]
+    pub identifier: String,
+    /// `stripe` (the default).
+    #[schema(value_type = Option<SkuStore>)]
+    pub store: Option<String>,
+    /// A Stripe product id (`prod_…`).
+    #[schema(
+        pattern = r"^[\t\n\x0b\x0c\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*prod_[A-Za-z0-9._-]{0,95}[\t\n\x0b\x0c\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$",
+        max_length = 255
+    )]
+    pub product_id: String,
+    #[schema(value_type = SkuKind)]
+    pub kind: String,
+}
+
+/// `PATCH /v1/skus/{identifier}`: the fields to change.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(example = json!({"product_id": "prod_Other"}))]
+pub struct SkuUpdate {
+    /// `stripe`.
+    #[schema(value_type = Option<SkuStore>)]
+    pub store: Option<String>,
+    /// A Stripe product id (`prod_…`).
+    #[schema(
+        pattern = r"^[\t\n\x0b\x0c\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*prod_[A-Za-z0-9._-]{0,95}[\t\n\x0b\x0c\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$",
+        max_length = 255
+    )]
+    pub product_id: Option<String>,
+    #[schema(value_type = Option<SkuKind>)]
+    pub kind: Option<String>,
+}
+
+/// A valid change of a SKU's fields (each `None`: unchanged).
+struct SkuFields {
+    store: Option<&'static str>,
+    product_id: Option<String>,
+    kind: Option<SkuKind>,
+}
+
+impl TryFrom<SkuUpdate> for SkuFields {
+    type Error = ApiError;
+
+    fn try_from(b: SkuUpdate) -> ApiResult<Self> {
+        let store = match opt_text(b.store, "/store")?.as_deref() {
+            None => None,
+            Some("stripe") => Some("stripe"),
+            Some(_) => return Err(ApiError::field("/store", "Only 'stripe' SKUs exist.")),
+        };
+        let product_id = match opt_text(b.product_id, "/product_id")? {
+            Some(p) if p.starts_with("prod_") && valid_identifier(&p) => Some(p),
+            Some(_) => {
+                return Err(ApiError::field(
+                    "/product_id",
+                    "Must be a Stripe product id (prod_…).",
+                ));
+            }
+            None => None,
+        };
+        let kind = match opt_text(b.kind, "/kind")? {
+            None => None,
+            Some(k) => Some(SkuKind::parse(&k).ok_or_else(|| {
+                ApiError::field("/kind", "Must be 'subscription' or 'one_time'.")
+            })?),
+        };
+        Ok(SkuFields {
+            store,
+            product_id,
+            kind,
+        })
+    }
+}
+
+impl SkuFields {
+    fn apply(self, s: &mut SkuRow) {
+        if let Some(store) = self.store {
+            s.store = store.into();
+        }
+        if let Some(p) = self.product_id {
+            s.product_id = p;
+        }
+        if let Some(k) = self.kind {
+            s.kind = k.as_str().into();
+        }
+    }
+}
+
+/// A valid new SKU: its identifier and fields.
+struct NewSku {
+    identifier: String,
+    product_id: String,
+    kind: SkuKind,
+}
+
+impl TryFrom<SkuCreate> for NewSku {
+    type Error = ApiError;
+
+    fn try_from(b: SkuCreate) -> ApiResult<Self> {
+        let identifier = checked_identifier(&b.identifier, "/identifier")?;
+        let fields = SkuFields::try_from(SkuUpdate {
+            store: b.store,
+            product_id: Some(b.product_id),
+            kind: Some(b.kind),
+        })?;
+        match (fields.product_id, fields.kind) {
+            (Some(product_id), Some(kind)) => Ok(NewSku {
+                identifier,
+                product_id,
+                kind,
+            }),
+            (None, _) => Err(ApiError::field("/product_id", "Required: prod_…")),
+            (_, None) => Err(ApiError::field(
                 "/kind",
                 "Required: 'subscription' or 'one_time'.",
-            ));
+            )),
         }
-        None => {}
     }
-    Ok(())
 }
 
+/// `identifier` unique per merchant account (409 `duplicate_record` names it); `product_id`
+/// must be a `prod_…` id; `kind` `subscription` or `one_time`; `store` is `stripe` (the
+/// default).
+#[utoipa::path(
+    post,
+    path = "/v1/skus",
+    operation_id = "create_sku",
+    tag = "entitlements",
+    summary = "Create a SKU",
+    request_body = SkuCreate,
+    responses(
+        (status = 201, description = "The SKU.", body = SkuOut),
+        (status = 400, description = "A field is missing or invalid (named in `details`).", body = ErrorEnvelope),
+        (status = 409, description = "`duplicate_record`: a SKU with this identifier exists.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn sku_create(
     State(ctx): State<ApiContext>,
     caller: Caller,
-    JsonBody(body): JsonBody,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    Body(body): Body<SkuCreate>,
+) -> ApiResult<(StatusCode, Json<SkuOut>)> {
     caller.require_secret()?;
-    super::unknown_fields(&body, SKU_FIELDS)?;
-    let id = identifier(&body, "identifier")?;
+    let NewSku {
+        identifier,
+        product_id,
+        kind,
+    } = body.try_into()?;
     let now = ctx.now();
-    let mut row = SkuRow {
+    let row = SkuRow {
         merchant_account_id: caller.merchant_account_id.clone(),
-        identifier: id.clone(),
+        identifier,
         store: "stripe".into(),
-        product_id: String::new(),
-        kind: String::new(),
+        product_id,
+        kind: kind.as_str().into(),
         created_at: now,
         updated_at: now,
     };
-    sku_fields(&mut row, &body, true)?;
     match es::insert_sku(ctx.store.writer(), &row).await {
         Ok(()) => {}
         Err(e) if e.is_unique_violation() => {
             return Err(ApiError::DuplicateRecord(format!(
-                "identifier: a SKU '{id}' already exists."
+                "identifier: a SKU '{}' already exists.",
+                row.identifier
             )));
         }
         Err(e) => return Err(e.into()),
@@ -189,11 +355,20 @@ pub async fn sku_create(
     Ok((StatusCode::CREATED, Json(render_sku(&row))))
 }
 
-pub async fn sku_list(State(ctx): State<ApiContext>, caller: Caller) -> ApiResult<Json<Value>> {
+#[utoipa::path(
+    get,
+    path = "/v1/skus",
+    operation_id = "list_skus",
+    tag = "entitlements",
+    summary = "List SKUs",
+    responses((status = 200, description = "The merchant account's SKUs.", body = SkuList)),
+)]
+pub async fn sku_list(State(ctx): State<ApiContext>, caller: Caller) -> ApiResult<Json<SkuList>> {
     caller.require_secret()?;
     let rows = es::list_skus(ctx.store.reader(), &caller.merchant_account_id).await?;
-    let items: Vec<Value> = rows.iter().map(render_sku).collect();
-    Ok(Json(json!({"items": items})))
+    Ok(Json(SkuList {
+        items: rows.iter().map(render_sku).collect(),
+    }))
 }
 
 async fn load_sku(ctx: &ApiContext, caller: &Caller, id: &str) -> ApiResult<SkuRow> {
@@ -202,31 +377,71 @@ async fn load_sku(ctx: &ApiContext, caller: &Caller, id: &str) -> ApiResult<SkuR
         .ok_or_else(|| ApiError::not_found("SKU"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/skus/{identifier}",
+    operation_id = "get_sku",
+    tag = "entitlements",
+    summary = "Get a SKU",
+    params(("identifier" = String, Path, description = "The SKU's identifier.", pattern = "^[A-Za-z0-9._-]{1,100}$")),
+    responses(
+        (status = 200, description = "The SKU.", body = SkuOut),
+        (status = 404, description = "No SKU with this identifier.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn sku_get(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SkuOut>> {
     caller.require_secret()?;
     Ok(Json(render_sku(&load_sku(&ctx, &caller, &id).await?)))
 }
 
+/// Changes `product_id`, `kind` or `store`; every customer is re-evaluated.
+#[utoipa::path(
+    patch,
+    path = "/v1/skus/{identifier}",
+    operation_id = "update_sku",
+    tag = "entitlements",
+    summary = "Update a SKU",
+    params(("identifier" = String, Path, description = "The SKU's identifier.", pattern = "^[A-Za-z0-9._-]{1,100}$")),
+    request_body(content = SkuUpdate, description = "The fields to change; none (or no body) changes nothing.", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The SKU.", body = SkuOut),
+        (status = 400, description = "A field is invalid (named in `details`).", body = ErrorEnvelope),
+        (status = 404, description = "No SKU with this identifier.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn sku_update(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+    Body(body): Body<SkuUpdate>,
+) -> ApiResult<Json<SkuOut>> {
     caller.require_secret()?;
-    super::unknown_fields(&body, &["store", "product_id", "kind"])?;
     let mut row = load_sku(&ctx, &caller, &id).await?;
-    sku_fields(&mut row, &body, false)?;
+    SkuFields::try_from(body)?.apply(&mut row);
     row.updated_at = ctx.now();
     es::update_sku(ctx.store.writer(), &row).await?;
     ent::reevaluate_account(&ctx, &caller.merchant_account_id, &ent::Cause::Catalogue).await?;
     Ok(Json(render_sku(&row)))
 }
 
+/// Only a SKU no permission uses (else 409 naming them).
+#[utoipa::path(
+    delete,
+    path = "/v1/skus/{identifier}",
+    operation_id = "delete_sku",
+    tag = "entitlements",
+    summary = "Delete a SKU",
+    params(("identifier" = String, Path, description = "The SKU's identifier.", pattern = "^[A-Za-z0-9._-]{1,100}$")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "No SKU with this identifier.", body = ErrorEnvelope),
+        (status = 409, description = "`duplicate_record`: permissions use the SKU (named in the message).", body = ErrorEnvelope),
+    ),
+)]
 pub async fn sku_delete(
     State(ctx): State<ApiContext>,
     caller: Caller,
@@ -247,8 +462,6 @@ pub async fn sku_delete(
 }
 
 // ---- linking ---------------------------------------------------------------------------------
-
-pub const CONNECT_FIELDS: &[&str] = &["customid", "customerid", "force", "connection_id"];
 
 fn customid_ok(c: &str) -> bool {
     // Characters, not bytes: the documented limit (a 255-letter customid in a script with
@@ -276,51 +489,165 @@ async fn connection_of(
     }
 }
 
+/// `POST /v1/connect_stripe`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"customid": "user-7", "customerid": "cus_Example"}))]
+pub struct ConnectStripe {
+    /// The business's own id of its user: 1 to 255 characters, no control characters.
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f-\u009f]{1,255}$")]
+    pub customid: String,
+    /// A Stripe customer id (`cus_…`).
+    #[schema(pattern = "^cus_[A-Za-z0-9._-]{0,96}$")]
+    pub customerid: String,
+    /// Move a customer linked to another customid (default false).
+    pub force: Option<bool>,
+    /// The connection the customer is on; default: the account's default connection.
+    #[schema(
+        pattern = r"[^\t\n\x0b\x0c\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+        max_length = 255
+    )]
+    pub connection_id: Option<String>,
+}
+
+/// A valid link request.
+struct NewLink {
+    customid: String,
+    customerid: String,
+    force: bool,
+    connection_id: Option<String>,
+}
+
+impl TryFrom<ConnectStripe> for NewLink {
+    type Error = ApiError;
+
+    fn try_from(b: ConnectStripe) -> ApiResult<Self> {
+        if !customid_ok(&b.customid) {
+            return Err(ApiError::field(
+                "/customid",
+                "Required: a string of 1 to 255 characters.",
+            ));
+        }
+        if !(b.customerid.starts_with("cus_") && valid_identifier(&b.customerid)) {
+            return Err(ApiError::field(
+                "/customerid",
+                "Required: a Stripe customer id (cus_…).",
+            ));
+        }
+        Ok(NewLink {
+            customid: b.customid,
+            customerid: b.customerid,
+            force: b.force.unwrap_or(false),
+            connection_id: opt_text(b.connection_id, "/connection_id")?,
+        })
+    }
+}
+
+/// A customer's permissions rendered at one moment: a JSON array of [`Permission`], each
+/// written straight from its row.
+#[derive(Debug, Clone)]
+pub struct PermissionList {
+    pub rows: Arc<Vec<PermissionRow>>,
+    pub now_ms: i64,
+}
+
+impl Serialize for PermissionList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.rows.iter().map(|r| Permission::of(r, self.now_ms)))
+    }
+}
+
+/// What `POST /v1/connect_stripe` answers: the link and the customid's permissions.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CustomerLink)]
+pub struct CustomerLink {
+    #[serde(rename = "type")]
+    #[schema(value_type = String, pattern = "^customer-link$", example = "customer-link")]
+    pub object: &'static str,
+    #[schema(example = "user-7")]
+    pub customid: String,
+    #[schema(example = "cus_Example")]
+    pub customerid: String,
+    pub connection_id: String,
+    /// The customid the customer was linked to before (with `force`); null when none.
+    #[schema(required = true)]
+    pub moved_from: Option<String>,
+    #[schema(value_type = Vec<Permission>)]
+    pub permissions: PermissionList,
+}
+
+/// Checks the customer at Stripe (404 when unknown), links it (409 when it belongs to another
+/// customid, unless `force`), reads its subscriptions, invoices, checkout sessions, payment
+/// intents, charges and credit notes so earlier purchases count, and answers the customid's
+/// permissions.
+#[utoipa::path(
+    post,
+    path = "/v1/connect_stripe",
+    operation_id = "connect_stripe",
+    tag = "entitlements",
+    summary = "Link a Stripe customer to a customid",
+    request_body = ConnectStripe,
+    responses(
+        (status = 200, description = "The link and the customid's permissions.", body = CustomerLink),
+        (status = 400, description = "A field is missing or invalid (named in `details`), or the account has no Stripe connection.", body = ErrorEnvelope),
+        (status = 404, description = "Stripe does not know the customer.", body = ErrorEnvelope),
+        (status = 409, description = "The customer is linked to another customid (send `force` to move it).", body = ErrorEnvelope),
+        (status = 502, description = "Stripe answered with an error.", body = ErrorEnvelope),
+        (status = 504, description = "Stripe did not answer in time.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn connect_stripe(
     State(ctx): State<ApiContext>,
     caller: Caller,
-    JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+    Body(body): Body<ConnectStripe>,
+) -> ApiResult<Json<CustomerLink>> {
     caller.require_secret()?;
-    super::unknown_fields(&body, CONNECT_FIELDS)?;
-    let customid = body
-        .get("customid")
-        .and_then(Value::as_str)
-        .filter(|c| customid_ok(c))
-        .ok_or_else(|| {
-            ApiError::field("/customid", "Required: a string of 1 to 255 characters.")
-        })?;
-    let customer = body
-        .get("customerid")
-        .and_then(Value::as_str)
-        .filter(|c| c.starts_with("cus_") && valid_identifier(c))
-        .ok_or_else(|| ApiError::field("/customerid", "Required: a Stripe customer id (cus_…)."))?;
-    let force = opt_bool(&body, "force")?.unwrap_or(false);
+    let link = NewLink::try_from(body)?;
     let conn = connection_of(
         &ctx,
         &caller.merchant_account_id,
-        opt_str(&body, "connection_id")?,
+        link.connection_id.as_deref(),
         "/connection_id",
     )
     .await?;
-    let outcome = ent::link_customer(&ctx, &conn, customid, customer, force).await?;
-    let now = ctx.now();
-    let perms =
-        es::permissions_of(ctx.store.reader(), &caller.merchant_account_id, customid).await?;
-    let permissions: Vec<Value> = perms.iter().map(|p| ent::permission_json(p, now)).collect();
-    Ok(Json(json!({
-        "type": "customer-link",
-        "customid": customid,
-        "customerid": customer,
-        "connection_id": conn.id,
-        "moved_from": outcome.moved_from,
-        "permissions": permissions,
-    })))
+    let outcome =
+        ent::link_customer(&ctx, &conn, &link.customid, &link.customerid, link.force).await?;
+    let now_ms = ctx.now();
+    let rows = es::permissions_of(
+        ctx.store.reader(),
+        &caller.merchant_account_id,
+        &link.customid,
+    )
+    .await?;
+    Ok(Json(CustomerLink {
+        object: "customer-link",
+        customid: link.customid,
+        customerid: link.customerid,
+        connection_id: conn.id,
+        moved_from: outcome.moved_from,
+        permissions: PermissionList {
+            rows: Arc::new(rows),
+            now_ms,
+        },
+    }))
 }
 
 // ---- the permission check (public key) -------------------------------------------------------
 
-pub const PERMISSIONS_QUERY: &[&str] = &["customid", "at"];
+/// The permission check's query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PermissionsQuery {
+    /// The business's own id of its user: 1 to 255 characters, no control characters.
+    #[param(
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,255}$",
+        example = "user-7"
+    )]
+    pub customid: String,
+    /// A moment (RFC 3339): answer as the check did then (secret keys only).
+    #[serde(default, deserialize_with = "present")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub at: Option<String>,
+}
 
 /// Authenticates a permission read: a public (or secret) key, from the short cache.
 pub(crate) async fn check_caller(
@@ -351,23 +678,55 @@ pub(crate) async fn settings_of(ctx: &ApiContext, merchant: &str) -> ApiResult<S
     Ok(s)
 }
 
-/// The `X-Customer-Token` of SPEC §5.4: hex HMAC-SHA256 of the customid under the account's
-/// secret.
+/// The `X-Customer-Token` a customid's check needs when the account requires one: hex
+/// HMAC-SHA256 of the customid under the account's secret.
 pub fn customer_token(secret: &str, customid: &str) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
     hex::encode(ring::hmac::sign(&key, customid.as_bytes()).as_ref())
 }
 
+/// The apps' check, with a **public** key (`tg_pk_…`; secret keys work too), compatible with
+/// Glassfy's SDKs. Served from the read model. Rate-limited per key and client address (429
+/// with `Retry-After`). When the account requires it, `X-Customer-Token` (hex HMAC-SHA256 of
+/// the customid under the account's secret) must match, else 401. A permission never bought is
+/// absent. The `ETag` is the customer's state version (the `version` of
+/// `customer.state_changed`; `"5"`, or `"5.1"` once one of its permissions has lapsed by the
+/// clock since); `If-None-Match` with it answers 304 without a body. With `at` (an RFC 3339
+/// moment; secret keys only, else 403) the answer is what the check answered at that moment,
+/// from the customer's history (no `ETag`).
+#[utoipa::path(
+    get,
+    path = "/v1/permissions",
+    operation_id = "check_permissions",
+    tag = "entitlements",
+    summary = "Check a user's permissions (public key)",
+    params(
+        PermissionsQuery,
+        ("If-None-Match" = Option<String>, Header, description = "An `ETag` this check answered before: 304 while it is still current."),
+        ("X-Customer-Token" = Option<String>, Header, description = "Hex HMAC-SHA256 of the customid under the account's customer-token secret; required when the account requires it."),
+    ),
+    responses(
+        (status = 200, description = "The permissions.", body = Permissions,
+            headers(("ETag" = String, description = "The customer's state version (absent with `at`)."))),
+        (status = 304, description = "`If-None-Match` named the current `ETag`: nothing changed.",
+            headers(("ETag" = String, description = "The customer's state version."))),
+        (status = 400, description = "A query parameter is missing or invalid (named in `details`).", body = ErrorEnvelope),
+        (status = 401, description = "No valid key, or the account requires an `X-Customer-Token` and this one does not match.", body = ErrorEnvelope),
+        (status = 403, description = "`at` with a public key.", body = ErrorEnvelope),
+        (status = 429, description = "Too many checks from this key and address.", body = ErrorEnvelope,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+)]
 pub async fn permissions(
     State(ctx): State<ApiContext>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Query(query): Query<Vec<(String, String)>>,
+    RawQuery(query): RawQuery,
 ) -> Response {
-    match check(&ctx, addr, &headers, &query).await {
+    match check(&ctx, addr, &headers, query.as_deref().unwrap_or("")).await {
         Ok(Checked { body, etag: None }) => (
             StatusCode::OK,
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            [(header::CONTENT_TYPE, "application/json")],
             body,
         )
             .into_response(),
@@ -377,17 +736,13 @@ pub async fn permissions(
         }) => {
             let tag = format!("\"{etag}\"");
             if if_none_match(&headers, &tag) {
-                return (StatusCode::NOT_MODIFIED, [(axum::http::header::ETAG, tag)])
-                    .into_response();
+                return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response();
             }
             (
                 StatusCode::OK,
                 [
-                    (
-                        axum::http::header::CONTENT_TYPE,
-                        "application/json".to_string(),
-                    ),
-                    (axum::http::header::ETAG, tag),
+                    (header::CONTENT_TYPE, "application/json".to_string()),
+                    (header::ETAG, tag),
                 ],
                 body,
             )
@@ -398,7 +753,7 @@ pub async fn permissions(
             if let Some(s) = retry
                 && let Ok(v) = axum::http::HeaderValue::from_str(&s.to_string())
             {
-                r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+                r.headers_mut().insert(header::RETRY_AFTER, v);
             }
             r
         }
@@ -408,7 +763,7 @@ pub async fn permissions(
 /// Whether `If-None-Match` names `tag` (or `*`); weak tags compare as strong ones.
 fn if_none_match(headers: &HeaderMap, tag: &str) -> bool {
     headers
-        .get_all(axum::http::header::IF_NONE_MATCH)
+        .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -424,7 +779,7 @@ struct Checked {
 
 /// The ETag of an answer: the customer's state version, and the number of its permissions
 /// that have lapsed by the clock since (a lapse changes the answer without a new version).
-pub(crate) fn etag_of(rows: &[tollgate_store::entitlements::PermissionRow], now_ms: i64) -> String {
+pub(crate) fn etag_of(rows: &[PermissionRow], now_ms: i64) -> String {
     let version = rows.iter().map(|r| r.version).max().unwrap_or(0);
     let lapsed = rows
         .iter()
@@ -437,11 +792,21 @@ pub(crate) fn etag_of(rows: &[tollgate_store::entitlements::PermissionRow], now_
     }
 }
 
+/// The check's answer as JSON text.
+fn answer(customid: &str, rows: &[PermissionRow], now_ms: i64) -> String {
+    let out = Permissions {
+        customid,
+        permissions: rows.iter().map(|r| Permission::of(r, now_ms)).collect(),
+    };
+    // Strings, integers and booleans only: serializing cannot fail.
+    serde_json::to_string(&out).unwrap_or_default()
+}
+
 async fn check(
     ctx: &ApiContext,
     addr: SocketAddr,
     headers: &HeaderMap,
-    query: &[(String, String)],
+    query: &str,
 ) -> Result<Checked, (ApiError, Option<u64>)> {
     let (key_id, merchant, kind) = check_caller(ctx, headers).await.map_err(|e| (e, None))?;
     ctx.entitlements.take(&key_id, addr.ip()).map_err(|wait| {
@@ -452,26 +817,16 @@ async fn check(
             Some(wait),
         )
     })?;
-    for (k, _) in query {
-        if !PERMISSIONS_QUERY.contains(&k.as_str()) {
-            return Err((
-                ApiError::query(&format!("/{k}"), "Unknown parameter."),
-                None,
-            ));
-        }
+    // Read after the key and the rate limit, as before: a bad query costs a check too.
+    let q: PermissionsQuery = strict_query(query, &["customid", "at"]).map_err(|e| (e, None))?;
+    let customid = q.customid.as_str();
+    if !customid_ok(customid) {
+        return Err((
+            ApiError::query("/customid", "Required: 1 to 255 characters."),
+            None,
+        ));
     }
-    let customid = query
-        .iter()
-        .find(|(k, _)| k == "customid")
-        .map(|(_, v)| v.as_str())
-        .filter(|c| customid_ok(c))
-        .ok_or_else(|| {
-            (
-                ApiError::query("/customid", "Required: 1 to 255 characters."),
-                None,
-            )
-        })?;
-    if let Some((_, at)) = query.iter().find(|(k, _)| k == "at") {
+    if let Some(at) = q.at.as_deref() {
         if kind != crate::auth::KeyKind::Secret {
             return Err((
                 ApiError::Forbidden(
@@ -517,16 +872,15 @@ async fn check(
             let rows = es::permissions_of(ctx.store.reader(), &merchant, customid)
                 .await
                 .map_err(|e| (ApiError::from(e), None))?;
-            let rows = std::sync::Arc::new(rows);
+            let rows = Arc::new(rows);
             ctx.entitlements
                 .put_permissions(&merchant, customid, rows.clone(), ticket);
             rows
         }
     };
     let now = ctx.now();
-    let permissions: Vec<Value> = rows.iter().map(|r| ent::permission_json(r, now)).collect();
     Ok(Checked {
-        body: json!({"customid": customid, "permissions": permissions}).to_string(),
+        body: answer(customid, &rows, now),
         etag: Some(etag_of(&rows, now)),
     })
 }
@@ -541,21 +895,118 @@ async fn permissions_at(
     at_ms: i64,
 ) -> ApiResult<String> {
     let entries = es::history_at(ctx.store.reader(), merchant, customid, at_ms).await?;
-    let permissions: Vec<Value> = entries
+    let rows: Vec<PermissionRow> = entries
         .iter()
         .filter(|h| !h.removed)
-        .map(|h| ent::permission_json(&h.permission(), at_ms))
+        .map(|h| h.permission())
         .collect();
-    Ok(json!({"customid": customid, "permissions": permissions}).to_string())
+    Ok(answer(customid, &rows, at_ms))
 }
 
 // ---- subscribers -----------------------------------------------------------------------------
 
+/// The path of a customer's resources.
+fn customid_of_path(customid: &str) -> ApiResult<()> {
+    if customid_ok(customid) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest {
+            message: "Request failed validation: Must be 1 to 255 characters.".into(),
+            details: vec![Detail {
+                location: "path",
+                pointer: "/customid".into(),
+                message: "Must be 1 to 255 characters.".into(),
+                kind: "value_error",
+            }],
+        })
+    }
+}
+
+/// A Stripe customer linked to a customid.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = LinkedStripeCustomer)]
+pub struct LinkedCustomer {
+    /// The Stripe customer id (`cus_…`).
+    #[schema(example = "cus_Example")]
+    pub id: String,
+    pub connection_id: String,
+    /// How it was linked: `api` (`POST /v1/connect_stripe`) or `metadata` (the customid in
+    /// its Stripe metadata).
+    #[schema(example = "api")]
+    pub linked_by: String,
+    /// The Stripe test clock the customer is on; null when none.
+    #[schema(required = true)]
+    pub test_clock: Option<String>,
+    /// RFC 3339 UTC.
+    #[schema(format = DateTime)]
+    pub linked_at: String,
+}
+
+/// One purchase of a subscriber (a Stripe object, or a manual grant) as it is evaluated now.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SubscriberPurchase)]
+pub struct Purchase {
+    /// The Stripe object that is the purchase (`sub_…`, `cs_…`, `in_…`, `pi_…`), or a manual
+    /// grant's id.
+    pub id: String,
+    /// Its kind (`subscription`, `checkout.session`, `invoice`, `payment_intent`, …;
+    /// `unknown` for a manual grant).
+    #[schema(value_type = String, example = "subscription")]
+    pub object: &'static str,
+    /// The Stripe products it bought.
+    pub products: std::collections::BTreeSet<String>,
+    /// The SKU named in its metadata; null when none.
+    #[schema(required = true)]
+    pub sku: Option<String>,
+    pub is_valid: bool,
+    /// The permission code this purchase gives (as `entitlement` of a permission).
+    pub entitlement: i32,
+    /// Epoch seconds of the expiry; null when none.
+    #[schema(required = true)]
+    pub expires_date: Option<i64>,
+    /// The expiry in RFC 3339 (whole seconds); null when none.
+    #[schema(format = DateTime, required = true)]
+    pub expires_at: Option<String>,
+    pub istrial: bool,
+}
+
+/// A subscriber: its linked Stripe customers, permissions, purchases and grants.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Subscriber)]
+pub struct SubscriberOut {
+    #[serde(rename = "type")]
+    #[schema(value_type = String, pattern = "^subscriber$", example = "subscriber")]
+    pub object: &'static str,
+    #[schema(example = "user-7")]
+    pub customid: String,
+    pub stripe_customers: Vec<LinkedCustomer>,
+    #[schema(value_type = Vec<Permission>)]
+    pub permissions: PermissionList,
+    pub purchases: Vec<Purchase>,
+    pub grants: Vec<GrantOut>,
+    /// The moment of the evaluation (a test clock's time when the customer is on one).
+    #[schema(format = DateTime)]
+    pub evaluated_at: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/subscribers/{customid}",
+    operation_id = "get_subscriber",
+    tag = "entitlements",
+    summary = "A subscriber: links, permissions, purchases",
+    params(("customid" = String, Path, description = "The business's own id of its user: 1 to 255 characters, no control characters.", pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,255}$")),
+    responses(
+        (status = 200, description = "The subscriber.", body = SubscriberOut),
+        (status = 400, description = "The customid is not valid text.", body = ErrorEnvelope),
+        (status = 404, description = "Nothing is known about this customid.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn subscriber(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(customid): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SubscriberOut>> {
     caller.require_secret()?;
     let merchant = caller.merchant_account_id.as_str();
     let mut conn = ctx.store.hold_reader().await?;
@@ -575,21 +1026,19 @@ pub async fn subscriber(
     let now = purchases.frozen_time.unwrap_or(now_ms / 1000);
     let grants =
         tollgate_domain::entitlements::grants(&purchases.ledger, &ent::policy(&settings), now);
-    let customers: Vec<Value> = purchases
+    let stripe_customers = purchases
         .links
         .iter()
-        .map(|l| {
-            json!({
-                "id": l.stripe_customer_id,
-                "connection_id": l.connection_id,
-                "linked_by": l.linked_by,
-                "test_clock": l.test_clock,
-                "linked_at": rfc3339(l.created_at),
-            })
+        .map(|l| LinkedCustomer {
+            id: l.stripe_customer_id.clone(),
+            connection_id: l.connection_id.clone(),
+            linked_by: l.linked_by.clone(),
+            test_clock: l.test_clock.clone(),
+            linked_at: rfc3339(l.created_at),
         })
         .collect();
-    let history: Vec<Value> = grants
-        .iter()
+    let history = grants
+        .into_iter()
         .map(|g| {
             let object = purchases
                 .ledger
@@ -597,128 +1046,284 @@ pub async fn subscriber(
                 .find(|r| r.id() == g.source)
                 .map(|r| r.kind())
                 .unwrap_or("unknown");
-            json!({
-                "id": g.source,
-                "object": object,
-                "products": g.products,
-                "sku": g.sku,
-                "is_valid": g.held,
-                "entitlement": g.code,
-                "expires_date": g.expires,
-                "expires_at": g.expires.map(ent::rfc3339_secs),
-                "istrial": g.trial,
-            })
+            Purchase {
+                id: g.source,
+                object,
+                products: g.products,
+                sku: g.sku,
+                is_valid: g.held,
+                entitlement: g.code,
+                expires_date: g.expires,
+                expires_at: g.expires.map(ent::rfc3339_secs),
+                istrial: g.trial,
+            }
         })
         .collect();
-    let permissions: Vec<Value> = perms
-        .iter()
-        .map(|p| ent::permission_json(p, now_ms))
-        .collect();
-    Ok(Json(json!({
-        "type": "subscriber",
-        "customid": customid,
-        "stripe_customers": customers,
-        "permissions": permissions,
-        "purchases": history,
-        "grants": grant_rows.iter().map(render_grant).collect::<Vec<_>>(),
-        "evaluated_at": ent::rfc3339_secs(now),
-    })))
+    Ok(Json(SubscriberOut {
+        object: "subscriber",
+        customid,
+        stripe_customers,
+        permissions: PermissionList {
+            rows: Arc::new(perms),
+            now_ms,
+        },
+        purchases: history,
+        grants: grant_rows.iter().map(render_grant).collect(),
+        evaluated_at: ent::rfc3339_secs(now),
+    }))
 }
 
 // ---- settings --------------------------------------------------------------------------------
 
-pub const SETTINGS_FIELDS: &[&str] = &[
-    "grace_days",
-    "revoke_on_partial_refund",
-    "renewal_leeway_secs",
-    "require_customer_token",
-    "customer_token_secret",
-    "connection_id",
-    "customid_metadata_key",
-    "revoke_on_dispute",
-    "revoke_on_fraud_warning",
-];
-
-fn render_settings(s: &SettingsRow) -> Value {
-    json!({
-        "type": "entitlement-settings",
-        "merchant_account_id": s.merchant_account_id,
-        "grace_days": s.grace_days,
-        "revoke_on_partial_refund": s.revoke_on_partial_refund,
-        "renewal_leeway_secs": s.renewal_leeway_secs,
-        "require_customer_token": s.require_customer_token,
-        "has_customer_token_secret": s.customer_token_secret.is_some(),
-        "revoke_on_dispute": s.revoke_on_dispute,
-        "revoke_on_fraud_warning": s.revoke_on_fraud_warning,
-    })
+/// When a dispute revokes a permission.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeOnDispute {
+    /// When the dispute is lost (the default).
+    Lost,
+    /// While a dispute is open (restored if won).
+    Opened,
 }
 
-pub async fn settings_get(State(ctx): State<ApiContext>, caller: Caller) -> ApiResult<Json<Value>> {
+/// The merchant account's entitlement settings.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = EntitlementSettings)]
+pub struct EntitlementSettingsOut {
+    #[serde(rename = "type")]
+    #[schema(value_type = String, pattern = "^entitlement-settings$", example = "entitlement-settings")]
+    pub object: &'static str,
+    pub merchant_account_id: String,
+    /// Days of grace for a `past_due` subscription; null: while Stripe retries.
+    #[schema(required = true, example = 3)]
+    pub grace_days: Option<i64>,
+    /// Whether a partial refund revokes the purchase.
+    pub revoke_on_partial_refund: bool,
+    /// Seconds a subscription stays held past its period end while its renewal is on its way.
+    pub renewal_leeway_secs: i64,
+    /// Whether the check needs an `X-Customer-Token`.
+    pub require_customer_token: bool,
+    /// Whether a customer-token secret is set (the secret itself is never shown).
+    pub has_customer_token_secret: bool,
+    #[schema(value_type = RevokeOnDispute)]
+    pub revoke_on_dispute: String,
+    /// Whether an early fraud warning revokes the purchase.
+    pub revoke_on_fraud_warning: bool,
+}
+
+fn render_settings(s: &SettingsRow) -> EntitlementSettingsOut {
+    EntitlementSettingsOut {
+        object: "entitlement-settings",
+        merchant_account_id: s.merchant_account_id.clone(),
+        grace_days: s.grace_days,
+        revoke_on_partial_refund: s.revoke_on_partial_refund,
+        renewal_leeway_secs: s.renewal_leeway_secs,
+        require_customer_token: s.require_customer_token,
+        has_customer_token_secret: s.customer_token_secret.is_some(),
+        revoke_on_dispute: s.revoke_on_dispute.clone(),
+        revoke_on_fraud_warning: s.revoke_on_fraud_warning,
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/entitlements/settings",
+    operation_id = "get_entitlement_settings",
+    tag = "entitlements",
+    summary = "Entitlement settings",
+    responses((status = 200, description = "The merchant account's entitlement settings.", body = EntitlementSettingsOut)),
+)]
+pub async fn settings_get(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+) -> ApiResult<Json<EntitlementSettingsOut>> {
     caller.require_secret()?;
     let s = es::get_settings(ctx.store.reader(), &caller.merchant_account_id).await?;
     Ok(Json(render_settings(&s)))
 }
 
-fn int_field(body: &Map<String, Value>, key: &str, min: i64, max: i64) -> ApiResult<Option<i64>> {
-    match body.get(key) {
-        None => Ok(None),
-        Some(v) => v
-            .as_i64()
-            .filter(|n| (min..=max).contains(n))
-            .map(Some)
-            .ok_or_else(|| {
-                ApiError::field(
-                    &format!("/{key}"),
-                    format!("Must be an integer from {min} to {max}."),
-                )
-            }),
+/// `PATCH /v1/entitlements/settings`: the settings to change (absent: unchanged; null:
+/// unchanged, except `grace_days`, where null means "while Stripe retries").
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(example = json!({"grace_days": 3}))]
+pub struct EntitlementSettingsUpdate {
+    /// Days of grace for a `past_due` subscription (0 to 365); null: while Stripe retries.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 365)]
+    pub grace_days: Option<Option<i64>>,
+    /// Whether a partial refund revokes the purchase.
+    pub revoke_on_partial_refund: Option<bool>,
+    /// Seconds (0 to 604800) a subscription stays held past its period end while its renewal
+    /// is on its way.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = i64, minimum = 0, maximum = 604_800)]
+    pub renewal_leeway_secs: Option<i64>,
+    /// True needs a `customer_token_secret`, set before or in the same request.
+    pub require_customer_token: Option<bool>,
+    /// At least 16 characters (without surrounding white space).
+    #[schema(
+        pattern = r"[^\t\n\x0b\x0c\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+        min_length = 16,
+        max_length = 255
+    )]
+    pub customer_token_secret: Option<String>,
+    /// With `customid_metadata_key`: the connection whose metadata key it is.
+    #[schema(
+        pattern = r"[^\t\n\x0b\x0c\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+        max_length = 255
+    )]
+    pub connection_id: Option<String>,
+    /// With `connection_id`: the Stripe metadata key holding the customid (1 to 40 letters,
+    /// digits, '.', '_' or '-').
+    #[schema(
+        pattern = r"^[\t\n\x0b\x0c\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[A-Za-z0-9._-]{1,40}[\t\n\x0b\x0c\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$",
+        max_length = 255
+    )]
+    pub customid_metadata_key: Option<String>,
+    /// `lost` (the default): revoked when a dispute is lost; `opened`: revoked while a
+    /// dispute is open, restored if won.
+    #[schema(value_type = Option<RevokeOnDispute>)]
+    pub revoke_on_dispute: Option<String>,
+    /// Whether an early fraud warning revokes the purchase.
+    pub revoke_on_fraud_warning: Option<bool>,
+}
+
+/// A valid settings change (each `None`: unchanged); the checks that need the stored
+/// settings or connections are the handler's.
+struct SettingsChange {
+    grace_days: Option<Option<i64>>,
+    revoke_on_partial_refund: Option<bool>,
+    revoke_on_dispute: Option<RevokeOnDispute>,
+    revoke_on_fraud_warning: Option<bool>,
+    renewal_leeway_secs: Option<i64>,
+    customer_token_secret: Option<String>,
+    require_customer_token: Option<bool>,
+    /// A connection and its customid metadata key.
+    metadata_key: Option<(String, String)>,
+}
+
+fn in_range(n: Option<i64>, pointer: &str, min: i64, max: i64) -> ApiResult<Option<i64>> {
+    match n {
+        Some(n) if !(min..=max).contains(&n) => Err(ApiError::field(
+            pointer,
+            format!("Must be an integer from {min} to {max}."),
+        )),
+        n => Ok(n),
     }
 }
 
+impl TryFrom<EntitlementSettingsUpdate> for SettingsChange {
+    type Error = ApiError;
+
+    fn try_from(b: EntitlementSettingsUpdate) -> ApiResult<Self> {
+        let grace_days = match b.grace_days {
+            Some(n) => Some(in_range(n, "/grace_days", 0, 365)?),
+            None => None,
+        };
+        let revoke_on_dispute =
+            match opt_text(b.revoke_on_dispute, "/revoke_on_dispute")?.as_deref() {
+                None => None,
+                Some("opened") => Some(RevokeOnDispute::Opened),
+                Some("lost") => Some(RevokeOnDispute::Lost),
+                Some(_) => {
+                    return Err(ApiError::field(
+                        "/revoke_on_dispute",
+                        "Must be 'opened' or 'lost'.",
+                    ));
+                }
+            };
+        let renewal_leeway_secs =
+            in_range(b.renewal_leeway_secs, "/renewal_leeway_secs", 0, 7 * 86_400)?;
+        let customer_token_secret =
+            match opt_text(b.customer_token_secret, "/customer_token_secret")? {
+                Some(secret) if secret.chars().count() < 16 => {
+                    return Err(ApiError::field(
+                        "/customer_token_secret",
+                        "Use at least 16 characters.",
+                    ));
+                }
+                s => s,
+            };
+        let metadata_key = match (
+            opt_text(b.connection_id, "/connection_id")?,
+            opt_text(b.customid_metadata_key, "/customid_metadata_key")?,
+        ) {
+            (Some(cid), Some(key)) => Some((cid, key)),
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(ApiError::field(
+                    "/connection_id",
+                    "Name the connection whose metadata key this is.",
+                ));
+            }
+            (Some(_), None) => {
+                return Err(ApiError::field(
+                    "/customid_metadata_key",
+                    "Required with connection_id.",
+                ));
+            }
+        };
+        Ok(SettingsChange {
+            grace_days,
+            revoke_on_partial_refund: b.revoke_on_partial_refund,
+            revoke_on_dispute,
+            revoke_on_fraud_warning: b.revoke_on_fraud_warning,
+            renewal_leeway_secs,
+            customer_token_secret,
+            require_customer_token: b.require_customer_token,
+            metadata_key,
+        })
+    }
+}
+
+/// Grace for `past_due` (`grace_days`; null: while Stripe retries), the partial-refund
+/// policy, the dispute policy (`revoke_on_dispute`: `lost`, the default, or `opened`: revoked
+/// while a dispute is open, restored if won), whether an early fraud warning revokes
+/// (`revoke_on_fraud_warning`), the renewal leeway, the customer-token requirement and
+/// secret, and a connection's `customid` metadata key. Every customer is re-evaluated.
+#[utoipa::path(
+    patch,
+    path = "/v1/entitlements/settings",
+    operation_id = "update_entitlement_settings",
+    tag = "entitlements",
+    summary = "Change entitlement settings",
+    request_body(content = EntitlementSettingsUpdate, description = "The settings to change; none (or no body) changes nothing.", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The settings.", body = EntitlementSettingsOut),
+        (status = 400, description = "A field is invalid (named in `details`), `require_customer_token` without a secret, or an unknown connection.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn settings_update(
     State(ctx): State<ApiContext>,
     caller: Caller,
-    JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+    Body(body): Body<EntitlementSettingsUpdate>,
+) -> ApiResult<Json<EntitlementSettingsOut>> {
     caller.require_secret()?;
-    super::unknown_fields(&body, SETTINGS_FIELDS)?;
+    let change = SettingsChange::try_from(body)?;
     let merchant = caller.merchant_account_id.as_str();
     let mut s = es::get_settings(ctx.store.reader(), merchant).await?;
-    if body.contains_key("grace_days") {
-        s.grace_days = match body.get("grace_days") {
-            Some(Value::Null) => None,
-            _ => int_field(&body, "grace_days", 0, 365)?,
-        };
+    if let Some(g) = change.grace_days {
+        s.grace_days = g;
     }
-    if let Some(b) = opt_bool(&body, "revoke_on_partial_refund")? {
+    if let Some(b) = change.revoke_on_partial_refund {
         s.revoke_on_partial_refund = b;
     }
-    match opt_str(&body, "revoke_on_dispute")? {
-        Some(p @ ("opened" | "lost")) => s.revoke_on_dispute = p.to_string(),
-        Some(_) => {
-            return Err(ApiError::field(
-                "/revoke_on_dispute",
-                "Must be 'opened' or 'lost'.",
-            ));
+    if let Some(d) = change.revoke_on_dispute {
+        s.revoke_on_dispute = match d {
+            RevokeOnDispute::Lost => "lost",
+            RevokeOnDispute::Opened => "opened",
         }
-        None => {}
+        .into();
     }
-    if let Some(b) = opt_bool(&body, "revoke_on_fraud_warning")? {
+    if let Some(b) = change.revoke_on_fraud_warning {
         s.revoke_on_fraud_warning = b;
     }
-    if let Some(n) = int_field(&body, "renewal_leeway_secs", 0, 7 * 86_400)? {
+    if let Some(n) = change.renewal_leeway_secs {
         s.renewal_leeway_secs = n;
     }
-    if let Some(secret) = opt_str(&body, "customer_token_secret")? {
-        if secret.chars().count() < 16 {
-            return Err(ApiError::field(
-                "/customer_token_secret",
-                "Use at least 16 characters.",
-            ));
-        }
-        s.customer_token_secret = Some(secret.to_string());
+    if let Some(secret) = change.customer_token_secret {
+        s.customer_token_secret = Some(secret);
     }
-    if let Some(b) = opt_bool(&body, "require_customer_token")? {
+    if let Some(b) = change.require_customer_token {
         if b && s.customer_token_secret.is_none() {
             return Err(ApiError::BadRequest {
                 message: "Request failed validation: set customer_token_secret first.".into(),
@@ -730,33 +1335,15 @@ pub async fn settings_update(
         }
         s.require_customer_token = b;
     }
-    match (
-        opt_str(&body, "connection_id")?,
-        opt_str(&body, "customid_metadata_key")?,
-    ) {
-        (Some(cid), Some(key)) => {
-            let conn = connection_of(&ctx, merchant, Some(cid), "/connection_id").await?;
-            if !valid_identifier(key) || key.len() > 40 {
-                return Err(ApiError::field(
-                    "/customid_metadata_key",
-                    "Use 1 to 40 letters, digits, '.', '_' or '-'.",
-                ));
-            }
-            es::put_customid_key(ctx.store.writer(), &conn.id, key, ctx.now()).await?;
-        }
-        (None, None) => {}
-        (None, Some(_)) => {
-            return Err(ApiError::field(
-                "/connection_id",
-                "Name the connection whose metadata key this is.",
-            ));
-        }
-        (Some(_), None) => {
+    if let Some((cid, key)) = change.metadata_key {
+        let conn = connection_of(&ctx, merchant, Some(&cid), "/connection_id").await?;
+        if !valid_identifier(&key) || key.len() > 40 {
             return Err(ApiError::field(
                 "/customid_metadata_key",
-                "Required with connection_id.",
+                "Use 1 to 40 letters, digits, '.', '_' or '-'.",
             ));
         }
+        es::put_customid_key(ctx.store.writer(), &conn.id, &key, ctx.now()).await?;
     }
     s.updated_at = ctx.now();
     es::put_settings(ctx.store.writer(), &s).await?;
@@ -765,81 +1352,54 @@ pub async fn settings_update(
     Ok(Json(render_settings(&s)))
 }
 
-// ---- typed bodies ----------------------------------------------------------------------------
-
-/// Reads `body` as `T`: a field not in `fields` is refused naming it, as is a field of the
-/// wrong type or a missing one (a 400 whose detail points at it).
-fn typed<T: serde::de::DeserializeOwned>(
-    body: Map<String, Value>,
-    fields: &[&str],
-) -> ApiResult<T> {
-    super::unknown_fields(&body, fields)?;
-    serde_path_to_error::deserialize::<_, T>(Value::Object(body)).map_err(|e| {
-        let message = e.inner().to_string();
-        let path = e.path().to_string();
-        let pointer = match message.strip_prefix("missing field `") {
-            Some(rest) if path == "." => format!("/{}", rest.split('`').next().unwrap_or("")),
-            _ if path == "." => String::new(),
-            _ => format!("/{}", path.replace('.', "/")),
-        };
-        let message = if message.starts_with("missing field") {
-            "Required.".to_string()
-        } else {
-            // serde's words ("invalid type: integer `5`, expected a string"); the pointer
-            // names the field.
-            message
-        };
-        ApiError::field(&pointer, message)
-    })
-}
-
-fn path_error(pointer: &str, message: &str) -> ApiError {
-    ApiError::BadRequest {
-        message: format!("Request failed validation: {message}"),
-        details: vec![Detail {
-            location: "path",
-            pointer: pointer.to_string(),
-            message: message.to_string(),
-            kind: "value_error",
-        }],
-    }
-}
-
-fn customid_of_path(customid: &str) -> ApiResult<()> {
-    if customid_ok(customid) {
-        Ok(())
-    } else {
-        Err(path_error("/customid", "Must be 1 to 255 characters."))
-    }
-}
-
 // ---- manual grants ---------------------------------------------------------------------------
 
-pub const GRANT_FIELDS: &[&str] = &["permission", "expires_at", "reason"];
-
 /// `POST /v1/subscribers/{customid}/grants`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"permission": "premium", "expires_at": "2030-12-31T00:00:00Z", "reason": "support ticket 4711"}))]
 pub struct GrantCreate {
+    /// A defined permission's identifier.
+    #[schema(example = "premium")]
     pub permission: String,
-    /// RFC 3339; `null` or absent: no end.
+    /// When the grant ends (RFC 3339, whole seconds, in the future); null or absent: no end.
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
+    /// Why (1 to 500 characters without control characters), shown in the history.
+    #[schema(
+        min_length = 1,
+        pattern = r"[^\t\n\x0b\x0c\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub reason: String,
 }
 
-/// A grant as the API shows it.
-#[derive(Debug, serde::Serialize)]
+/// A permission given by hand.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Grant)]
 pub struct GrantOut {
     #[serde(rename = "type")]
+    #[schema(value_type = String, pattern = "^grant$", example = "grant")]
     pub kind: &'static str,
     pub id: String,
+    #[schema(example = "user-7")]
     pub customid: String,
+    #[schema(example = "premium")]
     pub permission: String,
+    /// RFC 3339 UTC.
+    #[schema(format = DateTime)]
     pub starts_at: String,
+    /// RFC 3339 UTC; null: no end.
+    #[schema(format = DateTime, required = true)]
     pub expires_at: Option<String>,
     pub reason: String,
+    /// The key (`key:…`) or dashboard operator (`operator:…`) that made it.
+    #[schema(example = "key:8f14e45f")]
     pub created_by: String,
+    /// RFC 3339 UTC; null while not revoked.
+    #[schema(format = DateTime, required = true)]
     pub revoked_at: Option<String>,
+    /// Who revoked it; null while not revoked.
+    #[schema(required = true)]
     pub revoked_by: Option<String>,
 }
 
@@ -955,15 +1515,32 @@ pub async fn revoke(
     found.ok_or_else(|| ApiError::not_found("grant"))
 }
 
+/// A manual grant (support, promotions): one more purchase of `permission` (a defined
+/// permission, else 400 naming `/permission`), held from now while not expired (`expires_at`,
+/// whole seconds, in the future; null: no end) and not revoked, with its own `entitlement`
+/// code 2, combined with Stripe purchases by the usual rule (latest expiry, best code).
+/// `created_by` names the key (`key:…`) or the dashboard operator (`operator:…`).
+#[utoipa::path(
+    post,
+    path = "/v1/subscribers/{customid}/grants",
+    operation_id = "create_grant",
+    tag = "entitlements",
+    summary = "Grant a permission by hand",
+    params(("customid" = String, Path, description = "The business's own id of its user: 1 to 255 characters, no control characters.", pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,255}$")),
+    request_body = GrantCreate,
+    responses(
+        (status = 201, description = "The grant.", body = GrantOut),
+        (status = 400, description = "A field is missing or invalid, or the permission is not defined (named in `details`).", body = ErrorEnvelope),
+    ),
+)]
 pub async fn grant_create(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(customid): Path<String>,
-    JsonBody(body): JsonBody,
+    Body(body): Body<GrantCreate>,
 ) -> ApiResult<(StatusCode, Json<GrantOut>)> {
     caller.require_secret()?;
     customid_of_path(&customid)?;
-    let body: GrantCreate = typed(body, GRANT_FIELDS)?;
     let row = grant(
         &ctx,
         &caller.merchant_account_id,
@@ -975,11 +1552,26 @@ pub async fn grant_create(
     Ok((StatusCode::CREATED, Json(render_grant(&row))))
 }
 
-#[derive(Debug, serde::Serialize)]
+/// A customer's grants.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Grants)]
 pub struct GrantList {
     pub items: Vec<GrantOut>,
 }
 
+/// Every grant of the customer, oldest first, revoked ones with `revoked_at`.
+#[utoipa::path(
+    get,
+    path = "/v1/subscribers/{customid}/grants",
+    operation_id = "list_grants",
+    tag = "entitlements",
+    summary = "A customer's grants",
+    params(("customid" = String, Path, description = "The business's own id of its user: 1 to 255 characters, no control characters.", pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,255}$")),
+    responses(
+        (status = 200, description = "The grants.", body = GrantList),
+        (status = 400, description = "The customid is not 1 to 255 characters.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn grant_list(
     State(ctx): State<ApiContext>,
     caller: Caller,
@@ -993,6 +1585,24 @@ pub async fn grant_list(
     }))
 }
 
+/// The grant stays, with `revoked_at` and `revoked_by`; the customer is re-evaluated.
+/// Revoking a revoked grant changes nothing.
+#[utoipa::path(
+    delete,
+    path = "/v1/subscribers/{customid}/grants/{id}",
+    operation_id = "revoke_grant",
+    tag = "entitlements",
+    summary = "Revoke a grant",
+    params(
+        ("customid" = String, Path, description = "The business's own id of its user: 1 to 255 characters, no control characters.", pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,255}$"),
+        ("id" = String, Path, description = "The grant's id."),
+    ),
+    responses(
+        (status = 200, description = "The revoked grant.", body = GrantOut),
+        (status = 400, description = "The customid is not 1 to 255 characters.", body = ErrorEnvelope),
+        (status = 404, description = "The customer has no grant with this id.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn grant_revoke(
     State(ctx): State<ApiContext>,
     caller: Caller,
@@ -1013,52 +1623,117 @@ pub async fn grant_revoke(
 
 // ---- history ---------------------------------------------------------------------------------
 
-pub const HISTORY_QUERY: &[&str] = &["limit", "cursor"];
+/// The history's query: a cursor page.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// 1 to 100 (default 20).
+    #[serde(default, deserialize_with = "present")]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100, default = 20)]
+    pub limit: Option<String>,
+    /// `next_cursor` of the page before.
+    #[serde(default, deserialize_with = "present")]
+    pub cursor: Option<String>,
+}
+
+/// A valid history page request: before (moment, sequence) and the page size.
+struct HistoryPageAsk {
+    before: Option<(i64, i64)>,
+    limit: i64,
+}
+
+impl TryFrom<HistoryQuery> for HistoryPageAsk {
+    type Error = ApiError;
+
+    fn try_from(q: HistoryQuery) -> ApiResult<Self> {
+        let limit = match q.limit {
+            None => 20,
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .filter(|l| (1..=100).contains(l))
+                .ok_or_else(|| ApiError::query("/limit", "Must be between 1 and 100."))?,
+        };
+        let not_ours = || ApiError::query("/cursor", "Not a cursor this server made.");
+        let before = match q.cursor.as_deref() {
+            None | Some("") => None,
+            Some(c) => match super::cursor::decode(c).ok_or_else(not_ours)? {
+                (at, seq, true) => Some((at, seq.parse::<i64>().map_err(|_| not_ours())?)),
+                (_, _, false) => return Err(not_ours()),
+            },
+        };
+        Ok(HistoryPageAsk { before, limit })
+    }
+}
 
 /// One change of one permission.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = PermissionChange)]
 pub struct HistoryEntry {
+    #[schema(example = "premium")]
     pub permission: String,
+    /// RFC 3339 UTC.
+    #[schema(format = DateTime)]
     pub at: String,
     pub is_valid: bool,
+    /// The permission's code after the change (as `entitlement` of a permission).
     pub entitlement: i64,
+    /// RFC 3339 (whole seconds); null when there is no expiry.
+    #[schema(format = DateTime, required = true)]
     pub expires_at: Option<String>,
     /// The permission left the answer (its SKUs or definition left the catalogue).
     pub removed: bool,
+    /// What did it: `{type: stripe_event, event_id, event_type, events}`,
+    /// `{type: grant, grant_id, action}`, `{type: link, connection_id, stripe_customer_id}`,
+    /// `{type: clock}`, `{type: test_clock, test_clock}`, `{type: stripe_read}`,
+    /// `{type: catalogue}`, `{type: settings}`.
+    #[schema(value_type = Object)]
     pub cause: Value,
     /// The customer's state version this change is part of.
     pub version: i64,
 }
 
-#[derive(Debug, serde::Serialize)]
+/// A page of a customer's permission history, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = PermissionHistory)]
 pub struct HistoryPage {
     pub items: Vec<HistoryEntry>,
+    /// The page size asked for.
     pub limit: i64,
+    /// Pass as `cursor` for the next (older) page; null on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
+/// Every change of every permission of the customer as the check answered it, newest first:
+/// a Stripe event (`cause.event_id`, `cause.event_type`), a grant, a link, the clock (a
+/// period, grace or grant ending, dated at its moment), a catalogue or settings change.
+/// Cursor paged (`limit` 1 to 100, default 20; `next_cursor`).
+#[utoipa::path(
+    get,
+    path = "/v1/subscribers/{customid}/history",
+    operation_id = "get_permission_history",
+    tag = "entitlements",
+    summary = "A customer's permission history",
+    params(
+        ("customid" = String, Path, description = "The business's own id of its user: 1 to 255 characters, no control characters.", pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,255}$"),
+        HistoryQuery,
+    ),
+    responses(
+        (status = 200, description = "The changes.", body = HistoryPage),
+        (status = 400, description = "The customid, `limit` or `cursor` is not valid (named in `details`).", body = ErrorEnvelope),
+    ),
+)]
 pub async fn history(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(customid): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult<Json<HistoryPage>> {
     caller.require_secret()?;
     customid_of_path(&customid)?;
-    let mut q: std::collections::HashMap<String, Vec<String>> = Default::default();
-    for (k, v) in query {
-        if !HISTORY_QUERY.contains(&k.as_str()) {
-            return Err(ApiError::query(&format!("/{k}"), "Unknown parameter."));
-        }
-        q.entry(k).or_default().push(v);
-    }
-    let (cursor, limit) = super::page_params(&q)?;
-    let not_ours = || ApiError::query("/cursor", "Not a cursor this server made.");
-    let before = match cursor {
-        None => None,
-        Some((at, seq, true)) => Some((at, seq.parse::<i64>().map_err(|_| not_ours())?)),
-        Some((_, _, false)) => return Err(not_ours()),
-    };
+    let query: HistoryQuery = strict_query(query.as_deref().unwrap_or(""), &["limit", "cursor"])?;
+    let HistoryPageAsk { before, limit } = query.try_into()?;
     let mut rows = es::history_page(
         ctx.store.reader(),
         &caller.merchant_account_id,

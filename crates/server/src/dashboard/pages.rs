@@ -1380,7 +1380,7 @@ pub async fn customer(
     )
     .await
     {
-        Ok(j) => j.0,
+        Ok(j) => serde_json::to_value(&j.0).unwrap_or_default(),
         Err(ApiError::NotFound(_)) => {
             let body = format!(
                 "<p class=\"empty\">Nothing is known about the customer <code>{}</code> yet: no linked Stripe customer, purchase or permission.</p>",
@@ -1598,7 +1598,7 @@ pub async fn catalogue(
     Query(params): Params,
 ) -> Response {
     let skus = match api::entitlements::sku_list(State(ctx.clone()), super::caller(&s)).await {
-        Ok(j) => j.0,
+        Ok(j) => serde_json::to_value(&j.0).unwrap_or_default(),
         Err(e) => return fail(&ctx, &s, "catalogue", e).await,
     };
     let defs = match api::definitions::definition_list(State(ctx.clone()), super::caller(&s)).await
@@ -1715,7 +1715,16 @@ pub async fn sku_create(
             body.insert(k.into(), json!(v));
         }
     }
-    match api::entitlements::sku_create(State(ctx.clone()), super::caller(&s), JsonBody(body)).await
+    let body = match api::typed::from_object(body) {
+        Ok(b) => b,
+        Err(e) => return fail(&ctx, &s, "catalogue", e).await,
+    };
+    match api::entitlements::sku_create(
+        State(ctx.clone()),
+        super::caller(&s),
+        api::typed::Body(body),
+    )
+    .await
     {
         Ok(_) => see_other("/dashboard/catalogue?done=sku_saved"),
         Err(e) => fail(&ctx, &s, "catalogue", e).await,
@@ -1734,11 +1743,15 @@ pub async fn sku_update(
             body.insert(k.into(), json!(v));
         }
     }
+    let body = match api::typed::from_object(body) {
+        Ok(b) => b,
+        Err(e) => return fail(&ctx, &s, "catalogue", e).await,
+    };
     match api::entitlements::sku_update(
         State(ctx.clone()),
         super::caller(&s),
         Path(id),
-        JsonBody(body),
+        api::typed::Body(body),
     )
     .await
     {

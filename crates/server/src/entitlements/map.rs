@@ -14,14 +14,22 @@
 //! and before 2022-11-15 a PaymentIntent embeds its charges (`charges.data`).
 //!
 //! Ids may come as strings or as expanded objects everywhere; both are read.
+//!
+//! And the other way, the read model → the Glassfy-compatible answer: [`Permission`] (one
+//! permission as the check, `POST /v1/connect_stripe`, the subscriber and the
+//! `customer.state_changed` notice show it) and [`Permissions`] (the check's answer).
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tollgate_domain::entitlements::{
     ChargeRec, CheckoutRec, CreditNoteRec, DisputeRec, FraudWarningRec, InvoicePaymentRec,
     InvoiceRec, PaymentIntentRec, Record, SubStatus, SubscriptionRec,
 };
+use tollgate_store::entitlements::PermissionRow;
+use utoipa::ToSchema;
 
 /// An id field: a string, or an expanded object's `id`.
 pub fn id_of(v: &Value) -> Option<String> {
@@ -332,6 +340,109 @@ pub fn refs_of(r: &Record) -> Vec<String> {
     out.sort();
     out.dedup();
     out
+}
+
+// ---- Glassfy-compatible rendering -------------------------------------------------------------
+
+/// One SKU of the catalogue as it is stored with a permission (`PermissionRow::skus`): read
+/// borrowing from the stored JSON (identifiers have nothing to unescape).
+#[derive(Deserialize)]
+struct StoredSku<'a> {
+    #[serde(borrow, default)]
+    identifier: Cow<'a, str>,
+    #[serde(borrow, default)]
+    product_id: Cow<'a, str>,
+    #[serde(default)]
+    trial: bool,
+}
+
+/// A SKU that grants a permission, as Glassfy's SDKs read it.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SkuUse)]
+pub struct SkuUse<'a> {
+    /// The SKU's identifier.
+    #[schema(value_type = String, example = "web_monthly")]
+    pub identifier: Cow<'a, str>,
+    /// Its Stripe product id (`prod_…`).
+    #[schema(value_type = String, example = "prod_Example")]
+    pub productid: Cow<'a, str>,
+    /// 4: Stripe (Glassfy's store code).
+    #[schema(value_type = i64, minimum = 4, maximum = 4, example = 4)]
+    pub store: u8,
+    /// The purchase that grants it is in a trial.
+    pub istrial: bool,
+    /// Always false (Stripe has no introductory offers).
+    pub isinintrooffer: bool,
+}
+
+/// One permission of a customer, as Glassfy's SDKs read it. A held permission past its
+/// `valid_until` (not yet re-evaluated by the expiry job) is shown lapsed.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Permission)]
+pub struct Permission<'a> {
+    /// The permission's identifier.
+    #[schema(value_type = String, example = "premium")]
+    pub identifier: &'a str,
+    /// Whether the customer holds it now.
+    pub is_valid: bool,
+    /// 5 renewing, 4 canceling at period end, 3 lifetime, 2 granted by hand, 1 grace, 0
+    /// incomplete, -1 grace over, -2 payment failed, -5 expired/canceled,
+    /// -8 refunded/credited/disputed/revoked, -9 never bought, -10 paused.
+    #[schema(example = 5)]
+    pub entitlement: i64,
+    /// Epoch seconds, never null (Glassfy's SDK needs a number): the expiry; 253402300799
+    /// (9999-12-31T23:59:59Z) for a permission held with no end; 0 for one not held with no
+    /// expiry.
+    #[schema(example = 1767225600)]
+    pub expires_date: i64,
+    /// The expiry in RFC 3339 (whole seconds); null when there is none.
+    #[schema(format = DateTime, required = true, example = "2026-01-01T00:00:00Z")]
+    pub expires_at: Option<String>,
+    /// The SKUs that grant it.
+    pub skuarray: Vec<SkuUse<'a>>,
+}
+
+impl<'a> Permission<'a> {
+    /// The permission `r` at `now_ms`.
+    pub fn of(r: &'a PermissionRow, now_ms: i64) -> Self {
+        let lapsed = r.is_valid && r.valid_until.is_some_and(|v| now_ms >= v);
+        let skuarray = serde_json::from_str::<Vec<StoredSku<'a>>>(&r.skus)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| SkuUse {
+                identifier: s.identifier,
+                productid: s.product_id,
+                store: 4,
+                istrial: s.trial,
+                isinintrooffer: false,
+            })
+            .collect();
+        let expires_secs = r.expires_at.map(|ms| ms.div_euclid(1000));
+        let is_valid = r.is_valid && !lapsed;
+        Permission {
+            identifier: &r.identifier,
+            is_valid,
+            entitlement: if lapsed {
+                i64::from(tollgate_domain::entitlements::code::EXPIRED)
+            } else {
+                r.entitlement
+            },
+            expires_date: super::expires_date(expires_secs, is_valid),
+            expires_at: expires_secs.map(super::rfc3339_secs),
+            skuarray,
+        }
+    }
+}
+
+/// The permission check's answer: the customid and every permission it was ever given (one
+/// never bought is absent).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Permissions)]
+pub struct Permissions<'a> {
+    /// The business's own id of its user.
+    #[schema(value_type = String, example = "user-7")]
+    pub customid: &'a str,
+    pub permissions: Vec<Permission<'a>>,
 }
 
 #[cfg(test)]

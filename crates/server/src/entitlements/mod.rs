@@ -1722,33 +1722,9 @@ pub fn expires_date(expires_secs: Option<i64>, is_valid: bool) -> i64 {
 /// `expires_date` of a permission held with no end: 9999-12-31T23:59:59Z.
 pub const NEVER_EXPIRES: i64 = 253_402_300_799;
 
-/// One permission as SPEC §5.4 shows it. A held permission past its `valid_until` (not yet
-/// re-evaluated by the expiry job) is shown lapsed.
+/// One permission as the check shows it ([`map::Permission`]), as JSON for the notices.
 pub fn permission_json(r: &PermissionRow, now_ms: i64) -> Value {
-    let lapsed = r.is_valid && r.valid_until.is_some_and(|v| now_ms >= v);
-    let skus: Vec<Value> = serde_json::from_str::<Vec<Value>>(&r.skus)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|s| {
-            json!({
-                "identifier": s["identifier"],
-                "productid": s["product_id"],
-                "store": 4,
-                "istrial": s["trial"].as_bool().unwrap_or(false),
-                "isinintrooffer": false,
-            })
-        })
-        .collect();
-    let expires_secs = r.expires_at.map(|ms| ms.div_euclid(1000));
-    let is_valid = r.is_valid && !lapsed;
-    json!({
-        "identifier": r.identifier,
-        "is_valid": is_valid,
-        "entitlement": if lapsed { i64::from(dom::code::EXPIRED) } else { r.entitlement },
-        "expires_date": expires_date(expires_secs, is_valid),
-        "expires_at": expires_secs.map(rfc3339_secs),
-        "skuarray": skus,
-    })
+    serde_json::to_value(map::Permission::of(r, now_ms)).unwrap_or(Value::Null)
 }
 
 // ---- linking by API --------------------------------------------------------------------------

@@ -17,6 +17,7 @@ mod grants;
 mod idempotency;
 mod outage;
 mod outbound;
+mod typed_entitlements;
 mod stream;
 mod typed_transactions;
 mod typed_webhooks_out;
