@@ -82,6 +82,10 @@ for (const [name, width, height] of [['desktop', 1280, 800], ['phone', 390, 844]
         `${method} ${path}: the API key header when, and only when, it needs one`);
       const keyed = (op.parameters ?? []).some((p) => p.$ref === '#/components/parameters/IdempotencyKey');
       assert.equal(r.curl.includes('Idempotency-Key:'), keyed, `${method} ${path}: Idempotency-Key`);
+      const data = /-d '((?:[^']|'\\'')*)'$/.exec(r.curl)?.[1];
+      if (data !== undefined && r.curl.includes('Content-Type: application/json')) {
+        assert.doesNotThrow(() => JSON.parse(data.replaceAll("'\\''", "'")), `${method} ${path}: -d is JSON`);
+      }
     }
 
     // A body example the server accepts goes with -d, as JSON.
@@ -90,6 +94,15 @@ for (const [name, width, height] of [['desktop', 1280, 800], ['phone', 390, 844]
     assert.ok(body, create.curl);
     assert.equal(typeof JSON.parse(body), 'object');
     assert.ok(create.curl.includes('Content-Type: application/json'));
+    if (name === 'desktop') {
+      // The server accepts it.
+      const made = await fetch(`${server.base}/merchant-accounts`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${server.key}`, 'content-type': 'application/json' },
+        body,
+      });
+      assert.equal(made.status, 201, await made.text());
+    }
 
     // The copy button copies the command (clipboard allowed for this origin).
     await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.base });
