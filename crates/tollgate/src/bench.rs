@@ -91,6 +91,29 @@ pub enum BenchCommand {
         #[arg(long)]
         if_none_match: bool,
     },
+    /// `POST /v1/permissions/{identifier}/consume` (metered permissions) on the real server:
+    /// balances seeded for `--customers` customers, then `--clients` concurrent clients consume
+    /// over random customers (`spread`) and all on one customer (`hot`), interleaved.
+    Consume {
+        #[arg(long, value_enum, default_value_t = BenchDb::Sqlite)]
+        db: BenchDb,
+        /// PostgreSQL server to create the benchmark database on (its database name is replaced).
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        database_url: String,
+        #[arg(long, default_value_t = 10_000)]
+        customers: usize,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Measured seconds of each run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// How many times the spread and hot runs alternate.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Send an `Idempotency-Key` with every consume (as apps should).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        idempotency_keys: bool,
+    },
     /// Outbound webhook deliveries/s: the real outbox and delivery worker to a fast local
     /// receiver.
     Deliveries {
@@ -196,6 +219,28 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 seconds,
                 warmup_seconds,
                 if_none_match,
+            )
+            .await
+        }
+        BenchCommand::Consume {
+            db,
+            database_url,
+            customers,
+            clients,
+            seconds,
+            rounds,
+            idempotency_keys,
+        } => {
+            crate::bench_consume::run(
+                db,
+                &database_url,
+                crate::bench_consume::Options {
+                    customers,
+                    clients,
+                    seconds,
+                    rounds,
+                    idempotency_keys,
+                },
             )
             .await
         }

@@ -1,6 +1,7 @@
 //! The `tollgate` binary: clap commands wiring the crates together.
 
 mod bench;
+mod bench_consume;
 mod bench_permissions;
 mod bench_webhooks;
 mod cli;

@@ -436,3 +436,180 @@ async fn definitions_of_metered_permissions(db: Db) {
     let list = s.get("/v1/permissions/definitions").await.expect(200);
     assert_eq!(list["items"].as_array().map(Vec::len), Some(2));
 }
+
+both_dbs!(stripe_periods_grant_and_reset_and_refunds_claw_back);
+
+/// Stripe events through the entitlement evaluator: a monthly subscription grants 1,000 units
+/// per paid period and its renewal resets them; a pack bought through Checkout adds 500; a
+/// full refund of the pack claws back what it still holds, a lost dispute likewise.
+async fn stripe_periods_grant_and_reset_and_refunds_claw_back(db: Db) {
+    use crate::entitlements::{CURRENT, DAY, charge, checkout, event, inbox, subscription};
+    use tollgate_server::entitlements::on_stripe_event;
+    let s = TestServer::start(db).await;
+    metered_catalog(&s, "prod_monthly", "prod_life").await;
+    let (ctx, conn) = inbox(&s).await;
+    let t = now_ms() / 1000;
+    let feed = |id: &str, kind: &str, at: i64, obj: Value| event(id, kind, at, obj, CURRENT);
+    let sub = subscription("sub_A", "cus_A", "active", "prod_monthly", t, t + 30 * DAY);
+    on_stripe_event(
+        &ctx,
+        &conn,
+        &feed("e1", "customer.subscription.created", t, sub.clone()),
+    )
+    .await
+    .expect("applied");
+    assert_eq!(balance_of(&s, "user-sub").await["balance"], 1000);
+    // The same event again grants nothing more.
+    on_stripe_event(
+        &ctx,
+        &conn,
+        &feed("e1", "customer.subscription.created", t, sub),
+    )
+    .await
+    .expect("applied");
+    assert_eq!(balance_of(&s, "user-sub").await["balance"], 1000);
+    // A pack through Checkout adds 500.
+    for ev in [
+        feed(
+            "e2",
+            "checkout.session.completed",
+            t,
+            checkout("cs_1", "user-sub", "pi_1", t),
+        ),
+        feed(
+            "e3",
+            "charge.succeeded",
+            t,
+            charge("ch_1", "pi_1", 0, false),
+        ),
+    ] {
+        on_stripe_event(&ctx, &conn, &ev).await.expect("applied");
+    }
+    let b = balance_of(&s, "user-sub").await;
+    assert_eq!(
+        (b["balance"].as_i64(), b["granted"].as_i64()),
+        (Some(1500), Some(1500))
+    );
+    // 300 consumed: from the monthly units first (they end first).
+    s.post(
+        "/v1/permissions/ai_credits/consume",
+        json!({"customid": "user-sub", "units": 300}),
+    )
+    .await
+    .expect(200);
+    // Renewal: the next period resets the monthly units to 1,000 (the 700 left end).
+    let renewed = subscription(
+        "sub_A",
+        "cus_A",
+        "active",
+        "prod_monthly",
+        t + 30 * DAY,
+        t + 60 * DAY,
+    );
+    on_stripe_event(
+        &ctx,
+        &conn,
+        &feed("e4", "customer.subscription.updated", t + 30 * DAY, renewed),
+    )
+    .await
+    .expect("applied");
+    let b = balance_of(&s, "user-sub").await;
+    assert_eq!(b["balance"], 1500, "{b}");
+    assert_eq!(b["consumed"], 0, "{b}");
+    let rows = ledger_of(&s, "user-sub").await;
+    let kinds: Vec<&str> = rows.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["grant", "grant", "consume", "expiry", "grant"],
+        "{rows:#?}"
+    );
+    assert_eq!(rows[3]["units"], -700);
+    // 600 more: 600 of the new period's units. Then the pack is refunded in full: its 500,
+    // untouched, are clawed back.
+    s.post(
+        "/v1/permissions/ai_credits/consume",
+        json!({"customid": "user-sub", "units": 600}),
+    )
+    .await
+    .expect(200);
+    on_stripe_event(
+        &ctx,
+        &conn,
+        &feed(
+            "e5",
+            "charge.refunded",
+            t + 31 * DAY,
+            charge("ch_1", "pi_1", 4900, false),
+        ),
+    )
+    .await
+    .expect("applied");
+    let b = balance_of(&s, "user-sub").await;
+    assert_eq!(b["balance"], 400, "{b}");
+    let rows = ledger_of(&s, "user-sub").await;
+    let last = rows.last().unwrap();
+    assert_eq!(
+        (last["kind"].as_str(), last["units"].as_i64()),
+        (Some("clawback"), Some(-500))
+    );
+    assert_eq!(last["shortfall"], 0);
+    assert_eq!(last["source"], "cs_1");
+    // Replaying the refund takes nothing more.
+    on_stripe_event(
+        &ctx,
+        &conn,
+        &feed(
+            "e5",
+            "charge.refunded",
+            t + 31 * DAY,
+            charge("ch_1", "pi_1", 4900, false),
+        ),
+    )
+    .await
+    .expect("applied");
+    assert_eq!(assert_ledger_adds_up(&s, "user-sub").await, 400);
+
+    // A second pack, mostly consumed, then refunded: the rest is clawed back, the consumed
+    // part recorded as the shortfall; the balance never goes below zero.
+    for ev in [
+        feed(
+            "e6",
+            "checkout.session.completed",
+            t,
+            checkout("cs_2", "guest-2", "pi_2", t),
+        ),
+        feed(
+            "e7",
+            "charge.succeeded",
+            t,
+            charge("ch_2", "pi_2", 0, false),
+        ),
+    ] {
+        on_stripe_event(&ctx, &conn, &ev).await.expect("applied");
+    }
+    s.post(
+        "/v1/permissions/ai_credits/consume",
+        json!({"customid": "guest-2", "units": 450}),
+    )
+    .await
+    .expect(200);
+    on_stripe_event(
+        &ctx,
+        &conn,
+        &feed(
+            "e8",
+            "charge.refunded",
+            t + 60,
+            charge("ch_2", "pi_2", 4900, false),
+        ),
+    )
+    .await
+    .expect("applied");
+    let rows = ledger_of(&s, "guest-2").await;
+    let last = rows.last().unwrap();
+    assert_eq!(
+        (last["units"].as_i64(), last["shortfall"].as_i64()),
+        (Some(-50), Some(450))
+    );
+    assert_eq!(assert_ledger_adds_up(&s, "guest-2").await, 0);
+}
