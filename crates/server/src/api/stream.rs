@@ -31,7 +31,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 use tollgate_store::entitlements as es;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -57,13 +57,41 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
-    /// Your app's id of the customer (1 to 255 characters).
-    #[param(min_length = 1, max_length = 255, example = "user-7")]
+    /// The business's own id of its user: 1 to 255 characters, no control characters.
+    #[param(
+        required = true,
+        value_type = String,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,255}$",
+        example = "user-7"
+    )]
     pub customid: Option<String>,
     /// Seconds between heartbeats (comment lines that keep proxies from closing an idle
     /// stream), 1 to 300; 15 when absent.
     #[param(minimum = 1, maximum = 300, example = 15)]
     pub heartbeat: Option<u64>,
+}
+
+/// One event of the permission stream, as Server-Sent Events frame it (documentation only: the
+/// stream writes these fields as `field: value` lines).
+#[derive(Debug, ToSchema)]
+#[schema(as = PermissionsEvent)]
+pub struct PermissionsEvent {
+    /// Always `permissions`.
+    #[schema(pattern = "^permissions$", example = "permissions")]
+    pub event: String,
+    /// The answer's ETag (as `GET /v1/permissions` sends it, without quotes): send it back as
+    /// `Last-Event-ID` when reconnecting.
+    #[schema(example = "3")]
+    pub id: String,
+    /// The answer of `GET /v1/permissions` as JSON text: `{"customid": …, "permissions": […]}`.
+    #[schema(
+        content_media_type = "application/json",
+        example = "{\"customid\":\"user-7\",\"permissions\":[{\"identifier\":\"premium\",\"is_valid\":true,\"entitlement\":3,\"expires_date\":253402300799,\"expires_at\":null,\"skuarray\":[]}]}"
+    )]
+    pub data: String,
+    /// Milliseconds a client waits before reconnecting (sent with the first event).
+    #[schema(example = 1000)]
+    pub retry: Option<u64>,
 }
 
 /// Stream a customer's permissions (Server-Sent Events)
@@ -93,9 +121,8 @@ pub struct StreamQuery {
             description = "Hex HMAC-SHA256 of the customid under the account's customer-token secret; required when the account's settings require it."),
     ),
     responses(
-        (status = 200, description = "A stream of `permissions` events (see above).",
-            content_type = "text/event-stream", body = String,
-            example = "retry: 1000\nevent: permissions\nid: 3\ndata: {\"customid\":\"user-7\",\"permissions\":[{\"identifier\":\"premium\",\"is_valid\":true,\"entitlement\":1,\"expires_date\":1767225600,\"expires_at\":\"2026-01-01T00:00:00Z\",\"skuarray\":[]}]}\n\n: heartbeat\n\n"),
+        (status = 200, description = "A stream of `permissions` events (see above), e.g. `retry: 1000` / `event: permissions` / `id: 3` / `data: {\"customid\":\"user-7\",\"permissions\":[…]}`, then `: heartbeat` comments.",
+            content_type = "text/event-stream", body = PermissionsEvent),
         (status = 400, description = "`bad_request`: no or a bad `customid`, or a bad `heartbeat`.", body = ErrorEnvelope),
         (status = 401, description = "`unauthorized`: no valid key, or the account requires an `X-Customer-Token` and none valid was sent.", body = ErrorEnvelope),
         (status = 429, description = "`too_many_requests`: too many permission checks from this key and address; see `Retry-After`.", body = ErrorEnvelope,
