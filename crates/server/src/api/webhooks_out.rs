@@ -62,6 +62,22 @@ pub fn routes() -> OpenApiRouter<ApiContext> {
             }
         }
     }
+    // The bodiless POSTs take no body at all, or `{}`.
+    for path in [
+        "/webhook-subscriptions/{id}/rotate-secret",
+        "/webhook-deliveries/{id}/resend",
+    ] {
+        let body = router
+            .get_openapi_mut()
+            .paths
+            .paths
+            .get_mut(path)
+            .and_then(|item| item.post.as_mut())
+            .and_then(|op| op.request_body.as_mut());
+        if let Some(RefOr::T(body)) = body {
+            body.required = Some(utoipa::openapi::Required::False);
+        }
+    }
     router
 }
 
@@ -382,7 +398,7 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// `POST /webhook-subscriptions`.
+/// A new subscription: where to POST which events.
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(
     as = WebhookSubscriptionCreate,
@@ -408,8 +424,8 @@ pub struct SubscriptionCreate {
     pub description: Option<String>,
 }
 
-/// `PUT /webhook-subscriptions/{id}`: replaces the settings: `url` and `events` are required,
-/// `active` defaults to true and `description` to null.
+/// A subscription's new settings, replacing them all: `url` and `events` are required, `active`
+/// defaults to true and `description` to null.
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(
     as = WebhookSubscriptionReplace,
@@ -435,7 +451,7 @@ pub struct SubscriptionReplace {
     pub description: Option<String>,
 }
 
-/// `PATCH /webhook-subscriptions/{id}`: sets the fields given; absent ones are kept
+/// The settings to change: the fields given are set, absent ones are kept
 /// (`description: null` removes the description).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[schema(as = WebhookSubscriptionUpdate, example = json!({"active": false}))]
@@ -1127,4 +1143,97 @@ pub async fn resend(
         .await?
         .ok_or_else(|| ApiError::not_found("webhook delivery"))?;
     Ok((StatusCode::ACCEPTED, Json(render_delivery(&d))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc() -> Value {
+        serde_json::to_value(routes().into_openapi()).unwrap_or_default()
+    }
+
+    #[test]
+    fn request_bodies_are_closed_and_patch_tells_null_from_absent() {
+        let d = doc();
+        let schemas = &d["components"]["schemas"];
+        for name in [
+            "WebhookSubscriptionCreate",
+            "WebhookSubscriptionReplace",
+            "WebhookSubscriptionUpdate",
+        ] {
+            assert_eq!(
+                schemas[name]["additionalProperties"],
+                Value::Bool(false),
+                "{name}"
+            );
+        }
+        let patch = &schemas["WebhookSubscriptionUpdate"];
+        assert!(patch.get("required").is_none(), "{patch}");
+        assert_eq!(
+            patch["properties"]["description"]["type"],
+            serde_json::json!(["string", "null"])
+        );
+        for field in ["url", "events", "active"] {
+            let t = &patch["properties"][field]["type"];
+            assert!(t.is_string(), "{field} is not nullable: {t}");
+        }
+        assert_eq!(
+            schemas["WebhookSubscriptionReplace"]["required"],
+            serde_json::json!(["url", "events"])
+        );
+    }
+
+    #[test]
+    fn bodiless_posts_need_no_body_and_lists_document_their_filters() {
+        let d = doc();
+        for path in [
+            "/webhook-subscriptions/{id}/rotate-secret",
+            "/webhook-deliveries/{id}/resend",
+        ] {
+            let body = &d["paths"][path]["post"]["requestBody"];
+            assert_ne!(body["required"], Value::Bool(true), "{path}: {body}");
+            let schema = &body["content"]["application/json"]["schema"];
+            assert_eq!(schema["maxProperties"], 0, "{path}");
+        }
+        let names: Vec<String> = DeliveryListQuery::into_params(|| Some(ParameterIn::Query))
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "cursor",
+                "limit",
+                "status",
+                "subscription_id",
+                "event_name",
+                "event_id"
+            ]
+        );
+        let statuses: Vec<&str> = DeliveryStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            d["components"]["schemas"]["WebhookDeliveryStatus"]["enum"],
+            serde_json::json!(statuses)
+        );
+    }
+
+    #[test]
+    fn known_params_refuse_unknown_keys_and_take_key_brackets() {
+        let q =
+            KnownParams::<DeliveryListQuery>::parse("status[]=dead&status=failed&limit=2&limit=9")
+                .map(|k| k.0)
+                .unwrap_or_default();
+        assert_eq!(q.status, ["dead", "failed"]);
+        assert_eq!(q.limit.as_deref(), Some("9"));
+        match KnownParams::<SubscriptionListQuery>::parse("limit=5&status=dead") {
+            Err(ApiError::BadRequest { details, .. }) => {
+                assert_eq!(
+                    (details[0].location, details[0].pointer.as_str()),
+                    ("query", "/status")
+                )
+            }
+            other => panic!("not a 400: {other:?}"),
+        }
+    }
 }
