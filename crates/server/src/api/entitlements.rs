@@ -31,7 +31,9 @@ use crate::error::{ApiError, ApiResult, Detail, ErrorEnvelope};
 /// This resource's routes under the Idempotency-Key middleware, and their part of the OpenAPI
 /// document.
 pub fn routes() -> OpenApiRouter<ApiContext> {
-    OpenApiRouter::new()
+    use utoipa::openapi::schema::{AdditionalProperties, Schema};
+    use utoipa::openapi::{RefOr, Required};
+    let mut router = OpenApiRouter::new()
         .routes(routes!(sku_create, sku_list))
         .routes(routes!(sku_get, sku_update, sku_delete))
         .routes(routes!(connect_stripe))
@@ -39,7 +41,36 @@ pub fn routes() -> OpenApiRouter<ApiContext> {
         .routes(routes!(grant_create, grant_list))
         .routes(routes!(grant_revoke))
         .routes(routes!(history))
-        .routes(routes!(settings_get, settings_update))
+        .routes(routes!(settings_get, settings_update));
+    let doc = router.get_openapi_mut();
+    // Unknown body fields are refused (every one named), which serde's derive cannot tell utoipa
+    // without also stopping at the first one.
+    if let Some(components) = doc.components.as_mut() {
+        for name in [
+            "SkuCreate",
+            "SkuUpdate",
+            "ConnectStripe",
+            "GrantCreate",
+            "EntitlementSettingsUpdate",
+        ] {
+            if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut(name) {
+                o.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+        }
+    }
+    // The PATCHes take no body at all too (nothing changes).
+    for path in ["/v1/skus/{identifier}", "/v1/entitlements/settings"] {
+        let body = doc
+            .paths
+            .paths
+            .get_mut(path)
+            .and_then(|item| item.patch.as_mut())
+            .and_then(|op| op.request_body.as_mut());
+        if let Some(RefOr::T(body)) = body {
+            body.required = Some(Required::False);
+        }
+    }
+    router
 }
 
 /// The permission check (public keys): outside the Idempotency-Key middleware, with its own
