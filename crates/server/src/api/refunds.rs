@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use super::Page;
 use super::render::RefundOut;
-use super::transactions::{TransactionPath, closed_body_schema, opt_amount};
+use super::transactions::{TransactionPath, closed_body_schema, opt_amount, optional_bodies};
 use super::typed::Body;
 use crate::ApiContext;
 use crate::auth::Caller;
@@ -23,10 +23,12 @@ use crate::transactions::{connection_for, transaction_id};
 
 /// This resource's routes and their part of the OpenAPI document.
 pub fn routes() -> OpenApiRouter<ApiContext> {
-    OpenApiRouter::new()
+    let mut router = OpenApiRouter::new()
         .routes(routes!(create, list))
         .routes(routes!(get))
-        .routes(routes!(get_by_id))
+        .routes(routes!(get_by_id));
+    optional_bodies(router.get_openapi_mut(), &["/transactions/{id}/refunds"]);
+    router
 }
 
 async fn transaction(ctx: &ApiContext, caller: &Caller, id: &str) -> ApiResult<TransactionRow> {
@@ -49,13 +51,13 @@ pub struct RefundCreate {
     #[schema(max_length = 200)]
     pub reason: Option<String>,
     /// Accepted and ignored (always the payment method).
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub target_type: Option<Value>,
     /// Accepted and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub target_id: Option<Value>,
     /// Accepted and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub external_identifier: Option<Value>,
 }
 
@@ -194,7 +196,7 @@ pub async fn create(
     summary = "List a transaction's refunds",
     params(TransactionPath),
     responses(
-        (status = 200, description = "A transaction's refunds (not paged: the cursors are null).", body = Page<RefundOut>),
+        (status = 200, description = "A transaction's refunds (not paged: the cursors are null).", body = super::render::Refunds),
         (status = 404, description = "`not_found`: no such transaction in this merchant account.", body = ErrorEnvelope),
     ),
 )]

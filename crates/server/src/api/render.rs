@@ -637,3 +637,50 @@ pub fn page(
     m.insert("previous_cursor".into(), json!(previous));
     Value::Object(m)
 }
+
+/// A list's schema under the name clients know it by (`Transactions`, `Refunds`, …): the
+/// envelope of [`super::Page`] around `$item`.
+macro_rules! named_page {
+    ($doc:ident, $item:ty, $name:literal, $desc:literal) => {
+        #[doc = $desc]
+        pub struct $doc;
+
+        impl PartialSchema for $doc {
+            fn schema() -> RefOr<Schema> {
+                let mut s = <super::Page<$item> as PartialSchema>::schema();
+                if let RefOr::T(Schema::Object(o)) = &mut s {
+                    o.description = Some($desc.into());
+                }
+                s
+            }
+        }
+
+        impl ToSchema for $doc {
+            fn name() -> Cow<'static, str> {
+                Cow::Borrowed($name)
+            }
+            fn schemas(out: &mut Vec<(String, RefOr<Schema>)>) {
+                <super::Page<$item> as ToSchema>::schemas(out)
+            }
+        }
+    };
+}
+
+named_page!(
+    Transactions,
+    TransactionOut,
+    "Transactions",
+    "A page of transactions, newest first, with cursors."
+);
+named_page!(
+    TransactionEvents,
+    TransactionEvent,
+    "TransactionEvents",
+    "A transaction's events, oldest first (not paged: the cursors are null)."
+);
+named_page!(
+    Refunds,
+    RefundOut,
+    "Refunds",
+    "A transaction's refunds (not paged: the cursors are null)."
+);

@@ -41,7 +41,7 @@ use crate::stripe_map;
 
 /// This resource's routes and their part of the OpenAPI document.
 pub fn routes() -> OpenApiRouter<ApiContext> {
-    OpenApiRouter::new()
+    let mut router = OpenApiRouter::new()
         .routes(routes!(create, list))
         .routes(routes!(get))
         .routes(routes!(capture))
@@ -49,7 +49,33 @@ pub fn routes() -> OpenApiRouter<ApiContext> {
         .routes(routes!(cancel))
         .routes(routes!(sync))
         .routes(routes!(events))
-        .routes(routes!(session))
+        .routes(routes!(session));
+    optional_bodies(
+        router.get_openapi_mut(),
+        &[
+            "/transactions/{id}/capture",
+            "/transactions/{id}/void",
+            "/transactions/{id}/cancel",
+            "/transactions/{id}/sync",
+            "/transactions/{id}/session",
+        ],
+    );
+    router
+}
+
+/// The POSTs of `paths` may come without a body (it reads as `{}`).
+pub(crate) fn optional_bodies(doc: &mut utoipa::openapi::OpenApi, paths: &[&str]) {
+    for path in paths {
+        let body = doc
+            .paths
+            .paths
+            .get_mut(*path)
+            .and_then(|item| item.post.as_mut())
+            .and_then(|op| op.request_body.as_mut());
+        if let Some(RefOr::T(body)) = body {
+            body.required = Some(utoipa::openapi::Required::False);
+        }
+    }
 }
 
 use crate::transactions::{
@@ -254,100 +280,100 @@ pub struct TransactionCreate {
     pub description: Option<String>,
     // Gr4vy's fields with no meaning over Stripe: accepted and ignored (IGNORED_CREATE_FIELDS).
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub buyer: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub buyer_id: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub gift_cards: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub store: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub three_d_secure_data: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub three_d_secure: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub is_subsequent_payment: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub merchant_initiated: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub payment_source: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub airline: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub cart_items: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub statement_descriptor: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub previous_scheme_transaction_id: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub previous_transaction_link_id: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub browser_info: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub shipping_details_id: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub connection_options: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub async_capture: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub anti_fraud_fingerprint: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub account_funding_transaction: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub allow_partial_authorization: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub recipient: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub installment_count: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub tax_amount: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub merchant_tax_id: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub purchase_order_number: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub customer_reference_number: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub amount_includes_tax: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub supplier_order_number: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub duty_amount: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub shipping_amount: Option<Value>,
     /// Accepted for compatibility with Gr4vy's API and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub is_amount_estimated: Option<Value>,
 }
 
@@ -365,7 +391,9 @@ impl PartialSchema for TransactionCreateSchema {
             .required("integration_client")
             .property(
                 "integration_client",
-                ObjectBuilder::new().enum_values(Some(["web", "ios", "android"])),
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["web", "ios", "android"])),
             );
         let fields = closed(<TransactionCreate as PartialSchema>::schema());
         let description = match &fields {
@@ -399,6 +427,7 @@ fn metadata_schema() -> Schema {
             .max_properties(Some(20))
             .property_names(Some(
                 ObjectBuilder::new()
+                    .schema_type(Type::String)
                     .min_length(Some(1))
                     .max_length(Some(40))
                     .pattern(Some("^(?!tollgate_)")),
@@ -436,13 +465,13 @@ pub struct PaymentMethodCreate {
     /// Must equal the transaction's `currency`.
     pub currency: Option<String>,
     /// Accepted and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub buyer_id: Option<Value>,
     /// Accepted and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub buyer_external_identifier: Option<Value>,
     /// Accepted and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub external_identifier: Option<Value>,
 }
 
@@ -1140,7 +1169,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ListParams {
     summary = "List transactions",
     params(TransactionListQuery),
     responses(
-        (status = 200, description = "A page of transactions, newest first, with cursors.", body = Page<TransactionOut>),
+        (status = 200, description = "A page of transactions, newest first, with cursors.", body = render::Transactions),
         (status = 400, description = "`bad_request`: a query parameter is unknown or not valid; `details` names it.", body = ErrorEnvelope),
     ),
 )]
@@ -1183,16 +1212,16 @@ pub struct TransactionCapture {
     /// Accepted and ignored.
     pub reauthorize_if_authorization_expired: Option<bool>,
     /// Accepted and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub airline: Option<Value>,
     /// Accepted and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub cart_items: Option<Value>,
     /// Accepted and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub tracking: Option<Value>,
     /// Accepted and ignored.
-    #[schema(value_type = Value)]
+    #[schema(value_type = Value, required = false)]
     pub external_identifier: Option<Value>,
 }
 
@@ -1365,7 +1394,7 @@ pub async fn sync(
     summary = "List a transaction's events",
     params(TransactionPath),
     responses(
-        (status = 200, description = "The events, oldest first (not paged: the cursors are null).", body = Page<TransactionEvent>),
+        (status = 200, description = "The events, oldest first (not paged: the cursors are null).", body = render::TransactionEvents),
         (status = 404, description = "`not_found`: no such transaction in this merchant account.", body = ErrorEnvelope),
     ),
 )]
@@ -1477,4 +1506,70 @@ async fn reissue_token(ctx: &ApiContext, t: &TransactionRow) -> ApiResult<(Trans
     tollgate_store::commit(tx).await?;
     let fresh = fresh_token(ctx, &row.id, direct, token);
     Ok((row, fresh))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(schema: RefOr<Schema>) -> utoipa::openapi::schema::Object {
+        match schema {
+            RefOr::T(Schema::Object(o)) => o,
+            _ => panic!("not an object schema"),
+        }
+    }
+
+    /// Every field Gr4vy sends that Tollgate ignores is a documented, accepted field of the
+    /// create, named in its description; and nothing else is ignored.
+    #[test]
+    fn ignored_create_fields_are_fields_of_the_create() {
+        let create = object(<TransactionCreate as PartialSchema>::schema());
+        for f in IGNORED_CREATE_FIELDS {
+            assert!(create.properties.contains_key(*f), "{f} is not a field");
+            assert!(
+                !create.required.iter().any(|r| r == f),
+                "{f} is documented as required"
+            );
+            assert!(CREATE_DESCRIPTION.contains(&format!("`{f}`")), "{f}");
+            let body = json!({"amount": 100, "currency": "USD", *f: {"any": ["thing"]}});
+            let Value::Object(body) = body else {
+                unreachable!()
+            };
+            assert!(typed::from_object::<TransactionCreate>(body).is_ok(), "{f}");
+        }
+        let used = [
+            "amount",
+            "currency",
+            "country",
+            "intent",
+            "payment_method",
+            "integration_client",
+            "external_identifier",
+            "metadata",
+            "customid",
+            "buyer_external_identifier",
+            "payment_service_id",
+            "approval_expires_at",
+            "description",
+        ];
+        let documented: Vec<&str> = create.properties.keys().map(String::as_str).collect();
+        let expected: Vec<&str> = used.iter().chain(IGNORED_CREATE_FIELDS).copied().collect();
+        assert_eq!(documented, expected);
+    }
+
+    /// The raw card fields are named where a reader of the document looks for them.
+    #[test]
+    fn raw_card_fields_are_documented() {
+        let pm = object(<PaymentMethodCreateSchema as PartialSchema>::schema());
+        let text = pm.description.unwrap_or_default();
+        for f in RAW_CARD_FIELDS {
+            assert!(text.contains(&format!("`{f}`")), "{f}");
+            assert!(CREATE_DESCRIPTION.contains(&format!("`{f}`")), "{f}");
+            assert!(!pm.properties.contains_key(*f), "{f} is a field");
+        }
+        assert!(matches!(
+            pm.additional_properties.as_deref(),
+            Some(AdditionalProperties::FreeForm(false))
+        ));
+    }
 }
