@@ -28,7 +28,6 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::Value;
 use subtle::ConstantTimeEq;
 use tollgate_store::entitlements as es;
 use utoipa::{IntoParams, ToSchema};
@@ -36,8 +35,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::ApiContext;
+use crate::entitlements::Cached;
+use crate::entitlements::map::{Permission, Permissions};
 use crate::entitlements::runtime::{Rows, Watch, Woke};
-use crate::entitlements::{self as ent, Cached};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 
 /// The stream's route and its part of the OpenAPI document (public keys: beside the check,
@@ -292,14 +292,22 @@ impl Watcher {
                 if self.sent.as_deref() == Some(tag.as_str()) {
                     continue;
                 }
-                let permissions: Vec<Value> =
-                    rows.iter().map(|r| ent::permission_json(r, now)).collect();
-                let data =
-                    serde_json::json!({"customid": self.customid, "permissions": permissions});
+                // Built as the check builds its answer, so the two never differ.
+                let answer = Permissions {
+                    customid: &self.customid,
+                    permissions: rows.iter().map(|r| Permission::of(r, now)).collect(),
+                };
+                let data = match serde_json::to_string(&answer) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "permission stream: encoding the answer failed; the stream ends");
+                        return None;
+                    }
+                };
                 let mut event = Event::default()
                     .event("permissions")
                     .id(tag.clone())
-                    .data(data.to_string());
+                    .data(data);
                 if self.first {
                     event = event.retry(RECONNECT_AFTER);
                     self.first = false;
