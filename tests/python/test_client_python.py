@@ -235,3 +235,30 @@ def test_retries_honour_retry_after_and_keep_the_idempotency_key():
     with pytest.raises(TollgateError) as e:
         tg3.consume("u", "ai_credits", 5)
     assert (e.value.code, e.value.balance, e.value.retryable) == ("insufficient_balance", 3, False)
+
+
+def test_watch_waits_what_a_429_says_then_streams():
+    import json as _json
+    recorded = _json.loads(open(os.path.join(os.path.dirname(__file__), "..", "..", "clients", "typescript",
+                                             "test", "recorded.json")).read())["stream"]
+    at: List[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        at.append(time.monotonic())
+        if len(at) == 1:
+            return httpx.Response(429, json=_envelope(429, "too_many_requests"), headers={"retry-after": "1"})
+        assert request.headers["authorization"] == "Bearer tg_pk_x"
+        assert request.url.path == "/v1/permissions/stream"
+        return httpx.Response(200, content=recorded["body"].encode(), headers={"content-type": "text/event-stream"})
+
+    tg = Tollgate("https://tollgate.test", "tg_pk_x", transport=httpx.MockTransport(handler))
+    sets: List[PermissionSet] = []
+    errors: List[TollgateError] = []
+    stop = tg.watch("user-7", sets.append, on_error=errors.append)
+    try:
+        wait_for(lambda: len(sets) >= 2, timeout=10, what="two sets")
+    finally:
+        stop()
+    assert errors[0].status == 429
+    assert at[1] - at[0] >= 0.95, "waited the Retry-After second"
+    assert not sets[0].has("premium") and sets[1].has("premium") and sets[1].etag == "1"

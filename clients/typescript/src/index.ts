@@ -436,7 +436,9 @@ export class Tollgate {
             }
             failures += 1;
             if (transport === "sse" || failures < 2) {
-              await sleep(this.backoff(failures), stop.signal);
+              // The server's Retry-After (a 429 when opening too many streams) comes first.
+              const wait = Math.max(this.backoff(failures), (err.retryAfter ?? 0) * 1000);
+              await sleep(wait, stop.signal);
               continue;
             }
           }

@@ -266,3 +266,24 @@ test('consume and connectStripe send the documented bodies', async () => {
   await assert.rejects(tg.connectStripe('user-7', 'cus_doesnotexist', { force: true }), (e) => e instanceof TollgateError && e.status >= 400);
   assert.deepEqual(JSON.parse(fetch.calls[2].body), { customid: 'user-7', customerid: 'cus_doesnotexist', force: true });
 });
+
+test('watch waits what a 429 says before opening the stream again', async () => {
+  const rec = recorded.stream;
+  const at = [];
+  const fetch = async (url, init) => {
+    at.push(Date.now());
+    if (at.length === 1) {
+      return new Response('{"type":"error","code":"too_many_requests","status":429,"message":"later","details":[]}',
+        { status: 429, headers: { 'retry-after': '1' } });
+    }
+    return new Response(streamed(rec.body, init.signal), { status: 200, headers: rec.headers });
+  };
+  const errors = [];
+  const sets = [];
+  const stop = client(fetch).watch('user-7', (s) => sets.push(s), { onError: (e) => errors.push(e) });
+  for (let i = 0; i < 300 && sets.length < 1; i++) await new Promise((r) => setTimeout(r, 10));
+  stop();
+  assert.equal(errors[0]?.status, 429);
+  assert.ok(at[1] - at[0] >= 950, `waited the Retry-After second (${at[1] - at[0]} ms)`);
+  assert.equal(sets.length >= 1, true);
+});

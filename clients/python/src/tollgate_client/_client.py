@@ -397,7 +397,8 @@ class Tollgate:
                                 return
                         failures += 1
                         if transport == "sse" or failures < 2:
-                            stop.wait(self._backoff(failures))
+                            # The server's Retry-After (a 429 for too many streams) comes first.
+                            stop.wait(max(self._backoff(failures), e.retry_after or 0.0))
                             continue
                 until = time.monotonic() + 30.0
                 while not stop.is_set() and (time.monotonic() < until or transport == "poll"):
