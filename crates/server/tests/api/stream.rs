@@ -20,6 +20,7 @@ crate::both_dbs!(
     the_stream_checks_keys_customid_and_the_customer_token,
     a_dropped_stream_resumes_from_last_event_id_without_losing_a_change,
     a_held_permission_lapsing_by_the_clock_is_pushed,
+    a_change_committed_by_another_server_reaches_the_stream,
     a_thousand_watchers_each_receive_a_change,
 );
 
@@ -436,6 +437,36 @@ async fn a_held_permission_lapsing_by_the_clock_is_pushed(db: Db) {
     // The end passes: the stream says so (the expiry job's rewrite or the stream's own clock).
     let ev = st.next(10 * SEC).await.expect("the lapse is pushed");
     assert!(!ev.valid("premium"), "{ev:?}");
+}
+
+/// A second server process on the same database (here: a second context) grants; the stream of
+/// the first hears it through the change feed (SQLite's change log, PostgreSQL's NOTIFY).
+async fn a_change_committed_by_another_server_reaches_the_stream(db: Db) {
+    let s = TestServer::start(db).await;
+    catalog(&s).await;
+    let pk = s.bound_key(KeyKind::Public, "default").await;
+    let mut st = open(&s, &pk, "customid=user-x&heartbeat=1", &[])
+        .await
+        .expect("a stream");
+    assert!(!st.next(5 * SEC).await.expect("first").valid("premium"));
+    let other = tollgate_server::context(
+        s.config.clone(),
+        tollgate_server::clock::ManualClock::new(),
+        Some(format!("{}/sandbox/stripe", s.base)),
+    )
+    .await
+    .expect("a second server's context");
+    let body = tollgate_server::api::entitlements::GrantCreate {
+        permission: "premium".into(),
+        expires_at: None,
+        reason: "granted by the other server".into(),
+    };
+    tollgate_server::api::entitlements::grant(&other, "default", "user-x", body, "test".into())
+        .await
+        .expect("granted");
+    let ev = st.next(5 * SEC).await.expect("the other server's change");
+    assert!(ev.valid("premium"), "{ev:?}");
+    assert_eq!(ev.id.as_deref(), Some("1"));
 }
 
 /// The median, 90th, 99th percentile and the largest of `xs` (sorted here).
