@@ -21,6 +21,7 @@ crate::both_dbs!(
     a_dropped_stream_resumes_from_last_event_id_without_losing_a_change,
     a_held_permission_lapsing_by_the_clock_is_pushed,
     a_change_committed_by_another_server_reaches_the_stream,
+    without_a_change_feed_the_stream_reads_every_second,
     a_thousand_watchers_each_receive_a_change,
 );
 
@@ -467,6 +468,31 @@ async fn a_change_committed_by_another_server_reaches_the_stream(db: Db) {
     let ev = st.next(5 * SEC).await.expect("the other server's change");
     assert!(ev.valid("premium"), "{ev:?}");
     assert_eq!(ev.id.as_deref(), Some("1"));
+}
+
+/// With the permission cache (and so its change feed) turned off, a stream reads its customer
+/// every second instead: a change still arrives.
+async fn without_a_change_feed_the_stream_reads_every_second(db: Db) {
+    let s = TestServer::start_with(db, |c| c.permission_cache_poll_ms = 0).await;
+    catalog(&s).await;
+    let pk = s.bound_key(KeyKind::Public, "default").await;
+    let mut st = open(&s, &pk, "customid=user-p&heartbeat=5", &[])
+        .await
+        .expect("a stream");
+    assert!(!st.next(5 * SEC).await.expect("first").valid("premium"));
+    grant(
+        &s,
+        "user-p",
+        json!({"permission": "premium", "reason": "no feed"}),
+    )
+    .await;
+    let ev = st
+        .next(5 * SEC)
+        .await
+        .expect("read again within a second or so");
+    assert!(ev.valid("premium"), "{ev:?}");
+    // Unchanged reads send nothing.
+    assert!(st.next(Duration::from_millis(2500)).await.is_none());
 }
 
 /// The median, 90th, 99th percentile and the largest of `xs` (sorted here).
