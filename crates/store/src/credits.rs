@@ -42,6 +42,16 @@ pub async fn put_definition(db: &mut crate::Conn, merchant: &str, d: &CreditDefR
     .bind(d.low_balance_threshold)
     .execute(&mut *db)
     .await?;
+    // The balances' copy of the threshold (read by the hot path).
+    sqlx::query(
+        "UPDATE credit_balances SET low_threshold = $3
+         WHERE merchant_account_id = $1 AND permission = $2",
+    )
+    .bind(merchant)
+    .bind(&d.permission)
+    .bind(d.low_balance_threshold)
+    .execute(&mut *db)
+    .await?;
     for s in &d.skus {
         sqlx::query(
             "INSERT INTO credit_skus (merchant_account_id, permission, sku, units, per, expires_in_secs)

@@ -34,10 +34,12 @@ pub const EVENT_NAMES: &[&str] = &[
     "permission.expired",
     "customer.linked",
     "customer.state_changed",
+    "balance.low",
+    "balance.depleted",
 ];
 
 /// The name prefixes a `prefix.*` filter may name.
-pub const EVENT_GROUPS: &[&str] = &["transaction", "refund", "permission", "customer"];
+pub const EVENT_GROUPS: &[&str] = &["transaction", "refund", "permission", "customer", "balance"];
 
 /// Whether `filter` (an exact name, `group.*` or `*`) is one this server knows.
 pub fn valid_filter(filter: &str) -> bool {

@@ -133,6 +133,10 @@ impl Book {
             lots,
         };
         book.row.held = (book.row.held - released).max(0);
+        // The definition's threshold (copied to the row for the hot path).
+        if let Some(t) = cs::threshold(&mut **tx, merchant, permission).await? {
+            book.row.low_threshold = t;
+        }
         for e in book.lots.expiries(lots_now) {
             let mut r = row(customid, permission, Kind::Expiry, e.units, now);
             r.lot = e.lot.clone();
@@ -563,13 +567,8 @@ pub async fn apply_purchases(
     permissions.sort_unstable();
     permissions.dedup();
     for permission in permissions {
-        let threshold = defs
-            .iter()
-            .find(|d| d.permission == permission)
-            .and_then(|d| d.low_balance_threshold);
         let mut book =
             Book::open(ctx, tx, merchant, customid, permission, real_now, lots_now).await?;
-        book.row.low_threshold = threshold;
         for w in wants.iter().filter(|w| w.permission == permission) {
             if book.lots.get(&w.lot).is_some() {
                 continue;

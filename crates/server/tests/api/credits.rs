@@ -613,3 +613,37 @@ async fn stripe_periods_grant_and_reset_and_refunds_claw_back(db: Db) {
     );
     assert_eq!(assert_ledger_adds_up(&s, "guest-2").await, 0);
 }
+
+both_dbs!(low_and_depleted_balances_are_announced);
+
+/// `balance.low` when a consumption takes a balance to the definition's threshold or below,
+/// `balance.depleted` when it reaches zero; each once per crossing.
+async fn low_and_depleted_balances_are_announced(db: Db) {
+    let s = TestServer::start(db).await;
+    metered_catalog(&s, "prod_m", "prod_p").await;
+    s.post(
+        "/webhook-subscriptions",
+        json!({"url": "https://shop.example/hooks", "events": ["balance.*"]}),
+    )
+    .await
+    .expect(201);
+    give(&s, "u3", 30).await;
+    for units in [15, 4, 6, 2, 3] {
+        s.post(
+            "/v1/permissions/ai_credits/consume",
+            json!({"customid": "u3", "units": units}),
+        )
+        .await
+        .expect(200);
+    }
+    // 30 → 15 → 11 → 5 (low) → 3 → 0 (depleted)
+    let page = s.get("/webhook-deliveries?limit=100").await.expect(200);
+    let mut names: Vec<String> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|d| d["event_name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["balance.depleted", "balance.low"]);
+}
