@@ -450,6 +450,48 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn row(skus: &str, valid_until: Option<i64>) -> PermissionRow {
+        PermissionRow {
+            identifier: "premium".into(),
+            is_valid: true,
+            entitlement: 5,
+            expires_at: Some(1_767_225_600_000),
+            valid_until,
+            skus: skus.into(),
+            updated_at: 0,
+            version: 3,
+        }
+    }
+
+    /// The Glassfy permission, byte for byte as the check wrote it with `json!` before it was a
+    /// struct (field order, names, the store code, a lapse by the clock).
+    #[test]
+    fn permissions_render_as_glassfy_reads_them() {
+        let r = row(
+            r#"[{"identifier":"web_monthly","product_id":"prod_1","trial":true}]"#,
+            Some(1_767_225_600_000),
+        );
+        let held = serde_json::to_string(&Permission::of(&r, 0)).unwrap();
+        assert_eq!(
+            held,
+            r#"{"identifier":"premium","is_valid":true,"entitlement":5,"expires_date":1767225600,"expires_at":"2026-01-01T00:00:00Z","skuarray":[{"identifier":"web_monthly","productid":"prod_1","store":4,"istrial":true,"isinintrooffer":false}]}"#
+        );
+        let lapsed = Permission::of(&r, 1_767_225_600_000);
+        assert_eq!((lapsed.is_valid, lapsed.entitlement), (false, -5));
+        // Held with no end: `expires_date` is 9999-12-31T23:59:59Z, `expires_at` null; stored
+        // SKUs that cannot be read are none.
+        let mut forever = row("not json", None);
+        forever.expires_at = None;
+        let answer = Permissions {
+            customid: "user-7",
+            permissions: vec![Permission::of(&forever, 0)],
+        };
+        assert_eq!(
+            serde_json::to_string(&answer).unwrap(),
+            r#"{"customid":"user-7","permissions":[{"identifier":"premium","is_valid":true,"entitlement":5,"expires_date":253402300799,"expires_at":null,"skuarray":[]}]}"#
+        );
+    }
+
     /// A subscription as API version 2022-11-15 renders it: the period on the subscription.
     fn sub_2022() -> Value {
         json!({

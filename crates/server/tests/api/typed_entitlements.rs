@@ -70,6 +70,26 @@ async fn every_unknown_field_is_listed(db: Db) {
         "prod_1"
     );
 
+    s.post(
+        "/v1/permissions/definitions",
+        json!({"identifier": "premium", "skus": ["pro"]}),
+    )
+    .await
+    .expect(201);
+    let r = patch(
+        &s,
+        "/v1/permissions/definitions/premium",
+        json!({"skus": [], "sku": "pro", "label": "Premium"}),
+    )
+    .await;
+    assert_eq!(unknown(&r), ["/sku", "/label"]);
+    assert_eq!(
+        s.get("/v1/permissions/definitions/premium")
+            .await
+            .expect(200)["skus"],
+        json!(["pro"])
+    );
+
     let r = patch(
         &s,
         "/v1/entitlements/settings",
