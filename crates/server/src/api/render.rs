@@ -660,6 +660,12 @@ macro_rules! named_page {
                 Cow::Borrowed($name)
             }
             fn schemas(out: &mut Vec<(String, RefOr<Schema>)>) {
+                // The envelope refers to its item by name: the item's schema goes along.
+                out.push((
+                    <$item as ToSchema>::name().into_owned(),
+                    <$item as PartialSchema>::schema(),
+                ));
+                <$item as ToSchema>::schemas(out);
                 <super::Page<$item> as ToSchema>::schemas(out)
             }
         }
