@@ -1,7 +1,7 @@
 //! Stripe JSON → the domain's purchase records ([`tollgate_domain::entitlements::Record`]).
 //! The only place that knows Stripe's field names for subscriptions, invoices, checkout
 //! sessions, credit notes, invoice payments, disputes and (for entitlements) payment intents
-//! and charges, in every API version from 2020-08-27 on (SPEC §4):
+//! and charges, in every Stripe API version from 2020-08-27 on:
 //!
 //! | what | up to 2025-02 | from 2025-03-31 (basil) |
 //! |---|---|---|
