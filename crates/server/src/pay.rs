@@ -36,12 +36,8 @@ pub struct CompleteQuery {
 pub struct PaymentCompletion {
     pub transaction_id: String,
     /// The transaction's status after the sync.
-    #[schema(schema_with = transaction_status)]
+    #[schema(value_type = crate::api::render::TransactionStatusName)]
     pub transaction_status: String,
-}
-
-fn transaction_status() -> utoipa::openapi::Ref {
-    utoipa::openapi::Ref::from_schema_name("TransactionStatus")
 }
 
 fn no_referrer(mut r: Response) -> Response {
