@@ -584,7 +584,7 @@ pub async fn connections(cmd: ConnectionsCommand) -> anyhow::Result<()> {
                 println!(
                     "{}\t{}\t{}\t{}",
                     c.id,
-                    shown["status"].as_str().unwrap_or_default(),
+                    shown.status.as_str(),
                     c.secret_key_hint,
                     if c.is_default { "default" } else { "" }
                 );

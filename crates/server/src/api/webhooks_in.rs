@@ -1,5 +1,5 @@
 //! `POST /webhooks/stripe/{connection_id}`: Stripe's events, verified on the raw body and
-//! stored in the inbox before the answer (SPEC §4); workers apply them later (`crate::inbox`).
+//! stored in the inbox before the answer; workers apply them later (`crate::inbox`).
 //! Nothing is stored for a refused request. What cannot be stored or read back is refused at
 //! the edge, identically on both databases: a connection id or event with a NUL character
 //! (PostgreSQL's text cannot hold one), a body that is not UTF-8, nested deeper than
@@ -12,20 +12,59 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use tollgate_store::{ConnectionRow, connections};
 
-use crate::ApiContext;
-use crate::error::{ApiError, ApiResult, Detail};
-use crate::inbox;
-use axum::routing;
+use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::ApiContext;
+use crate::error::{ApiError, ApiResult, Detail, ErrorEnvelope};
+use crate::inbox;
 
 /// The Stripe webhook endpoint: outside the API's key and Idempotency-Key handling (Stripe
 /// signs the body).
 pub fn routes() -> OpenApiRouter<ApiContext> {
-    OpenApiRouter::new().route("/webhooks/stripe/{connection_id}", routing::post(receive))
+    OpenApiRouter::new().routes(routes!(receive))
 }
 
 const MAX_EVENT_BYTES: usize = 1024 * 1024;
 
+/// The address to register in Stripe (`webhook_url` of the connection). The `Stripe-Signature`
+/// header is verified on the raw body (HMAC-SHA256 of `{t}.{body}` keyed by the connection's
+/// current `whsec_` secret or, until it expires, the one it replaced; any `v1` may match; 300 s
+/// tolerance both ways). The event is stored in the inbox (unique per connection and event id:
+/// two connections to one Stripe account each store and apply it) before the answer, and
+/// applied by a background worker to the connection's own transactions (found by their stored
+/// PaymentIntent id), forward-only.
+///
+/// Unknown connection, missing secret, bad signature, stale or future timestamp, not JSON or not
+/// an event: 400, nothing stored; over 1 MiB: 413. Also 400, nothing stored, with
+/// `details[].pointer` naming the place: a connection id with a NUL character (U+0000) or not
+/// UTF-8; a body that is not UTF-8, nests more than 64 levels deep, holds a NUL in any string
+/// or key, or whose `created` is not an integer Unix time from 0 to 253402300799.
+#[utoipa::path(
+    post,
+    path = "/webhooks/stripe/{connection_id}",
+    operation_id = "receive_stripe_webhook",
+    tag = "buyer",
+    summary = "Receive a Stripe event",
+    security(()),
+    params(
+        ("connection_id" = String, Path, description = "The connection the events are for (its `webhook_url`)."),
+        ("Stripe-Signature" = String, Header, description = "Stripe's signature of the raw body: `t={unix seconds},v1={hex HMAC-SHA256}` (several `v1` allowed)."),
+    ),
+    request_body(
+        content = Object,
+        content_type = "application/json",
+        description = "A Stripe event, exactly as Stripe sent it (the signature covers these bytes; at most 1 MiB).",
+        example = json!({"id": "evt_1QExample", "object": "event", "type": "payment_intent.succeeded", "created": 1767225600, "data": {"object": {"id": "pi_1QExample", "object": "payment_intent"}}}),
+    ),
+    responses(
+        (status = 200, description = "Stored (`{received: true, duplicate: false, id}`), or a duplicate of a stored event (`duplicate: true`, not applied again).", body = Received),
+        (status = 400, description = "Refused, nothing stored: unknown connection, no webhook secret yet, a missing or bad signature, or a body that is not a Stripe event Tollgate can store (`details` names the place).", body = ErrorEnvelope),
+        (status = 413, description = "The event is larger than 1 MiB; nothing stored.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn receive(
     State(ctx): State<ApiContext>,
     connection_id: Result<Path<String>, PathRejection>,
@@ -92,11 +131,16 @@ pub async fn receive(
     ))
 }
 
-/// The answer to an event: `id` is the inbox row's, for a new event.
-#[derive(serde::Serialize)]
+/// The answer to an event.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = WebhookReceipt)]
 pub struct Received {
+    /// Always `true`: the event is stored.
     received: bool,
+    /// The event was stored before (it is not applied again).
     duplicate: bool,
+    /// The inbox row's id, for a new event; `null` for a duplicate.
+    #[schema(required = true, format = "uuid")]
     id: Option<String>,
 }
 

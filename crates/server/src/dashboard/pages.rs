@@ -13,7 +13,7 @@ use tollgate_store::{accounts, connections as store_conn, entitlements as es, op
 use super::layout::{head, secure};
 use super::session::{Session, see_other};
 use crate::ApiContext;
-use crate::api::{self, JsonBody};
+use crate::api;
 use crate::auth::{KeyKind, new_key};
 use crate::error::ApiError;
 use crate::page::{esc, format_money};
@@ -464,7 +464,7 @@ pub async fn connections(
     Query(params): Params,
 ) -> Response {
     let listed = match api::connections::list(State(ctx.clone()), super::caller(&s)).await {
-        Ok(j) => j.0,
+        Ok(j) => serde_json::to_value(&j.0).unwrap_or_default(),
         Err(e) => return fail(&ctx, &s, "connections", e).await,
     };
     let rows = item_rows(&listed, |c| {
@@ -540,10 +540,17 @@ pub async fn connection_create(
     if param(&form, "default") == Some("true") {
         body.insert("default".into(), json!(true));
     }
-    match api::connections::create(State(ctx.clone()), super::caller(&s), JsonBody(body)).await {
+    let created = match api::typed::from_object(body) {
+        Ok(b) => {
+            api::connections::create(State(ctx.clone()), super::caller(&s), api::typed::Body(b))
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match created {
         Ok((_, j)) => see_other(&format!(
             "/dashboard/connections/{}?done=connection_created",
-            seg(&text(&j.0["id"]))
+            seg(&j.0.id)
         )),
         Err(e) => fail(&ctx, &s, "connections", e).await,
     }
@@ -558,7 +565,7 @@ pub async fn connection(
     let c = match api::connections::get(State(ctx.clone()), super::caller(&s), Path(id.clone()))
         .await
     {
-        Ok(j) => j.0,
+        Ok(j) => serde_json::to_value(&j.0).unwrap_or_default(),
         Err(e) => return fail(&ctx, &s, "connections", e).await,
     };
     let status = text(&c["status"]);
@@ -571,11 +578,11 @@ pub async fn connection(
             State(ctx.clone()),
             super::caller(&s),
             Path(id.clone()),
-            api::JsonBody(Default::default()),
+            api::typed::Body(Default::default()),
         )
         .await
         {
-            Ok(j) => render_verification(&j.0),
+            Ok(j) => render_verification(&serde_json::to_value(&j.0).unwrap_or_default()),
             Err(e) => format!(
                 "<div class=\"error\" role=\"alert\">{}</div>",
                 esc(e.body()["message"].as_str().unwrap_or_default())
@@ -681,14 +688,19 @@ pub async fn connection_webhook_secret(
     };
     let mut body = Map::new();
     body.insert("webhook_secret".into(), json!(secret));
-    match api::connections::update(
-        State(ctx.clone()),
-        super::caller(&s),
-        Path(id.clone()),
-        JsonBody(body),
-    )
-    .await
-    {
+    let updated = match api::typed::from_object(body) {
+        Ok(b) => {
+            api::connections::update(
+                State(ctx.clone()),
+                super::caller(&s),
+                Path(id.clone()),
+                api::typed::Body(b),
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    match updated {
         Ok(_) => see_other(&format!(
             "/dashboard/connections/{}?done=webhook_secret_saved",
             seg(&id)
@@ -1047,7 +1059,7 @@ pub async fn webhooks(
     )
     .await
     {
-        Ok(j) => j.0,
+        Ok(j) => serde_json::to_value(&j.0).unwrap_or_default(),
         Err(e) => return fail(&ctx, &s, "webhooks", e).await,
     };
     let rows = item_rows(&listed, |w| {
@@ -1102,7 +1114,7 @@ pub async fn webhook(
     let w = match api::webhook_events::get(State(ctx.clone()), super::caller(&s), Path(id.clone()))
         .await
     {
-        Ok(j) => j.0,
+        Ok(j) => serde_json::to_value(&j.0).unwrap_or_default(),
         Err(e) => return fail(&ctx, &s, "webhooks", e).await,
     };
     let body = format!(
@@ -1142,7 +1154,7 @@ pub async fn webhook_replay(
         State(ctx.clone()),
         super::caller(&s),
         Path(id.clone()),
-        JsonBody(Map::new()),
+        api::typed::Body(api::webhook_events::NoFields {}),
     )
     .await
     {

@@ -19,6 +19,7 @@ mod outage;
 mod outbound;
 mod typed_entitlements;
 mod stream;
+mod typed_connections;
 mod typed_transactions;
 mod typed_webhooks_out;
 mod webhooks;
