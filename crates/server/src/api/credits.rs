@@ -90,7 +90,11 @@ fn identifier_ok(id: &str) -> ApiResult<()> {
 #[schema(example = json!({"customid": "user-42", "units": 2, "metadata": {"request": "gen-981"}}))]
 pub struct ConsumeRequest {
     /// The customer (your user id).
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,255}$"
+    )]
     pub customid: String,
     /// Units to consume.
     #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
@@ -178,7 +182,11 @@ pub async fn consume(
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(example = json!({"customid": "user-42", "units": 50, "expires_in": 300}))]
 pub struct ReserveRequest {
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,255}$"
+    )]
     pub customid: String,
     /// Units to hold.
     #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
@@ -382,7 +390,11 @@ pub async fn release(
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(example = json!({"customid": "user-42", "units": 100, "reason": "Goodwill after the outage of 3 May"}))]
 pub struct AdjustRequest {
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,255}$"
+    )]
     pub customid: String,
     /// Units to add (positive) or take away (negative; at most those available). Not 0.
     #[schema(minimum = -1_000_000_000_000_i64, maximum = 1_000_000_000_000_i64)]
@@ -530,7 +542,7 @@ fn customid_of_path(c: &str) -> ApiResult<()> {
     operation_id = "list_ledger",
     tag = "entitlements",
     summary = "A customer's credit ledger",
-    params(("customid" = String, Path, description = "The customer."), LedgerQuery),
+    params(("customid" = String, Path, description = "The business's own id of its user: 1 to 255 characters, no control characters.", pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,255}$"), LedgerQuery),
     responses(
         (status = 200, description = "The rows, newest first.", body = Page<LedgerEntryOut>),
         (status = 400, description = "`bad_request`: a bad `limit` or `cursor`.", body = ErrorEnvelope),
@@ -625,7 +637,7 @@ pub fn render_balance(b: &BalanceRow) -> BalanceOut {
     operation_id = "list_balances",
     tag = "entitlements",
     summary = "A customer's credit balances",
-    params(("customid" = String, Path, description = "The customer.")),
+    params(("customid" = String, Path, description = "The business's own id of its user: 1 to 255 characters, no control characters.", pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,255}$")),
     responses(
         (status = 200, description = "The balances.", body = Page<BalanceOut>),
         (status = 400, description = "`bad_request`: a bad customid.", body = ErrorEnvelope),
