@@ -93,10 +93,15 @@ pub struct WebhookEventOut {
     pub payload: Option<Value>,
 }
 
-/// Any JSON value.
+/// Any JSON value: the event as Stripe sent it.
 fn any_value() -> utoipa::openapi::schema::Object {
-    use utoipa::openapi::schema::{Object, SchemaType};
-    Object::with_type(SchemaType::AnyValue)
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::AnyValue)
+        .description(Some(
+            "The event exactly as received (untrusted data); only on `GET /webhook-events/{id}`.",
+        ))
+        .build()
 }
 
 /// `received` (waiting), `applied`, `ignored` (not ours or not needed), `failed` (will retry),
