@@ -623,21 +623,6 @@ pub struct SessionData {
     pub return_url: String,
 }
 
-/// A list envelope.
-pub fn page(
-    items: Vec<Value>,
-    limit: i64,
-    next: Option<String>,
-    previous: Option<String>,
-) -> Value {
-    let mut m = Map::new();
-    m.insert("items".into(), Value::Array(items));
-    m.insert("limit".into(), json!(limit));
-    m.insert("next_cursor".into(), json!(next));
-    m.insert("previous_cursor".into(), json!(previous));
-    Value::Object(m)
-}
-
 /// A list's schema under the name clients know it by (`Transactions`, `Refunds`, …): the
 /// envelope of [`super::Page`] around `$item`.
 macro_rules! named_page {

@@ -77,9 +77,12 @@ async fn every_unknown_field_of_a_create_is_listed(db: Db) {
     s.post("/transactions", body).await.expect(201);
 }
 
+/// A change made to a good create body.
+type Change = Box<dyn Fn(&mut Value)>;
+
 async fn wrong_types_in_nested_fields_name_their_pointer(db: Db) {
     let s = TestServer::start(db).await;
-    let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+    let cases: Vec<(Change, &str)> = vec![
         (
             Box::new(|b| b["payment_method"]["country"] = json!(5)),
             "/payment_method/country",
