@@ -289,3 +289,26 @@ pub async fn seal_clear_answers(ctx: &ApiContext) -> tollgate_store::Result<usiz
         }
     }
 }
+
+/// Marks every POST of `doc` as taking an `Idempotency-Key` (the routes under the idempotency
+/// middleware): the header, and the 400 for a malformed key and 409 for one in use or reused
+/// with another body.
+pub fn document(doc: &mut utoipa::openapi::OpenApi) {
+    for item in doc.paths.paths.values_mut() {
+        if let Some(op) = item.post.as_mut() {
+            op.parameters
+                .get_or_insert_with(Vec::new)
+                .push(utoipa::openapi::RefOr::Ref(utoipa::openapi::Ref::new(
+                    "#/components/parameters/IdempotencyKey",
+                )));
+            for (status, name) in [("400", "BadRequest"), ("409", "Conflict")] {
+                op.responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| {
+                        utoipa::openapi::RefOr::Ref(utoipa::openapi::Ref::from_response_name(name))
+                    });
+            }
+        }
+    }
+}

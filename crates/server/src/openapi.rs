@@ -10,8 +10,6 @@
 //! around the handlers answer (authentication, the merchant account headers, the edge's 400).
 //! It is built once and served with this server's `public_url`.
 
-mod legacy; // LEGACY: the hand-written operations and schemas not derived yet.
-
 use std::sync::OnceLock;
 
 use axum::Router;
@@ -335,27 +333,6 @@ impl Modify for Base {
 
 // ---- the derived document ---------------------------------------------------------------------
 
-/// Marks every POST of `doc` as taking an `Idempotency-Key` (the routes under the idempotency
-/// middleware): the header, and the 400 for a malformed key and 409 for one in use or reused
-/// with another body.
-pub fn idempotent(doc: &mut utoipa::openapi::OpenApi) {
-    for item in doc.paths.paths.values_mut() {
-        if let Some(op) = item.post.as_mut() {
-            op.parameters
-                .get_or_insert_with(Vec::new)
-                .push(RefOr::Ref(Ref::new(
-                    "#/components/parameters/IdempotencyKey",
-                )));
-            for (status, name) in [("400", "BadRequest"), ("409", "Conflict")] {
-                op.responses
-                    .responses
-                    .entry(status.to_string())
-                    .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
-            }
-        }
-    }
-}
-
 /// The derived document as utoipa builds it: the base, then every module's operations and
 /// schemas (the reference routes last).
 pub fn derived() -> utoipa::openapi::OpenApi {
@@ -461,7 +438,6 @@ pub fn document(public_url: &str) -> Value {
     static DOC: OnceLock<Value> = OnceLock::new();
     let doc = DOC.get_or_init(|| {
         let mut doc = serde_json::to_value(derived()).unwrap_or_else(|_| json!({}));
-        legacy::fill(&mut doc); // LEGACY: operations and schemas not derived yet.
         complete(&mut doc);
         doc
     });

@@ -624,7 +624,7 @@ pub struct SessionData {
 }
 
 /// A list's schema under the name clients know it by (`Transactions`, `Refunds`, …): the
-/// envelope of [`super::Page`] around `$item`.
+/// envelope of [`super::list::Page`] around `$item`.
 macro_rules! named_page {
     ($doc:ident, $item:ty, $name:literal, $desc:literal) => {
         #[doc = $desc]
@@ -632,7 +632,7 @@ macro_rules! named_page {
 
         impl PartialSchema for $doc {
             fn schema() -> RefOr<Schema> {
-                let mut s = <super::Page<$item> as PartialSchema>::schema();
+                let mut s = <super::list::Page<$item> as PartialSchema>::schema();
                 if let RefOr::T(Schema::Object(o)) = &mut s {
                     o.description = Some($desc.into());
                 }
@@ -651,7 +651,7 @@ macro_rules! named_page {
                     <$item as PartialSchema>::schema(),
                 ));
                 <$item as ToSchema>::schemas(out);
-                <super::Page<$item> as ToSchema>::schemas(out)
+                <super::list::Page<$item> as ToSchema>::schemas(out)
             }
         }
     };
