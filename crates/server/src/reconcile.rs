@@ -60,7 +60,7 @@ pub async fn sync_connection(
     ctx: &ApiContext,
     conn: &ConnectionRow,
     since: Option<i64>,
-) -> ApiResult<Value> {
+) -> ApiResult<SyncReport> {
     let started = Instant::now();
     let now_s = ctx.now() / 1000;
     let cursor = inbox::get_cursor(ctx.store.reader(), &conn.id).await?;
@@ -94,13 +94,16 @@ pub async fn sync_connection(
                 }
                 new += feed(ctx, conn, ev).await? as usize;
             }
-            json!({"status": "read", "read": events.len(), "new": new})
+            ListRead::Read {
+                read: events.len() as u64,
+                new: new as u64,
+            }
         }
         Err(e) => unavailable(ctx, conn, &e, "/v1/events")?,
     };
 
     // 2. Objects from the list endpoints.
-    let mut lists = Map::new();
+    let mut lists = std::collections::BTreeMap::new();
     for (path, prefix, extra) in LISTS {
         let mut params = window.clone();
         for (k, v) in *extra {
@@ -115,7 +118,10 @@ pub async fn sync_connection(
                     };
                     new += feed(ctx, conn, &ev).await? as usize;
                 }
-                json!({"status": "read", "read": objects.len(), "new": new})
+                ListRead::Read {
+                    read: objects.len() as u64,
+                    new: new as u64,
+                }
             }
             Err(e) => unavailable(ctx, conn, &e, path)?,
         };
@@ -133,19 +139,26 @@ pub async fn sync_connection(
     for t in &unsettled {
         match sync_row(ctx, t).await {
             Ok(_) => resynced += 1,
-            Err(e) => resync_errors.push(json!({"transaction_id": t.id, "message": e.to_string()})),
+            Err(e) => resync_errors.push(ResyncError {
+                transaction_id: t.id.clone(),
+                message: e.to_string(),
+            }),
         }
     }
 
-    let report = json!({
-        "type": "sync-report",
-        "connection_id": conn.id,
-        "since": since,
-        "events": events_report,
-        "lists": lists,
-        "transactions": {"checked": unsettled.len(), "resynced": resynced, "errors": resync_errors},
-        "duration_ms": started.elapsed().as_millis() as u64,
-    });
+    let report = SyncReport {
+        object: "sync-report",
+        connection_id: conn.id.clone(),
+        since,
+        events: events_report,
+        lists,
+        transactions: Resync {
+            checked: unsettled.len() as u64,
+            resynced,
+            errors: resync_errors,
+        },
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
     inbox::put_cursor(
         ctx.store.writer(),
         &SyncCursor {
@@ -153,7 +166,7 @@ pub async fn sync_connection(
             last_event_at: newest,
             last_event_id: newest_id,
             last_sync_at: ctx.now(),
-            last_report: report.to_string(),
+            last_report: serde_json::to_string(&report).unwrap_or_default(),
         },
     )
     .await?;
@@ -167,7 +180,7 @@ fn unavailable(
     conn: &ConnectionRow,
     e: &StripeError,
     path: &str,
-) -> ApiResult<Value> {
+) -> ApiResult<ListRead> {
     if e.is_retryable_outage() {
         ctx.metrics
             .stripe_errors
@@ -193,7 +206,10 @@ fn unavailable(
         });
     }
     tracing::warn!(path, error = %e.message(), "reconcile: cannot read this list");
-    Ok(json!({"status": "unavailable", "message": e.message(), "http_status": e.status()}))
+    Ok(ListRead::Unavailable {
+        message: e.message(),
+        http_status: e.status(),
+    })
 }
 
 /// Stores one event (real or synthetic) in the inbox; `true` when it was new.
@@ -258,12 +274,68 @@ pub fn spawn(ctx: ApiContext) {
             };
             for conn in conns {
                 match sync_connection(&ctx, &conn, None).await {
-                    Ok(report) => {
-                        tracing::info!(connection = %conn.id, report = %report, "reconcile done")
-                    }
+                    Ok(report) => tracing::info!(
+                        connection = %conn.id,
+                        report = %serde_json::to_string(&report).unwrap_or_default(),
+                        "reconcile done"
+                    ),
                     Err(e) => tracing::warn!(connection = %conn.id, error = %e, "reconcile failed"),
                 }
             }
         }
     });
+}
+
+/// What one reconcile read and fed through the inbox. A list the key may not read is reported
+/// `unavailable` with Stripe's message; the other steps still run.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct SyncReport {
+    #[serde(rename = "type")]
+    #[schema(value_type = String, pattern = "^sync-report$", example = "sync-report")]
+    pub object: &'static str,
+    #[schema(format = "uuid")]
+    pub connection_id: String,
+    /// Unix seconds: where reading started.
+    pub since: i64,
+    /// `GET /v1/events`.
+    pub events: ListRead,
+    /// Per list endpoint (`payment_intents`, `customers`, `subscriptions`, `invoices`,
+    /// `checkout/sessions`, `credit_notes`).
+    pub lists: std::collections::BTreeMap<String, ListRead>,
+    /// Transactions Stripe may still move, re-read from their PaymentIntent.
+    pub transactions: Resync,
+    #[schema(minimum = 0)]
+    pub duration_ms: u64,
+}
+
+/// What reading one Stripe list gave.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+#[schema(as = SyncListRead)]
+pub enum ListRead {
+    /// Read: how many objects, and how many of them were new to the inbox.
+    Read { read: u64, new: u64 },
+    /// The key may not read the list, or this Stripe does not have it.
+    Unavailable {
+        message: String,
+        #[schema(required = true)]
+        http_status: Option<u16>,
+    },
+}
+
+/// The transactions a reconcile re-read.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = SyncResync)]
+pub struct Resync {
+    pub checked: u64,
+    pub resynced: u64,
+    pub errors: Vec<ResyncError>,
+}
+
+/// A transaction that could not be re-read.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = SyncResyncError)]
+pub struct ResyncError {
+    pub transaction_id: String,
+    pub message: String,
 }

@@ -29,23 +29,8 @@ pub fn routes() -> OpenApiRouter<ApiContext> {
         .routes(routes!(create, list))
         .routes(routes!(get, update, delete))
         .routes(routes!(verify));
-    close(&mut router, &["ConnectionCreate", "ConnectionUpdate"]);
+    super::typed::close(&mut router, &["ConnectionCreate", "ConnectionUpdate"]);
     router
-}
-
-/// Marks request schemas as refusing fields they do not name (`additionalProperties: false`):
-/// their unknown fields are refused (every one named), which serde's derive cannot tell utoipa
-/// without also stopping at the first one.
-pub(crate) fn close(router: &mut OpenApiRouter<ApiContext>, names: &[&str]) {
-    use utoipa::openapi::RefOr;
-    use utoipa::openapi::schema::{AdditionalProperties, Schema};
-    if let Some(components) = router.get_openapi_mut().components.as_mut() {
-        for name in names {
-            if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut(*name) {
-                o.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
-            }
-        }
-    }
 }
 
 /// How long a replaced webhook secret keeps verifying when the request does not say

@@ -31,7 +31,6 @@ use crate::error::{ApiError, ApiResult, Detail, ErrorEnvelope};
 /// This resource's routes under the Idempotency-Key middleware, and their part of the OpenAPI
 /// document.
 pub fn routes() -> OpenApiRouter<ApiContext> {
-    use utoipa::openapi::schema::{AdditionalProperties, Schema};
     use utoipa::openapi::{RefOr, Required};
     let mut router = OpenApiRouter::new()
         .routes(routes!(sku_create, sku_list))
@@ -42,22 +41,17 @@ pub fn routes() -> OpenApiRouter<ApiContext> {
         .routes(routes!(grant_revoke))
         .routes(routes!(history))
         .routes(routes!(settings_get, settings_update));
-    let doc = router.get_openapi_mut();
-    // Unknown body fields are refused (every one named), which serde's derive cannot tell utoipa
-    // without also stopping at the first one.
-    if let Some(components) = doc.components.as_mut() {
-        for name in [
+    super::typed::close(
+        &mut router,
+        &[
             "SkuCreate",
             "SkuUpdate",
             "ConnectStripe",
             "GrantCreate",
             "EntitlementSettingsUpdate",
-        ] {
-            if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut(name) {
-                o.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
-            }
-        }
-    }
+        ],
+    );
+    let doc = router.get_openapi_mut();
     // The PATCHes take no body at all too (nothing changes).
     for path in ["/v1/skus/{identifier}", "/v1/entitlements/settings"] {
         let body = doc

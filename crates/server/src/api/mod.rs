@@ -52,16 +52,38 @@ pub fn openapi_router(ctx: Option<&ApiContext>) -> OpenApiRouter<ApiContext> {
             crate::idempotency::middleware,
         ));
     }
-    let mut api = keyed
-        .merge(health::routes())
-        // The permission check (public keys): no idempotency layer, its own auth cache.
-        .merge(entitlements::check_routes())
-        .merge(stream::routes());
+    // The permission check and its stream (public keys): no idempotency layer, their own auth
+    // cache; apps call them from browsers on the business's own origin, so they answer CORS.
+    let mut public = entitlements::check_routes().merge(stream::routes());
+    if ctx.is_some() {
+        public = public.layer(public_cors());
+    }
+    let mut api = keyed.merge(health::routes()).merge(public);
     if ctx.is_some() {
         // Path and query parameters Tollgate cannot store are refused before anything else.
         api = api.route_layer(axum::middleware::from_fn(crate::edge::api));
     }
     api.merge(webhooks_in::routes())
+}
+
+/// CORS of the public-key routes: any origin may read them with a public key (no cookies are
+/// involved, so no credentials mode); the request headers the permission check reads and the
+/// answer headers a client needs (`ETag` for caching, `Retry-After` for the rate limit).
+fn public_cors() -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, Method, header};
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::IF_NONE_MATCH,
+            header::CACHE_CONTROL,
+            HeaderName::from_static("x-customer-token"),
+            HeaderName::from_static("last-event-id"),
+            HeaderName::from_static("x-merchant-account-id"),
+        ])
+        .expose_headers([header::ETAG, header::RETRY_AFTER])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 pub fn router(ctx: &ApiContext) -> Router<ApiContext> {

@@ -61,6 +61,22 @@ pub fn from_object<T: DeserializeOwned>(body: Map<String, Value>) -> ApiResult<T
     })
 }
 
+/// Marks the named request schemas of `router`'s document as closed
+/// (`additionalProperties: false`), as [`Body`] reads them: serde's derive can only tell utoipa
+/// so with `deny_unknown_fields`, which would stop at the first unknown field instead of naming
+/// every one.
+pub fn close(router: &mut utoipa_axum::router::OpenApiRouter<crate::ApiContext>, names: &[&str]) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{AdditionalProperties, Schema};
+    if let Some(components) = router.get_openapi_mut().components.as_mut() {
+        for name in names {
+            if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut(*name) {
+                o.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+        }
+    }
+}
+
 /// A query string read as `T` (see the module's text).
 #[derive(Debug)]
 pub struct Params<T>(pub T);

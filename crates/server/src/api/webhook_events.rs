@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tollgate_store::inbox::{self, InboxRow, ListFilter};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -26,7 +26,7 @@ pub fn routes() -> OpenApiRouter<ApiContext> {
         .routes(routes!(list))
         .routes(routes!(get))
         .routes(routes!(replay));
-    super::connections::close(&mut router, &["SyncRequest", "NoFields"]);
+    super::typed::close(&mut router, &["SyncRequest", "NoFields"]);
     router
 }
 
@@ -398,60 +398,7 @@ fn since_text(s: &str) -> Option<i64> {
         .or_else(|| crate::clock::parse_rfc3339(s).map(|ms| ms / 1000))
 }
 
-/// What one reconcile read and fed through the inbox. A list the key may not read is reported
-/// `unavailable` with Stripe's message; the other steps still run.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SyncReport {
-    #[serde(rename = "type")]
-    #[schema(value_type = String, pattern = "^sync-report$", example = "sync-report")]
-    pub object: String,
-    #[schema(format = "uuid")]
-    pub connection_id: String,
-    /// Unix seconds: where reading started.
-    pub since: i64,
-    /// `GET /v1/events`.
-    pub events: ListRead,
-    /// Per list endpoint (`payment_intents`, `customers`, `subscriptions`, `invoices`,
-    /// `checkout/sessions`, `credit_notes`).
-    #[schema(value_type = std::collections::BTreeMap<String, ListRead>)]
-    pub lists: Map<String, Value>,
-    /// Transactions Stripe may still move, re-read from their PaymentIntent.
-    pub transactions: Resync,
-    #[schema(minimum = 0)]
-    pub duration_ms: u64,
-}
-
-/// What reading one Stripe list gave.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(tag = "status", rename_all = "snake_case")]
-#[schema(as = SyncListRead)]
-pub enum ListRead {
-    /// Read: how many objects, and how many of them were new to the inbox.
-    Read { read: u64, new: u64 },
-    /// The key may not read the list, or this Stripe does not have it.
-    Unavailable {
-        message: String,
-        #[schema(required = true)]
-        http_status: Option<u16>,
-    },
-}
-
-/// The transactions a reconcile re-read.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[schema(as = SyncResync)]
-pub struct Resync {
-    pub checked: u64,
-    pub resynced: u64,
-    pub errors: Vec<ResyncError>,
-}
-
-/// A transaction that could not be re-read.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[schema(as = SyncResyncError)]
-pub struct ResyncError {
-    pub transaction_id: String,
-    pub message: String,
-}
+pub use crate::reconcile::{ListRead, Resync, ResyncError, SyncReport};
 
 /// Re-reads Stripe with the connection's key: `GET /v1/events` since the last event reconcile
 /// saw (when the key may read Events), the list endpoints over a `created` window, and every
@@ -497,8 +444,7 @@ pub async fn sync(
         .await?
         .filter(|c| c.merchant_account_id == caller.merchant_account_id)
         .ok_or_else(|| ApiError::not_found("connection"))?;
-    let report = crate::reconcile::sync_connection(&ctx, &conn, since).await?;
-    serde_json::from_value(report)
-        .map(Json)
-        .map_err(|e| ApiError::Internal(format!("sync report of {}: {e}", conn.id)))
+    Ok(Json(
+        crate::reconcile::sync_connection(&ctx, &conn, since).await?,
+    ))
 }

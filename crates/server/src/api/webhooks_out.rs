@@ -49,19 +49,14 @@ pub fn routes() -> OpenApiRouter<ApiContext> {
         .routes(routes!(list_deliveries))
         .routes(routes!(get_delivery))
         .routes(routes!(resend));
-    // Unknown body fields are refused (every one named), which serde's derive cannot tell utoipa
-    // without also stopping at the first one.
-    if let Some(components) = router.get_openapi_mut().components.as_mut() {
-        for name in [
+    super::typed::close(
+        &mut router,
+        &[
             "WebhookSubscriptionCreate",
             "WebhookSubscriptionReplace",
             "WebhookSubscriptionUpdate",
-        ] {
-            if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut(name) {
-                o.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
-            }
-        }
-    }
+        ],
+    );
     // The bodiless POSTs take no body at all, or `{}`.
     for path in [
         "/webhook-subscriptions/{id}/rotate-secret",

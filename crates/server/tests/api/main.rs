@@ -8,6 +8,7 @@ pub mod common;
 mod bad_input;
 mod connections;
 mod contract;
+mod cors;
 mod credits;
 mod dashboard;
 mod entitlements;
