@@ -124,28 +124,159 @@ export interface components {
             /** @description The connection the customer is on; default: the account's default connection. */
             connection_id?: string | null;
         };
-        /** @description A SKU that grants a permission, as Glassfy's SDKs read it. */
-        SkuUse: {
-            /**
-             * @description The SKU's identifier.
-             * @example web_monthly
-             */
-            identifier: string;
-            /**
-             * @description Its Stripe product id (`prod_…`).
-             * @example prod_Example
-             */
-            productid: string;
+        /**
+         * @description `POST /v1/permissions/{identifier}/consume`.
+         * @example {
+         *       "customid": "user-42",
+         *       "units": 2,
+         *       "metadata": {
+         *         "request": "gen-981"
+         *       }
+         *     }
+         */
+        ConsumeRequest: {
+            /** @description The customer (your user id). */
+            customid: string;
             /**
              * Format: int64
-             * @description 4: Stripe (Glassfy's store code).
-             * @example 4
+             * @description Units to consume.
              */
-            store: number;
-            /** @description The purchase that grants it is in a trial. */
-            istrial: boolean;
-            /** @description Always false (Stripe has no introductory offers). */
-            isinintrooffer: boolean;
+            units: number;
+            /** @description Stored on the ledger row. */
+            metadata?: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * @description `reject` (default): refuse when fewer units are available than asked; `cap`: consume
+             *     what is available (refused only when nothing is).
+             */
+            overage?: string | null;
+        };
+        /** @description A consumption done. */
+        Consumption: {
+            /**
+             * Format: int64
+             * @description The balance after it.
+             */
+            balance: number;
+            /**
+             * Format: int64
+             * @description Units consumed (fewer than asked only under `overage: cap`).
+             */
+            consumed: number;
+            /** @description The ledger row written. */
+            ledger_id: string;
+        };
+        /** @description What `POST /v1/connect_stripe` answers: the link and the customid's permissions. */
+        CustomerLink: {
+            /** @example customer-link */
+            type: string;
+            /** @example user-7 */
+            customid: string;
+            /** @example cus_Example */
+            customerid: string;
+            connection_id: string;
+            /** @description The customid the customer was linked to before (with `force`); null when none. */
+            moved_from: string | null;
+            permissions: components["schemas"]["Permission"][];
+        };
+        /** @description Every error's body (the envelope Gr4vy's SDKs parse). */
+        Error: {
+            type: string;
+            /** @example bad_request */
+            code: string;
+            /**
+             * Format: int32
+             * @description The HTTP status, repeated.
+             * @example 400
+             */
+            status: number;
+            message: string;
+            details: components["schemas"]["ErrorDetail"][];
+            /** @description On 502/504 when a transaction was saved before the call: its id (as `transaction_id`). */
+            id?: string | null;
+            /** @description On 502/504 when a transaction was saved before the call: its id. */
+            transaction_id?: string | null;
+            /**
+             * Format: int64
+             * @description On 402 `insufficient_balance`: the balance of the metered permission.
+             */
+            balance?: number | null;
+        };
+        /** @description One problem with a request. */
+        ErrorDetail: {
+            /**
+             * @description `body`, `query`, `path` or `header`.
+             * @example body
+             */
+            location: string;
+            /**
+             * @description JSON pointer into the location (`/amount`, `/payment_method/redirect_url`).
+             * @example /amount
+             */
+            pointer: string;
+            message: string;
+            /** @example value_error */
+            type: string;
+        };
+        /** @description A permission given by hand. */
+        Grant: {
+            /** @example grant */
+            type: string;
+            id: string;
+            /** @example user-7 */
+            customid: string;
+            /** @example premium */
+            permission: string;
+            /**
+             * Format: date-time
+             * @description RFC 3339 UTC.
+             */
+            starts_at: string;
+            /**
+             * Format: date-time
+             * @description RFC 3339 UTC; null: no end.
+             */
+            expires_at: string | null;
+            reason: string;
+            /**
+             * @description The key (`key:…`) or dashboard operator (`operator:…`) that made it.
+             * @example key:8f14e45f
+             */
+            created_by: string;
+            /**
+             * Format: date-time
+             * @description RFC 3339 UTC; null while not revoked.
+             */
+            revoked_at: string | null;
+            /** @description Who revoked it; null while not revoked. */
+            revoked_by: string | null;
+        };
+        /**
+         * @description `POST /v1/subscribers/{customid}/grants`.
+         * @example {
+         *       "permission": "premium",
+         *       "expires_at": "2030-12-31T00:00:00Z",
+         *       "reason": "support ticket 4711"
+         *     }
+         */
+        GrantCreate: {
+            /**
+             * @description A defined permission's identifier.
+             * @example premium
+             */
+            permission: string;
+            /**
+             * Format: date-time
+             * @description When the grant ends (RFC 3339, whole seconds, in the future); null or absent: no end.
+             */
+            expires_at?: string | null;
+            /** @description Why (1 to 500 characters without control characters), shown in the history. */
+            reason: string;
+        };
+        /** @description A customer's grants. */
+        Grants: {
+            items: components["schemas"]["Grant"][];
         };
         /**
          * @description One permission of a customer, as Glassfy's SDKs read it. A held permission past its
@@ -196,160 +327,6 @@ export interface components {
             customid: string;
             permissions: components["schemas"]["Permission"][];
         };
-        /** @description What `POST /v1/connect_stripe` answers: the link and the customid's permissions. */
-        CustomerLink: {
-            /** @example customer-link */
-            type: string;
-            /** @example user-7 */
-            customid: string;
-            /** @example cus_Example */
-            customerid: string;
-            connection_id: string;
-            /** @description The customid the customer was linked to before (with `force`); null when none. */
-            moved_from: string | null;
-            permissions: components["schemas"]["Permission"][];
-        };
-        /**
-         * @description `POST /v1/subscribers/{customid}/grants`.
-         * @example {
-         *       "permission": "premium",
-         *       "expires_at": "2030-12-31T00:00:00Z",
-         *       "reason": "support ticket 4711"
-         *     }
-         */
-        GrantCreate: {
-            /**
-             * @description A defined permission's identifier.
-             * @example premium
-             */
-            permission: string;
-            /**
-             * Format: date-time
-             * @description When the grant ends (RFC 3339, whole seconds, in the future); null or absent: no end.
-             */
-            expires_at?: string | null;
-            /** @description Why (1 to 500 characters without control characters), shown in the history. */
-            reason: string;
-        };
-        /** @description A permission given by hand. */
-        Grant: {
-            /** @example grant */
-            type: string;
-            id: string;
-            /** @example user-7 */
-            customid: string;
-            /** @example premium */
-            permission: string;
-            /**
-             * Format: date-time
-             * @description RFC 3339 UTC.
-             */
-            starts_at: string;
-            /**
-             * Format: date-time
-             * @description RFC 3339 UTC; null: no end.
-             */
-            expires_at: string | null;
-            reason: string;
-            /**
-             * @description The key (`key:…`) or dashboard operator (`operator:…`) that made it.
-             * @example key:8f14e45f
-             */
-            created_by: string;
-            /**
-             * Format: date-time
-             * @description RFC 3339 UTC; null while not revoked.
-             */
-            revoked_at: string | null;
-            /** @description Who revoked it; null while not revoked. */
-            revoked_by: string | null;
-        };
-        /** @description A customer's grants. */
-        Grants: {
-            items: components["schemas"]["Grant"][];
-        };
-        /**
-         * @description `POST /v1/permissions/{identifier}/consume`.
-         * @example {
-         *       "customid": "user-42",
-         *       "units": 2,
-         *       "metadata": {
-         *         "request": "gen-981"
-         *       }
-         *     }
-         */
-        ConsumeRequest: {
-            /** @description The customer (your user id). */
-            customid: string;
-            /**
-             * Format: int64
-             * @description Units to consume.
-             */
-            units: number;
-            /** @description Stored on the ledger row. */
-            metadata?: {
-                [key: string]: unknown;
-            } | null;
-            /**
-             * @description `reject` (default): refuse when fewer units are available than asked; `cap`: consume
-             *     what is available (refused only when nothing is).
-             */
-            overage?: string | null;
-        };
-        /** @description A consumption done. */
-        Consumption: {
-            /**
-             * Format: int64
-             * @description The balance after it.
-             */
-            balance: number;
-            /**
-             * Format: int64
-             * @description Units consumed (fewer than asked only under `overage: cap`).
-             */
-            consumed: number;
-            /** @description The ledger row written. */
-            ledger_id: string;
-        };
-        /** @description Every error's body (the envelope Gr4vy's SDKs parse). */
-        Error: {
-            type: string;
-            /** @example bad_request */
-            code: string;
-            /**
-             * Format: int32
-             * @description The HTTP status, repeated.
-             * @example 400
-             */
-            status: number;
-            message: string;
-            details: components["schemas"]["ErrorDetail"][];
-            /** @description On 502/504 when a transaction was saved before the call: its id (as `transaction_id`). */
-            id?: string | null;
-            /** @description On 502/504 when a transaction was saved before the call: its id. */
-            transaction_id?: string | null;
-            /**
-             * Format: int64
-             * @description On 402 `insufficient_balance`: the balance of the metered permission.
-             */
-            balance?: number | null;
-        };
-        /** @description One problem with a request. */
-        ErrorDetail: {
-            /**
-             * @description `body`, `query`, `path` or `header`.
-             * @example body
-             */
-            location: string;
-            /**
-             * @description JSON pointer into the location (`/amount`, `/payment_method/redirect_url`).
-             * @example /amount
-             */
-            pointer: string;
-            message: string;
-            /** @example value_error */
-            type: string;
-        };
         /**
          * @description One event of the permission stream, as Server-Sent Events frame it (documentation only: the
          *     stream writes these fields as `field: value` lines).
@@ -377,6 +354,29 @@ export interface components {
              * @example 1000
              */
             retry?: number | null;
+        };
+        /** @description A SKU that grants a permission, as Glassfy's SDKs read it. */
+        SkuUse: {
+            /**
+             * @description The SKU's identifier.
+             * @example web_monthly
+             */
+            identifier: string;
+            /**
+             * @description Its Stripe product id (`prod_…`).
+             * @example prod_Example
+             */
+            productid: string;
+            /**
+             * Format: int64
+             * @description 4: Stripe (Glassfy's store code).
+             * @example 4
+             */
+            store: number;
+            /** @description The purchase that grants it is in a trial. */
+            istrial: boolean;
+            /** @description Always false (Stripe has no introductory offers). */
+            isinintrooffer: boolean;
         };
     };
     responses: {
@@ -474,28 +474,6 @@ export interface components {
         };
     };
     parameters: {
-        /** @description The inbox row's id (not the Stripe `evt_` id). Another merchant account's row is 404. */
-        WebhookEventId: string;
-        /** @description The transaction's id. Another merchant account's transaction is 404. */
-        TransactionId: string;
-        /** @description The refund's id. */
-        RefundId: string;
-        /** @description The connection's id. */
-        ConnectionId: string;
-        /** @description The SKU's identifier. */
-        SkuIdentifier: string;
-        /** @description The permission's identifier. */
-        PermissionIdentifier: string;
-        /** @description The business's own id of its user: 1 to 255 characters, no control characters. */
-        Customid: string;
-        /** @description The grant's id. */
-        GrantId: string;
-        /** @description The webhook subscription's id. */
-        WebhookSubscriptionId: string;
-        /** @description The delivery's id. */
-        WebhookDeliveryId: string;
-        /** @description The connection the events are for (its `webhook_url`). */
-        WebhookConnectionId: string;
         /**
          * @description Alias of `X-Merchant-Account-Id` (sent by Gr4vy's SDKs), read only when
          *     `X-Merchant-Account-Id` is absent (then any value is ignored). Read, it names the account
