@@ -65,6 +65,15 @@ impl Detail {
             kind: "value_error",
         }
     }
+
+    pub fn path(pointer: &str, message: impl Into<String>) -> Self {
+        Self {
+            location: "path",
+            pointer: pointer.to_string(),
+            message: message.into(),
+            kind: "value_error",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +142,15 @@ impl ApiError {
         ApiError::BadRequest {
             message: format!("Request failed validation: {}", message),
             details: vec![Detail::query(pointer, message)],
+        }
+    }
+
+    /// A 400 about one path parameter.
+    pub fn path(pointer: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        ApiError::BadRequest {
+            message: format!("Request failed validation: {}", message),
+            details: vec![Detail::path(pointer, message)],
         }
     }
 

@@ -19,7 +19,7 @@ use crate::ApiContext;
 use crate::auth::Caller;
 use crate::clock::rfc3339;
 use crate::entitlements::credits as svc;
-use crate::error::{ApiError, ApiResult, Detail, ErrorEnvelope};
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 
 /// This resource's routes and their part of the OpenAPI document.
 pub fn routes() -> OpenApiRouter<ApiContext> {
@@ -48,35 +48,18 @@ fn units_ok(units: i64, pointer: &str) -> ApiResult<i64> {
 }
 
 fn customid_ok(c: &str, pointer: &str) -> ApiResult<()> {
-    if !c.is_empty() && c.chars().count() <= 255 && !c.chars().any(char::is_control) {
+    if super::entitlements::customid_ok(c) {
         Ok(())
     } else {
         Err(ApiError::field(pointer, "Must be 1 to 255 characters."))
     }
 }
 
-fn path_error(pointer: &str, message: &str) -> ApiError {
-    ApiError::BadRequest {
-        message: format!("Request failed validation: {message}"),
-        details: vec![Detail {
-            location: "path",
-            pointer: pointer.into(),
-            message: message.into(),
-            kind: "value_error",
-        }],
-    }
-}
-
 fn identifier_ok(id: &str) -> ApiResult<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 100
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-');
-    if ok {
+    if super::entitlements::valid_identifier(id) {
         Ok(())
     } else {
-        Err(path_error(
+        Err(ApiError::path(
             "/identifier",
             "Use 1 to 100 letters, digits, '.', '_' or '-'.",
         ))
@@ -531,7 +514,7 @@ fn customid_of_path(c: &str) -> ApiResult<()> {
     if !c.is_empty() && c.chars().count() <= 255 && !c.chars().any(char::is_control) {
         Ok(())
     } else {
-        Err(path_error("/customid", "Must be 1 to 255 characters."))
+        Err(ApiError::path("/customid", "Must be 1 to 255 characters."))
     }
 }
 

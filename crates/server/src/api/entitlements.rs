@@ -488,7 +488,7 @@ pub async fn sku_delete(
 
 // ---- linking ---------------------------------------------------------------------------------
 
-fn customid_ok(c: &str) -> bool {
+pub(super) fn customid_ok(c: &str) -> bool {
     // Characters, not bytes: the documented limit (a 255-letter customid in a script with
     // multi-byte letters was refused).
     !c.is_empty() && c.chars().count() <= 255 && !c.chars().any(char::is_control)
@@ -935,15 +935,7 @@ fn customid_of_path(customid: &str) -> ApiResult<()> {
     if customid_ok(customid) {
         Ok(())
     } else {
-        Err(ApiError::BadRequest {
-            message: "Request failed validation: Must be 1 to 255 characters.".into(),
-            details: vec![Detail {
-                location: "path",
-                pointer: "/customid".into(),
-                message: "Must be 1 to 255 characters.".into(),
-                kind: "value_error",
-            }],
-        })
+        Err(ApiError::path("/customid", "Must be 1 to 255 characters."))
     }
 }
 

@@ -160,12 +160,7 @@ fn refused_at(pointer: &str, why: &str, detail: &str) -> ApiError {
 fn bad_path(detail: &str) -> ApiError {
     ApiError::BadRequest {
         message: format!("Webhook refused: the connection id is not valid. {detail}"),
-        details: vec![Detail {
-            location: "path",
-            pointer: "/connection_id".into(),
-            message: detail.into(),
-            kind: "value_error",
-        }],
+        details: vec![Detail::path("/connection_id", detail)],
     }
 }
 
