@@ -82,6 +82,8 @@ pub fn router() -> Router<Arc<Inner>> {
             get(checkout::page).post(checkout::page_submit),
         )
         .route("/checkout/{id}/return", get(checkout::page_return))
+        // The customer portal's pages (the secret in a session's URL is the credential).
+        .merge(crate::resources::billing_portal::pages())
 }
 
 // ---------------------------------------------------------------------------------------------

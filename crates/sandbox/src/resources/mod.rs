@@ -2,6 +2,7 @@
 //! amounts and currencies).
 
 pub mod accounts;
+pub mod billing_portal;
 pub mod catalog;
 pub mod charges;
 pub mod checkout;
@@ -169,6 +170,34 @@ pub fn route(method: &Method, segs: &[&str]) -> Option<Route> {
             r("checkout_sessions", W, checkout::expire, &[id])
         }
 
+        ("POST", ["v1", "billing_portal", "configurations"]) => r(
+            "billing_portal",
+            W,
+            billing_portal::create_configuration,
+            &[],
+        ),
+        ("GET", ["v1", "billing_portal", "configurations"]) => r(
+            "billing_portal",
+            R,
+            billing_portal::list_configurations,
+            &[],
+        ),
+        ("GET", ["v1", "billing_portal", "configurations", id]) => r(
+            "billing_portal",
+            R,
+            billing_portal::retrieve_configuration,
+            &[id],
+        ),
+        ("POST", ["v1", "billing_portal", "configurations", id]) => r(
+            "billing_portal",
+            W,
+            billing_portal::update_configuration,
+            &[id],
+        ),
+        ("POST", ["v1", "billing_portal", "sessions"]) => {
+            r("billing_portal", W, billing_portal::create_session, &[])
+        }
+
         ("POST", ["v1", "subscriptions"]) => r("subscriptions", W, subs::create, &[]),
         ("GET", ["v1", "subscriptions"]) => r("subscriptions", R, subs::list, &[]),
         ("GET", ["v1", "subscriptions", id]) => r("subscriptions", R, subs::retrieve, &[id]),
@@ -293,6 +322,8 @@ pub fn kind_of(id: &str) -> Option<&'static str> {
         "cn" => "credit_note",
         "inpay" => "invoice_payment",
         "clock" => "test_helpers.test_clock",
+        "bpc" => billing_portal::CONFIG,
+        "bps" => billing_portal::SESSION,
         _ => return None,
     })
 }
@@ -300,6 +331,9 @@ pub fn kind_of(id: &str) -> Option<&'static str> {
 /// Applies `expand[]` paths (`latest_charge`, `data.customer`, `latest_charge.balance_transaction`).
 pub fn expand(ctx: &mut Ctx, value: &mut Value, paths: &[String]) -> Result<()> {
     for path in paths {
+        if billing_portal::include(ctx, value, path) {
+            continue;
+        }
         let segs: Vec<&str> = path.split('.').collect();
         if value["object"] == "list" && segs.first() == Some(&"data") {
             if let Some(items) = value.get_mut("data").and_then(Value::as_array_mut) {

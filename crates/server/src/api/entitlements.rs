@@ -1004,6 +1004,14 @@ pub struct SubscriberOut {
     /// The moment of the evaluation (a test clock's time when the customer is on one).
     #[schema(format = DateTime)]
     pub evaluated_at: String,
+    /// A link for the buyer's browser to Stripe's customer portal (see
+    /// `GET /v1/manage/{token}`), valid for a day; null when no Stripe customer is linked.
+    #[schema(required = true, example = "https://tollgate.example.com/v1/manage/…")]
+    pub management_url: Option<String>,
+    /// When a renewal payment failed (a subscription went past due or unpaid), RFC 3339; null
+    /// when nothing is owed.
+    #[schema(format = DateTime, required = true)]
+    pub billing_issue_detected_at: Option<String>,
 }
 
 #[utoipa::path(
@@ -1087,6 +1095,9 @@ pub async fn subscriber(
         purchases: history,
         grants: grant_rows.iter().map(render_grant).collect(),
         evaluated_at: ent::rfc3339_secs(now),
+        management_url: (!purchases.links.is_empty())
+            .then(|| super::portal::management_url(&ctx, merchant, &customid, now_ms / 1000)),
+        billing_issue_detected_at: super::portal::billing_issue_detected_at(&purchases.ledger),
     }))
 }
 

@@ -8,6 +8,7 @@ pub mod entitlements;
 pub mod health;
 pub mod list;
 pub mod merchant_accounts;
+pub mod portal;
 pub mod refunds;
 pub mod render;
 pub mod stream;
@@ -44,6 +45,7 @@ pub fn openapi_router(ctx: Option<&ApiContext>) -> OpenApiRouter<ApiContext> {
         .merge(entitlements::routes())
         .merge(definitions::routes())
         .merge(credits::routes())
+        .merge(portal::routes())
         .merge(webhooks_out::routes());
     crate::idempotency::document(keyed.get_openapi_mut());
     if let Some(ctx) = ctx {

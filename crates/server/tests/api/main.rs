@@ -18,6 +18,7 @@ mod grants;
 mod idempotency;
 mod outage;
 mod outbound;
+mod portal;
 mod stream;
 mod typed_connections;
 mod typed_entitlements;
