@@ -9,9 +9,15 @@
 //! The API itself never reads cookies ([`crate::auth::Caller`] takes bearer keys only), so the
 //! dashboard's session cookie cannot authenticate an API call.
 
+mod catalogue;
+mod common;
+mod connections;
+mod customers;
+mod keys;
 pub mod layout;
-pub mod pages;
 pub mod session;
+mod transactions;
+mod webhooks;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -33,69 +39,72 @@ pub fn caller(s: &Session) -> Caller {
 
 pub fn router(ctx: &ApiContext) -> Router<ApiContext> {
     let protected = Router::new()
-        .route("/dashboard", get(pages::home))
-        .route("/dashboard/", get(pages::home))
+        .route("/dashboard", get(common::home))
+        .route("/dashboard/", get(common::home))
         .route("/dashboard/logout", post(session::logout))
-        .route("/dashboard/account", post(pages::switch_account))
+        .route("/dashboard/account", post(common::switch_account))
         .route(
             "/dashboard/connections",
-            get(pages::connections).post(pages::connection_create),
+            get(connections::connections).post(connections::connection_create),
         )
-        .route("/dashboard/connections/{id}", get(pages::connection))
+        .route("/dashboard/connections/{id}", get(connections::connection))
         .route(
             "/dashboard/connections/{id}/webhook-secret",
-            post(pages::connection_webhook_secret),
+            post(connections::connection_webhook_secret),
         )
-        .route("/dashboard/transactions", get(pages::transactions))
-        .route("/dashboard/transactions/{id}", get(pages::transaction))
+        .route("/dashboard/transactions", get(transactions::transactions))
+        .route(
+            "/dashboard/transactions/{id}",
+            get(transactions::transaction),
+        )
         .route(
             "/dashboard/transactions/{id}/capture",
-            post(pages::transaction_capture),
+            post(transactions::transaction_capture),
         )
         .route(
             "/dashboard/transactions/{id}/void",
-            post(pages::transaction_void),
+            post(transactions::transaction_void),
         )
         .route(
             "/dashboard/transactions/{id}/refund",
-            post(pages::transaction_refund),
+            post(transactions::transaction_refund),
         )
-        .route("/dashboard/webhooks", get(pages::webhooks))
-        .route("/dashboard/webhooks/{id}", get(pages::webhook))
+        .route("/dashboard/webhooks", get(webhooks::webhooks))
+        .route("/dashboard/webhooks/{id}", get(webhooks::webhook))
         .route(
             "/dashboard/webhooks/{id}/replay",
-            post(pages::webhook_replay),
+            post(webhooks::webhook_replay),
         )
-        .route("/dashboard/deliveries", get(pages::deliveries))
-        .route("/dashboard/deliveries/{id}", get(pages::delivery))
+        .route("/dashboard/deliveries", get(webhooks::deliveries))
+        .route("/dashboard/deliveries/{id}", get(webhooks::delivery))
         .route(
             "/dashboard/deliveries/{id}/resend",
-            post(pages::delivery_resend),
+            post(webhooks::delivery_resend),
         )
-        .route("/dashboard/customers", get(pages::customers))
-        .route("/dashboard/customers/{customid}", get(pages::customer))
+        .route("/dashboard/customers", get(customers::customers))
+        .route("/dashboard/customers/{customid}", get(customers::customer))
         .route(
             "/dashboard/customers/{customid}/grants",
-            post(pages::grant_create),
+            post(customers::grant_create),
         )
         .route(
             "/dashboard/customers/{customid}/grants/{id}/revoke",
-            post(pages::grant_revoke),
+            post(customers::grant_revoke),
         )
-        .route("/dashboard/catalogue", get(pages::catalogue))
-        .route("/dashboard/skus", post(pages::sku_create))
-        .route("/dashboard/skus/{id}", post(pages::sku_update))
-        .route("/dashboard/permissions", post(pages::permission_create))
+        .route("/dashboard/catalogue", get(catalogue::catalogue))
+        .route("/dashboard/skus", post(catalogue::sku_create))
+        .route("/dashboard/skus/{id}", post(catalogue::sku_update))
+        .route("/dashboard/permissions", post(catalogue::permission_create))
         .route(
             "/dashboard/permissions/{id}",
-            post(pages::permission_update),
+            post(catalogue::permission_update),
         )
-        .route("/dashboard/keys", get(pages::keys).post(pages::key_create))
-        .route("/dashboard/keys/{id}/revoke", post(pages::key_revoke))
+        .route("/dashboard/keys", get(keys::keys).post(keys::key_create))
+        .route("/dashboard/keys/{id}/revoke", post(keys::key_revoke))
         // Any other dashboard path also needs a session before it answers (even its 404).
         .route(
             "/dashboard/{*rest}",
-            get(pages::not_found).post(pages::not_found),
+            get(common::not_found).post(common::not_found),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             ctx.clone(),

@@ -330,7 +330,7 @@ fn login_form(
         .filter(|t| t.len() == 43)
         .map(str::to_string)
         .unwrap_or_else(random_token);
-    let mut r = super::pages::login_html(ctx, &token, &safe_next(next), status, error);
+    let mut r = super::common::login_html(ctx, &token, &safe_next(next), status, error);
     r.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(LOGIN_COOKIE, Some(&token), over_tls(ctx, headers)),
