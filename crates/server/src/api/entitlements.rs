@@ -1084,6 +1084,8 @@ pub async fn subscriber(
             }
         })
         .collect();
+    let management_url = (!purchases.links.is_empty())
+        .then(|| super::portal::management_url(&ctx, merchant, &customid, now_ms / 1000));
     Ok(Json(SubscriberOut {
         object: "subscriber",
         customid,
@@ -1095,8 +1097,7 @@ pub async fn subscriber(
         purchases: history,
         grants: grant_rows.iter().map(render_grant).collect(),
         evaluated_at: ent::rfc3339_secs(now),
-        management_url: (!purchases.links.is_empty())
-            .then(|| super::portal::management_url(&ctx, merchant, &customid, now_ms / 1000)),
+        management_url,
         billing_issue_detected_at: super::portal::billing_issue_detected_at(&purchases.ledger),
     }))
 }
