@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use subtle::ConstantTimeEq;
-use tollgate_store::entitlements::{self as es, PermissionRow, SettingsRow, SkuRow};
+use tollgate_store::credits as cs;
+use tollgate_store::entitlements::{self as es, SettingsRow, SkuRow};
 use tollgate_store::{ApiKeyRow, ConnectionRow, connections};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -568,17 +569,31 @@ impl TryFrom<ConnectStripe> for NewLink {
 }
 
 /// A customer's permissions rendered at one moment: a JSON array of [`Permission`], each
-/// written straight from its row.
+/// written straight from its row (metered ones with their balance).
 #[derive(Debug, Clone)]
 pub struct PermissionList {
-    pub rows: Arc<Vec<PermissionRow>>,
+    pub rows: ent::runtime::Rows,
     pub now_ms: i64,
 }
 
 impl Serialize for PermissionList {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.rows.iter().map(|r| Permission::of(r, self.now_ms)))
+        s.collect_seq(Permission::all(&self.rows, self.now_ms))
     }
+}
+
+/// A customer's permission rows and balances, read now from the database.
+async fn customer_rows(
+    db: &mut tollgate_store::Conn,
+    merchant: &str,
+    customid: &str,
+) -> ApiResult<ent::runtime::Rows> {
+    let permissions = es::permissions_of(&mut *db, merchant, customid).await?;
+    let balances = tollgate_store::credits::balances_of(&mut *db, merchant, customid).await?;
+    Ok(Arc::new(ent::runtime::CustomerRows {
+        permissions,
+        balances,
+    }))
 }
 
 /// What `POST /v1/connect_stripe` answers: the link and the customid's permissions.
@@ -637,22 +652,16 @@ pub async fn connect_stripe(
     let outcome =
         ent::link_customer(&ctx, &conn, &link.customid, &link.customerid, link.force).await?;
     let now_ms = ctx.now();
-    let rows = es::permissions_of(
-        ctx.store.reader(),
-        &caller.merchant_account_id,
-        &link.customid,
-    )
-    .await?;
+    let mut db = ctx.store.hold_reader().await?;
+    let rows = customer_rows(&mut db, &caller.merchant_account_id, &link.customid).await?;
+    drop(db);
     Ok(Json(CustomerLink {
         object: "customer-link",
         customid: link.customid,
         customerid: link.customerid,
         connection_id: conn.id,
         moved_from: outcome.moved_from,
-        permissions: PermissionList {
-            rows: Arc::new(rows),
-            now_ms,
-        },
+        permissions: PermissionList { rows, now_ms },
     }))
 }
 
@@ -802,26 +811,34 @@ struct Checked {
     etag: Option<String>,
 }
 
-/// The ETag of an answer: the customer's state version, and the number of its permissions
-/// that have lapsed by the clock since (a lapse changes the answer without a new version).
-pub(crate) fn etag_of(rows: &[PermissionRow], now_ms: i64) -> String {
-    let version = rows.iter().map(|r| r.version).max().unwrap_or(0);
-    let lapsed = rows
+/// The ETag of an answer: the customer's state version, the number of its permissions that
+/// have lapsed by the clock since (a lapse changes the answer without a new version) and, for a
+/// customer with balances of metered permissions, a digest of their figures (a consumption
+/// changes the answer without a new version).
+pub(crate) fn etag_of(rows: &ent::runtime::CustomerRows, now_ms: i64) -> String {
+    let permissions = &rows.permissions;
+    let version = permissions.iter().map(|r| r.version).max().unwrap_or(0);
+    let lapsed = permissions
         .iter()
         .filter(|r| r.is_valid && r.valid_until.is_some_and(|v| now_ms >= v))
         .count();
-    if lapsed == 0 {
+    let mut tag = if lapsed == 0 {
         version.to_string()
     } else {
         format!("{version}.{lapsed}")
+    };
+    if let Some(b) = ent::map::balances_tag(&rows.balances) {
+        tag.push('-');
+        tag.push_str(&b);
     }
+    tag
 }
 
 /// The check's answer as JSON text.
-fn answer(customid: &str, rows: &[PermissionRow], now_ms: i64) -> String {
+fn answer(customid: &str, rows: &ent::runtime::CustomerRows, now_ms: i64) -> String {
     let out = Permissions {
         customid,
-        permissions: rows.iter().map(|r| Permission::of(r, now_ms)).collect(),
+        permissions: Permission::all(rows, now_ms),
     };
     // Strings, integers and booleans only: serializing cannot fail.
     serde_json::to_string(&out).unwrap_or_default()
@@ -891,18 +908,9 @@ async fn check(
             ));
         }
     }
-    let rows = match ctx.entitlements.cached_permissions(&merchant, customid) {
-        ent::Cached::Hit(rows) => rows,
-        ent::Cached::Miss(ticket) => {
-            let rows = es::permissions_of(ctx.store.reader(), &merchant, customid)
-                .await
-                .map_err(|e| (ApiError::from(e), None))?;
-            let rows = Arc::new(rows);
-            ctx.entitlements
-                .put_permissions(&merchant, customid, rows.clone(), ticket);
-            rows
-        }
-    };
+    let rows = ent::runtime::read(ctx, &merchant, customid)
+        .await
+        .map_err(|e| (e, None))?;
     let now = ctx.now();
     Ok(Checked {
         body: answer(customid, &rows, now),
@@ -920,11 +928,14 @@ async fn permissions_at(
     at_ms: i64,
 ) -> ApiResult<String> {
     let entries = es::history_at(ctx.store.reader(), merchant, customid, at_ms).await?;
-    let rows: Vec<PermissionRow> = entries
-        .iter()
-        .filter(|h| !h.removed)
-        .map(|h| h.permission())
-        .collect();
+    let rows = ent::runtime::CustomerRows {
+        permissions: entries
+            .iter()
+            .filter(|h| !h.removed)
+            .map(|h| h.permission())
+            .collect(),
+        balances: Vec::new(),
+    };
     Ok(answer(customid, &rows, at_ms))
 }
 
@@ -1036,12 +1047,14 @@ pub async fn subscriber(
     let merchant = caller.merchant_account_id.as_str();
     let mut conn = ctx.store.hold_reader().await?;
     let purchases = ent::load_purchases(&mut conn, merchant, &customid).await?;
-    let perms = es::permissions_of(&mut *conn, merchant, &customid).await?;
+    let perms = customer_rows(&mut conn, merchant, &customid).await?;
     let grant_rows = es::grants_of(&mut *conn, merchant, &customid).await?;
+    let grants_out = render_grants(&mut conn, merchant, &customid, &grant_rows).await?;
     drop(conn);
     if purchases.links.is_empty()
         && purchases.objects.is_empty()
-        && perms.is_empty()
+        && perms.permissions.is_empty()
+        && perms.balances.is_empty()
         && grant_rows.is_empty()
     {
         return Err(ApiError::not_found("subscriber"));
@@ -1091,11 +1104,11 @@ pub async fn subscriber(
         customid,
         stripe_customers,
         permissions: PermissionList {
-            rows: Arc::new(perms),
+            rows: perms,
             now_ms,
         },
         purchases: history,
-        grants: grant_rows.iter().map(render_grant).collect(),
+        grants: grants_out,
         evaluated_at: ent::rfc3339_secs(now),
         management_url,
         billing_issue_detected_at: super::portal::billing_issue_detected_at(&purchases.ledger),
@@ -1383,23 +1396,44 @@ pub async fn settings_update(
 
 // ---- manual grants ---------------------------------------------------------------------------
 
+/// A grant of a permission by hand, as [`grant`] takes it (the API's body is
+/// [`GrantRequest`], which may also give units of a metered permission).
+#[derive(Debug, Deserialize)]
+pub struct GrantCreate {
+    /// A defined permission's identifier.
+    pub permission: String,
+    /// When the grant ends (RFC 3339, whole seconds, in the future); `None`: no end.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// Why (1 to 500 characters without control characters).
+    pub reason: String,
+}
+
 /// `POST /v1/subscribers/{customid}/grants`.
 #[derive(Debug, Deserialize, ToSchema)]
-#[schema(example = json!({"permission": "premium", "expires_at": "2030-12-31T00:00:00Z", "reason": "support ticket 4711"}))]
-pub struct GrantCreate {
+#[schema(as = GrantCreate, example = json!({"permission": "premium", "expires_at": "2030-12-31T00:00:00Z", "reason": "support ticket 4711"}))]
+pub struct GrantRequest {
     /// A defined permission's identifier.
     #[schema(example = "premium")]
     pub permission: String,
     /// When the grant ends (RFC 3339, whole seconds, in the future); null or absent: no end.
+    /// The units of a metered grant end with it.
     #[serde(default)]
     #[schema(format = DateTime)]
     pub expires_at: Option<String>,
-    /// Why (1 to 500 characters without control characters), shown in the history.
+    /// Why (1 to 500 characters without control characters), shown in the history and on the
+    /// ledger row of a metered grant.
     #[schema(
         min_length = 1,
         pattern = r"[^\t\n\x0b\x0c\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
     )]
     pub reason: String,
+    /// Metered permissions only, and required for them: the units the grant gives (1 to
+    /// 1000000000000), a ledger row of kind `grant`. Revoking the grant takes back those still
+    /// unconsumed, as a refund does.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64, example = 500)]
+    pub units: Option<i64>,
 }
 
 /// A permission given by hand.
@@ -1430,6 +1464,9 @@ pub struct GrantOut {
     /// Who revoked it; null while not revoked.
     #[schema(required = true)]
     pub revoked_by: Option<String>,
+    /// The units of a metered permission the grant gave; null for other grants.
+    #[schema(required = true, minimum = 1, example = 500)]
+    pub units: Option<i64>,
 }
 
 pub fn render_grant(g: &es::GrantRow) -> GrantOut {
@@ -1444,7 +1481,51 @@ pub fn render_grant(g: &es::GrantRow) -> GrantOut {
         created_by: g.created_by.clone(),
         revoked_at: g.revoked_at.map(rfc3339),
         revoked_by: g.revoked_by.clone(),
+        units: None,
     }
+}
+
+/// The grants of a customer as the API shows them, with the units of metered ones (read from
+/// the grant rows of their ledgers).
+async fn render_grants(
+    db: &mut tollgate_store::Conn,
+    merchant: &str,
+    customid: &str,
+    grants: &[es::GrantRow],
+) -> ApiResult<Vec<GrantOut>> {
+    let mut out: Vec<GrantOut> = grants.iter().map(render_grant).collect();
+    let mut permissions: Vec<&str> = grants.iter().map(|g| g.permission.as_str()).collect();
+    permissions.sort_unstable();
+    permissions.dedup();
+    for permission in permissions {
+        if cs::get_balance(&mut *db, merchant, customid, permission, "")
+            .await?
+            .is_none()
+        {
+            continue;
+        }
+        let entries = cs::entries(&mut *db, merchant, customid, permission).await?;
+        for g in out.iter_mut().filter(|g| g.permission == permission) {
+            g.units = entries
+                .iter()
+                .find(|e| e.kind == "grant" && e.lot.as_deref() == Some(g.id.as_str()))
+                .map(|e| e.units);
+        }
+    }
+    Ok(out)
+}
+
+/// One grant as the API shows it.
+async fn render_one_grant(ctx: &ApiContext, g: &es::GrantRow) -> ApiResult<GrantOut> {
+    let mut db = ctx.store.hold_reader().await?;
+    let mut out = render_grants(
+        &mut db,
+        &g.merchant_account_id,
+        &g.customid,
+        std::slice::from_ref(g),
+    )
+    .await?;
+    out.pop().ok_or_else(|| ApiError::not_found("grant"))
 }
 
 /// Who made a change through the API: the key.
@@ -1453,12 +1534,30 @@ pub fn key_actor(caller: &Caller) -> String {
 }
 
 /// Gives `customid` a permission by hand, re-evaluates it, all in one transaction. Used by the
-/// API and the dashboard.
+/// API and the dashboard. A metered permission needs units: see [`grant_units`].
 pub async fn grant(
     ctx: &ApiContext,
     merchant: &str,
     customid: &str,
     body: GrantCreate,
+    created_by: String,
+) -> ApiResult<es::GrantRow> {
+    grant_units(ctx, merchant, customid, body, None, created_by).await
+}
+
+/// Units of one grant: 1 to 10^12, as a consumption's.
+const MAX_GRANT_UNITS: i64 = 1_000_000_000_000;
+
+/// Gives `customid` a permission by hand and, for a metered permission, `units` of it (required
+/// then, refused for any other permission, naming `/units`): one ledger row of kind `grant`
+/// whose lot is the grant (ending with it), written with the grant and the re-evaluation in
+/// one transaction.
+pub async fn grant_units(
+    ctx: &ApiContext,
+    merchant: &str,
+    customid: &str,
+    body: GrantCreate,
+    units: Option<i64>,
     created_by: String,
 ) -> ApiResult<es::GrantRow> {
     let now = ctx.now();
@@ -1495,6 +1594,35 @@ pub async fn grant(
             ),
         ));
     }
+    let metered = cs::definition(ctx.store.reader(), merchant, &body.permission).await?;
+    let units = match (metered.is_some(), units) {
+        (false, None) => None,
+        (false, Some(_)) => {
+            return Err(ApiError::field(
+                "/units",
+                format!(
+                    "Only for metered permissions: '{}' is not metered (its grant gives it, not units).",
+                    body.permission
+                ),
+            ));
+        }
+        (true, None) => {
+            return Err(ApiError::field(
+                "/units",
+                format!(
+                    "Required: '{}' is a metered permission; say how many units the grant gives.",
+                    body.permission
+                ),
+            ));
+        }
+        (true, Some(u)) if (1..=MAX_GRANT_UNITS).contains(&u) => Some(u),
+        (true, Some(_)) => {
+            return Err(ApiError::field(
+                "/units",
+                "Must be a whole number of units from 1 to 1000000000000.",
+            ));
+        }
+    };
     let row = es::GrantRow {
         id: tollgate_store::new_id(),
         merchant_account_id: merchant.to_string(),
@@ -1509,6 +1637,26 @@ pub async fn grant(
     };
     let mut tx = ctx.store.begin().await?;
     es::insert_grant(&mut *tx, &row).await?;
+    if let Some(units) = units {
+        let mut book =
+            ent::credits::Book::open(ctx, &mut tx, merchant, customid, &row.permission, now, now)
+                .await?;
+        let entry = cs::LedgerRow {
+            id: tollgate_store::new_id(),
+            customid: customid.to_string(),
+            permission: row.permission.clone(),
+            kind: "grant".into(),
+            units,
+            lot: Some(row.id.clone()),
+            expires_at: row.expires_at,
+            source: Some(row.id.clone()),
+            reason: Some(row.reason.clone()),
+            created_at: now,
+            ..cs::LedgerRow::default()
+        };
+        book.append(&mut tx, entry).await?;
+        book.close(&mut tx, now).await?;
+    }
     let cause = ent::Cause::Grant {
         id: row.id.clone(),
         action: "granted",
@@ -1529,6 +1677,7 @@ pub async fn revoke(
 ) -> ApiResult<es::GrantRow> {
     let mut tx = ctx.store.begin().await?;
     if es::revoke_grant(&mut *tx, merchant, customid, id, ctx.now(), by).await? {
+        clawback_grant(ctx, &mut tx, merchant, customid, id).await?;
         let cause = ent::Cause::Grant {
             id: id.to_string(),
             action: "revoked",
@@ -1544,11 +1693,61 @@ pub async fn revoke(
     found.ok_or_else(|| ApiError::not_found("grant"))
 }
 
+/// A revoked grant of units: what is left of them is taken back, as a refund takes back a
+/// pack's (the consumed part, which is not, is the claw-back's shortfall).
+async fn clawback_grant(
+    ctx: &ApiContext,
+    tx: &mut tollgate_store::Tx<'_>,
+    merchant: &str,
+    customid: &str,
+    id: &str,
+) -> ApiResult<()> {
+    let Some(g) = es::grants_of(&mut **tx, merchant, customid)
+        .await?
+        .into_iter()
+        .find(|g| g.id == id)
+    else {
+        return Ok(());
+    };
+    let lock = ctx.store.for_update();
+    if cs::get_balance(&mut **tx, merchant, customid, &g.permission, lock)
+        .await?
+        .is_none()
+    {
+        return Ok(());
+    }
+    let now = ctx.now();
+    let mut book =
+        ent::credits::Book::open(ctx, tx, merchant, customid, &g.permission, now, now).await?;
+    if let Some((c, shortfall)) = book.lots.clawback(id) {
+        let entry = cs::LedgerRow {
+            id: tollgate_store::new_id(),
+            customid: customid.to_string(),
+            permission: g.permission.clone(),
+            kind: "clawback".into(),
+            units: c.units,
+            lot: Some(id.to_string()),
+            shortfall,
+            source: Some(id.to_string()),
+            reason: Some("The grant was revoked.".into()),
+            created_at: now,
+            ..cs::LedgerRow::default()
+        };
+        book.append(tx, entry).await?;
+    }
+    book.close(tx, now).await?;
+    Ok(())
+}
+
 /// A manual grant (support, promotions): one more purchase of `permission` (a defined
 /// permission, else 400 naming `/permission`), held from now while not expired (`expires_at`,
 /// whole seconds, in the future; null: no end) and not revoked, with its own `entitlement`
 /// code 2, combined with Stripe purchases by the usual rule (latest expiry, best code).
 /// `created_by` names the key (`key:…`) or the dashboard operator (`operator:…`).
+///
+/// A metered permission is granted in units (`units`, required for it and refused for any
+/// other): a ledger row of kind `grant` with the reason, whose units end with the grant
+/// (`expires_at`) and are taken back, those still unconsumed, when it is revoked.
 #[utoipa::path(
     post,
     path = "/v1/subscribers/{customid}/grants",
@@ -1556,7 +1755,7 @@ pub async fn revoke(
     tag = "entitlements",
     summary = "Grant a permission by hand",
     params(("customid" = String, Path, description = "The business's own id of its user: 1 to 255 characters, no control characters.", pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,255}$")),
-    request_body = GrantCreate,
+    request_body = GrantRequest,
     responses(
         (status = 201, description = "The grant.", body = GrantOut),
         (status = 400, description = "A field is missing or invalid, or the permission is not defined (named in `details`).", body = ErrorEnvelope),
@@ -1566,19 +1765,34 @@ pub async fn grant_create(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(customid): Path<String>,
-    Body(body): Body<GrantCreate>,
+    Body(body): Body<GrantRequest>,
 ) -> ApiResult<(StatusCode, Json<GrantOut>)> {
     caller.require_secret()?;
     customid_of_path(&customid)?;
-    let row = grant(
+    let GrantRequest {
+        permission,
+        expires_at,
+        reason,
+        units,
+    } = body;
+    let body = GrantCreate {
+        permission,
+        expires_at,
+        reason,
+    };
+    let row = grant_units(
         &ctx,
         &caller.merchant_account_id,
         &customid,
         body,
+        units,
         key_actor(&caller),
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(render_grant(&row))))
+    Ok((
+        StatusCode::CREATED,
+        Json(render_one_grant(&ctx, &row).await?),
+    ))
 }
 
 /// A customer's grants.
@@ -1608,10 +1822,11 @@ pub async fn grant_list(
 ) -> ApiResult<Json<GrantList>> {
     caller.require_secret()?;
     customid_of_path(&customid)?;
-    let rows = es::grants_of(ctx.store.reader(), &caller.merchant_account_id, &customid).await?;
-    Ok(Json(GrantList {
-        items: rows.iter().map(render_grant).collect(),
-    }))
+    let merchant = caller.merchant_account_id.as_str();
+    let mut db = ctx.store.hold_reader().await?;
+    let rows = es::grants_of(&mut *db, merchant, &customid).await?;
+    let items = render_grants(&mut db, merchant, &customid, &rows).await?;
+    Ok(Json(GrantList { items }))
 }
 
 /// The grant stays, with `revoked_at` and `revoked_by`; the customer is re-evaluated.
@@ -1647,7 +1862,7 @@ pub async fn grant_revoke(
         &key_actor(&caller),
     )
     .await?;
-    Ok(Json(render_grant(&row)))
+    Ok(Json(render_one_grant(&ctx, &row).await?))
 }
 
 // ---- history ---------------------------------------------------------------------------------

@@ -20,7 +20,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, RawQuery, State};
@@ -29,13 +28,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
-use tollgate_store::entitlements as es;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::ApiContext;
-use crate::entitlements::Cached;
 use crate::entitlements::map::{Permission, Permissions};
 use crate::entitlements::runtime::{Rows, Watch, Woke};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
@@ -284,6 +281,7 @@ impl Watcher {
                 let now = self.ctx.now();
                 let tag = super::entitlements::etag_of(&rows, now);
                 self.lapse_at = rows
+                    .permissions
                     .iter()
                     .filter(|r| r.is_valid)
                     .filter_map(|r| r.valid_until)
@@ -295,7 +293,7 @@ impl Watcher {
                 // Built as the check builds its answer, so the two never differ.
                 let answer = Permissions {
                     customid: &self.customid,
-                    permissions: rows.iter().map(|r| Permission::of(r, now)).collect(),
+                    permissions: Permission::all(&rows, now),
                 };
                 let data = match serde_json::to_string(&answer) {
                     Ok(d) => d,
@@ -347,15 +345,7 @@ impl Watcher {
     }
 }
 
-/// The customer's permission rows, from the permission cache when it holds them.
+/// The customer's permission rows and balances, from the permission cache when it holds them.
 async fn read(ctx: &ApiContext, merchant: &str, customid: &str) -> ApiResult<Rows> {
-    match ctx.entitlements.cached_permissions(merchant, customid) {
-        Cached::Hit(rows) => Ok(rows),
-        Cached::Miss(ticket) => {
-            let rows = Arc::new(es::permissions_of(ctx.store.reader(), merchant, customid).await?);
-            ctx.entitlements
-                .put_permissions(merchant, customid, rows.clone(), ticket);
-            Ok(rows)
-        }
-    }
+    crate::entitlements::runtime::read(ctx, merchant, customid).await
 }

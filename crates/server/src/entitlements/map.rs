@@ -28,8 +28,11 @@ use tollgate_domain::entitlements::{
     ChargeRec, CheckoutRec, CreditNoteRec, DisputeRec, FraudWarningRec, InvoicePaymentRec,
     InvoiceRec, PaymentIntentRec, Record, SubStatus, SubscriptionRec,
 };
+use tollgate_store::credits::BalanceRow;
 use tollgate_store::entitlements::PermissionRow;
 use utoipa::ToSchema;
+
+use super::runtime::CustomerRows;
 
 /// An id field: a string, or an expanded object's `id`.
 pub fn id_of(v: &Value) -> Option<String> {
@@ -400,6 +403,25 @@ pub struct Permission<'a> {
     pub expires_at: Option<String>,
     /// The SKUs that grant it.
     pub skuarray: Vec<SkuUse<'a>>,
+    /// Metered permissions only (absent on the others): the units available now, the ledger's
+    /// balance less the units open reservations hold. `is_valid` is `balance > 0`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 0, example = 995)]
+    pub balance: Option<i64>,
+    /// Metered permissions only: the units of the lots still open (granted by purchases, paid
+    /// periods, grants and adjustments, and not yet ended).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 0, example = 1000)]
+    pub granted: Option<i64>,
+    /// Metered permissions only: the units of those lots consumed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 0, example = 5)]
+    pub consumed: Option<i64>,
+    /// Metered permissions only: epoch seconds (as `expires_date`) when the next lot ends (a
+    /// period's units reset, a grant or a pack expires); null when nothing resets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>, example = 1767225600)]
+    pub resets_at: Option<Option<i64>>,
 }
 
 impl<'a> Permission<'a> {
@@ -430,8 +452,98 @@ impl<'a> Permission<'a> {
             expires_date: super::expires_date(expires_secs, is_valid),
             expires_at: expires_secs.map(super::rfc3339_secs),
             skuarray,
+            balance: None,
+            granted: None,
+            consumed: None,
+            resets_at: None,
         }
     }
+
+    /// The metered permission of balance `b` at `now_ms`, with its permission row `r` when the
+    /// customer has one (the purchases or grants that give it): valid while units are
+    /// available; without a row (units given by adjustments alone) its code is 2, granted by
+    /// hand.
+    pub fn metered(r: Option<&'a PermissionRow>, b: &'a BalanceRow, now_ms: i64) -> Self {
+        let mut p = match r {
+            Some(r) => Permission::of(r, now_ms),
+            None => Permission {
+                identifier: &b.permission,
+                is_valid: false,
+                entitlement: i64::from(tollgate_domain::entitlements::code::GRANTED),
+                expires_date: 0,
+                expires_at: None,
+                skuarray: Vec::new(),
+                balance: None,
+                granted: None,
+                consumed: None,
+                resets_at: None,
+            },
+        };
+        let available = b.available().max(0);
+        p.is_valid = available > 0;
+        let expires_secs = r.and_then(|r| r.expires_at).map(|ms| ms.div_euclid(1000));
+        p.expires_date = super::expires_date(expires_secs, p.is_valid);
+        p.balance = Some(available);
+        p.granted = Some(b.granted.max(0));
+        p.consumed = Some(b.consumed.max(0));
+        p.resets_at = Some(b.resets_at.map(|ms| ms.div_euclid(1000)));
+        p
+    }
+
+    /// Every permission of a customer at `now_ms`, as the check lists them: its permission rows
+    /// in their order, metered ones with their balance, then balances of metered permissions it
+    /// has no row of (units given by adjustments alone) that hold or held units.
+    pub fn all(c: &'a CustomerRows, now_ms: i64) -> Vec<Permission<'a>> {
+        if c.balances.is_empty() {
+            return c
+                .permissions
+                .iter()
+                .map(|r| Permission::of(r, now_ms))
+                .collect();
+        }
+        let balance = |id: &str| c.balances.iter().find(|b| b.permission == id);
+        let mut out: Vec<Permission<'a>> = c
+            .permissions
+            .iter()
+            .map(|r| match balance(&r.identifier) {
+                Some(b) => Permission::metered(Some(r), b, now_ms),
+                None => Permission::of(r, now_ms),
+            })
+            .collect();
+        out.extend(
+            c.balances
+                .iter()
+                .filter(|b| !c.permissions.iter().any(|r| r.identifier == b.permission))
+                .filter(|b| b.balance != 0 || b.granted != 0 || b.consumed != 0)
+                .map(|b| Permission::metered(None, b, now_ms)),
+        );
+        out
+    }
+}
+
+/// What the balances of a customer add to the check's ETag: a digest of the figures the check
+/// shows (FNV-1a), `None` without balances (the ETag is then the state version alone, as
+/// before).
+pub fn balances_tag(balances: &[BalanceRow]) -> Option<String> {
+    if balances.is_empty() {
+        return None;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for b in balances {
+        eat(b.permission.as_bytes());
+        eat(&[0]);
+        for n in [b.balance, b.held, b.granted, b.consumed] {
+            eat(&n.to_le_bytes());
+        }
+        eat(&b.resets_at.unwrap_or(-1).to_le_bytes());
+    }
+    Some(format!("{h:016x}"))
 }
 
 /// The permission check's answer: the customid and every permission it was ever given (one

@@ -23,6 +23,11 @@
 //! holds a [`Watch`] on its customer, bumped by [`Runtime::changed`] for every committed change
 //! of that customer and by [`Runtime::follow`] for every customer (changes may have gone by
 //! unheard while the feed was lost). A stream wakes only for its own customer's changes.
+//!
+//! A customer's cached rows include its balances of metered permissions (the check shows their
+//! amounts): every change of a balance (a consumption, a reservation, a grant, an expiry, an
+//! adjustment, a claw-back) goes through the same feed, written in its transaction by
+//! [`note_change`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -32,8 +37,12 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use tollgate_store::entitlements::{PermissionRow, SettingsRow};
-use tollgate_store::{ApiKeyRow, ConnectionRow};
+use tollgate_store::credits::{self as cs, BalanceRow};
+use tollgate_store::entitlements::{self as es, PermissionRow, SettingsRow};
+use tollgate_store::{ApiKeyRow, Backend, ConnectionRow, Tx};
+
+use crate::ApiContext;
+use crate::error::ApiResult;
 
 pub struct Runtime {
     /// Tokens per second per (key, client address); 0 turns the limit off.
@@ -104,8 +113,54 @@ impl Watch {
     }
 }
 
-/// A customer's permission rows as the read model holds them.
-pub type Rows = Arc<Vec<PermissionRow>>;
+/// A customer as the permission check reads it: its permission rows (by identifier) and its
+/// balances of metered permissions (by permission), as the read model holds them.
+#[derive(Debug, Clone, Default)]
+pub struct CustomerRows {
+    pub permissions: Vec<PermissionRow>,
+    pub balances: Vec<BalanceRow>,
+}
+
+/// A customer's rows, shared by the cache and the checks that read them.
+pub type Rows = Arc<CustomerRows>;
+
+/// A customer's rows for the check and its stream: from the permission cache when it holds
+/// them, else read from the database (and stored when nothing changed meanwhile).
+pub async fn read(ctx: &ApiContext, merchant: &str, customid: &str) -> ApiResult<Rows> {
+    match ctx.entitlements.cached_permissions(merchant, customid) {
+        Cached::Hit(rows) => Ok(rows),
+        Cached::Miss(ticket) => {
+            let permissions = es::permissions_of(ctx.store.reader(), merchant, customid).await?;
+            let balances = cs::balances_of(ctx.store.reader(), merchant, customid).await?;
+            let rows = Arc::new(CustomerRows {
+                permissions,
+                balances,
+            });
+            ctx.entitlements
+                .put_permissions(merchant, customid, rows.clone(), ticket);
+            Ok(rows)
+        }
+    }
+}
+
+/// Tells every server's permission cache and streams that what the check answers for
+/// `customid` changes in this transaction (a balance moved): the change log (SQLite) or a
+/// notification (PostgreSQL), heard once the transaction commits; here the customer is not
+/// served from the cache until then.
+pub async fn note_change(
+    ctx: &ApiContext,
+    tx: &mut Tx<'_>,
+    merchant: &str,
+    customid: &str,
+    now: i64,
+) -> ApiResult<()> {
+    match ctx.store.backend() {
+        Backend::Sqlite => es::note_permission_change(&mut **tx, merchant, customid, now).await?,
+        Backend::Postgres => es::notify_permission_change(&mut **tx, merchant, customid).await?,
+    }
+    ctx.entitlements.invalidate(merchant, customid);
+    Ok(())
+}
 
 #[derive(Default)]
 struct PermissionCache {
@@ -477,21 +532,24 @@ mod tests {
     }
 
     fn rows(code: i64) -> Rows {
-        Arc::new(vec![PermissionRow {
-            identifier: "premium".into(),
-            is_valid: true,
-            entitlement: code,
-            expires_at: None,
-            valid_until: None,
-            skus: "[]".into(),
-            updated_at: 0,
-            version: 0,
-        }])
+        Arc::new(CustomerRows {
+            permissions: vec![PermissionRow {
+                identifier: "premium".into(),
+                is_valid: true,
+                entitlement: code,
+                expires_at: None,
+                valid_until: None,
+                skus: "[]".into(),
+                updated_at: 0,
+                version: 0,
+            }],
+            balances: Vec::new(),
+        })
     }
 
     fn hit(rt: &Runtime, c: &str) -> Option<i64> {
         match rt.cached_permissions("m", c) {
-            Cached::Hit(r) => Some(r[0].entitlement),
+            Cached::Hit(r) => Some(r.permissions[0].entitlement),
             Cached::Miss(_) => None,
         }
     }
