@@ -46,6 +46,7 @@ const PERMISSIONS: &[&str] = &[
     "invoices",
     "credit_notes",
     "test_clocks",
+    "entitlements",
 ];
 const FAULT_KINDS: &[&str] = &["500", "500-retry", "429", "drop", "latency"];
 /// Upper bound for chaos/fault durations (keeps timer arithmetic far from overflow).

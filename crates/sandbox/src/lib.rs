@@ -239,6 +239,8 @@ impl Ctx<'_> {
         webhooks::emit(self, kind, object, previous);
         // Billing follows payments: an invoice's intent succeeding pays the invoice.
         resources::invoices::observe(self, kind, object);
+        // Entitlements follow subscriptions (`entitlements.active_entitlement_summary.updated`).
+        resources::entitlements::observe(self, kind, object);
     }
 }
 

@@ -9,6 +9,7 @@ pub mod checkout;
 pub mod credit_notes;
 pub mod customers;
 pub mod disputes;
+pub mod entitlements;
 pub mod events;
 pub mod invoices;
 pub mod payment_intents;
@@ -61,6 +62,7 @@ const W: bool = true;
 
 /// The routing table: one line per Stripe endpoint the sandbox serves.
 pub fn route(method: &Method, segs: &[&str]) -> Option<Route> {
+    use entitlements as ent;
     use invoices as inv;
     use payment_intents as pi;
     use subscriptions as subs;
@@ -91,6 +93,32 @@ pub fn route(method: &Method, segs: &[&str]) -> Option<Route> {
         ("GET", ["v1", "products", id]) => r("products", R, catalog::retrieve_product, &[id]),
         ("POST", ["v1", "products", id]) => r("products", W, catalog::update_product, &[id]),
         ("DELETE", ["v1", "products", id]) => r("products", W, catalog::delete_product, &[id]),
+        ("GET", ["v1", "products", id, "features"]) => r("products", R, ent::list_attached, &[id]),
+        ("POST", ["v1", "products", id, "features"]) => r("products", W, ent::attach, &[id]),
+        ("GET", ["v1", "products", id, "features", f]) => {
+            r("products", R, ent::retrieve_attached, &[id, f])
+        }
+        ("DELETE", ["v1", "products", id, "features", f]) => {
+            r("products", W, ent::detach, &[id, f])
+        }
+        ("POST", ["v1", "entitlements", "features"]) => {
+            r("entitlements", W, ent::create_feature, &[])
+        }
+        ("GET", ["v1", "entitlements", "features"]) => {
+            r("entitlements", R, ent::list_features, &[])
+        }
+        ("GET", ["v1", "entitlements", "features", id]) => {
+            r("entitlements", R, ent::retrieve_feature, &[id])
+        }
+        ("POST", ["v1", "entitlements", "features", id]) => {
+            r("entitlements", W, ent::update_feature, &[id])
+        }
+        ("GET", ["v1", "entitlements", "active_entitlements"]) => {
+            r("entitlements", R, ent::list_active, &[])
+        }
+        ("GET", ["v1", "entitlements", "active_entitlements", id]) => {
+            r("entitlements", R, ent::retrieve_active, &[id])
+        }
         ("POST", ["v1", "prices"]) => r("prices", W, catalog::create_price, &[]),
         ("GET", ["v1", "prices"]) => r("prices", R, catalog::list_prices, &[]),
         ("GET", ["v1", "prices", id]) => r("prices", R, catalog::retrieve_price, &[id]),
@@ -324,6 +352,7 @@ pub fn kind_of(id: &str) -> Option<&'static str> {
         "clock" => "test_helpers.test_clock",
         "bpc" => billing_portal::CONFIG,
         "bps" => billing_portal::SESSION,
+        "feat" => entitlements::FEATURE,
         _ => return None,
     })
 }
