@@ -25,7 +25,7 @@ pub use apply::{
     apply,
 };
 pub use error_code::{ErrorCode, ErrorInfo, PaymentError};
-pub use money::{Amount, Currency, Money, MoneyError};
+pub use money::{Amount, Currency, DecimalError, Money, MoneyError};
 pub use transaction::{
     Intent, PaymentIntentStatus, PaymentIntentView, RefundStatus, StatusMapping, TransactionStatus,
     allowed, map_payment_intent,

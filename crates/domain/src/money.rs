@@ -397,6 +397,135 @@ impl fmt::Display for Money {
     }
 }
 
+/// Why a decimal amount typed by a person was refused (shown next to the field).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecimalError {
+    #[error("Type an amount, such as {example}.")]
+    Empty { example: String },
+    #[error("Type the amount as a number, such as {example}.")]
+    NotANumber { example: String },
+    #[error("{currency} has no decimals: type a whole number, such as {example}.")]
+    NoDecimals { currency: Currency, example: String },
+    #[error("{currency} has {exponent} decimal places at most, such as {example}.")]
+    TooManyDecimals {
+        currency: Currency,
+        exponent: u8,
+        example: String,
+    },
+    #[error("The amount must be more than zero.")]
+    NotPositive,
+    #[error("The amount is too large.")]
+    TooLarge,
+}
+
+impl Currency {
+    /// An example amount as people type it in this currency: `12.99`, `1299`, `1.234`.
+    pub fn example(self) -> String {
+        match self.exponent {
+            0 => "1299".to_string(),
+            e => format!("12.{}", &"99999"[..e as usize]),
+        }
+    }
+
+    /// A decimal amount as a person types it ("12.99", "12,99", "1,234.50", "1299" for JPY,
+    /// "1.234" for KWD) → minor units. Thousands separators are accepted only as `,` followed
+    /// by three digits before a `.`; a single `,` with 1..exponent digits after it is a decimal
+    /// comma. Never floats: the digits are read as integers.
+    pub fn parse_decimal(self, input: &str) -> Result<i64, DecimalError> {
+        let example = self.example();
+        let s: String = input
+            .trim()
+            .chars()
+            .filter(|c| *c != ' ' && *c != '\u{a0}')
+            .collect();
+        if s.is_empty() {
+            return Err(DecimalError::Empty { example });
+        }
+        let s = s.strip_prefix('+').unwrap_or(&s).to_string();
+        if s.starts_with('-') {
+            return Err(DecimalError::NotPositive);
+        }
+        // Decide what the separators mean.
+        let (whole, frac) = match (s.rfind('.'), s.matches(',').count()) {
+            (Some(dot), _) => {
+                let (w, f) = s.split_at(dot);
+                (w.replace(',', ""), f[1..].to_string())
+            }
+            (None, 1) => {
+                let comma = s.find(',').unwrap_or(0);
+                let after = &s[comma + 1..];
+                if after.len() == 3 && self.exponent != 3 {
+                    (s.replace(',', ""), String::new())
+                } else {
+                    (s[..comma].to_string(), after.to_string())
+                }
+            }
+            (None, _) => (s.replace(',', ""), String::new()),
+        };
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        if !digits(&whole) && !(whole.is_empty() && digits(&frac)) {
+            return Err(DecimalError::NotANumber { example });
+        }
+        if !frac.is_empty() && !digits(&frac) {
+            return Err(DecimalError::NotANumber { example });
+        }
+        let exp = self.exponent as usize;
+        let frac = frac.trim_end_matches('0');
+        if frac.len() > exp {
+            return Err(if exp == 0 {
+                DecimalError::NoDecimals {
+                    currency: self,
+                    example,
+                }
+            } else {
+                DecimalError::TooManyDecimals {
+                    currency: self,
+                    exponent: self.exponent,
+                    example,
+                }
+            });
+        }
+        let whole: i64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| DecimalError::TooLarge)?
+        };
+        let frac_value: i64 = if frac.is_empty() {
+            0
+        } else {
+            format!("{frac:0<exp$}")
+                .parse()
+                .map_err(|_| DecimalError::TooLarge)?
+        };
+        let minor = whole
+            .checked_mul(10i64.pow(exp as u32))
+            .and_then(|w| w.checked_add(frac_value))
+            .filter(|m| *m <= MAX_MINOR_UNITS)
+            .ok_or(DecimalError::TooLarge)?;
+        if minor == 0 {
+            return Err(DecimalError::NotPositive);
+        }
+        Ok(minor)
+    }
+
+    /// Minor units → the plain decimal people type back: `1299` USD → `12.99`, JPY → `1299`.
+    pub fn to_decimal(self, minor: i64) -> String {
+        let exp = self.exponent as u32;
+        if exp == 0 {
+            return minor.to_string();
+        }
+        let div = 10i64.pow(exp);
+        let sign = if minor < 0 { "-" } else { "" };
+        let m = minor.unsigned_abs();
+        let d = div as u64;
+        format!("{sign}{}.{:0w$}", m / d, m % d, w = exp as usize)
+    }
+}
+
+/// The largest amount a person may type (Stripe's limit is 99,999,999 in the smallest unit for
+/// most currencies; this bound only guards the arithmetic).
+const MAX_MINOR_UNITS: i64 = 1_000_000_000_000;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,5 +615,66 @@ mod tests {
         assert_eq!(m(100_000, mga).to_stripe_amount(), Ok(1000));
         assert!(m(100_050, mga).to_stripe_amount().is_err());
         assert!(m(i64::MAX, isk).to_stripe_amount().is_err());
+    }
+    #[test]
+    fn decimals_as_people_type_them() {
+        let usd = Currency::USD;
+        let kwd = Currency::parse("KWD").unwrap();
+        for (input, want) in [
+            ("12.99", 1299),
+            ("12,99", 1299),
+            ("1,234.50", 123450),
+            ("1,234", 123400),
+            ("5", 500),
+            ("5.00", 500),
+            (" 5.5 ", 550),
+            (".5", 50),
+        ] {
+            assert_eq!(usd.parse_decimal(input), Ok(want), "{input}");
+        }
+        assert_eq!(Currency::JPY.parse_decimal("1299"), Ok(1299));
+        assert_eq!(Currency::JPY.parse_decimal("1,299"), Ok(1299));
+        assert_eq!(kwd.parse_decimal("1.234"), Ok(1234));
+        assert_eq!(kwd.parse_decimal("1,234"), Ok(1234));
+        assert!(matches!(
+            Currency::JPY.parse_decimal("12.5"),
+            Err(DecimalError::NoDecimals { .. })
+        ));
+        assert!(matches!(
+            usd.parse_decimal("1.999"),
+            Err(DecimalError::TooManyDecimals { .. })
+        ));
+        assert!(matches!(
+            usd.parse_decimal("abc"),
+            Err(DecimalError::NotANumber { .. })
+        ));
+        assert!(matches!(
+            usd.parse_decimal("1.2.3"),
+            Err(DecimalError::NotANumber { .. })
+        ));
+        assert!(matches!(
+            usd.parse_decimal(""),
+            Err(DecimalError::Empty { .. })
+        ));
+        assert_eq!(usd.parse_decimal("0.00"), Err(DecimalError::NotPositive));
+        assert_eq!(usd.parse_decimal("-5"), Err(DecimalError::NotPositive));
+        assert_eq!(
+            usd.parse_decimal("99999999999999999999"),
+            Err(DecimalError::TooLarge)
+        );
+        assert_eq!(usd.to_decimal(1299), "12.99");
+        assert_eq!(Currency::JPY.to_decimal(1299), "1299");
+        assert_eq!(kwd.to_decimal(1234), "1.234");
+        assert_eq!(usd.to_decimal(5), "0.05");
+    }
+
+    proptest::proptest! {
+        /// What is shown is read back as the same amount, in every currency.
+        #[test]
+        fn a_shown_decimal_reads_back(minor in 1i64..1_000_000_000_000, i in 0usize..150) {
+            let all: Vec<Currency> = Currency::all().collect();
+            let c = all[i % all.len()];
+            proptest::prop_assert_eq!(c.parse_decimal(&c.to_decimal(minor)), Ok(minor));
+        }
     }
 }
