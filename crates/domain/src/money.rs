@@ -463,7 +463,8 @@ impl Currency {
             (None, _) => (s.replace(',', ""), String::new()),
         };
         let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
-        if !digits(&whole) && !(whole.is_empty() && digits(&frac)) {
+        let number = digits(&whole) || (whole.is_empty() && digits(&frac));
+        if !number {
             return Err(DecimalError::NotANumber { example });
         }
         if !frac.is_empty() && !digits(&frac) {
