@@ -4,7 +4,6 @@
 //! redirects to a fresh session; altered links are refused) and `billing_issue_detected_at`
 //! (set while a subscription is past due, cleared once it is paid).
 
-use reqwest::Method;
 use serde_json::{Value, json};
 use tollgate_server::auth::KeyKind;
 use tollgate_server::entitlements::on_stripe_event;
@@ -69,7 +68,7 @@ async fn portal_session_for_a_linked_customer(db: Db) {
     // A public key may not open anyone's portal.
     let pk = s.bound_key(KeyKind::Public, "default").await;
     let r = s
-        .send(s.request(Method::POST, path).bearer_auth(&pk).json(&body))
+        .send(s.http.post(s.url(path)).bearer_auth(&pk).json(&body))
         .await;
     assert_error(&r, 403, "forbidden");
 
