@@ -604,6 +604,74 @@ mod tests {
         );
     }
 
+    fn balance(permission: &str, balance: i64, held: i64, resets_at: Option<i64>) -> BalanceRow {
+        BalanceRow {
+            customid: "user-7".into(),
+            permission: permission.into(),
+            balance,
+            held,
+            granted: 1000,
+            consumed: 1000 - balance,
+            due_at: resets_at,
+            resets_at,
+            low_threshold: None,
+            updated_at: 0,
+        }
+    }
+
+    /// A metered permission carries its amounts after the Glassfy fields (a non-metered one
+    /// beside it renders as before); `is_valid` follows the available units, not the purchase.
+    #[test]
+    fn metered_permissions_show_their_amounts() {
+        let mut credits = row(
+            r#"[{"identifier":"credits_monthly","product_id":"prod_1","trial":false}]"#,
+            Some(1_767_225_600_000),
+        );
+        credits.identifier = "ai_credits".into();
+        let premium = row("[]", None);
+        let c = CustomerRows {
+            permissions: vec![credits, premium],
+            balances: vec![balance("ai_credits", 995, 45, Some(1_767_225_600_000))],
+        };
+        let answer = Permissions {
+            customid: "user-7",
+            permissions: Permission::all(&c, 0),
+        };
+        assert_eq!(
+            serde_json::to_string(&answer).unwrap(),
+            r#"{"customid":"user-7","permissions":[{"identifier":"ai_credits","is_valid":true,"entitlement":5,"expires_date":1767225600,"expires_at":"2026-01-01T00:00:00Z","skuarray":[{"identifier":"credits_monthly","productid":"prod_1","store":4,"istrial":false,"isinintrooffer":false}],"balance":950,"granted":1000,"consumed":5,"resets_at":1767225600},{"identifier":"premium","is_valid":true,"entitlement":5,"expires_date":1767225600,"expires_at":"2026-01-01T00:00:00Z","skuarray":[]}]}"#
+        );
+        // Everything held by a reservation: not valid, though the purchase holds.
+        let c = CustomerRows {
+            permissions: c.permissions.clone(),
+            balances: vec![balance("ai_credits", 40, 40, None)],
+        };
+        let all = Permission::all(&c, 0);
+        assert_eq!((all[0].is_valid, all[0].balance), (false, Some(0)));
+        assert_eq!(all[0].resets_at, Some(None));
+        // Units given by an adjustment alone (no permission row): listed after the rows, code 2,
+        // no end; an untouched zero balance is not listed.
+        let c = CustomerRows {
+            permissions: Vec::new(),
+            balances: vec![balance("bonus", 100, 0, None), {
+                let mut z = balance("zero", 0, 0, None);
+                (z.granted, z.consumed) = (0, 0);
+                z
+            }],
+        };
+        assert_eq!(
+            serde_json::to_string(&Permission::all(&c, 0)).unwrap(),
+            r#"[{"identifier":"bonus","is_valid":true,"entitlement":2,"expires_date":253402300799,"expires_at":null,"skuarray":[],"balance":100,"granted":1000,"consumed":900,"resets_at":null}]"#
+        );
+        // The ETag changes with every figure the check shows, and only customers with balances
+        // have a balance part.
+        assert_eq!(balances_tag(&[]), None);
+        let a = balances_tag(&[balance("ai_credits", 995, 0, None)]);
+        let b = balances_tag(&[balance("ai_credits", 995, 5, None)]);
+        let c = balances_tag(&[balance("ai_credits", 994, 0, None)]);
+        assert!(a.is_some() && a != b && a != c && b != c);
+    }
+
     /// A subscription as API version 2022-11-15 renders it: the period on the subscription.
     fn sub_2022() -> Value {
         json!({
