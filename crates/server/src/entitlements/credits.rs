@@ -195,7 +195,8 @@ async fn metered(tx: &mut Tx<'_>, merchant: &str, permission: &str) -> ApiResult
         .ok_or_else(|| ApiError::not_found("metered permission"))
 }
 
-/// Consumes `units` (> 0) of `customid`'s balance of `permission`, atomically.
+/// Consumes `units` (> 0) of `customid`'s balance of `permission`, atomically, in a
+/// transaction of its own.
 #[allow(clippy::too_many_arguments)]
 pub async fn consume(
     ctx: &ApiContext,
@@ -206,17 +207,43 @@ pub async fn consume(
     overage: Overage,
     metadata: Option<&Value>,
 ) -> ApiResult<Consumed> {
-    let now = ctx.now();
     let mut tx = ctx.store.begin().await?;
+    let now = ctx.now();
+    let done = consume_in(
+        ctx, &mut tx, now, merchant, permission, customid, units, overage, metadata,
+    )
+    .await;
+    // A refusal keeps the expiries settled on the way.
+    if matches!(done, Ok(_) | Err(ApiError::InsufficientBalance { .. })) {
+        tollgate_store::commit(tx).await?;
+    }
+    done
+}
+
+/// [`consume`] inside `tx`, which the caller commits, also after an `insufficient_balance`
+/// refusal (the expiries settled on the way are kept). Several consumptions may share one
+/// transaction (the group commit of consumes on SQLite).
+#[allow(clippy::too_many_arguments)]
+pub async fn consume_in(
+    ctx: &ApiContext,
+    tx: &mut Tx<'_>,
+    now: i64,
+    merchant: &str,
+    permission: &str,
+    customid: &str,
+    units: i64,
+    overage: Overage,
+    metadata: Option<&Value>,
+) -> ApiResult<Consumed> {
     let metadata = metadata.map(Value::to_string);
     // The hot path: enough available and nothing due.
     if let Some((balance, threshold)) =
-        cs::try_consume(&mut *tx, merchant, customid, permission, units, now).await?
+        cs::try_consume(&mut **tx, merchant, customid, permission, units, now).await?
     {
         let mut r = row(customid, permission, Kind::Consume, -units, now);
         r.balance_after = balance;
         r.metadata = metadata;
-        cs::insert_entry(&mut *tx, merchant, &r).await?;
+        cs::insert_entry(&mut **tx, merchant, &r).await?;
         let before = balance + units;
         if threshold.is_some_and(|t| before > t && balance <= t) || balance == 0 {
             let b = BalanceRow {
@@ -231,9 +258,8 @@ pub async fn consume(
                 low_threshold: threshold,
                 updated_at: now,
             };
-            balance_events(&mut tx, merchant, &b, before, now).await?;
+            balance_events(tx, merchant, &b, before, now).await?;
         }
-        tollgate_store::commit(tx).await?;
         return Ok(Consumed {
             balance,
             consumed: units,
@@ -241,24 +267,22 @@ pub async fn consume(
         });
     }
     // Not enough, something due, or no balance yet: under the balance's lock.
-    metered(&mut tx, merchant, permission).await?;
-    let mut book = Book::open(ctx, &mut tx, merchant, customid, permission, now, now).await?;
+    metered(tx, merchant, permission).await?;
+    let mut book = Book::open(ctx, tx, merchant, customid, permission, now, now).await?;
     let available = book.sum() - book.row.held;
     let n = match dom::take(available, units, overage) {
         Ok(n) => n,
         Err(e) => {
             let balance = book.sum();
             // Expiries settled on the way are kept.
-            book.close(&mut tx, now).await?;
-            tollgate_store::commit(tx).await?;
+            book.close(tx, now).await?;
             return Err(insufficient(balance, e.available, units));
         }
     };
     let mut r = row(customid, permission, Kind::Consume, -n, now);
     r.metadata = metadata;
-    let r = book.append(&mut tx, r).await?;
-    let b = book.close(&mut tx, now).await?;
-    tollgate_store::commit(tx).await?;
+    let r = book.append(tx, r).await?;
+    let b = book.close(tx, now).await?;
     Ok(Consumed {
         balance: b.balance,
         consumed: n,
