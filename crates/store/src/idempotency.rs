@@ -294,3 +294,97 @@ pub async fn seal_answer<'c, E: Executor<'c, Database = Any>>(
     .await?;
     Ok(())
 }
+
+/// body_hash, status_code, response, response_enc, lease_expires_at, expires_at
+type LookupRow = (
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<Vec<u8>>,
+    i64,
+    i64,
+);
+
+/// For a request that writes its answer in the transaction of its work ([`put_answer`]):
+/// what the record of `scope` says, read inside that transaction and writing nothing.
+/// [`Claim::Started`] means run the work (no record, an expired one, or one left without an
+/// answer by an earlier request); the others as [`claim`] gives them.
+pub async fn lookup<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    scope: &Scope,
+    body_hash: &str,
+    now: i64,
+) -> Result<Claim> {
+    let row: Option<LookupRow> = sqlx::query_as(
+        "SELECT body_hash, status_code, response, response_enc, lease_expires_at, expires_at
+           FROM idempotency_keys WHERE merchant_account_id = $1
+            AND key_id = $2 AND method = $3 AND path = $4 AND idem_key = $5",
+    )
+    .bind(&scope.merchant_account_id)
+    .bind(&scope.key_id)
+    .bind(&scope.method)
+    .bind(&scope.path)
+    .bind(&scope.idem_key)
+    .fetch_optional(db)
+    .await?;
+    Ok(match row {
+        None => Claim::Started,
+        Some((.., expires_at)) if expires_at <= now => Claim::Started,
+        Some((hash, ..)) if hash != body_hash => Claim::Mismatch,
+        Some((_, status, _, _, lease_expires_at, _))
+            if status == Some(RESUMABLE) || (status.is_none() && lease_expires_at <= now) =>
+        {
+            Claim::Started
+        }
+        Some((_, Some(status), _, Some(sealed), ..)) => Claim::Replay {
+            status: status as u16,
+            body: Stored::Sealed(sealed),
+        },
+        Some((_, Some(status), Some(body), None, ..)) => Claim::Replay {
+            status: status as u16,
+            body: Stored::Clear(body),
+        },
+        Some(_) => Claim::InProgress,
+    })
+}
+
+/// Stores the (sealed) answer of a request whose work ran in this same transaction: a new
+/// record, or in place of one [`lookup`] let it run over (expired, or left without an
+/// answer). `false` when a record it may not replace is there (on PostgreSQL, another request
+/// with the key committed meanwhile): nothing is written, and the caller rolls its work back.
+#[allow(clippy::too_many_arguments)]
+pub async fn put_answer<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    scope: &Scope,
+    body_hash: &str,
+    status: u16,
+    sealed: &[u8],
+    now: i64,
+    ttl_ms: i64,
+) -> Result<bool> {
+    let done = scoped(
+        "INSERT INTO idempotency_keys (merchant_account_id, key_id, method, path, idem_key, body_hash,
+            status_code, response, response_enc, created_at, expires_at, lease_owner,
+            lease_expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10, NULL, 0)
+         ON CONFLICT (merchant_account_id, key_id, method, path, idem_key) DO UPDATE SET
+            body_hash = excluded.body_hash, status_code = excluded.status_code, response = NULL,
+            response_enc = excluded.response_enc, created_at = excluded.created_at,
+            expires_at = excluded.expires_at, lease_owner = NULL, lease_expires_at = 0
+         WHERE idempotency_keys.expires_at <= $9
+            OR (idempotency_keys.body_hash = excluded.body_hash
+                AND (idempotency_keys.status_code = $11
+                     OR (idempotency_keys.status_code IS NULL
+                         AND idempotency_keys.lease_expires_at <= $9)))",
+        scope,
+    )
+    .bind(body_hash)
+    .bind(status as i64)
+    .bind(sealed)
+    .bind(now)
+    .bind(now + ttl_ms)
+    .bind(RESUMABLE)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
