@@ -14,7 +14,7 @@
 //! tokens), bound to their record.
 
 use axum::body::{Body, to_bytes};
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -32,18 +32,21 @@ use crate::error::ApiError;
 #[derive(Debug, Clone, Copy)]
 pub struct ShownOnce;
 
-pub async fn middleware(State(ctx): State<ApiContext>, req: Request, next: Next) -> Response {
-    if req.method() != Method::POST {
-        return next.run(req).await;
-    }
-    let Some(raw) = req.headers().get("idempotency-key") else {
-        return next.run(req).await;
+/// Routes whose handler keeps the `Idempotency-Key` itself, written in the transaction of its
+/// work (one commit instead of three: claim, work, answer) with the same scope, body hash,
+/// sealing and replays as here. The middleware checks their key and passes them on.
+pub const OWN_KEY_ROUTES: &[&str] = &["/v1/permissions/{identifier}/consume"];
+
+/// The request's `Idempotency-Key`: `None` without one; a 400 when it is not 1 to 255 visible
+/// ASCII characters (a key with other bytes was ignored before, so a retry with it ran the work
+/// twice).
+pub fn header_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(raw) = headers.get("idempotency-key") else {
+        return Ok(None);
     };
-    // 1 to 255 visible ASCII characters. A key with other bytes (spaces, non-ASCII) is refused:
-    // it was ignored before, so a retry with it ran the work twice.
     let bytes = raw.as_bytes();
     if bytes.is_empty() || bytes.len() > 255 || !bytes.iter().all(|b| (b'!'..=b'~').contains(b)) {
-        return ApiError::BadRequest {
+        return Err(ApiError::BadRequest {
             message:
                 "The Idempotency-Key header must be 1 to 255 visible ASCII characters (no spaces)."
                     .into(),
@@ -53,10 +56,60 @@ pub async fn middleware(State(ctx): State<ApiContext>, req: Request, next: Next)
                 message: "1 to 255 visible ASCII characters (no spaces)".into(),
                 kind: "value_error",
             }],
-        }
-        .into_response();
+        });
     }
-    let key = String::from_utf8_lossy(bytes).into_owned();
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// The hash a record keeps of its request's body.
+pub fn body_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// How long a record is kept, in ms.
+pub fn ttl_ms(ctx: &ApiContext) -> i64 {
+    ctx.config.idempotency_ttl_secs as i64 * 1000
+}
+
+/// The stored answer of `scope` as its replay: the first status and body, marked
+/// `Idempotent-Replayed: true`.
+pub fn replay(ctx: &ApiContext, scope: &Scope, status: u16, body: Stored) -> Response {
+    let body = match body {
+        Stored::Sealed(sealed) => match ctx.keys.open(&scope.row_id(), &sealed) {
+            Ok(text) => text,
+            Err(e) => {
+                return ApiError::Internal(format!("a stored answer: {e}")).into_response();
+            }
+        },
+        Stored::Clear(text) => text,
+    };
+    let mut r = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    r.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    r
+}
+
+pub async fn middleware(State(ctx): State<ApiContext>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let key = match header_key(req.headers()) {
+        Ok(Some(key)) => key,
+        Ok(None) => return next.run(req).await,
+        Err(e) => return e.into_response(),
+    };
+    if req
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|p| OWN_KEY_ROUTES.contains(&p.as_str()))
+    {
+        return next.run(req).await;
+    }
     let (mut parts, body) = req.into_parts();
     // Authentication decides the scope; an unauthenticated request fails here as it would in
     // the handler.
@@ -78,11 +131,11 @@ pub async fn middleware(State(ctx): State<ApiContext>, req: Request, next: Next)
         key_id: caller.key_id.clone(),
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
-        idem_key: key.clone(),
+        idem_key: key,
     };
-    let body_hash = hex::encode(Sha256::digest(&bytes));
+    let body_hash = body_hash(&bytes);
     let now = ctx.now();
-    let ttl = ctx.config.idempotency_ttl_secs as i64 * 1000;
+    let ttl = ttl_ms(&ctx);
     let lease_ms = lease_ms(&ctx);
     let owner = tollgate_store::new_id();
     let lease = Lease {
@@ -97,26 +150,7 @@ pub async fn middleware(State(ctx): State<ApiContext>, req: Request, next: Next)
     match claim {
         Claim::Mismatch => return ApiError::IdempotencyKeyMismatch.into_response(),
         Claim::InProgress => return ApiError::ConcurrentRequest.into_response(),
-        Claim::Replay { status, body } => {
-            let body = match body {
-                Stored::Sealed(sealed) => match ctx.keys.open(&scope.row_id(), &sealed) {
-                    Ok(text) => text,
-                    Err(e) => {
-                        return ApiError::Internal(format!("a stored answer: {e}")).into_response();
-                    }
-                },
-                Stored::Clear(text) => text,
-            };
-            let mut r = (
-                StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-                [(header::CONTENT_TYPE, "application/json")],
-                body,
-            )
-                .into_response();
-            r.headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            return r;
-        }
+        Claim::Replay { status, body } => return replay(&ctx, &scope, status, body),
         Claim::Started => {}
     }
     // From here until the answer is stored the claim is held: renewed while the handler runs,

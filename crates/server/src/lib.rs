@@ -86,6 +86,8 @@ pub struct Context {
     pub inbox: inbox::Inbox,
     /// Key/settings cache and rate limits of the permission check.
     pub entitlements: Arc<entitlements::Runtime>,
+    /// Consumes of metered permissions (group commit on SQLite).
+    pub consumes: api::credits::Consumes,
 }
 
 impl Context {
@@ -160,6 +162,7 @@ pub fn app(ctx: ApiContext, sandbox: Option<Router>) -> Router {
         .merge(
             pay::router()
                 .merge(page::router())
+                .merge(api::portal::page_router())
                 .route_layer(from_fn(edge::pay)),
         )
         .merge(openapi::router())
@@ -336,6 +339,7 @@ pub async fn context(
             config.permissions_rate_per_sec,
             config.permissions_burst,
         )),
+        consumes: Default::default(),
         config: Arc::new(config),
     })))
 }

@@ -6,7 +6,9 @@
 //! permission (large enough never to run out), then two runs, interleaved `--rounds` times:
 //! `spread` (each of the `--clients` picks a random customer per request) and `hot` (every
 //! client consumes the same customer's balance: the case a row lock serialises). Each consume
-//! is durable (committed before the answer). Run on a release build with `RUST_LOG=warn`.
+//! is durable (committed and synced before the answer). Each run prints consumes per second,
+//! latency percentiles and the CPU time per consume of the whole process (the server and its
+//! clients share it). Run on a release build with `RUST_LOG=warn`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,7 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tollgate_store::credits as cs;
 
-use crate::bench::{BenchDb, BenchServer, cores, latency_line, on_fresh_db, request_logs};
+use crate::bench::{
+    BenchDb, BenchServer, cores, latency_line, on_fresh_db, process_cpu, request_logs,
+};
 
 const PERMISSION: &str = "bench_credits";
 
@@ -74,6 +78,7 @@ async fn run_on(
     let counter = Arc::new(AtomicU64::new(0));
     for round in 0..opts.rounds.max(1) {
         for hot in [false, true] {
+            let cpu_at_start = process_cpu();
             let (lat, errors, first, secs) = measure(
                 &srv,
                 if hot { 1 } else { customers },
@@ -88,8 +93,19 @@ async fn run_on(
             } else {
                 "spread (random customer)"
             };
+            // The whole process: the server and the clients that load it.
+            let cpu = process_cpu()
+                .zip(cpu_at_start)
+                .map(|(end, start)| end.saturating_sub(start));
+            let per_consume = match cpu {
+                Some(cpu) if !lat.is_empty() => format!(
+                    "{:.0} µs CPU per consume (server and clients)",
+                    cpu.as_secs_f64() * 1e6 / lat.len() as f64
+                ),
+                _ => "CPU not measured".into(),
+            };
             println!(
-                "  round {} {name}: {:.0} consumes/s ({} ok, {errors} failed in {secs:.1} s); {}",
+                "  round {} {name}: {:.0} consumes/s ({} ok, {errors} failed in {secs:.1} s); {}; {per_consume}",
                 round + 1,
                 lat.len() as f64 / secs,
                 lat.len(),

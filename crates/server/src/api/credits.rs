@@ -1,25 +1,33 @@
 //! Metered permissions: consume units, reserve then settle, adjust by hand, and read a
-//! customer's balances and ledger. Secret keys only. Every POST goes through the
-//! `Idempotency-Key` layer: a replayed key answers what it answered first and changes nothing.
+//! customer's balances and ledger. Secret keys only. Every POST takes an `Idempotency-Key`: a
+//! replayed key answers what it answered first and changes nothing (a consume keeps its key
+//! in the commit of its work, see [`consumes`]; the others go through the middleware).
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tollgate_domain::credits::Overage;
 use tollgate_store::credits::{self as cs, BalanceRow, LedgerRow, ReservationRow};
+use tollgate_store::idempotency::Scope;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Page;
 use super::typed::{Body, Params};
+use super::{MAX_BODY, Page};
 use crate::ApiContext;
 use crate::auth::Caller;
 use crate::clock::rfc3339;
 use crate::entitlements::credits as svc;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+
+mod consumes;
+
+pub use consumes::Consumes;
+use consumes::{Answer, Consume, Keyed};
 
 /// This resource's routes and their part of the OpenAPI document.
 pub fn routes() -> OpenApiRouter<ApiContext> {
@@ -134,29 +142,60 @@ pub async fn consume(
     State(ctx): State<ApiContext>,
     caller: Caller,
     Path(identifier): Path<String>,
-    Body(body): Body<ConsumeRequest>,
-) -> ApiResult<Json<ConsumeOut>> {
+    req: Request,
+) -> ApiResult<Response> {
+    // The body is read here, not by `Body<T>`: the Idempotency-Key record keeps its hash.
+    let key = crate::idempotency::header_key(req.headers())?;
+    let path = req.uri().path().to_string();
+    let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
+        .await
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "The request body could not be read or is larger than {MAX_BODY} bytes."
+            ))
+        })?;
+    let body: ConsumeRequest = super::typed::from_object(super::parse_object(&bytes)?)?;
     caller.require_secret()?;
     identifier_ok(&identifier)?;
     customid_ok(&body.customid, "/customid")?;
     let units = units_ok(body.units, "/units")?;
     let overage = overage_of(body.overage.as_deref())?;
-    let metadata = body.metadata.map(Value::Object);
-    let done = svc::consume(
+    let key = key.map(|idem_key| Keyed {
+        scope: Scope {
+            merchant_account_id: caller.merchant_account_id.clone(),
+            key_id: caller.key_id.clone(),
+            method: "POST".into(),
+            path,
+            idem_key,
+        },
+        body_hash: crate::idempotency::body_hash(&bytes),
+    });
+    let scope = key.as_ref().map(|k| k.scope.clone());
+    let answer = consumes::consume(
         &ctx,
-        &caller.merchant_account_id,
-        &identifier,
-        &body.customid,
-        units,
-        overage,
-        metadata.as_ref(),
+        Consume {
+            merchant: caller.merchant_account_id,
+            permission: identifier,
+            customid: body.customid,
+            units,
+            overage,
+            metadata: body.metadata.map(Value::Object),
+            key,
+        },
     )
     .await?;
-    Ok(Json(ConsumeOut {
-        balance: done.balance,
-        consumed: done.consumed,
-        ledger_id: done.ledger_id,
-    }))
+    Ok(match (answer, scope) {
+        (Answer::Done { status, body }, _) => {
+            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        (Answer::Replay { status, body }, Some(scope)) => {
+            crate::idempotency::replay(&ctx, &scope, status, body)
+        }
+        (Answer::Replay { .. }, None) => {
+            ApiError::Internal("a replay without a key".into()).into_response()
+        }
+        (Answer::Refused(e), _) => e.into_response(),
+    })
 }
 
 // ---- reservations ----------------------------------------------------------------------------
