@@ -1,7 +1,9 @@
 // Shared pieces of the browser tests: a real `tollgate serve` (built binary) on a free port
 // with a fresh data directory, a merchant "return" server, and Debian's Chromium driven by
 // playwright-core.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
 import { mkdtempSync, readFileSync, mkdirSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
@@ -119,4 +121,63 @@ export async function fillCard(page, number, { expiry = '12 / 34', cvc = '123' }
 
 export async function shot(page, name) {
   await page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
+}
+
+// ---- the dashboard: an operator, a signed-in page, and the checks every page passes ----------
+
+/** Runs the CLI against the server's data directory; returns its stdout. */
+export function cli(server, args, input) {
+  const env = { ...process.env };
+  delete env.DATABASE_URL;
+  const r = spawnSync(server.bin, [...args, '--data-dir', server.dataDir], { input, env, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`tollgate ${args.join(' ')}: ${r.status} ${r.stderr}`);
+  return r.stdout;
+}
+
+/** Creates an operator with the real CLI and signs a new browser context in; returns {context, page}. */
+export async function signedIn(chrome, server, { user = 'operator', password = 'dashboard test password' } = {}) {
+  cli(server, ['operator', 'create', user], `${password}\n`);
+  const context = await chrome.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  await page.goto(`${server.base}/dashboard/login`);
+  await page.getByLabel('Username').fill(user);
+  await page.getByLabel('Password').fill(password);
+  await Promise.all([page.waitForURL(/\/dashboard\/(?!login)/), page.getByRole('button', { name: 'Log in' }).click()]);
+  return { context, page };
+}
+
+const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+/** Serious or critical axe-core violations of the page as it is now ([] when none). */
+export async function axeViolations(page) {
+  await page.evaluate(AXE);
+  const violations = await page.evaluate(async () => {
+    // eslint-disable-next-line no-undef
+    const result = await axe.run(document, { resultTypes: ['violations'] });
+    return result.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help,
+      nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' ')) }));
+  });
+  return violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+}
+
+/** How far the page scrolls sideways (0 when nothing is wider than the window). */
+export async function sidewaysOverflow(page) {
+  return page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+}
+
+/**
+ * The checks every dashboard page passes, at 1280×800 and at 390×844: no sideways scrolling,
+ * no serious or critical axe-core violation; a full-page screenshot at each width
+ * (artifacts/browser/<name>-1280.png, <name>-390.png). Leaves the page at 1280×800.
+ */
+export async function checkPage(page, name) {
+  for (const [width, height] of [[390, 844], [1280, 800]]) {
+    await page.setViewportSize({ width, height });
+    await page.waitForTimeout(50);
+    const over = await sidewaysOverflow(page);
+    assert.ok(over <= 0, `${name} at ${width} px scrolls sideways by ${over} px`);
+    const serious = await axeViolations(page);
+    assert.deepEqual(serious, [], `${name} at ${width} px: ${JSON.stringify(serious, null, 2)}`);
+    await page.screenshot({ path: join(artifacts, `${name}-${width}.png`), fullPage: true });
+  }
 }

@@ -11,8 +11,6 @@ use crate::ApiContext;
 use crate::api;
 use crate::page::esc;
 
-type Form = axum::Form<Vec<(String, String)>>;
-type Params = Query<Vec<(String, String)>>;
 
 use super::common::*;
 

@@ -10,6 +10,7 @@ use tollgate_store::{accounts, operators};
 
 use super::layout::{head, secure};
 use super::session::{Session, see_other};
+pub(super) use super::view::{Frame, render};
 use crate::ApiContext;
 use crate::error::ApiError;
 use crate::page::{esc, format_money};
@@ -28,16 +29,6 @@ pub(super) fn sandbox_banner(ctx: &ApiContext) -> &'static str {
     }
 }
 
-pub(super) const NAV: &[(&str, &str, &str)] = &[
-    ("transactions", "/dashboard/transactions", "Transactions"),
-    ("connections", "/dashboard/connections", "Connections"),
-    ("webhooks", "/dashboard/webhooks", "Webhooks"),
-    ("deliveries", "/dashboard/deliveries", "Deliveries"),
-    ("customers", "/dashboard/customers", "Customers"),
-    ("catalogue", "/dashboard/catalogue", "Catalogue"),
-    ("keys", "/dashboard/keys", "API keys"),
-];
-
 pub fn csrf_input(s: &Session) -> String {
     format!(
         "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
@@ -45,7 +36,15 @@ pub fn csrf_input(s: &Session) -> String {
     )
 }
 
-/// A full dashboard page.
+/// A page of the dashboard whose body is still built as HTML text (being moved to templates).
+#[derive(askama::Template)]
+#[template(path = "dashboard/raw.html")]
+struct RawPage<'a> {
+    frame: Frame,
+    body: &'a str,
+}
+
+/// A full dashboard page around `body` (HTML, already escaped).
 pub(super) async fn page(
     ctx: &ApiContext,
     s: &Session,
@@ -54,59 +53,8 @@ pub(super) async fn page(
     active: &str,
     body: &str,
 ) -> Response {
-    let nav: String = NAV
-        .iter()
-        .map(|(key, href, label)| {
-            let current = if *key == active {
-                " aria-current=\"page\""
-            } else {
-                ""
-            };
-            format!("<a href=\"{href}\"{current}>{label}</a>")
-        })
-        .collect();
-    // The merchant-account switcher, when there is more than one account.
-    let accounts_list = accounts::list_merchant_accounts(ctx.store.reader())
-        .await
-        .unwrap_or_default();
-    let switcher = if accounts_list.len() > 1 {
-        let options: String = accounts_list
-            .iter()
-            .map(|a| {
-                format!(
-                    "<option value=\"{}\"{}>{}</option>",
-                    esc(&a.id),
-                    if a.id == s.merchant_account_id {
-                        " selected"
-                    } else {
-                        ""
-                    },
-                    esc(&a.display_name)
-                )
-            })
-            .collect();
-        format!(
-            "<form method=\"post\" action=\"/dashboard/account\" class=\"inline\">{}\
-             <label>Account <select name=\"merchant_account_id\">{options}</select></label>\
-             <button type=\"submit\">Switch</button></form>",
-            csrf_input(s)
-        )
-    } else {
-        String::new()
-    };
-    let html = format!(
-        "{head}<body>{banner}<header class=\"top\"><a class=\"brand\" href=\"/dashboard\">Tollgate</a>\
-         <nav>{nav}</nav><div class=\"who\">{switcher}\
-         <form method=\"post\" action=\"/dashboard/logout\" class=\"inline\">{csrf}\
-         <button type=\"submit\" class=\"link\">Log out {user}</button></form></div></header>\
-         <main><h1>{title}</h1>{body}</main></body></html>",
-        head = head(title),
-        banner = sandbox_banner(ctx),
-        csrf = csrf_input(s),
-        user = esc(&s.username),
-        title = esc(title),
-    );
-    secure((status, html).into_response())
+    let frame = Frame::new(ctx, s, title, active).await;
+    render(status, &RawPage { frame, body })
 }
 
 pub fn login_html(
@@ -158,7 +106,7 @@ pub(super) async fn fail(ctx: &ApiContext, s: &Session, active: &str, e: ApiErro
                 .collect()
         })
         .unwrap_or_default();
-    let back = NAV
+    let back = super::view::NAV
         .iter()
         .find(|(k, _, _)| *k == active)
         .map(|(_, href, _)| *href)
@@ -183,6 +131,13 @@ pub(super) fn bad(message: &str) -> ApiError {
 /// Fixed texts for `?done=…` after a redirect (fixed, so a crafted link cannot put words on
 /// the page).
 pub(super) fn notice(params: &[(String, String)]) -> String {
+    notice_text(params)
+        .map(|text| format!("<p class=\"notice\" role=\"status\">{text}</p>"))
+        .unwrap_or_default()
+}
+
+/// The fixed text of a `?done=…` notice (for [`Frame::notice`]).
+pub(super) fn notice_text(params: &[(String, String)]) -> Option<&'static str> {
     let text = match param(params, "done") {
         Some("connection_created") => {
             "Connection saved. Its secret key is stored encrypted and shown masked from now on."
@@ -197,9 +152,9 @@ pub(super) fn notice(params: &[(String, String)]) -> String {
         Some("permission_saved") => "Permission saved.",
         Some("key_revoked") => "API key revoked.",
         Some("account_switched") => "Merchant account switched.",
-        _ => return String::new(),
+        _ => return None,
     };
-    format!("<p class=\"notice\" role=\"status\">{text}</p>")
+    Some(text)
 }
 
 // ---- small helpers ---------------------------------------------------------------------------

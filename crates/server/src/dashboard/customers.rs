@@ -13,8 +13,6 @@ use crate::api;
 use crate::error::ApiError;
 use crate::page::esc;
 
-type Form = axum::Form<Vec<(String, String)>>;
-type Params = Query<Vec<(String, String)>>;
 
 use super::common::*;
 

@@ -13,8 +13,6 @@ use crate::auth::{KeyKind, new_key};
 use crate::error::ApiError;
 use crate::page::esc;
 
-type Form = axum::Form<Vec<(String, String)>>;
-type Params = Query<Vec<(String, String)>>;
 
 use super::common::*;
 

@@ -17,6 +17,7 @@ mod keys;
 pub mod layout;
 pub mod session;
 mod transactions;
+pub mod view;
 mod webhooks;
 
 use axum::Router;
