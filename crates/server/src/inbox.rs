@@ -969,6 +969,7 @@ async fn apply_rows(
             tracing::warn!(connection = %conn_id, error = %e, "re-reading same-second versions failed; the next sync reads them");
         }
     }
+    crate::entitlements::features::after_batch(ctx, &batch.rows, &batch.conns).await;
     Ok(next)
 }
 

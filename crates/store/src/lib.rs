@@ -19,6 +19,7 @@ pub mod outbox;
 mod private_file;
 mod query;
 pub mod rows;
+pub mod stripe_features;
 pub mod transactions;
 
 use std::path::{Path, PathBuf};

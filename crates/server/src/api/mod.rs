@@ -12,6 +12,7 @@ pub mod portal;
 pub mod refunds;
 pub mod render;
 pub mod stream;
+pub mod stripe_features;
 pub mod transactions;
 pub mod typed;
 pub mod webhook_events;
@@ -45,6 +46,7 @@ pub fn openapi_router(ctx: Option<&ApiContext>) -> OpenApiRouter<ApiContext> {
         .merge(entitlements::routes())
         .merge(definitions::routes())
         .merge(credits::routes())
+        .merge(stripe_features::routes())
         .merge(portal::routes())
         .merge(webhooks_out::routes());
     crate::idempotency::document(keyed.get_openapi_mut());

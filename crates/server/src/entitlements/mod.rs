@@ -12,6 +12,7 @@
 //! - [`expire_once`] / [`spawn_expiry`]: the expiry job.
 
 pub mod credits;
+pub mod features;
 pub mod map;
 pub mod runtime;
 
