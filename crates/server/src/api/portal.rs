@@ -1,13 +1,14 @@
 //! Stripe's customer portal for a subscriber: `POST /v1/subscribers/{customid}/portal-session`
 //! (secret key) creates a Stripe billing portal session for the customid's Stripe customer and
-//! answers its `url`; `GET /v1/manage/{token}` is the subscriber's `management_url`, a link that
-//! creates a fresh session each time it is opened and redirects the browser to it (portal
-//! sessions expire within minutes, so none is ever stored).
+//! answers its `url`; `GET /manage?token=…` is the subscriber's `management_url`, a page link
+//! for the buyer's browser that creates a fresh session each time it is opened and redirects to
+//! it (portal sessions expire within minutes, so none is ever stored).
 //!
 //! The management link is authenticated by its token alone: the merchant account, the customid
-//! and an expiry, sealed (encrypted and authenticated) under the master key. Nobody can make
-//! or alter one without the key, and a link stops working [`MANAGEMENT_LINK_SECS`] after the
-//! subscriber was read.
+//! and an expiry, sealed (encrypted and authenticated) under the master key. Nobody can make,
+//! read or alter one without the key, and a link stops working [`MANAGEMENT_LINK_SECS`] after
+//! the subscriber was read. The token travels in the query string, which the request log
+//! leaves out.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -36,12 +37,9 @@ pub const MANAGEMENT_LINK_SECS: i64 = 24 * 3600;
 /// The associated data of sealed management tokens (no other sealed value opens as one).
 const TOKEN_PURPOSE: &str = "tollgate management link v1";
 
-/// This resource's routes (under the Idempotency-Key middleware) and their part of the
-/// OpenAPI document.
+/// The API route (under the Idempotency-Key middleware) and its part of the OpenAPI document.
 pub fn routes() -> OpenApiRouter<ApiContext> {
-    let mut router = OpenApiRouter::new()
-        .routes(routes!(create_session))
-        .routes(routes!(open_management));
+    let mut router = OpenApiRouter::new().routes(routes!(create_session));
     super::typed::close(&mut router, &["PortalSessionCreate"]);
     router
 }
@@ -228,7 +226,7 @@ pub fn management_url(ctx: &ApiContext, merchant: &str, customid: &str, now_secs
     let plain = serde_json::to_string(&token).unwrap_or_default();
     let sealed = ctx.keys.seal(TOKEN_PURPOSE, &plain);
     format!(
-        "{}/v1/manage/{}",
+        "{}/manage?token={}",
         ctx.public_url.trim_end_matches('/'),
         URL_SAFE_NO_PAD.encode(sealed)
     )
@@ -245,35 +243,56 @@ fn open_token(ctx: &ApiContext, token: &str) -> Option<Token> {
     (t.x > ctx.now() / 1000).then_some(t)
 }
 
-#[utoipa::path(
-    get,
-    path = "/v1/manage/{token}",
-    operation_id = "open_management_link",
-    tag = "entitlements",
-    summary = "A subscriber's management link: opens Stripe's customer portal",
-    description = "The `management_url` of `GET /v1/subscribers/{customid}`, for the buyer's browser (no API key: the token is the credential, sealed by the server and valid for a day). Each visit creates a fresh Stripe billing portal session (without a return URL: the portal configuration's default return URL applies) and redirects to it.",
-    params(("token" = String, Path, description = "The sealed token of a `management_url`.", pattern = "^[A-Za-z0-9_-]{1,4096}$")),
-    responses(
-        (status = 303, description = "To the Stripe portal session (`Location`)."),
-        (status = 404, description = "The link is not valid, has expired (read the subscriber again for a new one), or its customid has no Stripe customer any more.", body = ErrorEnvelope),
-        (status = 502, description = "Stripe answered with an error.", body = ErrorEnvelope),
-        (status = 504, description = "Stripe did not answer in time.", body = ErrorEnvelope),
-    ),
-)]
+/// The management link's page route (a browser link outside the API, as the payment pages).
+pub fn page_router() -> axum::Router<ApiContext> {
+    axum::Router::new().route("/manage", axum::routing::get(open_management))
+}
+
+/// `GET /manage?token=…`.
+#[derive(Deserialize)]
+pub struct ManageQuery {
+    token: Option<String>,
+}
+
+/// The subscriber's `management_url`: creates a fresh Stripe portal session (without a return
+/// URL: the portal configuration's default applies) and redirects (303) to it. An invalid or
+/// expired link, or a customid without a Stripe customer any more, is a page saying so.
 pub async fn open_management(
     State(ctx): State<ApiContext>,
-    Path(token): Path<String>,
-) -> ApiResult<Response> {
-    let t = open_token(&ctx, &token).ok_or_else(|| {
-        ApiError::NotFound(
-            "This management link is not valid or has expired: ask the app for a new one.".into(),
-        )
-    })?;
-    let session = open_session(&ctx, &t.m, &t.c, None, None).await?;
-    let location = HeaderValue::from_str(&session.url).map_err(|_| ApiError::BadGateway {
-        message: "Stripe answered a billing portal URL that is not a valid header value.".into(),
-        transaction_id: None,
-    })?;
+    axum::extract::Query(q): axum::extract::Query<ManageQuery>,
+) -> Response {
+    let Some(t) = q.token.as_deref().and_then(|t| open_token(&ctx, t)) else {
+        return crate::page::notice(
+            StatusCode::NOT_FOUND,
+            "Link not valid",
+            "This subscription management link is not valid or has expired. Return to the app to open it again.",
+        );
+    };
+    let session = match open_session(&ctx, &t.m, &t.c, None, None).await {
+        Ok(s) => s,
+        Err(ApiError::NotFound(_)) => {
+            return crate::page::notice(
+                StatusCode::NOT_FOUND,
+                "Nothing to manage",
+                "There is no subscription to manage for this account any more.",
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "management link: Stripe's portal could not be opened");
+            return crate::page::notice(
+                StatusCode::BAD_GATEWAY,
+                "Try again later",
+                "The subscription portal could not be opened just now. Please try again in a moment.",
+            );
+        }
+    };
+    let Ok(location) = HeaderValue::from_str(&session.url) else {
+        return crate::page::notice(
+            StatusCode::BAD_GATEWAY,
+            "Try again later",
+            "The subscription portal could not be opened just now. Please try again in a moment.",
+        );
+    };
     let mut r = StatusCode::SEE_OTHER.into_response();
     r.headers_mut().insert(header::LOCATION, location);
     r.headers_mut()
@@ -282,7 +301,7 @@ pub async fn open_management(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    Ok(r)
+    r
 }
 
 // ---- billing issues ---------------------------------------------------------------------------

@@ -132,7 +132,10 @@ async fn management_url_redirects_to_a_fresh_session(db: Db) {
         .as_str()
         .expect("a management_url")
         .to_string();
-    assert!(url.starts_with(&format!("{}/v1/manage/", s.base)), "{url}");
+    assert!(
+        url.starts_with(&format!("{}/manage?token=", s.base)),
+        "{url}"
+    );
     let http = no_redirects();
     let mut seen = Vec::new();
     for _ in 0..2 {
@@ -151,16 +154,31 @@ async fn management_url_redirects_to_a_fresh_session(db: Db) {
         seen.push(to);
     }
     assert_ne!(seen[0], seen[1], "each visit opens a fresh session");
-    // An altered or made-up token is refused.
-    let token = url.rsplit('/').next().unwrap_or_default();
+    // An altered, made-up or missing token is refused (a page for the browser).
+    let token = url.split("token=").nth(1).unwrap_or_default();
     let mut altered: Vec<char> = token.chars().collect();
     let i = altered.len() / 2;
     altered[i] = if altered[i] == 'A' { 'B' } else { 'A' };
     let altered: String = altered.into_iter().collect();
-    for t in [altered.as_str(), "nothing", "x_-y"] {
-        let r = s.send(s.http.get(s.url(&format!("/v1/manage/{t}")))).await;
-        assert_error(&r, 404, "not_found");
+    for q in [
+        format!("?token={altered}"),
+        "?token=nothing".to_string(),
+        "?token=".to_string(),
+        String::new(),
+    ] {
+        let r = http
+            .get(s.url(&format!("/manage{q}")))
+            .send()
+            .await
+            .expect("the link");
+        assert_eq!(r.status(), 404, "{q}");
+        let html = r.text().await.unwrap_or_default();
+        assert!(html.contains("not valid or has expired"), "{html}");
     }
+    // A day later the link has expired.
+    s.clock.advance_ms(24 * 3_600_000 + 1_000);
+    let r = http.get(&url).send().await.expect("the link");
+    assert_eq!(r.status(), 404);
     // A customid without a Stripe customer has no management_url.
     let no_customer = s.get("/v1/subscribers/nobody").await;
     assert_error(&no_customer, 404, "not_found");
