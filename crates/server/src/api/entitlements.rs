@@ -1015,9 +1015,10 @@ pub struct SubscriberOut {
     /// The moment of the evaluation (a test clock's time when the customer is on one).
     #[schema(format = DateTime)]
     pub evaluated_at: String,
-    /// A link for the buyer's browser to Stripe's customer portal (see
-    /// `GET /v1/manage/{token}`), valid for a day; null when no Stripe customer is linked.
-    #[schema(required = true, example = "https://tollgate.example.com/v1/manage/…")]
+    /// A link for the buyer's browser: opening it creates a fresh Stripe customer portal session
+    /// and redirects to it. Works for a day without an API key (the sealed token in it is the
+    /// credential); null when no Stripe customer is linked.
+    #[schema(required = true, example = "https://tollgate.example.com/manage?token=…")]
     pub management_url: Option<String>,
     /// When a renewal payment failed (a subscription went past due or unpaid), RFC 3339; null
     /// when nothing is owed.
