@@ -10,15 +10,18 @@
 pub mod accounts;
 pub mod connections;
 pub mod credits;
+pub mod customers;
 pub mod entitlements;
 pub mod idempotency;
 pub mod inbox;
 mod nodelay;
 pub mod operators;
 pub mod outbox;
+pub mod overview;
 mod private_file;
 mod query;
 pub mod rows;
+pub mod search;
 pub mod stripe_features;
 pub mod transactions;
 
