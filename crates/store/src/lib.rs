@@ -22,7 +22,6 @@ mod private_file;
 mod query;
 pub mod rows;
 pub mod search;
-pub mod search;
 pub mod stripe_features;
 pub mod transactions;
 
