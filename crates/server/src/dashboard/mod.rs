@@ -92,6 +92,10 @@ pub fn router(ctx: &ApiContext) -> Router<ApiContext> {
             "/dashboard/customers/{customid}/grants/{id}/revoke",
             post(customers::grant_revoke),
         )
+        .route(
+            "/dashboard/customers/{customid}/adjustments",
+            post(customers::adjust),
+        )
         .route("/dashboard/catalogue", get(catalogue::catalogue))
         .route("/dashboard/skus", post(catalogue::sku_create))
         .route("/dashboard/skus/{id}", post(catalogue::sku_update))
