@@ -346,7 +346,7 @@ pub(super) fn json_block(v: &Value) -> String {
 // ---- home, account, 404 ----------------------------------------------------------------------
 
 pub async fn home() -> Response {
-    see_other("/dashboard/transactions")
+    see_other("/dashboard/overview")
 }
 
 pub async fn not_found(
