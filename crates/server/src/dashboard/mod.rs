@@ -15,6 +15,7 @@ mod connections;
 mod customers;
 mod keys;
 pub mod layout;
+mod overview;
 pub mod session;
 mod transactions;
 pub mod view;
@@ -42,6 +43,7 @@ pub fn router(ctx: &ApiContext) -> Router<ApiContext> {
     let protected = Router::new()
         .route("/dashboard", get(common::home))
         .route("/dashboard/", get(common::home))
+        .route("/dashboard/overview", get(overview::overview))
         .route("/dashboard/logout", post(session::logout))
         .route("/dashboard/account", post(common::switch_account))
         .route(
