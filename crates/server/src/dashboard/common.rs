@@ -4,11 +4,10 @@
 use axum::Extension;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::Value;
 use tollgate_store::{accounts, operators};
 
-use super::layout::{head, secure};
 use super::session::{Session, see_other};
 pub(super) use super::view::{Frame, render};
 use crate::ApiContext;
@@ -19,15 +18,6 @@ pub(super) type Form = axum::Form<Vec<(String, String)>>;
 pub(super) type Params = Query<Vec<(String, String)>>;
 
 // ---- layout ----------------------------------------------------------------------------------
-
-pub(super) fn sandbox_banner(ctx: &ApiContext) -> &'static str {
-    if ctx.sandbox_running() {
-        "<div class=\"sandbox-banner\" role=\"status\" data-testid=\"sandbox-banner\">Sandbox mode: \
-         payments go to Tollgate's built-in Stripe sandbox. No real money moves.</div>"
-    } else {
-        ""
-    }
-}
 
 pub fn csrf_input(s: &Session) -> String {
     format!(
@@ -55,34 +45,6 @@ pub(super) async fn page(
 ) -> Response {
     let frame = Frame::new(ctx, s, title, active).await;
     render(status, &RawPage { frame, body })
-}
-
-pub fn login_html(
-    ctx: &ApiContext,
-    token: &str,
-    next: &str,
-    status: StatusCode,
-    error: Option<&str>,
-) -> Response {
-    let error = error
-        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
-        .unwrap_or_default();
-    let html = format!(
-        "{}<body>{}<main class=\"narrow\"><h1>Tollgate dashboard</h1>{error}\
-         <form method=\"post\" action=\"/dashboard/login\" class=\"card stack\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-         <input type=\"hidden\" name=\"next\" value=\"{}\">\
-         <label>Username <input name=\"username\" autocomplete=\"username\" required autofocus></label>\
-         <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
-         <button type=\"submit\">Log in</button></form>\
-         <p class=\"hint\">Operators are created with <code>tollgate operator create</code>.</p>\
-         </main></body></html>",
-        head("Log in"),
-        sandbox_banner(ctx),
-        esc(token),
-        esc(next),
-    );
-    secure((status, html).into_response())
 }
 
 /// An error of an API handler, shown with its message and field details.

@@ -17,6 +17,7 @@ mod keys;
 pub mod layout;
 mod overview;
 pub mod session;
+mod search;
 mod transactions;
 pub mod view;
 mod webhooks;
@@ -55,6 +56,7 @@ pub fn router(ctx: &ApiContext) -> Router<ApiContext> {
             "/dashboard/connections/{id}/webhook-secret",
             post(connections::connection_webhook_secret),
         )
+        .route("/dashboard/search", get(search::search))
         .route("/dashboard/transactions", get(transactions::transactions))
         .route(
             "/dashboard/transactions/{id}",

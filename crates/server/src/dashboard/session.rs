@@ -315,7 +315,19 @@ pub async fn login_page(
     headers: HeaderMap,
     axum::extract::Query(q): axum::extract::Query<LoginQuery>,
 ) -> Response {
-    login_form(&ctx, &headers, q.next.as_deref(), StatusCode::OK, None)
+    login_form(&ctx, &headers, q.next.as_deref(), StatusCode::OK, "", None)
+}
+
+/// The login page (`templates/dashboard/login/login.html`).
+#[derive(askama::Template)]
+#[template(path = "dashboard/login/login.html")]
+struct LoginPage<'a> {
+    sandbox: bool,
+    token: &'a str,
+    next: &'a str,
+    /// What was typed, kept after a failed attempt.
+    username: &'a str,
+    error: Option<&'a str>,
 }
 
 fn login_form(
@@ -323,6 +335,7 @@ fn login_form(
     headers: &HeaderMap,
     next: Option<&str>,
     status: StatusCode,
+    username: &str,
     error: Option<&str>,
 ) -> Response {
     // Double-submit token: reuse the browser's cookie if it has one, so two tabs both work.
@@ -330,7 +343,16 @@ fn login_form(
         .filter(|t| t.len() == 43)
         .map(str::to_string)
         .unwrap_or_else(random_token);
-    let mut r = super::common::login_html(ctx, &token, &safe_next(next), status, error);
+    // A username is at most 64 characters: longer input is not shown back whole.
+    let username: String = username.trim().chars().take(64).collect();
+    let page = LoginPage {
+        sandbox: ctx.sandbox_running(),
+        token: &token,
+        next: &safe_next(next),
+        username: &username,
+        error,
+    };
+    let mut r = super::view::render(status, &page);
     r.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(LOGIN_COOKIE, Some(&token), over_tls(ctx, headers)),
@@ -425,6 +447,7 @@ pub async fn login(
             &headers,
             next,
             StatusCode::FORBIDDEN,
+            &form.username,
             Some("The login form expired. Please try again."),
         );
     }
@@ -439,6 +462,7 @@ pub async fn login(
             &headers,
             next,
             StatusCode::TOO_MANY_REQUESTS,
+            &form.username,
             Some("Too many failed logins. Try again later."),
         )
     };
@@ -480,6 +504,7 @@ pub async fn login(
             &headers,
             next,
             StatusCode::UNAUTHORIZED,
+            &form.username,
             Some("Wrong username or password."),
         );
     };

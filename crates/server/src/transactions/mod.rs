@@ -4,6 +4,7 @@
 //! The API handlers (`api::transactions`), the hosted pages, the webhook inbox, the
 //! reconciler and the workers all call it.
 
+pub mod cards;
 pub mod refunds;
 
 use serde_json::{Map, Value, json};
@@ -485,6 +486,7 @@ pub async fn sync_row(ctx: &ApiContext, t: &TransactionRow) -> ApiResult<Transac
         .map_err(|e| outage(ctx, &e, Some(&t.id)))?;
     let row =
         apply_observations(ctx, t, stripe_map::observations_of_intent(&pi, ctx.now())).await?;
+    cards::remember_intent(ctx, &row, &pi).await;
     refunds::sync_refunds(ctx, &row, &stripe).await?;
     load_any(ctx, &row.id).await
 }
@@ -633,6 +635,7 @@ pub async fn capture(
     if let Some(ch_id) = pi["latest_charge"].as_str()
         && let Ok(ch) = stripe.retrieve_charge(ch_id).await
     {
+        cards::remember_charge(ctx, &t, &ch).await;
         obs.push(Observation::Charge(stripe_map::charge(&ch, ctx.now())));
     }
     apply_observations(ctx, &t, obs).await
