@@ -310,3 +310,31 @@ def test_flow_data_payment_method_update_with_hosted_confirmation(client, uid):
     pm = client.v1.payment_methods.retrieve(cus_now.invoice_settings.default_payment_method)
     assert pm.card.last4 == "5556" and pm.card.exp_month == 9 and pm.card.exp_year == 2030
     assert re.search(r"bps_[A-Za-z0-9]+", s.id)
+
+
+def test_flow_data_subscription_update_confirm_proposes_the_price(client, uid):
+    product, basic, pro = catalog(client, uid)
+    cus, sub = subscriber(client, basic.id)
+    item = sub["items"].data[0].id
+    s = client.v1.billing_portal.sessions.create({
+        "customer": cus.id,
+        "flow_data": {"type": "subscription_update_confirm",
+                      "subscription_update_confirm": {"subscription": sub.id,
+                                                      "items": [{"id": item, "price": pro.id}]}},
+    })
+    assert s.flow.type == "subscription_update_confirm"
+    confirm = s.flow.subscription_update_confirm
+    assert confirm.subscription == sub.id and confirm["items"][0].price == pro.id
+    html = page(s.url).text
+    assert "Update your subscription" in html
+    assert re.search(rf'value="{pro.id}" checked', html), html
+    r = post(f"{s.url}/subscriptions/{sub.id}/update", {"price": pro.id})
+    assert r.status_code == 303
+    assert client.v1.subscriptions.retrieve(sub.id)["items"].data[0].price.id == pro.id
+    with pytest.raises(stripe.InvalidRequestError) as e:
+        client.v1.billing_portal.sessions.create({
+            "customer": cus.id,
+            "flow_data": {"type": "subscription_update_confirm",
+                          "subscription_update_confirm": {"subscription": sub.id,
+                                                          "items": [{"id": item, "price": "price_nope"}]}}})
+    assert e.value.param == "flow_data[subscription_update_confirm][items][0][price]"

@@ -562,12 +562,21 @@ fn read_flow(ctx: &mut Ctx, mut f: Params, customer: &str, config: &Value) -> Re
                 let list = su.sub_list("items")?.ok_or_else(|| {
                     StripeError::missing_param("flow_data[subscription_update_confirm][items]")
                 })?;
-                for mut it in list {
+                for (i, mut it) in list.into_iter().enumerate() {
                     let iid = it.opt_str("id")?;
                     let price = it.opt_str("price")?;
                     let qty = it.int("quantity")?;
                     it.finish()?;
-                    items.push(json!({"id": iid, "price": price, "quantity": qty}));
+                    if let Some(pr) = &price {
+                        let param =
+                            format!("flow_data[subscription_update_confirm][items][{i}][price]");
+                        fetch(ctx, "price", pr, &param)?;
+                    }
+                    let mut item = json!({"id": iid, "price": price});
+                    if let Some(q) = qty {
+                        item["quantity"] = json!(q);
+                    }
+                    items.push(item);
                 }
                 su.ignore(&["discounts"]);
             }
@@ -1357,6 +1366,11 @@ fn render_update(inner: &Arc<Inner>, v: &Visit, sub_id: &str, error: Option<&str
     let error = error
         .map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(m)))
         .unwrap_or_default();
+    // A `subscription_update_confirm` flow proposes its price.
+    let proposed = v.session["flow"]["subscription_update_confirm"]["items"][0]["price"]
+        .as_str()
+        .filter(|p| prices.iter().any(|(x, _)| x["id"] == *p))
+        .map(str::to_string);
     let choices = if prices.is_empty() {
         "<p>There is no other plan to switch to.</p>".to_string()
     } else {
@@ -1371,7 +1385,11 @@ fn render_update(inner: &Arc<Inner>, v: &Visit, sub_id: &str, error: Option<&str
                 format!(
                     "<label class=\"choice\"><input type=\"radio\" name=\"price\" value=\"{}\"{}> {}</label>\n",
                     esc(&s(&p["id"])),
-                    if i == 0 { " checked" } else { "" },
+                    if proposed.as_deref().map_or(i == 0, |pr| p["id"] == pr) {
+                        " checked"
+                    } else {
+                        ""
+                    },
                     esc(&label)
                 )
             })
