@@ -1,0 +1,339 @@
+//! The dashboard's customers: the list's store query (customid prefix, holding now, cursor,
+//! Stripe customer) and the customer page's forms (a refused adjustment keeps the input with
+//! the message next to the field; an accepted one commits with its ledger row).
+
+use serde_json::json;
+use tollgate_store::customers::{self as store_customers, Holding};
+
+use crate::common::{Db, Resp, TestServer, now_ms};
+
+crate::both_dbs!(
+    the_list_pages_filters_and_finds_stripe_customers,
+    adjustments_keep_refused_input_and_commit_with_their_ledger_row,
+);
+
+const USER: &str = "admin";
+const PASSWORD: &str = "a long enough password";
+
+async fn catalogue(s: &TestServer) {
+    s.post(
+        "/v1/skus",
+        json!({"identifier": "pro", "product_id": "prod_pro", "kind": "subscription"}),
+    )
+    .await
+    .expect(201);
+    s.post(
+        "/v1/permissions/definitions",
+        json!({"identifier": "premium", "skus": ["pro"]}),
+    )
+    .await
+    .expect(201);
+    s.post(
+        "/v1/permissions/definitions",
+        json!({"identifier": "credits", "kind": "metered", "skus": []}),
+    )
+    .await
+    .expect(201);
+}
+
+async fn grant(s: &TestServer, customid: &str, expires_at: Option<String>) -> String {
+    let g = s
+        .post(
+            &format!("/v1/subscribers/{customid}/grants"),
+            json!({"permission": "premium", "reason": "test", "expires_at": expires_at}),
+        )
+        .await
+        .expect(201);
+    g["id"].as_str().unwrap_or_default().to_string()
+}
+
+async fn ids(
+    s: &TestServer,
+    prefix: &str,
+    after: Option<&str>,
+    holding: Holding,
+    now: i64,
+    limit: i64,
+) -> Vec<String> {
+    store_customers::page(&s.pool, "default", prefix, after, holding, now, limit)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.customid)
+        .collect()
+}
+
+async fn the_list_pages_filters_and_finds_stripe_customers(db: Db) {
+    let s = TestServer::start(db).await;
+    catalogue(&s).await;
+    // user-a1 holds premium for an hour; user-a2's grant is revoked; user-b1 has credits only.
+    let in_an_hour = time::OffsetDateTime::from_unix_timestamp(now_ms() / 1000 + 3600)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    grant(&s, "user-a1", Some(in_an_hour)).await;
+    let g = grant(&s, "user-a2", None).await;
+    s.send(s.request(
+        reqwest::Method::DELETE,
+        &format!("/v1/subscribers/user-a2/grants/{g}"),
+    ))
+    .await
+    .expect(200);
+    s.post(
+        "/v1/permissions/credits/adjustments",
+        json!({"customid": "user-b1", "units": 10, "reason": "welcome"}),
+    )
+    .await
+    .expect(201);
+    for i in 0..27 {
+        grant(&s, &format!("bulk-{i:02}"), None).await;
+    }
+    let now = now_ms();
+
+    assert_eq!(
+        ids(&s, "user-a", None, Holding::Any, now, 25).await,
+        ["user-a1", "user-a2"]
+    );
+    assert_eq!(
+        ids(&s, "user-", None, Holding::Active, now, 25).await,
+        ["user-a1", "user-b1"],
+        "a grant and units available count as holding"
+    );
+    assert_eq!(
+        ids(&s, "user-", None, Holding::Inactive, now, 25).await,
+        ["user-a2"]
+    );
+    // Two hours on, user-a1's grant has lapsed (before the expiry job rewrites its row).
+    assert_eq!(
+        ids(&s, "user-", None, Holding::Inactive, now + 7_200_000, 25).await,
+        ["user-a1", "user-a2"]
+    );
+    // The held count: one permission each.
+    let page = store_customers::page(&s.pool, "default", "user-", None, Holding::Any, now, 25)
+        .await
+        .unwrap();
+    let held: Vec<i64> = page.iter().map(|c| c.held).collect();
+    assert_eq!(held, [1, 0, 1]);
+
+    // Pages of 25 by cursor, in customid order, nothing skipped or repeated.
+    let first = ids(&s, "bulk-", None, Holding::Any, now, 25).await;
+    assert_eq!(first.len(), 25);
+    assert_eq!(first[0], "bulk-00");
+    let second = ids(
+        &s,
+        "bulk-",
+        first.last().map(String::as_str),
+        Holding::Any,
+        now,
+        25,
+    )
+    .await;
+    assert_eq!(second, ["bulk-25", "bulk-26"]);
+    assert_eq!(ids(&s, "", None, Holding::Any, now, 100).await.len(), 30);
+    // A prefix is a prefix: not a pattern.
+    assert!(
+        ids(&s, "user-%", None, Holding::Any, now, 25)
+            .await
+            .is_empty()
+    );
+    assert!(
+        ids(&s, "_ser", None, Holding::Any, now, 25)
+            .await
+            .is_empty()
+    );
+    // Another merchant account sees none of them.
+    assert!(
+        store_customers::page(&s.pool, "other", "", None, Holding::Any, now, 25)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A linked Stripe customer: found by its cus_ id, shown on the row.
+    sqlx::query(
+        "INSERT INTO ent_customers (connection_id, stripe_customer_id, merchant_account_id,
+            customid, linked_by, test_clock, created_at, updated_at)
+         VALUES ('conn-x', 'cus_Linked', 'default', 'user-b1', 'api', NULL, $1, $1)",
+    )
+    .bind(now)
+    .execute(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        store_customers::by_stripe_customer(&s.pool, "default", "cus_Linked")
+            .await
+            .unwrap(),
+        ["user-b1"]
+    );
+    let b1 = store_customers::page(&s.pool, "default", "user-b1", None, Holding::Any, now, 25)
+        .await
+        .unwrap();
+    assert_eq!(b1[0].stripe_customer.as_deref(), Some("cus_Linked"));
+    assert_eq!(b1[0].stripe_customers, 1);
+
+    // The dashboard's list: filtered, paged, found by cus_.
+    operator(&s).await;
+    let cookie = login(&s).await;
+    let list = get_with(&s, "/dashboard/customers?q=user-a", &cookie).await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    assert!(list.text.contains("user-a1") && list.text.contains("user-a2"));
+    assert!(!list.text.contains("bulk-00"));
+    let list = get_with(&s, "/dashboard/customers?q=bulk-", &cookie).await;
+    assert!(list.text.contains("bulk-24") && !list.text.contains("bulk-25"));
+    assert!(
+        list.text.contains("after=bulk-24"),
+        "a link to the next page"
+    );
+    let list = get_with(&s, "/dashboard/customers?q=bulk-&after=bulk-24", &cookie).await;
+    assert!(list.text.contains("bulk-25") && !list.text.contains("bulk-24<"));
+    let list = get_with(&s, "/dashboard/customers?q=cus_Linked", &cookie).await;
+    assert!(list.text.contains("user-b1") && !list.text.contains("user-a1"));
+    let list = get_with(&s, "/dashboard/customers?q=user-&active=1", &cookie).await;
+    assert!(list.text.contains("user-a1") && !list.text.contains("user-a2"));
+}
+
+async fn adjustments_keep_refused_input_and_commit_with_their_ledger_row(db: Db) {
+    let s = TestServer::start(db).await;
+    catalogue(&s).await;
+    s.post(
+        "/v1/permissions/credits/adjustments",
+        json!({"customid": "user-7", "units": 10, "reason": "welcome"}),
+    )
+    .await
+    .expect(201);
+    operator(&s).await;
+    let cookie = login(&s).await;
+    let page = get_with(&s, "/dashboard/customers/user-7", &cookie).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let token = csrf_of(&page.text);
+
+    // Refused: units "abc", no reason. The input is kept, each message next to its field.
+    let r = post_form(
+        &s,
+        "/dashboard/customers/user-7/adjustments",
+        &cookie,
+        &[
+            ("csrf", &token),
+            ("permission", "credits"),
+            ("units", "abc"),
+            ("reason", ""),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("value=\"abc\""), "{}", r.text);
+    assert!(r.text.contains("aria-describedby=\"adjust_units-error\""));
+    assert!(r.text.contains("id=\"adjust_units-error\""));
+    assert!(r.text.contains("aria-describedby=\"adjust_reason-error\""));
+    assert!(r.text.contains("Say why"));
+    // Taking more than is available: refused by the credits service, said at the units.
+    let r = post_form(
+        &s,
+        "/dashboard/customers/user-7/adjustments",
+        &cookie,
+        &[
+            ("csrf", &token),
+            ("permission", "credits"),
+            ("units", "-500"),
+            ("reason", "too much"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 402, "{}", r.text);
+    assert!(r.text.contains("id=\"adjust_units-error\""), "{}", r.text);
+    assert!(r.text.contains("value=\"too much\""));
+    let b = s.get("/v1/subscribers/user-7/balances").await.expect(200);
+    assert_eq!(b["items"][0]["balance"], 10, "nothing changed");
+
+    // Accepted: +50 with a reason; the balance and the ledger row are there together.
+    let r = post_form(
+        &s,
+        "/dashboard/customers/user-7/adjustments",
+        &cookie,
+        &[
+            ("csrf", &token),
+            ("permission", "credits"),
+            ("units", "+50"),
+            ("reason", "Goodwill after the outage"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    let b = s.get("/v1/subscribers/user-7/balances").await.expect(200);
+    assert_eq!(b["items"][0]["balance"], 60);
+    let l = s.get("/v1/subscribers/user-7/ledger").await.expect(200);
+    assert_eq!(l["items"][0]["kind"], "adjustment");
+    assert_eq!(l["items"][0]["units"], 50);
+    assert_eq!(l["items"][0]["reason"], "Goodwill after the outage");
+    let page = get_with(&s, "/dashboard/customers/user-7", &cookie).await;
+    assert!(page.text.contains("Goodwill after the outage"));
+    assert!(page.text.contains("+50"));
+    assert!(page.text.contains("data-testid=\"available-credits\">60<"));
+}
+
+// ---- the dashboard's session (as crates/server/tests/api/dashboard.rs makes one) -------------
+
+async fn operator(s: &TestServer) {
+    let hash = tollgate_server::dashboard::session::hash_password(PASSWORD).unwrap();
+    let now = now_ms();
+    tollgate_store::operators::insert_operator(
+        &s.pool,
+        &tollgate_store::operators::OperatorRow {
+            id: format!("op-{now}"),
+            username: USER.into(),
+            password_hash: hash,
+            failed_logins: 0,
+            locked_until: None,
+            created_at: now,
+            updated_at: now,
+        },
+    )
+    .await
+    .unwrap();
+}
+
+fn cookie_value(r: &Resp, name: &str) -> Option<String> {
+    r.headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| {
+            c.strip_prefix(&format!("{name}="))
+                .map(|rest| rest.split(';').next().unwrap_or_default().to_string())
+        })
+}
+
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no csrf field in {html}"));
+    let rest = &html[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+async fn get_with(s: &TestServer, path: &str, cookie: &str) -> Resp {
+    s.send(s.http.get(s.url(path)).header("cookie", cookie))
+        .await
+}
+
+async fn post_form(s: &TestServer, path: &str, cookie: &str, form: &[(&str, &str)]) -> Resp {
+    s.send(s.http.post(s.url(path)).form(form).header("cookie", cookie))
+        .await
+}
+
+async fn login(s: &TestServer) -> String {
+    let page = s.send(s.http.get(s.url("/dashboard/login"))).await;
+    let token = cookie_value(&page, "tg_login_csrf").expect("login csrf cookie");
+    let r = post_form(
+        s,
+        "/dashboard/login",
+        &format!("tg_login_csrf={token}"),
+        &[("username", USER), ("password", PASSWORD), ("csrf", &token)],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    format!(
+        "tg_session={}",
+        cookie_value(&r, "tg_session").expect("session cookie")
+    )
+}
