@@ -1011,6 +1011,27 @@ pub async fn notify_permission_change<'c, E: Executor<'c, Database = Any>>(
     Ok(())
 }
 
+/// As [`notify_permission_change`], for a writer that may announce the same customer more than
+/// once in one transaction and needs each announcement heard: PostgreSQL delivers identical
+/// notifications of a transaction once, so `nth` (distinct among the calls of a transaction)
+/// makes the payload differ, as trailing JSON whitespace (spaces and tabs) its readers ignore.
+pub async fn notify_permission_change_nth<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    customid: &str,
+    nth: u16,
+) -> Result<()> {
+    let mut payload = serde_json::json!([merchant_account_id, customid]).to_string();
+    payload.extend((0..16).map(|i| if (nth >> i) & 1 == 1 { '\t' } else { ' ' }));
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_notify({PERMISSION_CHANNEL_SQL}, $1)"
+    )))
+    .bind(payload)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// What a [`PermissionListener`] heard.
 pub enum Heard {
     /// (merchant, customid) whose permissions a committed transaction rewrote.
