@@ -35,7 +35,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU16, AtomicU64, Ordering};
 
 use tollgate_store::credits::{self as cs, BalanceRow};
 use tollgate_store::entitlements::{self as es, PermissionRow, SettingsRow};
@@ -156,11 +156,20 @@ pub async fn note_change(
 ) -> ApiResult<()> {
     match ctx.store.backend() {
         Backend::Sqlite => es::note_permission_change(&mut **tx, merchant, customid, now).await?,
-        Backend::Postgres => es::notify_permission_change(&mut **tx, merchant, customid).await?,
+        Backend::Postgres => {
+            // Every call marks the customer pending once, and each mark waits to be heard: a
+            // re-evaluation and a balance, or two balances, may change in one transaction, and
+            // PostgreSQL would deliver identical notifications of it once.
+            let nth = NOTICES.fetch_add(1, Ordering::Relaxed);
+            es::notify_permission_change_nth(&mut **tx, merchant, customid, nth).await?
+        }
     }
     ctx.entitlements.invalidate(merchant, customid);
     Ok(())
 }
+
+/// Notifications sent by [`note_change`] (their payloads' distinguishing counter).
+static NOTICES: AtomicU16 = AtomicU16::new(0);
 
 #[derive(Default)]
 struct PermissionCache {

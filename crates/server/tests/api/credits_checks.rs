@@ -22,6 +22,7 @@ crate::both_dbs!(
     an_expiry_and_a_grant_by_another_server_reach_the_check,
     the_stream_pushes_every_change_of_a_balance,
     manual_grants_give_units_and_revoking_takes_back_what_is_left,
+    a_customer_is_served_from_the_cache_again_once_its_changes_are_heard,
 );
 
 const SEC: Duration = Duration::from_secs(1);
@@ -371,4 +372,47 @@ async fn manual_grants_give_units_and_revoking_takes_back_what_is_left(db: Db) {
     assert_eq!(units, [&json!(500), &Value::Null], "{list}");
     let sub = s.get("/v1/subscribers/u4").await.expect(200);
     assert_eq!(sub["grants"][0]["units"], 500, "{sub}");
+}
+
+/// Permission checks served from the cache so far.
+async fn cache_hits(s: &TestServer) -> i64 {
+    let text = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("tollgate_permission_cache_total{result=\"hit\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A transaction that changes a customer's permissions and balances together (a grant of
+/// units: the grant, its ledger row, the re-evaluation) is heard once per change it announced,
+/// so the customer is cached again as soon as it is heard (PostgreSQL delivers identical
+/// notifications of one transaction once).
+async fn a_customer_is_served_from_the_cache_again_once_its_changes_are_heard(db: Db) {
+    let s = TestServer::start(db).await;
+    metered_catalog(&s, "prod_m", "prod_p").await;
+    let pk = s.bound_key(KeyKind::Public, "default").await;
+    s.post(
+        "/v1/subscribers/u5/grants",
+        json!({"permission": "ai_credits", "reason": "r", "units": 9}),
+    )
+    .await
+    .expect(201);
+    followed(&s).await;
+    let before = cache_hits(&s).await;
+    for _ in 0..3 {
+        assert_eq!(
+            amounts(&entry(&check_now(&s, &pk, "u5").await, "ai_credits")),
+            (9, 9, 0, true)
+        );
+    }
+    let hits = cache_hits(&s).await - before;
+    assert!(hits >= 2, "{hits} of 3 checks from the cache");
 }
