@@ -283,6 +283,13 @@ pub fn observe(ctx: &mut Ctx, kind: &str, object: &Value) {
     if !kind.starts_with("customer.subscription.") || object["object"] != "subscription" {
         return;
     }
+    // Nothing to compute in an account that never attached a feature (the common case, and
+    // a scan of its subscriptions saved on every subscription event).
+    let acct = ctx.acct();
+    let none = |kind: &str| acct.collection(kind).is_none_or(|c| c.ids.is_empty());
+    if none(ATTACHED) && none(ENTITLEMENT) {
+        return;
+    }
     let Some(customer) = object["customer"].as_str().map(str::to_string) else {
         return;
     };
