@@ -32,6 +32,8 @@ use crate::page::format_money;
 /// How long what Stripe said is kept; a failure is kept shorter.
 const FRESH: Duration = Duration::from_secs(60);
 const FAILED_FRESH: Duration = Duration::from_secs(15);
+/// A SKU naming a product the kept list lacks (made in Stripe since) reads again after this.
+const RECHECK_MISSING: Duration = Duration::from_secs(5);
 /// How long the page waits for Stripe before showing ids alone.
 const STRIPE_WAIT: Duration = Duration::from_secs(4);
 /// At most this many products and prices are read per connection.
@@ -160,7 +162,11 @@ async fn read_products(ctx: &ApiContext, conn: &tollgate_store::ConnectionRow) -
 
 /// The products of every connection of the merchant account (kept a minute), and why some
 /// could not be read.
-async fn products(ctx: &ApiContext, merchant: &str) -> (HashMap<String, Product>, Option<String>) {
+async fn products(
+    ctx: &ApiContext,
+    merchant: &str,
+    wanted: &[&str],
+) -> (HashMap<String, Product>, Option<String>) {
     let conns = match store_conn::list(ctx.store.reader(), Some(merchant)).await {
         Ok(c) => c,
         Err(e) => {
@@ -182,7 +188,11 @@ async fn products(ctx: &ApiContext, merchant: &str) -> (HashMap<String, Product>
                 } else {
                     FRESH
                 };
-                (at.elapsed() < fresh).then(|| k.clone())
+                // A product a SKU names and Stripe did not list: read again after a moment.
+                let missing = k.problem.is_none()
+                    && wanted.iter().any(|w| !k.products.contains_key(*w))
+                    && at.elapsed() >= RECHECK_MISSING;
+                (at.elapsed() < fresh && !missing).then(|| k.clone())
             })
         });
         let known = match cached {
@@ -334,7 +344,8 @@ async fn page(
             Ok(j) => j.0.items,
             Err(e) => return problem(ctx, s, e).await,
         };
-    let (known, stripe_problem) = products(ctx, &s.merchant_account_id).await;
+    let wanted: Vec<&str> = skus.iter().map(|k| k.product_id.as_str()).collect();
+    let (known, stripe_problem) = products(ctx, &s.merchant_account_id, &wanted).await;
     let about = |sku: &SkuOut| -> String {
         match known.get(&sku.product_id) {
             Some(p) => match p.prices.first() {
