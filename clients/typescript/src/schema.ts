@@ -78,7 +78,12 @@ export interface paths {
         /** A customer's grants */
         get: operations["list_grants"];
         put?: never;
-        /** Grant a permission by hand */
+        /**
+         * Grant a permission by hand
+         * @description A metered permission is granted in units (`units`, required for it and refused for any
+         *     other): a ledger row of kind `grant` with the reason, whose units end with the grant
+         *     (`expires_at`) and are taken back, those still unconsumed, when it is revoked.
+         */
         post: operations["create_grant"];
         delete?: never;
         options?: never;
@@ -251,6 +256,12 @@ export interface components {
             revoked_at: string | null;
             /** @description Who revoked it; null while not revoked. */
             revoked_by: string | null;
+            /**
+             * Format: int64
+             * @description The units of a metered permission the grant gave; null for other grants.
+             * @example 500
+             */
+            units: number | null;
         };
         /**
          * @description `POST /v1/subscribers/{customid}/grants`.
@@ -269,10 +280,22 @@ export interface components {
             /**
              * Format: date-time
              * @description When the grant ends (RFC 3339, whole seconds, in the future); null or absent: no end.
+             *     The units of a metered grant end with it.
              */
             expires_at?: string | null;
-            /** @description Why (1 to 500 characters without control characters), shown in the history. */
+            /**
+             * @description Why (1 to 500 characters without control characters), shown in the history and on the
+             *     ledger row of a metered grant.
+             */
             reason: string;
+            /**
+             * Format: int64
+             * @description Metered permissions only, and required for them: the units the grant gives (1 to
+             *     1000000000000), a ledger row of kind `grant`. Revoking the grant takes back those still
+             *     unconsumed, as a refund does.
+             * @example 500
+             */
+            units?: number | null;
         };
         /** @description A customer's grants. */
         Grants: {
@@ -314,6 +337,33 @@ export interface components {
             expires_at: string | null;
             /** @description The SKUs that grant it. */
             skuarray: components["schemas"]["SkuUse"][];
+            /**
+             * Format: int64
+             * @description Metered permissions only (absent on the others): the units available now, the ledger's
+             *     balance less the units open reservations hold. `is_valid` is `balance > 0`.
+             * @example 995
+             */
+            balance?: number;
+            /**
+             * Format: int64
+             * @description Metered permissions only: the units of the lots still open (granted by purchases, paid
+             *     periods, grants and adjustments, and not yet ended).
+             * @example 1000
+             */
+            granted?: number;
+            /**
+             * Format: int64
+             * @description Metered permissions only: the units of those lots consumed.
+             * @example 5
+             */
+            consumed?: number;
+            /**
+             * Format: int64
+             * @description Metered permissions only: epoch seconds (as `expires_date`) when the next lot ends (a
+             *     period's units reset, a grant or a pack expires); null when nothing resets.
+             * @example 1767225600
+             */
+            resets_at?: number | null;
         };
         /**
          * @description The permission check's answer: the customid and every permission it was ever given (one
