@@ -12,6 +12,7 @@ mod cors;
 mod credits;
 mod credits_checks;
 mod dashboard;
+mod dashboard_transactions;
 mod dashboard_overview;
 mod dashboard_customers;
 mod entitlements;

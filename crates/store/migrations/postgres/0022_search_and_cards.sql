@@ -9,7 +9,7 @@ CREATE TABLE transaction_charges (
     charge_id           TEXT NOT NULL,
     card_brand          TEXT,
     card_last4          TEXT,
-    updated_at          INTEGER NOT NULL
+    updated_at          BIGINT NOT NULL
 );
 CREATE INDEX transaction_charges_by_charge ON transaction_charges (merchant_account_id, charge_id);
 
