@@ -36,6 +36,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "customer.state_changed",
     "balance.low",
     "balance.depleted",
+    "webhook.test",
 ];
 
 /// The name prefixes a `prefix.*` filter may name.
@@ -725,6 +726,46 @@ pub async fn attempts_of<'c, E: Executor<'c, Database = Any>>(
     .fetch_all(db)
     .await?;
     rows.iter().map(AttemptRow::from_row).collect()
+}
+
+/// An endpoint's recent health: its last attempt and how many attempts in a row have failed.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointHealth {
+    /// The most recent attempt of any of its recent deliveries.
+    pub last_attempt: Option<AttemptRow>,
+    /// Failed attempts since the last 2xx answer (counted among the last 100 attempts of its
+    /// last 100 deliveries; `100` means "100 or more").
+    pub failure_streak: i64,
+}
+
+/// [`EndpointHealth`] of one subscription, from its last 100 deliveries' attempts.
+pub async fn endpoint_health<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    merchant_account_id: &str,
+    subscription_id: &str,
+) -> Result<EndpointHealth> {
+    let rows = sqlx::query(
+        "SELECT * FROM webhook_delivery_attempts WHERE delivery_id IN (
+            SELECT id FROM webhook_deliveries WHERE subscription_id = $1
+                AND merchant_account_id = $2 ORDER BY created_at DESC, id DESC LIMIT 100)
+         ORDER BY attempted_at DESC, id DESC LIMIT 100",
+    )
+    .bind(subscription_id)
+    .bind(merchant_account_id)
+    .fetch_all(db)
+    .await?;
+    let attempts = rows
+        .iter()
+        .map(AttemptRow::from_row)
+        .collect::<Result<Vec<_>>>()?;
+    let failure_streak = attempts
+        .iter()
+        .take_while(|a| !a.status_code.is_some_and(|c| (200..300).contains(&c)))
+        .count() as i64;
+    Ok(EndpointHealth {
+        last_attempt: attempts.into_iter().next(),
+        failure_streak,
+    })
 }
 
 /// What a resend found.

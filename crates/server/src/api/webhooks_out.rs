@@ -46,6 +46,7 @@ pub fn routes() -> OpenApiRouter<ApiContext> {
             delete_subscription
         ))
         .routes(routes!(rotate_secret))
+        .routes(routes!(send_test))
         .routes(routes!(list_deliveries))
         .routes(routes!(get_delivery))
         .routes(routes!(resend));
@@ -60,6 +61,7 @@ pub fn routes() -> OpenApiRouter<ApiContext> {
     // The bodiless POSTs take no body at all, or `{}`.
     for path in [
         "/webhook-subscriptions/{id}/rotate-secret",
+        "/webhook-subscriptions/{id}/test",
         "/webhook-deliveries/{id}/resend",
     ] {
         let body = router
@@ -87,7 +89,7 @@ impl PartialSchema for EventName {
             .schema_type(SchemaType::Type(Type::String))
             .enum_values(Some(outbox::EVENT_NAMES.iter().copied()))
             .description(Some(
-                "`transaction.*` when a transaction reaches authorization_succeeded (authorized), capture_succeeded (captured), capture_pending, authorization_declined (declined), authorization_failed (failed), authorization_void_pending, authorization_voided; `refund.*` when a refund is accepted by Stripe while pending (processing) or reaches succeeded, failed, declined (Stripe refused it) or voided; `permission.*`, `customer.linked` and `customer.state_changed` (the customer's whole permission set with a `version` that strictly increases per customer: keep only the highest) from entitlements.",
+                "`transaction.*` when a transaction reaches authorization_succeeded (authorized), capture_succeeded (captured), capture_pending, authorization_declined (declined), authorization_failed (failed), authorization_void_pending, authorization_voided; `refund.*` when a refund is accepted by Stripe while pending (processing) or reaches succeeded, failed, declined (Stripe refused it) or voided; `permission.*`, `customer.linked` and `customer.state_changed` (the customer's whole permission set with a `version` that strictly increases per customer: keep only the highest) from entitlements; `balance.low` and `balance.depleted` from credits; `webhook.test` only when asked for with `POST /webhook-subscriptions/{id}/test` (its target is the subscription).",
             ))
             .into()
     }
@@ -366,14 +368,9 @@ pub fn render_attempt(a: &AttemptRow) -> WebhookDeliveryAttemptOut {
     }
 }
 
-/// A subscription answer that shows the secret: the one time it is ever shown. The response
-/// is marked so that the idempotency middleware keeps a copy without it.
-fn with_secret(
-    status: StatusCode,
-    mut body: WebhookSubscriptionOut,
-    secret: &WebhookSecret,
-) -> Response {
-    body.secret = Some(secret.expose().to_string());
+/// A subscription answer that shows the secret (`body.secret`): the one time it is ever shown.
+/// The response is marked so that the idempotency middleware keeps a copy without it.
+fn shown_once(status: StatusCode, body: WebhookSubscriptionOut) -> Response {
     let mut r = (status, Json(body)).into_response();
     r.extensions_mut().insert(crate::idempotency::ShownOnce);
     r
@@ -722,6 +719,17 @@ pub async fn create_subscription(
     caller: Caller,
     Body(body): Body<SubscriptionCreate>,
 ) -> ApiResult<Response> {
+    let made = subscribe(&ctx, &caller, body).await?;
+    Ok(shown_once(StatusCode::CREATED, made))
+}
+
+/// Makes a subscription; the answer carries its new signing secret (`secret`), to be shown
+/// this once (what `POST /webhook-subscriptions` and the dashboard do).
+pub async fn subscribe(
+    ctx: &ApiContext,
+    caller: &Caller,
+    body: SubscriptionCreate,
+) -> ApiResult<WebhookSubscriptionOut> {
     caller.require_secret()?;
     let input = Input::from(body).validated(ctx.config.allow_private_webhook_targets)?;
     let url = input
@@ -747,11 +755,9 @@ pub async fn create_subscription(
         deleted_at: None,
     };
     outbox::insert_subscription(ctx.store.writer(), &row).await?;
-    Ok(with_secret(
-        StatusCode::CREATED,
-        render_subscription(&row, now),
-        &secret,
-    ))
+    let mut out = render_subscription(&row, now);
+    out.secret = Some(secret.expose().to_string());
+    Ok(out)
 }
 
 /// The merchant account's subscriptions, newest first.
@@ -973,6 +979,17 @@ pub async fn rotate_secret(
     Path(id): Path<String>,
     Body(NoBody {}): Body<NoBody>,
 ) -> ApiResult<Response> {
+    let rotated = rotate(&ctx, &caller, &id).await?;
+    Ok(shown_once(StatusCode::OK, rotated))
+}
+
+/// Gives the subscription a new signing secret, in the answer's `secret` (to be shown this
+/// once); the previous one keeps signing for the grace period.
+pub async fn rotate(
+    ctx: &ApiContext,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<WebhookSubscriptionOut> {
     caller.require_secret()?;
     let now = ctx.now();
     let secret = WebhookSecret::generate();
@@ -980,7 +997,7 @@ pub async fn rotate_secret(
     let mut s = outbox::get_subscription(
         &mut *tx,
         &caller.merchant_account_id,
-        &id,
+        id,
         ctx.store.for_update(),
     )
     .await?
@@ -994,12 +1011,84 @@ pub async fn rotate_secret(
     s.updated_at = now;
     outbox::update_subscription(&mut *tx, &s).await?;
     tollgate_store::commit(tx).await?;
-    Ok(with_secret(
-        StatusCode::OK,
-        render_subscription(&s, now),
-        &secret,
-    ))
+    let mut out = render_subscription(&s, now);
+    out.secret = Some(secret.expose().to_string());
+    Ok(out)
 }
+
+/// Sends a `webhook.test` event to this subscription alone, whatever its event filters: a real
+/// delivery through the outbox (signed, logged, retried like any other), whose `target` is the
+/// subscription. 400 when the subscription is inactive (its deliveries would only wait).
+#[utoipa::path(
+    post,
+    path = "/webhook-subscriptions/{id}/test",
+    operation_id = "test_webhook_subscription",
+    tag = "webhooks",
+    summary = "Send a test event to a subscription",
+    params(("id" = String, Path, description = "The webhook subscription's id.")),
+    request_body(content = inline(NoBody), description = "No body is needed.", content_type = "application/json"),
+    responses(
+        (status = 202, description = "The delivery of the test event, due now.", body = WebhookDeliveryOut),
+        (status = 400, description = "`bad_request`: the subscription is inactive, or the body has a field.", body = ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such subscription in this merchant account.", body = ErrorEnvelope),
+    ),
+)]
+pub async fn send_test(
+    State(ctx): State<ApiContext>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(NoBody {}): Body<NoBody>,
+) -> ApiResult<(StatusCode, Json<WebhookDeliveryOut>)> {
+    caller.require_secret()?;
+    let now = ctx.now();
+    let mut tx = ctx.store.begin().await?;
+    let s = outbox::get_subscription(
+        &mut *tx,
+        &caller.merchant_account_id,
+        &id,
+        ctx.store.for_update(),
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found("webhook subscription"))?;
+    if !s.active {
+        return Err(ApiError::bad_request(
+            "This subscription is inactive: activate it to send a test event.",
+        ));
+    }
+    let target = serde_json::to_value(render_subscription(&s, now))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let event_id = outbox::new_event_id();
+    let payload = outbox::event_payload(
+        &event_id,
+        TEST_EVENT,
+        &caller.merchant_account_id,
+        &target,
+        now,
+    )
+    .to_string();
+    let delivery_id = outbox::insert_delivery(
+        &mut *tx,
+        &caller.merchant_account_id,
+        &s.id,
+        &event_id,
+        TEST_EVENT,
+        &payload,
+        now,
+    )
+    .await?;
+    tollgate_store::commit(tx).await?;
+    let d = outbox::get_delivery(
+        ctx.store.reader(),
+        &caller.merchant_account_id,
+        &delivery_id,
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found("webhook delivery"))?;
+    Ok((StatusCode::ACCEPTED, Json(render_delivery(&d))))
+}
+
+/// The event [`send_test`] sends.
+pub const TEST_EVENT: &str = "webhook.test";
 
 // ---- deliveries ---------------------------------------------------------------------------------
 
@@ -1184,6 +1273,7 @@ mod tests {
         let d = doc();
         for path in [
             "/webhook-subscriptions/{id}/rotate-secret",
+            "/webhook-subscriptions/{id}/test",
             "/webhook-deliveries/{id}/resend",
         ] {
             let body = &d["paths"][path]["post"]["requestBody"];
