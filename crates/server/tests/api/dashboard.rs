@@ -823,7 +823,7 @@ async fn actions_go_through_the_api(db: Db) {
     let c = s.get(&format!("/connections/{id}")).await.expect(200);
     assert_eq!(c["status"], "active");
     assert_eq!(c["display_name"], "Live-ish");
-    // A refund the API would refuse is refused the same way (and confirmation is required).
+    // A refund the API would refuse is refused in place, confirmed or not.
     let tx = s.create_redirect(500, "capture").await;
     let tx_id = tx["id"].as_str().unwrap();
     let r = post_form(
@@ -834,7 +834,7 @@ async fn actions_go_through_the_api(db: Db) {
     )
     .await;
     assert_eq!(r.status, 400);
-    assert!(r.text.contains("confirmation"));
+    assert!(r.text.contains("Only a captured payment can be refunded"));
     let r = post_form(
         &s,
         &format!("/dashboard/transactions/{tx_id}/refund"),
