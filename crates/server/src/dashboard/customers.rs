@@ -693,10 +693,8 @@ fn fill_subscriber(page: &mut CustomerPage, sub: &SubscriberOut, now: i64) {
             let expires = (p.expires_date > 0 && p.expires_at.is_some()).then_some(p.expires_date);
             let mut state =
                 entitlement_words(p.entitlement, expires, revoked_grant && !from_stripe);
-            if let Some(b) = p.balance {
-                if b == 0 && state.tone == "ok" {
-                    state = label(format!("{}, no units left", state.text), "wait");
-                }
+            if p.balance == Some(0) && state.tone == "ok" {
+                state = label(format!("{}, no units left", state.text), "wait");
             }
             PermissionView {
                 identifier: p.identifier.to_string(),
