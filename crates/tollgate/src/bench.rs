@@ -114,6 +114,26 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         idempotency_keys: bool,
     },
+    /// The dashboard's overview on a large account: seeds transactions (100,000 by default),
+    /// subscriptions, Stripe events and outbound deliveries, then times the overview's
+    /// queries and its page over HTTP (p50/p99 of `--runs`).
+    Overview {
+        #[arg(long, value_enum, default_value_t = BenchDb::Sqlite)]
+        db: BenchDb,
+        /// PostgreSQL server to create the benchmark database on (its database name is replaced).
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        database_url: String,
+        #[arg(long, default_value_t = 100_000)]
+        transactions: usize,
+        #[arg(long, default_value_t = 2_000)]
+        subscriptions: usize,
+        /// Stripe events received, and as many outbound deliveries.
+        #[arg(long, default_value_t = 50_000)]
+        events: usize,
+        /// Measured runs of each query or page.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+    },
     /// Outbound webhook deliveries/s: the real outbox and delivery worker to a fast local
     /// receiver.
     Deliveries {
@@ -240,6 +260,26 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                     seconds,
                     rounds,
                     idempotency_keys,
+                },
+            )
+            .await
+        }
+        BenchCommand::Overview {
+            db,
+            database_url,
+            transactions,
+            subscriptions,
+            events,
+            runs,
+        } => {
+            crate::bench_overview::run(
+                db,
+                &database_url,
+                crate::bench_overview::Options {
+                    transactions,
+                    subscriptions,
+                    events,
+                    runs: runs.max(1),
                 },
             )
             .await

@@ -15,7 +15,7 @@ mod connections;
 mod customers;
 mod keys;
 pub mod layout;
-mod overview;
+pub mod overview;
 pub mod session;
 mod search;
 mod transactions;

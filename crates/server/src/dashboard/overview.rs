@@ -66,7 +66,8 @@ impl Range {
     }
 }
 
-fn date_of_day(day: i64) -> String {
+/// `YYYY-MM-DD` of a day since 1970-01-01 (UTC).
+pub fn date_of_day(day: i64) -> String {
     OffsetDateTime::from_unix_timestamp(day * 86_400)
         .map(|t| t.date().to_string())
         .unwrap_or_default()
