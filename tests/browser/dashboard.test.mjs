@@ -144,20 +144,21 @@ test('a sandbox payment is listed with its timeline and refunded from the detail
   await page.setViewportSize({ width: 375, height: 800 });
   await page.goto(`${server.base}/dashboard/transactions?status=capture_succeeded`);
   await page.getByRole('link', { name: tx.id }).click();
-  await page.getByTestId('status').getByText('capture_succeeded').waitFor();
+  await page.getByTestId('status').getByText('Paid').waitFor();
   const timeline = page.getByTestId('timeline');
-  await timeline.getByText('transaction.created').first().waitFor();
+  await timeline.getByText('Created').first().waitFor();
   assert.ok((await timeline.locator('li').count()) >= 2);
   await shot(page, 'dashboard-transaction-phone');
-  await page.getByLabel('I want to refund this payment').check();
-  await page.getByRole('button', { name: 'Refund' }).click();
+  await page.getByRole('button', { name: 'Review the refund' }).click();
+  await page.getByTestId('confirm-sentence').getByText('Refund $12.99 of $12.99 captured.').waitFor();
+  await page.getByRole('button', { name: 'Refund $12.99' }).click();
   await page.getByText('Refund requested.').waitFor();
   await eventually('the refund', async () => {
     const got = await api(server, 'GET', `/transactions/${tx.id}`);
     return got.body.refunded_amount === 1299;
   });
   await page.reload();
-  await page.getByText('Refunded', { exact: true }).waitFor();
+  await page.getByTestId('status').getByText('Refunded', { exact: true }).waitFor();
   assert.ok(!(await page.getByRole('button', { name: 'Refund' }).count()));
   await shot(page, 'dashboard-transaction-refunded');
   await page.setViewportSize({ width: 1100, height: 900 });
