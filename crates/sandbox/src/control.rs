@@ -47,6 +47,7 @@ const PERMISSIONS: &[&str] = &[
     "credit_notes",
     "test_clocks",
     "entitlements",
+    "billing_meters",
 ];
 const FAULT_KINDS: &[&str] = &["500", "500-retry", "429", "drop", "latency"];
 /// Upper bound for chaos/fault durations (keeps timer arithmetic far from overflow).

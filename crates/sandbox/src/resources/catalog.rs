@@ -63,7 +63,7 @@ pub fn create_product(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Valu
     if let Some(mut dp) = default_price {
         let cur = currency(&mut dp, "currency")?;
         let unit = dp.int("unit_amount")?;
-        let recurring = recurring(&mut dp)?;
+        let recurring = recurring(ctx, &mut dp)?;
         dp.ignore(&["tax_behavior", "unit_amount_decimal", "currency_options"]);
         dp.finish()?;
         p.finish()?;
@@ -162,7 +162,9 @@ pub(crate) fn billing_interval(r: &mut Params, path: &str) -> Result<(String, i6
     Ok((interval, count))
 }
 
-fn recurring(p: &mut Params) -> Result<Option<Value>> {
+/// A price's `recurring` hash. Metered prices (`usage_type=metered`) name the Billing Meter
+/// whose usage they bill (`recurring[meter]`, required for them and refused for others).
+fn recurring(ctx: &mut Ctx, p: &mut Params) -> Result<Option<Value>> {
     let Some(mut r) = p.sub("recurring")? else {
         return Ok(None);
     };
@@ -171,10 +173,24 @@ fn recurring(p: &mut Params) -> Result<Option<Value>> {
         .enum_str("usage_type", &["licensed", "metered"])?
         .unwrap_or_else(|| "licensed".into());
     let trial = r.int("trial_period_days")?;
-    r.ignore(&["meter", "aggregate_usage"]);
+    let meter = r.opt_str("meter")?;
+    r.ignore(&["aggregate_usage"]);
     r.finish()?;
+    match (&meter, usage.as_str()) {
+        (None, "metered") => return Err(StripeError::missing_param("recurring[meter]")),
+        (Some(_), "licensed") => {
+            return Err(StripeError::invalid(
+                "You can only set `recurring[meter]` when `recurring[usage_type]` is `metered`.",
+            )
+            .param("recurring[meter]"));
+        }
+        (Some(m), _) => {
+            fetch(ctx, super::billing_meters::METER, m, "recurring[meter]")?;
+        }
+        _ => {}
+    }
     Ok(Some(
-        json!({"interval": interval, "interval_count": count, "meter": null,
+        json!({"interval": interval, "interval_count": count, "meter": meter,
                    "trial_period_days": trial, "usage_type": usage}),
     ))
 }
@@ -264,7 +280,7 @@ pub fn create_price(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value>
                 .param("unit_amount"),
         );
     }
-    let recurring = recurring(&mut p)?;
+    let recurring = recurring(ctx, &mut p)?;
     let nickname = p.opt_str("nickname")?;
     let lookup_key = p.opt_str("lookup_key")?;
     let mut md = empty_map();

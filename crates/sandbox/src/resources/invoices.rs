@@ -173,8 +173,12 @@ pub fn subscription_line(
     period: (i64, i64),
 ) -> Value {
     let price = &item["price"];
-    let qty = item["quantity"].as_i64().unwrap_or(1);
     let unit = price["unit_amount"].as_i64().unwrap_or(0);
+    let (qty, period) = match price["recurring"]["meter"].as_str() {
+        // Metered: billed in arrears, the usage of the period that just ended.
+        Some(meter) => metered_usage(ctx, sub, meter, &price["recurring"], period),
+        None => (item["quantity"].as_i64().unwrap_or(1), period),
+    };
     let cur = s(&price["currency"]);
     let name = product_name(ctx, &price["product"]);
     let interval = price["recurring"]["interval"].as_str().unwrap_or("month");
@@ -209,6 +213,28 @@ pub fn subscription_line(
         "quantity": qty, "quantity_decimal": qty.to_string(), "subscription": sub["id"],
         "subtotal": amount, "taxes": [],
     })
+}
+
+/// The quantity and period of a metered line on an invoice for the period starting at
+/// `period.0`: the meter's aggregate for the subscription's customer over the period before
+/// (nothing on the first invoice, whose line covers the new period at quantity 0).
+fn metered_usage(
+    ctx: &mut Ctx,
+    sub: &Value,
+    meter: &str,
+    recurring: &Value,
+    period: (i64, i64),
+) -> (i64, (i64, i64)) {
+    let started = sub["start_date"].as_i64().unwrap_or(period.0);
+    if period.0 <= started {
+        return (0, period);
+    }
+    let interval = recurring["interval"].as_str().unwrap_or("month");
+    let count = recurring["interval_count"].as_i64().unwrap_or(1).max(1);
+    let from = test_clocks::add_interval(period.0, interval, count, -1).max(started);
+    let customer = s(&sub["customer"]);
+    let used = super::billing_meters::usage(ctx, meter, &customer, from, period.0);
+    (used.round().max(0.0) as i64, (from, period.0))
 }
 
 /// An invoice-item line (`parent.type = invoice_item_details`).

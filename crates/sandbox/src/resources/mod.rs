@@ -2,6 +2,7 @@
 //! amounts and currencies).
 
 pub mod accounts;
+pub mod billing_meters;
 pub mod billing_portal;
 pub mod catalog;
 pub mod charges;
@@ -62,6 +63,7 @@ const W: bool = true;
 
 /// The routing table: one line per Stripe endpoint the sandbox serves.
 pub fn route(method: &Method, segs: &[&str]) -> Option<Route> {
+    use billing_meters as meters;
     use entitlements as ent;
     use invoices as inv;
     use payment_intents as pi;
@@ -226,6 +228,23 @@ pub fn route(method: &Method, segs: &[&str]) -> Option<Route> {
             r("billing_portal", W, billing_portal::create_session, &[])
         }
 
+        ("POST", ["v1", "billing", "meters"]) => r("billing_meters", W, meters::create, &[]),
+        ("GET", ["v1", "billing", "meters"]) => r("billing_meters", R, meters::list, &[]),
+        ("GET", ["v1", "billing", "meters", id]) => r("billing_meters", R, meters::retrieve, &[id]),
+        ("POST", ["v1", "billing", "meters", id]) => r("billing_meters", W, meters::update, &[id]),
+        ("POST", ["v1", "billing", "meters", id, "deactivate"]) => {
+            r("billing_meters", W, meters::deactivate, &[id])
+        }
+        ("POST", ["v1", "billing", "meters", id, "reactivate"]) => {
+            r("billing_meters", W, meters::reactivate, &[id])
+        }
+        ("GET", ["v1", "billing", "meters", id, "event_summaries"]) => {
+            r("billing_meters", R, meters::event_summaries, &[id])
+        }
+        ("POST", ["v1", "billing", "meter_events"]) => {
+            r("billing_meters", W, meters::create_event, &[])
+        }
+
         ("POST", ["v1", "subscriptions"]) => r("subscriptions", W, subs::create, &[]),
         ("GET", ["v1", "subscriptions"]) => r("subscriptions", R, subs::list, &[]),
         ("GET", ["v1", "subscriptions", id]) => r("subscriptions", R, subs::retrieve, &[id]),
@@ -353,6 +372,7 @@ pub fn kind_of(id: &str) -> Option<&'static str> {
         "bpc" => billing_portal::CONFIG,
         "bps" => billing_portal::SESSION,
         "feat" => entitlements::FEATURE,
+        "mtr" => billing_meters::METER,
         _ => return None,
     })
 }

@@ -105,7 +105,7 @@ fn plan_of(price: &Value) -> Value {
         "billing_scheme": price["billing_scheme"], "created": price["created"],
         "currency": price["currency"], "interval": r["interval"],
         "interval_count": r["interval_count"], "livemode": false, "metadata": price["metadata"],
-        "meter": null, "nickname": price["nickname"], "product": price["product"],
+        "meter": r["meter"], "nickname": price["nickname"], "product": price["product"],
         "tiers_mode": null, "transform_usage": null, "trial_period_days": r["trial_period_days"],
         "usage_type": r["usage_type"],
     })
