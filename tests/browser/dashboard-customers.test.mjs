@@ -194,6 +194,8 @@ test('a metered permission: balances and ledger shown, a refused adjustment keep
 
   await units.fill('+50');
   await form.getByLabel(/^Reason/).fill('Goodwill after the outage');
+  // Said back before it is sent.
+  assert.equal(await page.locator('#adjust-preview').textContent(), 'Add 50 units to ai_credits (balance 180 → 230).');
   await form.getByRole('button', { name: 'Adjust' }).click();
   await page.getByText('Balance adjusted.').waitFor();
   b = await ok(await api(server, 'GET', '/v1/subscribers/credit-user/balances'), 200);

@@ -430,7 +430,8 @@ struct CustomerPage {
     ledger_newer: Option<String>,
     /// Every defined permission (the grant form's choices), metered ones marked.
     definitions: Vec<(String, bool)>,
-    metered: Vec<String>,
+    /// Metered permissions (the adjustment form's choices) with the customer's balance.
+    metered: Vec<(String, i64)>,
     grant: GrantInput,
     grant_errors: FieldErrors,
     grant_problem: Option<String>,
@@ -548,10 +549,17 @@ async fn customer_page(
         }
     };
 
-    let metered: Vec<String> = defs
+    let metered: Vec<(String, i64)> = defs
         .iter()
         .filter(|d| d.kind == "metered")
-        .map(|d| d.identifier.clone())
+        .map(|d| {
+            let balance = balances
+                .iter()
+                .find(|b| b.permission == d.identifier)
+                .map(|b| b.balance)
+                .unwrap_or(0);
+            (d.identifier.clone(), balance)
+        })
         .collect();
     let definitions: Vec<(String, bool)> = defs
         .iter()
