@@ -10,6 +10,7 @@ use crate::common::{Db, Resp, TestServer, now_ms};
 crate::both_dbs!(
     the_list_pages_filters_and_finds_stripe_customers,
     adjustments_keep_refused_input_and_commit_with_their_ledger_row,
+    the_catalogue_names_products_and_shows_ids_when_stripe_fails,
 );
 
 const USER: &str = "admin";
@@ -269,6 +270,58 @@ async fn adjustments_keep_refused_input_and_commit_with_their_ledger_row(db: Db)
     assert!(page.text.contains("Goodwill after the outage"));
     assert!(page.text.contains("+50"));
     assert!(page.text.contains("data-testid=\"available-credits\">60<"));
+}
+
+async fn the_catalogue_names_products_and_shows_ids_when_stripe_fails(db: Db) {
+    let s = TestServer::start(db).await;
+    let product = s
+        .stripe_post("/v1/products", &[("name", "Pro monthly")])
+        .await;
+    let product = product["id"].as_str().unwrap_or_default().to_string();
+    s.stripe_post(
+        "/v1/prices",
+        &[
+            ("product", product.as_str()),
+            ("currency", "usd"),
+            ("unit_amount", "999"),
+            ("recurring[interval]", "month"),
+        ],
+    )
+    .await;
+    s.post(
+        "/v1/skus",
+        json!({"identifier": "pro", "product_id": product, "kind": "subscription"}),
+    )
+    .await
+    .expect(201);
+    operator(&s).await;
+    let cookie = login(&s).await;
+    let page = get_with(&s, "/dashboard/catalogue", &cookie).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("Pro monthly"), "{}", page.text);
+    assert!(page.text.contains("$9.99 / month"));
+
+    // Stripe failing: the page still answers, with the product id and a hint.
+    let s = TestServer::start(db).await;
+    s.post(
+        "/v1/skus",
+        json!({"identifier": "pro", "product_id": "prod_Unreadable", "kind": "subscription"}),
+    )
+    .await
+    .expect(201);
+    s.faults("500", 1.0, 0).await;
+    operator(&s).await;
+    let cookie = login(&s).await;
+    let page = get_with(&s, "/dashboard/catalogue", &cookie).await;
+    s.faults_off().await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("prod_Unreadable"));
+    assert!(
+        page.text
+            .contains("Product names and prices could not be read from Stripe just now"),
+        "{}",
+        page.text
+    );
 }
 
 // ---- the dashboard's session (as crates/server/tests/api/dashboard.rs makes one) -------------
