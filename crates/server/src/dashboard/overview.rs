@@ -509,6 +509,8 @@ pub struct Chart {
     pub bars: Vec<Bar>,
     /// `x,y x,y …` of a line chart (empty: a bar chart).
     pub line: String,
+    /// The points of a short line chart, drawn as dots too (a single day is a dot).
+    pub dots: Vec<(String, String)>,
     pub top: String,
     pub first: String,
     pub last: String,
@@ -530,7 +532,7 @@ fn bar_chart(
 ) -> Chart {
     let n = points.len().max(1) as f64;
     let slot = CHART_W / n;
-    let w = (slot * 0.8).max(1.0);
+    let w = (slot * 0.8).clamp(1.0, 48.0);
     let bars = points
         .iter()
         .enumerate()
@@ -562,7 +564,7 @@ fn line_chart(
 ) -> Chart {
     let n = points.len();
     let step = if n > 1 { CHART_W / (n - 1) as f64 } else { 0.0 };
-    let line = points
+    let xy: Vec<(String, String)> = points
         .iter()
         .enumerate()
         .filter_map(|(i, (_, v, _))| {
@@ -577,11 +579,19 @@ fn line_chart(
             } else {
                 CHART_W / 2.0
             };
-            Some(format!("{},{}", px(x), px(y)))
+            Some((px(x), px(y.max(3.0))))
         })
+        .collect();
+    let line = xy
+        .iter()
+        .map(|(x, y)| format!("{x},{y}"))
         .collect::<Vec<_>>()
         .join(" ");
-    chart_common(id, title, summary, points, Vec::new(), line, top_text)
+    let mut c = chart_common(id, title, summary, points, Vec::new(), line, top_text);
+    if xy.len() <= 31 {
+        c.dots = xy;
+    }
+    c
 }
 
 fn chart_common(
@@ -599,6 +609,7 @@ fn chart_common(
         summary,
         bars,
         line,
+        dots: Vec::new(),
         top,
         first: points.first().map(|p| date_of_day(p.0)).unwrap_or_default(),
         last: points.last().map(|p| date_of_day(p.0)).unwrap_or_default(),
@@ -864,8 +875,15 @@ pub fn page(
             })
             .collect(),
         custom: range_key == "custom",
-        from: q.from.clone().unwrap_or_else(|| from.clone()),
-        to: q.to.clone().unwrap_or_else(|| to.clone()),
+        // Custom dates as typed (kept when refused); a preset shows its own dates.
+        from: match range_key {
+            "custom" => q.from.clone().unwrap_or_else(|| from.clone()),
+            _ => from.clone(),
+        },
+        to: match range_key {
+            "custom" => q.to.clone().unwrap_or_else(|| to.clone()),
+            _ => to.clone(),
+        },
         range_text: if range.days() == 1 {
             format!("{from} (UTC)")
         } else {
@@ -931,9 +949,10 @@ fn charts(f: &Figures, range: Range, now_ms: i64) -> Vec<Chart> {
             "chart-volume",
             format!("Volume per day, net of refunds ({cur})"),
             format!(
-                "{} net over {} days; highest day {}.",
+                "{} net over {} day{}; highest day {}.",
                 format_money(f.tx.net(), cur),
                 days.len(),
+                if days.len() == 1 { "" } else { "s" },
                 format_money(vtop as i64, cur)
             ),
             &volume,
