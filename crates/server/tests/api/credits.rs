@@ -11,6 +11,8 @@ use crate::common::*;
 both_dbs!(
     sixty_four_concurrent_consumers_never_overdraw,
     consume_reject_cap_replay_and_validation,
+    a_keyed_consume_keeps_its_answer_in_its_own_commit,
+    concurrent_consumers_over_many_customers_add_up,
     reservations_hold_commit_release_and_expire,
     definitions_of_metered_permissions,
 );
@@ -646,4 +648,157 @@ async fn low_and_depleted_balances_are_announced(db: Db) {
         .collect();
     names.sort();
     assert_eq!(names, ["balance.depleted", "balance.low"]);
+}
+
+/// A keyed consume writes its key's record in the commit of its work: answered, sealed, no
+/// claim left behind; replays (also of a refusal) answer the same and change nothing; another
+/// body is a mismatch; a 400 is not kept; a record of a request still running is a 409 until
+/// its lease lapses, then the retry runs; an expired record is replaced.
+async fn a_keyed_consume_keeps_its_answer_in_its_own_commit(db: Db) {
+    let s = TestServer::start(db).await;
+    metered_catalog(&s, "prod_m", "prod_p").await;
+    give(&s, "u1", 100).await;
+    let path = "/v1/permissions/ai_credits/consume";
+    let five = json!({"customid": "u1", "units": 5});
+    let first = s.post_idem(path, Some(&five), "a").await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let row: (Option<i64>, Option<String>, Option<Vec<u8>>, Option<String>) = sqlx::query_as(
+        "SELECT status_code, response, response_enc, lease_owner FROM idempotency_keys
+          WHERE idem_key = 'a'",
+    )
+    .fetch_one(&s.pool)
+    .await
+    .expect("the key's record");
+    assert_eq!(row.0, Some(200));
+    assert_eq!(row.1, None, "the answer is not kept in clear");
+    let sealed = row.2.expect("sealed answer");
+    assert!(!String::from_utf8_lossy(&sealed).contains("ledger_id"));
+    assert_eq!(row.3, None, "no claim left");
+    let again = s.post_idem(path, Some(&five), "a").await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.text, first.text);
+    assert_eq!(balance_of(&s, "u1").await["balance"], 95);
+    let r = s
+        .post_idem(path, Some(&json!({"customid": "u1", "units": 6})), "a")
+        .await;
+    assert_error(&r, 409, "idempotency_key_mismatch");
+
+    // A refusal is kept too: the same key replays it after the balance has grown.
+    let big = json!({"customid": "u1", "units": 500});
+    let refused = s.post_idem(path, Some(&big), "b").await;
+    assert_eq!(
+        assert_error(&refused, 402, "insufficient_balance")["balance"],
+        95
+    );
+    give(&s, "u1", 1000).await;
+    let r = s.post_idem(path, Some(&big), "b").await;
+    assert_eq!(r.status, 402);
+    assert_eq!(r.header("idempotent-replayed"), Some("true"));
+    assert_eq!(r.text, refused.text);
+    assert_eq!(balance_of(&s, "u1").await["balance"], 1095);
+
+    // Input refused before any work is not kept: the key may be sent with a corrected body.
+    let r = s
+        .post_idem(path, Some(&json!({"customid": "u1", "units": 0})), "c")
+        .await;
+    assert_bad_field(&r, "body", "/units");
+    s.post_idem(path, Some(&five), "c").await.expect(200);
+
+    // A record of a request still running (as an earlier version's claim leaves it).
+    let set_claim = |key: &'static str, lease_expires_at: i64| {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status_code = NULL, response = NULL, response_enc = NULL,
+                    lease_owner = 'a-request-still-running', lease_expires_at = $1
+              WHERE idem_key = $2",
+        )
+        .bind(lease_expires_at)
+        .bind(key)
+        .execute(&s.pool)
+    };
+    let d = s.post_idem(path, Some(&five), "d").await.expect(200);
+    set_claim("d", now_ms() + 3_600_000).await.unwrap();
+    let r = s.post_idem(path, Some(&five), "d").await;
+    assert_error(&r, 409, "concurrent_request");
+    set_claim("d", now_ms() - 1).await.unwrap();
+    let retry = s.post_idem(path, Some(&five), "d").await.expect(200);
+    assert_ne!(retry["ledger_id"], d["ledger_id"]);
+    let r = s.post_idem(path, Some(&five), "d").await;
+    assert_eq!(r.header("idempotent-replayed"), Some("true"));
+
+    // An expired record is replaced, whatever its body was.
+    sqlx::query("UPDATE idempotency_keys SET expires_at = $1 WHERE idem_key = 'a'")
+        .bind(now_ms() - 1)
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    let r = s
+        .post_idem(path, Some(&json!({"customid": "u1", "units": 6})), "a")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("idempotent-replayed"), None);
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM idempotency_keys WHERE idem_key = 'a'")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+/// 64 concurrent keyed consumers over 8 customers (the group commit on SQLite puts many of
+/// them in one commit), each key sent twice at once: every customer's balance is what was
+/// given less two units per key, and equals its ledger.
+async fn concurrent_consumers_over_many_customers_add_up(db: Db) {
+    let s = Arc::new(TestServer::start(db).await);
+    metered_catalog(&s, "prod_m", "prod_p").await;
+    for c in 0..8 {
+        give(&s, &format!("m{c}"), 1000).await;
+    }
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for n in 0..5 {
+                let body = json!({"customid": format!("m{}", (i + n) % 8), "units": 2});
+                let key = format!("many-{i}-{n}");
+                let (a, b) = tokio::join!(
+                    s.post_idem("/v1/permissions/ai_credits/consume", Some(&body), &key),
+                    s.post_idem("/v1/permissions/ai_credits/consume", Some(&body), &key),
+                );
+                answers.push((a.status, a.text, b.status, b.text));
+            }
+            answers
+        }));
+    }
+    let mut ledger_ids = std::collections::HashSet::new();
+    for t in tasks {
+        for (sa, ta, sb, tb) in t.await.expect("task") {
+            // Both copies answer the one consume, or the second finds the first still
+            // running (PostgreSQL: it waits for the first's commit and replays it).
+            let ok: Vec<&String> = [(sa, &ta), (sb, &tb)]
+                .into_iter()
+                .filter(|(st, _)| *st == 200)
+                .map(|(_, t)| t)
+                .collect();
+            for (st, t) in [(sa, &ta), (sb, &tb)] {
+                assert!(st == 200 || st == 409, "{st}: {t}");
+            }
+            assert!(!ok.is_empty(), "{ta} {tb}");
+            let ids: std::collections::HashSet<String> = ok
+                .iter()
+                .map(|t| serde_json::from_str::<Value>(t).unwrap()["ledger_id"].to_string())
+                .collect();
+            assert_eq!(ids.len(), 1, "{ta} {tb}");
+            ledger_ids.extend(ids);
+        }
+    }
+    assert_eq!(ledger_ids.len(), 64 * 5);
+    let mut consumed = 0;
+    for c in 0..8 {
+        let customid = format!("m{c}");
+        let sum = assert_ledger_adds_up(&s, &customid).await;
+        consumed += 1000 - sum;
+    }
+    assert_eq!(consumed, 64 * 5 * 2);
 }
