@@ -157,7 +157,7 @@ async fn every_change_of_a_balance_shows_in_the_next_check(db: Db) {
     assert_eq!(amounts(&metered(&s, "u1").await), (50, 100, 50, true));
     // An adjustment.
     adjust(&s, "u1", -50).await;
-    assert_eq!(amounts(&metered(&s, "u1").await).3, false);
+    assert_eq!(amounts(&metered(&s, "u1").await), (0, 100, 100, false));
     adjust(&s, "u1", 25).await;
     assert_eq!(amounts(&metered(&s, "u1").await), (25, 125, 100, true));
     // A grant with units and an end: `resets_at` is its end, in epoch seconds.
