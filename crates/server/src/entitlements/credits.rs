@@ -97,6 +97,7 @@ async fn balance_events(
 
 /// One balance opened for a change: locked, settled, its ledger replayed.
 pub struct Book {
+    ctx: ApiContext,
     merchant: String,
     pub row: BalanceRow,
     pub entries: Vec<LedgerRow>,
@@ -126,6 +127,7 @@ impl Book {
         let entries = cs::entries(&mut **tx, merchant, customid, permission).await?;
         let lots = Lots::replay(entries.iter().map(entry_of).collect::<Vec<_>>().iter());
         let mut book = Book {
+            ctx: ctx.clone(),
             merchant: merchant.to_string(),
             before: current.balance,
             row: current,
@@ -183,6 +185,8 @@ impl Book {
         }
         self.row.updated_at = now;
         cs::put_balance(&mut **tx, &self.merchant, &self.row).await?;
+        // The permission check shows the balance: its caches and streams hear of the change.
+        super::runtime::note_change(&self.ctx, tx, &self.merchant, &self.row.customid, now).await?;
         balance_events(tx, &self.merchant, &self.row, self.before, now).await?;
         Ok(self.row)
     }
@@ -260,6 +264,7 @@ pub async fn consume_in(
             };
             balance_events(tx, merchant, &b, before, now).await?;
         }
+        super::runtime::note_change(ctx, tx, merchant, customid, now).await?;
         return Ok(Consumed {
             balance,
             consumed: units,
