@@ -270,6 +270,71 @@ async fn adjustments_keep_refused_input_and_commit_with_their_ledger_row(db: Db)
     assert!(page.text.contains("Goodwill after the outage"));
     assert!(page.text.contains("+50"));
     assert!(page.text.contains("data-testid=\"available-credits\">60<"));
+
+    // A grant of a metered permission without units: refused by the API, said at the units
+    // field, the reason kept.
+    let r = post_form(
+        &s,
+        "/dashboard/customers/user-7/grants",
+        &cookie,
+        &[
+            ("csrf", &token),
+            ("permission", "credits"),
+            ("units", ""),
+            ("reason", "Ticket 12"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("id=\"grant_units-error\""), "{}", r.text);
+    assert!(r.text.contains("value=\"Ticket 12\""));
+    // With units it is given, one ledger row more.
+    let r = post_form(
+        &s,
+        "/dashboard/customers/user-7/grants",
+        &cookie,
+        &[
+            ("csrf", &token),
+            ("permission", "credits"),
+            ("units", "25"),
+            ("reason", "Ticket 12"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    let b = s.get("/v1/subscribers/user-7/balances").await.expect(200);
+    assert_eq!(b["items"][0]["balance"], 85);
+
+    // The ledger is paged, newest first: 20 rows, then the rest behind "Older rows".
+    for i in 0..20 {
+        s.post(
+            "/v1/permissions/credits/consume",
+            json!({"customid": "user-7", "units": 1, "metadata": {"n": i}}),
+        )
+        .await
+        .expect(200);
+    }
+    let page = get_with(&s, "/dashboard/customers/user-7", &cookie).await;
+    let ledger = &page.text[page.text.find("id=\"ledger\"").unwrap_or(0)..];
+    assert_eq!(ledger.matches("<td data-label=\"What\">").count(), 20);
+    assert!(
+        !ledger.contains("Goodwill after the outage"),
+        "older rows come later"
+    );
+    let at = ledger.find("?ledger=").expect("a link to older rows");
+    let href = &ledger[at..];
+    let cursor = &href["?ledger=".len()..href.find('#').unwrap_or(href.len())];
+    let older = get_with(
+        &s,
+        &format!("/dashboard/customers/user-7?ledger={cursor}"),
+        &cookie,
+    )
+    .await;
+    assert_eq!(older.status, 200);
+    let ledger = &older.text[older.text.find("id=\"ledger\"").unwrap_or(0)..];
+    assert_eq!(ledger.matches("<td data-label=\"What\">").count(), 3);
+    assert!(ledger.contains("Goodwill after the outage") && ledger.contains("welcome"));
+    assert!(ledger.contains("Newest rows"));
 }
 
 async fn the_catalogue_names_products_and_shows_ids_when_stripe_fails(db: Db) {
