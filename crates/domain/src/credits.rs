@@ -30,15 +30,19 @@ pub enum Overage {
     Reject,
     /// Consume what is available (at least one unit), refuse only when nothing is.
     Cap,
+    /// Accept it all: what is available is consumed, the rest is overage (billed through the
+    /// permission's Stripe meter).
+    Allow,
 }
 
 impl Overage {
-    pub const NAMES: &'static [&'static str] = &["reject", "cap"];
+    pub const NAMES: &'static [&'static str] = &["reject", "cap", "allow"];
 
     pub fn parse(s: &str) -> Option<Overage> {
         match s {
             "reject" => Some(Overage::Reject),
             "cap" => Some(Overage::Cap),
+            "allow" => Some(Overage::Allow),
             _ => None,
         }
     }
@@ -47,6 +51,7 @@ impl Overage {
         match self {
             Overage::Reject => "reject",
             Overage::Cap => "cap",
+            Overage::Allow => "allow",
         }
     }
 }
@@ -94,6 +99,7 @@ pub fn take(available: i64, wanted: i64, overage: Overage) -> Result<i64, Insuff
     match overage {
         Overage::Reject if available >= wanted => Ok(wanted),
         Overage::Cap if available > 0 => Ok(wanted.min(available)),
+        Overage::Allow => Ok(wanted.min(available.max(0))),
         _ => Err(refused),
     }
 }

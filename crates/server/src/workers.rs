@@ -14,6 +14,7 @@ use crate::transactions::expire_approval;
 pub fn spawn(ctx: ApiContext) {
     crate::entitlements::spawn_expiry(ctx.clone());
     crate::entitlements::spawn_cache_feed(ctx.clone());
+    crate::credits_meter::spawn(ctx.clone());
     if ctx.store.backend() == tollgate_store::Backend::Sqlite {
         let store = ctx.store.clone();
         tokio::spawn(async move {

@@ -14,6 +14,7 @@ pub mod customers;
 pub mod entitlements;
 pub mod idempotency;
 pub mod inbox;
+pub mod meter_outbox;
 mod nodelay;
 pub mod operators;
 pub mod outbox;

@@ -94,9 +94,10 @@ pub struct ConsumeRequest {
     #[serde(default)]
     pub metadata: Option<Map<String, Value>>,
     /// `reject` (default): refuse when fewer units are available than asked; `cap`: consume
-    /// what is available (refused only when nothing is).
+    /// what is available (refused only when nothing is); `allow` (a permission naming a Stripe
+    /// meter): accept it all, the units beyond the balance billed through the meter.
     #[serde(default)]
-    #[schema(value_type = Option<String>, pattern = "^(reject|cap)$")]
+    #[schema(value_type = Option<String>, pattern = "^(reject|cap|allow)$")]
     pub overage: Option<String>,
 }
 
@@ -104,7 +105,7 @@ fn overage_of(o: Option<&str>) -> ApiResult<Overage> {
     match o {
         None => Ok(Overage::Reject),
         Some(s) => Overage::parse(s)
-            .ok_or_else(|| ApiError::field("/overage", "Must be 'reject' or 'cap'.")),
+            .ok_or_else(|| ApiError::field("/overage", "Must be 'reject', 'cap' or 'allow'.")),
     }
 }
 
@@ -160,6 +161,9 @@ pub async fn consume(
     customid_ok(&body.customid, "/customid")?;
     let units = units_ok(body.units, "/units")?;
     let overage = overage_of(body.overage.as_deref())?;
+    if overage == Overage::Allow {
+        crate::credits_meter::require_meter(&ctx, &caller.merchant_account_id, &identifier).await?;
+    }
     let key = key.map(|idem_key| Keyed {
         scope: Scope {
             merchant_account_id: caller.merchant_account_id.clone(),

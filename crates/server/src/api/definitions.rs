@@ -61,6 +61,9 @@ pub struct MeteringOut {
     /// `balance.low` is sent when a balance falls to this or below; `null`: never.
     pub low_balance_threshold: Option<i64>,
     pub skus: Vec<MeteredSkuOut>,
+    /// The Stripe Billing Meter (its `event_name`) that consumption beyond the balance
+    /// (`overage: "allow"`) is reported to; `null`: none.
+    pub meter_event_name: Option<String>,
 }
 
 /// A named access right granted by holding any of its SKUs.
@@ -96,7 +99,11 @@ pub struct DefinitionList {
     pub items: Vec<DefinitionOut>,
 }
 
-fn render_definition(d: &es::PermissionDefRow, metered: Option<&CreditDefRow>) -> DefinitionOut {
+fn render_definition(
+    d: &es::PermissionDefRow,
+    metered: Option<&CreditDefRow>,
+    meter: Option<&str>,
+) -> DefinitionOut {
     DefinitionOut {
         object: "permission-definition",
         identifier: d.identifier.clone(),
@@ -121,6 +128,7 @@ fn render_definition(d: &es::PermissionDefRow, metered: Option<&CreditDefRow>) -
                     expires_in: s.expires_in_secs,
                 })
                 .collect(),
+            meter_event_name: meter.map(str::to_string),
         }),
     }
 }
@@ -196,6 +204,11 @@ pub struct DefinitionCreate {
     #[serde(default)]
     #[schema(minimum = 0)]
     pub low_balance_threshold: Option<i64>,
+    /// Metered: the `event_name` of the Stripe Billing Meter that consumption beyond the
+    /// balance (`overage: "allow"`) is reported to.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 100)]
+    pub meter_event_name: Option<String>,
 }
 
 /// `PATCH /v1/permissions/definitions/{identifier}`.
@@ -209,6 +222,30 @@ pub struct DefinitionUpdate {
     #[serde(default)]
     #[schema(minimum = 0)]
     pub low_balance_threshold: Option<i64>,
+    /// Metered: the Stripe meter's `event_name` for overage; `""` removes it.
+    #[serde(default)]
+    #[schema(max_length = 100)]
+    pub meter_event_name: Option<String>,
+}
+
+/// A `meter_event_name` of a body: `Some("")` (update only) removes it.
+fn meter_ok(name: Option<&str>, metered: bool, removable: bool) -> ApiResult<Option<&str>> {
+    let Some(n) = name else {
+        return Ok(None);
+    };
+    if !metered {
+        return Err(ApiError::field(
+            "/meter_event_name",
+            "Only for metered permissions (\"kind\": \"metered\").",
+        ));
+    }
+    if (n.is_empty() && removable) || crate::credits_meter::event_name_ok(n) {
+        return Ok(Some(n));
+    }
+    Err(ApiError::field(
+        "/meter_event_name",
+        "A Stripe meter's event_name: 1 to 100 characters, no control characters.",
+    ))
 }
 
 fn bad_identifier(id: &str) -> bool {
@@ -327,7 +364,8 @@ async fn load_definition(ctx: &ApiContext, merchant: &str, id: &str) -> ApiResul
         .find(|d| d.identifier == id)
         .ok_or_else(|| ApiError::not_found("permission definition"))?;
     let metered = cs::definition(ctx.store.reader(), merchant, id).await?;
-    Ok(render_definition(&d, metered.as_ref()))
+    let meter = tollgate_store::meter_outbox::meter_of(ctx.store.reader(), merchant, id).await?;
+    Ok(render_definition(&d, metered.as_ref(), meter.as_deref()))
 }
 
 // ---- handlers ----------------------------------------------------------------------------------------
@@ -381,6 +419,7 @@ pub async fn definition_create(
         ));
     }
     let threshold = threshold_ok(body.low_balance_threshold)?;
+    let meter = meter_ok(body.meter_event_name.as_deref(), metered, false)?;
     let (skus, grants) = definition_skus(&ctx, merchant, &body.skus, metered).await?;
     let now = ctx.now();
     let mut tx = ctx.store.begin().await?;
@@ -402,6 +441,7 @@ pub async fn definition_create(
             skus: grants,
         };
         cs::put_definition(&mut tx, merchant, &def).await?;
+        tollgate_store::meter_outbox::set_meter(&mut *tx, merchant, &id, meter, now).await?;
     }
     tollgate_store::commit(tx).await?;
     ent::reevaluate_account(&ctx, merchant, &ent::Cause::Catalogue).await?;
@@ -427,9 +467,17 @@ pub async fn definition_list(
     let merchant = caller.merchant_account_id.as_str();
     let rows = es::list_permission_defs(ctx.store.reader(), merchant).await?;
     let metered = cs::definitions(ctx.store.reader(), merchant).await?;
+    let meters = tollgate_store::meter_outbox::meters(ctx.store.reader(), merchant).await?;
     let items = rows
         .iter()
-        .map(|d| render_definition(d, metered.iter().find(|m| m.permission == d.identifier)))
+        .map(|d| {
+            let meter = meters.iter().find(|(p, _)| *p == d.identifier);
+            render_definition(
+                d,
+                metered.iter().find(|m| m.permission == d.identifier),
+                meter.map(|(_, m)| m.as_str()),
+            )
+        })
         .collect();
     Ok(Json(DefinitionList { items }))
 }
@@ -494,6 +542,7 @@ pub async fn definition_update(
         ));
     }
     let threshold = threshold_ok(body.low_balance_threshold)?;
+    let meter = meter_ok(body.meter_event_name.as_deref(), metered, true)?;
     let (skus, grants) = definition_skus(&ctx, merchant, &body.skus, metered).await?;
     let mut tx = ctx.store.begin().await?;
     es::touch_permission_def(&mut *tx, merchant, &id, ctx.now()).await?;
@@ -506,6 +555,10 @@ pub async fn definition_update(
             skus: grants,
         };
         cs::put_definition(&mut tx, merchant, &def).await?;
+    }
+    if let Some(m) = meter {
+        let m = Some(m).filter(|m| !m.is_empty());
+        tollgate_store::meter_outbox::set_meter(&mut *tx, merchant, &id, m, ctx.now()).await?;
     }
     tollgate_store::commit(tx).await?;
     ent::reevaluate_account(&ctx, merchant, &ent::Cause::Catalogue).await?;
@@ -537,6 +590,7 @@ pub async fn definition_delete(
     es::clear_permission_skus(&mut *tx, merchant, &id).await?;
     es::delete_permission_def(&mut *tx, merchant, &id).await?;
     cs::delete_definition(&mut tx, merchant, &id).await?;
+    tollgate_store::meter_outbox::set_meter(&mut *tx, merchant, &id, None, ctx.now()).await?;
     tollgate_store::commit(tx).await?;
     ent::reevaluate_account(&ctx, merchant, &ent::Cause::Catalogue).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -749,6 +749,7 @@ pub async fn permission_create(
         kind: Some(input.kind.clone()),
         rollover: metered.then_some(input.rollover),
         low_balance_threshold: if metered { low } else { None },
+        meter_event_name: None,
     };
     match api::definitions::definition_create(State(ctx.clone()), super::caller(&s), Body(body))
         .await
@@ -781,6 +782,7 @@ pub async fn permission_update(
         skus,
         rollover: metered.then_some(input.rollover),
         low_balance_threshold: if metered { low } else { None },
+        meter_event_name: None,
     };
     match api::definitions::definition_update(
         State(ctx.clone()),

@@ -284,13 +284,21 @@ pub async fn consume_in(
             return Err(insufficient(balance, e.available, units));
         }
     };
+    // `allow`: the units beyond the balance are overage, on the ledger row (its shortfall) and
+    // queued for the permission's Stripe meter (crate::credits_meter).
+    let over = if overage == Overage::Allow { units - n } else { 0 };
     let mut r = row(customid, permission, Kind::Consume, -n, now);
     r.metadata = metadata;
+    r.shortfall = over;
     let r = book.append(tx, r).await?;
+    if over > 0 {
+        crate::credits_meter::record_overage(tx, merchant, permission, customid, &r.id, over, now)
+            .await?;
+    }
     let b = book.close(tx, now).await?;
     Ok(Consumed {
         balance: b.balance,
-        consumed: n,
+        consumed: n + over,
         ledger_id: r.id,
     })
 }

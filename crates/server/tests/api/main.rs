@@ -21,6 +21,7 @@ mod expiry;
 mod flows;
 mod grants;
 mod idempotency;
+mod meters;
 mod outage;
 mod outbound;
 mod portal;
