@@ -153,7 +153,8 @@ export interface components {
             } | null;
             /**
              * @description `reject` (default): refuse when fewer units are available than asked; `cap`: consume
-             *     what is available (refused only when nothing is).
+             *     what is available (refused only when nothing is); `allow` (a permission naming a Stripe
+             *     meter): accept it all, the units beyond the balance billed through the meter.
              */
             overage?: string | null;
         };
