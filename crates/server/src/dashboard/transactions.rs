@@ -605,6 +605,7 @@ fn event_words(e: &TransactionEvent) -> String {
     let from_to = |k: &str| e.context[k].as_str().map(|s| status_words(s).text);
     match e.name.as_str() {
         "transaction.created" => "Created".into(),
+        "transaction.payment_intent_created" => "Sent to Stripe".into(),
         "transaction.status_changed" => match (from_to("from"), from_to("to")) {
             (Some(a), Some(b)) => format!("{a} → {b}"),
             _ => "Status changed".into(),

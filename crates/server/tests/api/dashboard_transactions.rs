@@ -16,6 +16,7 @@ crate::both_dbs!(
     refunded_payments_show_in_words_with_their_net_amount,
     search_finds_each_kind_of_id,
     a_failed_login_keeps_the_username,
+    a_void_needs_its_box_ticked,
 );
 
 const USER: &str = "admin";
@@ -513,6 +514,44 @@ async fn a_failed_login_keeps_the_username(db: Db) {
     let r = try_login(&s, "<b>x</b>", "wrong password!").await;
     assert!(
         r.text.contains("value=\"&#60;b&#62;x&#60;/b&#62;\""),
+        "{}",
+        r.text
+    );
+}
+
+async fn a_void_needs_its_box_ticked(db: Db) {
+    let s = TestServer::start(db).await;
+    let (cookie, token) = session(&s).await;
+    let tx = s.authorized(8900).await;
+    let id = tx["id"].as_str().unwrap();
+    let page = get_with(&s, &format!("/dashboard/transactions/{id}"), &cookie).await;
+    assert_eq!(
+        testid_text(&page.text, "status"),
+        "Authorized, awaiting capture"
+    );
+    let path = format!("/dashboard/transactions/{id}/void");
+    let r = post_form(&s, &path, &cookie, &[("csrf", &token)]).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.text.contains("aria-describedby=\"void_confirm-error\""),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        testid_text_id(&r.text, "void_confirm-error"),
+        "Tick the box to confirm the void."
+    );
+    assert_eq!(s.get_tx(id).await["status"], "authorization_succeeded");
+    let r = post_form(&s, &path, &cookie, &[("csrf", &token), ("confirm", "yes")]).await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    let page = get_with(&s, &format!("/dashboard/transactions/{id}"), &cookie).await;
+    assert_eq!(testid_text(&page.text, "status"), "Voided");
+    assert_eq!(s.get_tx(id).await["status"], "authorization_voided");
+    // A second void is refused in place: the page no longer offers it.
+    let r = post_form(&s, &path, &cookie, &[("csrf", &token), ("confirm", "yes")]).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.text.contains("data-testid=\"action-problem\""),
         "{}",
         r.text
     );
