@@ -3,7 +3,9 @@
 //! in customid order, a page at a time, filtered by a customid prefix or by whether they hold
 //! anything now.
 
-use sqlx::{Any, Executor, Row};
+use std::collections::HashMap;
+
+use sqlx::{Any, AnyPool, Executor, Row};
 
 use crate::Result;
 
@@ -19,16 +21,6 @@ pub enum Holding {
     Inactive,
 }
 
-impl Holding {
-    fn as_str(self) -> &'static str {
-        match self {
-            Holding::Any => "",
-            Holding::Active => "active",
-            Holding::Inactive => "inactive",
-        }
-    }
-}
-
 /// One customer of a page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomerSummary {
@@ -41,68 +33,187 @@ pub struct CustomerSummary {
     pub stripe_customers: i64,
 }
 
-/// A page of customers after `after` (a customid; `None`: from the start), `limit` of them at
-/// most, whose customid starts with `prefix` (`""`: any), held now (at `now_ms`) as `holding`
-/// says.
-pub async fn page<'c, E: Executor<'c, Database = Any>>(
-    db: E,
+/// A page of customers: `items` in customid order; `scanned_to` is set when the page stopped
+/// early (too many customers looked at without filling it): the next page starts after it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CustomerPage {
+    pub items: Vec<CustomerSummary>,
+    pub scanned_to: Option<String>,
+}
+
+/// Customids read at a time while a holding filter skips some.
+const BATCH: i64 = 250;
+/// At most this many customids are looked at for one page (bounded work per request).
+const MAX_SCANNED: usize = 25_000;
+
+/// The customids of the account after `after`, starting with `prefix`, in order. Each arm
+/// reads an index in customid order, so the union is merged and stops at the limit.
+/// `substr(customid, 1, length($2)) = $2` is a prefix test with the same answer on both
+/// databases (LIKE differs in case rules and needs escaping); `customid >= $2` lets each arm
+/// start at the prefix.
+const IDS_SQL: &str = "
+    SELECT customid FROM ent_customers
+     WHERE merchant_account_id = $1 AND customid > $3 AND customid >= $2
+       AND substr(customid, 1, length($2)) = $2
+    UNION SELECT customid FROM ent_stripe_objects
+     WHERE merchant_account_id = $1 AND customid IS NOT NULL AND customid > $3
+       AND customid >= $2 AND substr(customid, 1, length($2)) = $2
+    UNION SELECT customid FROM ent_permissions
+     WHERE merchant_account_id = $1 AND customid > $3 AND customid >= $2
+       AND substr(customid, 1, length($2)) = $2
+    UNION SELECT customid FROM ent_grants
+     WHERE merchant_account_id = $1 AND customid > $3 AND customid >= $2
+       AND substr(customid, 1, length($2)) = $2
+    UNION SELECT customid FROM credit_balances
+     WHERE merchant_account_id = $1 AND customid > $3 AND customid >= $2
+       AND substr(customid, 1, length($2)) = $2
+    ORDER BY 1
+    LIMIT $4";
+
+/// A page of at most `limit` customers after `after` (a customid; `None`: from the start)
+/// whose customid starts with `prefix` (`""`: any), holding something now (at `now_ms`) as
+/// `holding` says.
+pub async fn page(
+    db: &AnyPool,
     merchant_account_id: &str,
     prefix: &str,
     after: Option<&str>,
     holding: Holding,
     now_ms: i64,
     limit: i64,
-) -> Result<Vec<CustomerSummary>> {
-    // `substr(customid, 1, length($2)) = $2` is a prefix test with the same answer on both
-    // databases (LIKE differs in case rules and needs escaping); `customid > ''` is always true.
-    let sql = "WITH ids AS (
-            SELECT customid FROM ent_customers WHERE merchant_account_id = $1 AND customid > $3
-            UNION SELECT customid FROM ent_stripe_objects
-                WHERE merchant_account_id = $1 AND customid IS NOT NULL AND customid > $3
-            UNION SELECT customid FROM ent_permissions WHERE merchant_account_id = $1 AND customid > $3
-            UNION SELECT customid FROM ent_grants WHERE merchant_account_id = $1 AND customid > $3
-            UNION SELECT customid FROM credit_balances WHERE merchant_account_id = $1 AND customid > $3
-        ), summary AS (
-            SELECT i.customid,
-                (SELECT COUNT(*) FROM ent_permissions p
-                  WHERE p.merchant_account_id = $1 AND p.customid = i.customid AND p.is_valid <> 0
-                    AND (p.valid_until IS NULL OR p.valid_until > $5)
-                    AND NOT EXISTS (SELECT 1 FROM credit_balances b
-                        WHERE b.merchant_account_id = $1 AND b.customid = i.customid
-                          AND b.permission = p.identifier))
-                + (SELECT COUNT(*) FROM credit_balances b
-                  WHERE b.merchant_account_id = $1 AND b.customid = i.customid
-                    AND b.balance - b.held > 0) AS held,
-                (SELECT MIN(c.stripe_customer_id) FROM ent_customers c
-                  WHERE c.merchant_account_id = $1 AND c.customid = i.customid) AS stripe_customer,
-                (SELECT COUNT(*) FROM ent_customers c
-                  WHERE c.merchant_account_id = $1 AND c.customid = i.customid) AS stripe_customers
-            FROM ids i
-            WHERE substr(i.customid, 1, length($2)) = $2
-        )
-        SELECT customid, held, stripe_customer, stripe_customers FROM summary
-        WHERE $4 = '' OR ($4 = 'active' AND held > 0) OR ($4 = 'inactive' AND held = 0)
-        ORDER BY customid
-        LIMIT $6";
-    let rows = sqlx::query(sql)
-        .bind(merchant_account_id)
-        .bind(prefix)
-        .bind(after.unwrap_or(""))
-        .bind(holding.as_str())
-        .bind(now_ms)
-        .bind(limit)
-        .fetch_all(db)
-        .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(CustomerSummary {
-                customid: r.try_get("customid")?,
-                held: r.try_get("held")?,
-                stripe_customer: r.try_get("stripe_customer")?,
-                stripe_customers: r.try_get("stripe_customers")?,
-            })
-        })
-        .collect()
+) -> Result<CustomerPage> {
+    let mut out = CustomerPage::default();
+    let mut cursor = after.unwrap_or("").to_string();
+    let mut scanned = 0usize;
+    loop {
+        let left = limit - out.items.len() as i64;
+        let want = if holding == Holding::Any { left } else { BATCH };
+        if left <= 0 || want <= 0 {
+            break;
+        }
+        let ids: Vec<String> = sqlx::query_scalar(IDS_SQL)
+            .bind(merchant_account_id)
+            .bind(prefix)
+            .bind(&cursor)
+            .bind(want)
+            .fetch_all(db)
+            .await?;
+        let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+            break;
+        };
+        let mut summaries = summarize(db, merchant_account_id, first, last, now_ms).await?;
+        scanned += ids.len();
+        let mut stopped_at = None;
+        for id in &ids {
+            let s = summaries
+                .remove(id.as_str())
+                .unwrap_or_else(|| CustomerSummary::nothing(id.clone()));
+            let keep = match holding {
+                Holding::Any => true,
+                Holding::Active => s.held > 0,
+                Holding::Inactive => s.held == 0,
+            };
+            if keep {
+                out.items.push(s);
+                if out.items.len() as i64 >= limit {
+                    stopped_at = Some(id.clone());
+                    break;
+                }
+            }
+        }
+        if stopped_at.is_some() || (ids.len() as i64) < want {
+            break;
+        }
+        cursor = last.clone();
+        if scanned >= MAX_SCANNED {
+            out.scanned_to = Some(cursor);
+            break;
+        }
+    }
+    Ok(out)
+}
+
+impl CustomerSummary {
+    fn nothing(customid: String) -> CustomerSummary {
+        CustomerSummary {
+            customid,
+            held: 0,
+            stripe_customer: None,
+            stripe_customers: 0,
+        }
+    }
+}
+
+fn slot(out: &mut HashMap<String, CustomerSummary>, id: String) -> &mut CustomerSummary {
+    out.entry(id.clone())
+        .or_insert_with(|| CustomerSummary::nothing(id))
+}
+
+/// What the page shows of each customid from `first` to `last` (in the database's order).
+async fn summarize(
+    db: &AnyPool,
+    merchant: &str,
+    first: &str,
+    last: &str,
+    now_ms: i64,
+) -> Result<HashMap<String, CustomerSummary>> {
+    let mut out: HashMap<String, CustomerSummary> = HashMap::new();
+    // Held permissions (metered ones count by their balance, below).
+    let rows = sqlx::query(
+        "SELECT p.customid, COUNT(*) AS n FROM ent_permissions p
+          WHERE p.merchant_account_id = $1 AND p.customid >= $2 AND p.customid <= $3
+            AND p.is_valid <> 0 AND (p.valid_until IS NULL OR p.valid_until > $4)
+            AND NOT EXISTS (SELECT 1 FROM credit_balances b
+                WHERE b.merchant_account_id = $1 AND b.customid = p.customid
+                  AND b.permission = p.identifier)
+          GROUP BY p.customid",
+    )
+    .bind(merchant)
+    .bind(first)
+    .bind(last)
+    .bind(now_ms)
+    .fetch_all(db)
+    .await?;
+    for r in rows {
+        let id: String = r.try_get("customid")?;
+        let n: i64 = r.try_get("n")?;
+        slot(&mut out, id).held += n;
+    }
+    let rows = sqlx::query(
+        "SELECT customid, COUNT(*) AS n FROM credit_balances
+          WHERE merchant_account_id = $1 AND customid >= $2 AND customid <= $3
+            AND balance - held > 0
+          GROUP BY customid",
+    )
+    .bind(merchant)
+    .bind(first)
+    .bind(last)
+    .fetch_all(db)
+    .await?;
+    for r in rows {
+        let id: String = r.try_get("customid")?;
+        let n: i64 = r.try_get("n")?;
+        slot(&mut out, id).held += n;
+    }
+    let rows = sqlx::query(
+        "SELECT customid, MIN(stripe_customer_id) AS first, COUNT(*) AS n FROM ent_customers
+          WHERE merchant_account_id = $1 AND customid >= $2 AND customid <= $3
+          GROUP BY customid",
+    )
+    .bind(merchant)
+    .bind(first)
+    .bind(last)
+    .fetch_all(db)
+    .await?;
+    for r in rows {
+        let id: String = r.try_get("customid")?;
+        let first: Option<String> = r.try_get("first")?;
+        let n: i64 = r.try_get("n")?;
+        let s = slot(&mut out, id);
+        s.stripe_customer = first;
+        s.stripe_customers = n;
+    }
+    Ok(out)
 }
 
 /// The customids linked to the Stripe customer `stripe_customer_id` on any connection of the

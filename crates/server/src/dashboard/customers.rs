@@ -221,11 +221,16 @@ pub async fn customers(
                     )
                     .await
                     {
-                        Ok(page) => rows.extend(page.into_iter().filter(|c| c.customid == id)),
+                        Ok(page) => {
+                            rows.extend(page.items.into_iter().filter(|c| c.customid == id))
+                        }
                         Err(e) => return problem(&ctx, &s, e.into()).await,
                     }
                 }
-                Ok(rows)
+                Ok(store_customers::CustomerPage {
+                    items: rows,
+                    scanned_to: None,
+                })
             }
             Err(e) => Err(e),
         }
@@ -241,19 +246,20 @@ pub async fn customers(
         )
         .await
     };
-    let mut found = match found {
+    let found = match found {
         Ok(f) => f,
         Err(e) => return problem(&ctx, &s, e.into()).await,
     };
-    let more = found.len() as i64 > PAGE;
-    found.truncate(PAGE as usize);
-    let next = if more {
-        found
-            .last()
-            .map(|c| list_href(&q, status, Some(&c.customid)))
+    let mut items = found.items;
+    // One more than a page: there is a next one. A page cut short (too many customers looked
+    // at for a filter) goes on after the last one looked at.
+    let next_after = if items.len() as i64 > PAGE {
+        items.truncate(PAGE as usize);
+        items.last().map(|c| c.customid.clone())
     } else {
-        None
+        found.scanned_to
     };
+    let next = next_after.map(|a| list_href(&q, status, Some(&a)));
     let empty = if q.starts_with("cus_") {
         format!("No customer is linked to the Stripe customer {q}.")
     } else if !q.is_empty() {
@@ -263,7 +269,7 @@ pub async fn customers(
     } else {
         "No customers yet: they appear when a Stripe customer is linked, a purchase is seen or a permission is granted.".to_string()
     };
-    let rows = found
+    let rows = items
         .into_iter()
         .map(|c| ListRow {
             href: customer_href(&c.customid),

@@ -59,6 +59,7 @@ async fn ids(
     store_customers::page(&s.pool, "default", prefix, after, holding, now, limit)
         .await
         .unwrap()
+        .items
         .into_iter()
         .map(|c| c.customid)
         .collect()
@@ -113,7 +114,7 @@ async fn the_list_pages_filters_and_finds_stripe_customers(db: Db) {
     let page = store_customers::page(&s.pool, "default", "user-", None, Holding::Any, now, 25)
         .await
         .unwrap();
-    let held: Vec<i64> = page.iter().map(|c| c.held).collect();
+    let held: Vec<i64> = page.items.iter().map(|c| c.held).collect();
     assert_eq!(held, [1, 0, 1]);
 
     // Pages of 25 by cursor, in customid order, nothing skipped or repeated.
@@ -131,6 +132,10 @@ async fn the_list_pages_filters_and_finds_stripe_customers(db: Db) {
     .await;
     assert_eq!(second, ["bulk-25", "bulk-26"]);
     assert_eq!(ids(&s, "", None, Holding::Any, now, 100).await.len(), 30);
+    assert_eq!(
+        ids(&s, "", None, Holding::Any, now, 2).await,
+        ["bulk-00", "bulk-01"]
+    );
     // A prefix is a prefix: not a pattern.
     assert!(
         ids(&s, "user-%", None, Holding::Any, now, 25)
@@ -147,7 +152,40 @@ async fn the_list_pages_filters_and_finds_stripe_customers(db: Db) {
         store_customers::page(&s.pool, "other", "", None, Holding::Any, now, 25)
             .await
             .unwrap()
+            .items
             .is_empty()
+    );
+
+    // A filter reads the customers a batch at a time: 300 holding nothing, then one holding.
+    for i in 0..300 {
+        sqlx::query(
+            "INSERT INTO credit_balances (merchant_account_id, customid, permission, balance,
+                updated_at) VALUES ('default', $1, 'credits', 0, $2)",
+        )
+        .bind(format!("pad-{i:03}"))
+        .bind(now)
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO credit_balances (merchant_account_id, customid, permission, balance,
+            updated_at) VALUES ('default', 'zz-holder', 'credits', 5, $1)",
+    )
+    .bind(now)
+    .execute(&s.pool)
+    .await
+    .unwrap();
+    let active = ids(&s, "", None, Holding::Active, now, 100).await;
+    assert_eq!(active.len(), 30, "{active:?}");
+    assert_eq!(active.last().map(String::as_str), Some("zz-holder"));
+    let after_bulk = ids(&s, "", Some("bulk-26"), Holding::Active, now, 2).await;
+    assert_eq!(after_bulk, ["user-a1", "user-b1"]);
+    assert_eq!(
+        ids(&s, "pad-", None, Holding::Inactive, now, 500)
+            .await
+            .len(),
+        300
     );
 
     // A linked Stripe customer: found by its cus_ id, shown on the row.
@@ -169,8 +207,8 @@ async fn the_list_pages_filters_and_finds_stripe_customers(db: Db) {
     let b1 = store_customers::page(&s.pool, "default", "user-b1", None, Holding::Any, now, 25)
         .await
         .unwrap();
-    assert_eq!(b1[0].stripe_customer.as_deref(), Some("cus_Linked"));
-    assert_eq!(b1[0].stripe_customers, 1);
+    assert_eq!(b1.items[0].stripe_customer.as_deref(), Some("cus_Linked"));
+    assert_eq!(b1.items[0].stripe_customers, 1);
 
     // The dashboard's list: filtered, paged, found by cus_.
     operator(&s).await;
