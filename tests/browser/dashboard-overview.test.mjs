@@ -159,7 +159,7 @@ test('a figure links to the list behind it', async () => {
   await page.goto(`${server.base}/dashboard/overview?range=today&currency=USD`);
   const href = await page.getByTestId('volume-net').getAttribute('href');
   const day = new Date().toISOString().slice(0, 10);
-  assert.equal(href, `/dashboard/transactions?from=${day}&to=${day}&currency=USD`);
+  assert.equal(href, `/dashboard/transactions?from=${day}&to=${day}&currency=USD&status=captured`);
   await Promise.all([page.waitForURL(/\/dashboard\/transactions\?/), page.getByTestId('volume-net').click()]);
   assert.equal(new URL(page.url()).searchParams.get('currency'), 'USD');
   await page.goto(`${server.base}/dashboard/overview?range=today`);

@@ -329,15 +329,15 @@ fn subscription_figures(rows: &[store::SubscriptionData], range: Range, today: i
         }
         if SUB_PAYING.contains(&sub.status.as_str()) {
             let items = sub.items.map(|i| i.data).unwrap_or_default();
-            if items.is_empty() {
-                if let Some(p) = &sub.plan {
-                    let q = sub.quantity.unwrap_or(1);
-                    *mrr.entry(p.currency.to_ascii_uppercase()).or_default() += monthly(
-                        p.amount.unwrap_or(0) * q,
-                        &p.interval,
-                        p.interval_count.unwrap_or(1),
-                    );
-                }
+            if items.is_empty()
+                && let Some(p) = &sub.plan
+            {
+                let q = sub.quantity.unwrap_or(1);
+                *mrr.entry(p.currency.to_ascii_uppercase()).or_default() += monthly(
+                    p.amount.unwrap_or(0) * q,
+                    &p.interval,
+                    p.interval_count.unwrap_or(1),
+                );
             }
             for it in items {
                 let q = it.quantity.unwrap_or(1);
@@ -714,7 +714,7 @@ pub fn page(
             label: "Volume, net of refunds",
             text: money(t.net()),
             value: t.net(),
-            href: tx(&[]),
+            href: tx(&[("status", "captured")]),
             note: format!("{} captured", money(t.captured)),
         },
         Figure {
@@ -722,7 +722,7 @@ pub fn page(
             label: "Approved payments",
             text: t.approved.to_string(),
             value: t.approved,
-            href: tx(&[]),
+            href: tx(&[("status", "approved")]),
             note: format!("of {} payments started", t.count),
         },
         Figure {
@@ -734,7 +734,7 @@ pub fn page(
             } else {
                 0
             },
-            href: tx(&[("status", "authorization_declined")]),
+            href: tx(&[("status", "declined")]),
             note: format!("{} declined or failed", t.declined),
         },
         Figure {
@@ -742,7 +742,7 @@ pub fn page(
             label: "Refunded",
             text: money(t.refunded),
             value: t.refunded,
-            href: tx(&[("has_refunds", "true")]),
+            href: tx(&[("status", "refunded")]),
             note: format!(
                 "{} payment{} refunded",
                 t.refunded_count,
@@ -754,7 +754,7 @@ pub fn page(
             label: "Disputed",
             text: money(t.disputed_amount),
             value: t.disputed_amount,
-            href: tx(&[("disputed", "true")]),
+            href: tx(&[("status", "disputed")]),
             note: format!(
                 "{} payment{} disputed",
                 t.disputed_count,
@@ -985,8 +985,22 @@ fn charts(f: &Figures, range: Range, now_ms: i64) -> Vec<Chart> {
 pub async fn overview(
     State(ctx): State<ApiContext>,
     Extension(s): Extension<Session>,
-    Query(q): Query<OverviewQuery>,
+    Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
+    // Read leniently (a repeated or unknown parameter is no error): the last value counts.
+    let last = |k: &str| {
+        params
+            .iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    let q = OverviewQuery {
+        range: last("range"),
+        from: last("from"),
+        to: last("to"),
+        currency: last("currency"),
+    };
     let now = ctx.now();
     let (range, key, mut errors) = range_of(&q, now);
     let currency = match q
