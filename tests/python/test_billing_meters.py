@@ -76,6 +76,14 @@ def test_meter_create_list_rename_deactivate_reactivate(client, uid):
         client.v1.billing.meters.deactivate(m.id)
     on = client.v1.billing.meters.reactivate(m.id)
     assert on.status == "active" and on.status_transitions.deactivated_at is None
+    # Events: created, updated, deactivated, reactivated (with the old attributes).
+    for kind in ("created", "updated", "deactivated", "reactivated"):
+        evs = client.v1.events.list({"type": f"billing.meter.{kind}", "limit": 100}).data
+        mine = [e for e in evs if e.data.object["id"] == m.id]
+        assert len(mine) == 1, kind
+    deact = [e for e in client.v1.events.list({"type": "billing.meter.deactivated"}).data
+             if e.data.object["id"] == m.id][0]
+    assert deact.data.previous_attributes["status"] == "active"
 
     with pytest.raises(stripe.InvalidRequestError) as e:
         client.v1.billing.meters.create({"display_name": "x", "event_name": f"e_{uid}",

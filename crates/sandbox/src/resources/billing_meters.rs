@@ -9,6 +9,8 @@
 //! refused with a 400 naming `identifier`. A request repeated with the same `Idempotency-Key`
 //! gets the first response back, as on every endpoint.
 //!
+//! Meters emit `billing.meter.created`, `.updated`, `.deactivated` and `.reactivated`.
+//!
 //! Stored: meters in `billing.meter`; events in the sandbox-only `_meter_event` (keyed by
 //! identifier: meter, customer, value, timestamp, created).
 
@@ -126,6 +128,7 @@ pub fn create(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> {
         "value_settings": {"event_payload_key": value_key},
     });
     ctx.put(METER, obj.clone());
+    ctx.emit("billing.meter.created", &obj, None);
     Ok(obj)
 }
 
@@ -136,13 +139,21 @@ pub fn retrieve(ctx: &mut Ctx, p: Params, ids: &[String]) -> Result<Value> {
 
 /// Only `display_name` can change (as on Stripe).
 pub fn update(ctx: &mut Ctx, mut p: Params, ids: &[String]) -> Result<Value> {
-    let mut obj = meter_of(ctx, &ids[0])?;
+    let before = meter_of(ctx, &ids[0])?;
+    let mut obj = before.clone();
     if let Some(n) = bounded(&mut p, "display_name", false)? {
         obj["display_name"] = json!(n);
         obj["updated"] = json!(ctx.now);
     }
     p.finish()?;
     ctx.put(METER, obj.clone());
+    if before != obj {
+        ctx.emit(
+            "billing.meter.updated",
+            &obj,
+            Some(super::previous(&before, &obj)),
+        );
+    }
     Ok(obj)
 }
 
@@ -155,7 +166,8 @@ pub fn list(ctx: &mut Ctx, mut p: Params, _: &[String]) -> Result<Value> {
 
 fn set_status(ctx: &mut Ctx, p: Params, id: &str, active: bool) -> Result<Value> {
     no_params(p)?;
-    let mut obj = meter_of(ctx, id)?;
+    let before = meter_of(ctx, id)?;
+    let mut obj = before.clone();
     let (want, from) = if active {
         ("active", "inactive")
     } else {
@@ -185,6 +197,12 @@ fn set_status(ctx: &mut Ctx, p: Params, id: &str, active: bool) -> Result<Value>
     obj["status_transitions"]["deactivated_at"] = if active { json!(null) } else { json!(ctx.now) };
     obj["updated"] = json!(ctx.now);
     ctx.put(METER, obj.clone());
+    let kind = if active {
+        "billing.meter.reactivated"
+    } else {
+        "billing.meter.deactivated"
+    };
+    ctx.emit(kind, &obj, Some(super::previous(&before, &obj)));
     Ok(obj)
 }
 
