@@ -142,7 +142,9 @@ test('a subscriber is found by customid prefix and by cus_ id, and its permissio
   await page.waitForURL(/\/dashboard\/customers\/sub-user-1$/);
   assert.equal(await page.getByTestId('state-premium').textContent(), 'renewing');
   await page.locator('tr[data-permission="premium"]').getByText('code 5').waitFor();
-  await page.getByRole('row', { name: new RegExp(sub.id) }).getByText('Subscription').waitFor();
+  const purchase = page.getByRole('row', { name: new RegExp(sub.id) });
+  await purchase.getByText('Subscription').waitFor();
+  await purchase.getByText('pro_monthly').waitFor();
   await checkPage(page, 'dashboard-customer-subscriber');
 });
 

@@ -670,7 +670,18 @@ fn fill_subscriber(page: &mut CustomerPage, sub: &SubscriberOut, now: i64) {
                 anchor: format!("purchase-{}", p.id),
                 id: p.id.clone(),
                 kind: object_words(p.object),
-                sku: p.sku.clone().unwrap_or_default(),
+                // The SKU named in the purchase's metadata, else the one selling its product.
+                sku: p
+                    .sku
+                    .clone()
+                    .or_else(|| {
+                        perms
+                            .iter()
+                            .flat_map(|perm| perm.skuarray.iter())
+                            .find(|u| p.products.contains(u.productid.as_ref()))
+                            .map(|u| u.identifier.to_string())
+                    })
+                    .unwrap_or_default(),
                 products: p.products.iter().cloned().collect::<Vec<_>>().join(", "),
                 state: entitlement_words(i64::from(p.entitlement), p.expires_date, grant),
                 code: p.entitlement,
