@@ -433,20 +433,28 @@ pub async fn figures(
 ) -> Result<Figures, StoreError> {
     let r = db.reader();
     let (from, to) = (range.from_ms(), range.to_ms());
-    let currencies: Vec<String> = store::currencies(r, merchant_account_id)
-        .await?
-        .into_iter()
-        .map(|(c, _)| c)
-        .collect();
-    let currency = currency
-        .map(str::to_string)
-        .or_else(|| currencies.first().cloned())
-        .unwrap_or_else(|| "USD".into());
-    let days = store::transaction_days(r, merchant_account_id, &currency, from, to).await?;
-    let subs = store::subscriptions(r, merchant_account_id).await?;
-    let inbox = store::inbox_counts(r, merchant_account_id, from, to).await?;
-    let conns = store::connections_last_received(r, merchant_account_id).await?;
-    let deliveries = store::delivery_counts(r, merchant_account_id, from, to).await?;
+    // The panels' queries run at once, each on a connection of the read pool; the
+    // transactions' days follow the currencies (without a choice, the most used one).
+    let transactions = async {
+        let currencies: Vec<String> = store::currencies(r, merchant_account_id)
+            .await?
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        let currency = currency
+            .map(str::to_string)
+            .or_else(|| currencies.first().cloned())
+            .unwrap_or_else(|| "USD".into());
+        let days = store::transaction_days(r, merchant_account_id, &currency, from, to).await?;
+        Ok::<_, StoreError>((currencies, currency, days))
+    };
+    let ((currencies, currency, days), subs, inbox, conns, deliveries) = tokio::try_join!(
+        transactions,
+        store::subscriptions(r, merchant_account_id),
+        store::inbox_counts(r, merchant_account_id, from, to),
+        store::connections_last_received(r, merchant_account_id),
+        store::delivery_counts(r, merchant_account_id, from, to),
+    )?;
 
     let mut connections: Vec<ConnectionHealth> = conns
         .into_iter()
