@@ -122,7 +122,7 @@ test('add a connection and read the webhook URL; check the sandbox key', async (
   assert.equal(url, `${server.base}/webhooks/stripe/${id}`);
   assert.equal(await page.getByTestId('secret-key').textContent(), 'sk_test_…4242');
   assert.ok(!(await page.content()).includes('sk_test_browserconnection4242'));
-  await page.getByText('awaiting_webhook_secret').first().waitFor();
+  await page.getByTestId('connection-status').getByText('Waiting for the webhook signing secret').waitFor();
   await page.getByText('payment_intent.succeeded').first().waitFor();
   await page.getByLabel(/Signing secret/).fill('whsec_browsertest123456');
   await page.getByRole('button', { name: 'Save signing secret' }).click();
@@ -180,7 +180,7 @@ test('a dead-lettered webhook is shown and replayed', async () => {
   });
   await page.goto(`${server.base}/dashboard/webhooks?status=dead`);
   await page.getByRole('link', { name: dead.event_type }).first().click();
-  await page.getByTestId('status').getByText('dead').waitFor();
+  await page.getByTestId('status').getByText('Failed — dead-lettered').waitFor();
   await page.getByText(dead.stripe_event_id).first().waitFor();
   await shot(page, 'dashboard-webhook-dead');
   sql('UPDATE transactions SET state = ? WHERE id = ?', [good, tx.id]);
@@ -189,7 +189,7 @@ test('a dead-lettered webhook is shown and replayed', async () => {
   await page.getByText('The event was queued to be applied again.').waitFor();
   await eventually('the replayed event to apply', async () => {
     await page.goto(url);
-    return (await page.getByTestId('status').textContent()) === 'applied';
+    return (await page.getByTestId('status').textContent()) === 'Applied';
   });
   await shot(page, 'dashboard-webhook-replayed');
 });

@@ -1,20 +1,32 @@
-//! The dashboard's connections pages and actions.
+//! The dashboard's Stripe connections: the list, add one (a refused form comes back with the
+//! input kept and the message next to the field), one connection's setup steps (webhook URL,
+//! events, signing secret, key permissions).
 
+use askama::Template;
 use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 
+use super::outbound::{Label, field_errors, message_of, problem, seg};
 use super::session::{Session, see_other};
+use super::view::{FieldErrors, Frame, render};
 use crate::ApiContext;
 use crate::api;
-use crate::page::esc;
+use crate::api::connections::{ConnectionOut, ConnectionStatus};
 
+type Params = Query<Vec<(String, String)>>;
+type Form = axum::Form<Vec<(String, String)>>;
 
-use super::common::*;
-
-// ---- connections -----------------------------------------------------------------------------
+fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
 
 /// The Stripe events a connection's webhook endpoint should send (SPEC §4).
 pub const WEBHOOK_EVENTS: &[&str] = &[
@@ -40,63 +52,126 @@ pub const WEBHOOK_EVENTS: &[&str] = &[
     "credit_note.created",
 ];
 
+fn status_label(s: ConnectionStatus) -> Label {
+    match s {
+        ConnectionStatus::Active => Label {
+            text: "Active",
+            tone: "ok",
+        },
+        ConnectionStatus::AwaitingWebhookSecret => Label {
+            text: "Waiting for the webhook signing secret",
+            tone: "wait",
+        },
+    }
+}
+
+fn notice(params: &[(String, String)]) -> Option<&'static str> {
+    Some(match param(params, "done")? {
+        "connection_created" => {
+            "Connection saved. Its secret key is stored encrypted and shown masked from now on."
+        }
+        "webhook_secret_saved" => "Webhook signing secret saved.",
+        _ => return None,
+    })
+}
+
+pub struct ConnectionRow {
+    pub id: String,
+    pub name: String,
+    pub sandbox: bool,
+    pub label: Label,
+    pub secret_key: String,
+    pub default: bool,
+}
+
+impl ConnectionRow {
+    pub fn seg(&self) -> String {
+        seg(&self.id)
+    }
+}
+
+/// What the add form holds (kept when it is refused).
+#[derive(Default)]
+pub struct ConnectionInput {
+    pub display_name: String,
+    pub secret_key: String,
+    pub publishable_key: String,
+    pub stripe_account: String,
+    pub api_version: String,
+    pub default: bool,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/connections/list.html")]
+struct ListPage {
+    frame: Frame,
+    problem: Option<String>,
+    rows: Vec<ConnectionRow>,
+    input: ConnectionInput,
+    errors: FieldErrors,
+}
+
+impl ListPage {
+    /// Whether `field` was refused (its input gets `aria-invalid`).
+    fn invalid(&self, field: &str) -> bool {
+        self.errors.contains_key(field)
+    }
+}
+
+async fn list_page(
+    ctx: &ApiContext,
+    s: &Session,
+    status: StatusCode,
+    notice_text: Option<&'static str>,
+    problem: Option<String>,
+    input: ConnectionInput,
+    errors: FieldErrors,
+) -> Response {
+    let frame = Frame::new(ctx, s, "Connections", "connections")
+        .await
+        .notice(notice_text);
+    let (rows, problem) = match api::connections::list(State(ctx.clone()), super::caller(s)).await {
+        Ok(j) => (
+            j.0.items
+                .into_iter()
+                .map(|c| ConnectionRow {
+                    label: status_label(c.status),
+                    id: c.id,
+                    name: c.display_name,
+                    sandbox: c.sandbox,
+                    secret_key: c.secret_key,
+                    default: c.default,
+                })
+                .collect(),
+            problem,
+        ),
+        Err(e) => (Vec::new(), Some(message_of(&e))),
+    };
+    render(
+        status,
+        &ListPage {
+            frame,
+            problem,
+            rows,
+            input,
+            errors,
+        },
+    )
+}
+
 pub async fn connections(
     State(ctx): State<ApiContext>,
     Extension(s): Extension<Session>,
     Query(params): Params,
 ) -> Response {
-    let listed = match api::connections::list(State(ctx.clone()), super::caller(&s)).await {
-        Ok(j) => serde_json::to_value(&j.0).unwrap_or_default(),
-        Err(e) => return fail(&ctx, &s, "connections", e).await,
-    };
-    let rows = item_rows(&listed, |c| {
-        format!(
-            "<tr><td><a href=\"/dashboard/connections/{id}\">{name}</a>{sb}</td><td>{status}</td>\
-                 <td><code>{sk}</code></td><td>{default}</td></tr>",
-            id = esc(&seg(&text(&c["id"]))),
-            name = esc(&text(&c["display_name"])),
-            sb = if c["sandbox"] == json!(true) {
-                " <span class=\"badge\">sandbox</span>"
-            } else {
-                ""
-            },
-            status = badge(&text(&c["status"])),
-            sk = esc(&text(&c["secret_key"])),
-            default = if c["default"] == json!(true) {
-                "default"
-            } else {
-                ""
-            },
-        )
-    });
-    let body = format!(
-        "{notice}{table}\
-         <h2>Add a Stripe connection</h2>\
-         <form method=\"post\" action=\"/dashboard/connections\" class=\"card stack\" autocomplete=\"off\">{csrf}\
-         <label>Name <input name=\"display_name\" placeholder=\"Stripe (live)\"></label>\
-         <label>Secret key (<code>sk_…</code> or restricted <code>rk_…</code>) <input name=\"secret_key\" type=\"password\" required autocomplete=\"off\" spellcheck=\"false\"></label>\
-         <label>Publishable key (<code>pk_…</code>, for payments) <input name=\"publishable_key\" spellcheck=\"false\"></label>\
-         <label>Connected account (<code>acct_…</code>, optional) <input name=\"stripe_account\" spellcheck=\"false\"></label>\
-         <label>API version (optional) <input name=\"api_version\" placeholder=\"2026-10-28.endive\"></label>\
-         <label class=\"check\"><input type=\"checkbox\" name=\"default\" value=\"true\"> Default payments connection</label>\
-         <button type=\"submit\">Save connection</button>\
-         <p class=\"hint\">The webhook URL to register in Stripe is shown next. The key is stored encrypted and never shown again in full.</p>\
-         </form>",
-        notice = notice(&params),
-        table = table(
-            &["Name", "Status", "Secret key", ""],
-            &rows,
-            "No connections yet."
-        ),
-        csrf = csrf_input(&s),
-    );
-    page(
+    list_page(
         &ctx,
         &s,
         StatusCode::OK,
-        "Connections",
-        "connections",
-        &body,
+        notice(&params),
+        None,
+        ConnectionInput::default(),
+        FieldErrors::new(),
     )
     .await
 }
@@ -106,20 +181,46 @@ pub async fn connection_create(
     Extension(s): Extension<Session>,
     axum::Form(form): Form,
 ) -> Response {
+    let text = |k: &str| param(&form, k).unwrap_or_default().to_string();
+    let input = ConnectionInput {
+        display_name: text("display_name"),
+        secret_key: text("secret_key"),
+        publishable_key: text("publishable_key"),
+        stripe_account: text("stripe_account"),
+        api_version: text("api_version"),
+        default: param(&form, "default") == Some("true"),
+    };
+    if input.secret_key.is_empty() {
+        let mut errors = FieldErrors::new();
+        errors.insert(
+            "secret_key".into(),
+            "Paste the Stripe secret key (sk_… or a restricted rk_… key).".into(),
+        );
+        return list_page(
+            &ctx,
+            &s,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+            None,
+            input,
+            errors,
+        )
+        .await;
+    }
     let mut body = Map::new();
     body.insert("type".into(), json!("stripe"));
-    for k in [
-        "display_name",
-        "secret_key",
-        "publishable_key",
-        "stripe_account",
-        "api_version",
+    for (k, v) in [
+        ("display_name", &input.display_name),
+        ("secret_key", &input.secret_key),
+        ("publishable_key", &input.publishable_key),
+        ("stripe_account", &input.stripe_account),
+        ("api_version", &input.api_version),
     ] {
-        if let Some(v) = param(&form, k) {
+        if !v.is_empty() {
             body.insert(k.into(), json!(v));
         }
     }
-    if param(&form, "default") == Some("true") {
+    if input.default {
         body.insert("default".into(), json!(true));
     }
     let created = match api::typed::from_object(body) {
@@ -134,8 +235,128 @@ pub async fn connection_create(
             "/dashboard/connections/{}?done=connection_created",
             seg(&j.0.id)
         )),
-        Err(e) => fail(&ctx, &s, "connections", e).await,
+        Err(e) => {
+            let (errors, problem) = field_errors(&e);
+            list_page(&ctx, &s, e.status(), None, problem, input, errors).await
+        }
     }
+}
+
+pub struct ReadRow {
+    pub resource: String,
+    pub read: Option<bool>,
+    pub note: String,
+}
+
+pub struct VerifyView {
+    pub credentials_valid: bool,
+    pub payments_ready: bool,
+    pub reads: Vec<ReadRow>,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/connections/detail.html")]
+struct DetailPage {
+    frame: Frame,
+    c: ConnectionOut,
+    label: Label,
+    sid: String,
+    events: &'static [&'static str],
+    event_csv: String,
+    awaiting: bool,
+    verify: Option<VerifyView>,
+    verify_problem: Option<String>,
+    secret_input: String,
+    errors: FieldErrors,
+}
+
+impl DetailPage {
+    /// Whether `field` was refused (its input gets `aria-invalid`).
+    fn invalid(&self, field: &str) -> bool {
+        self.errors.contains_key(field)
+    }
+}
+
+async fn detail_page(
+    ctx: &ApiContext,
+    s: &Session,
+    id: &str,
+    status: StatusCode,
+    params: &[(String, String)],
+    secret_input: String,
+    errors: FieldErrors,
+) -> Response {
+    let c = match api::connections::get(State(ctx.clone()), super::caller(s), Path(id.to_string()))
+        .await
+    {
+        Ok(j) => j.0,
+        Err(e) => {
+            return problem(
+                ctx,
+                s,
+                "connections",
+                e,
+                "/dashboard/connections",
+                "All connections",
+            )
+            .await;
+        }
+    };
+    let (verify, verify_problem) = if param(params, "verify").is_some() {
+        match api::connections::verify(
+            State(ctx.clone()),
+            super::caller(s),
+            Path(id.to_string()),
+            api::typed::Body(Default::default()),
+        )
+        .await
+        {
+            Ok(j) => (
+                Some(VerifyView {
+                    credentials_valid: j.0.credentials_valid,
+                    payments_ready: j.0.payments_ready,
+                    reads: j
+                        .0
+                        .read
+                        .iter()
+                        .map(|r| ReadRow {
+                            resource: r.resource.to_string(),
+                            read: r.read,
+                            note: r.note.clone().unwrap_or_default(),
+                        })
+                        .collect(),
+                }),
+                None,
+            ),
+            Err(e) => (None, Some(message_of(&e))),
+        }
+    } else {
+        (None, None)
+    };
+    let frame = Frame::new(
+        ctx,
+        s,
+        &format!("Connection {}", c.display_name),
+        "connections",
+    )
+    .await
+    .notice(notice(params));
+    render(
+        status,
+        &DetailPage {
+            frame,
+            label: status_label(c.status),
+            awaiting: c.status == ConnectionStatus::AwaitingWebhookSecret,
+            sid: seg(&c.id),
+            c,
+            events: WEBHOOK_EVENTS,
+            event_csv: WEBHOOK_EVENTS.join(","),
+            verify,
+            verify_problem,
+            secret_input,
+            errors,
+        },
+    )
 }
 
 pub async fn connection(
@@ -144,113 +365,16 @@ pub async fn connection(
     Path(id): Path<String>,
     Query(params): Params,
 ) -> Response {
-    let c = match api::connections::get(State(ctx.clone()), super::caller(&s), Path(id.clone()))
-        .await
-    {
-        Ok(j) => serde_json::to_value(&j.0).unwrap_or_default(),
-        Err(e) => return fail(&ctx, &s, "connections", e).await,
-    };
-    let status = text(&c["status"]);
-    let events: String = WEBHOOK_EVENTS
-        .iter()
-        .map(|e| format!("<li><code>{e}</code></li>"))
-        .collect();
-    let verify = if param(&params, "verify").is_some() {
-        match api::connections::verify(
-            State(ctx.clone()),
-            super::caller(&s),
-            Path(id.clone()),
-            api::typed::Body(Default::default()),
-        )
-        .await
-        {
-            Ok(j) => render_verification(&serde_json::to_value(&j.0).unwrap_or_default()),
-            Err(e) => format!(
-                "<div class=\"error\" role=\"alert\">{}</div>",
-                esc(e.body()["message"].as_str().unwrap_or_default())
-            ),
-        }
-    } else {
-        String::new()
-    };
-    let secret_step = if status == "awaiting_webhook_secret" {
-        "<p class=\"warn\">Until you paste the webhook signing secret, this connection is <strong>awaiting_webhook_secret</strong> and refuses Stripe's events.</p>"
-    } else {
-        "<p>A signing secret is set (shown masked above). Paste a new one to rotate it: the previous one keeps verifying during the rotation.</p>"
-    };
-    let body = format!(
-        "{notice}<section class=\"card\"><h2>1. Credentials</h2><dl>\
-         <dt>Status</dt><dd>{status_badge}</dd>\
-         <dt>Name</dt><dd>{name}</dd>\
-         <dt>Secret key</dt><dd><code data-testid=\"secret-key\">{sk}</code></dd>\
-         <dt>Publishable key</dt><dd><code>{pk}</code></dd>\
-         <dt>Webhook secret</dt><dd><code>{ws}</code></dd>\
-         <dt>Connected account</dt><dd><code>{acct}</code></dd>\
-         <dt>API version</dt><dd>{ver}</dd>\
-         <dt>Default</dt><dd>{default}</dd></dl></section>\
-         <section class=\"card\"><h2>2. Register the webhook in Stripe</h2>\
-         <p>In Stripe's dashboard (Developers → Webhooks → Add endpoint), paste this URL:</p>\
-         <div class=\"copy-row\"><input id=\"webhook-url\" data-testid=\"webhook-url\" readonly value=\"{url}\">\
-         <button type=\"button\" data-copy=\"#webhook-url\">Copy</button></div>\
-         <p>and enable these events:</p><ul class=\"events\">{events}</ul>\
-         <div class=\"copy-row\"><input id=\"event-list\" readonly value=\"{event_csv}\">\
-         <button type=\"button\" data-copy=\"#event-list\">Copy list</button></div></section>\
-         <section class=\"card\"><h2>3. Webhook signing secret</h2>{secret_step}\
-         <form method=\"post\" action=\"/dashboard/connections/{sid}/webhook-secret\" class=\"stack\" autocomplete=\"off\">{csrf}\
-         <label>Signing secret (<code>whsec_…</code>) <input name=\"webhook_secret\" type=\"password\" required autocomplete=\"off\" spellcheck=\"false\"></label>\
-         <button type=\"submit\">Save signing secret</button></form></section>\
-         <section class=\"card\"><h2>4. Key permissions</h2>\
-         <p>Checks, per resource, what the key may read and write at Stripe.</p>\
-         <p><a class=\"button\" href=\"/dashboard/connections/{sid}?verify=1\">Check key permissions</a></p>{verify}</section>",
-        notice = notice(&params),
-        status_badge = badge(&status),
-        name = esc(&text(&c["display_name"])),
-        sk = esc(&text(&c["secret_key"])),
-        pk = esc(&text(&c["publishable_key"])),
-        ws = esc(&text(&c["webhook_secret"])),
-        acct = esc(&text(&c["stripe_account"])),
-        ver = esc(&text(&c["api_version"])),
-        default = if c["default"] == json!(true) {
-            "yes"
-        } else {
-            "no"
-        },
-        url = esc(&text(&c["webhook_url"])),
-        event_csv = WEBHOOK_EVENTS.join(","),
-        sid = esc(&seg(&id)),
-        csrf = csrf_input(&s),
-    );
-    let title = format!("Connection {}", text(&c["display_name"]));
-    page(&ctx, &s, StatusCode::OK, &title, "connections", &body).await
-}
-
-fn render_verification(v: &Value) -> String {
-    let yes_no = |x: &Value| match x.as_bool() {
-        Some(true) => "<span class=\"ok\">yes</span>".to_string(),
-        Some(false) => "<span class=\"bad\">no</span>".to_string(),
-        None => "<span>unknown</span>".to_string(),
-    };
-    let rows: Vec<String> = v["read"]
-        .as_array()
-        .map(|r| {
-            r.iter()
-                .map(|x| {
-                    format!(
-                        "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                        esc(&text(&x["resource"])),
-                        yes_no(&x["read"]),
-                        esc(&text(&x["note"]))
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    format!(
-        "<div data-testid=\"verification\"><p>Credentials valid: {}. Payments ready (writes PaymentIntents and Refunds): {}.</p>{}</div>",
-        yes_no(&v["credentials_valid"]),
-        yes_no(&v["payments_ready"]),
-        table(&["Resource", "Readable", "Note"], &rows, "")
+    detail_page(
+        &ctx,
+        &s,
+        &id,
+        StatusCode::OK,
+        &params,
+        String::new(),
+        FieldErrors::new(),
     )
+    .await
 }
 
 pub async fn connection_webhook_secret(
@@ -259,15 +383,26 @@ pub async fn connection_webhook_secret(
     Path(id): Path<String>,
     axum::Form(form): Form,
 ) -> Response {
-    let Some(secret) = param(&form, "webhook_secret") else {
-        return fail(
+    let secret = param(&form, "webhook_secret")
+        .unwrap_or_default()
+        .to_string();
+    if secret.is_empty() {
+        let mut errors = FieldErrors::new();
+        errors.insert(
+            "webhook_secret".into(),
+            "Paste the signing secret Stripe shows for this endpoint (whsec_…).".into(),
+        );
+        return detail_page(
             &ctx,
             &s,
-            "connections",
-            bad("Paste the signing secret (whsec_…)."),
+            &id,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &[],
+            secret,
+            errors,
         )
         .await;
-    };
+    }
     let mut body = Map::new();
     body.insert("webhook_secret".into(), json!(secret));
     let updated = match api::typed::from_object(body) {
@@ -287,6 +422,23 @@ pub async fn connection_webhook_secret(
             "/dashboard/connections/{}?done=webhook_secret_saved",
             seg(&id)
         )),
-        Err(e) => fail(&ctx, &s, "connections", e).await,
+        Err(e) => {
+            let (mut errors, problem_text) = field_errors(&e);
+            if let Some(p) = problem_text {
+                if matches!(e, crate::error::ApiError::NotFound(_)) {
+                    return problem(
+                        &ctx,
+                        &s,
+                        "connections",
+                        e,
+                        "/dashboard/connections",
+                        "All connections",
+                    )
+                    .await;
+                }
+                errors.insert("webhook_secret".into(), p);
+            }
+            detail_page(&ctx, &s, &id, e.status(), &[], secret, errors).await
+        }
     }
 }

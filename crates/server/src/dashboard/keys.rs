@@ -1,98 +1,153 @@
-//! The dashboard's keys pages and actions.
+//! The dashboard's API keys: the list, create (the key shown once, in the answer itself),
+//! revoke. Keys have no API endpoint: these use the functions the CLI uses.
 
+use askama::Template;
 use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::json;
 use tollgate_store::accounts;
 
+use super::outbound::{Label, message_of};
 use super::session::{Session, see_other};
+use super::view::{FieldErrors, Frame, When, render};
 use crate::ApiContext;
 use crate::auth::{KeyKind, new_key};
 use crate::error::ApiError;
-use crate::page::esc;
 
+type Params = Query<Vec<(String, String)>>;
+type Form = axum::Form<Vec<(String, String)>>;
 
-use super::common::*;
+fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
 
+fn notice(params: &[(String, String)]) -> Option<&'static str> {
+    match param(params, "done") {
+        Some("key_revoked") => Some("API key revoked."),
+        _ => None,
+    }
+}
+
+pub struct KeyRow {
+    pub id: String,
+    pub kind: &'static str,
+    pub name: String,
+    pub account: String,
+    pub created: When,
+    pub revoked: When,
+    pub label: Label,
+}
+
+/// A key just made, shown this once.
+pub struct NewKey {
+    pub id: String,
+    pub full: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/keys/list.html")]
+struct KeysPage {
+    frame: Frame,
+    problem: Option<String>,
+    shown: Option<NewKey>,
+    rows: Vec<KeyRow>,
+    account_name: String,
+    kind: String,
+    name: String,
+    errors: FieldErrors,
+}
+
+impl KeysPage {
+    /// Whether `field` was refused (its input gets `aria-invalid`).
+    fn invalid(&self, field: &str) -> bool {
+        self.errors.contains_key(field)
+    }
+}
+
+/// What the create form holds (kept when it is refused).
+#[derive(Default)]
+struct KeyInput {
+    kind: String,
+    name: String,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn keys_page(
     ctx: &ApiContext,
     s: &Session,
-    params: &[(String, String)],
-    created: Option<(String, String)>,
+    status: StatusCode,
+    notice_text: Option<&'static str>,
+    problem: Option<String>,
+    shown: Option<NewKey>,
+    input: KeyInput,
+    errors: FieldErrors,
 ) -> Response {
-    let keys = match accounts::list_api_keys(ctx.store.reader(), None).await {
-        Ok(k) => k,
-        Err(e) => return fail(ctx, s, "keys", e.into()).await,
-    };
-    let csrf = csrf_input(s);
-    let rows: Vec<String> = keys
-        .iter()
-        .filter(|k| {
-            k.merchant_account_id.is_none()
-                || k.merchant_account_id.as_deref() == Some(s.merchant_account_id.as_str())
-        })
-        .rev()
-        .map(|k| {
-            let action = if k.revoked_at.is_some() {
-                String::new()
-            } else {
-                format!(
-                    "<form method=\"post\" action=\"/dashboard/keys/{}/revoke\" class=\"inline\">{csrf}{}\
-                     <button type=\"submit\" class=\"danger\">Revoke</button></form>",
-                    esc(&seg(&k.id)),
-                    confirm_box("sure")
-                )
-            };
-            format!(
-                "<tr data-key-id=\"{id}\"><td><code>{id}</code></td><td>{kind}</td><td>{name}</td><td>{acct}</td>\
-                 <td>{created}</td><td>{status}</td><td>{action}</td></tr>",
-                id = esc(&k.id),
-                kind = esc(&k.kind),
-                name = esc(k.display_name.as_deref().unwrap_or_default()),
-                acct = esc(k.merchant_account_id.as_deref().unwrap_or("all accounts")),
-                created = esc(&when(&json!(crate::clock::rfc3339(k.created_at)))),
-                status = if k.revoked_at.is_some() { badge("revoked") } else { badge("active") },
-            )
-        })
-        .collect();
-    let shown = match created {
-        Some((id, full)) => format!(
-            "<section class=\"card shown-once\" role=\"status\"><h2>New key {}</h2>\
-             <p><strong>Copy it now: it is shown only this once</strong> (only its hash is stored).</p>\
-             <div class=\"copy-row\"><input id=\"new-key\" data-testid=\"new-key\" readonly value=\"{}\">\
-             <button type=\"button\" data-copy=\"#new-key\">Copy</button></div></section>",
-            esc(&id),
-            esc(&full)
+    let frame = Frame::new(ctx, s, "API keys", "keys")
+        .await
+        .notice(notice_text);
+    let account_name = frame.account_name.clone();
+    let now = ctx.now();
+    let (rows, problem) = match accounts::list_api_keys(ctx.store.reader(), None).await {
+        Ok(keys) => (
+            keys.iter()
+                .filter(|k| {
+                    k.merchant_account_id.is_none()
+                        || k.merchant_account_id.as_deref() == Some(s.merchant_account_id.as_str())
+                })
+                .rev()
+                .map(|k| KeyRow {
+                    id: k.id.clone(),
+                    kind: if k.kind == "public" {
+                        "Public (permission reads, safe in apps)"
+                    } else {
+                        "Secret (server-side API)"
+                    },
+                    name: k.display_name.clone().unwrap_or_default(),
+                    account: match &k.merchant_account_id {
+                        None => "Every account (operator key)".to_string(),
+                        Some(_) => account_name.clone(),
+                    },
+                    created: When::from_ms(k.created_at, now),
+                    revoked: k
+                        .revoked_at
+                        .map(|t| When::from_ms(t, now))
+                        .unwrap_or_default(),
+                    label: if k.revoked_at.is_some() {
+                        Label {
+                            text: "Revoked",
+                            tone: "bad",
+                        }
+                    } else {
+                        Label {
+                            text: "Active",
+                            tone: "ok",
+                        }
+                    },
+                })
+                .collect(),
+            problem,
         ),
-        None => String::new(),
+        Err(e) => (Vec::new(), Some(message_of(&e.into()))),
     };
-    let body = format!(
-        "{notice}{shown}{table}\
-         <form method=\"post\" action=\"/dashboard/keys\" class=\"card stack\">{csrf}<h3>New API key</h3>\
-         <label>Kind <select name=\"kind\"><option value=\"secret\">secret (server-side API)</option>\
-         <option value=\"public\">public (permission reads, safe in apps)</option></select></label>\
-         <label>Name <input name=\"display_name\" maxlength=\"100\"></label>\
-         <p class=\"hint\">The key is bound to the merchant account <code>{acct}</code>.</p>\
-         <button type=\"submit\">Create key</button></form>",
-        notice = notice(params),
-        table = table(
-            &[
-                "Id",
-                "Kind",
-                "Name",
-                "Account",
-                "Created (UTC)",
-                "Status",
-                ""
-            ],
-            &rows,
-            "No API keys."
-        ),
-        acct = esc(&s.merchant_account_id),
-    );
-    page(ctx, s, StatusCode::OK, "API keys", "keys", &body).await
+    render(
+        status,
+        &KeysPage {
+            frame,
+            problem,
+            shown,
+            rows,
+            account_name,
+            kind: input.kind,
+            name: input.name,
+            errors,
+        },
+    )
 }
 
 pub async fn keys(
@@ -100,7 +155,17 @@ pub async fn keys(
     Extension(s): Extension<Session>,
     Query(params): Params,
 ) -> Response {
-    keys_page(&ctx, &s, &params, None).await
+    keys_page(
+        &ctx,
+        &s,
+        StatusCode::OK,
+        notice(&params),
+        None,
+        None,
+        KeyInput::default(),
+        FieldErrors::new(),
+    )
+    .await
 }
 
 /// Creates a key with the function `tollgate keys create` uses and shows it in the answer
@@ -111,27 +176,69 @@ pub async fn key_create(
     Extension(s): Extension<Session>,
     axum::Form(form): Form,
 ) -> Response {
-    let kind = match param(&form, "kind") {
-        Some("secret") | None => KeyKind::Secret,
-        Some("public") => KeyKind::Public,
-        Some(_) => return fail(&ctx, &s, "keys", bad("The kind is secret or public.")).await,
+    let input = KeyInput {
+        kind: param(&form, "kind").unwrap_or("secret").to_string(),
+        name: param(&form, "display_name").unwrap_or_default().to_string(),
     };
-    let name = param(&form, "display_name");
-    if name.is_some_and(|n| n.chars().count() > 100) {
-        return fail(
+    let mut errors = FieldErrors::new();
+    let kind = match input.kind.as_str() {
+        "secret" => Some(KeyKind::Secret),
+        "public" => Some(KeyKind::Public),
+        _ => {
+            errors.insert("kind".into(), "Choose a secret or a public key.".into());
+            None
+        }
+    };
+    if input.name.chars().count() > 100 {
+        errors.insert(
+            "display_name".into(),
+            format!(
+                "The name has at most 100 characters (this one has {}).",
+                input.name.chars().count()
+            ),
+        );
+    }
+    let Some(kind) = kind.filter(|_| errors.is_empty()) else {
+        return keys_page(
             &ctx,
             &s,
-            "keys",
-            bad("The name has at most 100 characters."),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+            None,
+            None,
+            input,
+            errors,
+        )
+        .await;
+    };
+    let name = (!input.name.is_empty()).then_some(input.name.as_str());
+    let (row, full) = new_key(kind, Some(&s.merchant_account_id), name, ctx.now());
+    if let Err(e) = accounts::insert_api_key(ctx.store.writer(), &row).await {
+        let e: ApiError = e.into();
+        return keys_page(
+            &ctx,
+            &s,
+            e.status(),
+            None,
+            Some(message_of(&e)),
+            None,
+            input,
+            FieldErrors::new(),
         )
         .await;
     }
-    let (row, full) = new_key(kind, Some(&s.merchant_account_id), name, ctx.now());
-    if let Err(e) = accounts::insert_api_key(ctx.store.writer(), &row).await {
-        return fail(&ctx, &s, "keys", e.into()).await;
-    }
     tracing::info!(key = %row.id, operator = %s.username, "API key created in the dashboard");
-    keys_page(&ctx, &s, &[], Some((row.id, full))).await
+    keys_page(
+        &ctx,
+        &s,
+        StatusCode::OK,
+        None,
+        None,
+        Some(NewKey { id: row.id, full }),
+        KeyInput::default(),
+        FieldErrors::new(),
+    )
+    .await
 }
 
 pub async fn key_revoke(
@@ -140,8 +247,28 @@ pub async fn key_revoke(
     Path(id): Path<String>,
     axum::Form(form): Form,
 ) -> Response {
-    if let Err(e) = confirmed(&form) {
-        return fail(&ctx, &s, "keys", e).await;
+    let refused = |status: StatusCode, message: String| {
+        let (ctx, s) = (ctx.clone(), s.clone());
+        async move {
+            keys_page(
+                &ctx,
+                &s,
+                status,
+                None,
+                Some(message),
+                None,
+                KeyInput::default(),
+                FieldErrors::new(),
+            )
+            .await
+        }
+    };
+    if param(&form, "confirm") != Some("yes") {
+        return refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Tick “sure” next to the key to revoke it.".into(),
+        )
+        .await;
     }
     // Only keys this session's account can see: its own and operator keys.
     let visible = match accounts::get_api_key(ctx.store.reader(), &id).await {
@@ -150,17 +277,17 @@ pub async fn key_revoke(
                 || k.merchant_account_id.as_deref() == Some(s.merchant_account_id.as_str())
         }
         Ok(None) => false,
-        Err(e) => return fail(&ctx, &s, "keys", e.into()).await,
+        Err(e) => return refused(StatusCode::INTERNAL_SERVER_ERROR, message_of(&e.into())).await,
     };
     if !visible {
-        return fail(&ctx, &s, "keys", ApiError::not_found("API key")).await;
+        return refused(StatusCode::NOT_FOUND, "There is no such API key.".into()).await;
     }
     match accounts::revoke_api_key(ctx.store.writer(), &id, ctx.now()).await {
         Ok(true) => {
             tracing::info!(key = %id, operator = %s.username, "API key revoked in the dashboard");
             see_other("/dashboard/keys?done=key_revoked")
         }
-        Ok(false) => fail(&ctx, &s, "keys", bad("This key is already revoked.")).await,
-        Err(e) => fail(&ctx, &s, "keys", e.into()).await,
+        Ok(false) => refused(StatusCode::CONFLICT, "This key is already revoked.".into()).await,
+        Err(e) => refused(StatusCode::INTERNAL_SERVER_ERROR, message_of(&e.into())).await,
     }
 }

@@ -16,6 +16,7 @@ mod customers;
 mod keys;
 pub mod layout;
 pub mod overview;
+mod outbound;
 pub mod session;
 mod search;
 mod transactions;
@@ -80,12 +81,30 @@ pub fn router(ctx: &ApiContext) -> Router<ApiContext> {
             "/dashboard/webhooks/{id}/replay",
             post(webhooks::webhook_replay),
         )
-        .route("/dashboard/deliveries", get(webhooks::deliveries))
-        .route("/dashboard/deliveries/{id}", get(webhooks::delivery))
         .route(
-            "/dashboard/deliveries/{id}/resend",
-            post(webhooks::delivery_resend),
+            "/dashboard/outbound",
+            get(outbound::endpoints).post(outbound::endpoint_create),
         )
+        .route(
+            "/dashboard/outbound/{id}/active",
+            post(outbound::endpoint_active),
+        )
+        .route(
+            "/dashboard/outbound/{id}/rotate-secret",
+            post(outbound::endpoint_rotate),
+        )
+        .route("/dashboard/outbound/{id}/test", post(outbound::endpoint_test))
+        .route("/dashboard/outbound/deliveries", get(outbound::deliveries))
+        .route(
+            "/dashboard/outbound/deliveries/{id}",
+            get(outbound::delivery),
+        )
+        .route(
+            "/dashboard/outbound/deliveries/{id}/resend",
+            post(outbound::delivery_resend),
+        )
+        .route("/dashboard/deliveries", get(outbound::old_deliveries))
+        .route("/dashboard/deliveries/{id}", get(outbound::old_delivery))
         .route("/dashboard/customers", get(customers::customers))
         .route("/dashboard/customers/{customid}", get(customers::customer))
         .route(

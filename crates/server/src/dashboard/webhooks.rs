@@ -1,79 +1,261 @@
-//! The dashboard's webhooks pages and actions.
+//! The dashboard's Stripe events received (the inbox): the list filtered by status and
+//! connection, one event with its payload, replay. (Outbound deliveries are in `outbound.rs`.)
 
+use std::collections::HashMap;
+
+use askama::Template;
 use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
+use super::outbound::{Label, message_of, problem, seg};
 use super::session::{Session, see_other};
+use super::view::{Frame, When, render};
 use crate::ApiContext;
 use crate::api;
-use crate::page::esc;
+use crate::api::webhook_events::WebhookEventOut;
 
+type Params = Query<Vec<(String, String)>>;
 
-use super::common::*;
+fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
 
-// ---- webhooks received -----------------------------------------------------------------------
+/// An inbox status as people read it.
+pub fn event_label(status: &str) -> Label {
+    match status {
+        "applied" => Label {
+            text: "Applied",
+            tone: "ok",
+        },
+        "ignored" => Label {
+            text: "Ignored",
+            tone: "off",
+        },
+        "failed" => Label {
+            text: "Waiting to retry",
+            tone: "wait",
+        },
+        "dead" => Label {
+            text: "Failed — dead-lettered",
+            tone: "bad",
+        },
+        _ => Label {
+            text: "Received, not applied yet",
+            tone: "wait",
+        },
+    }
+}
 
-const INBOX_STATUSES: &[&str] = &["received", "applied", "ignored", "failed", "dead"];
+/// The statuses of the filter: the API's value and its label.
+const STATUS_FILTER: &[(&str, &str)] = &[
+    ("received", "Received, not applied yet"),
+    ("applied", "Applied"),
+    ("ignored", "Ignored"),
+    ("failed", "Waiting to retry"),
+    ("dead", "Failed — dead-lettered"),
+];
+
+pub struct Choice {
+    pub value: String,
+    pub label: String,
+    pub selected: bool,
+}
+
+pub struct EventRow {
+    pub id: String,
+    pub event_type: String,
+    pub stripe_event_id: String,
+    pub connection: String,
+    pub label: Label,
+    pub next: When,
+    pub attempts: i64,
+    pub note: String,
+    pub received: When,
+}
+
+impl EventRow {
+    pub fn seg(&self) -> String {
+        seg(&self.id)
+    }
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/webhooks/list.html")]
+struct ListPage {
+    frame: Frame,
+    problem: Option<String>,
+    statuses: Vec<Choice>,
+    connections: Vec<Choice>,
+    rows: Vec<EventRow>,
+    newer: Option<String>,
+    older: Option<String>,
+}
+
+fn query_string(pairs: &[(&str, String)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        q.append_pair(k, v);
+    }
+    q.finish()
+}
+
+/// Connection id → display name.
+async fn connection_names(ctx: &ApiContext, s: &Session) -> Vec<(String, String)> {
+    api::connections::list(State(ctx.clone()), super::caller(s))
+        .await
+        .map(|j| {
+            j.0.items
+                .into_iter()
+                .map(|c| (c.id, c.display_name))
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 pub async fn webhooks(
     State(ctx): State<ApiContext>,
     Extension(s): Extension<Session>,
     Query(params): Params,
 ) -> Response {
-    let (filters, q) = status_query(&params);
-    let listed = match api::webhook_events::list(
-        State(ctx.clone()),
-        super::caller(&s),
-        api_uri("/webhook-events", &q),
+    let frame = Frame::new(&ctx, &s, "Stripe events received", "webhooks").await;
+    let frame = frame.notice(notice(&params));
+    // `connection` (what the overview links with) or the API's own `connection_id`.
+    let connection = param(&params, "connection")
+        .or_else(|| param(&params, "connection_id"))
+        .map(str::to_string);
+    let mut filters: Vec<(&str, String)> = Vec::new();
+    for (k, v) in [
+        ("status", param(&params, "status")),
+        ("connection", connection.as_deref()),
+        ("type", param(&params, "type")),
+        ("stripe_event_id", param(&params, "stripe_event_id")),
+    ] {
+        if let Some(v) = v {
+            filters.push((k, v.to_string()));
+        }
+    }
+    let mut q: Vec<(&str, String)> = filters
+        .iter()
+        .map(|(k, v)| {
+            (
+                if *k == "connection" {
+                    "connection_id"
+                } else {
+                    *k
+                },
+                v.clone(),
+            )
+        })
+        .collect();
+    q.push(("limit", "25".into()));
+    if let Some(c) = param(&params, "cursor") {
+        q.push(("cursor", c.to_string()));
+    }
+    let uri = format!("/webhook-events?{}", query_string(&q))
+        .parse()
+        .unwrap_or_else(|_| axum::http::Uri::from_static("/webhook-events"));
+    let names = connection_names(&ctx, &s).await;
+    let by_id: HashMap<&str, &str> = names
+        .iter()
+        .map(|(id, name)| (id.as_str(), name.as_str()))
+        .collect();
+    let now = ctx.now();
+    let (rows, problem, newer, older) =
+        match api::webhook_events::list(State(ctx.clone()), super::caller(&s), uri).await {
+            Ok(page) => {
+                let page = page.0;
+                let link = |c: &Option<String>| {
+                    c.as_ref().map(|c| {
+                        let mut pairs = filters.clone();
+                        pairs.push(("cursor", c.clone()));
+                        format!("/dashboard/webhooks?{}", query_string(&pairs))
+                    })
+                };
+                let (newer, older) = (link(&page.previous_cursor), link(&page.next_cursor));
+                let rows = page
+                    .items
+                    .iter()
+                    .map(|w| row(w, &by_id, now))
+                    .collect::<Vec<_>>();
+                (rows, None, newer, older)
+            }
+            Err(e) => (Vec::new(), Some(message_of(&e)), None, None),
+        };
+    let status = param(&params, "status");
+    render(
+        if problem.is_some() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        },
+        &ListPage {
+            frame,
+            problem,
+            statuses: STATUS_FILTER
+                .iter()
+                .map(|(v, l)| Choice {
+                    value: v.to_string(),
+                    label: l.to_string(),
+                    selected: status == Some(*v),
+                })
+                .collect(),
+            connections: names
+                .iter()
+                .map(|(id, name)| Choice {
+                    value: id.clone(),
+                    label: name.clone(),
+                    selected: connection.as_deref() == Some(id.as_str()),
+                })
+                .collect(),
+            rows,
+            newer,
+            older,
+        },
     )
-    .await
-    {
-        Ok(j) => serde_json::to_value(&j.0).unwrap_or_default(),
-        Err(e) => return fail(&ctx, &s, "webhooks", e).await,
-    };
-    let rows = item_rows(&listed, |w| {
-        format!(
-            "<tr><td>{}</td><td><a href=\"/dashboard/webhooks/{}\">{}</a></td><td><code>{}</code></td>\
-                 <td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-            esc(&when(&w["received_at"])),
-            esc(&seg(&text(&w["id"]))),
-            esc(&text(&w["event_type"])),
-            esc(&text(&w["stripe_event_id"])),
-            badge(&text(&w["status"])),
-            esc(&text(&w["attempts"])),
-            esc(&text(&w["note"])),
-        )
-    });
-    let body = status_list(
-        &params,
-        "/dashboard/webhooks",
-        INBOX_STATUSES,
-        table(
-            &[
-                "Received (UTC)",
-                "Event",
-                "Stripe id",
-                "Status",
-                "Attempts",
-                "Note",
-            ],
-            &rows,
-            "No webhook events.",
-        ),
-        &filters,
-        &listed,
-    );
-    page(
-        &ctx,
-        &s,
-        StatusCode::OK,
-        "Webhooks received",
-        "webhooks",
-        &body,
-    )
-    .await
+}
+
+fn row(w: &WebhookEventOut, names: &HashMap<&str, &str>, now: i64) -> EventRow {
+    EventRow {
+        id: w.id.clone(),
+        event_type: w.event_type.clone(),
+        stripe_event_id: w.stripe_event_id.clone(),
+        connection: names
+            .get(w.connection_id.as_str())
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| w.connection_id.clone()),
+        label: event_label(&w.status),
+        next: When::opt_rfc3339(w.next_attempt_at.as_deref(), now),
+        attempts: w.attempts,
+        note: w.note.clone().unwrap_or_default(),
+        received: When::from_rfc3339(&w.received_at, now),
+    }
+}
+
+fn notice(params: &[(String, String)]) -> Option<&'static str> {
+    match param(params, "done") {
+        Some("replayed") => Some("The event was queued to be applied again."),
+        _ => None,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/webhooks/event.html")]
+struct EventPage {
+    frame: Frame,
+    row: EventRow,
+    connection_seg: String,
+    api_version: String,
+    source: &'static str,
+    stripe_created: When,
+    applied: When,
+    payload: String,
 }
 
 pub async fn webhook(
@@ -82,38 +264,56 @@ pub async fn webhook(
     Path(id): Path<String>,
     Query(params): Params,
 ) -> Response {
-    let w = match api::webhook_events::get(State(ctx.clone()), super::caller(&s), Path(id.clone()))
-        .await
-    {
-        Ok(j) => serde_json::to_value(&j.0).unwrap_or_default(),
-        Err(e) => return fail(&ctx, &s, "webhooks", e).await,
+    let w = match api::webhook_events::get(State(ctx.clone()), super::caller(&s), Path(id)).await {
+        Ok(j) => j.0,
+        Err(e) => {
+            return problem(
+                &ctx,
+                &s,
+                "webhooks",
+                e,
+                "/dashboard/webhooks",
+                "All Stripe events",
+            )
+            .await;
+        }
     };
-    let body = format!(
-        "{notice}<section class=\"card\"><dl>\
-         <dt>Status</dt><dd data-testid=\"status\">{status}</dd>\
-         <dt>Event</dt><dd>{kind}</dd><dt>Stripe id</dt><dd><code>{evt}</code></dd>\
-         <dt>Connection</dt><dd><code>{conn}</code></dd><dt>API version</dt><dd>{ver}</dd>\
-         <dt>Attempts</dt><dd>{attempts}</dd><dt>Note</dt><dd>{note}</dd>\
-         <dt>Received</dt><dd>{received}</dd><dt>Applied</dt><dd>{applied}</dd></dl></section>\
-         <form method=\"post\" action=\"/dashboard/webhooks/{sid}/replay\" class=\"card stack\">{csrf}\
-         <p>Replay applies the stored event again (after fixing what made it fail).</p>\
-         <button type=\"submit\">Replay</button></form>\
-         <h2>Payload</h2>{payload}",
-        notice = notice(&params),
-        status = badge(&text(&w["status"])),
-        kind = esc(&text(&w["event_type"])),
-        evt = esc(&text(&w["stripe_event_id"])),
-        conn = esc(&text(&w["connection_id"])),
-        ver = esc(&text(&w["api_version"])),
-        attempts = esc(&text(&w["attempts"])),
-        note = esc(&text(&w["note"])),
-        received = esc(&when(&w["received_at"])),
-        applied = esc(&when(&w["applied_at"])),
-        sid = esc(&seg(&id)),
-        csrf = csrf_input(&s),
-        payload = json_block(&w["payload"]),
-    );
-    page(&ctx, &s, StatusCode::OK, "Webhook event", "webhooks", &body).await
+    let names = connection_names(&ctx, &s).await;
+    let by_id: HashMap<&str, &str> = names
+        .iter()
+        .map(|(id, name)| (id.as_str(), name.as_str()))
+        .collect();
+    let now = ctx.now();
+    let frame = Frame::new(
+        &ctx,
+        &s,
+        &format!("Stripe event {}", w.event_type),
+        "webhooks",
+    )
+    .await
+    .notice(notice(&params));
+    let payload = w
+        .payload
+        .as_ref()
+        .and_then(|p| serde_json::to_string_pretty(p).ok())
+        .unwrap_or_default();
+    render(
+        StatusCode::OK,
+        &EventPage {
+            frame,
+            row: row(&w, &by_id, now),
+            connection_seg: seg(&w.connection_id),
+            api_version: w.api_version.clone().unwrap_or_default(),
+            source: if w.source == "sync" {
+                "Read from Stripe by a sync"
+            } else {
+                "Sent by Stripe"
+            },
+            stripe_created: When::opt_rfc3339(w.stripe_created_at.as_deref(), now),
+            applied: When::opt_rfc3339(w.applied_at.as_deref(), now),
+            payload,
+        },
+    )
 }
 
 pub async fn webhook_replay(
@@ -130,162 +330,16 @@ pub async fn webhook_replay(
     .await
     {
         Ok(_) => see_other(&format!("/dashboard/webhooks/{}?done=replayed", seg(&id))),
-        Err(e) => fail(&ctx, &s, "webhooks", e).await,
-    }
-}
-
-// ---- outbound deliveries ---------------------------------------------------------------------
-
-const DELIVERY_STATUSES: &[&str] = &["pending", "failed", "delivered", "dead"];
-
-pub async fn deliveries(
-    State(ctx): State<ApiContext>,
-    Extension(s): Extension<Session>,
-    Query(params): Params,
-) -> Response {
-    let (filters, q) = status_query(&params);
-    let listed = match api::webhooks_out::KnownParams::parse(
-        api_uri("/webhook-deliveries", &q).query().unwrap_or(""),
-    ) {
-        Ok(query) => {
-            api::webhooks_out::list_deliveries(State(ctx.clone()), super::caller(&s), query).await
+        Err(e) => {
+            problem(
+                &ctx,
+                &s,
+                "webhooks",
+                e,
+                "/dashboard/webhooks",
+                "All Stripe events",
+            )
+            .await
         }
-        Err(e) => Err(e),
-    };
-    let listed = match listed {
-        Ok(j) => serde_json::to_value(&j.0).unwrap_or_default(),
-        Err(e) => return fail(&ctx, &s, "deliveries", e).await,
-    };
-    let rows = item_rows(&listed, |d| {
-        format!(
-            "<tr><td>{}</td><td><a href=\"/dashboard/deliveries/{}\">{}</a></td><td>{}</td>\
-                 <td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&when(&d["created_at"])),
-            esc(&seg(&text(&d["id"]))),
-            esc(&text(&d["event_name"])),
-            badge(&text(&d["status"])),
-            esc(&text(&d["attempts"])),
-            esc(&text(&d["last_status_code"])),
-            esc(&text(&d["last_error"])),
-        )
-    });
-    let body = status_list(
-        &params,
-        "/dashboard/deliveries",
-        DELIVERY_STATUSES,
-        table(
-            &[
-                "Created (UTC)",
-                "Event",
-                "Status",
-                "Attempts",
-                "Last HTTP status",
-                "Last error",
-            ],
-            &rows,
-            "No outbound deliveries (add a webhook subscription through the API).",
-        ),
-        &filters,
-        &listed,
-    );
-    page(
-        &ctx,
-        &s,
-        StatusCode::OK,
-        "Outbound deliveries",
-        "deliveries",
-        &body,
-    )
-    .await
-}
-
-pub async fn delivery(
-    State(ctx): State<ApiContext>,
-    Extension(s): Extension<Session>,
-    Path(id): Path<String>,
-    Query(params): Params,
-) -> Response {
-    let d = match api::webhooks_out::get_delivery(
-        State(ctx.clone()),
-        super::caller(&s),
-        Path(id.clone()),
-    )
-    .await
-    {
-        Ok(j) => serde_json::to_value(&j.0).unwrap_or_default(),
-        Err(e) => return fail(&ctx, &s, "deliveries", e).await,
-    };
-    let attempts: Vec<String> = d["attempt_log"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|a| {
-                    format!(
-                        "<tr><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td><code>{}</code></td></tr>",
-                        esc(&text(&a["attempt"])),
-                        esc(&when(&a["attempted_at"])),
-                        esc(&text(&a["status_code"])),
-                        esc(&text(&a["latency_ms"])),
-                        esc(&text(&a["error"])),
-                        esc(&text(&a["response_excerpt"])),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let body = format!(
-        "{notice}<section class=\"card\"><dl>\
-         <dt>Status</dt><dd data-testid=\"status\">{status}</dd><dt>Event</dt><dd>{name}</dd>\
-         <dt>Subscription</dt><dd><code>{sub}</code></dd><dt>Attempts</dt><dd>{n}</dd>\
-         <dt>Next attempt</dt><dd>{next}</dd><dt>Delivered</dt><dd>{delivered}</dd></dl></section>\
-         <form method=\"post\" action=\"/dashboard/deliveries/{sid}/resend\" class=\"card stack\">{csrf}\
-         <p>Resend delivers the same event again (same id, so receivers can deduplicate).</p>\
-         <button type=\"submit\">Resend</button></form>\
-         <h2>Attempts</h2>{attempts}<h2>Event</h2>{event}",
-        notice = notice(&params),
-        status = badge(&text(&d["status"])),
-        name = esc(&text(&d["event_name"])),
-        sub = esc(&text(&d["subscription_id"])),
-        n = esc(&text(&d["attempts"])),
-        next = esc(&when(&d["next_attempt_at"])),
-        delivered = esc(&when(&d["delivered_at"])),
-        sid = esc(&seg(&id)),
-        csrf = csrf_input(&s),
-        attempts = table(
-            &["#", "At (UTC)", "HTTP status", "ms", "Error", "Response"],
-            &attempts,
-            "No attempts yet."
-        ),
-        event = json_block(&d["event"]),
-    );
-    page(
-        &ctx,
-        &s,
-        StatusCode::OK,
-        "Outbound delivery",
-        "deliveries",
-        &body,
-    )
-    .await
-}
-
-pub async fn delivery_resend(
-    State(ctx): State<ApiContext>,
-    Extension(s): Extension<Session>,
-    Path(id): Path<String>,
-) -> Response {
-    match api::webhooks_out::resend(
-        State(ctx.clone()),
-        super::caller(&s),
-        Path(id.clone()),
-        api::typed::Body(api::webhooks_out::NoBody {}),
-    )
-    .await
-    {
-        Ok(_) => see_other(&format!("/dashboard/deliveries/{}?done=resent", seg(&id))),
-        Err(e) => fail(&ctx, &s, "deliveries", e).await,
     }
 }
-
-// ---- customers -------------------------------------------------------------------------------
