@@ -64,6 +64,10 @@ pub enum BenchCommand {
         /// Concurrent senders (keep-alive connections).
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// Runs one after another on the same database and server (each with its own events
+        /// and objects), then a table of the rounds' rates side by side.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
     },
     /// `GET /v1/permissions` (public key) on the real server: seeds customers with
     /// permissions straight into the read model, then checks random customers over keep-alive
@@ -219,8 +223,17 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             events,
             objects,
             concurrency,
+            rounds,
         } => {
-            crate::bench_webhooks::run(db, &database_url, events, objects, concurrency.max(1)).await
+            crate::bench_webhooks::run(
+                db,
+                &database_url,
+                events,
+                objects,
+                concurrency.max(1),
+                rounds,
+            )
+            .await
         }
         BenchCommand::Permissions {
             db,

@@ -43,9 +43,19 @@ pub async fn run(
     events: usize,
     objects: usize,
     concurrency: usize,
+    rounds: usize,
 ) -> anyhow::Result<()> {
     on_fresh_db(db, admin_url, |url, dir| async move {
-        bench(db, url, &dir, events, objects.max(1), concurrency).await
+        bench(
+            db,
+            url,
+            &dir,
+            events,
+            objects.max(1),
+            concurrency,
+            rounds.max(1),
+        )
+        .await
     })
     .await
 }
@@ -69,8 +79,9 @@ async fn bench(
     events: usize,
     objects: usize,
     concurrency: usize,
+    rounds: usize,
 ) -> anyhow::Result<()> {
-    let srv = BenchServer::start(database_url, data_dir, concurrency, |c| {
+    let srv = BenchServer::start(database_url.clone(), data_dir, concurrency, |c| {
         c.stripe_api_base = format!("http://{}/sandbox/stripe", c.listen);
         c.reconcile_interval_secs = 0;
     })
@@ -98,21 +109,138 @@ async fn bench(
         .ok_or_else(|| anyhow!("no connection id"))?
         .to_string();
 
+    catalogue(&client, &base, &auth).await?;
+    let mut figures = Vec::new();
+    let mut result = Ok(());
+    for round in 1..=rounds {
+        let on = Round {
+            db,
+            database_url: database_url.as_deref(),
+            client: &client,
+            base: &base,
+            auth: &auth,
+            conn_id: &conn_id,
+            events,
+            objects,
+            concurrency,
+            round,
+            rounds,
+        };
+        match one_round(on).await {
+            Ok(f) => figures.push(f),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    if rounds > 1 {
+        rounds_table(&figures);
+    }
+    srv.stop().await;
+    result
+}
+
+/// One round's inputs: the server's, and which round it is.
+struct Round<'a> {
+    db: BenchDb,
+    database_url: Option<&'a str>,
+    client: &'a reqwest::Client,
+    base: &'a str,
+    auth: &'a str,
+    conn_id: &'a str,
+    events: usize,
+    objects: usize,
+    concurrency: usize,
+    round: usize,
+    rounds: usize,
+}
+
+/// One round's figures, for the table after several rounds on the same database.
+struct Figures {
+    acked_per_s: f64,
+    applied_per_s: f64,
+    /// PostgreSQL: dead row versions of the inbox table and of every table, after the round.
+    dead: Option<(i64, i64)>,
+}
+
+/// Rounds on the same database side by side: whether applying keeps pace with acknowledging
+/// and whether either falls run by run.
+fn rounds_table(figures: &[Figures]) {
+    println!("rounds on the same database:");
+    println!(
+        "  round  acknowledged/s  applied/s  applied/acknowledged  dead inbox rows  dead rows (all tables)"
+    );
+    for (i, f) in figures.iter().enumerate() {
+        let (inbox, all) = f.dead.map_or(("-".to_string(), "-".to_string()), |(a, b)| {
+            (a.to_string(), b.to_string())
+        });
+        println!(
+            "  {:>5}  {:>14.0}  {:>9.0}  {:>20.2}  {inbox:>15}  {all:>22}",
+            i + 1,
+            f.acked_per_s,
+            f.applied_per_s,
+            f.applied_per_s / f.acked_per_s
+        );
+    }
+}
+
+/// PostgreSQL's count of dead row versions (`pg_stat_user_tables.n_dead_tup`) in the inbox
+/// table and in all tables. The statistics are flushed by each server process about once a
+/// second, so the count is read after a pause.
+async fn dead_rows(database_url: &str) -> anyhow::Result<(i64, i64)> {
+    use sqlx::Connection;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut conn = sqlx::postgres::PgConnection::connect(database_url).await?;
+    let (inbox, all): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT SUM(n_dead_tup) FILTER (WHERE relname = 'webhook_events')::BIGINT,
+                SUM(n_dead_tup)::BIGINT
+         FROM pg_stat_user_tables",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    let _ = conn.close().await;
+    Ok((inbox.unwrap_or(0), all.unwrap_or(0)))
+}
+
+async fn one_round(on: Round<'_>) -> anyhow::Result<Figures> {
+    let Round {
+        db,
+        database_url,
+        client,
+        base,
+        auth,
+        conn_id,
+        events,
+        objects,
+        concurrency,
+        round,
+        rounds,
+    } = on;
+    let (client, base, auth) = (client.clone(), base.to_string(), auth.to_string());
+    // Each round's ids are its own (the first round's are those of a single run).
+    let tag = if round == 1 {
+        String::new()
+    } else {
+        format!("r{round}_")
+    };
+    if rounds > 1 {
+        println!("round {round} of {rounds}");
+    }
     print!("setting up {objects} transactions… ");
     let made = Instant::now();
-    let objs = make_objects(&client, &base, &auth, &conn_id, objects, concurrency).await?;
+    let objs = make_objects(&client, &base, &auth, conn_id, objects, concurrency).await?;
 
     // Checkout Sessions that exist in the sandbox: a completed one in `payment` mode makes
     // Tollgate read its line items from Stripe, as it must with real ones.
-    let sessions = make_sessions(&client, &base, objects / 2 + 1, concurrency).await?;
+    let sessions = make_sessions(&client, &base, objects / 2 + 1, concurrency, round == 1).await?;
     println!(
         "{:.1} s (with {} checkout sessions)",
         made.elapsed().as_secs_f64(),
         sessions.len()
     );
 
-    catalogue(&client, &base, &auth).await?;
-    let (stream, expected, holders) = build_stream(&objs, &sessions, events);
+    let (stream, expected, holders) = build_stream(&objs, &sessions, events, &tag);
     let payment = stream
         .iter()
         .filter(|e| {
@@ -322,7 +450,15 @@ async fn bench(
     if let Some(rss) = peak_rss_mib() {
         println!("  peak RSS (senders, server and sandbox in one process): {rss:.0} MiB");
     }
-    srv.stop().await;
+    let dead = match database_url {
+        Some(url) => Some(dead_rows(url).await?),
+        None => None,
+    };
+    if let Some((inbox, all)) = dead {
+        println!(
+            "  dead row versions (PostgreSQL, not vacuumed): {inbox} in the inbox, {all} in all tables"
+        );
+    }
     if !errors.is_empty() {
         bail!("{} sends failed; the first: {}", errors.len(), errors[0]);
     }
@@ -338,7 +474,11 @@ async fn bench(
             wrong.len()
         );
     }
-    Ok(())
+    Ok(Figures {
+        acked_per_s: lat.len() as f64 / acked_in.as_secs_f64(),
+        applied_per_s: distinct as f64 / applied_in.as_secs_f64(),
+        dead,
+    })
 }
 
 /// A GET of Tollgate's API with the secret key, read as JSON.
@@ -462,15 +602,19 @@ async fn make_sessions(
     base: &str,
     n: usize,
     concurrency: usize,
+    first: bool,
 ) -> anyhow::Result<Vec<String>> {
-    client
-        .post(format!("{base}/sandbox/stripe/v1/products"))
-        .bearer_auth("sk_test_benchmark0123456789")
-        .form(&[("id", ONCE_PRODUCT), ("name", "Bench")])
-        .send()
-        .await?
-        .error_for_status()
-        .context("creating the product")?;
+    // The product once, in the first round.
+    if first {
+        client
+            .post(format!("{base}/sandbox/stripe/v1/products"))
+            .bearer_auth("sk_test_benchmark0123456789")
+            .form(&[("id", ONCE_PRODUCT), ("name", "Bench")])
+            .send()
+            .await?
+            .error_for_status()
+            .context("creating the product")?;
+    }
     let per = n.div_ceil(concurrency.max(1));
     let mut tasks = Vec::new();
     for chunk in 0..concurrency.max(1) {
@@ -569,6 +713,7 @@ fn build_stream(
     objs: &[Object],
     sessions: &[String],
     events: usize,
+    tag: &str,
 ) -> (Vec<Value>, Vec<(i64, i64)>, Vec<Holder>) {
     let payment_target = ((events as f64) * (1.0 - BILLING_SHARE)) as usize;
     let mut out = Vec::with_capacity(events);
@@ -576,7 +721,7 @@ fn build_stream(
     let mut n = 0usize;
     let mut next_id = || {
         n += 1;
-        format!("evt_bench_{n:08}")
+        format!("evt_bench_{tag}{n:08}")
     };
     for (i, o) in objs.iter().enumerate() {
         // Spread the payment events evenly over the objects.
@@ -643,7 +788,7 @@ fn build_stream(
     let mut holders = Vec::new();
     for k in 0..billing {
         let obj = k % owners;
-        let customid = format!("user-{obj}");
+        let customid = format!("user-{tag}{obj}");
         let (kind, object, created) = match k % 3 {
             0 => {
                 let (v, last) = (seen[obj], versions[obj]);
@@ -658,7 +803,7 @@ fn build_stream(
                 if v == 0 {
                     holders.push(Holder {
                         customid: customid.clone(),
-                        source: format!("sub_bench{obj}"),
+                        source: format!("sub_bench{tag}{obj}"),
                         permission: SUB_PERMISSION,
                         held: !cancels,
                         code: if cancels {
@@ -671,12 +816,12 @@ fn build_stream(
                 let created = now - 3600 + v as i64;
                 (
                     "customer.subscription.updated",
-                    json!({"id": format!("sub_bench{obj}"), "object": "subscription", "created": now - 7200,
-                      "status": status, "customer": format!("cus_bench{obj}"), "metadata": {"customid": customid},
+                    json!({"id": format!("sub_bench{tag}{obj}"), "object": "subscription", "created": now - 7200,
+                      "status": status, "customer": format!("cus_bench{tag}{obj}"), "metadata": {"customid": customid},
                       "cancel_at_period_end": false, "ended_at": if status == "canceled" { json!(created) } else { Value::Null },
                       "cancellation_details": {"comment": null, "feedback": null,
                         "reason": if status == "canceled" { json!("cancellation_requested") } else { Value::Null }},
-                      "items": {"object": "list", "data": [{"id": format!("si_bench{obj}"), "object": "subscription_item",
+                      "items": {"object": "list", "data": [{"id": format!("si_bench{tag}{obj}"), "object": "subscription_item",
                       "current_period_start": now - 7200, "current_period_end": now + 30 * 86_400,
                       "price": {"id": "price_bench", "object": "price", "product": SUB_PRODUCT, "unit_amount": 999,
                       "currency": "eur", "recurring": {"interval": "month", "interval_count": 1}}, "quantity": 1}]}}),
@@ -685,10 +830,10 @@ fn build_stream(
             }
             1 => (
                 "invoice.paid",
-                json!({"id": format!("in_bench{obj}_{k}"), "object": "invoice", "status": "paid",
-                  "customer": format!("cus_bench{obj}"), "amount_paid": 999, "currency": "eur",
+                json!({"id": format!("in_bench{tag}{obj}_{k}"), "object": "invoice", "status": "paid",
+                  "customer": format!("cus_bench{tag}{obj}"), "amount_paid": 999, "currency": "eur",
                   "billing_reason": "subscription_cycle",
-                  "parent": {"type": "subscription_details", "subscription_details": {"subscription": format!("sub_bench{obj}"), "metadata": {}}},
+                  "parent": {"type": "subscription_details", "subscription_details": {"subscription": format!("sub_bench{tag}{obj}"), "metadata": {}}},
                   "lines": {"object": "list", "data": []}}),
                 now,
             ),
@@ -707,7 +852,7 @@ fn build_stream(
                     "checkout.session.completed",
                     json!({"id": session, "object": "checkout.session",
                       "mode": "payment", "status": "complete", "payment_status": "paid", "amount_total": 1999,
-                      "currency": "eur", "client_reference_id": customid, "customer": format!("cus_bench{obj}"),
+                      "currency": "eur", "client_reference_id": customid, "customer": format!("cus_bench{tag}{obj}"),
                       "metadata": {}}),
                     now,
                 )
