@@ -274,6 +274,7 @@ fn endpoint_row(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn endpoints_page(
     ctx: &ApiContext,
     s: &Session,
