@@ -143,6 +143,19 @@ def test_restricted_key_write(sandbox, uid):
         sandbox.client(rk).v1.payment_intents.list()
 
 
+def test_restricted_key_for_the_customer_portal(sandbox, uid):
+    r = sandbox.control("POST", "/_sandbox/restricted_keys",
+                        {"permissions": {"billing_portal": "write", "customers": "write"}})
+    assert r.status_code == 200, r.text
+    limited = sandbox.client(r.json()["key"])
+    customer = limited.v1.customers.create({"email": f"{uid}@example.com"})
+    session = limited.v1.billing_portal.sessions.create({"customer": customer.id})
+    assert session.object == "billing_portal.session"
+    reader = sandbox.control("POST", "/_sandbox/restricted_keys", {"permissions": {"billing_portal": "read"}})
+    with pytest.raises(stripe.PermissionError):
+        sandbox.client(reader.json()["key"]).v1.billing_portal.sessions.create({"customer": customer.id})
+
+
 # ---- protocol headers ---------------------------------------------------------------------
 
 

@@ -48,6 +48,7 @@ const PERMISSIONS: &[&str] = &[
     "test_clocks",
     "entitlements",
     "billing_meters",
+    "billing_portal",
 ];
 const FAULT_KINDS: &[&str] = &["500", "500-retry", "429", "drop", "latency"];
 /// Upper bound for chaos/fault durations (keeps timer arithmetic far from overflow).

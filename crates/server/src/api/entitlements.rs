@@ -1018,7 +1018,10 @@ pub struct SubscriberOut {
     /// A link for the buyer's browser: opening it creates a fresh Stripe customer portal session
     /// and redirects to it. Works for a day without an API key (the sealed token in it is the
     /// credential); null when no Stripe customer is linked.
-    #[schema(required = true, example = "https://tollgate.example.com/manage?token=…")]
+    #[schema(
+        required = true,
+        example = "https://tollgate.example.com/manage?token=…"
+    )]
     pub management_url: Option<String>,
     /// When a renewal payment failed (a subscription went past due or unpaid), RFC 3339; null
     /// when nothing is owed.

@@ -15,10 +15,10 @@ mod connections;
 mod customers;
 mod keys;
 pub mod layout;
-pub mod overview;
 mod outbound;
-pub mod session;
+pub mod overview;
 mod search;
+pub mod session;
 mod transactions;
 pub mod view;
 mod webhooks;
@@ -93,7 +93,10 @@ pub fn router(ctx: &ApiContext) -> Router<ApiContext> {
             "/dashboard/outbound/{id}/rotate-secret",
             post(outbound::endpoint_rotate),
         )
-        .route("/dashboard/outbound/{id}/test", post(outbound::endpoint_test))
+        .route(
+            "/dashboard/outbound/{id}/test",
+            post(outbound::endpoint_test),
+        )
         .route("/dashboard/outbound/deliveries", get(outbound::deliveries))
         .route(
             "/dashboard/outbound/deliveries/{id}",

@@ -286,7 +286,11 @@ pub async fn consume_in(
     };
     // `allow`: the units beyond the balance are overage, on the ledger row (its shortfall) and
     // queued for the permission's Stripe meter (crate::credits_meter).
-    let over = if overage == Overage::Allow { units - n } else { 0 };
+    let over = if overage == Overage::Allow {
+        units - n
+    } else {
+        0
+    };
     let mut r = row(customid, permission, Kind::Consume, -n, now);
     r.metadata = metadata;
     r.shortfall = over;
