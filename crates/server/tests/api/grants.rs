@@ -962,7 +962,8 @@ async fn the_dashboard_grants_and_revokes_as_its_operator(db: Db) {
         g["id"].as_str().unwrap()
     );
     let r = post(&revoke_path, vec![("csrf", token.clone())]).await;
-    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("Nothing revoked"), "{}", r.text);
     let r = post(
         &revoke_path,
         vec![("csrf", token.clone()), ("confirm", "yes".into())],

@@ -8,13 +8,16 @@ use serde_json::{Value, json};
 use tollgate_server::auth::KeyKind;
 use tollgate_server::entitlements::on_stripe_event;
 
-use crate::common::{Db, TestServer, assert_bad_field, assert_error, now_ms};
+use std::time::Duration;
+
+use crate::common::{Db, TestServer, assert_bad_field, assert_error, now_ms, wait_for};
 use crate::entitlements::{CURRENT, DAY, event, inbox, subscription};
 
 crate::both_dbs!(
     portal_session_for_a_linked_customer,
     management_url_redirects_to_a_fresh_session,
     billing_issue_detected_at_follows_past_due,
+    portal_cancel_at_period_end_turns_the_permission_to_code_4,
 );
 
 async fn sandbox_customer(s: &TestServer) -> String {
@@ -278,4 +281,129 @@ async fn billing_issue_detected_at_follows_past_due(db: Db) {
     .expect("applied");
     let out = s.get("/v1/subscribers/user-sub").await.expect(200);
     assert_eq!(out["billing_issue_detected_at"], Value::Null, "{out}");
+}
+
+/// The customid's `premium` permission as the check answers it (None: absent).
+async fn premium(s: &TestServer, customid: &str) -> Option<Value> {
+    let r = s
+        .get(&format!("/v1/permissions?customid={customid}"))
+        .await
+        .expect(200);
+    r["permissions"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["identifier"] == "premium").cloned())
+}
+
+/// End to end through Stripe's wire protocol: a subscription bought at the sandbox, the portal
+/// opened from Tollgate's session URL, "cancel at period end" submitted on the portal page, and
+/// the permission turns from renewing (5) to "cancelled, access until the period end" (4),
+/// driven only by the webhooks the sandbox sends.
+async fn portal_cancel_at_period_end_turns_the_permission_to_code_4(db: Db) {
+    let s = TestServer::start_with_webhooks(db).await;
+    let product = s
+        .stripe_post("/v1/products", &[("name", "Streaming")])
+        .await;
+    let product = product["id"].as_str().expect("product id").to_string();
+    let price = s
+        .stripe_post(
+            "/v1/prices",
+            &[
+                ("product", product.as_str()),
+                ("currency", "usd"),
+                ("unit_amount", "1200"),
+                ("recurring[interval]", "month"),
+            ],
+        )
+        .await;
+    let price = price["id"].as_str().expect("price id").to_string();
+    s.post(
+        "/v1/skus",
+        json!({"identifier": "streaming_monthly", "store": "stripe", "product_id": product, "kind": "subscription"}),
+    )
+    .await
+    .expect(201);
+    s.post(
+        "/v1/permissions/definitions",
+        json!({"identifier": "premium", "skus": ["streaming_monthly"]}),
+    )
+    .await
+    .expect(201);
+    let cus = s
+        .stripe_post(
+            "/v1/customers",
+            &[
+                ("email", "portal@example.com"),
+                ("metadata[customid]", "user-portal"),
+                ("payment_method", "pm_card_visa"),
+                ("invoice_settings[default_payment_method]", "pm_card_visa"),
+            ],
+        )
+        .await;
+    let cus = cus["id"].as_str().expect("customer id").to_string();
+    let sub = s
+        .stripe_post(
+            "/v1/subscriptions",
+            &[
+                ("customer", cus.as_str()),
+                ("items[0][price]", price.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(sub["status"], "active", "{sub}");
+    let sub_id = sub["id"].as_str().expect("subscription id").to_string();
+    let period_end = sub["items"]["data"][0]["current_period_end"]
+        .as_i64()
+        .expect("period end");
+    wait_for(
+        Duration::from_secs(20),
+        "the renewing permission",
+        || async {
+            premium(&s, "user-portal")
+                .await
+                .filter(|p| p["entitlement"] == 5)
+        },
+    )
+    .await;
+
+    // The buyer opens the portal from Tollgate's session URL and cancels at the period end.
+    let out = s
+        .post(
+            "/v1/subscribers/user-portal/portal-session",
+            json!({"return_url": "https://example.com/account"}),
+        )
+        .await
+        .expect(200);
+    let url = out["url"].as_str().expect("url").to_string();
+    let page = reqwest::get(&url).await.expect("the portal page");
+    assert_eq!(page.status(), 200);
+    let cancel = format!("{url}/subscriptions/{sub_id}/cancel");
+    let form = reqwest::get(&cancel).await.expect("the cancel page");
+    assert_eq!(form.status(), 200);
+    let done = reqwest::Client::new()
+        .post(&cancel)
+        .form(&[("reason", "too_expensive")])
+        .send()
+        .await
+        .expect("the cancel submission");
+    assert!(
+        done.status().is_success() || done.status().is_redirection(),
+        "{}",
+        done.status()
+    );
+    let at_stripe = s.stripe_get(&format!("/v1/subscriptions/{sub_id}")).await;
+    assert_eq!(at_stripe["cancel_at_period_end"], true, "{at_stripe}");
+    assert_eq!(
+        at_stripe["cancellation_details"]["reason"], "cancellation_requested",
+        "{at_stripe}"
+    );
+
+    // Tollgate hears it from the webhook: cancelled, access until the period end.
+    let p = wait_for(Duration::from_secs(20), "entitlement 4", || async {
+        premium(&s, "user-portal")
+            .await
+            .filter(|p| p["entitlement"] == 4)
+    })
+    .await;
+    assert_eq!(p["is_valid"], true, "{p}");
+    assert_eq!(p["expires_date"], period_end, "{p}");
 }
