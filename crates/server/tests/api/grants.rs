@@ -749,7 +749,7 @@ async fn sandbox_purchase(s: &TestServer, customid: &str, pm: &str) -> Value {
 
 /// Waits until the check answers `customid`'s premium with `code`.
 async fn until_code(s: &TestServer, customid: &str, code: i64, what: &str) -> Value {
-    crate::common::wait_for(std::time::Duration::from_secs(20), what, || async {
+    crate::common::wait_for(std::time::Duration::from_secs(60), what, || async {
         let r = s
             .get(&format!("/v1/permissions?customid={customid}"))
             .await
