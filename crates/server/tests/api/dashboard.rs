@@ -12,6 +12,10 @@ use serde_json::{Value, json};
 use tollgate_stripe::signature;
 
 use crate::common::{Db, Resp, TestServer, now_ms, wait_for};
+use crate::dashboard_session::{
+    PASSWORD, USER, cookie_value, csrf, csrf_of, get_anonymous, get_with, login, operator,
+    post_form, post_form_anonymous, set_cookies, try_login,
+};
 
 crate::both_dbs!(
     unauthenticated_requests_go_to_login,
@@ -28,112 +32,6 @@ crate::both_dbs!(
     the_cookie_is_secure_behind_a_trusted_proxy,
     actions_go_through_the_api,
 );
-
-const USER: &str = "admin";
-const PASSWORD: &str = "a long enough password";
-
-/// Creates an operator the way `tollgate operator create` does.
-async fn operator(s: &TestServer) {
-    let hash = tollgate_server::dashboard::session::hash_password(PASSWORD).unwrap();
-    let now = now_ms();
-    tollgate_store::operators::insert_operator(
-        &s.pool,
-        &tollgate_store::operators::OperatorRow {
-            id: format!("op-{now}"),
-            username: USER.into(),
-            password_hash: hash,
-            failed_logins: 0,
-            locked_until: None,
-            created_at: now,
-            updated_at: now,
-        },
-    )
-    .await
-    .unwrap();
-}
-
-/// The `Set-Cookie` headers of a response.
-fn set_cookies(r: &Resp) -> Vec<String> {
-    r.headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::to_string)
-        .collect()
-}
-
-/// The value `name` is set to by a response (None: not set; Some(""): cleared).
-fn cookie_value(r: &Resp, name: &str) -> Option<String> {
-    set_cookies(r).iter().find_map(|c| {
-        c.strip_prefix(&format!("{name}="))
-            .map(|rest| rest.split(';').next().unwrap_or_default().to_string())
-    })
-}
-
-/// The first `name="csrf"` hidden field of a page.
-fn csrf_of(html: &str) -> String {
-    let at = html
-        .find("name=\"csrf\" value=\"")
-        .unwrap_or_else(|| panic!("no csrf field in {html}"));
-    let rest = &html[at + "name=\"csrf\" value=\"".len()..];
-    rest[..rest.find('"').unwrap()].to_string()
-}
-
-async fn get_with(s: &TestServer, path: &str, cookie: Option<&str>) -> Resp {
-    let mut rb = s.http.get(s.url(path));
-    if let Some(c) = cookie {
-        rb = rb.header("cookie", c);
-    }
-    s.send(rb).await
-}
-
-async fn post_form(
-    s: &TestServer,
-    path: &str,
-    cookie: Option<&str>,
-    form: &[(&str, &str)],
-) -> Resp {
-    let mut rb = s.http.post(s.url(path)).form(form);
-    if let Some(c) = cookie {
-        rb = rb.header("cookie", c);
-    }
-    s.send(rb).await
-}
-
-/// Tries to log in; returns the answer and the login-CSRF cookie used.
-async fn try_login(s: &TestServer, password: &str, extra_cookie: Option<&str>) -> Resp {
-    let page = get_with(s, "/dashboard/login", None).await;
-    assert_eq!(page.status, 200, "{}", page.text);
-    let token = cookie_value(&page, "tg_login_csrf").expect("login csrf cookie");
-    assert_eq!(csrf_of(&page.text), token);
-    let mut cookie = format!("tg_login_csrf={token}");
-    if let Some(extra) = extra_cookie {
-        cookie = format!("{cookie}; {extra}");
-    }
-    post_form(
-        s,
-        "/dashboard/login",
-        Some(&cookie),
-        &[("username", USER), ("password", password), ("csrf", &token)],
-    )
-    .await
-}
-
-/// Logs in; returns the session cookie (`tg_session=…`).
-async fn login(s: &TestServer) -> String {
-    let r = try_login(s, PASSWORD, None).await;
-    assert_eq!(r.status, 303, "{}", r.text);
-    let id = cookie_value(&r, "tg_session").expect("session cookie");
-    assert!(id.len() >= 43, "a 256-bit id: {id}");
-    format!("tg_session={id}")
-}
-
-/// A page's CSRF token for the session.
-async fn csrf(s: &TestServer, cookie: &str) -> String {
-    let p = get_with(s, "/dashboard/transactions", Some(cookie)).await;
-    assert_eq!(p.status, 200, "{}", p.text);
-    csrf_of(&p.text)
-}
 
 #[track_caller]
 fn assert_to_login(r: &Resp, what: &str) {
@@ -188,22 +86,22 @@ async fn unauthenticated_requests_go_to_login(db: Db) {
     let s = TestServer::start(db).await;
     operator(&s).await;
     for p in PAGES {
-        assert_to_login(&get_with(&s, p, None).await, p);
+        assert_to_login(&get_anonymous(&s, p).await, p);
         // A made-up session is no better.
-        assert_to_login(&get_with(&s, p, Some("tg_session=forged")).await, p);
+        assert_to_login(&get_with(&s, p, "tg_session=forged").await, p);
     }
-    let r = get_with(&s, "/dashboard/transactions?status=x", None).await;
+    let r = get_anonymous(&s, "/dashboard/transactions?status=x").await;
     assert_eq!(
         r.header("location"),
         Some("/dashboard/login?next=%2Fdashboard%2Ftransactions")
     );
     for a in ACTIONS {
-        assert_to_login(&post_form(&s, a, None, &[("csrf", "x")]).await, a);
+        assert_to_login(&post_form_anonymous(&s, a, &[("csrf", "x")]).await, a);
     }
     // Nothing was created by those POSTs.
     assert_eq!(s.get("/v1/skus").await.expect(200)["items"], json!([]));
     // The login page and the assets are public, with a strict CSP.
-    let login = get_with(&s, "/dashboard/login", None).await;
+    let login = get_anonymous(&s, "/dashboard/login").await;
     assert_eq!(login.status, 200);
     let csp = login.header("content-security-policy").unwrap();
     assert!(
@@ -215,7 +113,7 @@ async fn unauthenticated_requests_go_to_login(db: Db) {
         "/dashboard/assets/dashboard.css",
         "/dashboard/assets/dashboard.js",
     ] {
-        assert_eq!(get_with(&s, a, None).await.status, 200, "{a}");
+        assert_eq!(get_anonymous(&s, a).await.status, 200, "{a}");
     }
 }
 
@@ -228,10 +126,9 @@ async fn login_rotates_the_session_and_logout_ends_it(db: Db) {
     assert!(r.text.contains("Wrong username or password."));
     assert!(cookie_value(&r, "tg_session").is_none());
     // A login form without its token is refused even with the right password.
-    let r = post_form(
+    let r = post_form_anonymous(
         &s,
         "/dashboard/login",
-        None,
         &[("username", USER), ("password", PASSWORD), ("csrf", "x")],
     )
     .await;
@@ -248,10 +145,7 @@ async fn login_rotates_the_session_and_logout_ends_it(db: Db) {
     let second = session.split(';').next().unwrap().to_string();
     // Rotated: a new id, and the one the browser had before is dead.
     assert_ne!(first, second);
-    assert_to_login(
-        &get_with(&s, "/dashboard/keys", Some(&first)).await,
-        "old id",
-    );
+    assert_to_login(&get_with(&s, "/dashboard/keys", &first).await, "old id");
     // A session id fixed by an attacker before login is not adopted either.
     let r = try_login(&s, PASSWORD, Some("tg_session=attacker-chosen-id")).await;
     assert_ne!(
@@ -259,7 +153,7 @@ async fn login_rotates_the_session_and_logout_ends_it(db: Db) {
         "attacker-chosen-id"
     );
 
-    let page = get_with(&s, "/dashboard/keys", Some(&second)).await;
+    let page = get_with(&s, "/dashboard/keys", &second).await;
     assert_eq!(page.status, 200, "{}", page.text);
     assert!(page.text.contains("Log out admin"));
     // Only hashes are stored.
@@ -273,11 +167,11 @@ async fn login_rotates_the_session_and_logout_ends_it(db: Db) {
     assert_eq!(stored, 0);
 
     let token = csrf_of(&page.text);
-    let out = post_form(&s, "/dashboard/logout", Some(&second), &[("csrf", &token)]).await;
+    let out = post_form(&s, "/dashboard/logout", &second, &[("csrf", &token)]).await;
     assert_to_login(&out, "logout");
     assert_eq!(cookie_value(&out, "tg_session").as_deref(), Some(""));
     assert_to_login(
-        &get_with(&s, "/dashboard/keys", Some(&second)).await,
+        &get_with(&s, "/dashboard/keys", &second).await,
         "after logout",
     );
 }
@@ -286,12 +180,9 @@ async fn sessions_end_when_idle_and_at_their_absolute_end(db: Db) {
     let s = TestServer::start_with(db, |c| c.dashboard_idle_secs = 1).await;
     operator(&s).await;
     let idle = login(&s).await;
-    assert_eq!(
-        get_with(&s, "/dashboard/keys", Some(&idle)).await.status,
-        200
-    );
+    assert_eq!(get_with(&s, "/dashboard/keys", &idle).await.status, 200);
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    let r = get_with(&s, "/dashboard/keys", Some(&idle)).await;
+    let r = get_with(&s, "/dashboard/keys", &idle).await;
     assert_to_login(&r, "idle session");
     assert_eq!(
         cookie_value(&r, "tg_session").as_deref(),
@@ -305,10 +196,7 @@ async fn sessions_end_when_idle_and_at_their_absolute_end(db: Db) {
         .execute(&s.pool)
         .await
         .unwrap();
-    assert_to_login(
-        &get_with(&s, "/dashboard/keys", Some(&fresh)).await,
-        "expired",
-    );
+    assert_to_login(&get_with(&s, "/dashboard/keys", &fresh).await, "expired");
     let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM operator_sessions")
         .fetch_one(&s.pool)
         .await
@@ -326,12 +214,12 @@ async fn forged_forms_are_refused(db: Db) {
         ("kind", "one_time"),
     ];
     // No token, and a wrong one: 403, nothing created.
-    let r = post_form(&s, "/dashboard/skus", Some(&cookie), &form).await;
+    let r = post_form(&s, "/dashboard/skus", &cookie, &form).await;
     assert_eq!(r.status, 403, "{}", r.text);
     let mut wrong = form.to_vec();
     wrong.push(("csrf", "0000"));
     assert_eq!(
-        post_form(&s, "/dashboard/skus", Some(&cookie), &wrong)
+        post_form(&s, "/dashboard/skus", &cookie, &wrong)
             .await
             .status,
         403
@@ -342,7 +230,7 @@ async fn forged_forms_are_refused(db: Db) {
     let mut foreign = form.to_vec();
     foreign.push(("csrf", &other_token));
     assert_eq!(
-        post_form(&s, "/dashboard/skus", Some(&cookie), &foreign)
+        post_form(&s, "/dashboard/skus", &cookie, &foreign)
             .await
             .status,
         403
@@ -350,20 +238,17 @@ async fn forged_forms_are_refused(db: Db) {
     assert_eq!(s.get("/v1/skus").await.expect(200)["items"], json!([]));
     // Logout needs the token too.
     assert_eq!(
-        post_form(&s, "/dashboard/logout", Some(&cookie), &[])
+        post_form(&s, "/dashboard/logout", &cookie, &[])
             .await
             .status,
         403
     );
-    assert_eq!(
-        get_with(&s, "/dashboard/keys", Some(&cookie)).await.status,
-        200
-    );
+    assert_eq!(get_with(&s, "/dashboard/keys", &cookie).await.status, 200);
     // With this session's token it works (post/redirect/get).
     let token = csrf(&s, &cookie).await;
     let mut good = form.to_vec();
     good.push(("csrf", &token));
-    let r = post_form(&s, "/dashboard/skus", Some(&cookie), &good).await;
+    let r = post_form(&s, "/dashboard/skus", &cookie, &good).await;
     assert_eq!(r.status, 303, "{}", r.text);
     assert_eq!(
         r.header("location"),
@@ -444,13 +329,13 @@ async fn webhook_payloads_render_inert(db: Db) {
     )
     .await;
     let cookie = login(&s).await;
-    let list = get_with(&s, "/dashboard/webhooks", Some(&cookie)).await;
+    let list = get_with(&s, "/dashboard/webhooks", &cookie).await;
     assert_eq!(list.status, 200);
     assert!(list.text.contains("evt_script"));
     let page = get_with(
         &s,
         &format!("/dashboard/webhooks/{}", row["id"].as_str().unwrap()),
-        Some(&cookie),
+        &cookie,
     )
     .await;
     assert_eq!(page.status, 200, "{}", page.text);
@@ -490,12 +375,12 @@ async fn repeated_failures_lock_the_operator(db: Db) {
     assert!(r.text.contains("Too many failed logins"));
     assert!(cookie_value(&r, "tg_session").is_none());
     // An unknown username is answered like a wrong password.
-    let page = get_with(&s, "/dashboard/login", None).await;
+    let page = get_anonymous(&s, "/dashboard/login").await;
     let token = cookie_value(&page, "tg_login_csrf").unwrap();
     let r = post_form(
         &s,
         "/dashboard/login",
-        Some(&format!("tg_login_csrf={token}")),
+        &format!("tg_login_csrf={token}"),
         &[
             ("username", "nobody"),
             ("password", PASSWORD),
@@ -518,7 +403,7 @@ async fn failures_from_one_address_lock_the_address(db: Db) {
     // Two per operator, so eight from one address.
     let s = TestServer::start_with(db, |c| c.dashboard_max_failures = 2).await;
     operator(&s).await;
-    let page = get_with(&s, "/dashboard/login", None).await;
+    let page = get_anonymous(&s, "/dashboard/login").await;
     let token = cookie_value(&page, "tg_login_csrf").unwrap();
     let cookie = format!("tg_login_csrf={token}");
     for i in 0..8 {
@@ -526,7 +411,7 @@ async fn failures_from_one_address_lock_the_address(db: Db) {
         let r = post_form(
             &s,
             "/dashboard/login",
-            Some(&cookie),
+            &cookie,
             &[("username", &user), ("password", "x"), ("csrf", &token)],
         )
         .await;
@@ -546,7 +431,7 @@ async fn simultaneous_logins(
     user: impl Fn(usize) -> String,
     password: &str,
 ) -> Vec<u16> {
-    let page = get_with(s, "/dashboard/login", None).await;
+    let page = get_anonymous(s, "/dashboard/login").await;
     let token = cookie_value(&page, "tg_login_csrf").unwrap();
     let start = std::sync::Arc::new(tokio::sync::Barrier::new(n));
     let mut tasks = tokio::task::JoinSet::new();
@@ -673,7 +558,7 @@ async fn every_page_renders_and_the_account_switches(db: Db) {
     operator(&s).await;
     let cookie = login(&s).await;
     for p in PAGES {
-        let r = get_with(&s, p, Some(&cookie)).await;
+        let r = get_with(&s, p, &cookie).await;
         let want: &[u16] = if p.starts_with("/dashboard/deliveries") {
             // The old addresses of the outbound deliveries.
             &[301]
@@ -698,9 +583,9 @@ async fn every_page_renders_and_the_account_switches(db: Db) {
         }
     }
     // Filters the API refuses are shown as errors, not 500s.
-    let r = get_with(&s, "/dashboard/transactions?min=abc", Some(&cookie)).await;
+    let r = get_with(&s, "/dashboard/transactions?min=abc", &cookie).await;
     assert_eq!(r.status, 400, "{}", r.text);
-    let r = get_with(&s, "/dashboard/transactions?from=yesterday", Some(&cookie)).await;
+    let r = get_with(&s, "/dashboard/transactions?from=yesterday", &cookie).await;
     assert_eq!(r.status, 400);
     // A second merchant account: the switcher appears and keys are bound to the chosen one.
     s.post(
@@ -710,7 +595,7 @@ async fn every_page_renders_and_the_account_switches(db: Db) {
     .await
     .expect(201);
     let token = csrf(&s, &cookie).await;
-    let page = get_with(&s, "/dashboard/keys", Some(&cookie)).await;
+    let page = get_with(&s, "/dashboard/keys", &cookie).await;
     assert!(
         page.text.contains("name=\"merchant_account_id\""),
         "switcher"
@@ -718,7 +603,7 @@ async fn every_page_renders_and_the_account_switches(db: Db) {
     let r = post_form(
         &s,
         "/dashboard/account",
-        Some(&cookie),
+        &cookie,
         &[("csrf", &token), ("merchant_account_id", "acme")],
     )
     .await;
@@ -726,15 +611,15 @@ async fn every_page_renders_and_the_account_switches(db: Db) {
     let r = post_form(
         &s,
         "/dashboard/account",
-        Some(&cookie),
+        &cookie,
         &[("csrf", &token), ("merchant_account_id", "nope")],
     )
     .await;
     assert_eq!(r.status, 404);
-    let page = get_with(&s, "/dashboard/keys", Some(&cookie)).await;
+    let page = get_with(&s, "/dashboard/keys", &cookie).await;
     assert!(page.text.contains("bound to the merchant account Acme"));
     // The API sees acme's (empty) catalogue through the dashboard.
-    let cat = get_with(&s, "/dashboard/catalogue", Some(&cookie)).await;
+    let cat = get_with(&s, "/dashboard/catalogue", &cookie).await;
     assert!(cat.text.contains("No SKUs yet."));
 }
 
@@ -789,7 +674,7 @@ async fn actions_go_through_the_api(db: Db) {
     let r = post_form(
         &s,
         "/dashboard/connections",
-        Some(&cookie),
+        &cookie,
         &[("csrf", &token), ("secret_key", "not-a-key")],
     )
     .await;
@@ -798,7 +683,7 @@ async fn actions_go_through_the_api(db: Db) {
     let r = post_form(
         &s,
         "/dashboard/connections",
-        Some(&cookie),
+        &cookie,
         &[
             ("csrf", &token),
             ("display_name", "Live-ish"),
@@ -808,7 +693,7 @@ async fn actions_go_through_the_api(db: Db) {
     .await;
     assert_eq!(r.status, 303, "{}", r.text);
     let to = r.header("location").unwrap().to_string();
-    let page = get_with(&s, &to, Some(&cookie)).await;
+    let page = get_with(&s, &to, &cookie).await;
     assert_eq!(page.status, 200);
     assert!(
         !page.text.contains("sk_test_verysecretvalue9876"),
@@ -826,7 +711,7 @@ async fn actions_go_through_the_api(db: Db) {
     let r = post_form(
         &s,
         &format!("/dashboard/connections/{id}/webhook-secret"),
-        Some(&cookie),
+        &cookie,
         &[
             ("csrf", &token),
             ("webhook_secret", "whsec_fromstripe12345"),
@@ -843,7 +728,7 @@ async fn actions_go_through_the_api(db: Db) {
     let r = post_form(
         &s,
         &format!("/dashboard/transactions/{tx_id}/refund"),
-        Some(&cookie),
+        &cookie,
         &[("csrf", &token)],
     )
     .await;
@@ -852,7 +737,7 @@ async fn actions_go_through_the_api(db: Db) {
     let r = post_form(
         &s,
         &format!("/dashboard/transactions/{tx_id}/refund"),
-        Some(&cookie),
+        &cookie,
         &[("csrf", &token), ("confirm", "yes")],
     )
     .await;
@@ -866,7 +751,7 @@ async fn actions_go_through_the_api(db: Db) {
     let r = post_form(
         &s,
         "/dashboard/keys",
-        Some(&cookie),
+        &cookie,
         &[("csrf", &token), ("kind", "secret"), ("display_name", "ci")],
     )
     .await;
@@ -883,12 +768,12 @@ async fn actions_go_through_the_api(db: Db) {
         .await;
     assert_eq!(ok.status, 200);
     let key_id = key.trim_start_matches("tg_sk_").split('_').next().unwrap();
-    let listed = get_with(&s, "/dashboard/keys", Some(&cookie)).await;
+    let listed = get_with(&s, "/dashboard/keys", &cookie).await;
     assert!(!listed.text.contains(key), "the key is shown once only");
     let r = post_form(
         &s,
         &format!("/dashboard/keys/{key_id}/revoke"),
-        Some(&cookie),
+        &cookie,
         &[("csrf", &token), ("confirm", "yes")],
     )
     .await;

@@ -5,16 +5,14 @@
 use serde_json::json;
 use tollgate_store::customers::{self as store_customers, Holding};
 
-use crate::common::{Db, Resp, TestServer, now_ms};
+use crate::common::{Db, TestServer, now_ms};
+use crate::dashboard_session::{csrf_of, get_with, login, operator, post_form};
 
 crate::both_dbs!(
     the_list_pages_filters_and_finds_stripe_customers,
     adjustments_keep_refused_input_and_commit_with_their_ledger_row,
     the_catalogue_names_products_and_shows_ids_when_stripe_fails,
 );
-
-const USER: &str = "admin";
-const PASSWORD: &str = "a long enough password";
 
 async fn catalogue(s: &TestServer) {
     s.post(
@@ -425,71 +423,4 @@ async fn the_catalogue_names_products_and_shows_ids_when_stripe_fails(db: Db) {
         "{}",
         page.text
     );
-}
-
-// ---- the dashboard's session (as crates/server/tests/api/dashboard.rs makes one) -------------
-
-async fn operator(s: &TestServer) {
-    let hash = tollgate_server::dashboard::session::hash_password(PASSWORD).unwrap();
-    let now = now_ms();
-    tollgate_store::operators::insert_operator(
-        &s.pool,
-        &tollgate_store::operators::OperatorRow {
-            id: format!("op-{now}"),
-            username: USER.into(),
-            password_hash: hash,
-            failed_logins: 0,
-            locked_until: None,
-            created_at: now,
-            updated_at: now,
-        },
-    )
-    .await
-    .unwrap();
-}
-
-fn cookie_value(r: &Resp, name: &str) -> Option<String> {
-    r.headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| {
-            c.strip_prefix(&format!("{name}="))
-                .map(|rest| rest.split(';').next().unwrap_or_default().to_string())
-        })
-}
-
-fn csrf_of(html: &str) -> String {
-    let at = html
-        .find("name=\"csrf\" value=\"")
-        .unwrap_or_else(|| panic!("no csrf field in {html}"));
-    let rest = &html[at + "name=\"csrf\" value=\"".len()..];
-    rest[..rest.find('"').unwrap()].to_string()
-}
-
-async fn get_with(s: &TestServer, path: &str, cookie: &str) -> Resp {
-    s.send(s.http.get(s.url(path)).header("cookie", cookie))
-        .await
-}
-
-async fn post_form(s: &TestServer, path: &str, cookie: &str, form: &[(&str, &str)]) -> Resp {
-    s.send(s.http.post(s.url(path)).form(form).header("cookie", cookie))
-        .await
-}
-
-async fn login(s: &TestServer) -> String {
-    let page = s.send(s.http.get(s.url("/dashboard/login"))).await;
-    let token = cookie_value(&page, "tg_login_csrf").expect("login csrf cookie");
-    let r = post_form(
-        s,
-        "/dashboard/login",
-        &format!("tg_login_csrf={token}"),
-        &[("username", USER), ("password", PASSWORD), ("csrf", &token)],
-    )
-    .await;
-    assert_eq!(r.status, 303, "{}", r.text);
-    format!(
-        "tg_session={}",
-        cookie_value(&r, "tg_session").expect("session cookie")
-    )
 }

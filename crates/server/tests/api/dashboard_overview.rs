@@ -4,70 +4,13 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{Db, Resp, TestServer, now_ms};
+use crate::common::{Db, TestServer, now_ms};
+use crate::dashboard_session::{get_with, login, operator};
 
 crate::both_dbs!(
     overview_figures_equal_the_api,
     overview_refuses_bad_dates_in_place,
 );
-
-const USER: &str = "admin";
-const PASSWORD: &str = "a long enough password";
-
-async fn operator(s: &TestServer) {
-    let hash = tollgate_server::dashboard::session::hash_password(PASSWORD).unwrap();
-    let now = now_ms();
-    tollgate_store::operators::insert_operator(
-        &s.pool,
-        &tollgate_store::operators::OperatorRow {
-            id: format!("op-{now}"),
-            username: USER.into(),
-            password_hash: hash,
-            failed_logins: 0,
-            locked_until: None,
-            created_at: now,
-            updated_at: now,
-        },
-    )
-    .await
-    .unwrap();
-}
-
-fn cookie_value(r: &Resp, name: &str) -> Option<String> {
-    r.headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| {
-            c.strip_prefix(&format!("{name}="))
-                .map(|rest| rest.split(';').next().unwrap_or_default().to_string())
-        })
-}
-
-async fn get_with(s: &TestServer, path: &str, cookie: &str) -> Resp {
-    s.send(s.http.get(s.url(path)).header("cookie", cookie))
-        .await
-}
-
-/// Logs in as the operator; returns the session cookie.
-async fn login(s: &TestServer) -> String {
-    operator(s).await;
-    let page = s.send(s.http.get(s.url("/dashboard/login"))).await;
-    let token = cookie_value(&page, "tg_login_csrf").expect("login csrf cookie");
-    let r = s
-        .send(
-            s.http
-                .post(s.url("/dashboard/login"))
-                .header("cookie", format!("tg_login_csrf={token}"))
-                .form(&[("username", USER), ("password", PASSWORD), ("csrf", &token)]),
-        )
-        .await;
-    assert_eq!(r.status, 303, "{}", r.text);
-    format!(
-        "tg_session={}",
-        cookie_value(&r, "tg_session").expect("session cookie")
-    )
-}
 
 /// The `data-value` of the element with `data-testid="{id}"`.
 fn figure(html: &str, id: &str) -> i64 {
@@ -129,6 +72,7 @@ fn count(items: &[Value], statuses: &[&str]) -> i64 {
 
 async fn overview_figures_equal_the_api(db: Db) {
     let s = TestServer::start(db).await;
+    operator(&s).await;
     let cookie = login(&s).await;
 
     // USD: two captured (one partly refunded), one authorized, one cancelled (failed).
@@ -253,6 +197,7 @@ async fn overview_figures_equal_the_api(db: Db) {
 
 async fn overview_refuses_bad_dates_in_place(db: Db) {
     let s = TestServer::start(db).await;
+    operator(&s).await;
     let cookie = login(&s).await;
     let r = get_with(
         &s,

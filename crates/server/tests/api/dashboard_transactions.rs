@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{Db, Resp, TestServer, now_ms, wait_for};
+use crate::common::{Db, TestServer, now_ms, wait_for};
+use crate::dashboard_session::{get_with, operator, post_form, session, try_login_as};
 
 crate::both_dbs!(
     a_decimal_refund_is_confirmed_then_refunds_minor_units,
@@ -18,86 +19,6 @@ crate::both_dbs!(
     a_failed_login_keeps_the_username,
     a_void_needs_its_box_ticked,
 );
-
-const USER: &str = "admin";
-const PASSWORD: &str = "a long enough password";
-
-async fn operator(s: &TestServer) {
-    let hash = tollgate_server::dashboard::session::hash_password(PASSWORD).unwrap();
-    let now = now_ms();
-    tollgate_store::operators::insert_operator(
-        &s.pool,
-        &tollgate_store::operators::OperatorRow {
-            id: format!("op-{now}"),
-            username: USER.into(),
-            password_hash: hash,
-            failed_logins: 0,
-            locked_until: None,
-            created_at: now,
-            updated_at: now,
-        },
-    )
-    .await
-    .unwrap();
-}
-
-fn cookie_value(r: &Resp, name: &str) -> Option<String> {
-    r.headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| {
-            c.strip_prefix(&format!("{name}="))
-                .map(|rest| rest.split(';').next().unwrap_or_default().to_string())
-        })
-}
-
-fn csrf_of(html: &str) -> String {
-    let at = html
-        .find("name=\"csrf\" value=\"")
-        .unwrap_or_else(|| panic!("no csrf field in {html}"));
-    let rest = &html[at + "name=\"csrf\" value=\"".len()..];
-    rest[..rest.find('"').unwrap()].to_string()
-}
-
-async fn get_with(s: &TestServer, path: &str, cookie: &str) -> Resp {
-    s.send(s.http.get(s.url(path)).header("cookie", cookie))
-        .await
-}
-
-async fn post_form(s: &TestServer, path: &str, cookie: &str, form: &[(&str, &str)]) -> Resp {
-    s.send(s.http.post(s.url(path)).form(form).header("cookie", cookie))
-        .await
-}
-
-async fn try_login(s: &TestServer, username: &str, password: &str) -> Resp {
-    let page = s.send(s.http.get(s.url("/dashboard/login"))).await;
-    assert_eq!(page.status, 200, "{}", page.text);
-    let token = cookie_value(&page, "tg_login_csrf").expect("login csrf cookie");
-    post_form(
-        s,
-        "/dashboard/login",
-        &format!("tg_login_csrf={token}"),
-        &[
-            ("username", username),
-            ("password", password),
-            ("csrf", &token),
-        ],
-    )
-    .await
-}
-
-/// Logs in; the session cookie and a CSRF token.
-async fn session(s: &TestServer) -> (String, String) {
-    operator(s).await;
-    let r = try_login(s, USER, PASSWORD).await;
-    assert_eq!(r.status, 303, "{}", r.text);
-    let cookie = format!("tg_session={}", cookie_value(&r, "tg_session").unwrap());
-    let page = get_with(s, "/dashboard/transactions", &cookie).await;
-    assert_eq!(page.status, 200, "{}", page.text);
-    let token = csrf_of(&page.text);
-    (cookie, token)
-}
 
 /// A payment of `amount` in `currency` paid with a Visa card and captured; `reference` is its
 /// external_identifier.
@@ -497,7 +418,7 @@ async fn search_finds_each_kind_of_id(db: Db) {
 async fn a_failed_login_keeps_the_username(db: Db) {
     let s = TestServer::start(db).await;
     operator(&s).await;
-    let r = try_login(&s, "admin", "wrong password!").await;
+    let r = try_login_as(&s, "admin", "wrong password!", None).await;
     assert_eq!(r.status, 401, "{}", r.text);
     assert!(
         r.text
@@ -511,7 +432,7 @@ async fn a_failed_login_keeps_the_username(db: Db) {
         "Wrong username or password."
     );
     // What is typed is escaped.
-    let r = try_login(&s, "<b>x</b>", "wrong password!").await;
+    let r = try_login_as(&s, "<b>x</b>", "wrong password!", None).await;
     assert!(
         r.text.contains("value=\"&#60;b&#62;x&#60;/b&#62;\""),
         "{}",

@@ -15,6 +15,7 @@ mod dashboard;
 mod dashboard_customers;
 mod dashboard_outbound;
 mod dashboard_overview;
+mod dashboard_session;
 mod dashboard_transactions;
 mod entitlements;
 mod expiry;
