@@ -129,7 +129,7 @@ test('a refused endpoint form keeps its input and says what is wrong next to the
     page.waitForResponse((r) => r.url().endsWith('/dashboard/outbound') && r.request().method() === 'POST'),
     form.getByRole('button', { name: 'Add endpoint' }).click(),
   ]);
-  assert.equal(answer.status(), 400);
+  assert.equal(answer.status(), 422);
   const url = form.getByLabel(/^URL/);
   assert.equal(await url.inputValue(), 'ftp://shop.example/hooks');
   assert.equal(await url.getAttribute('aria-invalid'), 'true');

@@ -16,7 +16,7 @@ use tollgate_store::connections as store_conn;
 
 use super::common::{Form, Params, all, notice_text, param, seg};
 use super::session::{Session, see_other};
-use super::view::{FieldErrors, Frame, render};
+use super::view::{FieldErrors, Frame, REFUSED, render, status_of};
 use crate::ApiContext;
 use crate::api;
 use crate::api::definitions::{
@@ -492,7 +492,7 @@ struct ProblemPage {
 }
 
 async fn problem(ctx: &ApiContext, s: &Session, e: ApiError) -> Response {
-    let status = e.status();
+    let status = status_of(&e);
     let message = match &e {
         ApiError::Internal(cause) => {
             tracing::error!(cause = %cause, "internal error (dashboard catalogue)");
@@ -565,7 +565,7 @@ pub async fn sku_create(
     }
     if !errors.is_empty() {
         let r = Refused::NewSku(input, errors, None);
-        return page(&ctx, &s, StatusCode::UNPROCESSABLE_ENTITY, None, r).await;
+        return page(&ctx, &s, REFUSED, None, r).await;
     }
     let body = SkuCreate {
         identifier: input.identifier.clone(),
@@ -576,7 +576,7 @@ pub async fn sku_create(
     match api::entitlements::sku_create(State(ctx.clone()), super::caller(&s), Body(body)).await {
         Ok(_) => see_other("/dashboard/catalogue?done=sku_saved"),
         Err(e) => {
-            let status = e.status();
+            let status = status_of(&e);
             let p = refusal(
                 &e,
                 &["identifier", "product_id", "kind"],
@@ -609,7 +609,7 @@ pub async fn sku_update(
     {
         Ok(_) => see_other("/dashboard/catalogue?done=sku_saved"),
         Err(e) => {
-            let status = e.status();
+            let status = status_of(&e);
             let mut errors = FieldErrors::new();
             let message = refusal(&e, &["product_id", "kind"], &mut errors, "")
                 .or_else(|| errors.values().next().cloned())
@@ -741,7 +741,7 @@ pub async fn permission_create(
     let low = threshold(&input, &mut errors);
     if !errors.is_empty() {
         let r = Refused::NewDef(input, errors, None);
-        return page(&ctx, &s, StatusCode::UNPROCESSABLE_ENTITY, None, r).await;
+        return page(&ctx, &s, REFUSED, None, r).await;
     }
     let body = DefinitionCreate {
         identifier: input.identifier.clone(),
@@ -756,7 +756,7 @@ pub async fn permission_create(
     {
         Ok(_) => see_other("/dashboard/catalogue?done=permission_saved"),
         Err(e) => {
-            let status = e.status();
+            let status = status_of(&e);
             let p = def_refusal(&e, &input, &mut errors);
             page(&ctx, &s, status, None, Refused::NewDef(input, errors, p)).await
         }
@@ -776,7 +776,7 @@ pub async fn permission_update(
     let low = threshold(&input, &mut errors);
     if !errors.is_empty() {
         let r = Refused::Def(id, input, errors, None);
-        return page(&ctx, &s, StatusCode::UNPROCESSABLE_ENTITY, None, r).await;
+        return page(&ctx, &s, REFUSED, None, r).await;
     }
     let body = DefinitionUpdate {
         skus,
@@ -794,7 +794,7 @@ pub async fn permission_update(
     {
         Ok(_) => see_other("/dashboard/catalogue?done=permission_saved"),
         Err(e) => {
-            let status = e.status();
+            let status = status_of(&e);
             let p = def_refusal(&e, &input, &mut errors);
             page(&ctx, &s, status, None, Refused::Def(id, input, errors, p)).await
         }

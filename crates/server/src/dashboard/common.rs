@@ -9,7 +9,7 @@ use axum::response::Response;
 use tollgate_store::{accounts, operators};
 
 use super::session::{Session, see_other};
-use super::view::{Frame, render};
+use super::view::{Frame, REFUSED, render};
 use crate::ApiContext;
 use crate::error::ApiError;
 
@@ -142,7 +142,7 @@ pub async fn switch_account(
         async move { message_page(&ctx, &s, status, "Account not switched", message).await }
     };
     let Some(id) = param(&form, "merchant_account_id") else {
-        return refused(StatusCode::BAD_REQUEST, "Choose a merchant account.").await;
+        return refused(REFUSED, "Choose a merchant account.").await;
     };
     match accounts::get_merchant_account(ctx.store.reader(), id).await {
         Ok(Some(_)) => {}

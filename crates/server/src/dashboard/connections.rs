@@ -11,7 +11,7 @@ use serde_json::{Map, json};
 
 use super::outbound::{Label, field_errors, message_of, problem, seg};
 use super::session::{Session, see_other};
-use super::view::{FieldErrors, Frame, render};
+use super::view::{FieldErrors, Frame, REFUSED, render, status_of};
 use crate::ApiContext;
 use crate::api;
 use crate::api::connections::{ConnectionOut, ConnectionStatus};
@@ -196,16 +196,7 @@ pub async fn connection_create(
             "secret_key".into(),
             "Paste the Stripe secret key (sk_… or a restricted rk_… key).".into(),
         );
-        return list_page(
-            &ctx,
-            &s,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            None,
-            None,
-            input,
-            errors,
-        )
-        .await;
+        return list_page(&ctx, &s, REFUSED, None, None, input, errors).await;
     }
     let mut body = Map::new();
     body.insert("type".into(), json!("stripe"));
@@ -237,7 +228,7 @@ pub async fn connection_create(
         )),
         Err(e) => {
             let (errors, problem) = field_errors(&e);
-            list_page(&ctx, &s, e.status(), None, problem, input, errors).await
+            list_page(&ctx, &s, status_of(&e), None, problem, input, errors).await
         }
     }
 }
@@ -392,16 +383,7 @@ pub async fn connection_webhook_secret(
             "webhook_secret".into(),
             "Paste the signing secret Stripe shows for this endpoint (whsec_…).".into(),
         );
-        return detail_page(
-            &ctx,
-            &s,
-            &id,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &[],
-            secret,
-            errors,
-        )
-        .await;
+        return detail_page(&ctx, &s, &id, REFUSED, &[], secret, errors).await;
     }
     let mut body = Map::new();
     body.insert("webhook_secret".into(), json!(secret));
@@ -438,7 +420,7 @@ pub async fn connection_webhook_secret(
                 }
                 errors.insert("webhook_secret".into(), p);
             }
-            detail_page(&ctx, &s, &id, e.status(), &[], secret, errors).await
+            detail_page(&ctx, &s, &id, status_of(&e), &[], secret, errors).await
         }
     }
 }

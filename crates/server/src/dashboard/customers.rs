@@ -13,7 +13,7 @@ use tollgate_store::customers::{self as store_customers, Holding};
 
 use super::common::{Form, Params, confirmed, notice_text, param, seg};
 use super::session::{Session, see_other};
-use super::view::{FieldErrors, Frame, When, render};
+use super::view::{FieldErrors, Frame, REFUSED, When, render, status_of};
 use crate::ApiContext;
 use crate::api;
 use crate::api::credits::{AdjustRequest, BalanceOut, LedgerEntryOut, LedgerQuery};
@@ -314,7 +314,7 @@ struct ProblemPage {
 
 /// A failure that is not a form's: said in a sentence, the cause in the log.
 async fn problem(ctx: &ApiContext, s: &Session, e: ApiError) -> Response {
-    let status = e.status();
+    let status = status_of(&e);
     let message = match &e {
         ApiError::Internal(cause) => {
             tracing::error!(cause = %cause, "internal error (dashboard customers)");
@@ -975,7 +975,7 @@ pub async fn grant_create(
             &customid,
             None,
             None,
-            StatusCode::UNPROCESSABLE_ENTITY,
+            REFUSED,
             Refused::Grant(input, errors, None),
         )
         .await;
@@ -1001,7 +1001,7 @@ pub async fn grant_create(
             see_other(&format!("{}?done=granted", customer_href(&customid)))
         }
         Err(e) => {
-            let status = e.status();
+            let status = status_of(&e);
             let p = field_errors(
                 &e,
                 "grant_",
@@ -1035,7 +1035,7 @@ pub async fn grant_revoke(
             &customid,
             None,
             Some("Nothing revoked: tick “sure” next to the grant's Revoke button to revoke it."),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            REFUSED,
             Refused::None,
         )
         .await;
@@ -1107,7 +1107,7 @@ pub async fn adjust(
             &customid,
             None,
             None,
-            StatusCode::UNPROCESSABLE_ENTITY,
+            REFUSED,
             Refused::Adjust(input, errors, None),
         )
         .await;
@@ -1133,7 +1133,7 @@ pub async fn adjust(
             ))
         }
         Err(e) => {
-            let status = e.status();
+            let status = status_of(&e);
             let mut p = field_errors(&e, "adjust_", &["units", "reason", "customid"], &mut errors);
             if let (ApiError::NotFound(_), Some(_)) = (&e, &p) {
                 errors.insert(

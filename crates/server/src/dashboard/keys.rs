@@ -10,7 +10,7 @@ use tollgate_store::accounts;
 
 use super::outbound::{Label, message_of};
 use super::session::{Session, see_other};
-use super::view::{FieldErrors, Frame, When, render};
+use super::view::{FieldErrors, Frame, REFUSED, When, render, status_of};
 use crate::ApiContext;
 use crate::auth::{KeyKind, new_key};
 use crate::error::ApiError;
@@ -199,17 +199,7 @@ pub async fn key_create(
         );
     }
     let Some(kind) = kind.filter(|_| errors.is_empty()) else {
-        return keys_page(
-            &ctx,
-            &s,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            None,
-            None,
-            None,
-            input,
-            errors,
-        )
-        .await;
+        return keys_page(&ctx, &s, REFUSED, None, None, None, input, errors).await;
     };
     let name = (!input.name.is_empty()).then_some(input.name.as_str());
     let (row, full) = new_key(kind, Some(&s.merchant_account_id), name, ctx.now());
@@ -218,7 +208,7 @@ pub async fn key_create(
         return keys_page(
             &ctx,
             &s,
-            e.status(),
+            status_of(&e),
             None,
             Some(message_of(&e)),
             None,
@@ -264,11 +254,7 @@ pub async fn key_revoke(
         }
     };
     if param(&form, "confirm") != Some("yes") {
-        return refused(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Tick “sure” next to the key to revoke it.".into(),
-        )
-        .await;
+        return refused(REFUSED, "Tick “sure” next to the key to revoke it.".into()).await;
     }
     // Only keys this session's account can see: its own and operator keys.
     let visible = match accounts::get_api_key(ctx.store.reader(), &id).await {

@@ -15,7 +15,7 @@ use serde_json::{Map, json};
 use tollgate_store::outbox;
 
 use super::session::{Session, see_other};
-use super::view::{FieldErrors, Frame, When, render};
+use super::view::{FieldErrors, Frame, REFUSED, When, render, status_of};
 use crate::ApiContext;
 use crate::api;
 use crate::api::webhooks_out::{
@@ -393,17 +393,7 @@ pub async fn endpoint_create(
         );
     }
     if !errors.is_empty() {
-        return endpoints_page(
-            &ctx,
-            &s,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            None,
-            None,
-            None,
-            input,
-            errors,
-        )
-        .await;
+        return endpoints_page(&ctx, &s, REFUSED, None, None, None, input, errors).await;
     }
     let mut body = Map::new();
     body.insert("url".into(), json!(input.url));
@@ -437,14 +427,14 @@ pub async fn endpoint_create(
         }
         Err(e) => {
             let (errors, problem) = field_errors(&e);
-            endpoints_page(&ctx, &s, e.status(), None, None, problem, input, errors).await
+            endpoints_page(&ctx, &s, status_of(&e), None, None, problem, input, errors).await
         }
     }
 }
 
 /// An action's failure: the endpoints page again, with the message.
 async fn action_failed(ctx: &ApiContext, s: &Session, e: ApiError) -> Response {
-    let status = e.status();
+    let status = status_of(&e);
     endpoints_page(
         ctx,
         s,
@@ -639,6 +629,7 @@ pub async fn deliveries(
     )
     .await;
     let now = ctx.now();
+    let mut code = StatusCode::OK;
     let (rows, problem, newer, older) = match listed {
         Ok(page) => {
             let page = page.0;
@@ -669,12 +660,10 @@ pub async fn deliveries(
                 .collect();
             (rows, None, newer, older)
         }
-        Err(e) => (Vec::new(), Some(message_of(&e)), None, None),
-    };
-    let code = if problem.is_some() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
+        Err(e) => {
+            code = status_of(&e);
+            (Vec::new(), Some(message_of(&e)), None, None)
+        }
     };
     render(
         code,
@@ -763,7 +752,7 @@ pub(super) async fn problem(
     };
     let frame = Frame::new(ctx, s, title, active).await;
     render(
-        e.status(),
+        status_of(&e),
         &ProblemPage {
             frame,
             message: message_of(&e),

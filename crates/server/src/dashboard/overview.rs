@@ -20,7 +20,7 @@ use tollgate_store::overview::{self as store, DAY_MS, TxDay};
 use tollgate_store::{Store, StoreError};
 
 use super::session::Session;
-use super::view::{FieldErrors, Frame, When, render};
+use super::view::{FieldErrors, Frame, REFUSED, When, render};
 use crate::ApiContext;
 use crate::page::format_money;
 
@@ -1052,7 +1052,7 @@ pub async fn overview(
     let status = if errors.is_empty() {
         StatusCode::OK
     } else {
-        StatusCode::BAD_REQUEST
+        REFUSED
     };
     render(status, &page(frame, &q, range, &key, errors, &f, now))
 }

@@ -15,7 +15,7 @@ use tollgate_domain::Currency;
 
 use super::common::{Form, Params, notice_text, param, query_string, seg};
 use super::session::{Session, see_other};
-use super::view::{FieldErrors, Frame, When, render};
+use super::view::{FieldErrors, Frame, REFUSED, When, render, status_of};
 use crate::ApiContext;
 use crate::api;
 use crate::api::render::{RefundOut, TransactionEvent, TransactionOut};
@@ -455,7 +455,7 @@ pub async fn transactions(
         older: None,
     };
     if !page.errors.is_empty() {
-        return render(StatusCode::BAD_REQUEST, &page);
+        return render(REFUSED, &page);
     }
     let listed = api::transactions::list(
         State(ctx.clone()),
@@ -466,7 +466,7 @@ pub async fn transactions(
     let listed = match listed {
         Ok(j) => j.0,
         Err(e) => {
-            let status = e.status();
+            let status = status_of(&e);
             if status.is_server_error() {
                 tracing::error!(cause = %e, "dashboard: listing transactions");
             }
@@ -583,7 +583,7 @@ struct ProblemPage {
 }
 
 async fn problem(ctx: &ApiContext, s: &Session, e: ApiError) -> Response {
-    let status = e.status();
+    let status = status_of(&e);
     if status.is_server_error() {
         tracing::error!(cause = %e, "dashboard: transactions");
     }
@@ -820,31 +820,56 @@ pub async fn transaction(
     }
 }
 
-/// The transaction's page again with what was typed and a message next to `field`.
+/// The transaction's page again with what was typed and a message next to `field` (422).
 async fn refused(
     ctx: &ApiContext,
     s: &Session,
     id: &str,
+    forms: ActionForms,
+    field: &str,
+    message: String,
+) -> Response {
+    shown_again(ctx, s, id, forms, REFUSED, field, message).await
+}
+
+/// The transaction's page again after the API refused the action: its message next to the field
+/// it names (else next to `field`), with the API's status as the page's ([`status_of`]).
+async fn api_refused(
+    ctx: &ApiContext,
+    s: &Session,
+    id: &str,
+    forms: ActionForms,
+    e: &ApiError,
+    field: &str,
+) -> Response {
+    let (at, message) = api_message(e, field);
+    shown_again(ctx, s, id, forms, status_of(e), &at, message).await
+}
+
+async fn shown_again(
+    ctx: &ApiContext,
+    s: &Session,
+    id: &str,
     mut forms: ActionForms,
+    status: StatusCode,
     field: &str,
     message: String,
 ) -> Response {
     forms.errors.insert(field.to_string(), message);
     match detail_page(ctx, s, id, None, forms).await {
-        Ok(p) => render(StatusCode::BAD_REQUEST, &p),
+        Ok(p) => render(status, &p),
         Err(e) => problem(ctx, s, e).await,
     }
 }
 
-/// An API error of an action: its `/amount` (or `/reason`) detail next to that field, else
-/// next to the form's button.
-fn api_message(e: &ApiError, amount_field: &str, other_field: &str) -> (String, String) {
+/// An API error of an action: its `/reason` detail next to the refund's reason, anything else
+/// next to `field` (the form's amount, or its box).
+fn api_message(e: &ApiError, field: &str) -> (String, String) {
     let env = e.envelope();
     match env.details.first() {
-        Some(d) if d.pointer == "/amount" => (amount_field.to_string(), d.message.clone()),
         Some(d) if d.pointer == "/reason" => ("refund_reason".to_string(), d.message.clone()),
-        Some(d) => (other_field.to_string(), d.message.clone()),
-        None => (other_field.to_string(), env.message),
+        Some(d) => (field.to_string(), d.message.clone()),
+        None => (field.to_string(), env.message),
     }
 }
 
@@ -953,10 +978,7 @@ pub async fn transaction_capture(
             "/dashboard/transactions/{}?done=captured",
             seg(&id)
         )),
-        Err(e) => {
-            let (field, message) = api_message(&e, "capture_amount", "capture_amount");
-            refused(&ctx, &s, &id, forms(), &field, message).await
-        }
+        Err(e) => api_refused(&ctx, &s, &id, forms(), &e, "capture_amount").await,
     }
 }
 
@@ -980,10 +1002,7 @@ pub async fn transaction_void(
     match crate::transactions::void(&ctx, &super::caller(&s), &id).await {
         Ok(_) => see_other(&format!("/dashboard/transactions/{}?done=voided", seg(&id))),
         Err(e @ ApiError::NotFound(_)) => problem(&ctx, &s, e).await,
-        Err(e) => {
-            let (field, message) = api_message(&e, "void_confirm", "void_confirm");
-            refused(&ctx, &s, &id, ActionForms::default(), &field, message).await
-        }
+        Err(e) => api_refused(&ctx, &s, &id, ActionForms::default(), &e, "void_confirm").await,
     }
 }
 
@@ -1071,10 +1090,7 @@ pub async fn transaction_refund(
             "/dashboard/transactions/{}?done=refunded",
             seg(&id)
         )),
-        Err(e) => {
-            let (field, message) = api_message(&e, "refund_amount", "refund_amount");
-            refused(&ctx, &s, &id, forms(), &field, message).await
-        }
+        Err(e) => api_refused(&ctx, &s, &id, forms(), &e, "refund_amount").await,
     }
 }
 

@@ -2,6 +2,22 @@
 //! CSRF token, notice), times shown as people read them, and rendering with the security
 //! headers. Templates live in `crates/server/templates/dashboard/` (askama: checked when the
 //! crate compiles, every `{{ value }}` HTML-escaped unless marked `|safe`).
+//!
+//! # The status of a refused form
+//!
+//! One rule for every dashboard page ([`REFUSED`], [`status_of`]):
+//! - **422** when the form (or a list's filters, or a date range) was read and a value in it is
+//!   refused, by the page's own checks or by the API behind it (the API's 400 becomes 422 here):
+//!   the page comes back with what was typed and the message next to the field. A box left
+//!   unticked, a missing choice, an amount that is too large, an unknown permission: all 422.
+//! - **400** only for a request that cannot be read at all: a NUL character or text that is not
+//!   UTF-8 in the path, the query or a form field, refused before any page runs (`edge.rs`).
+//! - Otherwise the status the API gives: 404 when what the form names does not exist, 409 when
+//!   it exists already or its state forbids the action (a key already revoked), 502 or 504 when
+//!   Stripe did not answer, 503 when the database did not.
+//!
+//! The API itself never answers 422 (SPEC §8: the seed SDK reads a 422 as another shape); the
+//! dashboard's answers are HTML pages for a browser, where 422 says "look at the form again".
 
 use std::collections::BTreeMap;
 
@@ -15,6 +31,7 @@ use tollgate_store::accounts;
 use super::layout::{message, secure};
 use super::session::Session;
 use crate::ApiContext;
+use crate::error::ApiError;
 
 /// The main navigation: key (the page's `active`), link, label.
 pub const NAV: &[(&str, &str, &str)] = &[
@@ -105,6 +122,18 @@ impl Frame {
 
 /// Field name → message, for a refused form shown again with the user's input.
 pub type FieldErrors = BTreeMap<String, String>;
+
+/// The status of a page showing a refused form or filter (see the module's rule).
+pub const REFUSED: StatusCode = StatusCode::UNPROCESSABLE_ENTITY;
+
+/// The status of a page showing what the API answered: a refused value (the API's 400) is
+/// [`REFUSED`]; anything else keeps the API's status (404, 409, 502, …).
+pub fn status_of(e: &ApiError) -> StatusCode {
+    match e.status() {
+        StatusCode::BAD_REQUEST => REFUSED,
+        other => other,
+    }
+}
 
 /// A rendered template as an HTML answer with the dashboard's security headers.
 pub fn render(status: StatusCode, t: &impl Template) -> Response {

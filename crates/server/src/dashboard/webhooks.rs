@@ -11,7 +11,7 @@ use axum::response::Response;
 
 use super::outbound::{Label, message_of, problem, seg};
 use super::session::{Session, see_other};
-use super::view::{Frame, When, render};
+use super::view::{Frame, When, render, status_of};
 use crate::ApiContext;
 use crate::api;
 use crate::api::webhook_events::WebhookEventOut;
@@ -167,6 +167,7 @@ pub async fn webhooks(
         .map(|(id, name)| (id.as_str(), name.as_str()))
         .collect();
     let now = ctx.now();
+    let mut code = StatusCode::OK;
     let (rows, problem, newer, older) =
         match api::webhook_events::list(State(ctx.clone()), super::caller(&s), uri).await {
             Ok(page) => {
@@ -186,15 +187,14 @@ pub async fn webhooks(
                     .collect::<Vec<_>>();
                 (rows, None, newer, older)
             }
-            Err(e) => (Vec::new(), Some(message_of(&e)), None, None),
+            Err(e) => {
+                code = status_of(&e);
+                (Vec::new(), Some(message_of(&e)), None, None)
+            }
         };
     let status = param(&params, "status");
     render(
-        if problem.is_some() {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::OK
-        },
+        code,
         &ListPage {
             frame,
             problem,

@@ -321,7 +321,7 @@ async fn adjustments_keep_refused_input_and_commit_with_their_ledger_row(db: Db)
         ],
     )
     .await;
-    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.status, 422, "{}", r.text);
     assert!(r.text.contains("id=\"grant_units-error\""), "{}", r.text);
     assert!(r.text.contains("value=\"Ticket 12\""));
     // With units it is given, one ledger row more.

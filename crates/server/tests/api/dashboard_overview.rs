@@ -205,7 +205,7 @@ async fn overview_refuses_bad_dates_in_place(db: Db) {
         &cookie,
     )
     .await;
-    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.status, 422, "{}", r.text);
     assert!(r.text.contains("value=\"yesterday\""), "input kept");
     assert!(r.text.contains("aria-describedby=\"from-error\""));
     assert!(r.text.contains("id=\"from-error\""));
@@ -217,7 +217,7 @@ async fn overview_refuses_bad_dates_in_place(db: Db) {
         &cookie,
     )
     .await;
-    assert_eq!(r.status, 400);
+    assert_eq!(r.status, 422);
     assert!(r.text.contains("id=\"to-error\""));
     let r = get_with(
         &s,

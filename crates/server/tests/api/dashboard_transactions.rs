@@ -150,7 +150,7 @@ async fn bad_amounts_keep_the_form_with_the_message(db: Db) {
                 ],
             )
             .await;
-            assert_eq!(r.status, 400, "{typed}: {}", r.text);
+            assert_eq!(r.status, 422, "{typed}: {}", r.text);
             // The typed value is kept, the message is next to the field and named by it.
             assert!(
                 r.text.contains(&format!(
@@ -187,7 +187,7 @@ async fn bad_amounts_keep_the_form_with_the_message(db: Db) {
         &[("csrf", &token), ("amount", "1"), ("confirm", "yes")],
     )
     .await;
-    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.status, 422, "{}", r.text);
     assert!(
         r.text.contains("Only a captured payment can be refunded"),
         "{}",
@@ -195,7 +195,7 @@ async fn bad_amounts_keep_the_form_with_the_message(db: Db) {
     );
     // The list's amount filters are decimals in the chosen currency.
     let r = get_with(&s, "/dashboard/transactions?currency=EUR&min=abc", &cookie).await;
-    assert_eq!(r.status, 400);
+    assert_eq!(r.status, 422);
     assert!(
         r.text.contains("aria-describedby=\"min-error\""),
         "{}",
@@ -292,7 +292,7 @@ async fn refunded_payments_show_in_words_with_their_net_amount(db: Db) {
     assert_eq!(dated.status, 200, "{}", dated.text);
     assert!(dated.text.contains(fid) && dated.text.contains(auth["id"].as_str().unwrap()));
     let r = get_with(&s, "/dashboard/transactions?status=nonsense", &cookie).await;
-    assert_eq!(r.status, 400);
+    assert_eq!(r.status, 422);
     assert!(r.text.contains("status-error"));
 }
 
@@ -452,7 +452,7 @@ async fn a_void_needs_its_box_ticked(db: Db) {
     );
     let path = format!("/dashboard/transactions/{id}/void");
     let r = post_form(&s, &path, &cookie, &[("csrf", &token)]).await;
-    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.status, 422, "{}", r.text);
     assert!(
         r.text.contains("aria-describedby=\"void_confirm-error\""),
         "{}",
@@ -470,7 +470,7 @@ async fn a_void_needs_its_box_ticked(db: Db) {
     assert_eq!(s.get_tx(id).await["status"], "authorization_voided");
     // A second void is refused in place: the page no longer offers it.
     let r = post_form(&s, &path, &cookie, &[("csrf", &token), ("confirm", "yes")]).await;
-    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.status, 422, "{}", r.text);
     assert!(
         r.text.contains("data-testid=\"action-problem\""),
         "{}",
