@@ -268,6 +268,10 @@ async fn group_commit(
     let mut msgs = Vec::with_capacity(MAX_GROUP);
     let mut jobs: VecDeque<Job> = VecDeque::new();
     let mut held: Option<Held> = None;
+    // SQLite on a file: the writer starts the log over between its commits.
+    let mut restart = store.wal().map(|wal| {
+        tollgate_store::WalRestart::new(wal.to_path_buf(), tollgate_store::WalRestart::OVER)
+    });
     loop {
         {
             let mut rx = rx.lock().await;
@@ -320,6 +324,13 @@ async fn group_commit(
         }
         if let Some(job) = jobs.pop_front() {
             ok &= job(&mut h.conn, store.backend()).await;
+        }
+        if ok
+            && let Some(r) = restart.as_mut()
+            && let Err(e) = r.between(&mut h.conn).await
+        {
+            tracing::warn!(error = %e, "checkpointing the SQLite log failed");
+            ok = false;
         }
         // After a failure, a fresh connection next time (the pool tests this one on its way
         // back).
