@@ -1182,6 +1182,42 @@ pub async fn lock_stripe_customer<'c, E: Executor<'c, Database = Any>>(
     Ok(())
 }
 
+/// Postgres: transaction-scoped advisory locks on the Stripe objects `ids` of a connection and
+/// on the links (as [`lock_stripe_customer`] takes them) of the Stripe customers their stored
+/// versions name, in one statement, taken in bytewise order of their keys. Callers with more
+/// than one chunk of ids pass them sorted, chunk after chunk.
+pub async fn lock_objects(db: &mut crate::Conn, connection_id: &str, ids: &[&str]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = (0..ids.len()).map(|i| format!("(${})", i + 2)).collect();
+    let list = list.join(", ");
+    let sql = format!(
+        "SELECT COUNT(*) FROM (
+           SELECT pg_advisory_xact_lock(hashtext(k)) FROM (
+             SELECT k FROM (
+               SELECT 'object' || chr(31) || $1 || chr(31) || v.id AS k
+               FROM (VALUES {list}) AS v(id)
+               UNION
+               SELECT 'link' || chr(31) || $1 || chr(31) || o.stripe_customer_id
+               FROM ent_stripe_objects o
+               WHERE o.connection_id = $1 AND o.stripe_customer_id IS NOT NULL
+                 AND o.object_id IN (SELECT w.id FROM (VALUES {list}) AS w(id))
+             ) AS u ORDER BY k COLLATE \"C\"
+           ) AS sorted
+         ) AS locked"
+    );
+    // Placeholders only; every value is bound.
+    let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+        .persistent(false)
+        .bind(connection_id.to_string());
+    for id in ids {
+        q = q.bind((*id).to_string());
+    }
+    q.fetch_one(&mut *db).await?;
+    Ok(())
+}
+
 /// Postgres: serialises re-evaluations of one customer (a transaction-scoped advisory lock).
 pub async fn lock_customer<'c, E: Executor<'c, Database = Any>>(
     db: E,

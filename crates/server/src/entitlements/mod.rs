@@ -724,6 +724,23 @@ async fn apply_because(
         for cus in &customers {
             es::lock_stripe_customer(&mut **tx, &connection.id, cus).await?;
         }
+        // Then each object written and each object it refers to (see `lock_objects`).
+        let mut ids: BTreeSet<&str> = BTreeSet::new();
+        let records: Vec<Record> = work
+            .iter()
+            .filter_map(|w| match w {
+                Work::Object(_, object, _, _) => Some(map::records_of(object, None)),
+                Work::Clock(_) => None,
+            })
+            .flatten()
+            .collect();
+        let refs: Vec<String> = records.iter().flat_map(map::refs_of).collect();
+        ids.extend(records.iter().map(Record::id));
+        ids.extend(refs.iter().map(String::as_str));
+        let ids: Vec<&str> = ids.into_iter().collect();
+        for chunk in ids.chunks(es::WALK_CHUNK) {
+            lock_objects(tx, &connection.id, chunk).await?;
+        }
     }
     links.prefetch(tx, &connection.id, &customers).await?;
     let stored_clocks = links.stored_clocks(tx, &connection.id, &customers).await?;
@@ -859,7 +876,7 @@ async fn apply_because(
     // reach their customers through what they are attached to.
     // The walks share objects (a charge's payment intent, an invoice's subscription); nothing
     // is written between them, so each object is read once.
-    touched.extend(owners(tx, &connection.id, &touched_ids).await?);
+    touched.extend(owners(tx, ctx.store.backend(), &connection.id, &touched_ids).await?);
     notices.extend(
         reevaluate_all(
             ctx,
@@ -1011,6 +1028,7 @@ impl Links {
 /// database while the write lock is held).
 async fn owners(
     tx: &mut Tx<'_>,
+    backend: Backend,
     connection_id: &str,
     ids: &BTreeSet<String>,
 ) -> ApiResult<BTreeSet<String>> {
@@ -1039,6 +1057,9 @@ async fn owners(
             &owners_of,
         );
         for chunk in need.chunks(es::WALK_CHUNK) {
+            if backend == Backend::Postgres {
+                lock_objects(tx, connection_id, chunk).await?;
+            }
             for (oid, cid) in es::owners_of_objects(tx, connection_id, chunk).await? {
                 owners_of.entry(oid).or_default().push(cid);
             }
@@ -1073,6 +1094,25 @@ async fn owners(
         }
     }
     Ok(out)
+}
+
+/// PostgreSQL: transaction-scoped locks on the Stripe objects `ids` of a connection (at most
+/// [`es::WALK_CHUNK`]) and on the links of the Stripe customers their stored versions name,
+/// taken in one order (bytewise, as the callers' chunks of sorted ids).
+///
+/// Two transactions may apply objects of one purchase at once (two inbox workers: the sandbox
+/// and Stripe deliver a payment's events and its dispute's together). Without these locks the
+/// dispute's transaction walks from the dispute to its charge, does not see the charge (not
+/// committed yet) and re-evaluates nobody, while the payment's transaction re-evaluates the
+/// customer without the dispute (not committed yet): both commit and the open dispute never
+/// revokes. So a transaction locks every object it writes and every object those refer to
+/// before writing, and the owners walk locks every object before it reads who owns it (and
+/// the links of their customers, which a writer locks with `es::lock_stripe_customer`): a walk
+/// that reaches an object another transaction is writing waits for that commit and then sees
+/// it, or the writer waits for the walk's commit and its re-evaluation sees what the walk's
+/// transaction wrote.
+async fn lock_objects(tx: &mut Tx<'_>, connection_id: &str, ids: &[&str]) -> ApiResult<()> {
+    Ok(es::lock_objects(tx, connection_id, ids).await?)
 }
 
 /// Of `ids`, those `known` has no entry for, once each.

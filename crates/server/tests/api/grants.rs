@@ -27,6 +27,7 @@ crate::both_dbs!(
     state_versions_etag_and_state_changed_events,
     dispute_policy_opened_revokes_and_a_win_restores,
     disputed_test_card_on_the_sandbox_revoked_on_open_restored_when_won,
+    a_dispute_applied_while_its_payment_is_applied_revokes,
     early_fraud_warning_test_card_on_the_sandbox_revokes_by_policy,
     the_dashboard_grants_and_revokes_as_its_operator,
     a_purchase_lapsing_beside_a_grant_shows_in_the_check_after_the_expiry_job,
@@ -848,6 +849,124 @@ async fn disputed_test_card_on_the_sandbox_revoked_on_open_restored_when_won(db:
             _ => panic!("every change of the history is caused by Stripe: {h}"),
         }
     }
+}
+
+/// The dispute's events and its payment's events applied by two transactions at once (two
+/// inbox workers on PostgreSQL, as the sandbox delivers them all together): the dispute's
+/// transaction finds no customer for the dispute (its charge and payment intent are not
+/// committed yet), the payment's transaction does not see the dispute (not committed yet). The
+/// dispute must still revoke under `revoke_on_dispute: opened`, whichever commits first.
+async fn a_dispute_applied_while_its_payment_is_applied_revokes(db: Db) {
+    use tollgate_server::entitlements::{Work, apply_in, prepare_events};
+    // Deliveries off: the test applies the sandbox's objects itself, in the order it wants.
+    let s = TestServer::start(db).await;
+    catalog(&s).await;
+    let pk = s.bound_key(KeyKind::Public, "default").await;
+    s.send(
+        s.request(Method::PATCH, "/v1/entitlements/settings")
+            .json(&json!({"revoke_on_dispute": "opened"})),
+    )
+    .await
+    .expect(200);
+    let pi = sandbox_purchase(&s, "user-both", "pm_card_createDispute").await;
+    let pi_id = pi["id"].as_str().unwrap();
+    let ch = s
+        .stripe_get(&format!(
+            "/v1/charges/{}",
+            pi["latest_charge"].as_str().unwrap()
+        ))
+        .await;
+    let dp = s
+        .stripe_get(&format!("/v1/disputes?payment_intent={pi_id}"))
+        .await["data"][0]
+        .clone();
+    assert_eq!(dp["status"], "needs_response", "{dp}");
+    let (ctx, conn, _) = clocked(&s).await;
+    let t = now_ms() / 1000;
+    let payment = [
+        event("evt_b1", "charge.succeeded", t, ch, CURRENT),
+        event("evt_b2", "payment_intent.succeeded", t, pi.clone(), CURRENT),
+    ];
+    let dispute = [event("evt_b3", "charge.dispute.created", t, dp, CURRENT)];
+    let prepare = |events: &[Value]| {
+        let (ctx, conn) = (ctx.clone(), conn.clone());
+        let events = events.to_vec();
+        async move {
+            let refs: Vec<&Value> = events.iter().collect();
+            let work: Vec<Work> = prepare_events(&ctx, &conn, &refs)
+                .await
+                .expect("prepared")
+                .into_iter()
+                .flatten()
+                .collect();
+            assert_eq!(work.len(), events.len());
+            work
+        }
+    };
+    let (payment, dispute) = (prepare(&payment).await, prepare(&dispute).await);
+    // The payment's transaction has re-evaluated the customer and not committed yet.
+    let mut tx = ctx.store.begin().await.expect("begin");
+    let refs: Vec<&Work> = payment.iter().collect();
+    if db == Db::Postgres {
+        apply_in(&ctx, &mut tx, &conn, &refs, None)
+            .await
+            .expect("payment");
+        // The dispute's transaction runs meanwhile: it commits, or waits for the payment's.
+        let (pid_tx, pid_rx) = tokio::sync::oneshot::channel::<i32>();
+        let (ctx2, conn2) = (ctx.clone(), conn.clone());
+        let other = tokio::spawn(async move {
+            let mut tx = ctx2.store.begin().await.expect("begin");
+            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut *tx)
+                .await
+                .expect("pid");
+            let _ = pid_tx.send(pid);
+            let refs: Vec<&Work> = dispute.iter().collect();
+            apply_in(&ctx2, &mut tx, &conn2, &refs, None)
+                .await
+                .expect("dispute");
+            tollgate_store::commit(tx).await.expect("commit");
+        });
+        let pid = pid_rx.await.expect("the dispute's connection");
+        crate::common::wait_for(
+            std::time::Duration::from_secs(60),
+            "the dispute's transaction to commit or wait for the payment's",
+            || async {
+                let waiting: Option<String> = sqlx::query_scalar(
+                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1",
+                )
+                .bind(pid)
+                .fetch_optional(&s.pool)
+                .await
+                .expect("activity")
+                .flatten();
+                (other.is_finished() || waiting.as_deref() == Some("Lock")).then_some(())
+            },
+        )
+        .await;
+        tollgate_store::commit(tx).await.expect("commit");
+        other.await.expect("the dispute's transaction");
+    } else {
+        // SQLite has one writer: the two transactions cannot overlap.
+        apply_in(&ctx, &mut tx, &conn, &refs, None)
+            .await
+            .expect("payment");
+        tollgate_store::commit(tx).await.expect("commit");
+        let mut tx = ctx.store.begin().await.expect("begin");
+        let refs: Vec<&Work> = dispute.iter().collect();
+        apply_in(&ctx, &mut tx, &conn, &refs, None)
+            .await
+            .expect("dispute");
+        tollgate_store::commit(tx).await.expect("commit");
+    }
+    let p = permissions_of(&s, &pk, "user-both").await;
+    assert_eq!(
+        p[0]["entitlement"],
+        -8,
+        "the open dispute revokes: {p:?}; {}",
+        read_model(&s, "user-both").await
+    );
+    assert_eq!(p[0]["is_valid"], false);
 }
 
 async fn early_fraud_warning_test_card_on_the_sandbox_revokes_by_policy(db: Db) {
