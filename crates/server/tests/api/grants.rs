@@ -1118,7 +1118,7 @@ async fn the_dashboard_grants_and_revokes_as_its_operator(db: Db) {
         ],
     )
     .await;
-    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.status, 422, "{}", r.text);
     // Revoked by the operator (the confirmation box is required).
     let revoke_path = format!(
         "/dashboard/customers/user-dash/grants/{}/revoke",
