@@ -180,16 +180,50 @@ pub(crate) async fn account_exists(
     row: &ApiKeyRow,
     merchant_account_id: &str,
 ) -> Result<(), ApiError> {
-    if row.merchant_account_id.is_none()
-        && tollgate_store::accounts::get_merchant_account(ctx.store.reader(), merchant_account_id)
-            .await?
-            .is_none()
+    if row.merchant_account_id.is_some() {
+        return Ok(());
+    }
+    let known = &ctx.consumes.accounts;
+    if known.has(merchant_account_id) {
+        return Ok(());
+    }
+    if tollgate_store::accounts::get_merchant_account(ctx.store.reader(), merchant_account_id)
+        .await?
+        .is_none()
     {
         return Err(ApiError::NotFound(format!(
             "There is no merchant account '{merchant_account_id}'."
         )));
     }
+    known.add(merchant_account_id);
     Ok(())
+}
+
+/// Merchant accounts a server has seen exist. An account is never deleted, so one seen once
+/// exists for good: an operator key's request does not read it again (one read of the
+/// database fewer on every request of an operator key). Accounts not found are not kept (one
+/// may be created at any moment, by this process or another).
+#[derive(Default)]
+pub struct KnownAccounts {
+    ids: std::sync::RwLock<std::collections::HashSet<String>>,
+}
+
+/// Accounts kept at most (past it, the set starts over).
+const MAX_KNOWN_ACCOUNTS: usize = 10_000;
+
+impl KnownAccounts {
+    fn has(&self, id: &str) -> bool {
+        self.ids.read().is_ok_and(|ids| ids.contains(id))
+    }
+
+    fn add(&self, id: &str) {
+        if let Ok(mut ids) = self.ids.write() {
+            if ids.len() >= MAX_KNOWN_ACCOUNTS {
+                ids.clear();
+            }
+            ids.insert(id.to_string());
+        }
+    }
 }
 
 /// Extracts the caller from `Authorization: Bearer tg_…` and `X-Merchant-Account-Id`

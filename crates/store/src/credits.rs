@@ -625,3 +625,143 @@ pub async fn next_hold_end<'c, E: Executor<'c, Database = Any>>(
     .await?;
     Ok(row.try_get("next")?)
 }
+
+// ---- the group commit of consumes (SQLite) ---------------------------------------------------
+//
+// SQLite's consumes are applied in groups by its one writer (see the server's consumes). Each
+// statement there is a round trip to the connection's thread, and each row another: a group
+// reads and writes all its balances, ledger rows and change-log rows in a few statements, each
+// taking its rows as one JSON array and answering at most one row.
+
+/// What a consume of a group needs of a balance (see [`hot_balances`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HotBalance {
+    pub balance: i64,
+    pub held: i64,
+    pub due_at: Option<i64>,
+    pub low_threshold: Option<i64>,
+}
+
+/// A balance as a group of consumes leaves it: its new `balance` after `consumed` more units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Consumed<'a> {
+    pub merchant: &'a str,
+    pub customid: &'a str,
+    pub permission: &'a str,
+    pub balance: i64,
+    pub consumed: i64,
+}
+
+fn json_text<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("a JSON list: {e}")))
+}
+
+/// SQLite: the balances of `keys` (merchant account, customid, permission), in order, read
+/// in one statement; `None` where there is no balance row.
+pub async fn hot_balances(
+    db: &mut crate::Conn,
+    keys: &[(&str, &str, &str)],
+) -> Result<Vec<Option<HotBalance>>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found: String = sqlx::query_scalar(
+        "SELECT json_group_array(json_array(k.key, b.balance, b.held, b.due_at, b.low_threshold))
+         FROM json_each($1) k JOIN credit_balances b
+           ON b.merchant_account_id = k.value ->> 0 AND b.customid = k.value ->> 1
+          AND b.permission = k.value ->> 2",
+    )
+    .bind(json_text(&keys)?)
+    .fetch_one(&mut *db)
+    .await?;
+    type Found = (usize, i64, i64, Option<i64>, Option<i64>);
+    let found: Vec<Found> = crate::query::json_array(&found, "credit balances")?;
+    let mut out = vec![None; keys.len()];
+    for (i, balance, held, due_at, low_threshold) in found {
+        if let Some(slot) = out.get_mut(i) {
+            *slot = Some(HotBalance {
+                balance,
+                held,
+                due_at,
+                low_threshold,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// SQLite: writes a group's consumptions, in three statements: the balances' new figures,
+/// the ledger rows (in order) and, for the permission cache, a change-log row per customer
+/// (the rows `entitlements::note_permission_change` writes, one per `changed` customer).
+pub async fn put_consumed(
+    db: &mut crate::Conn,
+    balances: &[Consumed<'_>],
+    rows: &[(&str, &LedgerRow)],
+    changed: &[(&str, &str)],
+    now: i64,
+) -> Result<()> {
+    if !balances.is_empty() {
+        let list: Vec<(&str, &str, &str, i64, i64)> = balances
+            .iter()
+            .map(|b| (b.merchant, b.customid, b.permission, b.balance, b.consumed))
+            .collect();
+        sqlx::query(
+            "UPDATE credit_balances AS b
+                SET balance = j.value ->> 3, consumed = b.consumed + (j.value ->> 4), updated_at = $2
+               FROM json_each($1) j
+              WHERE b.merchant_account_id = j.value ->> 0 AND b.customid = j.value ->> 1
+                AND b.permission = j.value ->> 2",
+        )
+        .bind(json_text(&list)?)
+        .bind(now)
+        .execute(&mut *db)
+        .await?;
+    }
+    if !rows.is_empty() {
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(merchant, e)| {
+                serde_json::json!([
+                    e.id,
+                    merchant,
+                    e.customid,
+                    e.permission,
+                    e.kind,
+                    e.units,
+                    e.balance_after,
+                    e.lot,
+                    e.expires_at,
+                    e.shortfall,
+                    e.source,
+                    e.reservation_id,
+                    e.reason,
+                    e.metadata,
+                    e.created_at
+                ])
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO credit_ledger (id, merchant_account_id, customid, permission, kind, units,
+                 balance_after, lot, expires_at, shortfall, source, reservation_id, reason, metadata,
+                 created_at)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+                 value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11,
+                 value ->> 12, value ->> 13, value ->> 14
+             FROM json_each($1) ORDER BY key",
+        )
+        .bind(json_text(&list)?)
+        .execute(&mut *db)
+        .await?;
+    }
+    if !changed.is_empty() {
+        sqlx::query(
+            "INSERT INTO ent_permission_changes (merchant_account_id, customid, changed_at)
+             SELECT value ->> 0, value ->> 1, $2 FROM json_each($1) ORDER BY key",
+        )
+        .bind(json_text(&changed)?)
+        .bind(now)
+        .execute(&mut *db)
+        .await?;
+    }
+    Ok(())
+}

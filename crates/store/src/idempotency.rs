@@ -8,7 +8,7 @@ use sqlx::{Any, Executor};
 
 use crate::Result;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Scope {
     pub merchant_account_id: String,
     pub key_id: String,
@@ -327,7 +327,12 @@ pub async fn lookup<'c, E: Executor<'c, Database = Any>>(
     .bind(&scope.idem_key)
     .fetch_optional(db)
     .await?;
-    Ok(match row {
+    Ok(claim_of(row, body_hash, now))
+}
+
+/// What a record read by [`lookup`] says (see there).
+fn claim_of(row: Option<LookupRow>, body_hash: &str, now: i64) -> Claim {
+    match row {
         None => Claim::Started,
         Some((.., expires_at)) if expires_at <= now => Claim::Started,
         Some((hash, ..)) if hash != body_hash => Claim::Mismatch,
@@ -345,7 +350,156 @@ pub async fn lookup<'c, E: Executor<'c, Database = Any>>(
             body: Stored::Clear(body),
         },
         Some(_) => Claim::InProgress,
-    })
+    }
+}
+
+/// SQLite: [`lookup`] of several records (each a scope and the hash of its request's body) in
+/// one statement that answers one row (the records found, as a JSON array); in order.
+pub async fn lookup_many(
+    db: &mut crate::Conn,
+    keys: &[(&Scope, &str)],
+    now: i64,
+) -> Result<Vec<Claim>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list: Vec<[&str; 5]> = keys
+        .iter()
+        .map(|(s, _)| {
+            [
+                s.merchant_account_id.as_str(),
+                s.key_id.as_str(),
+                s.method.as_str(),
+                s.path.as_str(),
+                s.idem_key.as_str(),
+            ]
+        })
+        .collect();
+    let list = serde_json::to_string(&list)
+        .map_err(|e| crate::StoreError::Corrupt(format!("idempotency keys: {e}")))?;
+    let found: String = sqlx::query_scalar(
+        "SELECT json_group_array(json_array(k.key, i.body_hash, i.status_code, i.response,
+                CASE WHEN i.response_enc IS NULL THEN NULL ELSE hex(i.response_enc) END,
+                i.lease_expires_at, i.expires_at))
+           FROM json_each($1) k JOIN idempotency_keys i
+             ON i.merchant_account_id = k.value ->> 0 AND i.key_id = k.value ->> 1
+            AND i.method = k.value ->> 2 AND i.path = k.value ->> 3 AND i.idem_key = k.value ->> 4",
+    )
+    .bind(list)
+    .fetch_one(&mut *db)
+    .await?;
+    type Found = (
+        usize,
+        String,
+        Option<i64>,
+        Option<String>,
+        Option<String>,
+        i64,
+        i64,
+    );
+    let found: Vec<Found> = crate::query::json_array(&found, "idempotency records")?;
+    let mut rows: Vec<Option<LookupRow>> = vec![None; keys.len()];
+    for (i, hash, status, response, sealed, lease_expires_at, expires_at) in found {
+        let sealed = sealed.map(|h| unhex(&h)).transpose()?;
+        if let Some(slot) = rows.get_mut(i) {
+            *slot = Some((hash, status, response, sealed, lease_expires_at, expires_at));
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .zip(keys)
+        .map(|(row, (_, body_hash))| claim_of(row, body_hash, now))
+        .collect())
+}
+
+/// The bytes of SQLite's `hex()`.
+fn unhex(text: &str) -> Result<Vec<u8>> {
+    let bad = || crate::StoreError::Corrupt("a sealed idempotency answer".into());
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let text = text.as_bytes();
+    if !text.len().is_multiple_of(2) {
+        return Err(bad());
+    }
+    text.chunks(2)
+        .map(|p| Ok((digit(p[0]).ok_or_else(bad)? << 4) | digit(p[1]).ok_or_else(bad)?))
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
+
+/// An answer to keep (see [`put_answers`]).
+pub struct Answer<'a> {
+    pub scope: &'a Scope,
+    pub body_hash: &'a str,
+    pub status: u16,
+    pub sealed: &'a [u8],
+}
+
+/// SQLite: [`put_answer`] of several answers in one statement; how many were kept (fewer than
+/// given when a record was there that may not be replaced).
+pub async fn put_answers(
+    db: &mut crate::Conn,
+    answers: &[Answer<'_>],
+    now: i64,
+    ttl_ms: i64,
+) -> Result<u64> {
+    if answers.is_empty() {
+        return Ok(0);
+    }
+    let list: Vec<serde_json::Value> = answers
+        .iter()
+        .map(|a| {
+            serde_json::json!([
+                a.scope.merchant_account_id,
+                a.scope.key_id,
+                a.scope.method,
+                a.scope.path,
+                a.scope.idem_key,
+                a.body_hash,
+                a.status,
+                hex(a.sealed)
+            ])
+        })
+        .collect();
+    let list = serde_json::to_string(&list)
+        .map_err(|e| crate::StoreError::Corrupt(format!("idempotency answers: {e}")))?;
+    let done = sqlx::query(
+        "INSERT INTO idempotency_keys (merchant_account_id, key_id, method, path, idem_key, body_hash,
+            status_code, response, response_enc, created_at, expires_at, lease_owner,
+            lease_expires_at)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+            value ->> 6, NULL, unhex(value ->> 7), $2, $3, NULL, 0
+           FROM json_each($1) WHERE true ORDER BY key
+         ON CONFLICT (merchant_account_id, key_id, method, path, idem_key) DO UPDATE SET
+            body_hash = excluded.body_hash, status_code = excluded.status_code, response = NULL,
+            response_enc = excluded.response_enc, created_at = excluded.created_at,
+            expires_at = excluded.expires_at, lease_owner = NULL, lease_expires_at = 0
+         WHERE idempotency_keys.expires_at <= $2
+            OR (idempotency_keys.body_hash = excluded.body_hash
+                AND (idempotency_keys.status_code = $4
+                     OR (idempotency_keys.status_code IS NULL
+                         AND idempotency_keys.lease_expires_at <= $2)))",
+    )
+    .bind(list)
+    .bind(now)
+    .bind(now + ttl_ms)
+    .bind(RESUMABLE)
+    .execute(&mut *db)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Stores the (sealed) answer of a request whose work ran in this same transaction: a new

@@ -59,6 +59,19 @@ fn row(customid: &str, permission: &str, kind: Kind, units: i64, now: i64) -> Le
     }
 }
 
+/// The ledger row of a consumption of `units` that left the balance at `balance_after`.
+pub fn consumed_row(
+    customid: &str,
+    permission: &str,
+    units: i64,
+    balance_after: i64,
+    now: i64,
+) -> LedgerRow {
+    let mut r = row(customid, permission, Kind::Consume, -units, now);
+    r.balance_after = balance_after;
+    r
+}
+
 /// The outbound events a balance moving from `before` to `after` causes.
 async fn balance_events(
     tx: &mut Tx<'_>,
@@ -244,8 +257,7 @@ pub async fn consume_in(
     if let Some((balance, threshold)) =
         cs::try_consume(&mut **tx, merchant, customid, permission, units, now).await?
     {
-        let mut r = row(customid, permission, Kind::Consume, -units, now);
-        r.balance_after = balance;
+        let mut r = consumed_row(customid, permission, units, balance, now);
         r.metadata = metadata;
         cs::insert_entry(&mut **tx, merchant, &r).await?;
         let before = balance + units;

@@ -616,7 +616,10 @@ async fn stripe_periods_grant_and_reset_and_refunds_claw_back(db: Db) {
     assert_eq!(assert_ledger_adds_up(&s, "guest-2").await, 0);
 }
 
-both_dbs!(low_and_depleted_balances_are_announced);
+both_dbs!(
+    low_and_depleted_balances_are_announced,
+    concurrent_consumes_announce_low_and_depleted_once,
+);
 
 /// `balance.low` when a consumption takes a balance to the definition's threshold or below,
 /// `balance.depleted` when it reaches zero; each once per crossing.
@@ -801,4 +804,55 @@ async fn concurrent_consumers_over_many_customers_add_up(db: Db) {
         consumed += 1000 - sum;
     }
     assert_eq!(consumed, 64 * 5 * 2);
+}
+
+/// 64 concurrent consumes of 2 units against 100 (on SQLite most of them in a few group
+/// commits, where the consume that crosses the threshold and the one that empties the balance
+/// are applied among the others): `balance.low` and `balance.depleted` are each sent once, and
+/// the ledger adds up row by row.
+async fn concurrent_consumes_announce_low_and_depleted_once(db: Db) {
+    let s = Arc::new(TestServer::start(db).await);
+    metered_catalog(&s, "prod_m", "prod_p").await;
+    s.post(
+        "/webhook-subscriptions",
+        json!({"url": "https://shop.example/hooks", "events": ["balance.*"]}),
+    )
+    .await
+    .expect(201);
+    give(&s, "crowd", 100).await;
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.post_idem(
+                "/v1/permissions/ai_credits/consume",
+                Some(&json!({"customid": "crowd", "units": 2, "metadata": {"n": i}})),
+                &format!("crowd-{i}"),
+            )
+            .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let r = t.await.expect("task");
+        match r.status {
+            200 => ok += 1,
+            402 => {}
+            other => panic!("unexpected {other}: {}", r.text),
+        }
+    }
+    assert_eq!(ok, 50);
+    assert_eq!(assert_ledger_adds_up(&s, "crowd").await, 0);
+    let rows = ledger_of(&s, "crowd").await;
+    let with_metadata = rows.iter().filter(|r| r["metadata"]["n"].is_i64()).count();
+    assert_eq!(with_metadata, 50, "{rows:#?}");
+    let page = s.get("/webhook-deliveries?limit=100").await.expect(200);
+    let mut names: Vec<String> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|d| d["event_name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["balance.depleted", "balance.low"]);
 }

@@ -21,6 +21,7 @@
 //! requests at once is kept by the first to commit (the other rolls its work back and
 //! replays it).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -28,6 +29,7 @@ use axum::http::StatusCode;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tollgate_domain::credits::Overage;
+use tollgate_store::credits::{self as cs, HotBalance, LedgerRow};
 use tollgate_store::idempotency::{self as idem, Claim, Scope, Stored};
 use tollgate_store::{Backend, Conn, Tx};
 
@@ -72,6 +74,10 @@ pub enum Answer {
 #[derive(Default)]
 pub struct Consumes {
     group: OnceLock<Arc<Group>>,
+    /// The merchant accounts the server has seen exist, for the authentication of operator
+    /// keys ([`crate::auth`]; kept here, in the server's context, for the hot path of
+    /// consumes, whose requests mostly come with one).
+    pub(crate) accounts: crate::auth::KnownAccounts,
 }
 
 /// SQLite: the consumes waiting for the writer, and the syncer that answers them.
@@ -183,31 +189,18 @@ async fn run_group(ctx: &ApiContext, group: &Arc<Group>, conn: &mut Conn) -> Api
     }
     let now = ctx.now();
     let mut tx = tollgate_store::begin_on(conn, Backend::Sqlite).await?;
-    let mut answers = Vec::with_capacity(batch.len());
-    let mut failed = None;
-    for p in &batch {
-        match apply(ctx, &mut tx, now, &p.consume).await {
-            Ok(Step::Answer(a)) => answers.push(a),
-            // Not on the one writer, which reads what it wrote: taken as an error.
-            Ok(Step::Raced) => {
-                failed = Some(ApiError::Internal("an idempotency record moved".into()));
-                break;
-            }
-            Err(e) => {
-                failed = Some(e);
-                break;
-            }
-        }
-    }
-    let grouped = match failed {
-        None => tollgate_store::commit(tx).await.map_err(ApiError::from),
-        Some(e) => {
+    let grouped = match apply_group(ctx, &mut tx, now, &batch).await {
+        Ok(answers) => tollgate_store::commit(tx)
+            .await
+            .map(|()| answers)
+            .map_err(ApiError::from),
+        Err(e) => {
             tollgate_store::rollback(tx).await?;
             Err(e)
         }
     };
     let told: Vec<(Reply, ApiResult<Answer>)> = match grouped {
-        Ok(()) => batch
+        Ok(answers) => batch
             .into_iter()
             .zip(answers)
             .map(|(p, a)| (p.reply, Ok(a)))
@@ -238,6 +231,235 @@ async fn run_group(ctx: &ApiContext, group: &Arc<Group>, conn: &mut Conn) -> Api
         }
     }
     Ok(())
+}
+
+/// A balance: (merchant account, customid, permission).
+type BalanceKey = (String, String, String);
+
+fn balance_key(c: &Consume) -> BalanceKey {
+    (c.merchant.clone(), c.customid.clone(), c.permission.clone())
+}
+
+/// Applies a group's consumes in order inside `tx` (SQLite), with the answer of each; `Err`
+/// aborts the group.
+///
+/// The group reads its keys' records and its balances in one statement each, works each
+/// consume out in memory and writes what they did in a few statements (see
+/// `tollgate_store::credits::put_consumed`): SQLite runs each statement, and hands back each
+/// row, on its connection's thread, and those hand-offs cost more than the work. A consume the
+/// common case does not cover (a balance without enough available, with something due or
+/// not there, a balance event to send, a key used twice in the group) is applied by [`apply`]
+/// as before, after what the group did so far is written; the transaction is the writer's
+/// alone, so what is read at the start stays true but for what the group writes.
+async fn apply_group(
+    ctx: &ApiContext,
+    tx: &mut Tx<'_>,
+    now: i64,
+    batch: &[Pending],
+) -> ApiResult<Vec<Answer>> {
+    let keyed: Vec<(&Scope, &str)> = batch
+        .iter()
+        .filter_map(|p| p.consume.key.as_ref())
+        .map(|k| (&k.scope, k.body_hash.as_str()))
+        .collect();
+    let mut claims = idem::lookup_many(&mut **tx, &keyed, now).await?.into_iter();
+    let mut balances: HashMap<BalanceKey, Option<HotBalance>> = HashMap::new();
+    read_balances(tx, &mut balances, batch.iter().map(|p| &p.consume)).await?;
+    let mut seen: HashSet<&Scope> = HashSet::new();
+    let mut w = Writes::default();
+    let mut answers = Vec::with_capacity(batch.len());
+    for p in batch {
+        let c = &p.consume;
+        let claim = match &c.key {
+            Some(k) => Some((
+                claims
+                    .next()
+                    .ok_or_else(|| ApiError::Internal("an idempotency record is missing".into()))?,
+                !seen.insert(&k.scope),
+            )),
+            None => None,
+        };
+        match claim {
+            // The key's record lets it run.
+            Some((Claim::Started, false)) | None => {}
+            Some((found, false)) => {
+                answers.push(found_answer(found));
+                continue;
+            }
+            // The key's second use in this group: its record as the first left it.
+            Some((_, true)) => {}
+        }
+        let again = matches!(claim, Some((_, true)));
+        if !again {
+            if !balances.contains_key(&balance_key(c)) {
+                read_balances(tx, &mut balances, std::iter::once(c)).await?;
+            }
+            if let Some(a) = w.hot(ctx, &mut balances, now, c)? {
+                answers.push(a);
+                continue;
+            }
+        }
+        w.flush(ctx, tx, now).await?;
+        match apply(ctx, tx, now, c).await? {
+            Step::Answer(a) => answers.push(a),
+            // Not on the one writer, which reads what it wrote: taken as an error.
+            Step::Raced => {
+                return Err(ApiError::Internal("an idempotency record moved".into()));
+            }
+        }
+        // Read again when next needed.
+        balances.remove(&balance_key(c));
+    }
+    w.flush(ctx, tx, now).await?;
+    Ok(answers)
+}
+
+/// Reads the balances of `consumes` not read yet into `balances`, in one statement.
+async fn read_balances<'a>(
+    tx: &mut Tx<'_>,
+    balances: &mut HashMap<BalanceKey, Option<HotBalance>>,
+    consumes: impl Iterator<Item = &'a Consume>,
+) -> ApiResult<()> {
+    let mut wanted: Vec<BalanceKey> = Vec::new();
+    let mut asked: HashSet<BalanceKey> = HashSet::new();
+    for c in consumes {
+        let k = balance_key(c);
+        if !balances.contains_key(&k) && asked.insert(k.clone()) {
+            wanted.push(k);
+        }
+    }
+    let keys: Vec<(&str, &str, &str)> = wanted
+        .iter()
+        .map(|(m, c, p)| (m.as_str(), c.as_str(), p.as_str()))
+        .collect();
+    let found = cs::hot_balances(&mut **tx, &keys).await?;
+    balances.extend(wanted.into_iter().zip(found));
+    Ok(())
+}
+
+/// What a group's consumes did and has not written yet.
+#[derive(Default)]
+struct Writes {
+    /// Each balance's figures now, and the units consumed from it since the last write.
+    balances: Vec<(BalanceKey, i64, i64)>,
+    rows: Vec<(String, LedgerRow)>,
+    /// Customers whose balances changed (the permission cache's change log).
+    changed: Vec<(String, String)>,
+    answers: Vec<(Scope, String, u16, Vec<u8>)>,
+}
+
+impl Writes {
+    /// The common case of a consume: its balance has enough available, nothing due, and no
+    /// balance event to send (the one `UPDATE` of `consume_in`'s hot path would take it, and
+    /// send nothing). `None`: not that case, nothing done.
+    fn hot(
+        &mut self,
+        ctx: &ApiContext,
+        balances: &mut HashMap<BalanceKey, Option<HotBalance>>,
+        now: i64,
+        c: &Consume,
+    ) -> ApiResult<Option<Answer>> {
+        let key = balance_key(c);
+        let Some(Some(b)) = balances.get_mut(&key) else {
+            return Ok(None);
+        };
+        if b.balance - b.held < c.units || b.due_at.is_some_and(|d| d <= now) {
+            return Ok(None);
+        }
+        let before = b.balance;
+        let after = before - c.units;
+        if b.low_threshold.is_some_and(|t| before > t && after <= t) || after == 0 {
+            return Ok(None);
+        }
+        let mut row = svc::consumed_row(&c.customid, &c.permission, c.units, after, now);
+        row.metadata = c.metadata.as_ref().map(Value::to_string);
+        let out = serde_json::to_string(&ConsumeOut {
+            balance: after,
+            consumed: c.units,
+            ledger_id: row.id.clone(),
+        })
+        .map_err(|e| ApiError::Internal(format!("rendering a consume: {e}")))?;
+        if let Some(k) = &c.key {
+            let sealed = ctx.keys.seal(&k.scope.row_id(), &out);
+            self.answers.push((
+                k.scope.clone(),
+                k.body_hash.clone(),
+                StatusCode::OK.as_u16(),
+                sealed,
+            ));
+        }
+        b.balance = after;
+        match self.balances.iter_mut().find(|(k, ..)| *k == key) {
+            Some((_, balance, consumed)) => {
+                *balance = after;
+                *consumed += c.units;
+            }
+            None => self.balances.push((key, after, c.units)),
+        }
+        if !self
+            .changed
+            .iter()
+            .any(|(m, id)| *m == c.merchant && *id == c.customid)
+        {
+            self.changed.push((c.merchant.clone(), c.customid.clone()));
+        }
+        self.rows.push((c.merchant.clone(), row));
+        Ok(Some(Answer::Done {
+            status: StatusCode::OK,
+            body: out,
+        }))
+    }
+
+    /// Writes what the group did so far.
+    async fn flush(&mut self, ctx: &ApiContext, tx: &mut Tx<'_>, now: i64) -> ApiResult<()> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let balances: Vec<cs::Consumed<'_>> = self
+            .balances
+            .iter()
+            .map(
+                |((merchant, customid, permission), balance, consumed)| cs::Consumed {
+                    merchant,
+                    customid,
+                    permission,
+                    balance: *balance,
+                    consumed: *consumed,
+                },
+            )
+            .collect();
+        let rows: Vec<(&str, &LedgerRow)> =
+            self.rows.iter().map(|(m, r)| (m.as_str(), r)).collect();
+        let changed: Vec<(&str, &str)> = self
+            .changed
+            .iter()
+            .map(|(m, c)| (m.as_str(), c.as_str()))
+            .collect();
+        cs::put_consumed(&mut **tx, &balances, &rows, &changed, now).await?;
+        // As `note_change` does for each: one mark per change-log row.
+        for (merchant, customid) in &self.changed {
+            ctx.entitlements.invalidate(merchant, customid);
+        }
+        if !self.answers.is_empty() {
+            let answers: Vec<idem::Answer<'_>> = self
+                .answers
+                .iter()
+                .map(|(scope, body_hash, status, sealed)| idem::Answer {
+                    scope,
+                    body_hash,
+                    status: *status,
+                    sealed,
+                })
+                .collect();
+            let ttl = crate::idempotency::ttl_ms(ctx);
+            let kept = idem::put_answers(&mut **tx, &answers, now, ttl).await?;
+            if kept != answers.len() as u64 {
+                return Err(ApiError::Internal("an idempotency record moved".into()));
+            }
+        }
+        *self = Writes::default();
+        Ok(())
+    }
 }
 
 /// A step of one consume inside a transaction.
