@@ -68,6 +68,28 @@ pub enum BenchCommand {
         /// and objects), then a table of the rounds' rates side by side.
         #[arg(long, default_value_t = 1)]
         rounds: usize,
+        /// Run the server as its own process (`tollgate serve`, this executable) and the
+        /// senders in this one: the server's peak RSS and CPU are then reported apart from
+        /// the senders'.
+        #[arg(long)]
+        server_process: bool,
+        /// One long stream instead of rounds: `--events` distinct events (e.g. 1000000),
+        /// generated and signed in chunks as the senders go, with figures per `--slice`
+        /// events (rates, p99, database size per stored event, server RSS) and the inbox
+        /// pruned during the run (see `--retention-secs`).
+        #[arg(long)]
+        long_run: bool,
+        /// Long run: events per reported slice.
+        #[arg(long, default_value_t = 100_000)]
+        slice: usize,
+        /// Long run: applied inbox rows older than this are pruned (the server's own prune,
+        /// `inbox_retention_days`, runs hourly; the benchmark runs the same prune every
+        /// `--prune-every-secs` with this retention). 0: no pruning.
+        #[arg(long, default_value_t = 60)]
+        retention_secs: u64,
+        /// Long run: seconds between two prunes.
+        #[arg(long, default_value_t = 10)]
+        prune_every_secs: u64,
     },
     /// `GET /v1/permissions` (public key) on the real server: seeds customers with
     /// permissions straight into the read model, then checks random customers over keep-alive
@@ -224,14 +246,26 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             objects,
             concurrency,
             rounds,
+            server_process,
+            long_run,
+            slice,
+            retention_secs,
+            prune_every_secs,
         } => {
             crate::bench_webhooks::run(
                 db,
                 &database_url,
-                events,
-                objects,
-                concurrency.max(1),
-                rounds,
+                crate::bench_webhooks::Options {
+                    events,
+                    objects,
+                    concurrency: concurrency.max(1),
+                    rounds,
+                    server_process,
+                    long_run,
+                    slice: slice.max(1),
+                    retention_secs,
+                    prune_every_secs: prune_every_secs.max(1),
+                },
             )
             .await
         }
@@ -331,16 +365,44 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 /// Peak resident set size of this process (Linux `VmHWM`), in MiB.
 pub fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
+    status_mib(None, "VmHWM:")
 }
 
 /// CPU time this process has used so far, user and system, on Linux (`/proc/self/stat`, in
 /// the kernel's user-visible clock ticks of 10 ms).
 pub fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    process_cpu_of(None)
+}
+
+/// `/proc/self` or `/proc/{pid}`.
+fn proc_dir(pid: Option<u32>) -> String {
+    pid.map_or_else(|| "/proc/self".to_string(), |p| format!("/proc/{p}"))
+}
+
+/// A memory figure of `/proc/…/status` (`VmHWM:` peak, `VmRSS:` now), in MiB.
+pub fn status_mib(pid: Option<u32>, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("{}/status", proc_dir(pid))).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// What process `pid` holds now: its heap and other private memory (`RssAnon`) and the
+/// pages of files it maps (`RssFile`: its executable's code, SQLite's shared memory), for a
+/// report.
+pub fn rss_parts(pid: u32) -> String {
+    let mib = |f: &str| status_mib(Some(pid), f).map_or("?".into(), |m| format!("{m:.0}"));
+    format!(
+        "now {} MiB: {} private, {} file-backed",
+        mib("VmRSS:"),
+        mib("RssAnon:"),
+        mib("RssFile:")
+    )
+}
+
+/// CPU time (user and system) of this process or of process `pid`, from `/proc/…/stat`.
+pub fn process_cpu_of(pid: Option<u32>) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("{}/stat", proc_dir(pid))).ok()?;
     // The fields after the command name, which is in parentheses and may hold spaces.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
@@ -828,7 +890,9 @@ fn ensure_master_key() {
 }
 
 /// The real server on 127.0.0.1:0 with the in-process sandbox mounted (as `serve` mounts it),
-/// its first secret key and a keep-alive client.
+/// its first secret key and a keep-alive client. In this process by default; or
+/// `tollgate serve` as a child process ([`BenchServer::start_process`]), so that its memory and
+/// CPU are measured apart from the clients'.
 pub(crate) struct BenchServer {
     pub addr: std::net::SocketAddr,
     pub public_url: String,
@@ -836,8 +900,126 @@ pub(crate) struct BenchServer {
     pub database_url: String,
     pub key: String,
     pub client: reqwest::Client,
-    stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<tollgate_server::startup::Result<()>>,
+    running: Running,
+}
+
+enum Running {
+    InProcess {
+        stop: tokio::sync::oneshot::Sender<()>,
+        server: tokio::task::JoinHandle<tollgate_server::startup::Result<()>>,
+    },
+    Child(ChildServer),
+}
+
+/// `tollgate serve` in a child process: killed when dropped (an error or a panic in the
+/// benchmark leaves no server behind).
+struct ChildServer {
+    child: std::process::Child,
+}
+
+impl ChildServer {
+    fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM (the server's graceful shutdown), then SIGKILL after 5 s.
+    async fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.exited() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Drop kills it if it is still running.
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        if !self.exited() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The configuration a benchmark gives its server: the real server on `addr` with the sandbox
+/// mounted, then the benchmark's `tweak`.
+fn bench_config(
+    addr: SocketAddr,
+    database_url: Option<String>,
+    data_dir: &std::path::Path,
+    tweak: impl FnOnce(&mut Config),
+) -> Config {
+    let mut config = Config {
+        listen: addr,
+        data_dir: data_dir.to_path_buf(),
+        database_url,
+        public_url: Some(format!("http://{addr}")),
+        sandbox: Some(true),
+        ..Config::default()
+    };
+    tweak(&mut config);
+    config
+}
+
+/// The settings of `c` that the benchmarks set or tune, as a TOML file for `tollgate serve
+/// --config` (the master key comes from the environment, as always). The in-process sandbox
+/// accepts any `sk_test_…` key: so does the child's.
+pub(crate) fn config_toml(c: &Config) -> String {
+    let q = |s: &str| serde_json::Value::from(s).to_string();
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| {
+        out.push_str(k);
+        out.push_str(" = ");
+        out.push_str(&v);
+        out.push('\n');
+    };
+    line("listen", q(&c.listen.to_string()));
+    line("data_dir", q(&c.data_dir.to_string_lossy()));
+    if let Some(u) = &c.database_url {
+        line("database_url", q(u));
+    }
+    if let Some(u) = &c.public_url {
+        line("public_url", q(u));
+    }
+    line("sandbox", c.sandbox.unwrap_or(true).to_string());
+    line("sandbox_any_test_key", "true".into());
+    line("stripe_api_base", q(&c.stripe_api_base));
+    line(
+        "reconcile_interval_secs",
+        c.reconcile_interval_secs.to_string(),
+    );
+    line("inbox_workers", c.inbox_workers.to_string());
+    line("inbox_batch", c.inbox_batch.to_string());
+    line("inbox_poll_ms", c.inbox_poll_ms.to_string());
+    line("inbox_retention_days", c.inbox_retention_days.to_string());
+    line(
+        "permissions_rate_per_sec",
+        c.permissions_rate_per_sec.to_string(),
+    );
+    line("permissions_burst", c.permissions_burst.to_string());
+    line("auth_cache_ms", c.auth_cache_ms.to_string());
+    line(
+        "permission_cache_poll_ms",
+        c.permission_cache_poll_ms.to_string(),
+    );
+    line("webhook_worker", c.webhook_worker.to_string());
+    out
+}
+
+/// Like Stripe's senders: no redirect followed, no request retried (a retry would count one
+/// event twice). Each policy also cost the senders work on every request.
+fn bench_client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .redirect(reqwest::redirect::Policy::none())
+        .retry(reqwest::retry::never())
+        .build()
+        .context("http client")
 }
 
 impl BenchServer {
@@ -851,15 +1033,7 @@ impl BenchServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let public_url = format!("http://{addr}");
-        let mut config = Config {
-            listen: addr,
-            data_dir: data_dir.to_path_buf(),
-            database_url,
-            public_url: Some(public_url.clone()),
-            sandbox: Some(true),
-            ..Config::default()
-        };
-        tweak(&mut config);
+        let config = bench_config(addr, database_url, data_dir, tweak);
         let database_url = config.database_url();
         // Mounted as `serve` mounts it, without a state file: real Stripe costs us no CPU,
         // and the sandbox's periodic state saves would only measure the sandbox.
@@ -882,46 +1056,99 @@ impl BenchServer {
         let server = tokio::spawn(tollgate_server::serve(config, listener, opts, async move {
             let _ = stopped.await;
         }));
-        // Like Stripe's senders: no redirect followed, no request retried (a retry would count
-        // one event twice). Each policy also cost the senders work on every request.
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(concurrency)
-            .redirect(reqwest::redirect::Policy::none())
-            .retry(reqwest::retry::never())
-            .build()
-            .context("http client")?;
-        let key = wait_ready(&client, &public_url, data_dir, &server).await?;
+        let client = bench_client(concurrency)?;
+        let key = wait_ready(&client, &public_url, data_dir, &mut || server.is_finished()).await?;
         Ok(BenchServer {
             addr,
             public_url,
             database_url,
             key,
             client,
-            stop,
-            server,
+            running: Running::InProcess { stop, server },
         })
+    }
+
+    /// The same server as [`BenchServer::start`] (same configuration, sandbox mounted), run as
+    /// `tollgate serve --config …` in a child process of this executable (or of
+    /// `$TOLLGATE_BENCH_SERVER_EXE`, to measure another build's server), on a free loopback
+    /// port. Its standard output (the start-up lines) is discarded; its log goes to this
+    /// process's standard error at this process's `RUST_LOG`.
+    pub async fn start_process(
+        database_url: Option<String>,
+        data_dir: &std::path::Path,
+        concurrency: usize,
+        tweak: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<BenchServer> {
+        ensure_master_key();
+        // A free port: bound, read, released for the child (which binds it a moment later).
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let public_url = format!("http://{addr}");
+        let config = bench_config(addr, database_url, data_dir, tweak);
+        let database_url = config.database_url();
+        let path = data_dir.join("bench-server.toml");
+        std::fs::write(&path, config_toml(&config))
+            .with_context(|| format!("writing {}", path.display()))?;
+        // Another build's server may be measured with this harness (a baseline).
+        let exe = match std::env::var_os("TOLLGATE_BENCH_SERVER_EXE") {
+            Some(exe) => std::path::PathBuf::from(exe),
+            None => std::env::current_exe().context("finding this executable")?,
+        };
+        let child = std::process::Command::new(exe)
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting `tollgate serve`")?;
+        let mut child = ChildServer { child };
+        let client = bench_client(concurrency)?;
+        let key = wait_ready(&client, &public_url, data_dir, &mut || child.exited()).await?;
+        Ok(BenchServer {
+            addr,
+            public_url,
+            database_url,
+            key,
+            client,
+            running: Running::Child(child),
+        })
+    }
+
+    /// The server's process id when it runs in its own process.
+    pub fn server_pid(&self) -> Option<u32> {
+        match &self.running {
+            Running::Child(c) => Some(c.child.id()),
+            Running::InProcess { .. } => None,
+        }
     }
 
     pub async fn stop(self) {
         drop(self.client);
-        let _ = self.stop.send(());
-        // Graceful shutdown waits for open connections; the client is gone, so this is quick.
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+        match self.running {
+            Running::InProcess { stop, server } => {
+                let _ = stop.send(());
+                // Graceful shutdown waits for open connections; the client is gone, so this is
+                // quick.
+                let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+            }
+            Running::Child(child) => child.stop().await,
+        }
     }
 }
 
 /// Waits until the server answers with its first secret key (read from
-/// `{data_dir}/first-secret-key`), and returns the key.
+/// `{data_dir}/first-secret-key`), and returns the key. `exited` tells whether the server
+/// stopped meanwhile.
 async fn wait_ready(
     client: &reqwest::Client,
     base: &str,
     data_dir: &std::path::Path,
-    server: &tokio::task::JoinHandle<tollgate_server::startup::Result<()>>,
+    exited: &mut dyn FnMut() -> bool,
 ) -> anyhow::Result<String> {
     let path = data_dir.join("first-secret-key");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if server.is_finished() {
+        if exited() {
             anyhow::bail!("the server stopped during start-up (see the log above)");
         }
         if let Ok(text) = std::fs::read_to_string(&path) {
@@ -1013,4 +1240,38 @@ async fn fire(
         }
     }
     Ok((lat, errors, first_error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_child_server_reads_back_the_benchmark_configuration() {
+        let addr: SocketAddr = "127.0.0.1:45678".parse().unwrap();
+        let dir = std::path::Path::new("/tmp/a \"quoted\" dir");
+        let c = bench_config(
+            addr,
+            Some("postgres://postgres@127.0.0.1:5432/tollgate_bench_x".into()),
+            dir,
+            |c| {
+                c.stripe_api_base = format!("http://{}/sandbox/stripe", c.listen);
+                c.reconcile_interval_secs = 0;
+                c.inbox_workers = 3;
+            },
+        );
+        let back: Config = toml::from_str(&config_toml(&c)).unwrap();
+        assert_eq!(back.listen, addr);
+        assert_eq!(back.data_dir, dir);
+        assert_eq!(back.database_url, c.database_url);
+        assert_eq!(back.public_url.as_deref(), Some("http://127.0.0.1:45678"));
+        assert_eq!(back.sandbox, Some(true));
+        assert!(back.sandbox_any_test_key);
+        assert_eq!(
+            back.stripe_api_base,
+            "http://127.0.0.1:45678/sandbox/stripe"
+        );
+        assert_eq!(back.reconcile_interval_secs, 0);
+        assert_eq!(back.inbox_workers, 3);
+    }
 }

@@ -28,64 +28,68 @@ use tollgate_stripe::signature;
 
 use crate::bench::{
     BenchDb, BenchServer, cores, latency_line, on_fresh_db, peak_rss_mib, process_cpu,
+    process_cpu_of, status_mib,
 };
 use crate::demo::unix_now;
 
-const SECRET: &str = "whsec_benchmark_secret_0123456789";
+pub(crate) const SECRET: &str = "whsec_benchmark_secret_0123456789";
 /// Share of the stream that is billing events (subscriptions, invoices, checkout).
 const BILLING_SHARE: f64 = 0.3;
 const DUPLICATE_SHARE: f64 = 0.03;
 const API_VERSION: &str = "2026-10-28.endive";
 
-pub async fn run(
-    db: BenchDb,
-    admin_url: &str,
-    events: usize,
-    objects: usize,
-    concurrency: usize,
-    rounds: usize,
-) -> anyhow::Result<()> {
+/// What `tollgate bench webhooks` was asked for.
+pub struct Options {
+    pub events: usize,
+    pub objects: usize,
+    pub concurrency: usize,
+    pub rounds: usize,
+    /// The server in a child process (`tollgate serve`), the senders in this one.
+    pub server_process: bool,
+    /// One long stream with figures per slice (see `bench_longrun`), instead of rounds.
+    pub long_run: bool,
+    pub slice: usize,
+    pub retention_secs: u64,
+    pub prune_every_secs: u64,
+}
+
+pub async fn run(db: BenchDb, admin_url: &str, o: Options) -> anyhow::Result<()> {
     on_fresh_db(db, admin_url, |url, dir| async move {
-        bench(
-            db,
-            url,
-            &dir,
-            events,
-            objects.max(1),
-            concurrency,
-            rounds.max(1),
-        )
-        .await
+        bench(db, url, &dir, o).await
     })
     .await
 }
 
 /// What a sender reads of Tollgate's answer to an event.
 #[derive(serde::Deserialize)]
-struct Ack {
-    duplicate: bool,
+pub(crate) struct Ack {
+    pub duplicate: bool,
 }
 
-struct Object {
-    transaction_id: String,
-    pi: Value,
-    amount: i64,
+pub(crate) struct Object {
+    pub transaction_id: String,
+    pub pi: Value,
+    pub amount: i64,
 }
 
 async fn bench(
     db: BenchDb,
     database_url: Option<String>,
     data_dir: &std::path::Path,
-    events: usize,
-    objects: usize,
-    concurrency: usize,
-    rounds: usize,
+    o: Options,
 ) -> anyhow::Result<()> {
-    let srv = BenchServer::start(database_url.clone(), data_dir, concurrency, |c| {
+    let (events, objects, concurrency, rounds) =
+        (o.events, o.objects.max(1), o.concurrency, o.rounds.max(1));
+    let tweak = |c: &mut tollgate_server::Config| {
         c.stripe_api_base = format!("http://{}/sandbox/stripe", c.listen);
         c.reconcile_interval_secs = 0;
-    })
-    .await?;
+    };
+    let srv = if o.server_process {
+        BenchServer::start_process(database_url.clone(), data_dir, concurrency, tweak).await?
+    } else {
+        BenchServer::start(database_url.clone(), data_dir, concurrency, tweak).await?
+    };
+    let server_pid = srv.server_pid();
     let client = srv.client.clone();
     let base = srv.public_url.clone();
     let auth = format!("Bearer {}", srv.key);
@@ -110,6 +114,23 @@ async fn bench(
         .to_string();
 
     catalogue(&client, &base, &auth).await?;
+    if o.long_run {
+        let result = crate::bench_longrun::run(crate::bench_longrun::LongRun {
+            db,
+            srv: &srv,
+            data_dir,
+            conn_id: &conn_id,
+            events,
+            objects,
+            concurrency,
+            slice: o.slice,
+            retention_secs: o.retention_secs,
+            prune_every_secs: o.prune_every_secs,
+        })
+        .await;
+        srv.stop().await;
+        return result;
+    }
     let mut figures = Vec::new();
     let mut result = Ok(());
     for round in 1..=rounds {
@@ -125,6 +146,7 @@ async fn bench(
             concurrency,
             round,
             rounds,
+            server_pid,
         };
         match one_round(on).await {
             Ok(f) => figures.push(f),
@@ -154,6 +176,8 @@ struct Round<'a> {
     concurrency: usize,
     round: usize,
     rounds: usize,
+    /// The server's process when it runs apart from the senders.
+    server_pid: Option<u32>,
 }
 
 /// One round's figures, for the table after several rounds on the same database.
@@ -216,6 +240,7 @@ async fn one_round(on: Round<'_>) -> anyhow::Result<Figures> {
         concurrency,
         round,
         rounds,
+        server_pid,
     } = on;
     let (client, base, auth) = (client.clone(), base.to_string(), auth.to_string());
     // Each round's ids are its own (the first round's are those of a single run).
@@ -272,6 +297,7 @@ async fn one_round(on: Round<'_>) -> anyhow::Result<Figures> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let cpu_at_start = process_cpu();
+    let server_cpu_at_start = server_pid.and_then(|p| process_cpu_of(Some(p)));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (client, url, sends, next) = (client.clone(), url.clone(), sends.clone(), next.clone());
@@ -338,6 +364,10 @@ async fn one_round(on: Round<'_>) -> anyhow::Result<Figures> {
     let applied_in = started.elapsed();
     let cpu = process_cpu()
         .zip(cpu_at_start)
+        .map(|(end, start)| end.saturating_sub(start));
+    let server_cpu = server_pid
+        .and_then(|p| process_cpu_of(Some(p)))
+        .zip(server_cpu_at_start)
         .map(|(end, start)| end.saturating_sub(start));
     lat.sort();
 
@@ -438,17 +468,43 @@ async fn one_round(on: Round<'_>) -> anyhow::Result<Figures> {
             "SOME"
         }
     );
-    if let Some(cpu) = cpu {
-        // Senders, server and sandbox share the machine: what one event costs them all, and
-        // how much of the machine was busy (the rest was waiting).
-        println!(
-            "  CPU (senders, server and sandbox), first send to all applied: {:.0} µs per event sent; {:.2} of {cores} cores busy on average",
-            cpu.as_secs_f64() * 1e6 / total as f64,
-            cpu.as_secs_f64() / applied_in.as_secs_f64()
-        );
+    let per_event = |d: Duration| d.as_secs_f64() * 1e6 / total as f64;
+    let busy = |d: Duration| d.as_secs_f64() / applied_in.as_secs_f64();
+    match (server_pid, cpu, server_cpu) {
+        (None, Some(cpu), _) => {
+            // Senders, server and sandbox share the machine: what one event costs them all,
+            // and how much of the machine was busy (the rest was waiting).
+            println!(
+                "  CPU (senders, server and sandbox), first send to all applied: {:.0} µs per event sent; {:.2} of {cores} cores busy on average",
+                per_event(cpu),
+                busy(cpu)
+            );
+        }
+        (Some(_), Some(cpu), Some(scpu)) => {
+            println!(
+                "  CPU, first send to all applied, per event sent: server process (with its sandbox) {:.0} µs ({:.2} of {cores} cores busy); senders' process {:.0} µs ({:.2} cores)",
+                per_event(scpu),
+                busy(scpu),
+                per_event(cpu),
+                busy(cpu)
+            );
+        }
+        _ => {}
     }
-    if let Some(rss) = peak_rss_mib() {
-        println!("  peak RSS (senders, server and sandbox in one process): {rss:.0} MiB");
+    match server_pid {
+        None => {
+            if let Some(rss) = peak_rss_mib() {
+                println!("  peak RSS (senders, server and sandbox in one process): {rss:.0} MiB");
+            }
+        }
+        Some(pid) => {
+            let server = status_mib(Some(pid), "VmHWM:").map_or("?".into(), |m| format!("{m:.0}"));
+            let senders = peak_rss_mib().map_or("?".into(), |m| format!("{m:.0}"));
+            println!(
+                "  peak RSS: server process (with its sandbox) {server} MiB ({}); senders' process {senders} MiB",
+                crate::bench::rss_parts(pid)
+            );
+        }
     }
     let dead = match database_url {
         Some(url) => Some(dead_rows(url).await?),
@@ -482,7 +538,11 @@ async fn one_round(on: Round<'_>) -> anyhow::Result<Figures> {
 }
 
 /// A GET of Tollgate's API with the secret key, read as JSON.
-async fn get_json(client: &reqwest::Client, auth: &str, url: String) -> anyhow::Result<Value> {
+pub(crate) async fn get_json(
+    client: &reqwest::Client,
+    auth: &str,
+    url: String,
+) -> anyhow::Result<Value> {
     Ok(client
         .get(url)
         .header("authorization", auth)
@@ -493,7 +553,7 @@ async fn get_json(client: &reqwest::Client, auth: &str, url: String) -> anyhow::
 }
 
 /// Creates `n` transactions on the connection and reads each one's PaymentIntent.
-async fn make_objects(
+pub(crate) async fn make_objects(
     client: &reqwest::Client,
     base: &str,
     auth: &str,
@@ -563,7 +623,11 @@ const ONCE_PERMISSION: &str = "bench_once";
 
 /// SKUs and permissions for the two products, so the entitlement half evaluates what the
 /// billing events give (with no catalogue, purchases grant no permission).
-async fn catalogue(client: &reqwest::Client, base: &str, auth: &str) -> anyhow::Result<()> {
+pub(crate) async fn catalogue(
+    client: &reqwest::Client,
+    base: &str,
+    auth: &str,
+) -> anyhow::Result<()> {
     let posts = [
         (
             "/v1/skus",
@@ -597,7 +661,7 @@ async fn catalogue(client: &reqwest::Client, base: &str, auth: &str) -> anyhow::
 
 /// `n` Checkout Sessions (payment mode, one line of [`ONCE_PRODUCT`]) in the sandbox; their
 /// ids.
-async fn make_sessions(
+pub(crate) async fn make_sessions(
     client: &reqwest::Client,
     base: &str,
     n: usize,
@@ -653,11 +717,11 @@ async fn make_sessions(
     Ok(all)
 }
 
-fn event(id: String, kind: &str, object: Value) -> Value {
+pub(crate) fn event(id: String, kind: &str, object: Value) -> Value {
     event_at(id, kind, object, unix_now())
 }
 
-fn event_at(id: String, kind: &str, object: Value, created: i64) -> Value {
+pub(crate) fn event_at(id: String, kind: &str, object: Value, created: i64) -> Value {
     json!({
         "id": id,
         "object": "event",
@@ -697,7 +761,7 @@ fn charge(pi: &Value, ch_id: &str, amount: i64, captured: bool, refunded: i64) -
 }
 
 /// What a subscriber should have of one purchase once the stream is applied.
-struct Holder {
+pub(crate) struct Holder {
     customid: String,
     /// The subscription or Checkout Session.
     source: String,
@@ -709,7 +773,7 @@ struct Holder {
 
 /// The stream; per object the (captured, refunded) amounts it implies; and what the billing
 /// events give their subscribers.
-fn build_stream(
+pub(crate) fn build_stream(
     objs: &[Object],
     sessions: &[String],
     events: usize,

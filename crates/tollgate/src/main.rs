@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_consume;
+mod bench_longrun;
 mod bench_overview;
 mod bench_permissions;
 mod bench_webhooks;
