@@ -9,7 +9,7 @@ use axum::response::Response;
 use tollgate_store::{accounts, operators};
 
 use super::session::{Session, see_other};
-use super::view::{Frame, REFUSED, render};
+use super::view::{FieldErrors, Frame, REFUSED, render};
 use crate::ApiContext;
 use crate::error::ApiError;
 
@@ -65,6 +65,44 @@ pub(super) fn notice_text(params: &[(String, String)]) -> Option<&'static str> {
         _ => return None,
     };
     Some(text)
+}
+
+// ---- what the API answered, for the page --------------------------------------------------
+
+/// The message of an API error for the page (internal causes are logged, not shown).
+pub(super) fn message_of(e: &ApiError) -> String {
+    if let ApiError::Internal(cause) = e {
+        tracing::error!(cause = %cause, "internal error (dashboard)");
+    }
+    e.body()["message"]
+        .as_str()
+        .unwrap_or("The request failed.")
+        .to_string()
+}
+
+/// A refused API call's field messages by form field (`/url` → `url`, `/events/2` → `events`);
+/// the general message when no field is named.
+pub(super) fn field_errors(e: &ApiError) -> (FieldErrors, Option<String>) {
+    let mut errors = FieldErrors::new();
+    if let ApiError::BadRequest { details, .. } = e {
+        for d in details {
+            let field = d
+                .pointer
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            if !field.is_empty() {
+                errors.entry(field).or_insert_with(|| d.message.clone());
+            }
+        }
+    }
+    if errors.is_empty() {
+        (errors, Some(message_of(e)))
+    } else {
+        (errors, None)
+    }
 }
 
 // ---- small helpers ---------------------------------------------------------------------------

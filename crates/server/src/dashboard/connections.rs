@@ -9,24 +9,13 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Map, json};
 
-use super::outbound::{Label, field_errors, message_of, problem, seg};
+use super::common::{Form, Params, field_errors, message_of, param, seg};
+use super::outbound::{Label, problem};
 use super::session::{Session, see_other};
 use super::view::{FieldErrors, Frame, REFUSED, render, status_of};
 use crate::ApiContext;
 use crate::api;
 use crate::api::connections::{ConnectionOut, ConnectionStatus};
-
-type Params = Query<Vec<(String, String)>>;
-type Form = axum::Form<Vec<(String, String)>>;
-
-fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty())
-}
 
 /// The Stripe events a connection's webhook endpoint should send (SPEC §4).
 pub const WEBHOOK_EVENTS: &[&str] = &[

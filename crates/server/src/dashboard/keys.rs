@@ -8,24 +8,13 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use tollgate_store::accounts;
 
-use super::outbound::{Label, message_of};
+use super::common::{Form, Params, message_of, param};
+use super::outbound::Label;
 use super::session::{Session, see_other};
 use super::view::{FieldErrors, Frame, REFUSED, When, render, status_of};
 use crate::ApiContext;
 use crate::auth::{KeyKind, new_key};
 use crate::error::ApiError;
-
-type Params = Query<Vec<(String, String)>>;
-type Form = axum::Form<Vec<(String, String)>>;
-
-fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty())
-}
 
 fn notice(params: &[(String, String)]) -> Option<&'static str> {
     match param(params, "done") {

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, json};
 use tollgate_store::outbox;
 
+use super::common::{Form, Params, field_errors, message_of, param, query_string, seg};
 use super::session::{Session, see_other};
 use super::view::{FieldErrors, Frame, REFUSED, When, render, status_of};
 use crate::ApiContext;
@@ -23,36 +24,6 @@ use crate::api::webhooks_out::{
     WebhookDeliveryOut, WebhookSubscriptionOut,
 };
 use crate::error::ApiError;
-
-type Params = Query<Vec<(String, String)>>;
-type Form = axum::Form<Vec<(String, String)>>;
-
-fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty())
-}
-
-/// A path segment: everything but unreserved characters (RFC 3986) percent-encoded.
-pub(super) fn seg(s: &str) -> String {
-    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
-}
-
-fn query_string(pairs: &[(&str, String)]) -> String {
-    let mut q = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in pairs {
-        q.append_pair(k, v);
-    }
-    q.finish()
-}
 
 /// The fixed texts of this area's `?done=…` notices (fixed, so a link cannot put words on the
 /// page).
@@ -307,42 +278,6 @@ async fn endpoints_page(
             errors,
         },
     )
-}
-
-/// The message of an API error for the page (internal causes are logged, not shown).
-pub(super) fn message_of(e: &ApiError) -> String {
-    if let ApiError::Internal(cause) = e {
-        tracing::error!(cause = %cause, "internal error (dashboard)");
-    }
-    e.body()["message"]
-        .as_str()
-        .unwrap_or("The request failed.")
-        .to_string()
-}
-
-/// A refused API call's field messages by form field (`/url` → `url`, `/events/2` → `events`);
-/// the general message when no field is named.
-pub(super) fn field_errors(e: &ApiError) -> (FieldErrors, Option<String>) {
-    let mut errors = FieldErrors::new();
-    if let ApiError::BadRequest { details, .. } = e {
-        for d in details {
-            let field = d
-                .pointer
-                .trim_start_matches('/')
-                .split('/')
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            if !field.is_empty() {
-                errors.entry(field).or_insert_with(|| d.message.clone());
-            }
-        }
-    }
-    if errors.is_empty() {
-        (errors, Some(message_of(e)))
-    } else {
-        (errors, None)
-    }
 }
 
 pub async fn endpoints(

@@ -9,23 +9,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::outbound::{Label, message_of, problem, seg};
+use super::common::{Params, message_of, param, query_string, seg};
+use super::outbound::{Label, problem};
 use super::session::{Session, see_other};
 use super::view::{Frame, When, render, status_of};
 use crate::ApiContext;
 use crate::api;
 use crate::api::webhook_events::WebhookEventOut;
-
-type Params = Query<Vec<(String, String)>>;
-
-fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty())
-}
 
 /// An inbox status as people read it.
 pub fn event_label(status: &str) -> Label {
@@ -96,14 +86,6 @@ struct ListPage {
     rows: Vec<EventRow>,
     newer: Option<String>,
     older: Option<String>,
-}
-
-fn query_string(pairs: &[(&str, String)]) -> String {
-    let mut q = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in pairs {
-        q.append_pair(k, v);
-    }
-    q.finish()
 }
 
 /// Connection id → display name.
