@@ -262,7 +262,7 @@ async fn apply_group(
         .filter_map(|p| p.consume.key.as_ref())
         .map(|k| (&k.scope, k.body_hash.as_str()))
         .collect();
-    let mut claims = idem::lookup_many(&mut **tx, &keyed, now).await?.into_iter();
+    let mut claims = idem::lookup_many(tx, &keyed, now).await?.into_iter();
     let mut balances: HashMap<BalanceKey, Option<HotBalance>> = HashMap::new();
     read_balances(tx, &mut balances, batch.iter().map(|p| &p.consume)).await?;
     let mut seen: HashSet<&Scope> = HashSet::new();
@@ -332,7 +332,7 @@ async fn read_balances<'a>(
         .iter()
         .map(|(m, c, p)| (m.as_str(), c.as_str(), p.as_str()))
         .collect();
-    let found = cs::hot_balances(&mut **tx, &keys).await?;
+    let found = cs::hot_balances(tx, &keys).await?;
     balances.extend(wanted.into_iter().zip(found));
     Ok(())
 }
@@ -435,7 +435,7 @@ impl Writes {
             .iter()
             .map(|(m, c)| (m.as_str(), c.as_str()))
             .collect();
-        cs::put_consumed(&mut **tx, &balances, &rows, &changed, now).await?;
+        cs::put_consumed(tx, &balances, &rows, &changed, now).await?;
         // As `note_change` does for each: one mark per change-log row.
         for (merchant, customid) in &self.changed {
             ctx.entitlements.invalidate(merchant, customid);
@@ -452,7 +452,7 @@ impl Writes {
                 })
                 .collect();
             let ttl = crate::idempotency::ttl_ms(ctx);
-            let kept = idem::put_answers(&mut **tx, &answers, now, ttl).await?;
+            let kept = idem::put_answers(tx, &answers, now, ttl).await?;
             if kept != answers.len() as u64 {
                 return Err(ApiError::Internal("an idempotency record moved".into()));
             }
