@@ -21,7 +21,6 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -785,7 +784,7 @@ pub fn row_for(
 /// waiting events).
 pub fn spawn_workers(ctx: ApiContext) {
     // Events the workers took since the waiting table was last vacuumed.
-    let taken = Arc::new(AtomicUsize::new(0));
+    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for n in 0..ctx.config.inbox_workers.max(1) {
         let ctx = ctx.clone();
         let taken = taken.clone();
@@ -799,7 +798,7 @@ pub fn spawn_workers(ctx: ApiContext) {
                     false => Ok(std::mem::take(&mut next)),
                 };
                 if let Ok(ids) = &ids {
-                    taken.fetch_add(ids.len(), Ordering::Relaxed);
+                    taken.fetch_add(ids.len(), std::sync::atomic::Ordering::Relaxed);
                 }
                 let worked = match ids {
                     Ok(ids) if ids.is_empty() => false,
@@ -860,7 +859,7 @@ const VACUUM_EVERY: Duration = Duration::from_secs(10);
 /// every time. So the table is vacuumed after every [`VACUUM_AFTER_EVENTS`] events taken, or
 /// [`VACUUM_EVERY`] when fewer came: each vacuum reads the backlog and the rows deleted since the
 /// last one, never the inbox's history (see `docs/perf/ingest-postgres.md`).
-fn spawn_vacuum(ctx: ApiContext, taken: Arc<AtomicUsize>) {
+fn spawn_vacuum(ctx: ApiContext, taken: Arc<std::sync::atomic::AtomicUsize>) {
     if ctx.store.backend() != Backend::Postgres {
         return;
     }
@@ -868,11 +867,11 @@ fn spawn_vacuum(ctx: ApiContext, taken: Arc<AtomicUsize>) {
         let mut last = Instant::now();
         loop {
             tokio::time::sleep(VACUUM_CHECK).await;
-            let n = taken.load(Ordering::Relaxed);
+            let n = taken.load(std::sync::atomic::Ordering::Relaxed);
             if n < VACUUM_AFTER_EVENTS && (n == 0 || last.elapsed() < VACUUM_EVERY) {
                 continue;
             }
-            taken.fetch_sub(n, Ordering::Relaxed);
+            taken.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
             last = Instant::now();
             match inbox::vacuum(&ctx.store, false).await {
                 Ok(()) => tracing::debug!(
