@@ -791,10 +791,14 @@ pub fn row_for(
 
 // ---- workers ------------------------------------------------------------------------------
 
-/// Starts the workers that apply the inbox (and prune it).
+/// Starts the workers that apply the inbox (and prune it, and on PostgreSQL vacuum its table of
+/// waiting events).
 pub fn spawn_workers(ctx: ApiContext) {
+    // Events the workers took since the waiting table was last vacuumed.
+    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for n in 0..ctx.config.inbox_workers.max(1) {
         let ctx = ctx.clone();
+        let taken = taken.clone();
         tokio::spawn(async move {
             let poll = Duration::from_millis(ctx.config.inbox_poll_ms.max(10));
             // The rows the last batch's commit claimed for this worker.
@@ -804,6 +808,9 @@ pub fn spawn_workers(ctx: ApiContext) {
                     true => claim(&ctx).await,
                     false => Ok(std::mem::take(&mut next)),
                 };
+                if let Ok(ids) = &ids {
+                    taken.fetch_add(ids.len(), std::sync::atomic::Ordering::Relaxed);
+                }
                 let worked = match ids {
                     Ok(ids) if ids.is_empty() => false,
                     Ok(ids) => match apply_rows(&ctx, ids, true).await {
@@ -828,15 +835,62 @@ pub fn spawn_workers(ctx: ApiContext) {
             }
         });
     }
+    spawn_vacuum(ctx.clone(), taken);
     let ctx2 = ctx.clone();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             let keep = ctx2.config.inbox_retention_days as i64 * 86_400_000;
             match inbox::prune(ctx2.store.writer(), ctx2.now() - keep).await {
-                Ok(n) if n > 0 => tracing::info!(rows = n, "pruned old inbox rows"),
+                Ok(n) if n > 0 => {
+                    tracing::info!(rows = n, "pruned old inbox rows");
+                    // The deleted rows' space and index entries, reclaimed now rather than
+                    // whenever (if ever) autovacuum comes.
+                    if let Err(e) = inbox::vacuum(&ctx2.store, true).await {
+                        tracing::warn!(error = %e, "vacuuming the inbox after pruning failed");
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "pruning the inbox failed"),
+            }
+        }
+    });
+}
+
+/// How often the waiting table's vacuum looks at what the workers took.
+const VACUUM_CHECK: Duration = Duration::from_secs(1);
+/// Vacuums the waiting table once the workers took this many events since the last time...
+const VACUUM_AFTER_EVENTS: usize = 10_000;
+/// ... or took any and this long has passed.
+const VACUUM_EVERY: Duration = Duration::from_secs(10);
+
+/// PostgreSQL: keeps `webhook_waiting` (the events still to apply) small without autovacuum.
+/// Every event applied deletes its waiting row, whose dead version and index entries only a
+/// `VACUUM` removes; left there, the claim's ordered scan of the table steps over more of them
+/// every time. So the table is vacuumed after every [`VACUUM_AFTER_EVENTS`] events taken, or
+/// [`VACUUM_EVERY`] when fewer came: each vacuum reads the backlog and the rows deleted since the
+/// last one, never the inbox's history (see `docs/perf/ingest-postgres.md`).
+fn spawn_vacuum(ctx: ApiContext, taken: Arc<std::sync::atomic::AtomicUsize>) {
+    if ctx.store.backend() != Backend::Postgres {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut last = Instant::now();
+        loop {
+            tokio::time::sleep(VACUUM_CHECK).await;
+            let n = taken.load(std::sync::atomic::Ordering::Relaxed);
+            if n < VACUUM_AFTER_EVENTS && (n == 0 || last.elapsed() < VACUUM_EVERY) {
+                continue;
+            }
+            taken.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+            last = Instant::now();
+            match inbox::vacuum(&ctx.store, false).await {
+                Ok(()) => tracing::debug!(
+                    events = n,
+                    ms = last.elapsed().as_millis() as u64,
+                    "vacuumed the waiting events"
+                ),
+                Err(e) => tracing::warn!(error = %e, "vacuuming the waiting events failed"),
             }
         }
     });
@@ -1252,7 +1306,7 @@ async fn write_plans(
             }
         };
         let (status, note, next) = outcome;
-        outcomes.push((&row.id, status, note, next));
+        outcomes.push((&row.id, status, note, next, row.attempts));
     }
     let rows: Vec<(i64, &TransactionRow)> = changed
         .iter()
@@ -1291,7 +1345,8 @@ async fn fail(ctx: &ApiContext, row: &InboxRow, why: &str) -> ApiResult<()> {
     let now = ctx.now();
     let (status, next) = retry_after(ctx, row, now);
     tracing::warn!(event = %row.stripe_event_id, inbox_id = %row.id, status, error = %why, "applying a Stripe event failed");
-    inbox::finish(ctx.store.writer(), &row.id, status, Some(why), next, now).await?;
+    let store = ctx.store.writer();
+    inbox::finish(store, &row.id, status, Some(why), next, row.attempts, now).await?;
     Ok(())
 }
 

@@ -1061,7 +1061,8 @@ async fn one_failing_read_holds_back_no_other_event(db: Db) {
     // Stripe answers for the session again, and its retry comes: it is applied.
     s.faults_off().await;
     sqlx::query(
-        "UPDATE webhook_events SET next_attempt_at = 0 WHERE stripe_event_id = 'evt_hol_cs'",
+        "UPDATE webhook_waiting SET next_attempt_at = 0
+         WHERE id IN (SELECT id FROM webhook_events WHERE stripe_event_id = 'evt_hol_cs')",
     )
     .execute(&s.pool)
     .await
