@@ -226,6 +226,32 @@ impl KnownAccounts {
     }
 }
 
+/// The stored row of key `id`, from the permission check's key cache while fresh (at most
+/// `auth_cache_ms` old; `0`: read on every request). The secret is still verified against the
+/// row on every request. A key revoked by this server is replaced in the cache at once
+/// ([`forget_revoked`]); one revoked by another process (`tollgate keys revoke`, another
+/// server on the same database) stops working within `auth_cache_ms`.
+async fn key_row(ctx: &ApiContext, id: &str) -> Result<Option<ApiKeyRow>, ApiError> {
+    if let Some(row) = ctx.entitlements.cached_key(id) {
+        return Ok(row);
+    }
+    let row = tollgate_store::accounts::get_api_key(ctx.store.reader(), id).await?;
+    // Only keys that exist are kept: ids nobody issued do not fill the cache.
+    if row.is_some() {
+        ctx.entitlements.put_key(id, row.clone());
+    }
+    Ok(row)
+}
+
+/// After this server revoked key `row` at `revoked_at` (or found it revoked): the cache holds
+/// it revoked, so the next request with it is refused (by the secret-key endpoints and the
+/// permission check).
+pub(crate) fn forget_revoked(ctx: &ApiContext, mut row: ApiKeyRow, revoked_at: i64) {
+    row.revoked_at = row.revoked_at.or(Some(revoked_at));
+    let id = row.id.clone();
+    ctx.entitlements.put_key(&id, Some(row));
+}
+
 /// Extracts the caller from `Authorization: Bearer tg_…` and `X-Merchant-Account-Id`
 /// (alias `x-gr4vy-merchant-account-id`). Cookies are never read here.
 impl FromRequestParts<ApiContext> for Caller {
@@ -236,7 +262,7 @@ impl FromRequestParts<ApiContext> for Caller {
         ctx: &ApiContext,
     ) -> Result<Self, Self::Rejection> {
         let (kind, id, secret) = presented_key(&parts.headers)?;
-        let row = tollgate_store::accounts::get_api_key(ctx.store.reader(), id).await?;
+        let row = key_row(ctx, id).await?;
         let row = verify_key(row, kind, secret)?;
         let merchant_account_id = acting_account(&row, &parts.headers)?;
         let operator = row.merchant_account_id.is_none();

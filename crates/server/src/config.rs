@@ -60,8 +60,11 @@ pub struct Config {
     pub permissions_rate_per_sec: u32,
     /// Burst of the permission-read token bucket.
     pub permissions_burst: u32,
-    /// How long the permission check may reuse an API key or account settings it read (ms);
-    /// 0: read them on every request.
+    /// How long the server may reuse an API key (every API request) or account settings (the
+    /// permission check) it read (ms); 0: read them on every request. The key's secret is
+    /// still checked on every request. A key revoked in this server's dashboard is refused at
+    /// once; one revoked by another process (`tollgate keys revoke`, another server on the
+    /// same database) keeps working for at most this long.
     pub auth_cache_ms: u64,
     /// The permission check serves customers' permission rows from memory (docs/entitlements.md).
     /// SQLite: this often (ms) the server reads the permission change log to forget what other

@@ -246,23 +246,29 @@ pub async fn key_revoke(
         return refused(REFUSED, "Tick “sure” next to the key to revoke it.".into()).await;
     }
     // Only keys this session's account can see: its own and operator keys.
-    let visible = match accounts::get_api_key(ctx.store.reader(), &id).await {
-        Ok(Some(k)) => {
-            k.merchant_account_id.is_none()
-                || k.merchant_account_id.as_deref() == Some(s.merchant_account_id.as_str())
+    let key = match accounts::get_api_key(ctx.store.reader(), &id).await {
+        Ok(Some(k))
+            if k.merchant_account_id.is_none()
+                || k.merchant_account_id.as_deref() == Some(s.merchant_account_id.as_str()) =>
+        {
+            k
         }
-        Ok(None) => false,
+        Ok(_) => return refused(StatusCode::NOT_FOUND, "There is no such API key.".into()).await,
         Err(e) => return refused(StatusCode::INTERNAL_SERVER_ERROR, message_of(&e.into())).await,
     };
-    if !visible {
-        return refused(StatusCode::NOT_FOUND, "There is no such API key.".into()).await;
-    }
-    match accounts::revoke_api_key(ctx.store.writer(), &id, ctx.now()).await {
+    let now = ctx.now();
+    match accounts::revoke_api_key(ctx.store.writer(), &id, now).await {
         Ok(true) => {
+            // Refused from the next request on, though the key was read into the cache lately.
+            crate::auth::forget_revoked(&ctx, key, now);
             tracing::info!(key = %id, operator = %s.username, "API key revoked in the dashboard");
             see_other("/dashboard/keys?done=key_revoked")
         }
-        Ok(false) => refused(StatusCode::CONFLICT, "This key is already revoked.".into()).await,
+        Ok(false) => {
+            // Revoked by another process: this server, too, stops taking it now.
+            crate::auth::forget_revoked(&ctx, key, now);
+            refused(StatusCode::CONFLICT, "This key is already revoked.".into()).await
+        }
         Err(e) => refused(StatusCode::INTERNAL_SERVER_ERROR, message_of(&e.into())).await,
     }
 }

@@ -23,6 +23,7 @@ crate::both_dbs!(
     the_stream_pushes_every_change_of_a_balance,
     manual_grants_give_units_and_revoking_takes_back_what_is_left,
     a_customer_is_served_from_the_cache_again_once_its_changes_are_heard,
+    keys_revoked_in_the_dashboard_are_refused_at_once_though_cached,
 );
 
 const SEC: Duration = Duration::from_secs(1);
@@ -415,4 +416,63 @@ async fn a_customer_is_served_from_the_cache_again_once_its_changes_are_heard(db
     }
     let hits = cache_hits(&s).await - before;
     assert!(hits >= 2, "{hits} of 3 checks from the cache");
+}
+
+/// Secret-key requests read the key from the cache the permission check uses (at most
+/// `auth_cache_ms` old): a key revoked by another process still works from the cache, one
+/// revoked in this server's dashboard is refused by the next request.
+async fn keys_revoked_in_the_dashboard_are_refused_at_once_though_cached(db: Db) {
+    // A long freshness: whatever the cache holds is served for the whole test.
+    let s = TestServer::start_with(db, |c| c.auth_cache_ms = 600_000).await;
+    let (cookie, token) = crate::dashboard_session::session(&s).await;
+    let sk = s.bound_key(KeyKind::Secret, "default").await;
+    let elsewhere = s.bound_key(KeyKind::Secret, "default").await;
+    let id_of = |key: &str| {
+        key.trim_start_matches("tg_sk_")
+            .split('_')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    // Both keys are read once, and cached.
+    for key in [&sk, &elsewhere] {
+        get_with(&s, key, "/transactions").await.expect(200);
+        get_with(&s, key, "/v1/permissions?customid=u1")
+            .await
+            .expect(200);
+    }
+    // Revoked by another process (straight in the database): still served from the cache.
+    assert!(
+        tollgate_store::accounts::revoke_api_key(&s.pool, &id_of(&elsewhere), now_ms())
+            .await
+            .unwrap()
+    );
+    get_with(&s, &elsewhere, "/transactions").await.expect(200);
+    // Revoked in the dashboard: refused at once, on every path.
+    let r = crate::dashboard_session::post_form(
+        &s,
+        &format!("/dashboard/keys/{}/revoke", id_of(&sk)),
+        &cookie,
+        &[("csrf", &token), ("confirm", "yes")],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    for path in ["/transactions", "/v1/permissions?customid=u1"] {
+        let r = get_with(&s, &sk, path).await;
+        assert_eq!(r.status, 401, "{path}: {}", r.text);
+    }
+    // A wrong secret with a cached id is refused too (the secret is checked every time).
+    let forged = format!("tg_sk_{}_{}", id_of(&elsewhere), "x".repeat(43));
+    assert_eq!(get_with(&s, &forged, "/transactions").await.status, 401);
+    // The key revoked elsewhere, revoked again in the dashboard: already revoked, and this
+    // server stops taking it now.
+    let r = crate::dashboard_session::post_form(
+        &s,
+        &format!("/dashboard/keys/{}/revoke", id_of(&elsewhere)),
+        &cookie,
+        &[("csrf", &token), ("confirm", "yes")],
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert_eq!(get_with(&s, &elsewhere, "/transactions").await.status, 401);
 }
