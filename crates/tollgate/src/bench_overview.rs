@@ -258,8 +258,9 @@ async fn seed(url: &str, o: &Options, now: i64) -> anyhow::Result<()> {
     )
     .await?;
 
-    // Stripe events received.
+    // Stripe events received; a failed one also waits for its retry (`webhook_waiting`).
     let mut rows = Vec::with_capacity(o.events);
+    let mut waiting = Vec::new();
     for i in 0..o.events {
         let at = now - rng.below(span as u64) as i64;
         let status = match rng.below(100) {
@@ -268,6 +269,9 @@ async fn seed(url: &str, o: &Options, now: i64) -> anyhow::Result<()> {
             98 => "failed",
             _ => "dead",
         };
+        if status == "failed" {
+            waiting.push(vec![V::S(format!("bench-evt-{i:07}")), V::I(at), V::I(1)]);
+        }
         rows.push(vec![
             V::S(format!("bench-evt-{i:07}")),
             V::S(conn.clone()),
@@ -303,6 +307,13 @@ async fn seed(url: &str, o: &Options, now: i64) -> anyhow::Result<()> {
             "updated_at",
         ],
         rows,
+    )
+    .await?;
+    insert(
+        &store,
+        "webhook_waiting",
+        &["id", "next_attempt_at", "attempts"],
+        waiting,
     )
     .await?;
 

@@ -924,16 +924,16 @@ async fn a_connection_with_only_events_can_be_deleted(db: Db) {
 }
 
 /// Head-of-line (issue 30): a Checkout Session whose line items cannot be read from Stripe (a
-/// sandbox fault on that one session) sits in the same inbox batch as 200 subscription
-/// events of the same connection. The 200 are applied at their first attempt; only the
+/// sandbox fault on that one session) sits in the same inbox batch as 1,000 subscription
+/// events of the same connection. The 1,000 are applied at their first attempt; only the
 /// session's event fails, with a note naming it and its session; once Stripe answers for the
 /// session again, its retry applies it. The events are stored and applied through a context of
 /// the test's own (the server's workers sleep), so which events share a batch is fixed.
 async fn one_failing_read_holds_back_no_other_event(db: Db) {
-    const OTHERS: usize = 200;
+    const OTHERS: usize = 1_000;
     let s = TestServer::start_with(db, |c| {
         c.inbox_poll_ms = 600_000;
-        c.inbox_batch = 256;
+        c.inbox_batch = 1_024;
         // A failed event waits an hour: only this test makes it due again.
         c.inbox_retry_base_ms = 3_600_000;
     })
