@@ -3,9 +3,11 @@
 //! and client address token buckets of the public rate limit, and a cache of customers'
 //! permission rows.
 //!
-//! A cached key, setting or connection is at most `auth_cache_ms` old (a revoked public key
-//! stops working within that time; the webhook receiver reads a connection again before it
-//! refuses an event, see [`Runtime::cached_connection`]).
+//! A cached key, setting or connection is at most `auth_cache_ms` old: every API request's key
+//! (secret and public) is served from here, its secret still compared on each request; a key
+//! revoked in this server's dashboard is refused at once, one revoked by another process (the
+//! CLI, another server on the same database) within that time. The webhook receiver reads a
+//! connection again before it refuses an event, see [`Runtime::cached_connection`].
 //!
 //! The permission cache holds the read model's rows (never an evaluated answer: validity
 //! against the clock is worked out at each check). It only serves while the server hears every
