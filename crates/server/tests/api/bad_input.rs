@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use tollgate_server::auth::KeyKind;
 
 use crate::common::{
-    Db, REDIRECT_URL, Resp, TestServer, assert_bad_field, assert_error, now_ms, query_param,
+    Db, REDIRECT_URL, Resp, TestServer, assert_bad_field, assert_error, query_param,
 };
 
 crate::both_dbs!(
@@ -660,9 +660,11 @@ async fn nul_in_pages_and_dashboard_forms(db: Db) {
             "{path}"
         );
     }
-    let (cookie, csrf) = dashboard_session(&s).await;
+    let (cookie, csrf) = crate::dashboard_session::session(&s).await;
     // The login form: looking the name up used to fail on PostgreSQL (500).
-    let r = post_login(&s, &format!("adm{NUL}in"), "whatever it is").await;
+    let r =
+        crate::dashboard_session::try_login_as(&s, &format!("adm{NUL}in"), "whatever it is", None)
+            .await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.text.contains("NUL"), "{}", r.text);
     // A signed-in operator's forms, and a page's path and query.
@@ -715,71 +717,6 @@ async fn nul_in_pages_and_dashboard_forms(db: Db) {
     }
     assert_eq!(s.db_snapshot().await, before);
     assert_eq!(s.get("/v1/skus").await.expect(200)["items"], json!([]));
-}
-
-/// The `csrf` hidden field of a dashboard page.
-fn hidden_csrf(html: &str) -> String {
-    let marker = "name=\"csrf\" value=\"";
-    let at = html.find(marker).expect("a csrf field") + marker.len();
-    html[at..].split('"').next().unwrap_or_default().to_string()
-}
-
-/// The dashboard's login form, posted with the CSRF token of the login page it came from.
-async fn post_login(s: &TestServer, username: &str, password: &str) -> Resp {
-    let page = s.send(s.http.get(s.url("/dashboard/login"))).await;
-    let token = hidden_csrf(&page.text);
-    s.send(
-        s.http
-            .post(s.url("/dashboard/login"))
-            .header("cookie", format!("tg_login_csrf={token}"))
-            .form(&[
-                ("username", username),
-                ("password", password),
-                ("csrf", &token),
-            ]),
-    )
-    .await
-}
-
-/// A signed-in dashboard operator: (session cookie, a form's CSRF token).
-async fn dashboard_session(s: &TestServer) -> (String, String) {
-    const PASSWORD: &str = "a long enough password";
-    let now = now_ms();
-    tollgate_store::operators::insert_operator(
-        &s.pool,
-        &tollgate_store::operators::OperatorRow {
-            id: format!("op-{now}"),
-            username: "admin".into(),
-            password_hash: tollgate_server::dashboard::session::hash_password(PASSWORD).unwrap(),
-            failed_logins: 0,
-            locked_until: None,
-            created_at: now,
-            updated_at: now,
-        },
-    )
-    .await
-    .unwrap();
-    let r = post_login(s, "admin", PASSWORD).await;
-    assert_eq!(r.status, 303, "{}", r.text);
-    let session = r
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| c.strip_prefix("tg_session="))
-        .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
-        .to_string();
-    let cookie = format!("tg_session={session}");
-    let page = s
-        .send(
-            s.http
-                .get(s.url("/dashboard/transactions"))
-                .header("cookie", &cookie),
-        )
-        .await;
-    assert_eq!(page.status, 200, "{}", page.text);
-    (cookie, hidden_csrf(&page.text))
 }
 
 /// `redirect_url` is parsed as a browser would: no control characters or spaces, no user name
