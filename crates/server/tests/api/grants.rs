@@ -1014,66 +1014,15 @@ async fn early_fraud_warning_test_card_on_the_sandbox_revokes_by_policy(db: Db) 
 
 // ---- the dashboard ---------------------------------------------------------------------------
 
-/// Logs an operator (`support`) into the dashboard; returns the session cookie.
-async fn dashboard_session(s: &TestServer) -> String {
-    const PASSWORD: &str = "a long enough password";
-    let hash = tollgate_server::dashboard::session::hash_password(PASSWORD).expect("hash");
-    let now = now_ms();
-    tollgate_store::operators::insert_operator(
-        &s.pool,
-        &tollgate_store::operators::OperatorRow {
-            id: format!("op-{now}"),
-            username: "support".into(),
-            password_hash: hash,
-            failed_logins: 0,
-            locked_until: None,
-            created_at: now,
-            updated_at: now,
-        },
-    )
-    .await
-    .expect("operator");
-    let page = s.send(s.http.get(s.url("/dashboard/login"))).await;
-    let token = csrf_of(&page.text);
-    let r = s
-        .send(
-            s.http
-                .post(s.url("/dashboard/login"))
-                .header("cookie", format!("tg_login_csrf={token}"))
-                .form(&[
-                    ("username", "support"),
-                    ("password", PASSWORD),
-                    ("csrf", token.as_str()),
-                ]),
-        )
-        .await;
-    assert_eq!(r.status, 303, "{}", r.text);
-    r.headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| c.strip_prefix("tg_session="))
-        .map(|rest| format!("tg_session={}", rest.split(';').next().unwrap_or_default()))
-        .expect("session cookie")
-}
-
-fn csrf_of(html: &str) -> String {
-    let key = "name=\"csrf\" value=\"";
-    let at = html
-        .find(key)
-        .unwrap_or_else(|| panic!("no csrf field in {html}"));
-    let rest = &html[at + key.len()..];
-    rest[..rest.find('"').unwrap_or(0)].to_string()
-}
-
 async fn the_dashboard_grants_and_revokes_as_its_operator(db: Db) {
     let s = TestServer::start(db).await;
     catalog(&s).await;
-    let cookie = dashboard_session(&s).await;
+    crate::dashboard_session::operator(&s).await;
+    let cookie = crate::dashboard_session::login(&s).await;
     let page = |path: String| s.send(s.http.get(s.url(&path)).header("cookie", cookie.clone()));
     // A customer nobody knows yet: the grant form is on its page all the same.
     let p = page("/dashboard/customers/user-dash".into()).await;
-    let token = csrf_of(&p.text);
+    let token = crate::dashboard_session::csrf_of(&p.text);
     let post = |path: &str, form: Vec<(&str, String)>| {
         s.send(
             s.http
@@ -1095,7 +1044,7 @@ async fn the_dashboard_grants_and_revokes_as_its_operator(db: Db) {
     assert_eq!(r.status, 303, "{}", r.text);
     let grants = s.get("/v1/subscribers/user-dash/grants").await.expect(200);
     let g = grants["items"][0].clone();
-    assert_eq!(g["created_by"], "operator:support", "{grants}");
+    assert_eq!(g["created_by"], "operator:admin", "{grants}");
     assert_eq!(g["expires_at"], "2099-01-01T00:00:00.000000Z");
     followed(&s).await;
     let p = s
@@ -1135,7 +1084,7 @@ async fn the_dashboard_grants_and_revokes_as_its_operator(db: Db) {
     assert_eq!(r.status, 303, "{}", r.text);
     let grants = s.get("/v1/subscribers/user-dash/grants").await.expect(200);
     assert_eq!(grants["items"].as_array().unwrap().len(), 1);
-    assert_eq!(grants["items"][0]["revoked_by"], "operator:support");
+    assert_eq!(grants["items"][0]["revoked_by"], "operator:admin");
     let p = s
         .get("/v1/permissions?customid=user-dash")
         .await
