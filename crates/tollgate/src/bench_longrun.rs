@@ -28,10 +28,9 @@ use axum::body::Bytes;
 use rand::seq::SliceRandom;
 use serde_json::Value;
 use tollgate_store::{Backend, Store};
-use tollgate_stripe::signature;
 
 use crate::bench::{BenchDb, BenchServer, cores, percentile, process_cpu_of, status_mib};
-use crate::bench_webhooks::{Ack, Object, SECRET, build_stream, make_objects, make_sessions};
+use crate::bench_webhooks::{Object, build_stream, make_objects, make_sessions, send_event};
 use crate::demo::unix_now;
 
 /// Transactions whose events make one chunk of the stream (with billing events, about 30
@@ -316,24 +315,11 @@ pub(crate) async fn run(l: LongRun<'_>) -> anyhow::Result<()> {
         let (errors, first_error) = (errors.clone(), first_error.clone());
         tasks.push(tokio::spawn(async move {
             while let Some(body) = feed.next().await {
-                // Stripe signs each attempt at send time.
-                let header = signature::header(&[SECRET], unix_now(), &body);
                 let t = Instant::now();
-                let r = client
-                    .post(url.clone())
-                    .header("content-type", "application/json; charset=utf-8")
-                    .header("stripe-signature", header)
-                    .body(body)
-                    .send()
-                    .await;
-                let failure = match r {
-                    Ok(r) if r.status().is_success() => match r.json::<Ack>().await {
-                        Ok(a) if a.duplicate => Some("an event was taken for a duplicate".into()),
-                        Ok(_) => None,
-                        Err(e) => Some(format!("reading the answer: {e}")),
-                    },
-                    Ok(r) => Some(format!("HTTP {}", r.status())),
-                    Err(e) => Some(e.to_string()),
+                let failure = match send_event(&client, &url, body).await {
+                    Ok(Ok(a)) if a.duplicate => Some("an event was taken for a duplicate".into()),
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) | Err(e) => Some(e),
                 };
                 let elapsed = t.elapsed();
                 if let Some(e) = failure {

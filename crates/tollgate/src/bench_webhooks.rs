@@ -66,6 +66,31 @@ pub(crate) struct Ack {
     pub duplicate: bool,
 }
 
+/// Sends one event to `url` as Stripe does (signed at send time, each attempt). `Ok` with the
+/// acknowledgement read from a 2xx answer (`Err` inside when it could not be read), or `Err`
+/// with the HTTP status or transport error.
+pub(crate) async fn send_event(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    body: axum::body::Bytes,
+) -> Result<Result<Ack, String>, String> {
+    let header = signature::header(&[SECRET], unix_now(), &body);
+    let r = client
+        .post(url.clone())
+        .header("content-type", "application/json; charset=utf-8")
+        .header("stripe-signature", header)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !r.status().is_success() {
+        return Err(format!("HTTP {}", r.status()));
+    }
+    Ok(r.json::<Ack>()
+        .await
+        .map_err(|e| format!("reading the answer: {e}")))
+}
+
 pub(crate) struct Object {
     pub transaction_id: String,
     pub pi: Value,
@@ -310,26 +335,15 @@ async fn one_round(on: Round<'_>) -> anyhow::Result<Figures> {
                 let Some(body) = sends.get(i).cloned() else {
                     break;
                 };
-                // Stripe signs each attempt at send time.
-                let header = signature::header(&[SECRET], unix_now(), &body);
                 let t = Instant::now();
-                let r = client
-                    .post(url.clone())
-                    .header("content-type", "application/json; charset=utf-8")
-                    .header("stripe-signature", header)
-                    .body(body)
-                    .send()
-                    .await;
-                match r {
-                    Ok(r) if r.status().is_success() => {
-                        let ack = r.json::<Ack>().await;
+                match send_event(&client, &url, body).await {
+                    Ok(ack) => {
                         lat.push(t.elapsed());
                         if ack.is_ok_and(|a| a.duplicate) {
                             duplicates += 1;
                         }
                     }
-                    Ok(r) => errors.push(format!("HTTP {}", r.status())),
-                    Err(e) => errors.push(e.to_string()),
+                    Err(e) => errors.push(e),
                 }
             }
             (lat, duplicates, errors)
