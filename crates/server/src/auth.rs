@@ -183,7 +183,7 @@ pub(crate) async fn account_exists(
     if row.merchant_account_id.is_some() {
         return Ok(());
     }
-    let known = &ctx.consumes.accounts;
+    let known = &ctx.known_accounts;
     if known.has(merchant_account_id) {
         return Ok(());
     }

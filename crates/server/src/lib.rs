@@ -89,6 +89,8 @@ pub struct Context {
     pub entitlements: Arc<entitlements::Runtime>,
     /// Consumes of metered permissions (group commit on SQLite).
     pub consumes: api::credits::Consumes,
+    /// Merchant accounts seen to exist (operator keys' requests do not read them again).
+    pub known_accounts: auth::KnownAccounts,
 }
 
 impl Context {
@@ -341,6 +343,7 @@ pub async fn context(
             config.permissions_burst,
         )),
         consumes: Default::default(),
+        known_accounts: Default::default(),
         config: Arc::new(config),
     })))
 }

@@ -74,10 +74,6 @@ pub enum Answer {
 #[derive(Default)]
 pub struct Consumes {
     group: OnceLock<Arc<Group>>,
-    /// The merchant accounts the server has seen exist, for the authentication of operator
-    /// keys ([`crate::auth`]; kept here, in the server's context, for the hot path of
-    /// consumes, whose requests mostly come with one).
-    pub(crate) accounts: crate::auth::KnownAccounts,
 }
 
 /// SQLite: the consumes waiting for the writer, and the syncer that answers them.
