@@ -642,15 +642,10 @@ async fn low_and_depleted_balances_are_announced(db: Db) {
         .expect(200);
     }
     // 30 → 15 → 11 → 5 (low) → 3 → 0 (depleted)
-    let page = s.get("/webhook-deliveries?limit=100").await.expect(200);
-    let mut names: Vec<String> = page["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|d| d["event_name"].as_str().unwrap_or_default().to_string())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["balance.depleted", "balance.low"]);
+    assert_eq!(
+        delivered_event_names(&s).await,
+        ["balance.depleted", "balance.low"]
+    );
 }
 
 /// A keyed consume writes its key's record in the commit of its work: answered, sealed, no
@@ -846,6 +841,14 @@ async fn concurrent_consumes_announce_low_and_depleted_once(db: Db) {
     let rows = ledger_of(&s, "crowd").await;
     let with_metadata = rows.iter().filter(|r| r["metadata"]["n"].is_i64()).count();
     assert_eq!(with_metadata, 50, "{rows:#?}");
+    assert_eq!(
+        delivered_event_names(&s).await,
+        ["balance.depleted", "balance.low"]
+    );
+}
+
+/// The event names of the outbound deliveries made so far, sorted.
+async fn delivered_event_names(s: &TestServer) -> Vec<String> {
     let page = s.get("/webhook-deliveries?limit=100").await.expect(200);
     let mut names: Vec<String> = page["items"]
         .as_array()
@@ -854,5 +857,5 @@ async fn concurrent_consumes_announce_low_and_depleted_once(db: Db) {
         .map(|d| d["event_name"].as_str().unwrap_or_default().to_string())
         .collect();
     names.sort();
-    assert_eq!(names, ["balance.depleted", "balance.low"]);
+    names
 }
