@@ -8,31 +8,12 @@
 // at 390 px, axe-core clean, screenshots at both widths).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, api, browser, signedIn, checkPage } from './harness.mjs';
+import { startServer, api, browser, signedIn, checkPage, eventually, sandboxPost } from './harness.mjs';
+
+const sandbox = (path, form) => sandboxPost(server, path, form);
 
 let server, chrome, context, page;
 let proPrice, packProduct;
-
-async function eventually(what, fn, ms = 20000) {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-async function sandbox(path, form) {
-  const r = await fetch(`${server.base}/sandbox/stripe${path}`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${server.sk}`, 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams(form).toString(),
-  });
-  const body = await r.json();
-  if (!r.ok) throw new Error(`sandbox ${path}: ${r.status} ${JSON.stringify(body)}`);
-  return body;
-}
 
 async function ok(r, status = 201) {
   assert.equal(r.status, status, JSON.stringify(r.body));

@@ -9,7 +9,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { createHmac } from 'node:crypto';
-import { startServer, api, browser, signedIn, checkPage } from './harness.mjs';
+import { startServer, api, browser, signedIn, checkPage, eventually, sandboxPost } from './harness.mjs';
+
+const sandbox = (path, form) => sandboxPost(server, path, form);
 
 let server, chrome, context, page, failing, working;
 
@@ -31,27 +33,6 @@ async function endpoint(status) {
     got,
     stop: () => new Promise((ok) => srv.close(ok)),
   };
-}
-
-async function eventually(what, fn, ms = 20000) {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-async function sandbox(path, form) {
-  const r = await fetch(`${server.base}/sandbox/stripe${path}`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${server.sk}`, 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams(form).toString(),
-  });
-  const body = await r.json();
-  if (!r.ok) throw new Error(`sandbox ${path}: ${r.status} ${JSON.stringify(body)}`);
-  return body;
 }
 
 /** Whether `signatures` (the webhook-signature header) holds one made with `secret`. */

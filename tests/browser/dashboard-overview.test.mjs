@@ -6,19 +6,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
-import { startServer, startMerchant, createTransaction, api, browser, signedIn, checkPage } from './harness.mjs';
+import { startServer, startMerchant, createTransaction, api, browser, signedIn, checkPage, eventually } from './harness.mjs';
 
 let server, merchant, chrome, context, page, failing;
-
-async function eventually(what, fn, ms = 20000) {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 /** The sandbox's Stripe API: with the secret key, or with `auth` (the publishable key). */
 async function stripe(path, form, auth = `Bearer ${server.sk}`) {

@@ -9,7 +9,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { startServer, startMerchant, createTransaction, api, browser, fillCard, signedIn, checkPage } from './harness.mjs';
+import { startServer, startMerchant, createTransaction, api, browser, fillCard, signedIn, checkPage, eventually } from './harness.mjs';
 
 let server, merchant, chrome, context, page;
 
@@ -23,16 +23,6 @@ function sql(statement, params = []) {
     { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`sql: ${r.stderr}`);
   return JSON.parse(r.stdout);
-}
-
-async function eventually(what, fn, ms = 20000) {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 /** The sandbox's Stripe API with its secret key. */

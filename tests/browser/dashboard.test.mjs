@@ -10,7 +10,9 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, startMerchant, createTransaction, api, browser, fillCard, shot } from './harness.mjs';
+import { startServer, startMerchant, createTransaction, api, browser, fillCard, shot, eventually, sandboxPost } from './harness.mjs';
+
+const sandbox = (path, form) => sandboxPost(server, path, form);
 
 const USER = 'admin';
 const PASSWORD = 'browser test password';
@@ -36,27 +38,6 @@ function sql(statement, params = []) {
     { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`sql: ${r.stderr}`);
   return JSON.parse(r.stdout);
-}
-
-async function eventually(what, fn, ms = 20000) {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-async function sandbox(path, form) {
-  const r = await fetch(`${server.base}/sandbox/stripe${path}`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${server.sk}`, 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams(form).toString(),
-  });
-  const body = await r.json();
-  if (!r.ok) throw new Error(`sandbox ${path}: ${r.status} ${JSON.stringify(body)}`);
-  return body;
 }
 
 /** A transaction paid on the hosted page (in its own tab). */

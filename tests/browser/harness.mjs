@@ -181,3 +181,26 @@ export async function checkPage(page, name) {
     await page.screenshot({ path: join(artifacts, `${name}-${width}.png`), fullPage: true });
   }
 }
+
+/** Polls `fn` every 200 ms until it returns something truthy (returned), failing after `ms`. */
+export async function eventually(what, fn, ms = 20000) {
+  const until = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** A form POST to the server's Stripe sandbox with its secret key; the answer's JSON. */
+export async function sandboxPost(server, path, form) {
+  const r = await fetch(`${server.base}/sandbox/stripe${path}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${server.sk}`, 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams(form).toString(),
+  });
+  const body = await r.json();
+  if (!r.ok) throw new Error(`sandbox ${path}: ${r.status} ${JSON.stringify(body)}`);
+  return body;
+}
