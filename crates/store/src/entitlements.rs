@@ -1168,17 +1168,52 @@ pub async fn customids<'c, E: Executor<'c, Database = Any>>(
 /// that applies an object of that customer takes it before it looks for the link, and one that
 /// creates the link holds it until it commits: otherwise an object applied while the link was
 /// being made (neither transaction seeing the other's writes) would be evaluated by neither.
-pub async fn lock_stripe_customer<'c, E: Executor<'c, Database = Any>>(
-    db: E,
+pub async fn lock_stripe_customer(
+    db: &mut crate::Conn,
     connection_id: &str,
     stripe_customer_id: &str,
 ) -> Result<()> {
-    sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS l")
-        .bind(format!(
-            "link\u{1f}{connection_id}\u{1f}{stripe_customer_id}"
-        ))
-        .execute(db)
-        .await?;
+    lock_stripe_customers(db, connection_id, &[stripe_customer_id]).await
+}
+
+/// [`lock_stripe_customer`] for several customers in one statement, in bytewise order of
+/// their ids (the order every transaction takes them in).
+pub async fn lock_stripe_customers(
+    db: &mut crate::Conn,
+    connection_id: &str,
+    stripe_customer_ids: &[&str],
+) -> Result<()> {
+    let keys: Vec<String> = stripe_customer_ids
+        .iter()
+        .map(|c| format!("link\u{1f}{connection_id}\u{1f}{c}"))
+        .collect();
+    lock_keys(db, keys).await
+}
+
+/// PostgreSQL: transaction-scoped advisory locks on `keys`, taken in one statement per
+/// [`WALK_CHUNK`] keys, in bytewise order of the keys (each statement takes its keys in that
+/// order, and the chunks follow each other in it): the order of one lock statement per key,
+/// without a round trip each.
+async fn lock_keys(db: &mut crate::Conn, mut keys: Vec<String>) -> Result<()> {
+    keys.sort_unstable();
+    keys.dedup();
+    for chunk in keys.chunks(WALK_CHUNK) {
+        let list: Vec<String> = (0..chunk.len()).map(|i| format!("(${})", i + 1)).collect();
+        let sql = format!(
+            "SELECT COUNT(*) FROM (
+               SELECT pg_advisory_xact_lock(hashtext(k)) FROM (
+                 SELECT k FROM (VALUES {}) AS v(k) ORDER BY k COLLATE \"C\"
+               ) AS sorted
+             ) AS locked",
+            list.join(", ")
+        );
+        // Placeholders only; every value is bound.
+        let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).persistent(false);
+        for k in chunk {
+            q = q.bind(k.clone());
+        }
+        q.fetch_one(&mut *db).await?;
+    }
     Ok(())
 }
 
@@ -1218,17 +1253,19 @@ pub async fn lock_objects(db: &mut crate::Conn, connection_id: &str, ids: &[&str
     Ok(())
 }
 
-/// Postgres: serialises re-evaluations of one customer (a transaction-scoped advisory lock).
-pub async fn lock_customer<'c, E: Executor<'c, Database = Any>>(
-    db: E,
+/// Postgres: serialises re-evaluations of each of `customids` (transaction-scoped advisory
+/// locks), taken in one statement in bytewise order of the customids (the order every
+/// transaction takes them in).
+pub async fn lock_customers(
+    db: &mut crate::Conn,
     merchant_account_id: &str,
-    customid: &str,
+    customids: &[&str],
 ) -> Result<()> {
-    sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS l")
-        .bind(format!("{merchant_account_id}\u{1f}{customid}"))
-        .execute(db)
-        .await?;
-    Ok(())
+    let keys: Vec<String> = customids
+        .iter()
+        .map(|c| format!("{merchant_account_id}\u{1f}{c}"))
+        .collect();
+    lock_keys(db, keys).await
 }
 
 // ---- manual grants ---------------------------------------------------------------------------

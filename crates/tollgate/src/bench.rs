@@ -90,6 +90,9 @@ pub enum BenchCommand {
         /// Long run: seconds between two prunes.
         #[arg(long, default_value_t = 10)]
         prune_every_secs: u64,
+        /// The server's inbox workers (`inbox_workers`; default: the server's own default).
+        #[arg(long)]
+        inbox_workers: Option<u32>,
     },
     /// `GET /v1/permissions` (public key) on the real server: seeds customers with
     /// permissions straight into the read model, then checks random customers over keep-alive
@@ -251,6 +254,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             slice,
             retention_secs,
             prune_every_secs,
+            inbox_workers,
         } => {
             crate::bench_webhooks::run(
                 db,
@@ -265,6 +269,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                     slice: slice.max(1),
                     retention_secs,
                     prune_every_secs: prune_every_secs.max(1),
+                    inbox_workers,
                 },
             )
             .await

@@ -51,6 +51,8 @@ pub struct Options {
     pub slice: usize,
     pub retention_secs: u64,
     pub prune_every_secs: u64,
+    /// The server's `inbox_workers`, when not its default.
+    pub inbox_workers: Option<u32>,
 }
 
 pub async fn run(db: BenchDb, admin_url: &str, o: Options) -> anyhow::Result<()> {
@@ -108,6 +110,9 @@ async fn bench(
     let tweak = |c: &mut tollgate_server::Config| {
         c.stripe_api_base = format!("http://{}/sandbox/stripe", c.listen);
         c.reconcile_interval_secs = 0;
+        if let Some(n) = o.inbox_workers {
+            c.inbox_workers = n;
+        }
     };
     let srv = if o.server_process {
         BenchServer::start_process(database_url.clone(), data_dir, concurrency, tweak).await?

@@ -721,9 +721,8 @@ async fn apply_because(
         // two batches that share customers then wait for each other instead of deadlocking
         // (taken object by object, two workers' batches deadlocked, and PostgreSQL broke
         // each deadlock only after `deadlock_timeout`, 1 s).
-        for cus in &customers {
-            es::lock_stripe_customer(&mut **tx, &connection.id, cus).await?;
-        }
+        let cus: Vec<&str> = customers.iter().map(String::as_str).collect();
+        es::lock_stripe_customers(tx, &connection.id, &cus).await?;
         // Then each object written and each object it refers to (see `lock_objects`).
         let mut ids: BTreeSet<&str> = BTreeSet::new();
         let records: Vec<Record> = work
@@ -891,22 +890,29 @@ async fn apply_because(
     Ok(Applied { notices, ties })
 }
 
-/// The links of one write transaction's Stripe customers as it reads and writes them.
-/// On SQLite (one writer) nothing else changes them while the transaction runs, so each is read
-/// once and written once, by [`Links::flush`]; on PostgreSQL every read and write goes to the
-/// database (`FOR UPDATE`, after the customer's lock).
+/// The links of one write transaction's Stripe customers as it reads and writes them, read
+/// for all of them at once ([`Links::prefetch`]) and then from memory. On SQLite (one writer)
+/// nothing else changes them while the transaction runs, so each is also written once, by
+/// [`Links::flush`]. On PostgreSQL the transaction holds the link lock of each customer it
+/// prefetches (`es::lock_stripe_customers`, taken by every writer of a link), so those stay as
+/// read too; writes go to the database at once, and a customer not prefetched is read from
+/// the database each time (`FOR UPDATE`).
 struct Links {
-    memo: Option<HashMap<String, Option<LinkRow>>>,
+    memo: HashMap<String, Option<LinkRow>>,
     /// SQLite: the customers whose links changed since the last flush.
     dirty: BTreeSet<String>,
+    /// PostgreSQL: writes go to the database at once, and only prefetched (locked) customers
+    /// and written links are kept.
+    through: bool,
     lock: &'static str,
 }
 
 impl Links {
     fn new(backend: Backend) -> Links {
         Links {
-            memo: (backend == Backend::Sqlite).then(HashMap::new),
+            memo: HashMap::new(),
             dirty: BTreeSet::new(),
+            through: backend == Backend::Postgres,
             lock: backend.for_update(),
         }
     }
@@ -920,12 +926,12 @@ impl Links {
         connection_id: &str,
         customers: &BTreeSet<String>,
     ) -> ApiResult<Option<HashMap<String, String>>> {
-        let Some(memo) = &self.memo else {
+        if self.through {
             return Ok(None);
-        };
+        }
         let unlinked: Vec<&str> = customers
             .iter()
-            .filter(|c| matches!(memo.get(c.as_str()), Some(None)))
+            .filter(|c| matches!(self.memo.get(c.as_str()), Some(None)))
             .map(String::as_str)
             .collect();
         let mut clocks = HashMap::new();
@@ -941,13 +947,10 @@ impl Links {
 
     /// Writes the links changed since the last flush (SQLite: one statement for them all).
     async fn flush(&mut self, tx: &mut Tx<'_>) -> ApiResult<()> {
-        let Some(memo) = &self.memo else {
-            return Ok(());
-        };
         let rows: Vec<&LinkRow> = self
             .dirty
             .iter()
-            .filter_map(|c| memo.get(c).and_then(Option::as_ref))
+            .filter_map(|c| self.memo.get(c).and_then(Option::as_ref))
             .collect();
         es::put_links(tx, &rows).await?;
         self.dirty.clear();
@@ -967,28 +970,25 @@ impl Links {
             .map(|l| l.customid))
     }
 
-    /// Reads the links of `customers` at once (SQLite; on PostgreSQL each is read under its
-    /// customer's lock when needed).
+    /// Reads the links of `customers` at once (on PostgreSQL the caller holds their link
+    /// locks).
     async fn prefetch(
         &mut self,
         tx: &mut Tx<'_>,
         connection_id: &str,
         customers: &BTreeSet<String>,
     ) -> ApiResult<()> {
-        let Some(memo) = &mut self.memo else {
-            return Ok(());
-        };
         let ids: Vec<&str> = customers
             .iter()
             .map(String::as_str)
-            .filter(|c| !memo.contains_key(*c))
+            .filter(|c| !self.memo.contains_key(*c))
             .collect();
         let found = es::links_of_customers(tx, connection_id, &ids).await?;
         for c in ids {
-            memo.insert(c.to_string(), None);
+            self.memo.insert(c.to_string(), None);
         }
         for l in found {
-            memo.insert(l.stripe_customer_id.clone(), Some(l));
+            self.memo.insert(l.stripe_customer_id.clone(), Some(l));
         }
         Ok(())
     }
@@ -999,24 +999,26 @@ impl Links {
         connection_id: &str,
         customer: &str,
     ) -> ApiResult<Option<LinkRow>> {
-        if let Some(known) = self.memo.as_ref().and_then(|m| m.get(customer)) {
+        if let Some(known) = self.memo.get(customer) {
             return Ok(known.clone());
         }
         let link = es::get_link(&mut **tx, connection_id, customer, self.lock).await?;
-        if let Some(m) = &mut self.memo {
-            m.insert(customer.to_string(), link.clone());
+        if !self.through {
+            self.memo.insert(customer.to_string(), link.clone());
         }
         Ok(link)
     }
 
     async fn put(&mut self, tx: &mut Tx<'_>, link: &LinkRow) -> ApiResult<()> {
-        match &mut self.memo {
-            Some(m) => {
-                m.insert(link.stripe_customer_id.clone(), Some(link.clone()));
-                self.dirty.insert(link.stripe_customer_id.clone());
+        let customer = link.stripe_customer_id.clone();
+        match self.through {
+            // The upsert locks the row until the transaction ends: it stays as written.
+            true => es::put_link(tx, link).await?,
+            false => {
+                self.dirty.insert(customer.clone());
             }
-            None => es::put_link(tx, link).await?,
         }
+        self.memo.insert(customer, Some(link.clone()));
         Ok(())
     }
 }
@@ -1433,9 +1435,7 @@ pub async fn reevaluate_all<'a>(
     let policy = policy(&settings);
     let credit_defs = tollgate_store::credits::definitions(&mut **tx, merchant).await?;
     if ctx.store.backend() == Backend::Postgres {
-        for c in &customids {
-            es::lock_customer(&mut **tx, merchant, c).await?;
-        }
+        es::lock_customers(tx, merchant, &customids).await?;
     }
     let purchases = load_purchases_of(tx, merchant, &customids).await?;
     let mut permissions: HashMap<String, Vec<PermissionRow>> = HashMap::new();
