@@ -880,7 +880,7 @@ fn spawn_vacuum(ctx: ApiContext, taken: Arc<std::sync::atomic::AtomicUsize>) {
         loop {
             tokio::time::sleep(VACUUM_CHECK).await;
             checks = checks.wrapping_add(1);
-            if checks % TABLES_CHECK_EVERY == 0 {
+            if checks.is_multiple_of(TABLES_CHECK_EVERY) {
                 upkeep_tables(&ctx).await;
             }
             let n = taken.load(std::sync::atomic::Ordering::Relaxed);

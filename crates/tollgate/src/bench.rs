@@ -905,6 +905,9 @@ pub(crate) struct BenchServer {
     pub database_url: String,
     pub key: String,
     pub client: reqwest::Client,
+    /// Where the server reads Stripe: the sandbox mounted in the server, or (child process)
+    /// the sandbox in this process.
+    pub stripe_base: String,
     running: Running,
 }
 
@@ -913,7 +916,11 @@ enum Running {
         stop: tokio::sync::oneshot::Sender<()>,
         server: tokio::task::JoinHandle<tollgate_server::startup::Result<()>>,
     },
-    Child(ChildServer),
+    Child {
+        child: ChildServer,
+        /// The sandbox standing in for Stripe, served from this process.
+        sandbox: tokio::task::JoinHandle<()>,
+    },
 }
 
 /// `tollgate serve` in a child process: killed when dropped (an error or a panic in the
@@ -1065,6 +1072,7 @@ impl BenchServer {
         let key = wait_ready(&client, &public_url, data_dir, &mut || server.is_finished()).await?;
         Ok(BenchServer {
             addr,
+            stripe_base: format!("{public_url}/sandbox/stripe"),
             public_url,
             database_url,
             key,
@@ -1073,11 +1081,14 @@ impl BenchServer {
         })
     }
 
-    /// The same server as [`BenchServer::start`] (same configuration, sandbox mounted), run as
-    /// `tollgate serve --config …` in a child process of this executable (or of
-    /// `$TOLLGATE_BENCH_SERVER_EXE`, to measure another build's server), on a free loopback
-    /// port. Its standard output (the start-up lines) is discarded; its log goes to this
-    /// process's standard error at this process's `RUST_LOG`.
+    /// The same server as [`BenchServer::start`] (same configuration), run as `tollgate serve
+    /// --config …` in a child process of this executable (or of `$TOLLGATE_BENCH_SERVER_EXE`,
+    /// to measure another build's server), on a free loopback port. The sandbox standing in for
+    /// Stripe is not mounted in the child but served from this process on a port of its own,
+    /// and the child reads Stripe there, as a production server reads Stripe over the network:
+    /// the child's memory and CPU are then the server's alone. Its standard output (the
+    /// start-up lines) is discarded; its log goes to this process's standard error at this
+    /// process's `RUST_LOG`.
     pub async fn start_process(
         database_url: Option<String>,
         data_dir: &std::path::Path,
@@ -1088,7 +1099,24 @@ impl BenchServer {
         // A free port: bound, read, released for the child (which binds it a moment later).
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let public_url = format!("http://{addr}");
-        let config = bench_config(addr, database_url, data_dir, tweak);
+        let stripe = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let stripe_base = format!("http://{}", stripe.local_addr()?);
+        let sb = Sandbox::start(SandboxConfig {
+            public_url: stripe_base.clone(),
+            ..SandboxConfig::default()
+        })
+        .map_err(|e| anyhow!("{e}"))?;
+        let app = sb
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let sandbox = tokio::spawn(async move {
+            if let Err(e) = axum::serve(stripe, app).await {
+                eprintln!("the benchmark's sandbox stopped: {e}");
+            }
+        });
+        let mut config = bench_config(addr, database_url, data_dir, tweak);
+        config.sandbox = Some(false);
+        config.stripe_api_base = stripe_base.clone();
         let database_url = config.database_url();
         let path = data_dir.join("bench-server.toml");
         std::fs::write(&path, config_toml(&config))
@@ -1115,14 +1143,15 @@ impl BenchServer {
             database_url,
             key,
             client,
-            running: Running::Child(child),
+            stripe_base,
+            running: Running::Child { child, sandbox },
         })
     }
 
     /// The server's process id when it runs in its own process.
     pub fn server_pid(&self) -> Option<u32> {
         match &self.running {
-            Running::Child(c) => Some(c.child.id()),
+            Running::Child { child, .. } => Some(child.child.id()),
             Running::InProcess { .. } => None,
         }
     }
@@ -1136,7 +1165,10 @@ impl BenchServer {
                 // quick.
                 let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
             }
-            Running::Child(child) => child.stop().await,
+            Running::Child { child, sandbox } => {
+                child.stop().await;
+                sandbox.abort();
+            }
         }
     }
 }

@@ -223,8 +223,24 @@ pub(crate) async fn run(l: LongRun<'_>) -> anyhow::Result<()> {
 
     print!("setting up {objects} transactions… ");
     let made = Instant::now();
-    let objs = make_objects(&client, &base, &auth, conn_id, objects, concurrency).await?;
-    let sessions = make_sessions(&client, &base, objects / 2 + 1, concurrency, true).await?;
+    let objs = make_objects(
+        &client,
+        &base,
+        &srv.stripe_base,
+        &auth,
+        conn_id,
+        objects,
+        concurrency,
+    )
+    .await?;
+    let sessions = make_sessions(
+        &client,
+        &srv.stripe_base,
+        objects / 2 + 1,
+        concurrency,
+        true,
+    )
+    .await?;
     println!(
         "{:.1} s (with {} checkout sessions)",
         made.elapsed().as_secs_f64(),
@@ -497,7 +513,7 @@ pub(crate) async fn run(l: LongRun<'_>) -> anyhow::Result<()> {
     }
     match server_pid {
         Some(pid) => println!(
-            "  server process peak RSS (with its sandbox): {} MiB ({}); senders' process peak RSS {} MiB",
+            "  server process peak RSS: {} MiB ({}); senders' process (with Stripe's sandbox) peak RSS {} MiB",
             status_mib(Some(pid), "VmHWM:").map_or("?".into(), |m| format!("{m:.0}")),
             crate::bench::rss_parts(pid),
             status_mib(None, "VmHWM:").map_or("?".into(), |m| format!("{m:.0}"))

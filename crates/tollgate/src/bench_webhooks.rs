@@ -169,6 +169,7 @@ async fn bench(
             database_url: database_url.as_deref(),
             client: &client,
             base: &base,
+            stripe: &srv.stripe_base,
             auth: &auth,
             conn_id: &conn_id,
             events,
@@ -199,6 +200,8 @@ struct Round<'a> {
     database_url: Option<&'a str>,
     client: &'a reqwest::Client,
     base: &'a str,
+    /// Where the sandbox standing in for Stripe answers.
+    stripe: &'a str,
     auth: &'a str,
     conn_id: &'a str,
     events: usize,
@@ -263,6 +266,7 @@ async fn one_round(on: Round<'_>) -> anyhow::Result<Figures> {
         database_url,
         client,
         base,
+        stripe,
         auth,
         conn_id,
         events,
@@ -284,11 +288,11 @@ async fn one_round(on: Round<'_>) -> anyhow::Result<Figures> {
     }
     print!("setting up {objects} transactions… ");
     let made = Instant::now();
-    let objs = make_objects(&client, &base, &auth, conn_id, objects, concurrency).await?;
+    let objs = make_objects(&client, &base, stripe, &auth, conn_id, objects, concurrency).await?;
 
     // Checkout Sessions that exist in the sandbox: a completed one in `payment` mode makes
     // Tollgate read its line items from Stripe, as it must with real ones.
-    let sessions = make_sessions(&client, &base, objects / 2 + 1, concurrency, round == 1).await?;
+    let sessions = make_sessions(&client, stripe, objects / 2 + 1, concurrency, round == 1).await?;
     println!(
         "{:.1} s (with {} checkout sessions)",
         made.elapsed().as_secs_f64(),
@@ -501,7 +505,7 @@ async fn one_round(on: Round<'_>) -> anyhow::Result<Figures> {
         }
         (Some(_), Some(cpu), Some(scpu)) => {
             println!(
-                "  CPU, first send to all applied, per event sent: server process (with its sandbox) {:.0} µs ({:.2} of {cores} cores busy); senders' process {:.0} µs ({:.2} cores)",
+                "  CPU, first send to all applied, per event sent: server process {:.0} µs ({:.2} of {cores} cores busy); senders' process {:.0} µs ({:.2} cores)",
                 per_event(scpu),
                 busy(scpu),
                 per_event(cpu),
@@ -520,7 +524,7 @@ async fn one_round(on: Round<'_>) -> anyhow::Result<Figures> {
             let server = status_mib(Some(pid), "VmHWM:").map_or("?".into(), |m| format!("{m:.0}"));
             let senders = peak_rss_mib().map_or("?".into(), |m| format!("{m:.0}"));
             println!(
-                "  peak RSS: server process (with its sandbox) {server} MiB ({}); senders' process {senders} MiB",
+                "  peak RSS: server process {server} MiB ({}); senders' process (with Stripe's sandbox) {senders} MiB",
                 crate::bench::rss_parts(pid)
             );
         }
@@ -575,6 +579,7 @@ pub(crate) async fn get_json(
 pub(crate) async fn make_objects(
     client: &reqwest::Client,
     base: &str,
+    stripe: &str,
     auth: &str,
     conn_id: &str,
     n: usize,
@@ -583,9 +588,10 @@ pub(crate) async fn make_objects(
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..concurrency.min(16) {
-        let (client, base, auth, conn_id, next) = (
+        let (client, base, stripe, auth, conn_id, next) = (
             client.clone(),
             base.to_string(),
+            stripe.to_string(),
             auth.to_string(),
             conn_id.to_string(),
             next.clone(),
@@ -609,7 +615,7 @@ pub(crate) async fn make_objects(
                     .as_str()
                     .ok_or_else(|| anyhow!("no PaymentIntent: {tx}"))?;
                 let pi: Value = client
-                    .get(format!("{base}/sandbox/stripe/v1/payment_intents/{pi_id}"))
+                    .get(format!("{stripe}/v1/payment_intents/{pi_id}"))
                     .bearer_auth("sk_test_benchmark0123456789")
                     .send()
                     .await?
@@ -682,7 +688,7 @@ pub(crate) async fn catalogue(
 /// ids.
 pub(crate) async fn make_sessions(
     client: &reqwest::Client,
-    base: &str,
+    stripe: &str,
     n: usize,
     concurrency: usize,
     first: bool,
@@ -690,7 +696,7 @@ pub(crate) async fn make_sessions(
     // The product once, in the first round.
     if first {
         client
-            .post(format!("{base}/sandbox/stripe/v1/products"))
+            .post(format!("{stripe}/v1/products"))
             .bearer_auth("sk_test_benchmark0123456789")
             .form(&[("id", ONCE_PRODUCT), ("name", "Bench")])
             .send()
@@ -701,7 +707,7 @@ pub(crate) async fn make_sessions(
     let per = n.div_ceil(concurrency.max(1));
     let mut tasks = Vec::new();
     for chunk in 0..concurrency.max(1) {
-        let (client, base) = (client.clone(), base.to_string());
+        let (client, stripe) = (client.clone(), stripe.to_string());
         let count = per.min(n.saturating_sub(chunk * per));
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::with_capacity(count);
@@ -715,7 +721,7 @@ pub(crate) async fn make_sessions(
                     ("line_items[0][quantity]", "1"),
                 ];
                 let cs: Value = client
-                    .post(format!("{base}/sandbox/stripe/v1/checkout/sessions"))
+                    .post(format!("{stripe}/v1/checkout/sessions"))
                     .bearer_auth("sk_test_benchmark0123456789")
                     .form(&form)
                     .send()

@@ -14,6 +14,41 @@ mod demo;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (its position in mimalloc 3's `mi_option_t`; the test
+/// below checks it against the option's default).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// How long mimalloc keeps memory freed by the server before it returns it to the system:
+/// 100 ms instead of its default 1 s. Under the webhooks benchmark (64 senders) the server's
+/// peak memory fell by about 5 MiB with no measurable CPU cost; 10 ms gave about 10 MiB and cost
+/// 10–20 % more CPU per event (issue 30).
+const PURGE_DELAY_MS: std::ffi::c_long = 100;
+
+fn tune_allocator() {
+    // Unless the environment set it (`MIMALLOC_PURGE_DELAY`, read by mimalloc at start).
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: sets one of mimalloc's option values (a plain store; it reads them when it
+    // purges).
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+}
+
+#[cfg(test)]
+mod allocator_tests {
+    /// The option position is purge_delay's: its value is mimalloc 3's default for it (1 s),
+    /// unless this test's environment set it.
+    #[test]
+    fn the_purge_delay_option_is_the_one_set() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // SAFETY: reads an option value.
+        let v = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        assert_eq!(v, 1000);
+    }
+}
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -105,6 +140,7 @@ fn init_logging(format: &str) {
 }
 
 fn main() -> anyhow::Result<()> {
+    tune_allocator();
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     tollgate_stripe::install_crypto_provider();

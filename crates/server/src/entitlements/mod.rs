@@ -1848,7 +1848,7 @@ pub async fn link_customer(
         // As the inbox does before it looks a link up (`apply_in`): an object of this customer
         // applied at the same time either commits first (and the re-evaluation after the link
         // reads it) or waits for the link (and re-evaluates the customid itself).
-        es::lock_stripe_customer(&mut *tx, &connection.id, customer).await?;
+        es::lock_stripe_customer(&mut tx, &connection.id, customer).await?;
     }
     let link = LinkRow {
         connection_id: connection.id.clone(),

@@ -1324,7 +1324,7 @@ async fn a_batch_locks_its_customers_in_one_order_on_postgres() {
     let t = now_ms() / 1000;
 
     let mut holder = ctx.store.begin().await.expect("a transaction");
-    tollgate_store::entitlements::lock_stripe_customer(&mut *holder, &conn.id, "cus_lock_a")
+    tollgate_store::entitlements::lock_stripe_customer(&mut holder, &conn.id, "cus_lock_a")
         .await
         .expect("A's lock");
     let holder_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
