@@ -93,6 +93,9 @@ pub enum BenchCommand {
         /// The server's inbox workers (`inbox_workers`; default: the server's own default).
         #[arg(long)]
         inbox_workers: Option<u32>,
+        /// Events per inbox batch (`inbox_batch`; default: the server's own default).
+        #[arg(long)]
+        inbox_batch: Option<u32>,
     },
     /// `GET /v1/permissions` (public key) on the real server: seeds customers with
     /// permissions straight into the read model, then checks random customers over keep-alive
@@ -255,6 +258,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             retention_secs,
             prune_every_secs,
             inbox_workers,
+            inbox_batch,
         } => {
             crate::bench_webhooks::run(
                 db,
@@ -270,6 +274,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                     retention_secs,
                     prune_every_secs: prune_every_secs.max(1),
                     inbox_workers,
+                    inbox_batch,
                 },
             )
             .await

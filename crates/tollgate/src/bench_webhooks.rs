@@ -53,6 +53,8 @@ pub struct Options {
     pub prune_every_secs: u64,
     /// The server's `inbox_workers`, when not its default.
     pub inbox_workers: Option<u32>,
+    /// The server's `inbox_batch`, when not its default.
+    pub inbox_batch: Option<u32>,
 }
 
 pub async fn run(db: BenchDb, admin_url: &str, o: Options) -> anyhow::Result<()> {
@@ -112,6 +114,9 @@ async fn bench(
         c.reconcile_interval_secs = 0;
         if let Some(n) = o.inbox_workers {
             c.inbox_workers = n;
+        }
+        if let Some(n) = o.inbox_batch {
+            c.inbox_batch = n;
         }
     };
     let srv = if o.server_process {
