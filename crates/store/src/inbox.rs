@@ -955,9 +955,9 @@ mod tests {
         assert_eq!(payloads, 4);
     }
 
-    /// The write connection keeps a larger page cache than SQLite's default (2 MiB), and
-    /// checkpoints inside its own commits only past 100,000 pages of log (SQLite's default:
-    /// 1,000); readers keep the defaults.
+    /// The write connection keeps a larger page cache than SQLite's default (2 MiB): 8 MiB,
+    /// and checkpoints inside its own commits only past 100,000 pages of log (SQLite's
+    /// default: 1,000); readers keep 1 MiB each (issue 30's memory bound) and the default log.
     #[tokio::test]
     async fn the_write_connection_has_a_larger_page_cache_and_log() {
         async fn pragma(conn: &mut crate::Conn, sql: &'static str) -> i64 {
@@ -965,13 +965,13 @@ mod tests {
         }
         let (_dir, store) = sqlite_store().await;
         let mut writer = store.hold_writer().await.unwrap();
-        assert_eq!(pragma(&mut writer, "PRAGMA cache_size").await, -32768);
+        assert_eq!(pragma(&mut writer, "PRAGMA cache_size").await, -8192);
         assert_eq!(
             pragma(&mut writer, "PRAGMA wal_autocheckpoint").await,
             100_000
         );
         let mut reader = store.hold_reader().await.unwrap();
-        assert_eq!(pragma(&mut reader, "PRAGMA cache_size").await, -2000);
+        assert_eq!(pragma(&mut reader, "PRAGMA cache_size").await, -1024);
         assert_eq!(pragma(&mut reader, "PRAGMA wal_autocheckpoint").await, 1000);
     }
 

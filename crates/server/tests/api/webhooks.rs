@@ -1109,43 +1109,41 @@ async fn the_server_vacuums_and_analyzes_postgres_tables(db: Db) {
         return;
     }
     let mut conn = s.pool.acquire().await.unwrap();
-    for sql in [
+    // Runs `sql` on the test's connection, then has its statistics flushed for the server to
+    // read, and waits until the probe's row satisfies `done`: (analyzed, vacuumed, dead rows).
+    let mut step = async |sql: &'static str, what: &str, done: fn(&(i32, i32, i64)) -> bool| {
+        for sql in [sql, "SELECT pg_stat_force_next_flush()", "SELECT 1"] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+        let probe = "SELECT (last_analyze IS NOT NULL)::INT, (last_vacuum IS NOT NULL)::INT,
+                            n_dead_tup
+                     FROM pg_stat_user_tables
+                     WHERE schemaname = current_schema() AND relname = 'upkeep_probe'";
+        wait_for(Duration::from_secs(30), what, || async {
+            let r: (i32, i32, i64) = sqlx::query_as(probe).fetch_one(&s.pool).await.unwrap();
+            done(&r).then_some(r)
+        })
+        .await
+    };
+    step(
         "CREATE TABLE upkeep_probe (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)",
-        "INSERT INTO upkeep_probe SELECT i, 0 FROM generate_series(1, 3000) AS i",
-        "SELECT pg_stat_force_next_flush()",
-        "SELECT 1",
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut *conn)
-            .await
-            .unwrap();
-    }
-    let probe = "SELECT (last_analyze IS NOT NULL)::INT, (last_vacuum IS NOT NULL)::INT, n_dead_tup
-                 FROM pg_stat_user_tables
-                 WHERE schemaname = current_schema() AND relname = 'upkeep_probe'";
+        "the table",
+        |_| true,
+    )
+    .await;
     // 3,000 rows inserted: analyzed by the server, not vacuumed (no dead rows).
-    let (analyzed, vacuumed, _) = wait_for(Duration::from_secs(30), "an analysis", || async {
-        let r: (i32, i32, i64) = sqlx::query_as(probe).fetch_one(&s.pool).await.unwrap();
-        (r.0 == 1).then_some(r)
-    })
+    let (analyzed, vacuumed, _) = step(
+        "INSERT INTO upkeep_probe SELECT i, 0 FROM generate_series(1, 3000) AS i",
+        "an analysis",
+        |r| r.0 == 1,
+    )
     .await;
     assert_eq!((analyzed, vacuumed), (1, 0));
     // Every row updated: 3,000 dead versions, which the server's vacuum removes.
-    for sql in [
-        "UPDATE upkeep_probe SET v = 1",
-        "SELECT pg_stat_force_next_flush()",
-        "SELECT 1",
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut *conn)
-            .await
-            .unwrap();
-    }
-    let (_, _, dead) = wait_for(Duration::from_secs(30), "a vacuum", || async {
-        let r: (i32, i32, i64) = sqlx::query_as(probe).fetch_one(&s.pool).await.unwrap();
-        (r.1 == 1).then_some(r)
-    })
-    .await;
+    let (_, _, dead) = step("UPDATE upkeep_probe SET v = 1", "a vacuum", |r| r.1 == 1).await;
     assert!(
         dead < 1_000,
         "{dead} dead row versions left after the vacuum"
