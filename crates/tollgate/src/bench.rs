@@ -420,25 +420,41 @@ pub fn process_cpu_of(pid: Option<u32>) -> Option<Duration> {
     Some(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
-async fn sandbox(pairs: usize, concurrency: usize) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let sandbox = Sandbox::start(SandboxConfig {
-        public_url: format!("http://{addr}"),
+/// A sandbox (no state file) whose objects name `public_url` as its address.
+fn start_sandbox(public_url: String) -> anyhow::Result<Sandbox> {
+    Sandbox::start(SandboxConfig {
+        public_url,
         ..SandboxConfig::default()
     })
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let key = sandbox.secret_key();
+    .map_err(|e| anyhow!("{e}"))
+}
+
+/// A sandbox served from this process on a free loopback port: it, its address
+/// (`http://127.0.0.1:PORT`) and the task serving it.
+async fn serve_sandbox() -> anyhow::Result<(Sandbox, String, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let sandbox = start_sandbox(base.clone())?;
     let app = sandbox
         .router()
         .into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            eprintln!("the benchmark's sandbox stopped: {e}");
+        }
+    });
+    Ok((sandbox, base, task))
+}
+
+async fn sandbox(pairs: usize, concurrency: usize) -> anyhow::Result<()> {
+    let (sandbox, sandbox_base, _serving) = serve_sandbox().await?;
+    let key = sandbox.secret_key();
 
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
         .context("http client")?;
-    let base = format!("http://{addr}/v1/payment_intents");
+    let base = format!("{sandbox_base}/v1/payment_intents");
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -1054,11 +1070,7 @@ impl BenchServer {
         let database_url = config.database_url();
         // Mounted as `serve` mounts it, without a state file: real Stripe costs us no CPU,
         // and the sandbox's periodic state saves would only measure the sandbox.
-        let sb = Sandbox::start(SandboxConfig {
-            public_url: format!("{public_url}/sandbox/stripe"),
-            ..SandboxConfig::default()
-        })
-        .map_err(|e| anyhow!("{e}"))?;
+        let sb = start_sandbox(format!("{public_url}/sandbox/stripe"))?;
         let sb2 = sb.clone();
         let opts = ServeOptions {
             clock: Arc::new(SystemClock),
@@ -1104,21 +1116,7 @@ impl BenchServer {
         // A free port: bound, read, released for the child (which binds it a moment later).
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let public_url = format!("http://{addr}");
-        let stripe = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let stripe_base = format!("http://{}", stripe.local_addr()?);
-        let sb = Sandbox::start(SandboxConfig {
-            public_url: stripe_base.clone(),
-            ..SandboxConfig::default()
-        })
-        .map_err(|e| anyhow!("{e}"))?;
-        let app = sb
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let sandbox = tokio::spawn(async move {
-            if let Err(e) = axum::serve(stripe, app).await {
-                eprintln!("the benchmark's sandbox stopped: {e}");
-            }
-        });
+        let (_sb, stripe_base, sandbox) = serve_sandbox().await?;
         let mut config = bench_config(addr, database_url, data_dir, tweak);
         config.sandbox = Some(false);
         config.stripe_api_base = stripe_base.clone();

@@ -621,17 +621,22 @@ both_dbs!(
     concurrent_consumes_announce_low_and_depleted_once,
 );
 
-/// `balance.low` when a consumption takes a balance to the definition's threshold or below,
-/// `balance.depleted` when it reaches zero; each once per crossing.
-async fn low_and_depleted_balances_are_announced(db: Db) {
-    let s = TestServer::start(db).await;
-    metered_catalog(&s, "prod_m", "prod_p").await;
+/// The metered catalogue and a webhook subscription to every `balance.*` event.
+async fn metered_with_balance_hooks(s: &TestServer) {
+    metered_catalog(s, "prod_m", "prod_p").await;
     s.post(
         "/webhook-subscriptions",
         json!({"url": "https://shop.example/hooks", "events": ["balance.*"]}),
     )
     .await
     .expect(201);
+}
+
+/// `balance.low` when a consumption takes a balance to the definition's threshold or below,
+/// `balance.depleted` when it reaches zero; each once per crossing.
+async fn low_and_depleted_balances_are_announced(db: Db) {
+    let s = TestServer::start(db).await;
+    metered_with_balance_hooks(&s).await;
     give(&s, "u3", 30).await;
     for units in [15, 4, 6, 2, 3] {
         s.post(
@@ -807,13 +812,7 @@ async fn concurrent_consumers_over_many_customers_add_up(db: Db) {
 /// the ledger adds up row by row.
 async fn concurrent_consumes_announce_low_and_depleted_once(db: Db) {
     let s = Arc::new(TestServer::start(db).await);
-    metered_catalog(&s, "prod_m", "prod_p").await;
-    s.post(
-        "/webhook-subscriptions",
-        json!({"url": "https://shop.example/hooks", "events": ["balance.*"]}),
-    )
-    .await
-    .expect(201);
+    metered_with_balance_hooks(&s).await;
     give(&s, "crowd", 100).await;
     let mut tasks = Vec::new();
     for i in 0..64 {
