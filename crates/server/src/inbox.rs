@@ -906,7 +906,7 @@ const TABLES_CHECK_EVERY: u32 = 2;
 /// When the other tables are vacuumed or analyzed: autovacuum's rule, with a vacuum threshold
 /// of 1,000 dead versions (so that a vacuum, which reads the table's indexes, is spread over
 /// many updates) and its default analyze scale factor.
-const TABLES: inbox::Upkeep = inbox::Upkeep {
+const TABLES: tollgate_store::upkeep::Upkeep = tollgate_store::upkeep::Upkeep {
     vacuum_min: 1_000,
     vacuum_share: 0.2,
     analyze_min: 500,
@@ -921,7 +921,7 @@ const TABLES: inbox::Upkeep = inbox::Upkeep {
 /// up, this finds nothing to do.
 async fn upkeep_tables(ctx: &ApiContext) {
     let skip = ["webhook_waiting"];
-    match inbox::maintain(&ctx.store, TABLES, &skip).await {
+    match tollgate_store::upkeep::maintain(&ctx.store, TABLES, &skip).await {
         Ok(done) if !done.is_empty() => tracing::debug!(tables = ?done, "table upkeep"),
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "table upkeep failed"),

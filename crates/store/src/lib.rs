@@ -25,6 +25,7 @@ pub mod rows;
 pub mod search;
 pub mod stripe_features;
 pub mod transactions;
+pub mod upkeep;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

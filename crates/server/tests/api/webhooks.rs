@@ -1097,14 +1097,14 @@ async fn the_server_vacuums_and_analyzes_postgres_tables(db: Db) {
     let store = tollgate_store::Store::connect(&s.config.database_url())
         .await
         .expect("store");
-    let rule = tollgate_store::inbox::Upkeep {
+    let rule = tollgate_store::upkeep::Upkeep {
         vacuum_min: 1,
         vacuum_share: 0.0,
         analyze_min: 1,
         analyze_share: 0.0,
     };
     if db == Db::Sqlite {
-        let done = tollgate_store::inbox::maintain(&store, rule, &[]).await;
+        let done = tollgate_store::upkeep::maintain(&store, rule, &[]).await;
         assert_eq!(done.expect("upkeep"), vec![]);
         return;
     }
@@ -1149,7 +1149,7 @@ async fn the_server_vacuums_and_analyzes_postgres_tables(db: Db) {
         "{dead} dead row versions left after the vacuum"
     );
     // The store's own upkeep with a rule that takes every table: nothing is refused.
-    tollgate_store::inbox::maintain(&store, rule, &[])
+    tollgate_store::upkeep::maintain(&store, rule, &[])
         .await
         .expect("upkeep of every table");
 }
