@@ -1429,15 +1429,14 @@ impl HistoryRow {
     }
 }
 
-/// Appends history entries of one customer (`seq` of each is ignored).
+/// Appends history entries, each of its customer (`seq` of each is ignored).
 pub async fn insert_history(
     db: &mut crate::Conn,
     merchant_account_id: &str,
-    customid: &str,
-    rows: &[HistoryRow],
+    rows: &[(&str, &HistoryRow)],
 ) -> Result<()> {
     let backend = crate::Backend::of(db);
-    for chunk in rows.chunks(50) {
+    for chunk in crate::query::row_chunks(backend, rows, 50) {
         let mut sql = String::from(
             "INSERT INTO ent_permission_history (merchant_account_id, customid, identifier, at,
                 is_valid, entitlement, expires_at, valid_until, skus, removed, cause, version)
@@ -1445,7 +1444,7 @@ pub async fn insert_history(
         );
         sql.push_str(&crate::query::value_rows(backend, chunk.len(), 12));
         let mut args = sqlx::any::AnyArguments::default();
-        for h in chunk {
+        for (customid, h) in chunk {
             let _ = args.add(merchant_account_id.to_string());
             let _ = args.add(customid.to_string());
             let _ = args.add(h.identifier.clone());
@@ -1461,7 +1460,7 @@ pub async fn insert_history(
         }
         // Placeholders only; every value is bound.
         sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
-            .persistent(chunk.len() == 1)
+            .persistent(crate::query::keeps_shapes(backend))
             .execute(&mut *db)
             .await?;
     }
@@ -1496,24 +1495,17 @@ pub async fn history_page<'c, E: Executor<'c, Database = Any>>(
     rows.iter().map(HistoryRow::from_row).collect()
 }
 
-/// Forgets a customer's foreseen history entries (those after `now`, ms): a re-evaluation
-/// writes them again from what it knows.
-pub async fn forget_foreseen<'c, E: Executor<'c, Database = Any>>(
-    db: E,
+/// Forgets the foreseen history entries (those after `now`, ms) of `customids`: a
+/// re-evaluation writes them again from what it knows.
+pub async fn forget_foreseen(
+    db: &mut crate::Conn,
     merchant_account_id: &str,
-    customid: &str,
+    customids: &[&str],
     now: i64,
 ) -> Result<()> {
-    sqlx::query(
-        "DELETE FROM ent_permission_history
-         WHERE merchant_account_id = $1 AND customid = $2 AND at > $3",
-    )
-    .bind(merchant_account_id)
-    .bind(customid)
-    .bind(now)
-    .execute(db)
-    .await?;
-    Ok(())
+    let sql = "DELETE FROM ent_permission_history
+               WHERE merchant_account_id = $1 AND at > $2 AND customid IN ({list})";
+    crate::query::execute_in_list(db, sql, merchant_account_id, now, customids, WALK_CHUNK).await
 }
 
 /// Per permission, the newest history entry at or before `at` (ms), by identifier.
@@ -1565,26 +1557,20 @@ pub async fn bump_customer_version(
     .await?)
 }
 
-/// Sets when the clock alone next changes a customer's answer: its earliest history entry after
-/// `now` (ms; entries after now are foreseen), or none.
-pub async fn set_next_change<'c, E: Executor<'c, Database = Any>>(
-    db: E,
+/// Sets when the clock alone next changes the answer of each of `customids`: its earliest
+/// history entry after `now` (ms; entries after now are foreseen), or none.
+pub async fn set_next_change(
+    db: &mut crate::Conn,
     merchant_account_id: &str,
-    customid: &str,
+    customids: &[&str],
     now: i64,
 ) -> Result<()> {
-    sqlx::query(
-        "UPDATE ent_customer_state SET next_change_at = (
-             SELECT MIN(at) FROM ent_permission_history
-             WHERE merchant_account_id = $1 AND customid = $2 AND at > $3)
-         WHERE merchant_account_id = $1 AND customid = $2",
-    )
-    .bind(merchant_account_id)
-    .bind(customid)
-    .bind(now)
-    .execute(db)
-    .await?;
-    Ok(())
+    let sql = "UPDATE ent_customer_state SET next_change_at = (
+                   SELECT MIN(h.at) FROM ent_permission_history h
+                   WHERE h.merchant_account_id = ent_customer_state.merchant_account_id
+                     AND h.customid = ent_customer_state.customid AND h.at > $2)
+               WHERE merchant_account_id = $1 AND customid IN ({list})";
+    crate::query::execute_in_list(db, sql, merchant_account_id, now, customids, WALK_CHUNK).await
 }
 
 /// Writes `version` on every read-model row of a customer.
@@ -1605,18 +1591,16 @@ pub async fn set_permissions_version<'c, E: Executor<'c, Database = Any>>(
     Ok(())
 }
 
-/// A customer's current state version (0: never changed).
-pub async fn customer_version<'c, E: Executor<'c, Database = Any>>(
-    db: E,
+/// The current state version of each of `customids` that ever changed (the others: 0).
+pub async fn customer_versions(
+    db: &mut crate::Conn,
     merchant_account_id: &str,
-    customid: &str,
-) -> Result<i64> {
-    let v: Option<i64> = sqlx::query_scalar(
-        "SELECT version FROM ent_customer_state WHERE merchant_account_id = $1 AND customid = $2",
-    )
-    .bind(merchant_account_id)
-    .bind(customid)
-    .fetch_optional(db)
-    .await?;
-    Ok(v.unwrap_or(0))
+    customids: &[&str],
+) -> Result<std::collections::HashMap<String, i64>> {
+    let sql = "SELECT customid, version FROM ent_customer_state
+               WHERE merchant_account_id = $1 AND customid IN ({list})";
+    let rows = rows_over_ids(db, sql, merchant_account_id, customids).await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("customid")?, r.try_get("version")?)))
+        .collect()
 }

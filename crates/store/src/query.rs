@@ -160,6 +160,12 @@ impl<'a> List<'a> {
         for v in leading {
             let _ = args.add(v.to_string());
         }
+        self.append(&mut args);
+        args
+    }
+
+    /// Binds the list's values after the arguments already in `args`.
+    pub fn append(&self, args: &mut AnyArguments) {
         match self.backend {
             crate::Backend::Sqlite => {
                 // An array of strings always serialises.
@@ -172,7 +178,6 @@ impl<'a> List<'a> {
                 }
             }
         }
-        args
     }
 
     /// `sql` with its `{list}` filled in, and its arguments: the text values `leading` (`$1`,
@@ -211,6 +216,33 @@ pub(crate) async fn rows_in_list(
         out.extend(q.fetch_all(&mut *db).await?);
     }
     Ok(out)
+}
+
+/// Runs `sql` over every value of `list`, `chunk` values per statement: `sql` holds `{list}`
+/// for the inside of its `IN (…)`, after its parameters `$1` (the text `text`) and `$2` (the
+/// integer `number`). Only the code's own fragments go into `sql`; every value is bound.
+pub(crate) async fn execute_in_list(
+    db: &mut crate::Conn,
+    sql: &str,
+    text: &str,
+    number: i64,
+    list: &[&str],
+    chunk: usize,
+) -> crate::Result<()> {
+    let backend = crate::Backend::of(db);
+    for part in list.chunks(chunk.max(1)) {
+        let list = List::new(backend, part);
+        let mut args = AnyArguments::default();
+        let _ = args.add(text.to_string());
+        let _ = args.add(number);
+        list.append(&mut args);
+        let sql = sql.replace("{list}", &list.sql(3));
+        sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+            .persistent(list.persistent())
+            .execute(&mut *db)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The values of a JSON array that SQLite built in one row (`json_group_array`): on SQLite,

@@ -1447,6 +1447,8 @@ pub async fn reevaluate_all<'a>(
         grants.entry(g.customid.clone()).or_default().push(g);
     }
     let mut notices = Vec::new();
+    let mut histories = Vec::with_capacity(customids.len());
+    let now_ms = ctx.now();
     for (customid, purchases) in customids.iter().zip(purchases) {
         let existing = permissions.remove(*customid).unwrap_or_default();
         let grants = grants.remove(*customid).unwrap_or_default();
@@ -1458,9 +1460,67 @@ pub async fn reevaluate_all<'a>(
             existing,
             credit_defs: &credit_defs,
         };
-        notices.extend(reevaluate_with(ctx, tx, &catalog, &policy, customer, cause).await?);
+        let (n, history) =
+            reevaluate_with(ctx, tx, &catalog, &policy, customer, cause, now_ms).await?;
+        notices.extend(n);
+        histories.push(history);
     }
+    write_histories(tx, merchant, histories, now_ms).await?;
     Ok(notices)
+}
+
+/// A customer's history as its re-evaluation leaves it to write (see [`write_histories`]).
+struct History<'a> {
+    customid: &'a str,
+    /// The entries that replace its foreseen ones; `None`: keep them (an unchanged customer on
+    /// a Stripe test clock, whose time only the clock moves).
+    entries: Option<Vec<es::HistoryRow>>,
+    /// The version its entries carry; `None`: its current one (its answer did not change).
+    version: Option<i64>,
+}
+
+/// Writes the re-evaluated customers' histories together, a few statements for all of them
+/// rather than four per customer: each one's foreseen entries (after `now_ms`) are replaced by
+/// its new ones, and then it is due for the expiry job at its first foreseen change.
+async fn write_histories(
+    tx: &mut Tx<'_>,
+    merchant: &str,
+    mut histories: Vec<History<'_>>,
+    now_ms: i64,
+) -> ApiResult<()> {
+    let written: Vec<&str> = histories
+        .iter()
+        .filter(|h| h.entries.is_some())
+        .map(|h| h.customid)
+        .collect();
+    let unversioned: Vec<&str> = histories
+        .iter()
+        .filter(|h| h.entries.as_ref().is_some_and(|e| !e.is_empty()) && h.version.is_none())
+        .map(|h| h.customid)
+        .collect();
+    let versions = match unversioned.is_empty() {
+        true => HashMap::new(),
+        false => es::customer_versions(tx, merchant, &unversioned).await?,
+    };
+    for h in &mut histories {
+        let version = h
+            .version
+            .unwrap_or_else(|| versions.get(h.customid).copied().unwrap_or(0));
+        for e in h.entries.iter_mut().flatten() {
+            e.version = version;
+        }
+    }
+    if !written.is_empty() {
+        es::forget_foreseen(tx, merchant, &written, now_ms).await?;
+    }
+    let rows: Vec<(&str, &es::HistoryRow)> = histories
+        .iter()
+        .flat_map(|h| h.entries.iter().flatten().map(move |e| (h.customid, e)))
+        .collect();
+    es::insert_history(tx, merchant, &rows).await?;
+    let all: Vec<&str> = histories.iter().map(|h| h.customid).collect();
+    es::set_next_change(tx, merchant, &all, now_ms).await?;
+    Ok(())
 }
 
 /// One customer as [`reevaluate_with`] reads it.
@@ -1538,16 +1598,18 @@ fn foresee(
 }
 
 /// Writes what a customer's purchases and grants now give it, against its permissions in the
-/// read model; records each change in its history and, when anything changed, takes the next
-/// version of its permission set (`customer.state_changed`).
-async fn reevaluate_with(
+/// read model and, when anything changed, takes the next version of its permission set
+/// (`customer.state_changed`). Its history (each change, and what the clock will change) is
+/// returned for [`write_histories`].
+async fn reevaluate_with<'a>(
     ctx: &ApiContext,
     tx: &mut Tx<'_>,
     catalog: &Catalog,
     policy: &Policy,
-    c: Customer<'_>,
+    c: Customer<'a>,
     cause: &Cause,
-) -> ApiResult<Vec<Notice>> {
+    now_ms: i64,
+) -> ApiResult<(Vec<Notice>, History<'a>)> {
     let Customer {
         merchant,
         customid,
@@ -1556,7 +1618,6 @@ async fn reevaluate_with(
         existing,
         credit_defs,
     } = c;
-    let now_ms = ctx.now();
     let on_clock = purchases.frozen_time.is_some();
     let now = purchases.frozen_time.unwrap_or(now_ms / 1000);
     let manual = manual_grants(&grants, on_clock, now);
@@ -1626,8 +1687,8 @@ async fn reevaluate_with(
         // subscription beside a grant that still holds: when the grant ends, the permission
         // shows the subscription's code, not the grant's expiry foreseen before it came), so
         // the foreseen entries are written again, under the customer's current version.
-        if !on_clock {
-            let mut foreseen = foresee(
+        let entries = (!on_clock).then(|| {
+            foresee(
                 &purchases.ledger,
                 &manual,
                 catalog,
@@ -1635,17 +1696,14 @@ async fn reevaluate_with(
                 now,
                 &states,
                 now_ms,
-            );
-            let version = es::customer_version(&mut **tx, merchant, customid).await?;
-            for h in &mut foreseen {
-                h.version = version;
-            }
-            es::forget_foreseen(&mut **tx, merchant, customid, now_ms).await?;
-            es::insert_history(tx, merchant, customid, &foreseen).await?;
-        }
-        // The expiry job waits for the next foreseen moment.
-        es::set_next_change(&mut **tx, merchant, customid, now_ms).await?;
-        return Ok(notices);
+            )
+        });
+        let history = History {
+            customid,
+            entries,
+            version: None,
+        };
+        return Ok((notices, history));
     }
     // The next version of the customer's permission set, in this transaction.
     let version = es::bump_customer_version(tx, merchant, customid, now_ms).await?;
@@ -1685,14 +1743,6 @@ async fn reevaluate_with(
         })
     });
     history.extend(foreseen);
-    for h in &mut history {
-        h.version = version;
-    }
-    es::forget_foreseen(&mut **tx, merchant, customid, now_ms).await?;
-    es::insert_history(tx, merchant, customid, &history).await?;
-    // When the expiry job is next due for this customer: its first foreseen change, which
-    // may lapse one purchase while another holds the permission (no `valid_until` passes).
-    es::set_next_change(&mut **tx, merchant, customid, now_ms).await?;
     after.sort_by(|a, b| a.identifier.cmp(&b.identifier));
     notices.push(Notice::StateChanged {
         merchant_account_id: merchant.to_string(),
@@ -1708,7 +1758,12 @@ async fn reevaluate_with(
         Backend::Postgres => es::notify_permission_change(&mut **tx, merchant, customid).await?,
     }
     ctx.entitlements.invalidate(merchant, customid);
-    Ok(notices)
+    let history = History {
+        customid,
+        entries: Some(history),
+        version: Some(version),
+    };
+    Ok((notices, history))
 }
 
 /// Re-evaluates one customer in a transaction of its own.
