@@ -27,7 +27,7 @@ use tollgate_domain::entitlements::code;
 use tollgate_stripe::signature;
 
 use crate::bench::{
-    BenchDb, BenchServer, cores, latency_line, on_fresh_db, peak_rss_mib, process_cpu,
+    BenchDb, BenchServer, cores, latency_line, machine_cpu, on_fresh_db, peak_rss_mib, process_cpu,
     process_cpu_of, status_mib,
 };
 use crate::demo::unix_now;
@@ -336,6 +336,7 @@ async fn one_round(on: Round<'_>) -> anyhow::Result<Figures> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let cpu_at_start = process_cpu();
+    let machine_at_start = machine_cpu();
     let server_cpu_at_start = server_pid.and_then(|p| process_cpu_of(Some(p)));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
@@ -392,6 +393,9 @@ async fn one_round(on: Round<'_>) -> anyhow::Result<Figures> {
     let applied_in = started.elapsed();
     let cpu = process_cpu()
         .zip(cpu_at_start)
+        .map(|(end, start)| end.saturating_sub(start));
+    let machine = machine_cpu()
+        .zip(machine_at_start)
         .map(|(end, start)| end.saturating_sub(start));
     let server_cpu = server_pid
         .and_then(|p| process_cpu_of(Some(p)))
@@ -518,6 +522,15 @@ async fn one_round(on: Round<'_>) -> anyhow::Result<Figures> {
             );
         }
         _ => {}
+    }
+    if let Some(m) = machine {
+        // Everything the machine did meanwhile, the database server's work included (on
+        // PostgreSQL, about half of it): the cost a change must lower, whichever process pays.
+        println!(
+            "  machine CPU (every process, the database's included), first send to all applied: {:.0} µs per event sent; {:.2} of {cores} cores busy",
+            per_event(m),
+            busy(m)
+        );
     }
     match server_pid {
         None => {
