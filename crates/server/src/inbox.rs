@@ -470,6 +470,10 @@ async fn insert_events(
     batch: &[Pending],
 ) -> tollgate_store::Result<Vec<bool>> {
     let rows: Vec<&InboxRow> = batch.iter().map(|p| &p.row).collect();
+    if backend == Backend::Postgres && rows.len() <= inbox::ONE_STATEMENT_ROWS {
+        // One statement, atomic and committed on its own: no `BEGIN` and `COMMIT` round trips.
+        return inbox::insert_many(conn, &rows).await;
+    }
     let mut tx = tollgate_store::begin_on(conn, backend).await?;
     let news = inbox::insert_many(&mut tx, &rows).await?;
     tollgate_store::commit(tx).await?;
