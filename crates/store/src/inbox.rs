@@ -799,16 +799,20 @@ mod tests {
             .execute(&mut *conn)
             .await
             .unwrap();
-        let explain = |sql: String| format!("EXPLAIN {sql}");
-        let plan: Vec<String> =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(explain(claim_sql_postgres())))
-                .bind(10_000_i64)
-                .bind(6_000_i64)
-                .bind(256_i64)
-                .fetch_all(&mut *conn)
-                .await
-                .unwrap();
-        let plan = plan.join("\n");
+        // PostgreSQL's plan of `sql` with `args`, a line per step.
+        async fn plan_of(conn: &mut crate::Conn, sql: String, args: AnyArguments) -> String {
+            let lines: Vec<String> =
+                sqlx::query_scalar_with(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")), args)
+                    .fetch_all(conn)
+                    .await
+                    .unwrap();
+            lines.join("\n")
+        }
+        let mut args = AnyArguments::default();
+        for v in [10_000_i64, 6_000, 256] {
+            args.add(v).unwrap();
+        }
+        let plan = plan_of(&mut conn, claim_sql_postgres(), args).await;
         assert!(!plan.contains("Seq Scan on webhook_waiting"), "{plan}");
         assert!(plan.contains("webhook_waiting_due"), "{plan}");
         assert!(plan.contains("webhook_waiting_pkey"), "{plan}");
@@ -824,11 +828,7 @@ mod tests {
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         let list = crate::query::List::new(Backend::Postgres, &ids);
         let (sql, args) = list.fill(&claimed_sql(Backend::Postgres), &[]);
-        let plan: Vec<String> = sqlx::query_scalar_with(sqlx::AssertSqlSafe(explain(sql)), args)
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap();
-        let plan = plan.join("\n");
+        let plan = plan_of(&mut conn, sql, args).await;
         assert!(!plan.contains("Seq Scan on webhook_waiting"), "{plan}");
         assert!(plan.contains("webhook_waiting_pkey"), "{plan}");
         let batch = claimed(&mut conn, &ids).await.unwrap();
